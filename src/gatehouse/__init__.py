@@ -1,0 +1,3 @@
+"""Gatehouse: a self-hosted AI gateway."""
+
+__version__ = "0.1.0"

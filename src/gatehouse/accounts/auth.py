@@ -1,0 +1,166 @@
+"""Authentication (API key or session cookie + CSRF) and the one access declaration per route."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from fastapi import Depends, Request
+from sqlalchemy import select
+
+from gatehouse.accounts.models import ApiKey, User, UserSession
+from gatehouse.accounts.principal import Principal
+from gatehouse.accounts.roles import Role, UserStatus
+from gatehouse.accounts.tokens import csrf_token, hash_token, same
+from gatehouse.db.base import utcnow
+from gatehouse.errors import Forbidden, Unauthorized
+
+if TYPE_CHECKING:
+    from gatehouse.runtime import Runtime
+
+SESSION_COOKIE = "gatehouse_session"
+CSRF_COOKIE = "gatehouse_csrf"
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+NO_CREDENTIALS = (
+    "Missing API key: send `Authorization: Bearer <your key>` (create one in the console or with POST /me/keys)"
+)
+
+
+async def principal_for_key(runtime: Runtime, raw_key: str) -> Principal:
+    """The caller behind an API key: from the cache when warm, else one database read."""
+    key_hash = hash_token(raw_key)
+    cache = runtime.auth_cache
+    hit, principal = cache.get(key_hash)
+    if not hit:
+        generation = cache.generation
+        principal = await _load_key_principal(runtime, key_hash)
+        cache.put(key_hash, principal, generation=generation)
+    if principal is None:
+        raise Unauthorized("Invalid API key: it does not exist or was revoked. Check the key, or create a new one.")
+    if principal.key_expires_at is not None and principal.key_expires_at <= utcnow():
+        raise Unauthorized("This API key has expired: create a new one.", code="expired_api_key")
+    return principal
+
+
+async def _load_key_principal(runtime: Runtime, key_hash: str) -> Principal | None:
+    async with runtime.sessionmaker() as session:
+        row = (
+            await session.execute(
+                select(ApiKey.id, ApiKey.expires_at, ApiKey.revoked_at, User.id, User.email, User.role, User.status)
+                .join(User, User.id == ApiKey.user_id)
+                .where(ApiKey.key_hash == key_hash)
+            )
+        ).first()
+    if row is None or row[2] is not None:
+        return None
+    key_id, expires_at, _revoked, user_id, email, role, status = row
+    return Principal(
+        user_id=user_id,
+        email=email,
+        role=Role(role),
+        status=UserStatus(status),
+        key_id=key_id,
+        key_expires_at=expires_at,
+    )
+
+
+async def principal_for_session(runtime: Runtime, request: Request, token: str) -> Principal:
+    """The caller behind a console session cookie; unsafe methods must carry the CSRF token."""
+    async with runtime.sessionmaker() as session:
+        row = (
+            await session.execute(
+                select(UserSession.id, UserSession.expires_at, User.id, User.email, User.role, User.status)
+                .join(User, User.id == UserSession.user_id)
+                .where(UserSession.token_hash == hash_token(token))
+            )
+        ).first()
+    if row is None or row[1] <= utcnow():
+        raise Unauthorized("Your session has ended: log in again.", code="session_expired")
+    if request.method not in SAFE_METHODS:
+        sent = request.headers.get(CSRF_HEADER, "")
+        if not sent or not same(sent, csrf_token(runtime.secret, token)):
+            raise Forbidden(
+                "Missing or wrong CSRF token: send the X-CSRF-Token header with the value "
+                "returned at login (also in the gatehouse_csrf cookie).",
+                code="csrf_failed",
+            )
+    session_id, _expires, user_id, email, role, status = row
+    return Principal(user_id=user_id, email=email, role=Role(role), status=UserStatus(status), session_id=session_id)
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token in `Authorization: Bearer ...`, if any."""
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("Malformed Authorization header: use `Authorization: Bearer <your key>`.")
+    return token.strip()
+
+
+def check_status(principal: Principal) -> None:
+    """Refuse callers whose account may not act."""
+    if principal.status is UserStatus.DISABLED:
+        raise Forbidden("This account is disabled: ask an administrator.", code="account_disabled")
+    if principal.status is UserStatus.PENDING:
+        raise Forbidden("This account is pending approval: ask an administrator.", code="account_pending")
+
+
+async def resolve_principal(request: Request, runtime: Runtime) -> Principal:
+    """Authenticate once per request (the result is kept on request.state)."""
+    cached: Principal | None = getattr(request.state, "principal", None)
+    if cached is not None:
+        return cached
+    token = bearer_token(request)
+    if token is not None:
+        principal = await principal_for_key(runtime, token)
+    elif cookie := request.cookies.get(SESSION_COOKIE):
+        principal = await principal_for_session(runtime, request, cookie)
+    else:
+        raise Unauthorized(NO_CREDENTIALS, code="missing_api_key")
+    check_status(principal)
+    request.state.principal = principal
+    request.scope["state"]["user_id"] = principal.user_id
+    structlog.contextvars.bind_contextvars(user_id=principal.user_id)
+    return principal
+
+
+class Access:
+    """A route's access declaration: the least role it needs, or public (None)."""
+
+    def __init__(self, role: Role | None) -> None:
+        self.role = role
+
+    async def __call__(self, request: Request) -> Principal | None:
+        if self.role is None:
+            return None
+        principal = await resolve_principal(request, request.app.state.runtime)
+        if not principal.role.at_least(self.role):
+            raise Forbidden(f"This needs the {self.role.value} role or higher; you are {principal.role.value}.")
+        return principal
+
+    def __repr__(self) -> str:
+        return f"Access({self.role.value if self.role else 'public'})"
+
+
+def require(role: Role) -> Any:
+    """`dependencies=[require(Role.ADMIN)]`: the route's one access declaration."""
+    return Depends(Access(role))
+
+
+def public() -> Any:
+    """`dependencies=[public()]`: the route needs no credentials (declared, so the matrix test sees it)."""
+    return Depends(Access(None))
+
+
+def declared_access(dependencies: list[Any]) -> list[Access]:
+    """The Access declarations among a route's dependencies (for the permissions test)."""
+    return [d.dependency for d in dependencies if isinstance(getattr(d, "dependency", None), Access)]
+
+
+def expires_in_future(value: datetime | None) -> bool:
+    """Whether an optional expiry lies ahead."""
+    return value is None or value > utcnow()

@@ -1,0 +1,139 @@
+"""Routes: /auth (login, logout), /me (profile, keys), /admin/users (create, read, keys for a user)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi import APIRouter, Request, Response, status
+
+from gatehouse.accounts import service
+from gatehouse.accounts.auth import CSRF_COOKIE, SESSION_COOKIE, public, require
+from gatehouse.accounts.roles import Role
+from gatehouse.accounts.schemas import (
+    KeyCreate,
+    KeyCreated,
+    KeyRead,
+    LoginRequest,
+    LoginResponse,
+    UserCreate,
+    UserRead,
+)
+from gatehouse.accounts.tokens import csrf_token
+from gatehouse.deps import PrincipalDep, RuntimeDep, SessionDep
+from gatehouse.errors import Forbidden, Unauthorized
+
+router = APIRouter()
+
+INVALID_LOGIN = "Wrong email or password."
+
+
+def _client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+@router.post("/auth/login", response_model=LoginResponse, tags=["auth"], dependencies=[public()])
+async def login(
+    body: LoginRequest, request: Request, response: Response, session: SessionDep, runtime: RuntimeDep
+) -> LoginResponse:
+    """Start a console session: sets an HttpOnly session cookie and returns the CSRF token."""
+    user = await service.authenticate_password(session, email=body.email, password=body.password)
+    if user is None:
+        raise Unauthorized(INVALID_LOGIN, code="invalid_credentials")
+    if user.status != "active":
+        raise Forbidden(f"This account is {user.status}: ask an administrator.", code=f"account_{user.status}")
+    ttl = timedelta(hours=runtime.settings.session_ttl_hours)
+    row, token = await service.create_session(
+        session, user=user, ttl=ttl, ip=_client_ip(request), user_agent=request.headers.get("user-agent")
+    )
+    csrf = csrf_token(runtime.secret, token)
+    secure = runtime.settings.is_prod
+    max_age = int(ttl.total_seconds())
+    response.set_cookie(SESSION_COOKIE, token, max_age=max_age, httponly=True, samesite="lax", secure=secure)
+    response.set_cookie(CSRF_COOKIE, csrf, max_age=max_age, httponly=False, samesite="strict", secure=secure)
+    return LoginResponse(user=UserRead.model_validate(user), csrf_token=csrf, expires_at=row.expires_at)
+
+
+@router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT, tags=["auth"], dependencies=[require(Role.USER)])
+async def logout(request: Request, session: SessionDep) -> Response:
+    """End the console session (a no-op for API-key callers)."""
+    if token := request.cookies.get(SESSION_COOKIE):
+        await service.delete_session(session, token=token)
+    response = Response(status_code=status.HTTP_204_NO_CONTENT)
+    response.delete_cookie(SESSION_COOKIE)
+    response.delete_cookie(CSRF_COOKIE)
+    return response
+
+
+@router.get("/me", response_model=UserRead, tags=["me"], dependencies=[require(Role.USER)])
+async def me(principal: PrincipalDep, session: SessionDep) -> UserRead:
+    """The caller's own account."""
+    return UserRead.model_validate(await service.get_user_or_raise(session, user_id=principal.user_id))
+
+
+@router.get("/me/keys", response_model=list[KeyRead], tags=["me"], dependencies=[require(Role.USER)])
+async def list_my_keys(principal: PrincipalDep, session: SessionDep) -> list[KeyRead]:
+    """The caller's API keys (never the keys themselves: only their prefixes)."""
+    keys = await service.list_api_keys(session, user_id=principal.user_id)
+    return [KeyRead.model_validate(k) for k in keys]
+
+
+@router.post(
+    "/me/keys",
+    response_model=KeyCreated,
+    status_code=status.HTTP_201_CREATED,
+    tags=["me"],
+    dependencies=[require(Role.USER)],
+)
+async def create_my_key(body: KeyCreate, principal: PrincipalDep, session: SessionDep) -> KeyCreated:
+    """Create an API key for the caller; the key is in this response only."""
+    key, raw = await service.create_api_key(
+        session, user_id=principal.user_id, name=body.name, expires_at=body.expires_at
+    )
+    return KeyCreated.model_validate({**KeyRead.model_validate(key).model_dump(), "key": raw})
+
+
+@router.delete("/me/keys/{key_id}", response_model=KeyRead, tags=["me"], dependencies=[require(Role.USER)])
+async def revoke_my_key(key_id: int, principal: PrincipalDep, session: SessionDep, runtime: RuntimeDep) -> KeyRead:
+    """Revoke one of the caller's keys; it stops working on every replica at once."""
+    key = await service.get_api_key_or_raise(session, key_id=key_id, user_id=principal.user_id)
+    await service.revoke_api_key(session, bus=runtime.bus, key=key)
+    return KeyRead.model_validate(key)
+
+
+@router.post(
+    "/admin/users",
+    response_model=UserRead,
+    status_code=status.HTTP_201_CREATED,
+    tags=["admin"],
+    dependencies=[require(Role.ADMIN)],
+)
+async def create_user(body: UserCreate, principal: PrincipalDep, session: SessionDep) -> UserRead:
+    """Create a user (an admin may not create superadmins)."""
+    if body.role is Role.SUPERADMIN and principal.role is not Role.SUPERADMIN:
+        raise Forbidden("Only a superadmin can create a superadmin.", code="role_not_allowed")
+    user = await service.create_user(
+        session, email=body.email, role=body.role, password=body.password, display_name=body.display_name
+    )
+    return UserRead.model_validate(user)
+
+
+@router.get("/admin/users/{user_id}", response_model=UserRead, tags=["admin"], dependencies=[require(Role.ADMIN)])
+async def get_user(user_id: int, session: SessionDep) -> UserRead:
+    """One user."""
+    return UserRead.model_validate(await service.get_user_or_raise(session, user_id=user_id))
+
+
+@router.post(
+    "/admin/users/{user_id}/keys",
+    response_model=KeyCreated,
+    status_code=status.HTTP_201_CREATED,
+    tags=["admin"],
+    dependencies=[require(Role.ADMIN)],
+)
+async def create_user_key(user_id: int, body: KeyCreate, principal: PrincipalDep, session: SessionDep) -> KeyCreated:
+    """Create an API key for another user (e.g. a service account); the key is in this response only."""
+    user = await service.get_user_or_raise(session, user_id=user_id)
+    if user.role == Role.SUPERADMIN and principal.role is not Role.SUPERADMIN:
+        raise Forbidden("Only a superadmin can create keys for a superadmin.", code="role_not_allowed")
+    key, raw = await service.create_api_key(session, user_id=user.id, name=body.name, expires_at=body.expires_at)
+    return KeyCreated.model_validate({**KeyRead.model_validate(key).model_dump(), "key": raw})

@@ -1,0 +1,63 @@
+"""Request and response models for accounts routes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field
+
+from gatehouse.accounts.roles import Role, UserStatus
+
+
+class LoginRequest(BaseModel):
+    email: EmailStr
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class UserRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    email: str
+    display_name: str
+    role: Role
+    status: UserStatus
+    created_at: datetime
+    last_login_at: datetime | None = None
+
+
+class LoginResponse(BaseModel):
+    user: UserRead
+    csrf_token: str = Field(description="Send as X-CSRF-Token on state-changing requests made with the cookie.")
+    expires_at: datetime
+
+
+class UserCreate(BaseModel):
+    email: EmailStr
+    role: Role = Role.USER
+    password: str | None = Field(
+        default=None, min_length=8, max_length=1024, description="Optional: a user without one can only use API keys."
+    )
+    display_name: str = Field(default="", max_length=200)
+
+
+class KeyCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    expires_at: AwareDatetime | None = Field(default=None, description="Optional expiry, ISO 8601 with a timezone.")
+
+
+class KeyRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    user_id: int
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None = None
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+class KeyCreated(KeyRead):
+    key: str = Field(description="The API key itself: shown once, store it now.")

@@ -1,0 +1,188 @@
+"""Accounts services: users, API keys and console sessions. Services flush; the caller commits."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gatehouse.accounts.models import ApiKey, User, UserSession
+from gatehouse.accounts.passwords import check_password_strength, hash_password, verify_password
+from gatehouse.accounts.principal import KEY_CHANGED, USER_CHANGED
+from gatehouse.accounts.roles import Role, UserStatus
+from gatehouse.accounts.tokens import hash_token, key_prefix, new_api_key, new_session_token
+from gatehouse.db.base import utcnow
+from gatehouse.errors import BadRequest, Conflict, NotFound
+from gatehouse.ops.bus import EventBus
+from gatehouse.runtime import after_commit
+
+
+def normalise_email(email: str) -> str:
+    """Emails are unique case-insensitively: store them lower-cased and trimmed."""
+    return email.strip().lower()
+
+
+# --- users ---------------------------------------------------------------------------------------
+
+
+async def get_user(session: AsyncSession, *, user_id: int) -> User | None:
+    """A user by id."""
+    return await session.get(User, user_id)
+
+
+async def get_user_or_raise(session: AsyncSession, *, user_id: int) -> User:
+    """A user by id, or 404."""
+    user = await session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"No user with id {user_id}.", code="user_not_found")
+    return user
+
+
+async def get_user_by_email(session: AsyncSession, *, email: str) -> User | None:
+    """A user by email (case-insensitive)."""
+    return (await session.execute(select(User).where(User.email == normalise_email(email)))).scalar_one_or_none()
+
+
+async def create_user(
+    session: AsyncSession,
+    *,
+    email: str,
+    role: Role = Role.USER,
+    password: str | None = None,
+    display_name: str = "",
+    status: UserStatus = UserStatus.ACTIVE,
+) -> User:
+    """Create a user; 409 when the email is taken, 422-style 400 when the password is weak."""
+    email = normalise_email(email)
+    if await get_user_by_email(session, email=email) is not None:
+        raise Conflict(f"A user with email {email} already exists.", code="email_taken")
+    password_hash = None
+    if password is not None:
+        if reason := check_password_strength(password):
+            raise BadRequest(reason, code="weak_password", param="password")
+        password_hash = await hash_password(password)
+    user = User(
+        email=email,
+        role=role.value,
+        status=status.value,
+        password_hash=password_hash,
+        display_name=display_name or email.split("@")[0],
+    )
+    session.add(user)
+    await session.flush()
+    return user
+
+
+async def set_password(session: AsyncSession, *, user: User, password: str) -> None:
+    """Replace a user's password."""
+    if reason := check_password_strength(password):
+        raise BadRequest(reason, code="weak_password", param="password")
+    user.password_hash = await hash_password(password)
+    await session.flush()
+
+
+async def count_users(session: AsyncSession) -> int:
+    """How many users exist."""
+    return int((await session.execute(select(func.count()).select_from(User))).scalar_one())
+
+
+def announce_user_changed(session: AsyncSession, bus: EventBus, user_id: int) -> None:
+    """After commit, every replica forgets this user's cached keys (status or role changed)."""
+    after_commit(session, lambda: bus.publish(USER_CHANGED, {"user_id": user_id}))
+
+
+async def set_status(session: AsyncSession, *, bus: EventBus, user: User, status: UserStatus) -> User:
+    """Change a user's status; disabling ends their sessions, and every replica stops their keys."""
+    user.status = status.value
+    if status is not UserStatus.ACTIVE:
+        await session.execute(delete(UserSession).where(UserSession.user_id == user.id))
+    await session.flush()
+    announce_user_changed(session, bus, user.id)
+    return user
+
+
+async def authenticate_password(session: AsyncSession, *, email: str, password: str) -> User | None:
+    """The user if the password matches; the same work whether or not the email exists."""
+    user = await get_user_by_email(session, email=email)
+    ok = await verify_password(user.password_hash if user else None, password)
+    return user if ok and user is not None else None
+
+
+# --- API keys ------------------------------------------------------------------------------------
+
+
+async def create_api_key(
+    session: AsyncSession, *, user_id: int, name: str, expires_at: datetime | None = None, raw_key: str | None = None
+) -> tuple[ApiKey, str]:
+    """A new key for a user: returns the row and the key itself, which is shown once and never stored."""
+    if expires_at is not None and expires_at <= utcnow():
+        raise BadRequest("expires_at must be in the future.", code="invalid_expiry", param="expires_at")
+    raw = raw_key or new_api_key()
+    key = ApiKey(user_id=user_id, name=name, prefix=key_prefix(raw), key_hash=hash_token(raw), expires_at=expires_at)
+    session.add(key)
+    await session.flush()
+    return key, raw
+
+
+async def list_api_keys(session: AsyncSession, *, user_id: int, include_revoked: bool = True) -> list[ApiKey]:
+    """A user's keys, newest first."""
+    query = select(ApiKey).where(ApiKey.user_id == user_id).order_by(ApiKey.id.desc())
+    if not include_revoked:
+        query = query.where(ApiKey.revoked_at.is_(None))
+    return list((await session.execute(query)).scalars())
+
+
+async def get_api_key_or_raise(session: AsyncSession, *, key_id: int, user_id: int | None = None) -> ApiKey:
+    """A key by id (optionally only if it belongs to `user_id`), or 404."""
+    key = await session.get(ApiKey, key_id)
+    if key is None or (user_id is not None and key.user_id != user_id):
+        raise NotFound(f"No API key with id {key_id}.", code="key_not_found")
+    return key
+
+
+async def get_api_key_by_raw(session: AsyncSession, *, raw_key: str) -> ApiKey | None:
+    """The key row for a raw key, if it exists."""
+    return (await session.execute(select(ApiKey).where(ApiKey.key_hash == hash_token(raw_key)))).scalar_one_or_none()
+
+
+async def revoke_api_key(session: AsyncSession, *, bus: EventBus, key: ApiKey) -> ApiKey:
+    """Revoke a key; every replica refuses it from the next request on."""
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+        await session.flush()
+    key_id = key.id
+    after_commit(session, lambda: bus.publish(KEY_CHANGED, {"key_id": key_id}))
+    return key
+
+
+async def record_key_use(session: AsyncSession, *, last_used: dict[int, datetime]) -> None:
+    """Write batched last-used times (one UPDATE per key, never per request)."""
+    for key_id, when in last_used.items():
+        await session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=when))
+
+
+# --- console sessions ----------------------------------------------------------------------------
+
+
+async def create_session(
+    session: AsyncSession, *, user: User, ttl: timedelta, ip: str | None, user_agent: str | None
+) -> tuple[UserSession, str]:
+    """A server-side session; returns the row and the cookie value."""
+    token = new_session_token()
+    row = UserSession(
+        token_hash=hash_token(token),
+        user_id=user.id,
+        expires_at=utcnow() + ttl,
+        ip=ip,
+        user_agent=(user_agent or "")[:300] or None,
+    )
+    session.add(row)
+    user.last_login_at = utcnow()
+    await session.flush()
+    return row, token
+
+
+async def delete_session(session: AsyncSession, *, token: str) -> None:
+    """End a session (logout)."""
+    await session.execute(delete(UserSession).where(UserSession.token_hash == hash_token(token)))

@@ -1,0 +1,129 @@
+"""The application factory: settings in, an ASGI app out. Mounts routers and middleware; the lifespan
+builds the Runtime (database, bus, caches, upstreams, writers) and tears it down in order."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from gatehouse import __version__
+from gatehouse.accounts.bootstrap import BootstrapResult, bootstrap_admin, describe
+from gatehouse.accounts.principal import AuthCache
+from gatehouse.accounts.routes import router as accounts_router
+from gatehouse.db.engine import create_engine, create_sessionmaker
+from gatehouse.db.migrate import head_revisions, upgrade
+from gatehouse.errors import install_handlers
+from gatehouse.gateway.requestlog import RequestLogWriter
+from gatehouse.gateway.routes import router as gateway_router
+from gatehouse.ops.bus import create_bus
+from gatehouse.ops.health import router as health_router
+from gatehouse.ops.logging import configure_logging, get_logger
+from gatehouse.ops.middleware import RequestContextMiddleware
+from gatehouse.runtime import Runtime
+from gatehouse.settings import Settings, get_settings
+from gatehouse.upstreams.config import load_config
+from gatehouse.upstreams.registry import UpstreamRegistry
+
+log = get_logger("gatehouse.app")
+PREPARED_ENV = "GATEHOUSE_PREPARED"  # set by `gatehouse serve` once it migrated and bootstrapped
+
+
+class UnsafeSettings(SystemExit):
+    """Startup refused: the message names each setting to fix."""
+
+
+def check_settings(settings: Settings) -> None:
+    """Refuse to start with unsafe settings, naming each one."""
+    problems = settings.problems()
+    if problems:
+        raise UnsafeSettings("Gatehouse will not start:\n  - " + "\n  - ".join(problems))
+
+
+async def prepare(settings: Settings) -> BootstrapResult:
+    """Migrate (when RUN_MIGRATIONS) and bootstrap the first superadmin; run once before serving."""
+    if settings.run_migrations:
+        await upgrade(settings.database_url)
+    engine = create_engine(settings)
+    try:
+        return await bootstrap_admin(create_sessionmaker(engine), settings)
+    finally:
+        await engine.dispose()
+
+
+def announce(result: BootstrapResult) -> None:
+    """Print generated bootstrap credentials once, to the terminal (never to the logs)."""
+    banner = describe(result)
+    if banner:
+        print(banner, file=sys.stderr, flush=True)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the ASGI app for these settings (default: from the environment)."""
+    settings = settings or get_settings()
+    configure_logging(settings)
+    check_settings(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if os.environ.get(PREPARED_ENV) != "1":
+            announce(await prepare(settings))
+        engine = create_engine(settings)
+        sessionmaker = create_sessionmaker(engine)
+        bus = create_bus(settings.redis_url)
+        auth_cache = AuthCache(ttl_seconds=settings.auth_cache_seconds)
+        bus.subscribe(auth_cache.on_event)
+        upstreams = UpstreamRegistry(
+            load_config(settings),
+            connect_timeout=settings.upstream_connect_timeout,
+            read_timeout=settings.upstream_read_timeout,
+            refresh_seconds=settings.model_refresh_seconds,
+        )
+        request_log = RequestLogWriter(sessionmaker, flush_seconds=settings.request_log_flush_seconds)
+        runtime = Runtime(
+            settings=settings,
+            engine=engine,
+            sessionmaker=sessionmaker,
+            bus=bus,
+            auth_cache=auth_cache,
+            upstreams=upstreams,
+            request_log=request_log,
+            secret=settings.effective_jwt_secret(),
+            head_revisions=head_revisions(),
+        )
+        app.state.runtime = runtime
+        await bus.start()
+        await upstreams.start()
+        await request_log.start()
+        log.info(
+            "started",
+            version=__version__,
+            database=engine.dialect.name,
+            redis=bool(settings.redis_url),
+            upstreams=list(upstreams.providers),
+            demo_only=upstreams.is_demo_only(),
+        )
+        try:
+            yield
+        finally:
+            await request_log.close()
+            await upstreams.close()
+            await bus.close()
+            await engine.dispose()
+            log.info("stopped")
+
+    app = FastAPI(
+        title="Gatehouse",
+        version=__version__,
+        lifespan=lifespan,
+        description="A self-hosted AI gateway: OpenAI- and Ollama-compatible, with keys, quotas and audit.",
+    )
+    install_handlers(app)
+    app.include_router(health_router)
+    app.include_router(accounts_router)
+    app.include_router(gateway_router)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes)
+    return app

@@ -1,0 +1,23 @@
+"""The `gatehouse` command: one group with a sub-group per runbook area."""
+
+from __future__ import annotations
+
+import typer
+
+from gatehouse.cli import db, serve, users
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    help="Gatehouse: a self-hosted AI gateway. Every runbook procedure is a command here.",
+)
+app.command("serve")(serve.serve)
+app.command("version")(serve.version)
+app.add_typer(db.app, name="db")
+app.add_typer(users.app, name="users")
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    app()

@@ -1,0 +1,63 @@
+"""`gatehouse serve`: migrate, bootstrap, then run uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import typer
+import uvicorn
+
+from gatehouse import __version__
+from gatehouse.cli.common import console, err_console, load_settings
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 for all interfaces)."),
+    port: int = typer.Option(8000, min=1, max=65535, help="Port to listen on."),
+    workers: int = typer.Option(1, min=1, max=64, help="Worker processes; more than one needs REDIS_URL."),
+    forwarded_allow_ips: str = typer.Option(
+        "127.0.0.1",
+        envvar="FORWARDED_ALLOW_IPS",
+        help="Proxies whose X-Forwarded-For is trusted for client IPs (comma-separated, or *).",
+    ),
+) -> None:
+    """Serve the gateway: applies migrations (RUN_MIGRATIONS), creates the bootstrap admin, then listens."""
+    from gatehouse.app import PREPARED_ENV, UnsafeSettings, announce, check_settings, prepare
+    from gatehouse.ops.logging import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings)
+    try:
+        check_settings(settings)
+    except UnsafeSettings as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    if workers > 1 and not settings.redis_url:
+        err_console.print(
+            "[red]--workers > 1 needs REDIS_URL:[/red] workers share key revocations and rate limits "
+            "through Redis. Set REDIS_URL, or run one worker."
+        )
+        raise typer.Exit(2)
+    announce(asyncio.run(prepare(settings)))
+    os.environ[PREPARED_ENV] = "1"
+    uvicorn.run(
+        "gatehouse.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        proxy_headers=True,
+        forwarded_allow_ips=forwarded_allow_ips,
+        timeout_graceful_shutdown=30,
+    )
+
+
+def version() -> None:
+    """Print Gatehouse's version."""
+    console.print(__version__)

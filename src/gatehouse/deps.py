@@ -1,0 +1,42 @@
+"""All dependency wiring for routes: the runtime, the database session, the caller."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gatehouse.accounts.auth import resolve_principal
+from gatehouse.accounts.principal import Principal
+from gatehouse.runtime import Runtime, run_after_commit
+
+
+def get_runtime(request: Request) -> Runtime:
+    """The process's Runtime, set up by the app's lifespan."""
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One session per request: committed after the route returns (before the response), else rolled back."""
+    runtime = get_runtime(request)
+    async with runtime.sessionmaker() as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+    await run_after_commit(session)
+
+
+async def get_principal(request: Request) -> Principal:
+    """The authenticated caller (resolved once per request by the route's access declaration)."""
+    return await resolve_principal(request, get_runtime(request))
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]

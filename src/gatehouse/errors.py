@@ -1,0 +1,183 @@
+"""Error types and their one JSON shape: OpenAI's everywhere, Ollama's on Ollama routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+OLLAMA_PREFIX = "/api/"
+
+
+class GatehouseError(Exception):
+    """Base error: an HTTP status, a stable code, and a message that says what to do next."""
+
+    status = 500
+    type = "server_error"
+    code = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        self.headers = headers or {}
+        self.param = param
+
+
+class BadRequest(GatehouseError):
+    status = 400
+    type = "invalid_request_error"
+    code = "bad_request"
+
+
+class ValidationFailed(GatehouseError):
+    status = 422
+    type = "invalid_request_error"
+    code = "validation_error"
+
+
+class Unauthorized(GatehouseError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class Forbidden(GatehouseError):
+    status = 403
+    type = "permission_error"
+    code = "forbidden"
+
+
+class NotFound(GatehouseError):
+    status = 404
+    type = "not_found_error"
+    code = "not_found"
+
+
+class Conflict(GatehouseError):
+    status = 409
+    type = "invalid_request_error"
+    code = "conflict"
+
+
+class PayloadTooLarge(GatehouseError):
+    status = 413
+    type = "invalid_request_error"
+    code = "payload_too_large"
+
+
+class TooManyRequests(GatehouseError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limited"
+
+
+class UpstreamError(GatehouseError):
+    status = 502
+    type = "upstream_error"
+    code = "upstream_error"
+
+
+class UpstreamTimeout(GatehouseError):
+    status = 504
+    type = "upstream_error"
+    code = "upstream_timeout"
+
+
+class Unavailable(GatehouseError):
+    status = 503
+    type = "server_error"
+    code = "unavailable"
+
+
+def is_ollama_path(path: str) -> bool:
+    """Ollama-compatible routes answer errors in Ollama's shape."""
+    return path.startswith(OLLAMA_PREFIX)
+
+
+def error_body(error: GatehouseError, *, ollama: bool) -> dict[str, Any]:
+    """The JSON body for an error in the caller's protocol."""
+    if ollama:
+        return {"error": error.message}
+    body: dict[str, Any] = {"type": error.type, "code": error.code, "message": error.message}
+    if error.param:
+        body["param"] = error.param
+    return {"error": body}
+
+
+def error_response(error: GatehouseError, *, ollama: bool) -> Response:
+    """A complete response for an error."""
+    return Response(
+        orjson.dumps(error_body(error, ollama=ollama)),
+        status_code=error.status,
+        headers=error.headers,
+        media_type="application/json",
+    )
+
+
+def describe_validation(errors: list[Any]) -> tuple[str, str | None]:
+    """Turn pydantic's error list into one sentence naming each field."""
+    parts = []
+    first_field = None
+    for err in errors[:5]:
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        field = ".".join(loc) or "body"
+        first_field = first_field or field
+        parts.append(f"{field}: {err.get('msg', 'invalid')}")
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    return "Invalid request: " + "; ".join(parts) + more, first_field
+
+
+HTTP_CODES = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    405: BadRequest,
+    409: Conflict,
+    413: PayloadTooLarge,
+    429: TooManyRequests,
+}
+
+
+def install_handlers(app: FastAPI) -> None:
+    """Render every error in one shape."""
+
+    async def on_gatehouse_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, GatehouseError)
+        return error_response(exc, ollama=is_ollama_path(request.url.path))
+
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        message, field = describe_validation(list(exc.errors()))
+        return error_response(ValidationFailed(message, param=field), ollama=is_ollama_path(request.url.path))
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        cls = HTTP_CODES.get(exc.status_code, GatehouseError)
+        detail = exc.detail if isinstance(exc.detail, str) else "Request failed"
+        if exc.status_code == 404:
+            detail = f"No route {request.method} {request.url.path}: check the path and the API docs at /docs"
+        elif exc.status_code == 405:
+            detail = f"Method {request.method} is not allowed on {request.url.path}"
+        err = cls(detail, status=exc.status_code, headers=dict(exc.headers or {}))
+        return error_response(err, ollama=is_ollama_path(request.url.path))
+
+    app.add_exception_handler(GatehouseError, on_gatehouse_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)

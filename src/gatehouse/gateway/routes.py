@@ -1,0 +1,129 @@
+"""Gateway routes: OpenAI-compatible /v1 and Ollama-compatible /api. Thin: parse, relay, shape."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from gatehouse import __version__
+from gatehouse.accounts.auth import public, require
+from gatehouse.accounts.roles import Role
+from gatehouse.deps import PrincipalDep, RuntimeDep
+from gatehouse.errors import NotFound
+from gatehouse.gateway import relay
+from gatehouse.gateway.relay import Call, Protocol
+
+router = APIRouter()
+USER = [require(Role.USER)]
+
+
+def _call(
+    request: Request,
+    principal: PrincipalDep,
+    protocol: Protocol,
+    endpoint: str,
+    body: dict[str, object],
+    *,
+    stream: bool,
+) -> Call:
+    return Call(
+        request_id=request.state.request_id,
+        principal=principal,
+        protocol=protocol,
+        endpoint="chat" if endpoint == "chat" else "embeddings",
+        model=relay.require_model(body),
+        stream=stream,
+    )
+
+
+# --- OpenAI-compatible ------------------------------------------------------------------------------
+
+
+@router.get("/v1/models", tags=["openai"], dependencies=USER)
+async def openai_models(runtime: RuntimeDep) -> dict[str, object]:
+    """The models callers can use (OpenAI's list shape)."""
+    data = [
+        {"id": m.name, "object": "model", "created": m.created, "owned_by": m.owned_by}
+        for m in runtime.upstreams.models()
+    ]
+    return {"object": "list", "data": data}
+
+
+@router.get("/v1/models/{model:path}", tags=["openai"], dependencies=USER)
+async def openai_model(model: str, runtime: RuntimeDep) -> dict[str, object]:
+    """One model (OpenAI's retrieve shape)."""
+    for info in runtime.upstreams.models():
+        if info.name == model:
+            return {"id": info.name, "object": "model", "created": info.created, "owned_by": info.owned_by}
+    raise NotFound(f"The model `{model}` does not exist here: see GET /v1/models.", code="model_not_found")
+
+
+@router.post("/v1/chat/completions", tags=["openai"], dependencies=USER)
+async def openai_chat(request: Request, principal: PrincipalDep, runtime: RuntimeDep) -> Response:
+    """OpenAI chat completions, streamed (SSE) or not, to any upstream."""
+    body = relay.parse_body(await request.body())
+    call = _call(request, principal, "openai", "chat", body, stream=bool(body.get("stream", False)))
+    return await relay.chat(runtime, call, body)
+
+
+@router.post("/v1/embeddings", tags=["openai"], dependencies=USER)
+async def openai_embeddings(request: Request, principal: PrincipalDep, runtime: RuntimeDep) -> Response:
+    """OpenAI embeddings, to any upstream."""
+    body = relay.parse_body(await request.body())
+    return await relay.embeddings(runtime, _call(request, principal, "openai", "embeddings", body, stream=False), body)
+
+
+# --- Ollama-compatible ------------------------------------------------------------------------------
+
+
+def _digest(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()
+
+
+@router.get("/api/tags", tags=["ollama"], dependencies=USER)
+async def ollama_tags(runtime: RuntimeDep) -> dict[str, object]:
+    """The models callers can use (Ollama's list shape)."""
+    models = []
+    for info in runtime.upstreams.models():
+        modified = datetime.fromtimestamp(info.created, UTC).isoformat().replace("+00:00", "Z")
+        models.append(
+            {
+                "name": info.name,
+                "model": info.name,
+                "modified_at": modified,
+                "size": 0,
+                "digest": _digest(info.name),
+                "details": {
+                    "format": "",
+                    "family": info.owned_by,
+                    "families": None,
+                    "parameter_size": "",
+                    "quantization_level": "",
+                },
+            }
+        )
+    return {"models": models}
+
+
+@router.get("/api/version", tags=["ollama"], dependencies=[public()])
+async def ollama_version() -> dict[str, str]:
+    """Gatehouse's version, where Ollama clients look for the server's."""
+    return {"version": __version__}
+
+
+@router.post("/api/chat", tags=["ollama"], dependencies=USER)
+async def ollama_chat(request: Request, principal: PrincipalDep, runtime: RuntimeDep) -> Response:
+    """Ollama chat, NDJSON-streamed (the default) or not, to any upstream."""
+    body = relay.parse_body(await request.body())
+    call = _call(request, principal, "ollama", "chat", body, stream=bool(body.get("stream", True)))
+    return await relay.chat(runtime, call, body)
+
+
+@router.post("/api/embed", tags=["ollama"], dependencies=USER)
+async def ollama_embed(request: Request, principal: PrincipalDep, runtime: RuntimeDep) -> Response:
+    """Ollama embeddings, to any upstream."""
+    body = relay.parse_body(await request.body())
+    return await relay.embeddings(runtime, _call(request, principal, "ollama", "embeddings", body, stream=False), body)

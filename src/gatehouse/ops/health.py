@@ -1,0 +1,45 @@
+"""Liveness and readiness: /healthz (process alive) and /readyz (database answers, migrations at head)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+from sqlalchemy import text
+from starlette.responses import JSONResponse
+
+from gatehouse.accounts.auth import public
+from gatehouse.db.migrate import current_revisions
+from gatehouse.deps import RuntimeDep
+
+router = APIRouter(tags=["health"])
+READY_TIMEOUT = 2.0
+
+
+@router.get("/healthz", dependencies=[public()])
+async def healthz() -> dict[str, str]:
+    """The process is alive; checks no dependency (for liveness probes)."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", dependencies=[public()], responses={503: {"description": "A check failed"}})
+async def readyz(runtime: RuntimeDep) -> JSONResponse:
+    """200 when the database answers and its schema is at the code's migration head; else 503 naming the check."""
+    checks: dict[str, str] = {}
+    try:
+        async with asyncio.timeout(READY_TIMEOUT):
+            async with runtime.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+            current = await current_revisions(runtime.engine)
+    except Exception as exc:
+        checks["database"] = f"failed: {type(exc).__name__}: {exc}"[:300]
+        return JSONResponse({"status": "unavailable", "failed": "database", "checks": checks}, status_code=503)
+    if set(current) != set(runtime.head_revisions):
+        checks["migrations"] = (
+            f"database at {', '.join(current) or 'no revision'}, code expects "
+            f"{', '.join(runtime.head_revisions)}: run `gatehouse db upgrade`"
+        )
+        return JSONResponse({"status": "unavailable", "failed": "migrations", "checks": checks}, status_code=503)
+    checks["migrations"] = "ok"
+    return JSONResponse({"status": "ready", "checks": checks})

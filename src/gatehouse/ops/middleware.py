@@ -1,0 +1,121 @@
+"""Pure-ASGI middleware: request id, access log and body-size limit in one pass."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import orjson
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gatehouse.errors import PayloadTooLarge, error_body, is_ollama_path
+from gatehouse.ops.logging import get_logger
+
+log = get_logger("gatehouse.access")
+REQUEST_ID_HEADER = b"x-request-id"
+_MAX_INCOMING_ID = 128
+
+
+def _incoming_request_id(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == REQUEST_ID_HEADER:
+            text: str = value.decode("latin-1")
+            # Accept a caller's id only when it is short and printable, so it cannot forge log lines.
+            if 0 < len(text) <= _MAX_INCOMING_ID and text.isprintable():
+                return text
+            return None
+    return None
+
+
+class RequestContextMiddleware:
+    """Gives every request an id (X-Request-ID in and out), logs one access line, caps the body size."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        status = 500
+        header_value = request_id.encode("latin-1")
+        limit = self.max_body_bytes
+        received = 0
+        response_started = False
+
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                await self._too_large(scope, send, header_value)
+                self._log(scope, 413, started)
+                return
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _BodyTooLarge
+            return message
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (REQUEST_ID_HEADER, header_value)]
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, send_with_id)
+        except _BodyTooLarge:
+            status = 413
+            if not response_started:
+                await self._too_large(scope, send, header_value)
+        finally:
+            self._log(scope, status, started)
+
+    async def _too_large(self, scope: Scope, send: Send, request_id: bytes) -> None:
+        err = PayloadTooLarge(f"Request body exceeds {self.max_body_bytes} bytes (MAX_REQUEST_BYTES)")
+        body = orjson.dumps(error_body(err, ollama=is_ollama_path(scope["path"])))
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (REQUEST_ID_HEADER, request_id),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    @staticmethod
+    def _log(scope: Scope, status: int, started: float) -> None:
+        extra: dict[str, Any] = {}
+        state = scope.get("state") or {}
+        if "user_id" in state:
+            extra["user_id"] = state["user_id"]
+        client = scope.get("client")
+        log.info(
+            "request",
+            method=scope["method"],
+            path=scope["path"],
+            status=status,
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            client_ip=client[0] if client else None,
+            **extra,
+        )
+
+
+class _BodyTooLarge(Exception):
+    pass

@@ -1,0 +1,49 @@
+"""The per-process objects the app shares: settings, database, bus, caches, upstreams, writers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from gatehouse.accounts.principal import AuthCache
+from gatehouse.ops.bus import EventBus
+from gatehouse.settings import Settings
+
+if TYPE_CHECKING:
+    from gatehouse.gateway.requestlog import RequestLogWriter
+    from gatehouse.upstreams.registry import UpstreamRegistry
+
+
+@dataclass
+class Runtime:
+    """Everything a request or a job needs beyond its own arguments; one per process."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    bus: EventBus
+    auth_cache: AuthCache
+    upstreams: UpstreamRegistry
+    request_log: RequestLogWriter
+    secret: str
+    head_revisions: tuple[str, ...]
+    started_at: float = field(default_factory=time.time)
+
+
+AfterCommit = Callable[[], Awaitable[None]]
+
+
+def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
+    """Run `callback` once the session's transaction has committed (e.g. publish a bus event)."""
+    session.info.setdefault("after_commit", []).append(callback)
+
+
+async def run_after_commit(session: AsyncSession) -> None:
+    """Called by whoever commits: fire the callbacks registered with `after_commit`."""
+    callbacks: list[AfterCommit] = session.info.pop("after_commit", [])
+    for callback in callbacks:
+        await callback()

@@ -1,0 +1,224 @@
+"""Typed settings from the environment (and NAME_FILE for secrets), under the names operators use."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+# Values that appear in examples and tutorials; prod refuses them as secrets.
+PLACEHOLDER_SECRETS = frozenset(
+    {
+        "",
+        "change-me",
+        "changeme",
+        "change_me",
+        "secret",
+        "password",
+        "admin",
+        "replace_me",
+        "replace-me",
+        "dev-secret",
+        "jwt-secret",
+        "please-change",
+        "example",
+    }
+)
+MIN_SECRET_LENGTH = 32
+DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./data/gatehouse.db"
+
+
+class Environment(StrEnum):
+    DEV = "dev"
+    PROD = "prod"
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    CONSOLE = "console"
+
+
+class FileSecretsSource(PydanticBaseSettingsSource):
+    """Reads `NAME_FILE` for any setting `NAME`: the way Docker and Kubernetes secrets arrive."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        env_name = f"{field_name.upper()}_FILE"
+        path = os.environ.get(env_name)
+        if not path:
+            return None, field_name, False
+        try:
+            return Path(path).read_text().strip(), field_name, False
+        except OSError as exc:
+            raise ValueError(f"{env_name} points at {path!r}, which cannot be read: {exc.strerror}") from exc
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, field in self.settings_cls.model_fields.items():
+            value, key, _ = self.get_field_value(field, name)
+            if value is not None:
+                values[key] = value
+        return values
+
+
+class Settings(BaseSettings):
+    """Every setting Gatehouse reads; `.env.example` documents each one."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False)
+
+    environment: Environment = Environment.DEV
+
+    # Database: DATABASE_URL, or the DB_* parts (PostgreSQL).
+    database_url: str = ""
+    db_host: str = ""
+    db_port: int = 5432
+    db_user: str = "postgres"
+    db_password: SecretStr = SecretStr("")
+    db_name: str = "gatehouse"
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    run_migrations: bool = True
+
+    redis_url: str = ""
+
+    jwt_secret: SecretStr = SecretStr("")
+    session_ttl_hours: int = Field(default=24 * 7, ge=1)
+
+    bootstrap_admin_email: str = "admin@example.com"
+    bootstrap_admin_password: SecretStr = SecretStr("")
+    bootstrap_admin_api_key: SecretStr = SecretStr("")
+
+    # Upstreams: env shortcuts plus a YAML file (GATEHOUSE_CONFIG).
+    ollama_base_url: str = ""
+    openai_base_url: str = ""
+    openai_api_key: SecretStr = SecretStr("")
+    gatehouse_config: Path | None = None
+    demo_upstream: bool | None = None  # None: on when no upstream is configured
+    upstream_connect_timeout: float = Field(default=5.0, gt=0)
+    upstream_read_timeout: float = Field(default=300.0, gt=0)
+    model_refresh_seconds: float = Field(default=60.0, ge=0)
+
+    max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    auth_cache_seconds: float = Field(default=300.0, ge=0)
+    request_log_flush_seconds: float = Field(default=1.0, gt=0)
+
+    log_level: str = "INFO"
+    log_format: LogFormat = LogFormat.JSON
+
+    data_dir: Path = Path("./data")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Order: explicit arguments, environment, NAME_FILE, .env file."""
+        return init_settings, env_settings, FileSecretsSource(settings_cls), dotenv_settings
+
+    @field_validator("ollama_base_url", "openai_base_url", "redis_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.strip().rstrip("/")
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @model_validator(mode="after")
+    def _resolve_database_url(self) -> Settings:
+        self.database_url = normalise_database_url(self.database_url or self._url_from_parts())
+        return self
+
+    def _url_from_parts(self) -> str:
+        if not self.db_host:
+            return DEFAULT_SQLITE_URL
+        password = self.db_password.get_secret_value()
+        auth = quote(self.db_user, safe="") + (f":{quote(password, safe='')}" if password else "")
+        return f"postgresql+asyncpg://{auth}@{self.db_host}:{self.db_port}/{quote(self.db_name, safe='')}"
+
+    @property
+    def is_prod(self) -> bool:
+        return self.environment is Environment.PROD
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def problems(self) -> list[str]:
+        """What makes these settings unsafe to serve with; empty in dev unless something is broken."""
+        found: list[str] = []
+        if self.is_prod:
+            secret = self.jwt_secret.get_secret_value()
+            if not secret:
+                found.append(
+                    "JWT_SECRET is not set: set it (or JWT_SECRET_FILE) to 32+ random characters, "
+                    "e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
+                )
+            elif secret.lower() in PLACEHOLDER_SECRETS:
+                found.append("JWT_SECRET is a placeholder value: replace it with 32+ random characters")
+            elif len(secret) < MIN_SECRET_LENGTH:
+                found.append(f"JWT_SECRET is {len(secret)} characters: use at least {MIN_SECRET_LENGTH}")
+            password = self.bootstrap_admin_password.get_secret_value()
+            if password and (password.lower() in PLACEHOLDER_SECRETS or len(password) < 12):
+                found.append(
+                    "BOOTSTRAP_ADMIN_PASSWORD is a default or weak value: set a strong one (12+ "
+                    "characters), or leave it empty to have one generated and printed once"
+                )
+            key = self.bootstrap_admin_api_key.get_secret_value()
+            if key and (key.lower() in PLACEHOLDER_SECRETS or len(key) < 24):
+                found.append("BOOTSTRAP_ADMIN_API_KEY is a default or short value: use 24+ random characters")
+        return found
+
+    def effective_jwt_secret(self) -> str:
+        """The server secret; in dev, one generated once and kept in DATA_DIR when none is set."""
+        secret = self.jwt_secret.get_secret_value()
+        if secret:
+            return secret
+        if self.is_prod:
+            raise RuntimeError("JWT_SECRET is required in prod")
+        path = self.data_dir / "jwt_secret"
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            generated = secrets.token_urlsafe(48)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(generated)
+            return generated
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept the URL spellings operators paste and pick the async driver for each."""
+    url = url.strip()
+    for prefix in ("postgres://", "postgresql://", "postgresql+psycopg2://", "postgresql+psycopg://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    if url.startswith("sqlite:///"):
+        return "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
+    if url.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
+        return url
+    raise ValueError(
+        "DATABASE_URL must start with postgresql:// (PostgreSQL) or sqlite:/// (a file path); "
+        f"got {url.split(':', 1)[0]}://..."
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

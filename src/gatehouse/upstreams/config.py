@@ -1,0 +1,130 @@
+"""Upstream configuration: the GATEHOUSE_CONFIG YAML file plus the OLLAMA_/OPENAI_BASE_URL shortcuts."""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gatehouse.settings import Settings
+
+
+class UpstreamKind(StrEnum):
+    OLLAMA = "ollama"
+    OPENAI = "openai"  # any OpenAI-compatible server: vLLM, llama.cpp, LM Studio, OpenRouter, OpenAI
+    DEMO = "demo"
+
+
+class UpstreamConfig(BaseModel):
+    """One upstream server."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")
+    kind: UpstreamKind
+    base_url: str = ""
+    api_key: str = ""
+    api_key_env: str = ""
+    models: list[str] = Field(default_factory=list, description="Served models; discovered when empty.")
+    discover: bool = True
+    headers: dict[str, str] = Field(default_factory=dict)
+    connect_timeout: float | None = Field(default=None, gt=0)
+    read_timeout: float | None = Field(default=None, gt=0)
+    max_connections: int = Field(default=256, ge=1, le=10_000)
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("base_url must start with http:// or https://")
+        return value
+
+    @model_validator(mode="after")
+    def _needs_url(self) -> UpstreamConfig:
+        if self.kind is not UpstreamKind.DEMO and not self.base_url:
+            raise ValueError(f"upstream {self.name!r} needs a base_url")
+        return self
+
+    def resolved_api_key(self) -> str:
+        """The key, from the file or from the named environment variable."""
+        return self.api_key or (os.environ.get(self.api_key_env, "") if self.api_key_env else "")
+
+
+class ModelAlias(BaseModel):
+    """A model name clients use, served by an upstream model (several targets: failover order)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    upstream: str
+    model: str
+
+
+class GatewayConfig(BaseModel):
+    """The whole YAML file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    upstreams: list[UpstreamConfig] = Field(default_factory=list)
+    models: dict[str, ModelAlias | list[ModelAlias]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GatewayConfig:
+        names = [u.name for u in self.upstreams]
+        duplicates = {n for n in names if names.count(n) > 1}
+        if duplicates:
+            raise ValueError(f"upstream names must be unique; repeated: {', '.join(sorted(duplicates))}")
+        for alias, targets in self.models.items():
+            for target in targets if isinstance(targets, list) else [targets]:
+                if target.upstream not in names:
+                    raise ValueError(f"model {alias!r} points at unknown upstream {target.upstream!r}")
+        return self
+
+
+class ConfigError(ValueError):
+    """The upstream configuration is wrong; the message names the file and the field."""
+
+
+def load_config(settings: Settings) -> GatewayConfig:
+    """Read GATEHOUSE_CONFIG (if set) and add the env shortcuts; demo when nothing is configured."""
+    config = GatewayConfig()
+    if settings.gatehouse_config is not None:
+        config = _read_yaml(settings.gatehouse_config)
+    existing = {u.name for u in config.upstreams}
+    extra: list[UpstreamConfig] = []
+    if settings.ollama_base_url and "ollama" not in existing:
+        extra.append(UpstreamConfig(name="ollama", kind=UpstreamKind.OLLAMA, base_url=settings.ollama_base_url))
+    if settings.openai_base_url and "openai" not in existing:
+        extra.append(
+            UpstreamConfig(
+                name="openai",
+                kind=UpstreamKind.OPENAI,
+                base_url=settings.openai_base_url,
+                api_key=settings.openai_api_key.get_secret_value(),
+            )
+        )
+    upstreams = [*config.upstreams, *extra]
+    demo_wanted = settings.demo_upstream if settings.demo_upstream is not None else not upstreams
+    if demo_wanted and "demo" not in {u.name for u in upstreams}:
+        upstreams.append(UpstreamConfig(name="demo", kind=UpstreamKind.DEMO))
+    return GatewayConfig(upstreams=upstreams, models=config.models)
+
+
+def _read_yaml(path: Path) -> GatewayConfig:
+    try:
+        raw: Any = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"GATEHOUSE_CONFIG={path}: cannot read the file ({exc.strerror})") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"GATEHOUSE_CONFIG={path}: not valid YAML: {exc}") from exc
+    try:
+        return GatewayConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"GATEHOUSE_CONFIG={path}: {problems}") from exc

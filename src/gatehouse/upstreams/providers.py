@@ -1,0 +1,360 @@
+"""Provider adapters: how Gatehouse talks to one upstream in its native protocol.
+
+An HTTP provider (Ollama's API or any OpenAI-compatible server) and the built-in demo, behind one
+small interface: `post(path, body)` returns an UpstreamResponse whose lines (SSE or NDJSON) or whole
+body the relay reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from gatehouse.upstreams.config import UpstreamConfig, UpstreamKind
+
+JSON = dict[str, Any]
+# Paths per native protocol.
+CHAT_PATH = {UpstreamKind.OPENAI: "/v1/chat/completions", UpstreamKind.OLLAMA: "/api/chat"}
+EMBED_PATH = {UpstreamKind.OPENAI: "/v1/embeddings", UpstreamKind.OLLAMA: "/api/embed"}
+MODELS_PATH = {UpstreamKind.OPENAI: "/v1/models", UpstreamKind.OLLAMA: "/api/tags"}
+MAX_LINE_BYTES = 8 * 1024 * 1024
+
+
+class UpstreamUnreachable(Exception):
+    """Could not connect, or the connection broke before a response head arrived."""
+
+
+class UpstreamTimedOut(Exception):
+    """The upstream did not answer within its read timeout."""
+
+
+class UpstreamResponse:
+    """A response head plus a body to read whole or line by line."""
+
+    status: int
+    headers: dict[str, str]
+
+    async def read(self) -> bytes:
+        """The whole body."""
+        raise NotImplementedError
+
+    def lines(self) -> AsyncIterator[bytes]:
+        """The body as lines, without their line ends; empty lines included (SSE needs them)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release (or abort) the underlying connection."""
+
+
+class HttpUpstreamResponse(UpstreamResponse):
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.status = response.status
+        self.headers = {k.lower(): v for k, v in response.headers.items()}
+
+    async def read(self) -> bytes:
+        try:
+            return await self._response.read()
+        except TimeoutError as exc:
+            raise UpstreamTimedOut(str(exc) or "read timeout") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnreachable(str(exc) or type(exc).__name__) from exc
+
+    async def lines(self) -> AsyncIterator[bytes]:
+        content = self._response.content
+        try:
+            while True:
+                line = await content.readline()
+                if not line:  # a truncated body raises ClientPayloadError instead
+                    return
+                yield line.rstrip(b"\r\n")
+        except TimeoutError as exc:
+            raise UpstreamTimedOut(str(exc) or "read timeout") from exc
+        except aiohttp.ClientPayloadError as exc:
+            raise UpstreamUnreachable("the upstream closed the connection mid-response") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnreachable(str(exc) or type(exc).__name__) from exc
+
+    def close(self) -> None:
+        self._response.close()
+
+
+class Provider:
+    """One upstream's adapter."""
+
+    def __init__(self, config: UpstreamConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self.kind = config.kind
+
+    async def start(self) -> None:
+        """Open connection pools."""
+
+    async def close(self) -> None:
+        """Close connection pools."""
+
+    async def post(self, path: str, body: JSON, *, stream: bool) -> UpstreamResponse:
+        """Send a request in the native protocol; returns once the response head arrived."""
+        raise NotImplementedError
+
+    async def list_models(self) -> list[str]:
+        """The model names the upstream serves (discovery)."""
+        raise NotImplementedError
+
+
+class HttpProvider(Provider):
+    """Ollama's native API or an OpenAI-compatible server, over one keep-alive pool."""
+
+    def __init__(self, config: UpstreamConfig, *, connect_timeout: float, read_timeout: float) -> None:
+        super().__init__(config)
+        self.connect_timeout = config.connect_timeout or connect_timeout
+        self.read_timeout = config.read_timeout or read_timeout
+        self._session: aiohttp.ClientSession | None = None
+        self._headers = {"content-type": "application/json", **config.headers}
+        if key := config.resolved_api_key():
+            self._headers["authorization"] = f"Bearer {key}"
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=self.config.max_connections, keepalive_timeout=60, enable_cleanup_closed=True
+        )
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.connect_timeout, sock_read=self.read_timeout)
+        self._session = aiohttp.ClientSession(
+            base_url=self.config.base_url + "/",
+            connector=connector,
+            timeout=timeout,
+            headers=self._headers,
+            read_bufsize=2**16,
+            max_line_size=MAX_LINE_BYTES,
+            max_field_size=MAX_LINE_BYTES,
+            auto_decompress=True,
+            json_serialize=lambda obj: orjson.dumps(obj).decode(),
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError(f"upstream {self.name} used before start()")
+        return self._session
+
+    async def post(self, path: str, body: JSON, *, stream: bool) -> UpstreamResponse:
+        try:
+            response = await self.session.post(path.lstrip("/"), data=orjson.dumps(body))
+        except TimeoutError as exc:
+            raise UpstreamTimedOut(f"no answer from {self.name} within the timeout") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise UpstreamUnreachable(f"cannot reach {self.name}: {exc or type(exc).__name__}") from exc
+        return HttpUpstreamResponse(response)
+
+    async def list_models(self) -> list[str]:
+        path = MODELS_PATH[self.kind]
+        try:
+            async with self.session.get(path.lstrip("/"), timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                if resp.status != 200:
+                    raise UpstreamUnreachable(f"{self.name} answered {resp.status} to {path}")
+                data = orjson.loads(await resp.read())
+        except TimeoutError as exc:
+            raise UpstreamTimedOut(f"{self.name} did not list its models within 10 s") from exc
+        except (aiohttp.ClientError, OSError, orjson.JSONDecodeError) as exc:
+            raise UpstreamUnreachable(f"cannot list models of {self.name}: {exc or type(exc).__name__}") from exc
+        if self.kind is UpstreamKind.OLLAMA:
+            return [str(m.get("name") or m.get("model")) for m in data.get("models", [])]
+        return [str(m["id"]) for m in data.get("data", []) if "id" in m]
+
+
+# --- the built-in demo ---------------------------------------------------------------------------
+
+DEMO_MODEL = "demo"
+DEMO_EMBED_MODEL = "demo-embed"
+DEMO_LABEL = "gatehouse-demo (built-in demo, not a real model)"
+DEMO_TOKEN_SECONDS = 0.02
+
+
+def demo_reply(messages: list[JSON]) -> list[str]:
+    """The demo's deterministic answer, as tokens: it says what it is and echoes the question."""
+    last = ""
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, list):
+                content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+            last = str(content or "")
+            break
+    words = last.split()
+    echoed = " ".join(words[:24]) + (" ..." if len(words) > 24 else "")
+    text = (
+        f"This is the Gatehouse demo model, not a real AI. You said: \u201c{echoed}\u201d. "
+        "Point OLLAMA_BASE_URL or OPENAI_BASE_URL (or GATEHOUSE_CONFIG) at a real upstream to chat with "
+        "a model."
+    )
+    return [w + " " for w in text.split(" ")]
+
+
+def _count_prompt_tokens(messages: list[JSON]) -> int:
+    total = 0
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+        total += len(str(content or "").split()) + 4
+    return total
+
+
+def demo_embedding(text: str, dimensions: int = 16) -> list[float]:
+    """A deterministic unit-ish vector derived from the text's hash."""
+    digest = hashlib.sha256(text.encode()).digest()
+    return [round((digest[i % len(digest)] - 127.5) / 127.5, 6) for i in range(dimensions)]
+
+
+class _DemoResponse(UpstreamResponse):
+    def __init__(self, status: int, body: bytes = b"", lines: AsyncIterator[bytes] | None = None) -> None:
+        self.status = status
+        self.headers = {"content-type": "application/json"}
+        self._body = body
+        self._lines = lines
+
+    async def read(self) -> bytes:
+        return self._body
+
+    async def lines(self) -> AsyncIterator[bytes]:
+        if self._lines is None:
+            for line in self._body.splitlines():
+                yield line
+            return
+        async for line in self._lines:
+            yield line
+
+
+class DemoProvider(Provider):
+    """A built-in OpenAI-protocol upstream with deterministic, streamed replies: for trying Gatehouse."""
+
+    def __init__(self, config: UpstreamConfig, *, token_seconds: float = DEMO_TOKEN_SECONDS) -> None:
+        super().__init__(config)
+        self.kind = UpstreamKind.OPENAI  # it speaks the OpenAI protocol, in-process
+        self.token_seconds = token_seconds
+
+    async def list_models(self) -> list[str]:
+        return [DEMO_MODEL, DEMO_EMBED_MODEL]
+
+    async def post(self, path: str, body: JSON, *, stream: bool) -> UpstreamResponse:
+        if path == CHAT_PATH[UpstreamKind.OPENAI]:
+            return self._chat(body, stream=stream)
+        if path == EMBED_PATH[UpstreamKind.OPENAI]:
+            return self._embed(body)
+        return _DemoResponse(404, orjson.dumps({"error": {"message": f"demo has no {path}"}}))
+
+    def _chat(self, body: JSON, *, stream: bool) -> UpstreamResponse:
+        messages = body.get("messages") or []
+        tokens = demo_reply(messages)
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        finish = "stop"
+        if isinstance(limit, int) and 0 < limit < len(tokens):
+            tokens, finish = tokens[:limit], "length"
+        usage = {
+            "prompt_tokens": _count_prompt_tokens(messages),
+            "completion_tokens": len(tokens),
+            "total_tokens": _count_prompt_tokens(messages) + len(tokens),
+        }
+        created = int(time.time())
+        cid = "chatcmpl-demo-" + hashlib.sha256(orjson.dumps(messages)).hexdigest()[:12]
+        model = body.get("model", DEMO_MODEL)
+        if not stream:
+            return _DemoResponse(
+                200,
+                orjson.dumps(
+                    {
+                        "id": cid,
+                        "object": "chat.completion",
+                        "created": created,
+                        "model": model,
+                        "choices": [
+                            {
+                                "index": 0,
+                                "message": {"role": "assistant", "content": "".join(tokens).rstrip()},
+                                "finish_reason": finish,
+                            }
+                        ],
+                        "usage": usage,
+                        "system_fingerprint": "gatehouse-demo",
+                    }
+                ),
+            )
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        return _DemoResponse(200, lines=self._stream(cid, created, model, tokens, finish, usage, include_usage))
+
+    async def _stream(
+        self, cid: str, created: int, model: str, tokens: list[str], finish: str, usage: JSON, include_usage: bool
+    ) -> AsyncIterator[bytes]:
+        def chunk(delta: JSON, finish_reason: str | None = None) -> bytes:
+            obj: JSON = {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+            }
+            if include_usage:
+                obj["usage"] = None
+            return b"data: " + orjson.dumps(obj)
+
+        yield chunk({"role": "assistant", "content": ""})
+        yield b""
+        for i, token in enumerate(tokens):
+            if self.token_seconds:
+                await asyncio.sleep(self.token_seconds)
+            yield chunk({"content": token if i < len(tokens) - 1 else token.rstrip()})
+            yield b""
+        yield chunk({}, finish)
+        yield b""
+        if include_usage:
+            yield b"data: " + orjson.dumps(
+                {
+                    "id": cid,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "choices": [],
+                    "usage": usage,
+                }
+            )
+            yield b""
+        yield b"data: [DONE]"
+        yield b""
+
+    def _embed(self, body: JSON) -> UpstreamResponse:
+        raw = body.get("input", "")
+        inputs = [raw] if isinstance(raw, str) else list(raw)
+        if not all(isinstance(i, str) for i in inputs):
+            return _DemoResponse(400, orjson.dumps({"error": {"message": "demo embeddings take text input"}}))
+        tokens = sum(len(i.split()) for i in inputs)
+        return _DemoResponse(
+            200,
+            orjson.dumps(
+                {
+                    "object": "list",
+                    "model": body.get("model", DEMO_EMBED_MODEL),
+                    "data": [
+                        {"object": "embedding", "index": i, "embedding": demo_embedding(text)}
+                        for i, text in enumerate(inputs)
+                    ],
+                    "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+                }
+            ),
+        )
+
+
+def create_provider(config: UpstreamConfig, *, connect_timeout: float, read_timeout: float) -> Provider:
+    """The adapter for an upstream's kind."""
+    if config.kind is UpstreamKind.DEMO:
+        return DemoProvider(config)
+    return HttpProvider(config, connect_timeout=connect_timeout, read_timeout=read_timeout)
