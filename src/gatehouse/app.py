@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             announce(await prepare(settings))
         engine = create_engine(settings)
         sessionmaker = create_sessionmaker(engine)
-        bus = create_bus(settings.redis_url)
+        bus = create_bus(settings.redis_url, settings.redis_prefix)
         auth_cache = AuthCache(ttl_seconds=settings.auth_cache_seconds)
         bus.subscribe(auth_cache.on_event)
         upstreams = UpstreamRegistry(

@@ -86,6 +86,7 @@ class Settings(BaseSettings):
     run_migrations: bool = True
 
     redis_url: str = ""
+    redis_prefix: str = Field(default="gatehouse:", min_length=1, max_length=64)
 
     jwt_secret: SecretStr = SecretStr("")
     session_ttl_hours: int = Field(default=24 * 7, ge=1)

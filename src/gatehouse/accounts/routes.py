@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response, status
 
 from gatehouse.accounts import service
 from gatehouse.accounts.auth import CSRF_COOKIE, SESSION_COOKIE, public, require
-from gatehouse.accounts.roles import Role
+from gatehouse.accounts.roles import Role, UserStatus
 from gatehouse.accounts.schemas import (
     KeyCreate,
     KeyCreated,
@@ -137,3 +137,31 @@ async def create_user_key(user_id: int, body: KeyCreate, principal: PrincipalDep
         raise Forbidden("Only a superadmin can create keys for a superadmin.", code="role_not_allowed")
     key, raw = await service.create_api_key(session, user_id=user.id, name=body.name, expires_at=body.expires_at)
     return KeyCreated.model_validate({**KeyRead.model_validate(key).model_dump(), "key": raw})
+
+
+async def _change_status(
+    session: SessionDep, runtime: RuntimeDep, principal: PrincipalDep, user_id: int, new_status: UserStatus
+) -> UserRead:
+    user = await service.get_user_or_raise(session, user_id=user_id)
+    if user.role == Role.SUPERADMIN and principal.role is not Role.SUPERADMIN:
+        raise Forbidden("Only a superadmin can change a superadmin.", code="role_not_allowed")
+    if user.id == principal.user_id and new_status is not UserStatus.ACTIVE:
+        raise Forbidden("You cannot disable your own account.", code="self_disable")
+    await service.set_status(session, bus=runtime.bus, user=user, status=new_status)
+    return UserRead.model_validate(user)
+
+
+@router.post(
+    "/admin/users/{user_id}/disable", response_model=UserRead, tags=["admin"], dependencies=[require(Role.ADMIN)]
+)
+async def disable_user(user_id: int, session: SessionDep, runtime: RuntimeDep, principal: PrincipalDep) -> UserRead:
+    """Disable a user: their sessions end and their keys stop working on every replica at once."""
+    return await _change_status(session, runtime, principal, user_id, UserStatus.DISABLED)
+
+
+@router.post(
+    "/admin/users/{user_id}/enable", response_model=UserRead, tags=["admin"], dependencies=[require(Role.ADMIN)]
+)
+async def enable_user(user_id: int, session: SessionDep, runtime: RuntimeDep, principal: PrincipalDep) -> UserRead:
+    """Re-enable a disabled user."""
+    return await _change_status(session, runtime, principal, user_id, UserStatus.ACTIVE)

@@ -18,7 +18,7 @@ from gatehouse.ops.logging import get_logger
 
 log = get_logger("gatehouse.bus")
 Handler = Callable[[str, dict[str, Any]], Awaitable[None] | None]
-CHANNEL = "gatehouse:events"
+CHANNEL = "events"  # under REDIS_PREFIX
 RECONNECTED = "bus.reconnected"  # delivered locally after a Redis outage: caches must drop everything
 
 
@@ -56,12 +56,12 @@ class EventBus:
 class RedisEventBus(EventBus):
     """Redis pub/sub: every replica hears every event; its own echo is skipped (already delivered)."""
 
-    def __init__(self, url: str, *, channel: str = CHANNEL) -> None:
+    def __init__(self, url: str, *, prefix: str) -> None:
         super().__init__()
         import redis.asyncio as redis
 
         self._redis = redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
-        self._channel = channel
+        self._channel = prefix + CHANNEL
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
@@ -116,6 +116,6 @@ class RedisEventBus(EventBus):
         await self._redis.aclose()
 
 
-def create_bus(redis_url: str) -> EventBus:
+def create_bus(redis_url: str, prefix: str) -> EventBus:
     """The right bus for this deployment."""
-    return RedisEventBus(redis_url) if redis_url else EventBus()
+    return RedisEventBus(redis_url, prefix=prefix) if redis_url else EventBus()
