@@ -1,0 +1,60 @@
+"""End-to-end fixtures: a fake upstream process and a real Gatehouse server per database backend."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import BACKENDS, fresh_database
+from tests.fake_upstream import FakeUpstream, run_fake_upstream
+from tests.server import GatehouseServer, base_env, run_gatehouse
+
+UPSTREAM_KEY = "upstream-secret-key"
+FAKE_MODELS = ["chat", "embed", "slow", "error", "hang", "midfail", "nousage", "long"]
+# Client-facing aliases: "oa-<x>" reaches fake-<x> through the OpenAI protocol, "ol-<x>" through Ollama's.
+KINDS = {"oa": "up-openai", "ol": "up-ollama"}
+
+
+@pytest.fixture(scope="session")
+def fake_upstream() -> Iterator[FakeUpstream]:
+    """One fake upstream process (both protocols) for the whole session."""
+    with run_fake_upstream(api_key=UPSTREAM_KEY) as upstream:
+        yield upstream
+
+
+def write_config(path: Path, upstream_url: str) -> Path:
+    """A GATEHOUSE_CONFIG with one upstream per protocol and an alias per fake behaviour."""
+    config = {
+        "upstreams": [
+            {"name": "up-openai", "kind": "openai", "base_url": upstream_url, "api_key": UPSTREAM_KEY,
+             "discover": False},
+            {"name": "up-ollama", "kind": "ollama", "base_url": upstream_url, "api_key": UPSTREAM_KEY,
+             "discover": False},
+        ],
+        "models": {f"{prefix}-{m}": {"upstream": name, "model": f"fake-{m}"} for prefix, name in KINDS.items()
+                   for m in FAKE_MODELS},
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """sqlite or postgres: each e2e module runs once per backend."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def server(backend: str, fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[GatehouseServer]:
+    """A Gatehouse server on a fresh database of `backend`, routing to the fake upstream."""
+    workdir = tmp_path_factory.mktemp(f"gatehouse-{backend}")
+    with fresh_database(backend, workdir) as database_url:
+        config = write_config(workdir / "gatehouse.yaml", fake_upstream.url)
+        env = base_env(database_url, workdir / "data", GATEHOUSE_CONFIG=str(config), UPSTREAM_READ_TIMEOUT="2",
+                       REQUEST_LOG_FLUSH_SECONDS="0.1")
+        with run_gatehouse(env, workdir=workdir) as running:
+            yield running
