@@ -67,16 +67,30 @@ def base_env(database_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def run_gatehouse(env: dict[str, str], *, workdir: Path, port: int | None = None, workers: int = 1,
-                  timeout: float = 60) -> Iterator[GatehouseServer]:
+def run_gatehouse(
+    env: dict[str, str], *, workdir: Path, port: int | None = None, workers: int = 1, timeout: float = 60
+) -> Iterator[GatehouseServer]:
     """Start `gatehouse serve`, wait until /readyz answers 200, stop it (SIGTERM, then kill) afterwards."""
     port = port or free_port()
     log_path = workdir / f"gatehouse-{port}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gatehouse", "serve", "--host", "127.0.0.1", "--port", str(port),
-             "--workers", str(workers)],
-            env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "gatehouse",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+            ],
+            env=env,
+            cwd=workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     server = GatehouseServer(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path, env=env)
     try:

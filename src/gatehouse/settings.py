@@ -71,7 +71,9 @@ class FileSecretsSource(PydanticBaseSettingsSource):
 class Settings(BaseSettings):
     """Every setting Gatehouse reads; `.env.example` documents each one."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False)
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", env_ignore_empty=True, case_sensitive=False
+    )
 
     environment: Environment = Environment.DEV
 

@@ -29,13 +29,26 @@ def write_config(path: Path, upstream_url: str) -> Path:
     """A GATEHOUSE_CONFIG with one upstream per protocol and an alias per fake behaviour."""
     config = {
         "upstreams": [
-            {"name": "up-openai", "kind": "openai", "base_url": upstream_url, "api_key": UPSTREAM_KEY,
-             "discover": False},
-            {"name": "up-ollama", "kind": "ollama", "base_url": upstream_url, "api_key": UPSTREAM_KEY,
-             "discover": False},
+            {
+                "name": "up-openai",
+                "kind": "openai",
+                "base_url": upstream_url,
+                "api_key": UPSTREAM_KEY,
+                "discover": False,
+            },
+            {
+                "name": "up-ollama",
+                "kind": "ollama",
+                "base_url": upstream_url,
+                "api_key": UPSTREAM_KEY,
+                "discover": False,
+            },
         ],
-        "models": {f"{prefix}-{m}": {"upstream": name, "model": f"fake-{m}"} for prefix, name in KINDS.items()
-                   for m in FAKE_MODELS},
+        "models": {
+            f"{prefix}-{m}": {"upstream": name, "model": f"fake-{m}"}
+            for prefix, name in KINDS.items()
+            for m in FAKE_MODELS
+        },
     }
     path.write_text(yaml.safe_dump(config))
     return path
@@ -48,13 +61,19 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="module")
-def server(backend: str, fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory
-           ) -> Iterator[GatehouseServer]:
+def server(
+    backend: str, fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatehouseServer]:
     """A Gatehouse server on a fresh database of `backend`, routing to the fake upstream."""
     workdir = tmp_path_factory.mktemp(f"gatehouse-{backend}")
     with fresh_database(backend, workdir) as database_url:
         config = write_config(workdir / "gatehouse.yaml", fake_upstream.url)
-        env = base_env(database_url, workdir / "data", GATEHOUSE_CONFIG=str(config), UPSTREAM_READ_TIMEOUT="2",
-                       REQUEST_LOG_FLUSH_SECONDS="0.1")
+        env = base_env(
+            database_url,
+            workdir / "data",
+            GATEHOUSE_CONFIG=str(config),
+            UPSTREAM_READ_TIMEOUT="2",
+            REQUEST_LOG_FLUSH_SECONDS="0.1",
+        )
         with run_gatehouse(env, workdir=workdir) as running:
             yield running

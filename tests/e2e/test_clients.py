@@ -36,6 +36,7 @@ def expected_reply() -> str:
 
 # --- OpenAI client ------------------------------------------------------------------------------------
 
+
 def test_openai_lists_models(server: GatehouseServer) -> None:
     ids = {m.id for m in openai_client(server).models.list()}
     assert {"oa-chat", "ol-chat", "oa-embed", "ol-embed"} <= ids
@@ -93,6 +94,7 @@ def test_openai_embeddings(server: GatehouseServer, prefix: str) -> None:
 
 # --- Ollama client ------------------------------------------------------------------------------------
 
+
 def test_ollama_lists_models(server: GatehouseServer) -> None:
     names = {m.model for m in ollama_client(server).list().models}
     assert {"oa-chat", "ol-chat"} <= names
@@ -115,8 +117,9 @@ def test_ollama_chat_stream(server: GatehouseServer, prefix: str) -> None:
 
 @pytest.mark.parametrize("prefix", PREFIXES)
 def test_ollama_num_predict_reaches_upstream(server: GatehouseServer, prefix: str) -> None:
-    reply = ollama_client(server).chat(model=f"{prefix}-chat", messages=MESSAGES, stream=False,
-                                       options={"num_predict": 3})
+    reply = ollama_client(server).chat(
+        model=f"{prefix}-chat", messages=MESSAGES, stream=False, options={"num_predict": 3}
+    )
     assert reply.eval_count == 3 and reply.done_reason == "length"
 
 
@@ -128,6 +131,7 @@ def test_ollama_embed(server: GatehouseServer, prefix: str) -> None:
 
 
 # --- authentication -----------------------------------------------------------------------------------
+
 
 def test_wrong_key_is_401_for_both_clients(server: GatehouseServer) -> None:
     with pytest.raises(openai.AuthenticationError):
@@ -163,6 +167,7 @@ def test_disabled_user_is_refused_at_once(server: GatehouseServer) -> None:
 
 
 # --- upstream failures --------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("prefix", PREFIXES)
 def test_upstream_500_is_502_in_each_shape(server: GatehouseServer, prefix: str) -> None:
@@ -212,18 +217,20 @@ def test_client_disconnect_cancels_the_upstream_request(
 
 # --- usage recording ----------------------------------------------------------------------------------
 
+
 async def _request_rows(server: GatehouseServer, since_id: int = 0) -> list[RequestLog]:
     engine = create_async_engine(server.env["DATABASE_URL"])
     try:
         async with engine.connect() as conn:
-            rows = (await conn.execute(select(RequestLog).where(RequestLog.id > since_id).order_by(RequestLog.id)))
+            rows = await conn.execute(select(RequestLog).where(RequestLog.id > since_id).order_by(RequestLog.id))
             return list(rows.all())  # type: ignore[arg-type]
     finally:
         await engine.dispose()
 
 
-def _latest_rows(server: GatehouseServer, since_id: int, count: int, models: set[str], timeout: float = 5.0
-                 ) -> list[Any]:
+def _latest_rows(
+    server: GatehouseServer, since_id: int, count: int, models: set[str], timeout: float = 5.0
+) -> list[Any]:
     """Rows of `models` written after `since_id` (earlier tests' cancelled streams may still be settling)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -279,8 +286,10 @@ def test_streaming_is_not_buffered(server: GatehouseServer) -> None:
     """The first chunk of a slow stream arrives long before the whole answer is done."""
     body = {"model": "oa-slow", "messages": MESSAGES, "stream": True}
     started = time.perf_counter()
-    with httpx.Client(base_url=server.url, headers={"authorization": f"Bearer {server.admin_key}"}) as client, \
-            client.stream("POST", "/v1/chat/completions", json=body) as response:
+    with (
+        httpx.Client(base_url=server.url, headers={"authorization": f"Bearer {server.admin_key}"}) as client,
+        client.stream("POST", "/v1/chat/completions", json=body) as response,
+    ):
         lines = response.iter_lines()
         first = next(lines)
         first_at = time.perf_counter() - started

@@ -58,7 +58,9 @@ def test_key_revoked_on_one_replica_is_refused_by_the_other(replicas: tuple[Gate
     assert waited < 1.0
 
 
-def test_user_disabled_on_one_replica_is_refused_by_the_other(replicas: tuple[GatehouseServer, GatehouseServer]) -> None:
+def test_user_disabled_on_one_replica_is_refused_by_the_other(
+    replicas: tuple[GatehouseServer, GatehouseServer],
+) -> None:
     a, b = replicas
     with a.client() as admin_a:
         user_id, _, key = _new_user_key(admin_a)

@@ -16,8 +16,9 @@ from gatehouse.db.models import Base
 
 def gatehouse(database_url: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": database_url}
-    return subprocess.run([sys.executable, "-m", "gatehouse", *args], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "gatehouse", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120
+    )
 
 
 async def _tables(database_url: str) -> set[str]:
@@ -58,8 +59,10 @@ async def test_models_match_migrations(database_url: str, tmp_path: Path) -> Non
     try:
         async with engine.connect() as conn:
             diff = await conn.run_sync(
-                lambda sync: compare_metadata(MigrationContext.configure(sync, opts={"compare_type": True}),
-                                              Base.metadata))
+                lambda sync: compare_metadata(
+                    MigrationContext.configure(sync, opts={"compare_type": True}), Base.metadata
+                )
+            )
     finally:
         await engine.dispose()
     assert diff == []

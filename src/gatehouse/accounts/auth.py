@@ -23,6 +23,7 @@ SESSION_COOKIE = "gatehouse_session"
 CSRF_COOKIE = "gatehouse_csrf"
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+PRINCIPAL_SCOPE_KEY = "gatehouse.principal"
 NO_CREDENTIALS = (
     "Missing API key: send `Authorization: Bearer <your key>` (create one in the console or with POST /me/keys)"
 )
@@ -110,8 +111,10 @@ def check_status(principal: Principal) -> None:
 
 
 async def resolve_principal(request: Request, runtime: Runtime) -> Principal:
-    """Authenticate once per request (the result is kept on request.state)."""
-    cached: Principal | None = getattr(request.state, "principal", None)
+    """Authenticate once per request (the result is kept in the request's own scope)."""
+    # Not on request.state: that is the lifespan state dict, which a server may hand to every request
+    # without copying it (asgi-lifespan does), and a principal kept there would leak to the next caller.
+    cached: Principal | None = request.scope.get(PRINCIPAL_SCOPE_KEY)
     if cached is not None:
         return cached
     token = bearer_token(request)
@@ -122,7 +125,7 @@ async def resolve_principal(request: Request, runtime: Runtime) -> Principal:
     else:
         raise Unauthorized(NO_CREDENTIALS, code="missing_api_key")
     check_status(principal)
-    request.state.principal = principal
+    request.scope[PRINCIPAL_SCOPE_KEY] = principal
     request.scope["state"]["user_id"] = principal.user_id
     structlog.contextvars.bind_contextvars(user_id=principal.user_id)
     return principal

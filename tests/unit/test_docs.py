@@ -1,0 +1,78 @@
+"""The docs stay true: every setting, command and route is documented, and documented commands exist."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import typer.main
+
+from gatehouse.cli import app as cli_app
+from gatehouse.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV_EXAMPLE = (ROOT / ".env.example").read_text()
+README = (ROOT / "README.md").read_text()
+RUNBOOK = (ROOT / "RUNBOOK.md").read_text()
+# Settings read by the CLI rather than the Settings class.
+EXTRA_ENV = {"FORWARDED_ALLOW_IPS"}
+
+
+def test_every_setting_is_in_env_example() -> None:
+    documented = set(re.findall(r"^([A-Z][A-Z0-9_]+)=", ENV_EXAMPLE, flags=re.M))
+    expected = {name.upper() for name in Settings.model_fields} | EXTRA_ENV
+    assert expected - documented == set(), "add these to .env.example"
+    assert documented - expected == set(), "these in .env.example are not settings"
+
+
+def _command_paths() -> set[tuple[str, ...]]:
+    root = typer.main.get_command(cli_app)
+    paths: set[tuple[str, ...]] = set()
+
+    def walk(command: object, prefix: tuple[str, ...]) -> None:
+        subcommands = getattr(command, "commands", None)
+        if subcommands:
+            for name, sub in subcommands.items():
+                walk(sub, (*prefix, name))
+        else:
+            paths.add(prefix)
+
+    walk(root, ())
+    return paths
+
+
+def test_documented_commands_exist() -> None:
+    commands = _command_paths()
+    groups = {p[0] for p in commands if len(p) > 1}
+    for doc in (README, RUNBOOK):
+        # Commands as written in code: after a backtick or at the start of a line of a code block.
+        pattern = r"(?:`|^\s*)(?:uv run )?gatehouse ([a-z][a-z-]*)(?: ([a-z][a-z-]*))?"
+        for match in re.finditer(pattern, doc, flags=re.M):
+            first, second = match.group(1), match.group(2)
+            if first in groups:
+                assert (first, second) in commands, f"documented `gatehouse {first} {second}` does not exist"
+            else:
+                assert (first,) in commands, f"documented `gatehouse {first}` does not exist"
+
+
+def test_every_command_is_in_the_runbook_or_readme() -> None:
+    for path in _command_paths():
+        assert f"gatehouse {' '.join(path)}" in README + RUNBOOK, f"document `gatehouse {' '.join(path)}`"
+
+
+def test_every_route_is_in_the_readme() -> None:
+    from fastapi.routing import APIRoute
+
+    from gatehouse.app import create_app
+    from tests.conftest import make_settings
+
+    app = create_app(make_settings("sqlite+aiosqlite:///:memory:", ROOT / "data"))
+    documented = {re.sub(r"\{[^}]+\}", "{}", p) for p in re.findall(r"(/[a-z0-9_/{}.:-]+)", README)}
+    for route in app.routes:
+        if isinstance(route, APIRoute):
+            path = re.sub(r"\{[^}]+\}", "{}", route.path)
+            assert (
+                path in documented
+                or path.rsplit("/", 1)[0] + "/{}" in documented
+                or any(d.startswith(path) for d in documented)
+            ), f"document {route.path} in README.md's API overview"
