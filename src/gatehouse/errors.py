@@ -135,6 +135,13 @@ def describe_validation(errors: list[Any]) -> tuple[str, str | None]:
     parts = []
     first_field = None
     for err in errors[:5]:
+        if err.get("type") == "json_invalid":
+            # Its loc is ("body", <character offset>): name the body, not the offset.
+            offset = err.get("loc", ("body",))[-1]
+            detail = (err.get("ctx") or {}).get("error")
+            first_field = first_field or "body"
+            parts.append(f"body: not valid JSON at character {offset}" + (f" ({detail})" if detail else ""))
+            continue
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
         field = ".".join(loc) or "body"
         first_field = first_field or field

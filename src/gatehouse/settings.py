@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -57,7 +58,12 @@ class FileSecretsSource(PydanticBaseSettingsSource):
         try:
             return Path(path).read_text().strip(), field_name, False
         except OSError as exc:
-            raise ValueError(f"{env_name} points at {path!r}, which cannot be read: {exc.strerror}") from exc
+            # A ValidationError, like every other bad setting, so the CLI prints one line, not a traceback.
+            message = f"{env_name} points at {path!r}, which cannot be read: {exc.strerror}"
+            raise ValidationError.from_exception_data(
+                self.settings_cls.__name__,
+                [{"type": "value_error", "loc": (field_name,), "input": path, "ctx": {"error": ValueError(message)}}],
+            ) from exc
 
     def __call__(self) -> dict[str, Any]:
         values: dict[str, Any] = {}
@@ -99,6 +105,7 @@ class Settings(BaseSettings):
 
     # Upstreams: env shortcuts plus a YAML file (GATEHOUSE_CONFIG).
     ollama_base_url: str = ""
+    ollama_api_key: SecretStr = SecretStr("")  # for an Ollama behind an authenticating proxy
     openai_base_url: str = ""
     openai_api_key: SecretStr = SecretStr("")
     gatehouse_config: Path | None = None
@@ -141,9 +148,16 @@ class Settings(BaseSettings):
             raise ValueError("LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
 
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_database_url(cls, value: str) -> str:
+        # A field validator (not only the model one below), so an error is reported under DATABASE_URL.
+        return normalise_database_url(value) if value.strip() else ""
+
     @model_validator(mode="after")
     def _resolve_database_url(self) -> Settings:
-        self.database_url = normalise_database_url(self.database_url or self._url_from_parts())
+        if not self.database_url:
+            self.database_url = normalise_database_url(self._url_from_parts())
         return self
 
     def _url_from_parts(self) -> str:
@@ -151,7 +165,8 @@ class Settings(BaseSettings):
             return DEFAULT_SQLITE_URL
         password = self.db_password.get_secret_value()
         auth = quote(self.db_user, safe="") + (f":{quote(password, safe='')}" if password else "")
-        return f"postgresql+asyncpg://{auth}@{self.db_host}:{self.db_port}/{quote(self.db_name, safe='')}"
+        host = f"[{self.db_host}]" if ":" in self.db_host and not self.db_host.startswith("[") else self.db_host  # IPv6
+        return f"postgresql+asyncpg://{auth}@{host}:{self.db_port}/{quote(self.db_name, safe='')}"
 
     @property
     def is_prod(self) -> bool:
@@ -195,14 +210,32 @@ class Settings(BaseSettings):
             raise RuntimeError("JWT_SECRET is required in prod")
         path = self.data_dir / "jwt_secret"
         try:
-            return path.read_text().strip()
+            return _read_secret(path)
         except FileNotFoundError:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            generated = secrets.token_urlsafe(48)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            pass
+        path.parent.mkdir(parents=True, exist_ok=True)
+        generated = secrets.token_urlsafe(48)
+        # Written aside, then linked into place (atomic, never replacing): workers starting together read
+        # either no file or a whole one, and every loser of the race adopts the winner's secret.
+        fd, staging = tempfile.mkstemp(dir=path.parent, prefix=".jwt_secret.")  # mode 0600
+        try:
             with os.fdopen(fd, "w") as handle:
                 handle.write(generated)
-            return generated
+            try:
+                os.link(staging, path)
+            except FileExistsError:
+                return _read_secret(path)
+        finally:
+            os.unlink(staging)
+        return generated
+
+
+def _read_secret(path: Path) -> str:
+    """A kept secret; an empty file is an error, never an empty secret."""
+    secret = path.read_text().strip()
+    if not secret:
+        raise RuntimeError(f"{path} is empty: delete it to have a new secret generated, or set JWT_SECRET")
+    return secret
 
 
 def normalise_database_url(url: str) -> str:

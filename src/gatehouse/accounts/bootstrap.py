@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gatehouse.accounts import service
 from gatehouse.accounts.roles import Role
+from gatehouse.errors import Conflict
 from gatehouse.settings import Settings
 
 BOOTSTRAP_KEY_NAME = "bootstrap"
@@ -50,7 +51,7 @@ async def bootstrap_admin(sessionmaker: async_sessionmaker[AsyncSession], settin
                 _, raw = await service.create_api_key(session, user_id=user.id, name=BOOTSTRAP_KEY_NAME)
                 result.created_key = True
                 result.generated_key = raw
-    except IntegrityError:
+    except (IntegrityError, Conflict):
         # Another replica bootstrapped at the same moment; its result stands.
         return BootstrapResult(email=email)
     return result

@@ -10,7 +10,9 @@ from gatehouse.accounts.roles import Role, UserStatus
 
 
 class LoginRequest(BaseModel):
-    email: EmailStr
+    # Not EmailStr: BOOTSTRAP_ADMIN_EMAIL may be e.g. admin@localhost or admin@gatehouse.lan, which
+    # EmailStr rejects; a login with an address nobody has simply fails like a wrong password.
+    email: str = Field(min_length=1, max_length=320)
     password: str = Field(min_length=1, max_length=1024)
 
 

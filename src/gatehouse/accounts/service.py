@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gatehouse.accounts.models import ApiKey, User, UserSession
@@ -69,8 +70,13 @@ async def create_user(
         password_hash=password_hash,
         display_name=display_name or email.split("@")[0],
     )
-    session.add(user)
-    await session.flush()
+    try:
+        # In a savepoint: another request may create the same email between the check above and this
+        # insert; losing that race is a 409 (not a 500), and the caller's transaction stays usable.
+        async with session.begin_nested():
+            session.add(user)
+    except IntegrityError as exc:
+        raise Conflict(f"A user with email {email} already exists.", code="email_taken") from exc
     return user
 
 

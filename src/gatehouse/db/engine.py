@@ -54,7 +54,11 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN")
+        # IMMEDIATE takes the write lock up front: a deferred transaction that reads and then writes
+        # fails at once with "database is locked" when another writer got in between (busy_timeout
+        # does not apply to that upgrade). SQLite has one writer at a time either way; WAL readers
+        # outside transactions are not blocked.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -42,14 +42,13 @@ class RequestContextMiddleware:
             return
         started = time.perf_counter()
         request_id = _incoming_request_id(scope) or uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        # A copy: some servers and test harnesses share one state dict between requests.
+        scope["state"] = {**scope.get("state", {}), "request_id": request_id}
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         status = 500
         header_value = request_id.encode("latin-1")
         limit = self.max_body_bytes
-        received = 0
-        response_started = False
 
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
@@ -57,29 +56,33 @@ class RequestContextMiddleware:
                 self._log(scope, 413, started)
                 return
 
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise _BodyTooLarge
-            return message
+        app_receive = receive
+        if scope["method"] in BODY_METHODS:
+            # Read the body (bounded) before the app runs: an oversized one is then a clean 413 on every
+            # route, whatever parses it, and the app reads the same bytes from memory.
+            first = await _read_body(receive, limit)
+            if first is None:
+                await self._too_large(scope, send, header_value)
+                self._log(scope, 413, started)
+                return
+            replayed = False
+
+            async def app_receive() -> Message:
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return first
+                return await receive()
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status, response_started
+            nonlocal status
             if message["type"] == "http.response.start":
-                response_started = True
                 status = message["status"]
                 message["headers"] = [*message.get("headers", ()), (REQUEST_ID_HEADER, header_value)]
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, send_with_id)
-        except _BodyTooLarge:
-            status = 413
-            if not response_started:
-                await self._too_large(scope, send, header_value)
+            await self.app(scope, app_receive, send_with_id)
         finally:
             self._log(scope, status, started)
 
@@ -117,5 +120,25 @@ class RequestContextMiddleware:
         )
 
 
-class _BodyTooLarge(Exception):
-    pass
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+async def _read_body(receive: Receive, limit: int) -> Message | None:
+    """The whole request body as one message, or None when it exceeds `limit` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return message  # the client went away: let the app see it
+        body = message.get("body", b"")
+        size += len(body)
+        if size > limit:
+            return None
+        chunks.append(body)
+        if not message.get("more_body", False):
+            return {
+                "type": "http.request",
+                "body": b"".join(chunks) if len(chunks) != 1 else chunks[0],
+                "more_body": False,
+            }

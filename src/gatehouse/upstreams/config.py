@@ -97,7 +97,14 @@ def load_config(settings: Settings) -> GatewayConfig:
     existing = {u.name for u in config.upstreams}
     extra: list[UpstreamConfig] = []
     if settings.ollama_base_url and "ollama" not in existing:
-        extra.append(UpstreamConfig(name="ollama", kind=UpstreamKind.OLLAMA, base_url=settings.ollama_base_url))
+        extra.append(
+            UpstreamConfig(
+                name="ollama",
+                kind=UpstreamKind.OLLAMA,
+                base_url=settings.ollama_base_url,
+                api_key=settings.ollama_api_key.get_secret_value(),
+            )
+        )
     if settings.openai_base_url and "openai" not in existing:
         extra.append(
             UpstreamConfig(
