@@ -19,6 +19,8 @@ from gatehouse.db.migrate import head_revisions, upgrade
 from gatehouse.errors import install_handlers
 from gatehouse.gateway.requestlog import RequestLogWriter
 from gatehouse.gateway.routes import router as gateway_router
+from gatehouse.limits.ratelimit import RateLimiter
+from gatehouse.limits.routes import router as limits_router
 from gatehouse.ops.bus import create_bus
 from gatehouse.ops.health import router as health_router
 from gatehouse.ops.logging import configure_logging, get_logger
@@ -83,6 +85,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             refresh_seconds=settings.model_refresh_seconds,
         )
         request_log = RequestLogWriter(sessionmaker, flush_seconds=settings.request_log_flush_seconds)
+        rate_limiter = RateLimiter(settings, sessionmaker)
+        bus.subscribe(rate_limiter.on_event)
         runtime = Runtime(
             settings=settings,
             engine=engine,
@@ -91,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             auth_cache=auth_cache,
             upstreams=upstreams,
             request_log=request_log,
+            rate_limiter=rate_limiter,
             secret=settings.effective_jwt_secret(),
             head_revisions=head_revisions(),
         )
@@ -98,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await bus.start()
         await upstreams.start()
         await request_log.start()
+        await rate_limiter.start()
         log.info(
             "started",
             version=__version__,
@@ -109,6 +115,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await runtime.drain()
+            await rate_limiter.close()
             await request_log.close()
             await upstreams.close()
             await bus.close()
@@ -125,5 +133,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     app.include_router(accounts_router)
     app.include_router(gateway_router)
+    app.include_router(limits_router)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from gatehouse.settings import Settings
 
 if TYPE_CHECKING:
     from gatehouse.gateway.requestlog import RequestLogWriter
+    from gatehouse.limits.ratelimit import RateLimiter
     from gatehouse.upstreams.registry import UpstreamRegistry
 
 
@@ -29,9 +31,21 @@ class Runtime:
     auth_cache: AuthCache
     upstreams: UpstreamRegistry
     request_log: RequestLogWriter
+    rate_limiter: RateLimiter
     secret: str
     head_revisions: tuple[str, ...]
     started_at: float = field(default_factory=time.time)
+    background: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def track(self, task: asyncio.Task[None]) -> None:
+        """Keep a task that must finish before shutdown (e.g. a settlement outliving its request)."""
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def drain(self) -> None:
+        """Wait for tracked tasks (at shutdown, before the database closes)."""
+        if self.background:
+            await asyncio.gather(*list(self.background), return_exceptions=True)
 
 
 AfterCommit = Callable[[], Awaitable[None]]

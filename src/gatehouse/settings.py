@@ -114,6 +114,15 @@ class Settings(BaseSettings):
     upstream_read_timeout: float = Field(default=300.0, gt=0)
     model_refresh_seconds: float = Field(default=60.0, ge=0)
 
+    # Quotas and rate limits.
+    default_messages_per_day: int | None = Field(default=None, ge=0)
+    default_tokens_per_day: int | None = Field(default=None, ge=0)
+    quota_timezone: str = "UTC"
+    default_completion_allowance: int = Field(default=4096, ge=1)
+    image_token_allowance: int = Field(default=2048, ge=0)
+    rate_limit_per_minute: int | None = Field(default=60, ge=0)
+    rate_limit_ip_per_minute: int | None = Field(default=30, ge=0)
+
     max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     auth_cache_seconds: float = Field(default=300.0, ge=0)
     request_log_flush_seconds: float = Field(default=1.0, gt=0)
@@ -139,6 +148,17 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.strip().rstrip("/")
+
+    @field_validator("quota_timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"QUOTA_TIMEZONE {value!r} is not a known time zone (e.g. UTC, Europe/Berlin)") from exc
+        return value
 
     @field_validator("log_level")
     @classmethod

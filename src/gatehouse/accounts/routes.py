@@ -17,10 +17,11 @@ from gatehouse.accounts.schemas import (
     LoginResponse,
     UserCreate,
     UserRead,
+    UserUpdate,
 )
 from gatehouse.accounts.tokens import csrf_token
 from gatehouse.deps import PrincipalDep, RuntimeDep, SessionDep
-from gatehouse.errors import Forbidden, Unauthorized
+from gatehouse.errors import BadRequest, Forbidden, Unauthorized
 
 router = APIRouter()
 
@@ -36,6 +37,9 @@ async def login(
     body: LoginRequest, request: Request, response: Response, session: SessionDep, runtime: RuntimeDep
 ) -> LoginResponse:
     """Start a console session: sets an HttpOnly session cookie and returns the CSRF token."""
+    ip = _client_ip(request) or "unknown"
+    await runtime.rate_limiter.hit("ip_per_minute", f"ip{ip}")
+    await runtime.rate_limiter.hit("login", f"ip{ip}")
     user = await service.authenticate_password(session, email=body.email, password=body.password)
     if user is None:
         raise Unauthorized(INVALID_LOGIN, code="invalid_credentials")
@@ -84,8 +88,11 @@ async def list_my_keys(principal: PrincipalDep, session: SessionDep) -> list[Key
     tags=["me"],
     dependencies=[require(Role.USER)],
 )
-async def create_my_key(body: KeyCreate, principal: PrincipalDep, session: SessionDep) -> KeyCreated:
+async def create_my_key(
+    body: KeyCreate, principal: PrincipalDep, session: SessionDep, runtime: RuntimeDep
+) -> KeyCreated:
     """Create an API key for the caller; the key is in this response only."""
+    await runtime.rate_limiter.hit("key_create", f"u{principal.user_id}")
     key, raw = await service.create_api_key(
         session, user_id=principal.user_id, name=body.name, expires_at=body.expires_at
     )
@@ -107,13 +114,33 @@ async def revoke_my_key(key_id: int, principal: PrincipalDep, session: SessionDe
     tags=["admin"],
     dependencies=[require(Role.ADMIN)],
 )
-async def create_user(body: UserCreate, principal: PrincipalDep, session: SessionDep) -> UserRead:
-    """Create a user (an admin may not create superadmins)."""
+async def create_user(body: UserCreate, principal: PrincipalDep, session: SessionDep, runtime: RuntimeDep) -> UserRead:
+    """Create a user (an admin may not create superadmins); quotas default to DEFAULT_*_PER_DAY."""
     if body.role is Role.SUPERADMIN and principal.role is not Role.SUPERADMIN:
         raise Forbidden("Only a superadmin can create a superadmin.", code="role_not_allowed")
+    settings = runtime.settings
     user = await service.create_user(
-        session, email=body.email, role=body.role, password=body.password, display_name=body.display_name
+        session,
+        email=body.email,
+        role=body.role,
+        password=body.password,
+        display_name=body.display_name,
+        messages_per_day=settings.default_messages_per_day,
+        tokens_per_day=settings.default_tokens_per_day,
     )
+    return UserRead.model_validate(user)
+
+
+@router.patch("/admin/users/{user_id}", response_model=UserRead, tags=["admin"], dependencies=[require(Role.ADMIN)])
+async def update_user(user_id: int, body: UserUpdate, principal: PrincipalDep, session: SessionDep) -> UserRead:
+    """Change a user's name or daily quotas (`messages_per_day`, `tokens_per_day`; null: unlimited)."""
+    user = await service.get_user_or_raise(session, user_id=user_id)
+    if user.role == Role.SUPERADMIN and principal.role is not Role.SUPERADMIN:
+        raise Forbidden("Only a superadmin can change a superadmin.", code="role_not_allowed")
+    changes = body.model_dump(include=body.model_fields_set)
+    if changes.get("display_name", "") is None:
+        raise BadRequest("display_name cannot be null.", param="display_name")
+    await service.update_user(session, user=user, changes=changes)
     return UserRead.model_validate(user)
 
 
@@ -130,8 +157,11 @@ async def get_user(user_id: int, session: SessionDep) -> UserRead:
     tags=["admin"],
     dependencies=[require(Role.ADMIN)],
 )
-async def create_user_key(user_id: int, body: KeyCreate, principal: PrincipalDep, session: SessionDep) -> KeyCreated:
+async def create_user_key(
+    user_id: int, body: KeyCreate, principal: PrincipalDep, session: SessionDep, runtime: RuntimeDep
+) -> KeyCreated:
     """Create an API key for another user (e.g. a service account); the key is in this response only."""
+    await runtime.rate_limiter.hit("key_create", f"u{principal.user_id}")
     user = await service.get_user_or_raise(session, user_id=user_id)
     if user.role == Role.SUPERADMIN and principal.role is not Role.SUPERADMIN:
         raise Forbidden("Only a superadmin can create keys for a superadmin.", code="role_not_allowed")

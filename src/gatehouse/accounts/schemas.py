@@ -26,6 +26,8 @@ class UserRead(BaseModel):
     status: UserStatus
     created_at: datetime
     last_login_at: datetime | None = None
+    messages_per_day: int | None = Field(default=None, description="Daily message quota; null: unlimited.")
+    tokens_per_day: int | None = Field(default=None, description="Daily token quota; null: unlimited.")
 
 
 class LoginResponse(BaseModel):
@@ -41,6 +43,14 @@ class UserCreate(BaseModel):
         default=None, min_length=8, max_length=1024, description="Optional: a user without one can only use API keys."
     )
     display_name: str = Field(default="", max_length=200)
+
+
+class UserUpdate(BaseModel):
+    """Only the fields sent are changed; `null` for a quota means unlimited."""
+
+    display_name: str | None = Field(default=None, max_length=200)
+    messages_per_day: int | None = Field(default=None, ge=0)
+    tokens_per_day: int | None = Field(default=None, ge=0)
 
 
 class KeyCreate(BaseModel):

@@ -53,6 +53,8 @@ async def create_user(
     password: str | None = None,
     display_name: str = "",
     status: UserStatus = UserStatus.ACTIVE,
+    messages_per_day: int | None = None,
+    tokens_per_day: int | None = None,
 ) -> User:
     """Create a user; 409 when the email is taken, 422-style 400 when the password is weak."""
     email = normalise_email(email)
@@ -69,6 +71,8 @@ async def create_user(
         status=status.value,
         password_hash=password_hash,
         display_name=display_name or email.split("@")[0],
+        messages_per_day=messages_per_day,
+        tokens_per_day=tokens_per_day,
     )
     try:
         # In a savepoint: another request may create the same email between the check above and this
@@ -78,6 +82,20 @@ async def create_user(
     except IntegrityError as exc:
         raise Conflict(f"A user with email {email} already exists.", code="email_taken") from exc
     return user
+
+
+async def update_user(
+    session: AsyncSession, *, user: User, changes: dict[str, object]
+) -> dict[str, tuple[object, object]]:
+    """Apply field changes; returns {field: (before, after)} for the fields that really changed."""
+    changed: dict[str, tuple[object, object]] = {}
+    for name, value in changes.items():
+        before = getattr(user, name)
+        if before != value:
+            setattr(user, name, value)
+            changed[name] = (before, value)
+    await session.flush()
+    return changed
 
 
 async def set_password(session: AsyncSession, *, user: User, password: str) -> None:

@@ -24,7 +24,15 @@ def create(
 
     async def go() -> tuple[int, str | None]:
         async with db_session(settings) as session:
-            user = await service.create_user(session, email=email, role=role, password=password, display_name=name)
+            user = await service.create_user(
+                session,
+                email=email,
+                role=role,
+                password=password,
+                display_name=name,
+                messages_per_day=settings.default_messages_per_day,
+                tokens_per_day=settings.default_tokens_per_day,
+            )
             raw = None
             if with_key:
                 _, raw = await service.create_api_key(session, user_id=user.id, name="cli")

@@ -1,21 +1,15 @@
-"""The relay: send one gateway request upstream (failing over before any byte), stream the answer back,
-capture usage, and record the request.
-
-Same-protocol streams pass through line by line, parsed only where usage or errors live; cross-protocol
-streams go through the translators in `translate`.
-"""
+"""The relay: admit a gateway request, send it upstream (failing over before any byte), answer whole or
+streamed (see `streaming`), and settle it (see `call`)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any
 
 import orjson
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
-from gatehouse.accounts.principal import Principal
 from gatehouse.errors import (
     BadRequest,
     GatehouseError,
@@ -25,6 +19,9 @@ from gatehouse.errors import (
     UpstreamTimeout,
 )
 from gatehouse.gateway import translate
+from gatehouse.gateway.call import Call, Protocol, admit, finish_shielded
+from gatehouse.gateway.streaming import relay_response, stream_relay, upstream_message
+from gatehouse.limits import quotas
 from gatehouse.ops.logging import get_logger
 from gatehouse.runtime import Runtime
 from gatehouse.upstreams.config import UpstreamKind
@@ -38,84 +35,8 @@ from gatehouse.upstreams.providers import (
 from gatehouse.upstreams.registry import Route
 
 log = get_logger("gatehouse.gateway")
-Protocol = Literal["openai", "ollama"]
 JSON = dict[str, Any]
-SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 MAX_ERROR_BODY = 4096
-
-
-@dataclass
-class Call:
-    """One gateway request, from admission to settlement."""
-
-    request_id: str
-    principal: Principal
-    protocol: Protocol
-    endpoint: Literal["chat", "embeddings"]
-    model: str
-    stream: bool
-    started: float = field(default_factory=time.perf_counter)
-    upstream: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    usage_reported: bool = False
-    chunks: int = 0
-    first_token_at: float | None = None
-    status_code: int = 200
-    error_code: str | None = None
-    prompt_estimate: int = 0
-    settled: bool = False
-
-    def set_usage(self, usage: tuple[int, int] | None) -> None:
-        """Record the upstream's own count."""
-        if usage is not None:
-            self.prompt_tokens, self.completion_tokens = usage
-            self.usage_reported = True
-
-    def saw_token(self) -> None:
-        """A content chunk went to the client."""
-        self.chunks += 1
-        if self.first_token_at is None:
-            self.first_token_at = time.perf_counter()
-
-    def fail(self, error: GatehouseError) -> None:
-        """Remember how the request ended badly."""
-        self.status_code = error.status
-        self.error_code = error.code
-
-
-def settle(runtime: Runtime, call: Call) -> None:
-    """Record the request once: usage (estimated when the upstream reported none), status, latency."""
-    if call.settled:
-        return
-    call.settled = True
-    if not call.usage_reported and call.upstream is not None:
-        # The upstream gave no count: the prompt estimate and one token per streamed chunk stand in.
-        call.prompt_tokens = call.prompt_estimate
-        call.completion_tokens = call.chunks
-    now = time.perf_counter()
-    principal = call.principal
-    runtime.request_log.add(
-        {
-            "request_id": call.request_id,
-            "user_id": principal.user_id,
-            "key_id": principal.key_id,
-            "endpoint": call.endpoint,
-            "protocol": call.protocol,
-            "model": call.model,
-            "upstream": call.upstream,
-            "stream": call.stream,
-            "status_code": call.status_code,
-            "error_code": call.error_code,
-            "prompt_tokens": call.prompt_tokens,
-            "completion_tokens": call.completion_tokens,
-            "usage_reported": call.usage_reported,
-            "latency_ms": round((now - call.started) * 1000, 3),
-            "ttft_ms": round((call.first_token_at - call.started) * 1000, 3) if call.first_token_at else None,
-        }
-    )
-    if principal.key_id is not None:
-        runtime.request_log.key_used(principal.key_id)
 
 
 # --- request parsing -------------------------------------------------------------------------------
@@ -190,26 +111,10 @@ def resolve_routes(runtime: Runtime, model: str) -> list[Route]:
 # --- upstream errors -------------------------------------------------------------------------------
 
 
-def _upstream_message(raw: bytes) -> str:
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return raw[:300].decode("utf-8", "replace").strip() or "no details"
-    if isinstance(data, dict):
-        err = data.get("error")
-        if isinstance(err, dict):
-            return str(err.get("message") or err)
-        if err:
-            return str(err)
-        if "detail" in data:
-            return str(data["detail"])
-    return str(data)[:300]
-
-
 async def _error_from_status(route: Route, response: UpstreamResponse) -> GatehouseError:
     raw = (await response.read())[:MAX_ERROR_BODY]
     response.close()
-    message = _upstream_message(raw)
+    message = upstream_message(raw)
     name = route.provider.name
     status = response.status
     if status in (401, 403):
@@ -288,56 +193,75 @@ def _chat_body_for(call: Call, body: JSON, route: Route) -> JSON:
         raise BadRequest(str(exc), code="unsupported_for_upstream") from exc
 
 
+def requested_completion(body: JSON, protocol: Protocol) -> int | None:
+    """The completion limit the client asked for, if any."""
+    if protocol == "openai":
+        value = body.get("max_completion_tokens", body.get("max_tokens"))
+    else:
+        value = (body.get("options") or {}).get("num_predict") if isinstance(body.get("options"), dict) else None
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        name = "options.num_predict" if protocol == "ollama" else "max_tokens"
+        raise BadRequest(f"`{name}` must be an integer.", code="invalid_field", param=name)
+    return value if value > 0 else None  # Ollama's -1 (no limit) and -2 (fill the context)
+
+
+def with_completion_cap(body: JSON, protocol: Protocol, cap: int) -> JSON:
+    """The body with its completion limit lowered to `cap` (what the quota reservation covers)."""
+    if protocol == "ollama":
+        return {**body, "options": {**(body.get("options") or {}), "num_predict": cap}}
+    key = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+    return {**body, key: cap}
+
+
 async def chat(runtime: Runtime, call: Call, body: JSON) -> Response:
     """Serve a chat request (OpenAI or Ollama client, any upstream), streamed or not."""
     messages = require_messages(body)
     call.prompt_estimate = estimate_prompt_tokens(messages)
     routes = resolve_routes(runtime, call.model)
+    requested = requested_completion(body, call.protocol)
+    bound = quotas.prompt_bound(
+        messages, extra=body.get("tools"), image_allowance=runtime.settings.image_token_allowance
+    )
+    await admit(
+        runtime, call, prompt_bound=bound, want_completion=requested or runtime.settings.default_completion_allowance
+    )
+    cap = call.reservation.completion_cap if call.reservation else None
+    if cap is not None and (requested is None or cap < requested):
+        body = with_completion_cap(body, call.protocol, cap)
+    streaming = False
     try:
         route, response = await open_upstream(call, routes, CHAT_PATH, lambda r: _chat_body_for(call, body, r))
+        if call.stream:
+            streaming = True
+            client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return relay_response(runtime, call, response, stream_relay(call, route.provider.kind, client_wants_usage))
+        return await _chat_whole(call, body, route, response)
     except GatehouseError as exc:
         call.fail(exc)
-        settle(runtime, call)
         raise
-    if not call.stream:
-        try:
-            return await _chat_whole(call, body, route, response)
-        except GatehouseError as exc:
-            call.fail(exc)
-            raise
-        finally:
-            settle(runtime, call)
-    client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    return _relay_response(runtime, call, response, _stream_relay(call, route.provider.kind, client_wants_usage))
+    except BaseException:
+        call.status_code, call.error_code = 500, "internal_error"
+        raise
+    finally:
+        if not streaming:
+            await finish_shielded(runtime, call)
 
 
 async def _chat_whole(call: Call, body: JSON, route: Route, response: UpstreamResponse) -> Response:
-    try:
-        raw = await response.read()
-    except UpstreamTimedOut as exc:
-        raise UpstreamTimeout(f"Upstream {route.provider.name} did not finish in time.") from exc
-    except UpstreamUnreachable as exc:
-        raise UpstreamError(
-            f"Upstream {route.provider.name} broke off the answer: {exc}", code="upstream_disconnected"
-        ) from exc
-    finally:
-        response.close()
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise UpstreamError(
-            f"Upstream {route.provider.name} sent an answer that is not JSON.", code="upstream_bad_response"
-        ) from exc
-    kind = route.provider.kind
+    raw = await _read_whole(route, response)
+    data = _parse_answer(route, raw)
     call.first_token_at = time.perf_counter()
-    if kind is UpstreamKind.OPENAI:
+    if route.provider.kind is UpstreamKind.OPENAI:
         call.set_usage(translate.usage_from_openai(data))
-        call.chunks = 1
+        call.chunks = _completion_estimate(_openai_text(data))
         if call.protocol == "openai":
             return Response(raw, media_type="application/json")
         return _json(translate.openai_chat_response_to_ollama(data, model=call.model))
     call.set_usage(translate.usage_from_ollama(data))
-    call.chunks = 1
+    message = data.get("message")
+    call.chunks = _completion_estimate(message.get("content") if isinstance(message, dict) else None)
     if call.protocol == "ollama":
         return Response(raw, media_type="application/json")
     return _json(
@@ -347,184 +271,21 @@ async def _chat_whole(call: Call, body: JSON, route: Route, response: UpstreamRe
     )
 
 
-def _json(data: JSON) -> Response:
-    return Response(orjson.dumps(data), media_type="application/json")
-
-
-# --- stream relays: one line in, zero or more encoded bytes out ------------------------------------
-
-
-class _Relay:
-    """Turns upstream lines into client bytes for one protocol pair."""
-
-    def __init__(self, call: Call) -> None:
-        self.call = call
-        self.completed = False
-
-    def feed(self, line: bytes) -> bytes:
-        raise NotImplementedError
-
-    def finish(self) -> bytes:
-        return b""
-
-    def error(self, message: str, code: str) -> bytes:
-        if self.call.protocol == "openai":
-            return (
-                b"data: "
-                + orjson.dumps({"error": {"message": message, "type": "upstream_error", "code": code}})
-                + b"\n\n"
-            )
-        return orjson.dumps({"error": message}) + b"\n"
-
-
-def _sse_payload(line: bytes) -> bytes | None:
-    if line.startswith(b"data:"):
-        return line[5:].strip()
+def _openai_text(data: JSON) -> Any:
+    choices = data.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        message = choices[0].get("message")
+        return message.get("content") if isinstance(message, dict) else None
     return None
 
 
-class _OpenAIPassthrough(_Relay):
-    def __init__(self, call: Call, client_wants_usage: bool) -> None:
-        super().__init__(call)
-        self.client_wants_usage = client_wants_usage
-
-    def feed(self, line: bytes) -> bytes:
-        payload = _sse_payload(line)
-        if payload is None:
-            return line + b"\n\n" if line.startswith(b":") else (line + b"\n" if line else b"")
-        if payload == b"[DONE]":
-            return b"data: [DONE]\n\n"
-        if b'"usage"' in payload or b'"error"' in payload:
-            obj = orjson.loads(payload)
-            if isinstance(obj, dict):
-                if obj.get("error"):
-                    raise translate.UpstreamStreamError(_upstream_message(payload))
-                usage = translate.usage_from_openai(obj)
-                if usage is not None:
-                    self.call.set_usage(usage)
-                    if not self.client_wants_usage and not obj.get("choices"):
-                        return b""
-        if b'"content"' in payload or b'"tool_calls"' in payload:
-            self.call.saw_token()
-        return b"data: " + payload + b"\n\n"
+def _completion_estimate(text: Any) -> int:
+    """Completion tokens of a whole answer when the upstream reports none: about four characters a token."""
+    return max(1, len(text) // 4) if isinstance(text, str) else 1
 
 
-class _OllamaPassthrough(_Relay):
-    def feed(self, line: bytes) -> bytes:
-        if not line.strip():
-            return b""
-        if b'"done":true' in line or b'"done": true' in line or b'"error"' in line:
-            obj = orjson.loads(line)
-            if isinstance(obj, dict):
-                if obj.get("error"):
-                    raise translate.UpstreamStreamError(str(obj["error"]))
-                self.call.set_usage(translate.usage_from_ollama(obj))
-        else:
-            self.call.saw_token()
-        return line + b"\n"
-
-
-class _OllamaToOpenAI(_Relay):
-    def __init__(self, call: Call, client_wants_usage: bool) -> None:
-        super().__init__(call)
-        self.translator = translate.OllamaToOpenAIStream(
-            model=call.model, request_id=call.request_id, created=int(time.time()), include_usage=client_wants_usage
-        )
-
-    def feed(self, line: bytes) -> bytes:
-        if not line.strip():
-            return b""
-        event = orjson.loads(line)
-        chunks = self.translator.feed(event)
-        if not event.get("done"):
-            self.call.saw_token()
-        self.call.set_usage(self.translator.usage)
-        return b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks)
-
-    def finish(self) -> bytes:
-        return b"data: [DONE]\n\n"
-
-
-class _OpenAIToOllama(_Relay):
-    def __init__(self, call: Call) -> None:
-        super().__init__(call)
-        self.translator = translate.OpenAIToOllamaStream(model=call.model)
-
-    def feed(self, line: bytes) -> bytes:
-        payload = _sse_payload(line)
-        if payload is None or payload == b"[DONE]":
-            return b""
-        chunk = orjson.loads(payload)
-        events = self.translator.feed(chunk)
-        if events:
-            self.call.saw_token()
-        self.call.set_usage(self.translator.usage)
-        return b"".join(orjson.dumps(e) + b"\n" for e in events)
-
-    def finish(self) -> bytes:
-        events = self.translator.finish()
-        self.call.set_usage(self.translator.usage)
-        return b"".join(orjson.dumps(e) + b"\n" for e in events)
-
-
-def _stream_relay(call: Call, upstream_kind: UpstreamKind, client_wants_usage: bool) -> _Relay:
-    if call.protocol == "openai":
-        if upstream_kind is UpstreamKind.OPENAI:
-            return _OpenAIPassthrough(call, client_wants_usage)
-        return _OllamaToOpenAI(call, client_wants_usage)
-    if upstream_kind is UpstreamKind.OLLAMA:
-        return _OllamaPassthrough(call)
-    return _OpenAIToOllama(call)
-
-
-class RelayResponse(StreamingResponse):
-    """A streamed answer whose clean-up runs however the response ends, even if it never started."""
-
-    def __init__(self, content: AsyncIterator[bytes], *, on_close: Callable[[], None], media_type: str) -> None:
-        super().__init__(content, media_type=media_type, headers=SSE_HEADERS)
-        self._on_close = on_close
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self._on_close()
-
-
-def _relay_response(runtime: Runtime, call: Call, response: UpstreamResponse, relay: _Relay) -> Response:
-    def on_close() -> None:
-        # Starlette cancels the body iterator when the client disconnects; closing aborts the upstream.
-        if not relay.completed and call.error_code is None:
-            call.status_code, call.error_code = 499, "client_disconnected"
-        response.close()
-        settle(runtime, call)
-
-    media = "text/event-stream" if call.protocol == "openai" else "application/x-ndjson"
-    return RelayResponse(_relay_stream(call, response, relay), on_close=on_close, media_type=media)
-
-
-async def _relay_stream(call: Call, response: UpstreamResponse, relay: _Relay) -> AsyncIterator[bytes]:
-    """Client bytes for each upstream line; a mid-stream failure ends with an error event in the client's shape."""
-    error: GatehouseError
-    try:
-        async for line in response.lines():
-            out = relay.feed(line)
-            if out:
-                yield out
-        tail = relay.finish()
-        if tail:
-            yield tail
-        relay.completed = True
-        return
-    except translate.UpstreamStreamError as exc:
-        error = UpstreamError(f"Upstream {call.upstream} reported an error: {exc}", code="upstream_error")
-    except UpstreamTimedOut:
-        error = UpstreamTimeout(f"Upstream {call.upstream} went silent mid-answer (read timeout).")
-    except (UpstreamUnreachable, orjson.JSONDecodeError) as exc:
-        error = UpstreamError(f"Upstream {call.upstream} broke off the answer: {exc}", code="upstream_disconnected")
-    call.fail(error)
-    yield relay.error(error.message, error.code)
-    relay.completed = True
+def _json(data: JSON) -> Response:
+    return Response(orjson.dumps(data), media_type="application/json")
 
 
 # --- embeddings ------------------------------------------------------------------------------------
@@ -558,43 +319,66 @@ async def embeddings(runtime: Runtime, call: Call, body: JSON) -> Response:
         )
     call.prompt_estimate = _embed_input_estimate(body)
     routes = resolve_routes(runtime, call.model)
+    bound = quotas.embedding_bound(body.get("input", body.get("prompt", "")))
+    await admit(runtime, call, prompt_bound=bound, want_completion=0)
     try:
         route, response = await open_upstream(call, routes, EMBED_PATH, lambda r: _embed_body_for(call, body, r))
-        try:
-            raw = await response.read()
-        except UpstreamTimedOut as exc:
-            raise UpstreamTimeout(f"Upstream {route.provider.name} did not finish in time.") from exc
-        except UpstreamUnreachable as exc:
-            raise UpstreamError(
-                f"Upstream {route.provider.name} broke off the answer: {exc}", code="upstream_disconnected"
-            ) from exc
-        finally:
-            response.close()
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamError(
-                f"Upstream {route.provider.name} sent an answer that is not JSON.", code="upstream_bad_response"
-            ) from exc
-        call.first_token_at = time.perf_counter()
-        if route.provider.kind is UpstreamKind.OPENAI:
-            usage = data.get("usage") if isinstance(data, dict) else None
-            if isinstance(usage, dict) and "prompt_tokens" in usage:
-                call.set_usage((int(usage.get("prompt_tokens") or 0), 0))
-            if call.protocol == "openai":
-                return Response(raw, media_type="application/json")
-            return _json(translate.openai_embed_response_to_ollama(data, model=call.model))
-        if isinstance(data, dict) and "prompt_eval_count" in data:
-            call.set_usage((int(data.get("prompt_eval_count") or 0), 0))
-        if call.protocol == "ollama":
-            return Response(raw, media_type="application/json")
-        return _json(
-            translate.ollama_embed_response_to_openai(
-                data, model=call.model, encoding_format=str(body.get("encoding_format") or "float")
-            )
-        )
+        return await _embed_whole(call, body, route, response)
     except GatehouseError as exc:
         call.fail(exc)
         raise
+    except BaseException:
+        call.status_code, call.error_code = 500, "internal_error"
+        raise
     finally:
-        settle(runtime, call)
+        await finish_shielded(runtime, call)
+
+
+async def _embed_whole(call: Call, body: JSON, route: Route, response: UpstreamResponse) -> Response:
+    raw = await _read_whole(route, response)
+    data = _parse_answer(route, raw)
+    call.first_token_at = time.perf_counter()
+    call.chunks = 1
+    if route.provider.kind is UpstreamKind.OPENAI:
+        usage = data.get("usage")
+        if isinstance(usage, dict) and "prompt_tokens" in usage:
+            call.set_usage((int(usage.get("prompt_tokens") or 0), 0))
+        if call.protocol == "openai":
+            return Response(raw, media_type="application/json")
+        return _json(translate.openai_embed_response_to_ollama(data, model=call.model))
+    if "prompt_eval_count" in data:
+        call.set_usage((int(data.get("prompt_eval_count") or 0), 0))
+    if call.protocol == "ollama":
+        return Response(raw, media_type="application/json")
+    return _json(
+        translate.ollama_embed_response_to_openai(
+            data, model=call.model, encoding_format=str(body.get("encoding_format") or "float")
+        )
+    )
+
+
+async def _read_whole(route: Route, response: UpstreamResponse) -> bytes:
+    try:
+        return await response.read()
+    except UpstreamTimedOut as exc:
+        raise UpstreamTimeout(f"Upstream {route.provider.name} did not finish in time.") from exc
+    except UpstreamUnreachable as exc:
+        raise UpstreamError(
+            f"Upstream {route.provider.name} broke off the answer: {exc}", code="upstream_disconnected"
+        ) from exc
+    finally:
+        response.close()
+
+
+def _parse_answer(route: Route, raw: bytes) -> JSON:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamError(
+            f"Upstream {route.provider.name} sent an answer that is not JSON.", code="upstream_bad_response"
+        ) from exc
+    if not isinstance(data, dict):
+        raise UpstreamError(
+            f"Upstream {route.provider.name} sent an answer that is not a JSON object.", code="upstream_bad_response"
+        )
+    return data

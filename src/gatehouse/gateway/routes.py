@@ -14,7 +14,7 @@ from gatehouse.accounts.roles import Role
 from gatehouse.deps import PrincipalDep, RuntimeDep
 from gatehouse.errors import NotFound
 from gatehouse.gateway import relay
-from gatehouse.gateway.relay import Call, Protocol
+from gatehouse.gateway.call import Call, Protocol
 
 router = APIRouter()
 USER = [require(Role.USER)]

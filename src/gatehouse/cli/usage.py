@@ -1,0 +1,91 @@
+"""`gatehouse usage ...`: daily quota usage, and the repair for a corrupted day."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import typer
+from rich.table import Table
+
+from gatehouse.accounts import service
+from gatehouse.cli.common import console, db_session, err_console, load_settings, run
+from gatehouse.errors import NotFound
+from gatehouse.limits import quotas
+
+app = typer.Typer(no_args_is_help=True, help="Daily usage against quotas.")
+
+
+def _parse_day(value: str | None, timezone: str) -> date:
+    if value is None:
+        return quotas.quota_day(timezone)
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        err_console.print(f"[red]--date must be YYYY-MM-DD, got {value!r}[/red]")
+        raise typer.Exit(2) from exc
+
+
+async def _user_id(session: object, email: str | None) -> int | None:
+    if email is None:
+        return None
+    user = await service.get_user_by_email(session, email=email)  # type: ignore[arg-type]
+    if user is None:
+        raise NotFound(f"No user with email {email}.")
+    return user.id
+
+
+def _limit(value: int | None) -> str:
+    return "unlimited" if value is None else str(value)
+
+
+@app.command()
+def show(
+    user: str | None = typer.Option(None, "--user", help="Only this user (email)."),
+    day: str | None = typer.Option(None, "--date", help="The quota day, YYYY-MM-DD (default: today)."),
+) -> None:
+    """Show usage per user for one day, with quotas and percentages."""
+    settings = load_settings()
+    target = _parse_day(day, settings.quota_timezone)
+
+    async def go() -> list[quotas.UsageRow]:
+        async with db_session(settings) as session:
+            user_id = await _user_id(session, user)
+            return await quotas.list_usage(session, start=target, end=target, user_id=user_id)
+
+    rows = run(go)
+    table = Table(title=f"Usage on {target.isoformat()} ({settings.quota_timezone})")
+    for column in ("user", "messages", "of", "%", "tokens", "of", "%", "in flight"):
+        table.add_column(column, justify="left" if column == "user" else "right")
+    for row in rows:
+        table.add_row(
+            row.email,
+            str(row.messages),
+            _limit(row.messages_per_day),
+            str(row.messages_percent or "-"),
+            str(row.tokens),
+            _limit(row.tokens_per_day),
+            str(row.tokens_percent or "-"),
+            str(row.reserved_tokens),
+        )
+    console.print(table if rows else f"No usage recorded on {target.isoformat()}.")
+
+
+@app.command()
+def reset(
+    day: str = typer.Option(..., "--date", help="The quota day to reset, YYYY-MM-DD."),
+    user: str | None = typer.Option(None, "--user", help="Only this user (email); default: everyone."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Zero the usage counters of a day (the repair for a corrupted day); the request log is kept."""
+    settings = load_settings()
+    target = _parse_day(day, settings.quota_timezone)
+    who = user or "every user"
+    if not yes and not typer.confirm(f"Reset usage of {who} on {target.isoformat()}?"):
+        raise typer.Exit(1)
+
+    async def go() -> int:
+        async with db_session(settings) as session:
+            return await quotas.reset_usage(session, day=target, user_id=await _user_id(session, user))
+
+    count = run(go)
+    console.print(f"reset {count} counter(s) for {who} on {target.isoformat()}")

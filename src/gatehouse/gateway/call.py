@@ -1,0 +1,162 @@
+"""One gateway request from admission to settlement: rate limits and the quota reservation before the
+upstream is called; usage, the quota settlement and the request-log row once it ends, however it ends."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from gatehouse.accounts.principal import Principal
+from gatehouse.errors import GatehouseError
+from gatehouse.limits import quotas
+from gatehouse.limits.quotas import Reservation
+from gatehouse.ops.logging import get_logger
+from gatehouse.runtime import Runtime
+
+log = get_logger("gatehouse.gateway")
+Protocol = Literal["openai", "ollama"]
+JSON = dict[str, Any]
+
+
+@dataclass
+class Call:
+    """One gateway request."""
+
+    request_id: str
+    principal: Principal
+    protocol: Protocol
+    endpoint: Literal["chat", "embeddings"]
+    model: str
+    stream: bool
+    started: float = field(default_factory=time.perf_counter)
+    upstream: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    usage_reported: bool = False
+    chunks: int = 0
+    first_token_at: float | None = None
+    status_code: int = 200
+    error_code: str | None = None
+    prompt_estimate: int = 0
+    reservation: Reservation | None = None
+    settled: bool = False
+
+    def set_usage(self, usage: tuple[int, int] | None) -> None:
+        """Record the upstream's own count."""
+        if usage is not None:
+            self.prompt_tokens, self.completion_tokens = usage
+            self.usage_reported = True
+
+    def saw_token(self) -> None:
+        """A content chunk went to the client."""
+        self.chunks += 1
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+
+    def fail(self, error: GatehouseError) -> None:
+        """Remember how the request ended badly."""
+        self.status_code = error.status
+        self.error_code = error.code
+
+    @property
+    def produced_nothing(self) -> bool:
+        """The upstream sent no output at all (a failure before the first byte, or a refusal)."""
+        return self.chunks == 0 and not self.usage_reported
+
+
+# --- admission -------------------------------------------------------------------------------------
+
+
+async def admit(runtime: Runtime, call: Call, *, prompt_bound: int, want_completion: int) -> None:
+    """Rate limits (per minute, per action), then the quota reservation; raises 429 when refused."""
+    user = f"u{call.principal.user_id}"
+    limiter = runtime.rate_limiter
+    try:
+        await limiter.hit("user_per_minute", user)
+        await limiter.hit(call.endpoint, user)
+        settings = runtime.settings
+        call.reservation = await quotas.reserve(
+            runtime.engine,
+            user_id=call.principal.user_id,
+            day=quotas.quota_day(settings.quota_timezone),
+            messages=1 if call.endpoint == "chat" else 0,
+            prompt=prompt_bound,
+            want_completion=want_completion,
+            timezone=settings.quota_timezone,
+        )
+    except GatehouseError as exc:
+        call.fail(exc)
+        await finish(runtime, call)
+        raise
+
+
+# --- settlement ------------------------------------------------------------------------------------
+
+
+def _usage(call: Call) -> tuple[int, int]:
+    """(prompt, completion) to record: the upstream's count, else an estimate that never exceeds the grant."""
+    if call.usage_reported:
+        return call.prompt_tokens, call.completion_tokens
+    if call.upstream is None or call.produced_nothing:
+        return 0, 0
+    # The upstream gave no count: a realistic prompt estimate and one token per streamed chunk stand in.
+    prompt, completion = call.prompt_estimate, call.chunks
+    reservation = call.reservation
+    if reservation is not None and reservation.grant:
+        prompt = min(prompt, reservation.prompt_bound)
+        completion = min(completion, reservation.grant - prompt)
+    return prompt, completion
+
+
+async def finish(runtime: Runtime, call: Call) -> None:
+    """Settle once: the quota (actual usage replaces the reservation) and the request-log row."""
+    if call.settled:
+        return
+    call.settled = True
+    call.prompt_tokens, call.completion_tokens = _usage(call)
+    principal = call.principal
+    now = time.perf_counter()
+    runtime.request_log.add(
+        {
+            "request_id": call.request_id,
+            "user_id": principal.user_id,
+            "key_id": principal.key_id,
+            "endpoint": call.endpoint,
+            "protocol": call.protocol,
+            "model": call.model,
+            "upstream": call.upstream,
+            "stream": call.stream,
+            "status_code": call.status_code,
+            "error_code": call.error_code,
+            "prompt_tokens": call.prompt_tokens,
+            "completion_tokens": call.completion_tokens,
+            "usage_reported": call.usage_reported,
+            "latency_ms": round((now - call.started) * 1000, 3),
+            "ttft_ms": round((call.first_token_at - call.started) * 1000, 3) if call.first_token_at else None,
+        }
+    )
+    if principal.key_id is not None:
+        runtime.request_log.key_used(principal.key_id)
+    if call.reservation is not None:
+        # A request that got nothing from the upstream (it failed before its first byte) costs no message;
+        # one the client walked away from still does.
+        refund = call.produced_nothing and call.error_code not in (None, "client_disconnected")
+        await quotas.settle(
+            runtime.engine, call.reservation, tokens=call.prompt_tokens + call.completion_tokens, refund_message=refund
+        )
+
+
+async def finish_shielded(runtime: Runtime, call: Call) -> None:
+    """`finish`, completed even if the request's task is being cancelled (shutdown, client gone)."""
+    if call.settled:
+        return
+    task = asyncio.ensure_future(finish(runtime, call))
+    runtime.track(task)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("settlement_failed", request_id=call.request_id)

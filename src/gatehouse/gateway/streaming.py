@@ -1,0 +1,218 @@
+"""Stream relays: upstream lines (SSE or NDJSON) in, client bytes out, for each protocol pair.
+
+Same-protocol streams pass through line by line, parsed only where usage or errors live; cross-protocol
+streams go through the translators in `translate`. A failure mid-stream ends with an error event in the
+client's shape.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.responses import Response, StreamingResponse
+
+from gatehouse.errors import GatehouseError, UpstreamError, UpstreamTimeout
+from gatehouse.gateway import translate
+from gatehouse.gateway.call import Call, finish_shielded
+from gatehouse.runtime import Runtime
+from gatehouse.upstreams.config import UpstreamKind
+from gatehouse.upstreams.providers import UpstreamResponse, UpstreamTimedOut, UpstreamUnreachable
+
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def upstream_message(raw: bytes) -> str:
+    """The human part of an upstream error body, whatever its shape."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw[:300].decode("utf-8", "replace").strip() or "no details"
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict):
+            return str(err.get("message") or err)
+        if err:
+            return str(err)
+        if "detail" in data:
+            return str(data["detail"])
+    return str(data)[:300]
+
+
+class Relay:
+    """Turns upstream lines into client bytes for one protocol pair."""
+
+    def __init__(self, call: Call) -> None:
+        self.call = call
+        self.completed = False
+
+    def feed(self, line: bytes) -> bytes:
+        raise NotImplementedError
+
+    def finish(self) -> bytes:
+        return b""
+
+    def error(self, message: str, code: str) -> bytes:
+        if self.call.protocol == "openai":
+            return (
+                b"data: "
+                + orjson.dumps({"error": {"message": message, "type": "upstream_error", "code": code}})
+                + b"\n\n"
+            )
+        return orjson.dumps({"error": message}) + b"\n"
+
+
+def _sse_payload(line: bytes) -> bytes | None:
+    if line.startswith(b"data:"):
+        return line[5:].strip()
+    return None
+
+
+class _OpenAIPassthrough(Relay):
+    def __init__(self, call: Call, client_wants_usage: bool) -> None:
+        super().__init__(call)
+        self.client_wants_usage = client_wants_usage
+
+    def feed(self, line: bytes) -> bytes:
+        payload = _sse_payload(line)
+        if payload is None:
+            return line + b"\n\n" if line.startswith(b":") else (line + b"\n" if line else b"")
+        if payload == b"[DONE]":
+            return b"data: [DONE]\n\n"
+        if b'"usage"' in payload or b'"error"' in payload:
+            obj = orjson.loads(payload)
+            if isinstance(obj, dict):
+                if obj.get("error"):
+                    raise translate.UpstreamStreamError(upstream_message(payload))
+                usage = translate.usage_from_openai(obj)
+                if usage is not None:
+                    self.call.set_usage(usage)
+                    if not self.client_wants_usage and not obj.get("choices"):
+                        return b""
+        if b'"content"' in payload or b'"tool_calls"' in payload:
+            self.call.saw_token()
+        return b"data: " + payload + b"\n\n"
+
+
+class _OllamaPassthrough(Relay):
+    def feed(self, line: bytes) -> bytes:
+        if not line.strip():
+            return b""
+        if b'"done":true' in line or b'"done": true' in line or b'"error"' in line:
+            obj = orjson.loads(line)
+            if isinstance(obj, dict):
+                if obj.get("error"):
+                    raise translate.UpstreamStreamError(str(obj["error"]))
+                self.call.set_usage(translate.usage_from_ollama(obj))
+        else:
+            self.call.saw_token()
+        return line + b"\n"
+
+
+class _OllamaToOpenAI(Relay):
+    def __init__(self, call: Call, client_wants_usage: bool) -> None:
+        super().__init__(call)
+        self.translator = translate.OllamaToOpenAIStream(
+            model=call.model, request_id=call.request_id, created=int(time.time()), include_usage=client_wants_usage
+        )
+
+    def feed(self, line: bytes) -> bytes:
+        if not line.strip():
+            return b""
+        event = orjson.loads(line)
+        chunks = self.translator.feed(event)
+        if not event.get("done"):
+            self.call.saw_token()
+        self.call.set_usage(self.translator.usage)
+        return b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks)
+
+    def finish(self) -> bytes:
+        return b"data: [DONE]\n\n"
+
+
+class _OpenAIToOllama(Relay):
+    def __init__(self, call: Call) -> None:
+        super().__init__(call)
+        self.translator = translate.OpenAIToOllamaStream(model=call.model)
+
+    def feed(self, line: bytes) -> bytes:
+        payload = _sse_payload(line)
+        if payload is None or payload == b"[DONE]":
+            return b""
+        chunk = orjson.loads(payload)
+        events = self.translator.feed(chunk)
+        if events:
+            self.call.saw_token()
+        self.call.set_usage(self.translator.usage)
+        return b"".join(orjson.dumps(e) + b"\n" for e in events)
+
+    def finish(self) -> bytes:
+        events = self.translator.finish()
+        self.call.set_usage(self.translator.usage)
+        return b"".join(orjson.dumps(e) + b"\n" for e in events)
+
+
+def stream_relay(call: Call, upstream_kind: UpstreamKind, client_wants_usage: bool) -> Relay:
+    if call.protocol == "openai":
+        if upstream_kind is UpstreamKind.OPENAI:
+            return _OpenAIPassthrough(call, client_wants_usage)
+        return _OllamaToOpenAI(call, client_wants_usage)
+    if upstream_kind is UpstreamKind.OLLAMA:
+        return _OllamaPassthrough(call)
+    return _OpenAIToOllama(call)
+
+
+class RelayResponse(StreamingResponse):
+    """A streamed answer whose clean-up runs however the response ends, even if it never started."""
+
+    def __init__(
+        self, content: AsyncIterator[bytes], *, on_close: Callable[[], Awaitable[None]], media_type: str
+    ) -> None:
+        super().__init__(content, media_type=media_type, headers=SSE_HEADERS)
+        self._on_close = on_close
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._on_close()
+
+
+def relay_response(runtime: Runtime, call: Call, response: UpstreamResponse, relay: Relay) -> Response:
+    """The streamed answer: relayed line by line, settled when it ends however it ends."""
+
+    async def on_close() -> None:
+        # Starlette cancels the body iterator when the client disconnects; closing aborts the upstream.
+        if not relay.completed and call.error_code is None:
+            call.status_code, call.error_code = 499, "client_disconnected"
+        response.close()
+        await finish_shielded(runtime, call)
+
+    media = "text/event-stream" if call.protocol == "openai" else "application/x-ndjson"
+    return RelayResponse(_relay_stream(call, response, relay), on_close=on_close, media_type=media)
+
+
+async def _relay_stream(call: Call, response: UpstreamResponse, relay: Relay) -> AsyncIterator[bytes]:
+    """Client bytes for each upstream line; a mid-stream failure ends with an error event in the client's shape."""
+    error: GatehouseError
+    try:
+        async for line in response.lines():
+            out = relay.feed(line)
+            if out:
+                yield out
+        tail = relay.finish()
+        if tail:
+            yield tail
+        relay.completed = True
+        return
+    except translate.UpstreamStreamError as exc:
+        error = UpstreamError(f"Upstream {call.upstream} reported an error: {exc}", code="upstream_error")
+    except UpstreamTimedOut:
+        error = UpstreamTimeout(f"Upstream {call.upstream} went silent mid-answer (read timeout).")
+    except (UpstreamUnreachable, orjson.JSONDecodeError) as exc:
+        error = UpstreamError(f"Upstream {call.upstream} broke off the answer: {exc}", code="upstream_disconnected")
+    call.fail(error)
+    yield relay.error(error.message, error.code)
+    relay.completed = True

@@ -1,0 +1,334 @@
+"""Daily quotas: reserve before calling the upstream, settle to the actual usage afterwards.
+
+Both are single atomic UPDATE statements against `usage_counter`, checked against the user's limits
+*inside* the statement (a correlated subquery), so they are exact on any number of replicas and see a
+changed limit at once. A request is admitted only if it fits what remains:
+
+- messages: `messages + 1 <= messages_per_day`;
+- tokens: `tokens + reserved_tokens + need <= tokens_per_day`, where `need` is an upper bound of the
+  prompt plus one completion token. The reservation grants `min(want, what remains)`; the completion
+  cap sent upstream (`max_tokens` / `num_predict`) is the grant minus the prompt bound, so the upstream
+  cannot produce more than was reserved.
+
+The prompt bound counts UTF-8 bytes (a byte-level BPE token covers at least one byte) plus framing per
+message, plus IMAGE_TOKEN_ALLOWANCE per image: it is never below the real prompt for text. Settlement
+records what the upstream reported; when it reported nothing, an estimate (see `estimate_usage`) capped at
+the grant, so the recorded total still never passes the quota.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Table, and_, case, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from gatehouse.accounts.models import User
+from gatehouse.errors import TooManyRequests
+from gatehouse.limits.models import UsageCounter
+from gatehouse.ops.logging import get_logger
+from gatehouse.ops.metrics import QUOTA_BLOCKS
+
+log = get_logger("gatehouse.quotas")
+MESSAGE_FRAMING_TOKENS = 8  # role markers and separators a chat template adds per message
+REQUEST_FRAMING_TOKENS = 16  # the template's fixed start and the assistant's turn marker
+
+_uc: Table = UsageCounter.__table__  # type: ignore[assignment]
+_users: Table = User.__table__  # type: ignore[assignment]
+_message_limit = select(_users.c.messages_per_day).where(_users.c.id == _uc.c.user_id).scalar_subquery()
+_token_limit = select(_users.c.tokens_per_day).where(_users.c.id == _uc.c.user_id).scalar_subquery()
+
+
+class QuotaExceeded(TooManyRequests):
+    code = "quota_exceeded"
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """What one admitted request holds until it settles."""
+
+    user_id: int
+    day: date
+    messages: int
+    grant: int  # tokens reserved; 0 when the user has no token quota
+    prompt_bound: int
+
+    @property
+    def completion_cap(self) -> int | None:
+        """The most completion tokens the upstream may produce (None: no token quota)."""
+        return self.grant - self.prompt_bound if self.grant else None
+
+
+def quota_day(timezone: str, now: datetime | None = None) -> date:
+    """Today in QUOTA_TIMEZONE."""
+    return (now or datetime.now(UTC)).astimezone(ZoneInfo(timezone)).date()
+
+
+def resets_at(timezone: str, day: date) -> datetime:
+    """When `day` ends in QUOTA_TIMEZONE, in UTC."""
+    zone = ZoneInfo(timezone)
+    return datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone).astimezone(UTC)
+
+
+# --- bounds and estimates ---------------------------------------------------------------------------
+
+
+def _text_bytes(content: Any) -> tuple[int, int]:
+    """(UTF-8 bytes of the text, number of images) in a message content (string or parts)."""
+    if isinstance(content, str):
+        return len(content.encode()), 0
+    if isinstance(content, list):
+        total, images = 0, 0
+        for part in content:
+            if isinstance(part, dict):
+                if part.get("type") == "image_url":
+                    images += 1
+                total += len(str(part.get("text") or "").encode())
+        return total, images
+    return (len(str(content).encode()) if content is not None else 0), 0
+
+
+def prompt_bound(messages: list[dict[str, Any]], *, extra: Any = None, image_allowance: int) -> int:
+    """An upper bound of the prompt's tokens: bytes, framing, and an allowance per image."""
+    total = REQUEST_FRAMING_TOKENS
+    for message in messages:
+        size, images = _text_bytes(message.get("content"))
+        total += size + MESSAGE_FRAMING_TOKENS + (images + len(message.get("images") or ())) * image_allowance
+        if message.get("tool_calls"):
+            total += len(str(message["tool_calls"]).encode())
+    if extra:
+        total += len(str(extra).encode())
+    return total
+
+
+def embedding_bound(value: Any) -> int:
+    """An upper bound of the tokens in an embeddings input (text, texts or token arrays)."""
+    items = [value] if isinstance(value, str) else value if isinstance(value, list) else [value]
+    total = 0
+    for item in items:
+        if isinstance(item, str):
+            total += len(item.encode()) + 2
+        elif isinstance(item, list):
+            total += len(item) + 2
+        else:
+            total += 3
+    return total
+
+
+# --- reserve and settle -----------------------------------------------------------------------------
+
+
+def _insert_counter(dialect: str, user_id: int, day: date) -> Any:
+    values = {
+        "user_id": user_id,
+        "day": day,
+        "messages": 0,
+        "tokens": 0,
+        "reserved_tokens": 0,
+        "last_grant": 0,
+        "updated_at": datetime.now(UTC),
+    }
+    builder = pg_insert if dialect == "postgresql" else sqlite_insert
+    return builder(_uc).values(**values).on_conflict_do_nothing(index_elements=["user_id", "day"])
+
+
+def _reserve_statement(user_id: int, day: date, messages: int, need: int, want: int) -> Any:
+    available = _token_limit - _uc.c.tokens - _uc.c.reserved_tokens
+    grant = case((_token_limit.is_(None), 0), (available < want, available), else_=want)
+    return (
+        update(_uc)
+        .where(_uc.c.user_id == user_id, _uc.c.day == day)
+        .where(or_(_message_limit.is_(None), _uc.c.messages + messages <= _message_limit))
+        .where(or_(_token_limit.is_(None), available >= need))
+        .values(
+            messages=_uc.c.messages + messages,
+            reserved_tokens=_uc.c.reserved_tokens + grant,
+            last_grant=grant,
+            updated_at=datetime.now(UTC),
+        )
+        .returning(_uc.c.last_grant)
+    )
+
+
+async def reserve(
+    engine: AsyncEngine, *, user_id: int, day: date, messages: int, prompt: int, want_completion: int, timezone: str
+) -> Reservation:
+    """Admit a request if it fits today's quotas, holding its tokens; else raise QuotaExceeded (429)."""
+    need = prompt + (1 if messages else 0)
+    want = prompt + want_completion
+    statement = _reserve_statement(user_id, day, messages, need, want)
+    async with engine.begin() as conn:
+        grant = (await conn.execute(statement)).scalar_one_or_none()
+        if grant is None:
+            # No row yet today (the first request of the day), or over quota: create the row, try once more.
+            await conn.execute(_insert_counter(engine.dialect.name, user_id, day))
+            grant = (await conn.execute(statement)).scalar_one_or_none()
+    if grant is None:
+        raise await _refusal(engine, user_id=user_id, day=day, messages=messages, need=need, timezone=timezone)
+    return Reservation(user_id=user_id, day=day, messages=messages, grant=int(grant), prompt_bound=prompt)
+
+
+async def settle(engine: AsyncEngine, reservation: Reservation, *, tokens: int, refund_message: bool = False) -> None:
+    """Replace the reservation by the actual usage (on success, failure, disconnect or termination)."""
+    released = _uc.c.reserved_tokens - reservation.grant
+    values: dict[str, Any] = {
+        "tokens": _uc.c.tokens + tokens,
+        # Never below zero: a counter reset (`gatehouse usage reset`) may have dropped the reservation.
+        "reserved_tokens": case((released < 0, 0), else_=released),
+        "updated_at": datetime.now(UTC),
+    }
+    if refund_message and reservation.messages:
+        values["messages"] = case((_uc.c.messages > 0, _uc.c.messages - reservation.messages), else_=0)
+    if reservation.grant and tokens > reservation.grant:
+        log.warning("usage_exceeded_reservation", user_id=reservation.user_id, tokens=tokens, grant=reservation.grant)
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(_uc).where(_uc.c.user_id == reservation.user_id, _uc.c.day == reservation.day).values(**values)
+        )
+
+
+async def _refusal(
+    engine: AsyncEngine, *, user_id: int, day: date, messages: int, need: int, timezone: str
+) -> QuotaExceeded:
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(
+                    _uc.c.messages,
+                    _uc.c.tokens,
+                    _uc.c.reserved_tokens,
+                    _users.c.messages_per_day,
+                    _users.c.tokens_per_day,
+                )
+                .select_from(_users.outerjoin(_uc, and_(_uc.c.user_id == _users.c.id, _uc.c.day == day)))
+                .where(_users.c.id == user_id)
+            )
+        ).one()
+    used_messages, used_tokens, reserved, message_limit, token_limit = (
+        row[0] or 0,
+        row[1] or 0,
+        row[2] or 0,
+        row[3],
+        row[4],
+    )
+    reset = resets_at(timezone, day)
+    retry_after = max(1, math.ceil((reset - datetime.now(UTC)).total_seconds()))
+    when = reset.strftime("%Y-%m-%d %H:%M UTC")
+    if message_limit is not None and used_messages + messages > message_limit:
+        kind, message = (
+            "messages",
+            (
+                f"Daily message quota reached: {used_messages} of {message_limit} messages used today. "
+                f"It resets at {when}; ask an administrator to raise messages_per_day."
+            ),
+        )
+        limit, remaining = message_limit, max(0, message_limit - used_messages)
+    else:
+        kind, limit = "tokens", token_limit or 0
+        remaining = max(0, limit - used_tokens - reserved)
+        message = (
+            f"Daily token quota reached: {used_tokens} of {limit} tokens used today"
+            + (f" and {reserved} held by requests in progress" if reserved else "")
+            + f"; this request needs up to {need} (its prompt). It resets at {when}; "
+            "send a shorter prompt or ask an administrator to raise tokens_per_day."
+        )
+    QUOTA_BLOCKS.labels(kind=kind).inc()
+    headers = {
+        "retry-after": str(retry_after),
+        "x-ratelimit-limit": str(limit),
+        "x-ratelimit-remaining": str(remaining),
+        "x-ratelimit-reset": str(retry_after),
+    }
+    return QuotaExceeded(message, headers=headers, param=kind)
+
+
+# --- usage reports ----------------------------------------------------------------------------------
+
+
+@dataclass
+class UsageRow:
+    """One user's usage on one day, with their quotas."""
+
+    user_id: int
+    email: str
+    day: date
+    messages: int
+    tokens: int
+    reserved_tokens: int
+    messages_per_day: int | None
+    tokens_per_day: int | None
+
+    @property
+    def messages_percent(self) -> float | None:
+        return _percent(self.messages, self.messages_per_day)
+
+    @property
+    def tokens_percent(self) -> float | None:
+        return _percent(self.tokens, self.tokens_per_day)
+
+
+def _percent(used: int, limit: int | None) -> float | None:
+    if limit is None:
+        return None
+    return 100.0 if limit == 0 else round(100.0 * used / limit, 2)
+
+
+def _usage_query(start: date, end: date, user_id: int | None) -> Any:
+    query = (
+        select(
+            UsageCounter.user_id,
+            User.email,
+            UsageCounter.day,
+            UsageCounter.messages,
+            UsageCounter.tokens,
+            UsageCounter.reserved_tokens,
+            User.messages_per_day,
+            User.tokens_per_day,
+        )
+        .join(User, User.id == UsageCounter.user_id)
+        .where(UsageCounter.day >= start, UsageCounter.day <= end)
+        .order_by(UsageCounter.day.desc(), UsageCounter.user_id)
+    )
+    return query.where(UsageCounter.user_id == user_id) if user_id is not None else query
+
+
+async def list_usage(
+    session: AsyncSession, *, start: date, end: date, user_id: int | None = None, limit: int = 10_000
+) -> list[UsageRow]:
+    """Usage per user per day in [start, end] (inclusive)."""
+    rows = (await session.execute(_usage_query(start, end, user_id).limit(limit))).all()
+    return [UsageRow(*row) for row in rows]
+
+
+async def usage_for(session: AsyncSession, *, user_id: int, day: date) -> UsageRow:
+    """One user's usage on one day (zeros when they made no request)."""
+    rows = await list_usage(session, start=day, end=day, user_id=user_id)
+    if rows:
+        return rows[0]
+    user = await session.get(User, user_id)
+    assert user is not None
+    return UsageRow(
+        user_id=user.id,
+        email=user.email,
+        day=day,
+        messages=0,
+        tokens=0,
+        reserved_tokens=0,
+        messages_per_day=user.messages_per_day,
+        tokens_per_day=user.tokens_per_day,
+    )
+
+
+async def reset_usage(session: AsyncSession, *, day: date, user_id: int | None = None) -> int:
+    """Zero the counters of a day (one user or everyone): the repair for a corrupted day. Returns rows reset."""
+    statement = update(UsageCounter).where(UsageCounter.day == day)
+    if user_id is not None:
+        statement = statement.where(UsageCounter.user_id == user_id)
+    result = await session.execute(statement.values(messages=0, tokens=0, reserved_tokens=0))
+    return int(getattr(result, "rowcount", 0) or 0)

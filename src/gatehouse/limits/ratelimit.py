@@ -1,0 +1,198 @@
+"""Rate limits: named rules with defaults from settings and runtime overrides, enforced by a moving window.
+
+In-process for one replica; in Redis (REDIS_URL) for many, where the `limits` library's Lua scripts make
+each check atomic, so three replicas together admit the limit, not three times it. Overrides live in the
+database and every replica reloads them when the bus says they changed (and every RELOAD_SECONDS anyway).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from limits import RateLimitItem, RateLimitItemPerHour, RateLimitItemPerMinute
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from gatehouse.errors import TooManyRequests
+from gatehouse.limits.models import RateLimitOverride
+from gatehouse.ops.bus import RECONNECTED
+from gatehouse.ops.logging import get_logger
+from gatehouse.ops.metrics import RATE_LIMIT_HITS
+from gatehouse.settings import Settings
+
+log = get_logger("gatehouse.ratelimit")
+LIMITS_CHANGED = "limits.changed"
+RELOAD_SECONDS = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSpec:
+    """A named rate limit: what it counts, per whom, over which window."""
+
+    name: str
+    per: Literal["user", "ip"]
+    window: Literal["minute", "hour"]
+    description: str
+    default: Callable[[Settings], int | None]
+
+    @property
+    def window_seconds(self) -> int:
+        return 60 if self.window == "minute" else 3600
+
+
+RULES: dict[str, RuleSpec] = {
+    spec.name: spec
+    for spec in (
+        RuleSpec(
+            "user_per_minute",
+            "user",
+            "minute",
+            "Gateway requests (chat, embeddings) per user per minute (RATE_LIMIT_PER_MINUTE)",
+            lambda s: s.rate_limit_per_minute,
+        ),
+        RuleSpec(
+            "ip_per_minute",
+            "ip",
+            "minute",
+            "Unauthenticated requests (login, signup) per client IP per minute (RATE_LIMIT_IP_PER_MINUTE)",
+            lambda s: s.rate_limit_ip_per_minute,
+        ),
+        RuleSpec("chat", "user", "hour", "Chat requests per user per hour", lambda s: None),
+        RuleSpec("embeddings", "user", "hour", "Embeddings requests per user per hour", lambda s: None),
+        RuleSpec("login", "ip", "hour", "Login attempts per client IP per hour", lambda s: 100),
+        RuleSpec("signup", "ip", "hour", "Sign-ups per client IP per hour", lambda s: 20),
+        RuleSpec("key_create", "user", "hour", "API keys created per user per hour", lambda s: 30),
+        RuleSpec("invite_create", "user", "hour", "Invites created per admin per hour", lambda s: 100),
+        RuleSpec("export", "user", "hour", "Data exports per user per hour", lambda s: 10),
+    )
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RuleState:
+    """A rule with its limit in force."""
+
+    spec: RuleSpec
+    limit: int | None
+    overridden: bool
+
+
+class RateLimiter:
+    """Checks named rules for an identity (a user id or a client IP)."""
+
+    def __init__(self, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self.settings = settings
+        self._sessionmaker = sessionmaker
+        storage: Storage
+        if settings.redis_url:
+            storage = RedisStorage(
+                _async_uri(settings.redis_url),
+                implementation="redispy",
+                key_prefix=settings.redis_prefix + "rl",
+                socket_connect_timeout=5,
+                socket_timeout=5,
+            )
+        else:
+            storage = MemoryStorage()
+        self.storage = storage
+        self._limiter = MovingWindowRateLimiter(storage)
+        self._overrides: dict[str, int | None] = {}
+        self._items: dict[tuple[str, int], RateLimitItem] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    # --- rules -----------------------------------------------------------------------------------
+
+    def limit_of(self, name: str) -> int | None:
+        """The limit in force for a rule (None: unlimited)."""
+        if name in self._overrides:
+            return self._overrides[name]
+        return RULES[name].default(self.settings)
+
+    def rules(self) -> list[RuleState]:
+        """Every rule with its limit in force."""
+        return [RuleState(spec, self.limit_of(name), name in self._overrides) for name, spec in RULES.items()]
+
+    async def reload(self) -> None:
+        """Read the overrides from the database."""
+        async with self._sessionmaker() as session:
+            rows = (await session.execute(select(RateLimitOverride.name, RateLimitOverride.limit))).all()
+        self._overrides = {name: limit for name, limit in rows if name in RULES}
+
+    async def on_event(self, kind: str, data: dict[str, Any]) -> None:
+        """Bus handler: another replica (or this one) changed the overrides."""
+        if kind in (LIMITS_CHANGED, RECONNECTED):
+            await self.reload()
+
+    async def start(self) -> None:
+        """Load overrides and keep them fresh even if a bus event is missed."""
+        await self.reload()
+        self._task = asyncio.create_task(self._reload_forever(), name="gatehouse-ratelimit-reload")
+
+    async def close(self) -> None:
+        """Stop reloading."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _reload_forever(self) -> None:
+        while True:
+            await asyncio.sleep(RELOAD_SECONDS)
+            try:
+                await self.reload()
+            except Exception as exc:
+                log.warning("rate_limit_reload_failed", error=str(exc))
+
+    # --- enforcement -----------------------------------------------------------------------------
+
+    def _item(self, spec: RuleSpec, limit: int) -> RateLimitItem:
+        key = (spec.name, limit)
+        item = self._items.get(key)
+        if item is None:
+            cls = RateLimitItemPerMinute if spec.window == "minute" else RateLimitItemPerHour
+            item = self._items[key] = cls(limit, namespace=spec.name)
+        return item
+
+    async def hit(self, name: str, identity: str) -> None:
+        """Count one request against rule `name` for `identity`; raise a 429 when over the limit."""
+        limit = self.limit_of(name)
+        if limit is None:
+            return
+        spec = RULES[name]
+        item = self._item(spec, limit)
+        if limit > 0 and await self._limiter.hit(item, identity):
+            return
+        RATE_LIMIT_HITS.labels(action=name).inc()
+        reset = spec.window_seconds
+        if limit > 0:
+            stats = await self._limiter.get_window_stats(item, identity)
+            reset = max(1, math.ceil(stats.reset_time - time.time()))
+        who = "you" if spec.per == "user" else "your address"
+        raise TooManyRequests(
+            f"Rate limit `{name}` reached: {limit} per {spec.window} for {who}. Retry in {reset} s.",
+            code="rate_limited",
+            param=name,
+            headers={
+                "retry-after": str(reset),
+                "x-ratelimit-limit": str(limit),
+                "x-ratelimit-remaining": "0",
+                "x-ratelimit-reset": str(reset),
+            },
+        )
+
+    async def clear(self) -> None:
+        """Forget every window (tests and `gatehouse` repairs)."""
+        await self.storage.reset()
+
+
+def _async_uri(url: str) -> str:
+    """The `limits` library names its async Redis backends with an `async+` scheme."""
+    return url if url.startswith("async+") else "async+" + url

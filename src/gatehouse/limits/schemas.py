@@ -1,0 +1,41 @@
+"""Request and response models for limits routes."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from pydantic import BaseModel, Field
+
+
+class RateLimitRead(BaseModel):
+    name: str
+    limit: int | None = Field(description="Requests allowed per window; null: no limit.")
+    per: str = Field(description="What is counted separately: `user` or `ip`.")
+    window: str
+    window_seconds: int
+    overridden: bool = Field(description="True when an operator set this value; false: the default applies.")
+    description: str
+
+
+class RateLimitUpdate(BaseModel):
+    limits: dict[str, int | None] = Field(
+        default_factory=dict, description="Rule name -> new limit (an integer >= 0, or null for no limit)."
+    )
+    reset: list[str] = Field(default_factory=list, description="Rule names to return to their defaults.")
+
+
+class UsageRead(BaseModel):
+    user_id: int
+    email: str
+    day: date
+    messages: int
+    messages_per_day: int | None
+    messages_percent: float | None
+    tokens: int
+    tokens_per_day: int | None
+    tokens_percent: float | None
+    reserved_tokens: int = Field(description="Tokens held by requests still in progress.")
+
+
+class MyUsage(UsageRead):
+    resets_at: datetime
