@@ -21,6 +21,7 @@ from gatehouse.errors import (
 from gatehouse.gateway import translate
 from gatehouse.gateway.call import Call, Protocol, admit, finish_shielded
 from gatehouse.gateway.streaming import relay_response, stream_relay, upstream_message
+from gatehouse.gateway.validate import require_messages, validate_chat, validate_embed_input
 from gatehouse.limits import quotas
 from gatehouse.ops.logging import get_logger
 from gatehouse.runtime import Runtime
@@ -40,48 +41,6 @@ MAX_ERROR_BODY = 4096
 
 
 # --- request parsing -------------------------------------------------------------------------------
-
-
-def parse_body(raw: bytes) -> JSON:
-    """The JSON object in a request body, or a 400 that says what is wrong."""
-    if not raw:
-        raise BadRequest("The request body is empty: send a JSON object.", code="invalid_json")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"The request body is not valid JSON: {exc}", code="invalid_json") from exc
-    if not isinstance(body, dict):
-        raise BadRequest("The request body must be a JSON object.", code="invalid_json")
-    return body
-
-
-def require_model(body: JSON) -> str:
-    """The `model` field, which every gateway request names."""
-    model = body.get("model")
-    if not isinstance(model, str) or not model.strip():
-        raise BadRequest(
-            "Field `model` is required: a model name from GET /v1/models.", code="missing_field", param="model"
-        )
-    return model
-
-
-def require_messages(body: JSON) -> list[JSON]:
-    """The `messages` field of a chat request."""
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise BadRequest(
-            "Field `messages` is required: a non-empty list of {role, content} objects.",
-            code="missing_field",
-            param="messages",
-        )
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise BadRequest(
-                f"messages[{i}] must be an object with a `role` and `content`.",
-                code="invalid_message",
-                param=f"messages.{i}",
-            )
-    return messages
 
 
 def estimate_prompt_tokens(messages: list[JSON]) -> int:
@@ -112,8 +71,12 @@ def resolve_routes(runtime: Runtime, model: str) -> list[Route]:
 
 
 async def _error_from_status(route: Route, response: UpstreamResponse) -> GatehouseError:
-    raw = (await response.read())[:MAX_ERROR_BODY]
-    response.close()
+    try:
+        raw = (await response.read())[:MAX_ERROR_BODY]
+    except (UpstreamUnreachable, UpstreamTimedOut):
+        raw = b""  # the error body itself broke off; the status says enough
+    finally:
+        response.close()
     message = upstream_message(raw)
     name = route.provider.name
     status = response.status
@@ -151,17 +114,18 @@ async def open_upstream(
         try:
             response = await route.provider.post(path_for[route.provider.kind], body, stream=call.stream)
         except UpstreamUnreachable as exc:
-            last_error = UpstreamError(
-                f"Upstream {route.provider.name} is unreachable: {exc}", code="upstream_unreachable"
-            )
+            # Details (host, port, errno) go to the log for operators, not to API callers.
+            last_error = UpstreamError(f"Upstream {route.provider.name} is unreachable.", code="upstream_unreachable")
             log.warning("upstream_unreachable", upstream=route.provider.name, error=str(exc))
             continue
         except UpstreamTimedOut as exc:
-            raise UpstreamTimeout(f"Upstream {route.provider.name} did not answer in time: {exc}") from exc
+            log.warning("upstream_timeout", upstream=route.provider.name, error=str(exc))
+            raise UpstreamTimeout(f"Upstream {route.provider.name} did not answer in time ({exc}).") from exc
         if response.status < 300:
             return route, response
         error = await _error_from_status(route, response)
-        if response.status < 500:
+        # A 404 (model not there) or a 5xx may be served by the next upstream of the chain; other 4xx would not.
+        if response.status < 500 and response.status != 404:
             raise error
         last_error = error
         log.warning("upstream_failed", upstream=route.provider.name, status=response.status)
@@ -218,6 +182,7 @@ def with_completion_cap(body: JSON, protocol: Protocol, cap: int) -> JSON:
 async def chat(runtime: Runtime, call: Call, body: JSON) -> Response:
     """Serve a chat request (OpenAI or Ollama client, any upstream), streamed or not."""
     messages = require_messages(body)
+    validate_chat(body)
     call.prompt_estimate = estimate_prompt_tokens(messages)
     routes = resolve_routes(runtime, call.model)
     requested = requested_completion(body, call.protocol)
@@ -236,7 +201,9 @@ async def chat(runtime: Runtime, call: Call, body: JSON) -> Response:
         if call.stream:
             streaming = True
             client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return relay_response(runtime, call, response, stream_relay(call, route.provider.kind, client_wants_usage))
+            relay = stream_relay(call, route.provider.kind, client_wants_usage)
+            relay.rename_model(route.model)
+            return relay_response(runtime, call, response, relay)
         return await _chat_whole(call, body, route, response)
     except GatehouseError as exc:
         call.fail(exc)
@@ -253,17 +220,34 @@ async def _chat_whole(call: Call, body: JSON, route: Route, response: UpstreamRe
     raw = await _read_whole(route, response)
     data = _parse_answer(route, raw)
     call.first_token_at = time.perf_counter()
+    try:
+        return _chat_answer(call, route, raw, data)
+    except (TypeError, ValueError, AttributeError, KeyError, translate.UpstreamStreamError) as exc:
+        log.error("upstream_answer_malformed", upstream=route.provider.name, error_type=type(exc).__name__)
+        raise UpstreamError(
+            f"Upstream {route.provider.name} sent a malformed answer.", code="upstream_bad_response"
+        ) from exc
+
+
+def _same_protocol(call: Call, route: Route, raw: bytes, data: JSON) -> Response:
+    """Pass the upstream's bytes through, showing the model name the client asked for (an alias)."""
+    if route.model == call.model:
+        return Response(raw, media_type="application/json")
+    return _json({**data, "model": call.model})
+
+
+def _chat_answer(call: Call, route: Route, raw: bytes, data: JSON) -> Response:
     if route.provider.kind is UpstreamKind.OPENAI:
         call.set_usage(translate.usage_from_openai(data))
         call.chunks = _completion_estimate(_openai_text(data))
         if call.protocol == "openai":
-            return Response(raw, media_type="application/json")
+            return _same_protocol(call, route, raw, data)
         return _json(translate.openai_chat_response_to_ollama(data, model=call.model))
     call.set_usage(translate.usage_from_ollama(data))
     message = data.get("message")
     call.chunks = _completion_estimate(message.get("content") if isinstance(message, dict) else None)
     if call.protocol == "ollama":
-        return Response(raw, media_type="application/json")
+        return _same_protocol(call, route, raw, data)
     return _json(
         translate.ollama_chat_response_to_openai(
             data, model=call.model, request_id=call.request_id, created=int(time.time())
@@ -313,13 +297,10 @@ def _embed_input_estimate(body: JSON) -> int:
 
 async def embeddings(runtime: Runtime, call: Call, body: JSON) -> Response:
     """Serve an embeddings request (OpenAI or Ollama client, any upstream)."""
-    if "input" not in body and not (call.protocol == "ollama" and "prompt" in body):
-        raise BadRequest(
-            "Field `input` is required: a string or a list of strings.", code="missing_field", param="input"
-        )
+    value = validate_embed_input(body)
     call.prompt_estimate = _embed_input_estimate(body)
     routes = resolve_routes(runtime, call.model)
-    bound = quotas.embedding_bound(body.get("input", body.get("prompt", "")))
+    bound = quotas.embedding_bound(value)
     await admit(runtime, call, prompt_bound=bound, want_completion=0)
     try:
         route, response = await open_upstream(call, routes, EMBED_PATH, lambda r: _embed_body_for(call, body, r))
@@ -339,17 +320,27 @@ async def _embed_whole(call: Call, body: JSON, route: Route, response: UpstreamR
     data = _parse_answer(route, raw)
     call.first_token_at = time.perf_counter()
     call.chunks = 1
+    try:
+        return _embed_answer(call, body, route, raw, data)
+    except (TypeError, ValueError, AttributeError, KeyError, translate.UpstreamStreamError) as exc:
+        log.error("upstream_answer_malformed", upstream=route.provider.name, error_type=type(exc).__name__)
+        raise UpstreamError(
+            f"Upstream {route.provider.name} sent a malformed answer.", code="upstream_bad_response"
+        ) from exc
+
+
+def _embed_answer(call: Call, body: JSON, route: Route, raw: bytes, data: JSON) -> Response:
     if route.provider.kind is UpstreamKind.OPENAI:
         usage = data.get("usage")
         if isinstance(usage, dict) and "prompt_tokens" in usage:
             call.set_usage((int(usage.get("prompt_tokens") or 0), 0))
         if call.protocol == "openai":
-            return Response(raw, media_type="application/json")
+            return _same_protocol(call, route, raw, data)
         return _json(translate.openai_embed_response_to_ollama(data, model=call.model))
     if "prompt_eval_count" in data:
         call.set_usage((int(data.get("prompt_eval_count") or 0), 0))
     if call.protocol == "ollama":
-        return Response(raw, media_type="application/json")
+        return _same_protocol(call, route, raw, data)
     return _json(
         translate.ollama_embed_response_to_openai(
             data, model=call.model, encoding_format=str(body.get("encoding_format") or "float")

@@ -15,6 +15,7 @@ from gatehouse.deps import PrincipalDep, RuntimeDep
 from gatehouse.errors import NotFound
 from gatehouse.gateway import relay
 from gatehouse.gateway.call import Call, Protocol
+from gatehouse.gateway.validate import parse_body, require_model, stream_flag
 
 router = APIRouter()
 USER = [require(Role.USER)]
@@ -34,7 +35,7 @@ def _call(
         principal=principal,
         protocol=protocol,
         endpoint="chat" if endpoint == "chat" else "embeddings",
-        model=relay.require_model(body),
+        model=require_model(body),
         stream=stream,
     )
 
@@ -64,15 +65,15 @@ async def openai_model(model: str, runtime: RuntimeDep) -> dict[str, object]:
 @router.post("/v1/chat/completions", tags=["openai"], dependencies=USER)
 async def openai_chat(request: Request, principal: PrincipalDep, runtime: RuntimeDep) -> Response:
     """OpenAI chat completions, streamed (SSE) or not, to any upstream."""
-    body = relay.parse_body(await request.body())
-    call = _call(request, principal, "openai", "chat", body, stream=bool(body.get("stream", False)))
+    body = parse_body(await request.body())
+    call = _call(request, principal, "openai", "chat", body, stream=stream_flag(body, default=False))
     return await relay.chat(runtime, call, body)
 
 
 @router.post("/v1/embeddings", tags=["openai"], dependencies=USER)
 async def openai_embeddings(request: Request, principal: PrincipalDep, runtime: RuntimeDep) -> Response:
     """OpenAI embeddings, to any upstream."""
-    body = relay.parse_body(await request.body())
+    body = parse_body(await request.body())
     return await relay.embeddings(runtime, _call(request, principal, "openai", "embeddings", body, stream=False), body)
 
 
@@ -117,13 +118,13 @@ async def ollama_version() -> dict[str, str]:
 @router.post("/api/chat", tags=["ollama"], dependencies=USER)
 async def ollama_chat(request: Request, principal: PrincipalDep, runtime: RuntimeDep) -> Response:
     """Ollama chat, NDJSON-streamed (the default) or not, to any upstream."""
-    body = relay.parse_body(await request.body())
-    call = _call(request, principal, "ollama", "chat", body, stream=bool(body.get("stream", True)))
+    body = parse_body(await request.body())
+    call = _call(request, principal, "ollama", "chat", body, stream=stream_flag(body, default=True))
     return await relay.chat(runtime, call, body)
 
 
 @router.post("/api/embed", tags=["ollama"], dependencies=USER)
 async def ollama_embed(request: Request, principal: PrincipalDep, runtime: RuntimeDep) -> Response:
     """Ollama embeddings, to any upstream."""
-    body = relay.parse_body(await request.body())
+    body = parse_body(await request.body())
     return await relay.embeddings(runtime, _call(request, principal, "ollama", "embeddings", body, stream=False), body)

@@ -17,10 +17,12 @@ from starlette.responses import Response, StreamingResponse
 from gatehouse.errors import GatehouseError, UpstreamError, UpstreamTimeout
 from gatehouse.gateway import translate
 from gatehouse.gateway.call import Call, finish_shielded
+from gatehouse.ops.logging import get_logger
 from gatehouse.runtime import Runtime
 from gatehouse.upstreams.config import UpstreamKind
 from gatehouse.upstreams.providers import UpstreamResponse, UpstreamTimedOut, UpstreamUnreachable
 
+log = get_logger("gatehouse.gateway")
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
@@ -47,6 +49,18 @@ class Relay:
     def __init__(self, call: Call) -> None:
         self.call = call
         self.completed = False
+        self.renames: list[tuple[bytes, bytes]] = []
+
+    def rename_model(self, upstream_model: str) -> None:
+        """Show the client the model name it asked for (an alias), not the upstream's own."""
+        if upstream_model != self.call.model:
+            old, new = orjson.dumps(upstream_model), orjson.dumps(self.call.model)
+            self.renames = [(b'"model":' + old, b'"model":' + new), (b'"model": ' + old, b'"model": ' + new)]
+
+    def _renamed(self, data: bytes) -> bytes:
+        for old, new in self.renames:
+            data = data.replace(old, new)
+        return data
 
     def feed(self, line: bytes) -> bytes:
         raise NotImplementedError
@@ -81,7 +95,8 @@ class _OpenAIPassthrough(Relay):
             return line + b"\n\n" if line.startswith(b":") else (line + b"\n" if line else b"")
         if payload == b"[DONE]":
             return b"data: [DONE]\n\n"
-        if b'"usage"' in payload or b'"error"' in payload:
+        # Usage is asked for on every stream, so most chunks carry "usage":null: parse only a real one.
+        if b'"usage":{' in payload or b'"usage": {' in payload or b'"error"' in payload:
             obj = orjson.loads(payload)
             if isinstance(obj, dict):
                 if obj.get("error"):
@@ -93,6 +108,8 @@ class _OpenAIPassthrough(Relay):
                         return b""
         if b'"content"' in payload or b'"tool_calls"' in payload:
             self.call.saw_token()
+        if self.renames:
+            payload = self._renamed(payload)
         return b"data: " + payload + b"\n\n"
 
 
@@ -108,6 +125,8 @@ class _OllamaPassthrough(Relay):
                 self.call.set_usage(translate.usage_from_ollama(obj))
         else:
             self.call.saw_token()
+        if self.renames:
+            line = self._renamed(line)
         return line + b"\n"
 
 
@@ -211,8 +230,17 @@ async def _relay_stream(call: Call, response: UpstreamResponse, relay: Relay) ->
         error = UpstreamError(f"Upstream {call.upstream} reported an error: {exc}", code="upstream_error")
     except UpstreamTimedOut:
         error = UpstreamTimeout(f"Upstream {call.upstream} went silent mid-answer (read timeout).")
-    except (UpstreamUnreachable, orjson.JSONDecodeError) as exc:
+    except UpstreamUnreachable as exc:
         error = UpstreamError(f"Upstream {call.upstream} broke off the answer: {exc}", code="upstream_disconnected")
+    except (orjson.JSONDecodeError, TypeError, ValueError, AttributeError, KeyError) as exc:
+        # Malformed upstream output: logged without the payload (it may hold message contents).
+        log.error("upstream_stream_malformed", upstream=call.upstream, error_type=type(exc).__name__)
+        error = UpstreamError(f"Upstream {call.upstream} sent a malformed stream.", code="upstream_bad_response")
+    except Exception:
+        log.exception("relay_failed", upstream=call.upstream)
+        error = UpstreamError(
+            "The relay failed mid-stream; the request id identifies it in the log.", code="relay_failed", status=500
+        )
     call.fail(error)
     yield relay.error(error.message, error.code)
     relay.completed = True

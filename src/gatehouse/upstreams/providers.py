@@ -124,13 +124,17 @@ class HttpProvider(Provider):
         connector = aiohttp.TCPConnector(
             limit=self.config.max_connections, keepalive_timeout=60, enable_cleanup_closed=True
         )
-        timeout = aiohttp.ClientTimeout(total=None, connect=self.connect_timeout, sock_read=self.read_timeout)
+        # sock_connect bounds the TCP (and TLS) connect; `connect` also covers waiting for a free pooled
+        # connection when all max_connections are busy, so it gets the read timeout's patience.
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self.connect_timeout, connect=self.read_timeout, sock_read=self.read_timeout
+        )
         self._session = aiohttp.ClientSession(
             base_url=self.config.base_url + "/",
             connector=connector,
             timeout=timeout,
             headers=self._headers,
-            read_bufsize=2**16,
+            read_bufsize=2**20,  # also the longest SSE/NDJSON line readline() accepts
             max_line_size=MAX_LINE_BYTES,
             max_field_size=MAX_LINE_BYTES,
             auto_decompress=True,
@@ -150,10 +154,13 @@ class HttpProvider(Provider):
     async def post(self, path: str, body: JSON, *, stream: bool) -> UpstreamResponse:
         try:
             response = await self.session.post(path.lstrip("/"), data=orjson.dumps(body))
+        except aiohttp.ConnectionTimeoutError as exc:
+            # No connection within the connect timeout: nothing was sent, so another upstream may take it.
+            raise UpstreamUnreachable(f"no connection within {self.connect_timeout} s") from exc
         except TimeoutError as exc:
-            raise UpstreamTimedOut(f"no answer from {self.name} within the timeout") from exc
+            raise UpstreamTimedOut(f"no answer within {self.read_timeout} s") from exc
         except (aiohttp.ClientError, OSError) as exc:
-            raise UpstreamUnreachable(f"cannot reach {self.name}: {exc or type(exc).__name__}") from exc
+            raise UpstreamUnreachable(f"{type(exc).__name__}: {exc}") from exc
         return HttpUpstreamResponse(response)
 
     async def list_models(self) -> list[str]:
@@ -333,7 +340,7 @@ class DemoProvider(Provider):
 
     def _embed(self, body: JSON) -> UpstreamResponse:
         raw = body.get("input", "")
-        inputs = [raw] if isinstance(raw, str) else list(raw)
+        inputs = [raw] if isinstance(raw, str) else list(raw) if isinstance(raw, list) else [raw]
         if not all(isinstance(i, str) for i in inputs):
             return _DemoResponse(400, orjson.dumps({"error": {"message": "demo embeddings take text input"}}))
         tokens = sum(len(i.split()) for i in inputs)
