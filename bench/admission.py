@@ -1,0 +1,110 @@
+"""Per-request cost of admission and settlement: the quota reservation and settlement statements, and a
+rate-limit check, on SQLite and on PostgreSQL (+ Redis), measured in-process.
+
+    uv run python bench/admission.py [--requests N] [--rounds R]
+
+Prints a markdown table of medians (across rounds, each round's median of N requests) in microseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.services import create_postgres_database, drop_postgres_database, redis_server
+
+from gatehouse.accounts import service
+from gatehouse.db.engine import create_engine, create_sessionmaker
+from gatehouse.db.migrate import upgrade
+from gatehouse.limits import quotas
+from gatehouse.limits.ratelimit import RateLimiter
+from gatehouse.settings import Settings
+
+
+async def _time(n: int, step: Callable[[], Awaitable[None]]) -> float:
+    """Median seconds of `step` over n runs (after a warm-up)."""
+    for _ in range(20):
+        await step()
+    samples = []
+    for _ in range(n):
+        started = time.perf_counter()
+        await step()
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+async def measure(database_url: str, redis_url: str, requests: int) -> dict[str, float]:
+    """Median microseconds per operation on one database."""
+    settings = Settings(
+        _env_file=None,
+        database_url=database_url,
+        redis_url=redis_url,
+        redis_prefix="bench:",  # type: ignore[call-arg]
+        rate_limit_per_minute=10**9,
+    )
+    await upgrade(database_url)
+    engine = create_engine(settings)
+    sessionmaker = create_sessionmaker(engine)
+    async with sessionmaker() as session, session.begin():
+        user = await service.create_user(
+            session, email=f"bench-{time.time_ns()}@example.com", messages_per_day=10**9, tokens_per_day=10**12
+        )
+    day = quotas.quota_day("UTC")
+
+    async def reserve_and_settle() -> None:
+        reservation = await quotas.reserve(
+            engine, user_id=user.id, day=day, messages=1, prompt=120, want_completion=256, timezone="UTC"
+        )
+        await quotas.settle(engine, reservation, tokens=150)
+
+    limiter = RateLimiter(settings, sessionmaker)
+    await limiter.start()
+
+    async def rate_check() -> None:
+        await limiter.hit("user_per_minute", f"u{user.id}")
+
+    try:
+        return {
+            "reserve + settle": await _time(requests, reserve_and_settle) * 1e6,
+            f"rate-limit check ({'redis' if redis_url else 'memory'})": await _time(requests, rate_check) * 1e6,
+        }
+    finally:
+        await limiter.clear()
+        await limiter.close()
+        await engine.dispose()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    results: dict[str, dict[str, list[float]]] = {"SQLite (memory limits)": {}, "PostgreSQL + Redis": {}}
+    for _ in range(args.rounds):
+        with tempfile.TemporaryDirectory() as tmp:
+            sqlite = await measure(f"sqlite+aiosqlite:///{tmp}/bench.db", "", args.requests)
+        postgres_url = create_postgres_database("gatehouse_bench")
+        try:
+            postgres = await measure(postgres_url, redis_server(), args.requests)
+        finally:
+            drop_postgres_database(postgres_url)
+        for name, values in (("SQLite (memory limits)", sqlite), ("PostgreSQL + Redis", postgres)):
+            for op, value in values.items():
+                results[name].setdefault(op, []).append(value)
+    print(f"| backend | operation | median µs ({args.rounds} rounds x {args.requests} requests) |")
+    print("| --- | --- | ---: |")
+    for name, ops in results.items():
+        for op, values in ops.items():
+            print(f"| {name} | {op} | {statistics.median(values):.0f} |")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
