@@ -52,10 +52,11 @@ def show(
             user_id = await _user_id(session, user)
             return await quotas.list_usage(session, start=target, end=target, user_id=user_id)
 
-    rows = run(go)
+    rows = run(go, settings)
     table = Table(title=f"Usage on {target.isoformat()} ({settings.quota_timezone})")
-    for column in ("user", "messages", "of", "%", "tokens", "of", "%", "in flight"):
-        table.add_column(column, justify="left" if column == "user" else "right")
+    table.add_column("user", no_wrap=True)  # an email cut in two is an email nobody can copy
+    for column in ("messages", "of", "%", "tokens", "of", "%", "in flight"):
+        table.add_column(column, justify="right")
     for row in rows:
         table.add_row(
             row.email,
@@ -87,5 +88,5 @@ def reset(
         async with db_session(settings) as session:
             return await quotas.reset_usage(session, day=target, user_id=await _user_id(session, user))
 
-    count = run(go)
+    count = run(go, settings)
     console.print(f"reset {count} counter(s) for {who} on {target.isoformat()}")
