@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from gatehouse import __version__
 from gatehouse.accounts.bootstrap import BootstrapResult, bootstrap_admin, describe
+from gatehouse.accounts.passwords import prepare_dummy_hash
 from gatehouse.accounts.principal import AuthCache
 from gatehouse.accounts.routes import router as accounts_router
-from gatehouse.db.engine import create_engine, create_sessionmaker
+from gatehouse.db.engine import create_engine, create_sessionmaker, read_only
 from gatehouse.db.migrate import head_revisions, upgrade
 from gatehouse.errors import install_handlers
 from gatehouse.gateway.requestlog import RequestLogWriter
@@ -63,6 +64,15 @@ def announce(result: BootstrapResult) -> None:
         print(banner, file=sys.stderr, flush=True)
 
 
+async def shut_down(steps: list[Callable[[], Awaitable[None]]]) -> None:
+    """Run every shutdown step in order; one that fails is logged and the rest still run."""
+    for step in steps:
+        try:
+            await step()
+        except Exception:
+            log.exception("shutdown_step_failed", step=getattr(step, "__qualname__", repr(step)))
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the ASGI app for these settings (default: from the environment)."""
     settings = settings or get_settings()
@@ -73,8 +83,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if os.environ.get(PREPARED_ENV) != "1":
             announce(await prepare(settings))
+        # Built now, off the loop: the first login with an unknown email costs what a known one does.
+        await prepare_dummy_hash()
         engine = create_engine(settings)
         sessionmaker = create_sessionmaker(engine)
+        read_engine = read_only(engine)
         bus = create_bus(settings.redis_url, settings.redis_prefix)
         auth_cache = AuthCache(ttl_seconds=settings.auth_cache_seconds)
         bus.subscribe(auth_cache.on_event)
@@ -91,6 +104,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings=settings,
             engine=engine,
             sessionmaker=sessionmaker,
+            read_engine=read_engine,
+            read_sessionmaker=create_sessionmaker(read_engine),
             bus=bus,
             auth_cache=auth_cache,
             upstreams=upstreams,
@@ -115,12 +130,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            await runtime.drain()
-            await rate_limiter.close()
-            await request_log.close()
-            await upstreams.close()
-            await bus.close()
-            await engine.dispose()
+            await shut_down(
+                [
+                    runtime.drain,
+                    rate_limiter.close,
+                    request_log.close,
+                    upstreams.close,
+                    bus.close,
+                    engine.dispose,
+                ]
+            )
             log.info("stopped")
 
     app = FastAPI(

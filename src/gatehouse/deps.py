@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gatehouse.accounts.auth import resolve_principal
 from gatehouse.accounts.principal import Principal
+from gatehouse.fields import MAX_DB_INT
 from gatehouse.runtime import Runtime, run_after_commit
 
 
@@ -40,3 +41,5 @@ async def get_principal(request: Request) -> Principal:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+# A database id in a path: out of range is a 422 naming the parameter, not an overflow in the driver.
+IdPath = Annotated[int, Path(ge=1, le=MAX_DB_INT)]

@@ -27,6 +27,8 @@ class Runtime:
     settings: Settings
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
+    read_engine: AsyncEngine  # the same pool; SQLite transactions on it begin deferred (db/engine.py read_only)
+    read_sessionmaker: async_sessionmaker[AsyncSession]  # for lookups that never write (auth, readiness)
     bus: EventBus
     auth_cache: AuthCache
     upstreams: UpstreamRegistry

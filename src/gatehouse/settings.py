@@ -9,7 +9,7 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
@@ -35,6 +35,7 @@ PLACEHOLDER_SECRETS = frozenset(
 )
 MIN_SECRET_LENGTH = 32
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./data/gatehouse.db"
+SSL_MODES = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})  # libpq's and asyncpg's
 
 
 class Environment(StrEnum):
@@ -263,15 +264,32 @@ def normalise_database_url(url: str) -> str:
     url = url.strip()
     for prefix in ("postgres://", "postgresql://", "postgresql+psycopg2://", "postgresql+psycopg://"):
         if url.startswith(prefix):
-            return "postgresql+asyncpg://" + url[len(prefix) :]
+            return _asyncpg_ssl("postgresql+asyncpg://" + url[len(prefix) :])
     if url.startswith("sqlite:///"):
         return "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
-    if url.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
+    if url.startswith("postgresql+asyncpg://"):
+        return _asyncpg_ssl(url)
+    if url.startswith("sqlite+aiosqlite://"):
         return url
     raise ValueError(
         "DATABASE_URL must start with postgresql:// (PostgreSQL) or sqlite:/// (a file path); "
         f"got {url.split(':', 1)[0]}://..."
     )
+
+
+def _asyncpg_ssl(url: str) -> str:
+    """libpq's `sslmode=...` (what hosting providers hand out) as asyncpg's `ssl=...`, which takes the same modes."""
+    parts = urlsplit(url)
+    params = parse_qsl(parts.query, keep_blank_values=True)
+    if not any(name == "sslmode" for name, _ in params):
+        return url
+    if any(name == "ssl" for name, _ in params):
+        raise ValueError("DATABASE_URL has both sslmode= and ssl=: keep one")
+    for name, value in params:
+        if name == "sslmode" and value not in SSL_MODES:
+            raise ValueError(f"DATABASE_URL sslmode={value!r} is not one of {', '.join(sorted(SSL_MODES))}")
+    query = urlencode([("ssl" if name == "sslmode" else name, value) for name, value in params])
+    return urlunsplit(parts._replace(query=query))
 
 
 @lru_cache(maxsize=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -29,10 +30,8 @@ def blackhole() -> Iterator[int]:
     for _ in range(4):
         client = socket.socket()
         client.setblocking(False)
-        try:
+        with contextlib.suppress(BlockingIOError):
             client.connect(("127.0.0.1", port))
-        except BlockingIOError:
-            pass
         fillers.append(client)
     yield port
     for client in fillers:

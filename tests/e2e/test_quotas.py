@@ -99,10 +99,9 @@ def set_limits(server: GatehouseServer, limits: dict[str, int | None]) -> None:
 
 
 @pytest.fixture(autouse=True)
-def no_per_minute_limit(cluster: Cluster) -> Iterator[None]:
+def no_per_minute_limit(cluster: Cluster) -> None:
     """These tests send hundreds of requests a minute; the per-minute limit is tested on its own."""
     set_limits(cluster.admin, {"user_per_minute": None})
-    yield
 
 
 async def _stream_once(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> tuple[int, str | None]:

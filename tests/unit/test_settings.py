@@ -117,6 +117,39 @@ def test_unknown_database_scheme_is_refused(given: str) -> None:
     assert raised.value.errors()[0]["loc"] == ("database_url",)  # the CLI prints "Invalid setting DATABASE_URL"
 
 
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("postgres://u:p@db/gh?sslmode=require", "postgresql+asyncpg://u:p@db/gh?ssl=require"),
+        ("postgresql://u@db/gh?sslmode=verify-full", "postgresql+asyncpg://u@db/gh?ssl=verify-full"),
+        ("postgresql+asyncpg://u@db/gh?sslmode=disable", "postgresql+asyncpg://u@db/gh?ssl=disable"),
+        (
+            "postgres://u@db/gh?application_name=x&sslmode=prefer&connect_timeout=5",
+            "postgresql+asyncpg://u@db/gh?application_name=x&ssl=prefer&connect_timeout=5",
+        ),
+        ("postgresql+asyncpg://u@db/gh?ssl=require", "postgresql+asyncpg://u@db/gh?ssl=require"),
+    ],
+)
+def test_libpq_sslmode_becomes_asyncpg_ssl(given: str, expected: str) -> None:
+    # asyncpg.connect() has no sslmode argument (a TypeError at the first connection); its ssl= takes the same modes.
+    url = settings(database_url=given).database_url
+    assert url == expected
+    assert "sslmode" not in make_url(url).query
+
+
+@pytest.mark.parametrize(
+    ("given", "says"),
+    [
+        ("postgres://u@db/gh?sslmode=sometimes", "sslmode='sometimes' is not one of"),
+        ("postgres://u@db/gh?sslmode=require&ssl=require", "both sslmode= and ssl="),
+    ],
+)
+def test_bad_sslmode_names_database_url(given: str, says: str) -> None:
+    with pytest.raises(ValidationError, match=says) as raised:
+        settings(database_url=given)
+    assert raised.value.errors()[0]["loc"] == ("database_url",)
+
+
 # --- NAME_FILE secrets -----------------------------------------------------------------------------
 
 

@@ -24,29 +24,30 @@ CSRF_COOKIE = "gatehouse_csrf"
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 PRINCIPAL_SCOPE_KEY = "gatehouse.principal"
+MAX_KEY_LENGTH = 256
+INVALID_KEY = "Invalid API key: it does not exist or was revoked. Check the key, or create a new one."
 NO_CREDENTIALS = (
     "Missing API key: send `Authorization: Bearer <your key>` (create one in the console or with POST /me/keys)"
 )
 
 
 async def principal_for_key(runtime: Runtime, raw_key: str) -> Principal:
-    """The caller behind an API key: from the cache when warm, else one database read."""
+    """The caller behind an API key: from the cache when warm, else one database read (shared by callers)."""
+    # No key is empty or this long (BOOTSTRAP_ADMIN_API_KEY may be any string, so no shape check beyond that):
+    # refused before hashing, caching or a database read.
+    if not raw_key or len(raw_key) > MAX_KEY_LENGTH:
+        raise Unauthorized(INVALID_KEY)
     key_hash = hash_token(raw_key)
-    cache = runtime.auth_cache
-    hit, principal = cache.get(key_hash)
-    if not hit:
-        generation = cache.generation
-        principal = await _load_key_principal(runtime, key_hash)
-        cache.put(key_hash, principal, generation=generation)
+    principal = await runtime.auth_cache.lookup(key_hash, lambda: _load_key_principal(runtime, key_hash))
     if principal is None:
-        raise Unauthorized("Invalid API key: it does not exist or was revoked. Check the key, or create a new one.")
+        raise Unauthorized(INVALID_KEY)
     if principal.key_expires_at is not None and principal.key_expires_at <= utcnow():
         raise Unauthorized("This API key has expired: create a new one.", code="expired_api_key")
     return principal
 
 
 async def _load_key_principal(runtime: Runtime, key_hash: str) -> Principal | None:
-    async with runtime.sessionmaker() as session:
+    async with runtime.read_sessionmaker() as session:
         row = (
             await session.execute(
                 select(ApiKey.id, ApiKey.expires_at, ApiKey.revoked_at, User.id, User.email, User.role, User.status)
@@ -69,7 +70,7 @@ async def _load_key_principal(runtime: Runtime, key_hash: str) -> Principal | No
 
 async def principal_for_session(runtime: Runtime, request: Request, token: str) -> Principal:
     """The caller behind a console session cookie; unsafe methods must carry the CSRF token."""
-    async with runtime.sessionmaker() as session:
+    async with runtime.read_sessionmaker() as session:
         row = (
             await session.execute(
                 select(UserSession.id, UserSession.expires_at, User.id, User.email, User.role, User.status)

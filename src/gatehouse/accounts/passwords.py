@@ -15,11 +15,17 @@ _dummy_hash: str | None = None
 
 def _dummy() -> str:
     # A real hash: verifying against it when the email is unknown makes unknown and known emails take
-    # the same time, so timing does not reveal who has an account. Made on first use, not at import.
+    # the same time, so timing does not reveal who has an account. Made at startup (prepare_dummy_hash),
+    # not at import; were it made on first use, the first unknown email would cost a hash more.
     global _dummy_hash
     if _dummy_hash is None:
         _dummy_hash = _hasher.hash(secrets.token_urlsafe(16))
     return _dummy_hash
+
+
+async def prepare_dummy_hash() -> None:
+    """Build the hash unknown emails are checked against, in a worker thread (call once at startup)."""
+    await asyncio.to_thread(_dummy)
 
 
 async def hash_password(password: str) -> str:
@@ -30,7 +36,9 @@ async def hash_password(password: str) -> str:
 async def verify_password(password_hash: str | None, password: str) -> bool:
     """Constant-work check; a missing hash still costs one verification."""
     try:
-        target = password_hash if password_hash is not None else await asyncio.to_thread(_dummy)
+        target = password_hash
+        if target is None:
+            target = _dummy_hash if _dummy_hash is not None else await asyncio.to_thread(_dummy)
         ok = await asyncio.to_thread(_hasher.verify, target, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -34,46 +36,104 @@ class Principal:
 
 
 class AuthCache:
-    """key hash -> Principal, bounded and expiring; emptied by bus events on any replica's change."""
+    """key hash -> Principal, bounded (least recently used out) and expiring; emptied by bus events.
 
-    def __init__(self, *, ttl_seconds: float, max_entries: int = 100_000, negative_ttl_seconds: float = 30.0):
+    Unknown keys are remembered too, briefly and in a smaller map of their own, so a flood of random keys
+    costs few database reads yet never pushes out the keys people really use.
+    """
+
+    def __init__(
+        self,
+        *,
+        ttl_seconds: float,
+        max_entries: int = 100_000,
+        negative_ttl_seconds: float = 30.0,
+        max_negative_entries: int = 10_000,
+    ):
         self.ttl = ttl_seconds
         self.negative_ttl = negative_ttl_seconds
         self.max_entries = max_entries
-        self._entries: OrderedDict[str, tuple[Principal | None, float]] = OrderedDict()
+        self.max_negative_entries = max_negative_entries
+        self._entries: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
+        self._negative: OrderedDict[str, float] = OrderedDict()
         self._by_user: dict[int, set[str]] = {}
         self._by_key: dict[int, str] = {}
+        # Lookups under way: concurrent callers of one cold key share a single database read.
+        self._loading: dict[str, tuple[int, asyncio.Future[Principal | None]]] = {}
         # Bumped by every invalidation: a lookup that started before one must not be cached after it.
         self.generation = 0
 
     def get(self, key_hash: str) -> tuple[bool, Principal | None]:
         """(hit, principal); a hit with None means the key is known not to exist."""
+        now = time.monotonic()
         entry = self._entries.get(key_hash)
-        if entry is None:
-            return False, None
-        principal, expires = entry
-        if expires < time.monotonic():
-            self._drop(key_hash)
-            return False, None
-        return True, principal
+        if entry is not None:
+            principal, expires = entry
+            if expires < now:
+                self._drop(key_hash)
+                return False, None
+            self._entries.move_to_end(key_hash)
+            return True, principal
+        negative_expires = self._negative.get(key_hash)
+        if negative_expires is not None:
+            if negative_expires < now:
+                del self._negative[key_hash]
+                return False, None
+            return True, None
+        return False, None
 
     def put(self, key_hash: str, principal: Principal | None, *, generation: int) -> None:
         """Remember a lookup result (None: no such key) begun at `generation`."""
         if self.ttl <= 0 or generation != self.generation:
             return
-        ttl = self.ttl if principal is not None else min(self.ttl, self.negative_ttl)
         self._drop(key_hash)
-        self._entries[key_hash] = (principal, time.monotonic() + ttl)
-        if principal is not None:
-            self._by_user.setdefault(principal.user_id, set()).add(key_hash)
-            if principal.key_id is not None:
-                self._by_key[principal.key_id] = key_hash
+        now = time.monotonic()
+        if principal is None:
+            self._negative[key_hash] = now + min(self.ttl, self.negative_ttl)
+            while len(self._negative) > self.max_negative_entries:
+                self._negative.popitem(last=False)
+            return
+        self._entries[key_hash] = (principal, now + self.ttl)
+        self._by_user.setdefault(principal.user_id, set()).add(key_hash)
+        if principal.key_id is not None:
+            self._by_key[principal.key_id] = key_hash
         while len(self._entries) > self.max_entries:
             self._drop(next(iter(self._entries)))
 
+    async def lookup(self, key_hash: str, load: Callable[[], Awaitable[Principal | None]]) -> Principal | None:
+        """The cached result, else `load()`'s, run once for all the callers asking at the same time."""
+        hit, principal = self.get(key_hash)
+        if hit:
+            return principal
+        generation = self.generation
+        loading = self._loading.get(key_hash)
+        # A lookup begun before an invalidation may return what was just revoked: start a fresh one.
+        if loading is None or loading[0] != generation:
+            future = asyncio.ensure_future(self._load(key_hash, load, generation))
+            loading = (generation, future)
+            self._loading[key_hash] = loading
+            future.add_done_callback(lambda done: self._loaded(key_hash, done))
+        # Shielded: a caller that goes away does not cancel the read the others wait for.
+        return await asyncio.shield(loading[1])
+
+    async def _load(
+        self, key_hash: str, load: Callable[[], Awaitable[Principal | None]], generation: int
+    ) -> Principal | None:
+        principal = await load()
+        self.put(key_hash, principal, generation=generation)
+        return principal
+
+    def _loaded(self, key_hash: str, future: asyncio.Future[Principal | None]) -> None:
+        loading = self._loading.get(key_hash)
+        if loading is not None and loading[1] is future:
+            del self._loading[key_hash]
+        if not future.cancelled():
+            future.exception()  # retrieved here too, in case every waiter went away
+
     def _drop(self, key_hash: str) -> None:
+        self._negative.pop(key_hash, None)
         entry = self._entries.pop(key_hash, None)
-        if entry is None or entry[0] is None:
+        if entry is None:
             return
         principal = entry[0]
         hashes = self._by_user.get(principal.user_id)
@@ -98,6 +158,7 @@ class AuthCache:
     def clear(self) -> None:
         """Drop everything (after missing bus events)."""
         self._entries.clear()
+        self._negative.clear()
         self._by_user.clear()
         self._by_key.clear()
 
@@ -113,4 +174,4 @@ class AuthCache:
             self.clear()
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._entries) + len(self._negative)

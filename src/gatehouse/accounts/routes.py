@@ -20,12 +20,9 @@ from gatehouse.accounts.schemas import (
     UserUpdate,
 )
 from gatehouse.accounts.tokens import csrf_token
-from gatehouse.deps import PrincipalDep, RuntimeDep, SessionDep
-from gatehouse.errors import BadRequest, Forbidden, Unauthorized
+from gatehouse.deps import IdPath, PrincipalDep, RuntimeDep, SessionDep
 
 router = APIRouter()
-
-INVALID_LOGIN = "Wrong email or password."
 
 
 def _client_ip(request: Request) -> str | None:
@@ -40,14 +37,14 @@ async def login(
     ip = _client_ip(request) or "unknown"
     await runtime.rate_limiter.hit("ip_per_minute", f"ip{ip}")
     await runtime.rate_limiter.hit("login", f"ip{ip}")
-    user = await service.authenticate_password(session, email=body.email, password=body.password)
-    if user is None:
-        raise Unauthorized(INVALID_LOGIN, code="invalid_credentials")
-    if user.status != "active":
-        raise Forbidden(f"This account is {user.status}: ask an administrator.", code=f"account_{user.status}")
     ttl = timedelta(hours=runtime.settings.session_ttl_hours)
-    row, token = await service.create_session(
-        session, user=user, ttl=ttl, ip=_client_ip(request), user_agent=request.headers.get("user-agent")
+    user, row, token = await service.log_in(
+        session,
+        email=body.email,
+        password=body.password,
+        ttl=ttl,
+        ip=_client_ip(request),
+        user_agent=request.headers.get("user-agent"),
     )
     csrf = csrf_token(runtime.secret, token)
     secure = runtime.settings.is_prod
@@ -100,7 +97,7 @@ async def create_my_key(
 
 
 @router.delete("/me/keys/{key_id}", response_model=KeyRead, tags=["me"], dependencies=[require(Role.USER)])
-async def revoke_my_key(key_id: int, principal: PrincipalDep, session: SessionDep, runtime: RuntimeDep) -> KeyRead:
+async def revoke_my_key(key_id: IdPath, principal: PrincipalDep, session: SessionDep, runtime: RuntimeDep) -> KeyRead:
     """Revoke one of the caller's keys; it stops working on every replica at once."""
     key = await service.get_api_key_or_raise(session, key_id=key_id, user_id=principal.user_id)
     await service.revoke_api_key(session, bus=runtime.bus, key=key)
@@ -116,8 +113,6 @@ async def revoke_my_key(key_id: int, principal: PrincipalDep, session: SessionDe
 )
 async def create_user(body: UserCreate, principal: PrincipalDep, session: SessionDep, runtime: RuntimeDep) -> UserRead:
     """Create a user (an admin may not create superadmins); quotas default to DEFAULT_*_PER_DAY."""
-    if body.role is Role.SUPERADMIN and principal.role is not Role.SUPERADMIN:
-        raise Forbidden("Only a superadmin can create a superadmin.", code="role_not_allowed")
     settings = runtime.settings
     user = await service.create_user(
         session,
@@ -127,25 +122,22 @@ async def create_user(body: UserCreate, principal: PrincipalDep, session: Sessio
         display_name=body.display_name,
         messages_per_day=settings.default_messages_per_day,
         tokens_per_day=settings.default_tokens_per_day,
+        actor_role=principal.role,
     )
     return UserRead.model_validate(user)
 
 
 @router.patch("/admin/users/{user_id}", response_model=UserRead, tags=["admin"], dependencies=[require(Role.ADMIN)])
-async def update_user(user_id: int, body: UserUpdate, principal: PrincipalDep, session: SessionDep) -> UserRead:
+async def update_user(user_id: IdPath, body: UserUpdate, principal: PrincipalDep, session: SessionDep) -> UserRead:
     """Change a user's name or daily quotas (`messages_per_day`, `tokens_per_day`; null: unlimited)."""
     user = await service.get_user_or_raise(session, user_id=user_id)
-    if user.role == Role.SUPERADMIN and principal.role is not Role.SUPERADMIN:
-        raise Forbidden("Only a superadmin can change a superadmin.", code="role_not_allowed")
     changes = body.model_dump(include=body.model_fields_set)
-    if changes.get("display_name", "") is None:
-        raise BadRequest("display_name cannot be null.", param="display_name")
-    await service.update_user(session, user=user, changes=changes)
+    await service.update_user(session, user=user, changes=changes, actor_role=principal.role)
     return UserRead.model_validate(user)
 
 
 @router.get("/admin/users/{user_id}", response_model=UserRead, tags=["admin"], dependencies=[require(Role.ADMIN)])
-async def get_user(user_id: int, session: SessionDep) -> UserRead:
+async def get_user(user_id: IdPath, session: SessionDep) -> UserRead:
     """One user."""
     return UserRead.model_validate(await service.get_user_or_raise(session, user_id=user_id))
 
@@ -158,40 +150,33 @@ async def get_user(user_id: int, session: SessionDep) -> UserRead:
     dependencies=[require(Role.ADMIN)],
 )
 async def create_user_key(
-    user_id: int, body: KeyCreate, principal: PrincipalDep, session: SessionDep, runtime: RuntimeDep
+    user_id: IdPath, body: KeyCreate, principal: PrincipalDep, session: SessionDep, runtime: RuntimeDep
 ) -> KeyCreated:
     """Create an API key for another user (e.g. a service account); the key is in this response only."""
     await runtime.rate_limiter.hit("key_create", f"u{principal.user_id}")
-    user = await service.get_user_or_raise(session, user_id=user_id)
-    if user.role == Role.SUPERADMIN and principal.role is not Role.SUPERADMIN:
-        raise Forbidden("Only a superadmin can create keys for a superadmin.", code="role_not_allowed")
-    key, raw = await service.create_api_key(session, user_id=user.id, name=body.name, expires_at=body.expires_at)
+    key, raw = await service.create_api_key_for_user(
+        session, actor_role=principal.role, user_id=user_id, name=body.name, expires_at=body.expires_at
+    )
     return KeyCreated.model_validate({**KeyRead.model_validate(key).model_dump(), "key": raw})
-
-
-async def _change_status(
-    session: SessionDep, runtime: RuntimeDep, principal: PrincipalDep, user_id: int, new_status: UserStatus
-) -> UserRead:
-    user = await service.get_user_or_raise(session, user_id=user_id)
-    if user.role == Role.SUPERADMIN and principal.role is not Role.SUPERADMIN:
-        raise Forbidden("Only a superadmin can change a superadmin.", code="role_not_allowed")
-    if user.id == principal.user_id and new_status is not UserStatus.ACTIVE:
-        raise Forbidden("You cannot disable your own account.", code="self_disable")
-    await service.set_status(session, bus=runtime.bus, user=user, status=new_status)
-    return UserRead.model_validate(user)
 
 
 @router.post(
     "/admin/users/{user_id}/disable", response_model=UserRead, tags=["admin"], dependencies=[require(Role.ADMIN)]
 )
-async def disable_user(user_id: int, session: SessionDep, runtime: RuntimeDep, principal: PrincipalDep) -> UserRead:
+async def disable_user(user_id: IdPath, session: SessionDep, runtime: RuntimeDep, principal: PrincipalDep) -> UserRead:
     """Disable a user: their sessions end and their keys stop working on every replica at once."""
-    return await _change_status(session, runtime, principal, user_id, UserStatus.DISABLED)
+    user = await service.change_status(
+        session, bus=runtime.bus, actor=principal, user_id=user_id, status=UserStatus.DISABLED
+    )
+    return UserRead.model_validate(user)
 
 
 @router.post(
     "/admin/users/{user_id}/enable", response_model=UserRead, tags=["admin"], dependencies=[require(Role.ADMIN)]
 )
-async def enable_user(user_id: int, session: SessionDep, runtime: RuntimeDep, principal: PrincipalDep) -> UserRead:
+async def enable_user(user_id: IdPath, session: SessionDep, runtime: RuntimeDep, principal: PrincipalDep) -> UserRead:
     """Re-enable a disabled user."""
-    return await _change_status(session, runtime, principal, user_id, UserStatus.ACTIVE)
+    user = await service.change_status(
+        session, bus=runtime.bus, actor=principal, user_id=user_id, status=UserStatus.ACTIVE
+    )
+    return UserRead.model_validate(user)

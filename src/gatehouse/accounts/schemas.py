@@ -7,12 +7,13 @@ from datetime import datetime
 from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field
 
 from gatehouse.accounts.roles import Role, UserStatus
+from gatehouse.fields import Text
 
 
 class LoginRequest(BaseModel):
     # Not EmailStr: BOOTSTRAP_ADMIN_EMAIL may be e.g. admin@localhost or admin@gatehouse.lan, which
     # EmailStr rejects; a login with an address nobody has simply fails like a wrong password.
-    email: str = Field(min_length=1, max_length=320)
+    email: Text = Field(min_length=1, max_length=320)
     password: str = Field(min_length=1, max_length=1024)
 
 
@@ -42,19 +43,19 @@ class UserCreate(BaseModel):
     password: str | None = Field(
         default=None, min_length=8, max_length=1024, description="Optional: a user without one can only use API keys."
     )
-    display_name: str = Field(default="", max_length=200)
+    display_name: Text = Field(default="", max_length=200)
 
 
 class UserUpdate(BaseModel):
     """Only the fields sent are changed; `null` for a quota means unlimited."""
 
-    display_name: str | None = Field(default=None, max_length=200)
+    display_name: Text | None = Field(default=None, max_length=200)
     messages_per_day: int | None = Field(default=None, ge=0)
     tokens_per_day: int | None = Field(default=None, ge=0)
 
 
 class KeyCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=100)
+    name: Text = Field(min_length=1, max_length=100)
     expires_at: AwareDatetime | None = Field(default=None, description="Optional expiry, ISO 8601 with a timezone.")
 
 

@@ -10,18 +10,33 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gatehouse.accounts.models import ApiKey, User, UserSession
 from gatehouse.accounts.passwords import check_password_strength, hash_password, verify_password
-from gatehouse.accounts.principal import KEY_CHANGED, USER_CHANGED
+from gatehouse.accounts.principal import KEY_CHANGED, USER_CHANGED, Principal
 from gatehouse.accounts.roles import Role, UserStatus
 from gatehouse.accounts.tokens import hash_token, key_prefix, new_api_key, new_session_token
 from gatehouse.db.base import utcnow
-from gatehouse.errors import BadRequest, Conflict, NotFound
+from gatehouse.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from gatehouse.ops.bus import EventBus
 from gatehouse.runtime import after_commit
+
+INVALID_LOGIN = "Wrong email or password."
+# Far enough for any real key; nearer than the year 9999, where converting to UTC overflows.
+MAX_KEY_LIFETIME = timedelta(days=100 * 365)
 
 
 def normalise_email(email: str) -> str:
     """Emails are unique case-insensitively: store them lower-cased and trimmed."""
     return email.strip().lower()
+
+
+# --- who may manage whom -------------------------------------------------------------------------
+
+
+def ensure_may_manage(*, actor_role: Role | None, target_role: Role | str, doing: str) -> None:
+    """Only a superadmin may act on a superadmin (`doing`: "create", "change", "create keys for")."""
+    if actor_role is None or actor_role is Role.SUPERADMIN:
+        return  # None: the operator, from the CLI or at bootstrap
+    if Role(target_role) is Role.SUPERADMIN:
+        raise Forbidden(f"Only a superadmin can {doing} a superadmin.", code="role_not_allowed")
 
 
 # --- users ---------------------------------------------------------------------------------------
@@ -55,8 +70,11 @@ async def create_user(
     status: UserStatus = UserStatus.ACTIVE,
     messages_per_day: int | None = None,
     tokens_per_day: int | None = None,
+    actor_role: Role | None = None,
 ) -> User:
-    """Create a user; 409 when the email is taken, 422-style 400 when the password is weak."""
+    """Create a user; 403 when `actor_role` may not create this role, 409 when the email is taken, 400 when
+    the password is weak."""
+    ensure_may_manage(actor_role=actor_role, target_role=role, doing="create")
     email = normalise_email(email)
     if await get_user_by_email(session, email=email) is not None:
         raise Conflict(f"A user with email {email} already exists.", code="email_taken")
@@ -85,9 +103,12 @@ async def create_user(
 
 
 async def update_user(
-    session: AsyncSession, *, user: User, changes: dict[str, object]
+    session: AsyncSession, *, user: User, changes: dict[str, object], actor_role: Role | None = None
 ) -> dict[str, tuple[object, object]]:
     """Apply field changes; returns {field: (before, after)} for the fields that really changed."""
+    ensure_may_manage(actor_role=actor_role, target_role=user.role, doing="change")
+    if "display_name" in changes and changes["display_name"] is None:
+        raise BadRequest("display_name cannot be null.", param="display_name")
     changed: dict[str, tuple[object, object]] = {}
     for name, value in changes.items():
         before = getattr(user, name)
@@ -126,11 +147,35 @@ async def set_status(session: AsyncSession, *, bus: EventBus, user: User, status
     return user
 
 
+async def change_status(
+    session: AsyncSession, *, bus: EventBus, actor: Principal, user_id: int, status: UserStatus
+) -> User:
+    """An admin disables or enables a user: never a superadmin unless a superadmin, never themselves."""
+    user = await get_user_or_raise(session, user_id=user_id)
+    ensure_may_manage(actor_role=actor.role, target_role=user.role, doing="change")
+    if user.id == actor.user_id and status is not UserStatus.ACTIVE:
+        raise Forbidden("You cannot disable your own account.", code="self_disable")
+    return await set_status(session, bus=bus, user=user, status=status)
+
+
 async def authenticate_password(session: AsyncSession, *, email: str, password: str) -> User | None:
     """The user if the password matches; the same work whether or not the email exists."""
     user = await get_user_by_email(session, email=email)
     ok = await verify_password(user.password_hash if user else None, password)
     return user if ok and user is not None else None
+
+
+async def log_in(
+    session: AsyncSession, *, email: str, password: str, ttl: timedelta, ip: str | None, user_agent: str | None
+) -> tuple[User, UserSession, str]:
+    """Check the password and the account's status, then open a console session: (user, row, cookie value)."""
+    user = await authenticate_password(session, email=email, password=password)
+    if user is None:
+        raise Unauthorized(INVALID_LOGIN, code="invalid_credentials")
+    if user.status != UserStatus.ACTIVE:
+        raise Forbidden(f"This account is {user.status}: ask an administrator.", code=f"account_{user.status}")
+    row, token = await create_session(session, user=user, ttl=ttl, ip=ip, user_agent=user_agent)
+    return user, row, token
 
 
 # --- API keys ------------------------------------------------------------------------------------
@@ -140,13 +185,30 @@ async def create_api_key(
     session: AsyncSession, *, user_id: int, name: str, expires_at: datetime | None = None, raw_key: str | None = None
 ) -> tuple[ApiKey, str]:
     """A new key for a user: returns the row and the key itself, which is shown once and never stored."""
-    if expires_at is not None and expires_at <= utcnow():
-        raise BadRequest("expires_at must be in the future.", code="invalid_expiry", param="expires_at")
+    if expires_at is not None:
+        now = utcnow()
+        if expires_at <= now:
+            raise BadRequest("expires_at must be in the future.", code="invalid_expiry", param="expires_at")
+        if expires_at > now + MAX_KEY_LIFETIME:
+            raise BadRequest(
+                "expires_at must be within 100 years; omit it for a key that never expires.",
+                code="invalid_expiry",
+                param="expires_at",
+            )
     raw = raw_key or new_api_key()
     key = ApiKey(user_id=user_id, name=name, prefix=key_prefix(raw), key_hash=hash_token(raw), expires_at=expires_at)
     session.add(key)
     await session.flush()
     return key, raw
+
+
+async def create_api_key_for_user(
+    session: AsyncSession, *, actor_role: Role, user_id: int, name: str, expires_at: datetime | None = None
+) -> tuple[ApiKey, str]:
+    """An admin creates a key for another user (e.g. a service account); 404 when no such user."""
+    user = await get_user_or_raise(session, user_id=user_id)
+    ensure_may_manage(actor_role=actor_role, target_role=user.role, doing="create keys for")
+    return await create_api_key(session, user_id=user.id, name=name, expires_at=expires_at)
 
 
 async def list_api_keys(session: AsyncSession, *, user_id: int, include_revoked: bool = True) -> list[ApiKey]:
@@ -199,7 +261,7 @@ async def create_session(
         user_id=user.id,
         expires_at=utcnow() + ttl,
         ip=ip,
-        user_agent=(user_agent or "")[:300] or None,
+        user_agent=(user_agent or "").replace("\x00", "")[:300] or None,  # PostgreSQL text holds no NUL
     )
     session.add(row)
     user.last_login_at = utcnow()

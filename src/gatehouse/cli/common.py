@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import TypeVar
+from urllib.parse import quote
 
+import click
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gatehouse.db.engine import create_engine, create_sessionmaker
@@ -32,13 +37,43 @@ def load_settings() -> Settings:
         raise typer.Exit(2) from exc
 
 
-def run(coro_factory: Callable[[], Awaitable[T]]) -> T:
-    """Run a coroutine; a Gatehouse error becomes a message and exit 1."""
-    try:
+def run(coro_factory: Callable[[], Awaitable[T]], settings: Settings | None = None) -> T:
+    """Run a coroutine; a Gatehouse or database error becomes a message and exit 1."""
+    with plain_errors(settings, (GatehouseError, SQLAlchemyError, OSError)):
         return asyncio.run(_await(coro_factory))
-    except GatehouseError as exc:
-        err_console.print(f"[red]Error:[/red] {exc.message}")
+
+
+@contextmanager
+def plain_errors(settings: Settings | None, kinds: tuple[type[Exception], ...] = (Exception,)) -> Iterator[None]:
+    """Errors of `kinds` become one line on stderr (never a traceback, never the database password) and exit 1."""
+    try:
+        yield
+    except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        raise  # typer's own ways out: already handled
+    except kinds as exc:
+        err_console.print(f"[red]Error:[/red] {_describe(exc, settings)}", soft_wrap=True, highlight=False)
         raise typer.Exit(1) from exc
+
+
+def _describe(exc: Exception, settings: Settings | None) -> str:
+    if isinstance(exc, GatehouseError):
+        return exc.message
+    # SQLAlchemy appends the statement, its parameters and a link on further lines: the first says it all.
+    lines = str(exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    for secret in _database_secrets(settings):
+        text = text.replace(secret, "***")
+    return text
+
+
+def _database_secrets(settings: Settings | None) -> list[str]:
+    if settings is None:
+        return []
+    secrets = [settings.db_password.get_secret_value()]
+    with contextlib.suppress(Exception):
+        url = make_url(settings.database_url)
+        secrets += [url.password or "", quote(url.password or "", safe="")]
+    return [s for s in secrets if s]
 
 
 async def _await(factory: Callable[[], Awaitable[T]]) -> T:

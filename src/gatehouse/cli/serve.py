@@ -7,9 +7,11 @@ import os
 
 import typer
 import uvicorn
+from alembic.util import CommandError
+from sqlalchemy.exc import SQLAlchemyError
 
 from gatehouse import __version__
-from gatehouse.cli.common import console, err_console, load_settings
+from gatehouse.cli.common import console, err_console, load_settings, plain_errors
 
 
 def serve(
@@ -39,7 +41,8 @@ def serve(
             "through Redis. Set REDIS_URL, or run one worker."
         )
         raise typer.Exit(2)
-    announce(asyncio.run(prepare(settings)))
+    with plain_errors(settings, (SQLAlchemyError, OSError, CommandError)):  # e.g. the database is unreachable
+        announce(asyncio.run(prepare(settings)))
     os.environ[PREPARED_ENV] = "1"
     uvicorn.run(
         "gatehouse.app:create_app",

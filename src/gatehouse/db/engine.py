@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from gatehouse.settings import Settings
 
+READ_ONLY_OPTION = "gatehouse_read_only"
+
 
 def ensure_sqlite_directory(database_url: str) -> None:
     """Create the folder of a SQLite file, so a fresh checkout starts without a manual mkdir."""
@@ -56,9 +58,20 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     def _on_begin(connection: Any) -> None:
         # IMMEDIATE takes the write lock up front: a deferred transaction that reads and then writes
         # fails at once with "database is locked" when another writer got in between (busy_timeout
-        # does not apply to that upgrade). SQLite has one writer at a time either way; WAL readers
-        # outside transactions are not blocked.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # does not apply to that upgrade). SQLite has one writer at a time either way. A read-only
+        # connection (see read_only) begins deferred: in WAL it reads a snapshot and never waits for a writer.
+        if connection.get_execution_options().get(READ_ONLY_OPTION):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def read_only(engine: AsyncEngine) -> AsyncEngine:
+    """The same engine and pool, for transactions that only read: on SQLite they do not queue behind writers.
+
+    A write through it may fail with "database is locked" on SQLite; PostgreSQL ignores the option.
+    """
+    return engine.execution_options(**{READ_ONLY_OPTION: True})
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

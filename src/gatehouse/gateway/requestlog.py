@@ -10,7 +10,9 @@ import contextlib
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import String, insert, text
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gatehouse.accounts.service import record_key_use
@@ -21,6 +23,28 @@ from gatehouse.ops.logging import get_logger
 log = get_logger("gatehouse.requestlog")
 MAX_BATCH = 1000
 MAX_BUFFER = 100_000  # beyond this, the database is far behind: drop the oldest rows rather than run out of memory
+MAX_COUNT = 2**31 - 1  # INTEGER columns
+COUNT_COLUMNS = ("prompt_tokens", "completion_tokens")
+STRING_LENGTHS = {
+    column.name: column.type.length
+    for column in RequestLog.__table__.columns
+    if isinstance(column.type, String) and column.type.length
+}
+
+
+def _count(value: Any) -> int:
+    try:
+        return min(max(int(value), 0), MAX_COUNT)
+    except (TypeError, ValueError, OverflowError):
+        return 0
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """Whether a failure is surely the database's (keep the rows for later), whatever the rows hold."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    # OperationalError: unreachable, locked, shutting down; the others: no connection could be had in time.
+    return isinstance(exc, OperationalError | PoolTimeout | TimeoutError | OSError)
 
 
 class RequestLogWriter:
@@ -34,11 +58,18 @@ class RequestLogWriter:
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
-        self.dropped = 0
+        self.dropped = 0  # rows lost: buffer overflow, or refused by the database
 
     def add(self, row: dict[str, Any]) -> None:
-        """Queue one request's row (see RequestLog for the keys)."""
+        """Queue one request's row (see RequestLog for the keys); values that cannot fit are clamped."""
         row.setdefault("created_at", utcnow())
+        for name, length in STRING_LENGTHS.items():
+            value = row.get(name)
+            if isinstance(value, str) and (len(value) > length or "\x00" in value):
+                row[name] = value.replace("\x00", "")[:length]  # PostgreSQL text holds no NUL
+        for name in COUNT_COLUMNS:
+            if name in row:
+                row[name] = _count(row[name])
         self._rows.append(row)
         if len(self._rows) > MAX_BUFFER:
             overflow = len(self._rows) - MAX_BUFFER
@@ -75,24 +106,72 @@ class RequestLogWriter:
                 log.error("request_log_flush_failed", error=str(exc), buffered=len(self._rows))
 
     async def flush(self) -> int:
-        """Write what is buffered now; returns how many request rows were written."""
+        """Write what is buffered now; returns how many request rows were written.
+
+        A batch the database refuses is retried row by row, and only the rows refused again are dropped
+        (counted in `dropped`), so one bad row never holds back the others. When the database itself is
+        failing, nothing is dropped: the rows stay buffered and this raises.
+        """
         async with self._lock:
             rows, self._rows = self._rows, []
             key_use, self._key_use = self._key_use, {}
             if not rows and not key_use:
                 return 0
+            written = done = dropped = 0
+            refusal: Exception | None = None
             try:
-                async with self._sessionmaker() as session, session.begin():
-                    for start in range(0, len(rows), MAX_BATCH):
-                        await session.execute(insert(RequestLog), rows[start : start + MAX_BATCH])
-                    if key_use:
+                while done < len(rows):
+                    batch = rows[done : done + MAX_BATCH]
+                    try:
+                        await self._insert(batch)
+                        written += len(batch)
+                        done += len(batch)
+                        continue
+                    except Exception as exc:
+                        if _is_outage(exc):
+                            raise
+                    for row in batch:
+                        try:
+                            await self._insert([row])
+                            written += 1
+                        except Exception as exc:
+                            if _is_outage(exc) or not await self._database_answers():
+                                raise
+                            dropped += 1
+                            refusal = exc
+                        done += 1
+                if key_use:
+                    async with self._sessionmaker() as session, session.begin():
                         await record_key_use(session, last_used=key_use)
             except Exception:
-                self._rows[:0] = rows
+                self._rows[:0] = rows[done:]
                 for key_id, when in key_use.items():
                     self._key_use.setdefault(key_id, when)
                 raise
-            return len(rows)
+            finally:
+                if dropped:
+                    self.dropped += dropped
+                    # The error's class and driver message only: SQLAlchemy's text would repeat the rows.
+                    reason = getattr(refusal, "orig", None) or refusal
+                    log.error(
+                        "request_log_rows_dropped",
+                        dropped=dropped,
+                        error=f"{type(reason).__name__}: {str(reason)[:200]}",
+                    )
+            return written
+
+    async def _insert(self, rows: list[dict[str, Any]]) -> None:
+        async with self._sessionmaker() as session, session.begin():
+            await session.execute(insert(RequestLog), rows)
+
+    async def _database_answers(self) -> bool:
+        """Whether the database works (so a row it refused is the row's fault, not an outage's)."""
+        try:
+            async with self._sessionmaker() as session:
+                await session.execute(text("SELECT 1"))
+        except Exception:
+            return False
+        return True
 
     @property
     def pending(self) -> int:

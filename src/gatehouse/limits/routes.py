@@ -10,6 +10,7 @@ from gatehouse.accounts.auth import require
 from gatehouse.accounts.roles import Role
 from gatehouse.deps import PrincipalDep, RuntimeDep, SessionDep
 from gatehouse.errors import BadRequest
+from gatehouse.fields import MAX_DB_INT
 from gatehouse.limits import quotas, service
 from gatehouse.limits.ratelimit import RateLimiter
 from gatehouse.limits.schemas import MyUsage, RateLimitRead, RateLimitUpdate, UsageRead
@@ -77,7 +78,7 @@ async def get_usage(
     runtime: RuntimeDep,
     start: date | None = Query(None, alias="from", description="First day (YYYY-MM-DD); default: today."),
     end: date | None = Query(None, alias="to", description="Last day, inclusive; default: `from`."),
-    user_id: int | None = Query(None, description="Only this user."),
+    user_id: int | None = Query(None, ge=1, le=MAX_DB_INT, description="Only this user."),
 ) -> list[UsageRead]:
     """Usage per user per day, with each user's quotas and the percentage used."""
     today = quotas.quota_day(runtime.settings.quota_timezone)

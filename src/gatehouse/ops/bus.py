@@ -20,6 +20,10 @@ log = get_logger("gatehouse.bus")
 Handler = Callable[[str, dict[str, Any]], Awaitable[None] | None]
 CHANNEL = "events"  # under REDIS_PREFIX
 RECONNECTED = "bus.reconnected"  # delivered locally after a Redis outage: caches must drop everything
+PUBLISH_TIMEOUT = 2.0  # seconds: connect and answer, for one PUBLISH
+HEARTBEAT_SECONDS = 10.0  # a quiet subscription is pinged this often, and dropped when a PING goes unanswered as long
+POLL_SECONDS = 1.0
+MAX_RETRY_SECONDS = 5.0
 
 
 class EventBus:
@@ -56,12 +60,28 @@ class EventBus:
 class RedisEventBus(EventBus):
     """Redis pub/sub: every replica hears every event; its own echo is skipped (already delivered)."""
 
-    def __init__(self, url: str, *, prefix: str) -> None:
+    def __init__(self, url: str, *, prefix: str, heartbeat_seconds: float = HEARTBEAT_SECONDS) -> None:
         super().__init__()
         import redis.asyncio as redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
-        self._redis = redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
+        # Publishing runs inside an admin's request (a revoke, a disable): it must fail fast, not hang.
+        self._redis = redis.Redis.from_url(
+            url, socket_connect_timeout=PUBLISH_TIMEOUT, socket_timeout=PUBLISH_TIMEOUT, retry=Retry(NoBackoff(), 1)
+        )
+        # The listener's errors must reach _listen, which resubscribes and announces RECONNECTED: redis-py's
+        # own retries would reconnect silently, and the events missed meanwhile would go unnoticed.
+        self._listener = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=5,
+            socket_timeout=5,
+            retry=Retry(NoBackoff(), 0),
+            client_name=f"gatehouse-bus-{self.origin}",
+        )
         self._channel = prefix + CHANNEL
+        self._heartbeat = heartbeat_seconds
+        self._poll = min(POLL_SECONDS, heartbeat_seconds / 2)
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
@@ -69,10 +89,11 @@ class RedisEventBus(EventBus):
         await self._deliver(kind, data)
         payload = orjson.dumps({"kind": kind, "data": data, "origin": self.origin})
         try:
-            await self._redis.publish(self._channel, payload)
+            async with asyncio.timeout(PUBLISH_TIMEOUT + 0.5):
+                await self._redis.publish(self._channel, payload)
         except Exception as exc:
             # Other replicas miss this event; their caches expire (AUTH_CACHE_SECONDS) or flush on reconnect.
-            log.error("bus_publish_failed", kind=kind, error=str(exc))
+            log.error("bus_publish_failed", kind=kind, error=f"{type(exc).__name__}: {exc}")
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._listen(), name="gatehouse-bus")
@@ -80,22 +101,62 @@ class RedisEventBus(EventBus):
             await asyncio.wait_for(self._ready.wait(), timeout=5)
 
     async def _listen(self) -> None:
-        first = True
+        # True after any time without a subscription, the very first start included: events may have been
+        # missed, so once subscribed, caches are told to start over.
+        missed = False
+        delay = 1.0
         while True:
             try:
-                async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(self._channel)
-                    if not first:
+                async with self._listener.pubsub() as pubsub:
+                    await self._subscribe(pubsub)
+                    if missed:
+                        log.info("bus_reconnected")
                         await self._deliver(RECONNECTED, {})
-                    first = False
+                    missed = False
+                    delay = 1.0
                     self._ready.set()
-                    async for message in pubsub.listen():
-                        await self._on_message(message)
+                    await self._receive(pubsub)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("bus_disconnected", error=str(exc))
-                await asyncio.sleep(1)
+                missed = True
+                log.warning("bus_disconnected", error=f"{type(exc).__name__}: {exc}", retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_RETRY_SECONDS)
+
+    async def _subscribe(self, pubsub: Any) -> None:
+        """Subscribe and wait for Redis to confirm, so nothing published from here on is missed."""
+        await pubsub.subscribe(self._channel)
+        async with asyncio.timeout(self._heartbeat):
+            while True:
+                message = await pubsub.get_message(timeout=self._poll)
+                if message is not None and message.get("type") == "subscribe":
+                    return
+                if message is not None:
+                    await self._on_message(message)
+
+    async def _receive(self, pubsub: Any) -> None:
+        """Handle messages until the connection fails; raises when it does, or when Redis stops answering."""
+        # A half-open connection (Redis gone without a FIN or RST) reads as silence forever, and redis-py's
+        # pub/sub health check only sends its PING without timing the reply: so ping when quiet, and give up
+        # when the PONG does not come.
+        loop = asyncio.get_running_loop()
+        heard = pinged = loop.time()
+        while True:
+            connection = pubsub.connection
+            if connection is None or not connection.is_connected:
+                raise ConnectionError("the subscription's connection was closed")
+            message = await pubsub.get_message(timeout=self._poll)
+            now = loop.time()
+            if message is not None:
+                heard = now
+                await self._on_message(message)
+            elif pinged > heard:
+                if now - pinged > self._heartbeat:
+                    raise ConnectionError(f"Redis did not answer a PING within {self._heartbeat:g} s")
+            elif now - heard >= self._heartbeat:
+                await pubsub.ping()
+                pinged = now
 
     async def _on_message(self, message: dict[str, Any]) -> None:
         if message.get("type") != "message":
@@ -114,6 +175,7 @@ class RedisEventBus(EventBus):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self._redis.aclose()
+        await self._listener.aclose()
 
 
 def create_bus(redis_url: str, prefix: str) -> EventBus:

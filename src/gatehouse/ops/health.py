@@ -11,7 +11,9 @@ from starlette.responses import JSONResponse
 from gatehouse.accounts.auth import public
 from gatehouse.db.migrate import current_revisions
 from gatehouse.deps import RuntimeDep
+from gatehouse.ops.logging import get_logger
 
+log = get_logger("gatehouse.health")
 router = APIRouter(tags=["health"])
 READY_TIMEOUT = 2.0
 
@@ -28,12 +30,15 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
     checks: dict[str, str] = {}
     try:
         async with asyncio.timeout(READY_TIMEOUT):
-            async with runtime.engine.connect() as conn:
+            # Read-only: on SQLite a probe must not queue behind a writer for the write lock.
+            async with runtime.read_engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
             checks["database"] = "ok"
-            current = await current_revisions(runtime.engine)
+            current = await current_revisions(runtime.read_engine)
     except Exception as exc:
-        checks["database"] = f"failed: {type(exc).__name__}: {exc}"[:300]
+        # This route is public: the driver's text (hosts, users, paths) goes to the log, not to the caller.
+        log.error("readiness_database_failed", error=f"{type(exc).__name__}: {exc}")
+        checks["database"] = f"database unreachable: {type(exc).__name__}; see the server log"
         return JSONResponse({"status": "unavailable", "failed": "database", "checks": checks}, status_code=503)
     if set(current) != set(runtime.head_revisions):
         checks["migrations"] = (

@@ -1,4 +1,4 @@
-"""Pure-ASGI middleware: request id, access log and body-size limit in one pass."""
+"""Pure-ASGI middleware: request id, access log, body-size limit and the last-resort 500, in one pass."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import orjson
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gatehouse.errors import PayloadTooLarge, error_body, is_ollama_path
+from gatehouse.errors import GatehouseError, PayloadTooLarge, error_body, is_ollama_path
 from gatehouse.ops.logging import get_logger
 
 log = get_logger("gatehouse.access")
 REQUEST_ID_HEADER = b"x-request-id"
-_MAX_INCOMING_ID = 128
+MAX_INCOMING_ID = 64  # request_log.request_id is String(64): a longer id would fail its INSERT
 
 
 def _incoming_request_id(scope: Scope) -> str | None:
@@ -23,14 +23,15 @@ def _incoming_request_id(scope: Scope) -> str | None:
         if name == REQUEST_ID_HEADER:
             text: str = value.decode("latin-1")
             # Accept a caller's id only when it is short and printable, so it cannot forge log lines.
-            if 0 < len(text) <= _MAX_INCOMING_ID and text.isprintable():
+            if 0 < len(text) <= MAX_INCOMING_ID and text.isprintable():
                 return text
             return None
     return None
 
 
 class RequestContextMiddleware:
-    """Gives every request an id (X-Request-ID in and out), logs one access line, caps the body size."""
+    """Gives every request an id (X-Request-ID in and out), logs one access line, caps the body size, and
+    turns an unhandled exception into the JSON 500 (with the request id) after logging its traceback."""
 
     def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
         self.app = app
@@ -52,7 +53,7 @@ class RequestContextMiddleware:
 
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
-                await self._too_large(scope, send, header_value)
+                await _send_error(send, self._too_large(), scope, header_value)
                 self._log(scope, 413, started)
                 return
 
@@ -62,7 +63,7 @@ class RequestContextMiddleware:
             # route, whatever parses it, and the app reads the same bytes from memory.
             first = await _read_body(receive, limit)
             if first is None:
-                await self._too_large(scope, send, header_value)
+                await _send_error(send, self._too_large(), scope, header_value)
                 self._log(scope, 413, started)
                 return
             replayed = False
@@ -74,33 +75,31 @@ class RequestContextMiddleware:
                     return first
                 return await receive()
 
+        started_response = False
+
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started_response
             if message["type"] == "http.response.start":
                 status = message["status"]
+                started_response = True
                 message["headers"] = [*message.get("headers", ()), (REQUEST_ID_HEADER, header_value)]
             await send(message)
 
         try:
             await self.app(scope, app_receive, send_with_id)
+        except Exception:
+            if started_response:
+                raise  # too late for an error body: the server aborts the response (and logs the traceback)
+            # A bug: the traceback goes to the log (never the request body), the caller gets an id to quote.
+            log.exception("unhandled_error", method=scope["method"], path=scope["path"])
+            status = 500
+            detail = f"Internal error; the request id is {request_id}: quote it to an operator."
+            await _send_error(send, GatehouseError(detail), scope, header_value)
         finally:
             self._log(scope, status, started)
 
-    async def _too_large(self, scope: Scope, send: Send, request_id: bytes) -> None:
-        err = PayloadTooLarge(f"Request body exceeds {self.max_body_bytes} bytes (MAX_REQUEST_BYTES)")
-        body = orjson.dumps(error_body(err, ollama=is_ollama_path(scope["path"])))
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (REQUEST_ID_HEADER, request_id),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+    def _too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(f"Request body exceeds {self.max_body_bytes} bytes (MAX_REQUEST_BYTES)")
 
     @staticmethod
     def _log(scope: Scope, status: int, started: float) -> None:
@@ -121,6 +120,23 @@ class RequestContextMiddleware:
 
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+async def _send_error(send: Send, error: GatehouseError, scope: Scope, request_id: bytes) -> None:
+    """A complete JSON error response, in the caller's protocol, carrying the request id."""
+    body = orjson.dumps(error_body(error, ollama=is_ollama_path(scope["path"])))
+    await send(
+        {
+            "type": "http.response.start",
+            "status": error.status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (REQUEST_ID_HEADER, request_id),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _read_body(receive: Receive, limit: int) -> Message | None:

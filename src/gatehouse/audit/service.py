@@ -1,0 +1,169 @@
+"""Recording, querying and verifying the audit log. `record` runs in the caller's transaction, so an
+event exists exactly when its change does."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gatehouse.audit.chain import PURGE_ACTION, Break, Verifier, canonical_details, purge_anchor, row_hash
+from gatehouse.audit.models import AuditEvent, AuditHead
+from gatehouse.db.base import utcnow
+
+HEAD_ID = 1
+VERIFY_BATCH = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who acts: a user (through a console session or an API key), the system, or a job."""
+
+    type: str
+    user_id: int | None = None
+    key_id: int | None = None
+    label: str | None = None
+    ip: str | None = None
+    request_id: str | None = None
+
+    @classmethod
+    def system(cls, label: str = "system") -> Actor:
+        return cls(type="system", label=label)
+
+    @classmethod
+    def job(cls, name: str) -> Actor:
+        return cls(type="job", label=name)
+
+
+async def record(
+    session: AsyncSession,
+    *,
+    actor: Actor,
+    action: str,
+    target_type: str | None = None,
+    target_id: int | str | None = None,
+    details: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Append one event to the chain, in the caller's transaction."""
+    # Locking the head serializes appends across replicas (PostgreSQL row lock; SQLite has one writer).
+    head = await session.get(AuditHead, HEAD_ID, with_for_update=True)
+    if head is None:
+        head = AuditHead(id=HEAD_ID, last_id=0, last_hash="0" * 64)
+        session.add(head)
+    fields: dict[str, Any] = {
+        "created_at": utcnow(),
+        "actor_type": actor.type,
+        "actor_id": actor.user_id,
+        "actor_key_id": actor.key_id,
+        "actor_label": actor.label,
+        "client_ip": actor.ip,
+        "action": action,
+        "target_type": target_type,
+        "target_id": str(target_id) if target_id is not None else None,
+        "details": canonical_details(details),
+        "request_id": actor.request_id,
+    }
+    event = AuditEvent(**fields, prev_hash=head.last_hash, hash=row_hash(head.last_hash, fields))
+    session.add(event)
+    await session.flush()
+    head.last_id, head.last_hash = event.id, event.hash
+    await session.flush()
+    return event
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """What to list; every field is optional."""
+
+    action: str | None = None
+    actor_id: int | None = None
+    target_type: str | None = None
+    target_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+async def list_events(
+    session: AsyncSession,
+    *,
+    where: AuditFilter,
+    before_id: int | None = None,
+    after_id: int | None = None,
+    limit: int = 100,
+) -> Sequence[AuditEvent]:
+    """Events matching `where`, newest first (or oldest first after `after_id`), at most `limit`."""
+    query = select(AuditEvent)
+    if where.action:
+        # "key." lists every key event; "key.created" only those.
+        query = query.where(
+            AuditEvent.action.startswith(where.action)
+            if where.action.endswith(".")
+            else AuditEvent.action == where.action
+        )
+    if where.actor_id is not None:
+        query = query.where(AuditEvent.actor_id == where.actor_id)
+    if where.target_type:
+        query = query.where(AuditEvent.target_type == where.target_type)
+    if where.target_id:
+        query = query.where(AuditEvent.target_id == where.target_id)
+    if where.since:
+        query = query.where(AuditEvent.created_at >= where.since)
+    if where.until:
+        query = query.where(AuditEvent.created_at < where.until)
+    if after_id is not None:
+        query = query.where(AuditEvent.id > after_id).order_by(AuditEvent.id)
+    else:
+        if before_id is not None:
+            query = query.where(AuditEvent.id < before_id)
+        query = query.order_by(AuditEvent.id.desc())
+    return (await session.execute(query.limit(limit))).scalars().all()
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The result of `verify_chain`."""
+
+    checked: int
+    broken: Break | None
+
+    @property
+    def ok(self) -> bool:
+        return self.broken is None
+
+
+async def verify_chain(session: AsyncSession) -> Verification:
+    """Walk the whole chain in id order (in batches) and report the first break."""
+    anchors = [
+        anchor
+        for details in (
+            await session.execute(select(AuditEvent.details).where(AuditEvent.action == PURGE_ACTION))
+        ).scalars()
+        if (anchor := purge_anchor(details)) is not None
+    ]
+    verifier = Verifier(anchors)
+    last_id = 0
+    while True:
+        batch = (
+            (
+                await session.execute(
+                    select(AuditEvent).where(AuditEvent.id > last_id).order_by(AuditEvent.id).limit(VERIFY_BATCH)
+                )
+            )
+            .scalars()
+            .all()
+        )
+        if not batch:
+            break
+        for row in batch:
+            broken = verifier.check(row)
+            if broken is not None:
+                return Verification(verifier.count, broken)
+        last_id = batch[-1].id
+        session.expunge_all()
+    head = await session.get(AuditHead, HEAD_ID)
+    head_id = head.last_id if head is not None and head.last_id else None
+    return Verification(verifier.count, verifier.finish(head_id, head.last_hash if head else None))
