@@ -17,12 +17,14 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.services import create_postgres_database, drop_postgres_database, redis_server
 
 from gatehouse.accounts import service
-from gatehouse.db.engine import create_engine, create_sessionmaker
+from gatehouse.db.engine import create_autocommit_engine, create_engine, create_sessionmaker
 from gatehouse.db.migrate import upgrade
 from gatehouse.limits import quotas
 from gatehouse.limits.ratelimit import RateLimiter
@@ -58,12 +60,16 @@ async def measure(database_url: str, redis_url: str, requests: int) -> dict[str,
             session, email=f"bench-{time.time_ns()}@example.com", messages_per_day=10**9, tokens_per_day=10**12
         )
     day = quotas.quota_day("UTC")
+    statements = create_autocommit_engine(settings)  # what the gateway uses (Runtime.autocommit_engine)
 
-    async def reserve_and_settle() -> None:
-        reservation = await quotas.reserve(
-            engine, user_id=user.id, day=day, messages=1, prompt=120, want_completion=256, timezone="UTC"
-        )
-        await quotas.settle(engine, reservation, tokens=150)
+    def reserve_and_settle(target: AsyncEngine) -> Callable[[], Awaitable[None]]:
+        async def step() -> None:
+            reservation = await quotas.reserve(
+                target, user_id=user.id, day=day, messages=1, prompt=120, want_completion=256, timezone="UTC"
+            )
+            await quotas.settle(target, reservation, tokens=150)
+
+        return step
 
     limiter = RateLimiter(settings, sessionmaker)
     await limiter.start()
@@ -73,12 +79,14 @@ async def measure(database_url: str, redis_url: str, requests: int) -> dict[str,
 
     try:
         return {
-            "reserve + settle": await _time(requests, reserve_and_settle) * 1e6,
+            "reserve + settle (autocommit, as served)": await _time(requests, reserve_and_settle(statements)) * 1e6,
+            "reserve + settle (in BEGIN/COMMIT)": await _time(requests, reserve_and_settle(engine)) * 1e6,
             f"rate-limit check ({'redis' if redis_url else 'memory'})": await _time(requests, rate_check) * 1e6,
         }
     finally:
         await limiter.clear()
         await limiter.close()
+        await statements.dispose()
         await engine.dispose()
 
 

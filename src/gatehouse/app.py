@@ -15,7 +15,7 @@ from gatehouse.accounts.bootstrap import BootstrapResult, bootstrap_admin, descr
 from gatehouse.accounts.passwords import prepare_dummy_hash
 from gatehouse.accounts.principal import AuthCache
 from gatehouse.accounts.routes import router as accounts_router
-from gatehouse.db.engine import create_engine, create_sessionmaker, read_only
+from gatehouse.db.engine import create_autocommit_engine, create_engine, create_sessionmaker, read_only
 from gatehouse.db.migrate import head_revisions, upgrade
 from gatehouse.errors import install_handlers
 from gatehouse.gateway.requestlog import RequestLogWriter
@@ -106,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sessionmaker=sessionmaker,
             read_engine=read_engine,
             read_sessionmaker=create_sessionmaker(read_engine),
+            autocommit_engine=create_autocommit_engine(settings),
             bus=bus,
             auth_cache=auth_cache,
             upstreams=upstreams,
@@ -137,6 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     request_log.close,
                     upstreams.close,
                     bus.close,
+                    runtime.autocommit_engine.dispose,
                     engine.dispose,
                 ]
             )

@@ -29,6 +29,7 @@ class Runtime:
     sessionmaker: async_sessionmaker[AsyncSession]
     read_engine: AsyncEngine  # the same pool; SQLite transactions on it begin deferred (db/engine.py read_only)
     read_sessionmaker: async_sessionmaker[AsyncSession]  # for lookups that never write (auth, readiness)
+    autocommit_engine: AsyncEngine  # the same pool, for single atomic statements (quota reserve/settle)
     bus: EventBus
     auth_cache: AuthCache
     upstreams: UpstreamRegistry

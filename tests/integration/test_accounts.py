@@ -532,8 +532,10 @@ async def test_warm_key_chat_reads_nothing_and_log_is_batched(database_url: str,
         def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
             statements.append(" ".join(statement.split()))
 
-        engine = harness.runtime.engine.sync_engine
-        event.listen(engine, "before_cursor_execute", record)
+        # Every engine of the process: the main one and the one for single atomic statements (quotas).
+        engines = [harness.runtime.engine.sync_engine, harness.runtime.autocommit_engine.sync_engine]
+        for engine in engines:
+            event.listen(engine, "before_cursor_execute", record)
         try:
             hot = await harness.client.post("/v1/chat/completions", json=CHAT, headers=key)
             assert hot.status_code == 200, hot.text
@@ -550,7 +552,8 @@ async def test_warm_key_chat_reads_nothing_and_log_is_batched(database_url: str,
             statements.clear()
             assert await harness.runtime.request_log.flush() == 1
         finally:
-            event.remove(engine, "before_cursor_execute", record)
+            for engine in engines:
+                event.remove(engine, "before_cursor_execute", record)
 
         writes = [s for s in statements if not s.upper().startswith("BEGIN")]
         assert len(writes) == 2, writes

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from gatehouse.settings import Settings
 
 READ_ONLY_OPTION = "gatehouse_read_only"
+AUTOCOMMIT_OPTION = "gatehouse_autocommit"
 
 
 def ensure_sqlite_directory(database_url: str) -> None:
@@ -60,7 +61,10 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         # fails at once with "database is locked" when another writer got in between (busy_timeout
         # does not apply to that upgrade). SQLite has one writer at a time either way. A read-only
         # connection (see read_only) begins deferred: in WAL it reads a snapshot and never waits for a writer.
-        if connection.get_execution_options().get(READ_ONLY_OPTION):
+        options = connection.get_execution_options()
+        if options.get(AUTOCOMMIT_OPTION):
+            return  # each statement is its own transaction (see create_autocommit_engine)
+        if options.get(READ_ONLY_OPTION):
             connection.exec_driver_sql("BEGIN")
         else:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
@@ -72,6 +76,35 @@ def read_only(engine: AsyncEngine) -> AsyncEngine:
     A write through it may fail with "database is locked" on SQLite; PostgreSQL ignores the option.
     """
     return engine.execution_options(**{READ_ONLY_OPTION: True})
+
+
+def create_autocommit_engine(settings: Settings) -> AsyncEngine:
+    """A small engine of its own for single atomic statements (the quota reservation and settlement).
+
+    Each statement is its own transaction: no BEGIN/COMMIT round trips around it (on SQLite it takes the
+    write lock by itself). Autocommit is set once per connection, not at every checkout, and a connection
+    goes back to the pool without a ROLLBACK: both would cost a round trip per request.
+    """
+    url = make_url(settings.database_url)
+    kwargs: dict[str, Any] = {
+        "isolation_level": "AUTOCOMMIT",
+        "pool_reset_on_return": None,
+        "execution_options": {AUTOCOMMIT_OPTION: True},  # tells SQLite's begin hook not to open a transaction
+    }
+    if url.get_backend_name() == "sqlite":
+        ensure_sqlite_directory(settings.database_url)
+        engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
+        _configure_sqlite(engine)
+        return engine
+    size = max(2, settings.db_pool_size // 2)
+    return create_async_engine(
+        url,
+        pool_size=size,
+        max_overflow=size,
+        pool_recycle=1800,
+        connect_args={"server_settings": {"application_name": "gatehouse"}, "timeout": 10},
+        **kwargs,
+    )
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

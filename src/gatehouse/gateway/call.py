@@ -78,7 +78,7 @@ async def admit(runtime: Runtime, call: Call, *, prompt_bound: int, want_complet
         await limiter.hit(call.endpoint, user)
         settings = runtime.settings
         call.reservation = await quotas.reserve(
-            runtime.engine,
+            runtime.autocommit_engine,
             user_id=call.principal.user_id,
             day=quotas.quota_day(settings.quota_timezone),
             messages=1 if call.endpoint == "chat" else 0,
@@ -144,7 +144,10 @@ async def finish(runtime: Runtime, call: Call) -> None:
         # one the client walked away from still does.
         refund = call.produced_nothing and call.error_code not in (None, "client_disconnected")
         await quotas.settle(
-            runtime.engine, call.reservation, tokens=call.prompt_tokens + call.completion_tokens, refund_message=refund
+            runtime.autocommit_engine,
+            call.reservation,
+            tokens=call.prompt_tokens + call.completion_tokens,
+            refund_message=refund,
         )
 
 

@@ -24,7 +24,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Table, and_, case, or_, select, update
+from sqlalchemy import Table, and_, bindparam, case, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -124,36 +124,55 @@ def embedding_bound(value: Any) -> int:
 # --- reserve and settle -----------------------------------------------------------------------------
 
 
-def _insert_counter(dialect: str, user_id: int, day: date) -> Any:
-    values = {
-        "user_id": user_id,
-        "day": day,
-        "messages": 0,
-        "tokens": 0,
-        "reserved_tokens": 0,
-        "last_grant": 0,
-        "updated_at": datetime.now(UTC),
-    }
-    builder = pg_insert if dialect == "postgresql" else sqlite_insert
-    return builder(_uc).values(**values).on_conflict_do_nothing(index_elements=["user_id", "day"])
-
-
-def _reserve_statement(user_id: int, day: date, messages: int, need: int, want: int) -> Any:
-    available = _token_limit - _uc.c.tokens - _uc.c.reserved_tokens
-    grant = case((_token_limit.is_(None), 0), (available < want, available), else_=want)
-    return (
-        update(_uc)
-        .where(_uc.c.user_id == user_id, _uc.c.day == day)
-        .where(or_(_message_limit.is_(None), _uc.c.messages + messages <= _message_limit))
-        .where(or_(_token_limit.is_(None), available >= need))
-        .values(
-            messages=_uc.c.messages + messages,
-            reserved_tokens=_uc.c.reserved_tokens + grant,
-            last_grant=grant,
-            updated_at=datetime.now(UTC),
-        )
-        .returning(_uc.c.last_grant)
+# The statements are built once, with bind parameters: building a SQLAlchemy expression costs more than
+# executing it, and a statement object reused keeps its compiled form in SQLAlchemy's cache.
+# (Names prefixed: SQLAlchemy reserves column names for the SET clause's own parameters.)
+_PARAMS = ("user_id", "day", "messages", "need", "want", "now", "tokens", "grant")
+_p: dict[str, Any] = {name: bindparam("p_" + name) for name in _PARAMS}
+_available = _token_limit - _uc.c.tokens - _uc.c.reserved_tokens
+_grant = case((_token_limit.is_(None), 0), (_available < _p["want"], _available), else_=_p["want"])
+_RESERVE = (
+    update(_uc)
+    .where(_uc.c.user_id == _p["user_id"], _uc.c.day == _p["day"])
+    .where(or_(_message_limit.is_(None), _uc.c.messages + _p["messages"] <= _message_limit))
+    .where(or_(_token_limit.is_(None), _available >= _p["need"]))
+    .values(
+        messages=_uc.c.messages + _p["messages"],
+        reserved_tokens=_uc.c.reserved_tokens + _grant,
+        last_grant=_grant,
+        updated_at=_p["now"],
     )
+    .returning(_uc.c.last_grant)
+)
+_released = _uc.c.reserved_tokens - _p["grant"]
+_settle_values: dict[str, Any] = {
+    "tokens": _uc.c.tokens + _p["tokens"],
+    # Never below zero: a counter reset (`gatehouse usage reset`) may have dropped the reservation.
+    "reserved_tokens": case((_released < 0, 0), else_=_released),
+    "updated_at": _p["now"],
+}
+_SETTLE = update(_uc).where(_uc.c.user_id == _p["user_id"], _uc.c.day == _p["day"]).values(**_settle_values)
+_SETTLE_REFUND = _SETTLE.values(
+    messages=case((_uc.c.messages >= _p["messages"], _uc.c.messages - _p["messages"]), else_=0)
+)
+_INSERT = {
+    dialect: builder(_uc)
+    .values(
+        user_id=_p["user_id"],
+        day=_p["day"],
+        messages=0,
+        tokens=0,
+        reserved_tokens=0,
+        last_grant=0,
+        updated_at=_p["now"],
+    )
+    .on_conflict_do_nothing(index_elements=["user_id", "day"])
+    for dialect, builder in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
+}
+
+
+def _bind(**values: Any) -> dict[str, Any]:
+    return {"p_" + name: value for name, value in values.items()}
 
 
 async def reserve(
@@ -161,14 +180,16 @@ async def reserve(
 ) -> Reservation:
     """Admit a request if it fits today's quotas, holding its tokens; else raise QuotaExceeded (429)."""
     need = prompt + (1 if messages else 0)
-    want = prompt + want_completion
-    statement = _reserve_statement(user_id, day, messages, need, want)
-    async with engine.begin() as conn:
-        grant = (await conn.execute(statement)).scalar_one_or_none()
+    params = _bind(
+        user_id=user_id, day=day, messages=messages, need=need, want=prompt + want_completion, now=datetime.now(UTC)
+    )
+    # `engine` runs statements in autocommit (db.engine.create_autocommit_engine): each is atomic on its own.
+    async with engine.connect() as conn:
+        grant = (await conn.execute(_RESERVE, params)).scalar_one_or_none()
         if grant is None:
             # No row yet today (the first request of the day), or over quota: create the row, try once more.
-            await conn.execute(_insert_counter(engine.dialect.name, user_id, day))
-            grant = (await conn.execute(statement)).scalar_one_or_none()
+            await conn.execute(_INSERT[engine.dialect.name], params)
+            grant = (await conn.execute(_RESERVE, params)).scalar_one_or_none()
     if grant is None:
         raise await _refusal(engine, user_id=user_id, day=day, messages=messages, need=need, timezone=timezone)
     return Reservation(user_id=user_id, day=day, messages=messages, grant=int(grant), prompt_bound=prompt)
@@ -176,21 +197,19 @@ async def reserve(
 
 async def settle(engine: AsyncEngine, reservation: Reservation, *, tokens: int, refund_message: bool = False) -> None:
     """Replace the reservation by the actual usage (on success, failure, disconnect or termination)."""
-    released = _uc.c.reserved_tokens - reservation.grant
-    values: dict[str, Any] = {
-        "tokens": _uc.c.tokens + tokens,
-        # Never below zero: a counter reset (`gatehouse usage reset`) may have dropped the reservation.
-        "reserved_tokens": case((released < 0, 0), else_=released),
-        "updated_at": datetime.now(UTC),
-    }
-    if refund_message and reservation.messages:
-        values["messages"] = case((_uc.c.messages > 0, _uc.c.messages - reservation.messages), else_=0)
     if reservation.grant and tokens > reservation.grant:
         log.warning("usage_exceeded_reservation", user_id=reservation.user_id, tokens=tokens, grant=reservation.grant)
-    async with engine.begin() as conn:
-        await conn.execute(
-            update(_uc).where(_uc.c.user_id == reservation.user_id, _uc.c.day == reservation.day).values(**values)
-        )
+    params = _bind(
+        user_id=reservation.user_id,
+        day=reservation.day,
+        tokens=tokens,
+        grant=reservation.grant,
+        messages=reservation.messages,
+        now=datetime.now(UTC),
+    )
+    statement = _SETTLE_REFUND if refund_message and reservation.messages else _SETTLE
+    async with engine.connect() as conn:
+        await conn.execute(statement, params)
 
 
 async def _refusal(
