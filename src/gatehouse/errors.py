@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -150,6 +153,32 @@ def describe_validation(errors: list[Any]) -> tuple[str, str | None]:
     return "Invalid request: " + "; ".join(parts) + more, first_field
 
 
+# Driver errors that mean "cannot get or keep a connection" (not a bug in a statement).
+_UNAVAILABLE_ERRORS = frozenset(
+    {
+        "TooManyConnectionsError",
+        "CannotConnectNowError",
+        "ConnectionDoesNotExistError",
+        "ConnectionFailureError",
+        "InterfaceError",
+    }
+)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether a database error means the database is out of reach or out of connections (a 503)."""
+    if isinstance(exc, (SQLAlchemyTimeoutError, OperationalError, ConnectionError)):
+        # ConnectionError: asyncpg's connect failures arrive unwrapped (upstream ones are caught in providers).
+        return True
+    if isinstance(exc, DBAPIError):
+        return (
+            bool(exc.connection_invalidated)
+            or type(exc.orig).__name__ in _UNAVAILABLE_ERRORS
+            or ("too many clients" in str(exc.orig))
+        )
+    return False
+
+
 HTTP_CODES = {
     400: BadRequest,
     401: Unauthorized,
@@ -185,6 +214,20 @@ def install_handlers(app: FastAPI) -> None:
         err = cls(detail, status=exc.status_code, headers=dict(exc.headers or {}))
         return error_response(err, ollama=is_ollama_path(request.url.path))
 
+    async def on_database_error(request: Request, exc: Exception) -> Response:
+        if not database_unavailable(exc):
+            raise exc
+        logging.getLogger("gatehouse.db").warning("database_unavailable: %s", type(exc).__name__)
+        err = Unavailable(
+            "The database is unavailable or out of connections: retry in a moment.",
+            code="database_unavailable",
+            headers={"retry-after": "1"},
+        )
+        return error_response(err, ollama=is_ollama_path(request.url.path))
+
+    app.add_exception_handler(DBAPIError, on_database_error)
+    app.add_exception_handler(ConnectionError, on_database_error)
+    app.add_exception_handler(SQLAlchemyTimeoutError, on_database_error)
     app.add_exception_handler(GatehouseError, on_gatehouse_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
