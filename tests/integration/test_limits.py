@@ -159,3 +159,21 @@ def test_prompt_bound_is_never_below_the_bytes() -> None:
     assert with_image >= 101
     assert quotas.embedding_bound(["ab", "cd"]) >= 4
     assert quotas.resets_at("Europe/Berlin", date(2026, 11, 21)).isoformat() == "2026-11-21T23:00:00+00:00"
+
+
+async def test_refusals_are_counted_in_prometheus(harness: Harness) -> None:
+    from prometheus_client import REGISTRY
+
+    def sample(name: str, labels: dict[str, str]) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    quota_before = sample("quota_blocks_total", {"kind": "messages"})
+    limit_before = sample("rate_limit_hits_total", {"action": "key_create"})
+    _, key = await _user(harness, messages_per_day=0)
+    assert (
+        await harness.client.post("/v1/chat/completions", json=CHAT, headers=harness.as_key(key))
+    ).status_code == 429
+    await harness.client.put("/admin/rate-limits", json={"limits": {"key_create": 0}})
+    assert (await harness.client.post("/me/keys", json={"name": "x"})).status_code == 429
+    assert sample("quota_blocks_total", {"kind": "messages"}) == quota_before + 1
+    assert sample("rate_limit_hits_total", {"action": "key_create"}) == limit_before + 1
