@@ -50,14 +50,24 @@ async def _load_key_principal(runtime: Runtime, key_hash: str) -> Principal | No
     async with runtime.read_sessionmaker() as session:
         row = (
             await session.execute(
-                select(ApiKey.id, ApiKey.expires_at, ApiKey.revoked_at, User.id, User.email, User.role, User.status)
+                select(
+                    ApiKey.id,
+                    ApiKey.expires_at,
+                    ApiKey.revoked_at,
+                    User.id,
+                    User.email,
+                    User.role,
+                    User.status,
+                    User.blocked_at,
+                    User.blocked_until,
+                )
                 .join(User, User.id == ApiKey.user_id)
                 .where(ApiKey.key_hash == key_hash)
             )
         ).first()
     if row is None or row[2] is not None:
         return None
-    key_id, expires_at, _revoked, user_id, email, role, status = row
+    key_id, expires_at, _revoked, user_id, email, role, status, blocked_at, blocked_until = row
     return Principal(
         user_id=user_id,
         email=email,
@@ -65,6 +75,8 @@ async def _load_key_principal(runtime: Runtime, key_hash: str) -> Principal | No
         status=UserStatus(status),
         key_id=key_id,
         key_expires_at=expires_at,
+        blocked_at=blocked_at,
+        blocked_until=blocked_until,
     )
 
 
@@ -73,7 +85,16 @@ async def principal_for_session(runtime: Runtime, request: Request, token: str) 
     async with runtime.read_sessionmaker() as session:
         row = (
             await session.execute(
-                select(UserSession.id, UserSession.expires_at, User.id, User.email, User.role, User.status)
+                select(
+                    UserSession.id,
+                    UserSession.expires_at,
+                    User.id,
+                    User.email,
+                    User.role,
+                    User.status,
+                    User.blocked_at,
+                    User.blocked_until,
+                )
                 .join(User, User.id == UserSession.user_id)
                 .where(UserSession.token_hash == hash_token(token))
             )
@@ -88,8 +109,16 @@ async def principal_for_session(runtime: Runtime, request: Request, token: str) 
                 "returned at login (also in the gatehouse_csrf cookie).",
                 code="csrf_failed",
             )
-    session_id, _expires, user_id, email, role, status = row
-    return Principal(user_id=user_id, email=email, role=Role(role), status=UserStatus(status), session_id=session_id)
+    session_id, _expires, user_id, email, role, status, blocked_at, blocked_until = row
+    return Principal(
+        user_id=user_id,
+        email=email,
+        role=Role(role),
+        status=UserStatus(status),
+        session_id=session_id,
+        blocked_at=blocked_at,
+        blocked_until=blocked_until,
+    )
 
 
 def bearer_token(request: Request) -> str | None:
@@ -109,6 +138,11 @@ def check_status(principal: Principal) -> None:
         raise Forbidden("This account is disabled: ask an administrator.", code="account_disabled")
     if principal.status is UserStatus.PENDING:
         raise Forbidden("This account is pending approval: ask an administrator.", code="account_pending")
+    if principal.blocked_now(utcnow()):
+        # The operator's reason is an internal note: the caller learns only that, and until when.
+        until = principal.blocked_until
+        when = f" until {until.strftime('%Y-%m-%d %H:%M UTC')}" if until else ""
+        raise Forbidden(f"This account is blocked{when}: ask an administrator.", code="account_blocked")
 
 
 async def resolve_principal(request: Request, runtime: Runtime) -> Principal:

@@ -27,6 +27,11 @@ class User(Base):
     # Daily quotas; None means unlimited. New users get DEFAULT_MESSAGES_PER_DAY / DEFAULT_TOKENS_PER_DAY.
     messages_per_day: Mapped[int | None] = mapped_column(Integer)
     tokens_per_day: Mapped[int | None] = mapped_column(BigInteger)
+    # Moderation: blocked while blocked_at is set and blocked_until is empty or still ahead.
+    blocked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    blocked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    block_reason: Mapped[str | None] = mapped_column(String(1000))  # internal note: never shown to the user
+    blocked_by: Mapped[int | None] = mapped_column(Integer)
 
     keys: Mapped[list[ApiKey]] = relationship(back_populates="user", lazy="raise")
 
