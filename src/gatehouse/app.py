@@ -11,10 +11,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from gatehouse import __version__
+from gatehouse.accounts.admin_routes import router as admin_users_router
 from gatehouse.accounts.bootstrap import BootstrapResult, bootstrap_admin, describe
+from gatehouse.accounts.invite_routes import router as invite_router
+from gatehouse.accounts.key_routes import router as keys_router
 from gatehouse.accounts.passwords import prepare_dummy_hash
 from gatehouse.accounts.principal import AuthCache
 from gatehouse.accounts.routes import router as accounts_router
+from gatehouse.audit.routes import router as audit_router
 from gatehouse.db.engine import create_autocommit_engine, create_engine, create_sessionmaker, read_only
 from gatehouse.db.migrate import head_revisions, upgrade
 from gatehouse.errors import install_handlers
@@ -153,6 +157,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_handlers(app)
     app.include_router(health_router)
     app.include_router(accounts_router)
+    app.include_router(invite_router)
+    app.include_router(admin_users_router)
+    app.include_router(keys_router)
+    app.include_router(audit_router)
     app.include_router(gateway_router)
     app.include_router(limits_router)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes)

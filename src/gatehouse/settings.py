@@ -43,6 +43,12 @@ class Environment(StrEnum):
     PROD = "prod"
 
 
+class SignupMode(StrEnum):
+    INVITE = "invite"  # POST /auth/signup needs an invite
+    OPEN = "open"  # anyone may sign up; an invite, when given, sets the role
+    CLOSED = "closed"  # nobody signs up: admins create users
+
+
 class LogFormat(StrEnum):
     JSON = "json"
     CONSOLE = "console"
@@ -99,6 +105,9 @@ class Settings(BaseSettings):
 
     jwt_secret: SecretStr = SecretStr("")
     session_ttl_hours: int = Field(default=24 * 7, ge=1)
+    login_backoff_max_seconds: float = Field(default=8.0, ge=0)  # 0: no delay after failed logins
+
+    signup_mode: SignupMode = SignupMode.INVITE
 
     bootstrap_admin_email: str = "admin@example.com"
     bootstrap_admin_password: SecretStr = SecretStr("")

@@ -70,3 +70,17 @@ def test_user_disabled_on_one_replica_is_refused_by_the_other(
             _refused_within(lambda: on_b.get("/v1/models").status_code, 403, 1.0)
             assert admin_a.post(f"/admin/users/{user_id}/enable").status_code == 200
             _refused_within(lambda: on_b.get("/v1/models").status_code, 200, 1.0)
+
+
+def test_user_blocked_on_one_replica_is_refused_by_the_other(replicas: tuple[GatehouseServer, GatehouseServer]) -> None:
+    a, b = replicas
+    with a.client() as admin_a:
+        user_id, _, key = _new_user_key(admin_a)
+        with b.client(key) as on_b:
+            assert on_b.post("/v1/chat/completions", json=CHAT).status_code == 200  # B has cached the key
+            assert admin_a.post(f"/admin/users/{user_id}/block", json={"reason": "abuse"}).status_code == 200
+            waited = _refused_within(lambda: on_b.post("/v1/chat/completions", json=CHAT).status_code, 403, 1.0)
+            assert on_b.post("/v1/chat/completions", json=CHAT).json()["error"]["code"] == "account_blocked"
+            assert admin_a.post(f"/admin/users/{user_id}/unblock").status_code == 200
+            _refused_within(lambda: on_b.post("/v1/chat/completions", json=CHAT).status_code, 200, 1.0)
+    assert waited < 1.0

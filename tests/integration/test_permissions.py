@@ -34,6 +34,7 @@ REQUEST_TIMEOUT = 15  # seconds; the in-process transport buffers whole answers,
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 ANONYMOUS = "anonymous"
 DISABLED = "disabled"
+BLOCKED = "blocked"
 
 
 @pytest.fixture(autouse=True)
@@ -195,6 +196,11 @@ async def _callers(harness: Harness) -> dict[str, str | None]:
     keys[DISABLED] = disabled_key
     assert (await harness.client.get("/me", headers=harness.as_key(disabled_key))).status_code == 200  # now cached
     assert (await harness.client.post(f"/admin/users/{disabled_id}/disable")).status_code == 200
+    # A blocked admin (a second superadmin stays active, so blocking is allowed): blocked outranks any role.
+    blocked_id, blocked_key = await _member(harness, Role.ADMIN, "matrix-blocked@example.com")
+    keys[BLOCKED] = blocked_key
+    assert (await harness.client.get("/me", headers=harness.as_key(blocked_key))).status_code == 200  # now cached
+    assert (await harness.client.post(f"/admin/users/{blocked_id}/block", json={"reason": "matrix"})).status_code == 200
     return keys
 
 
@@ -219,6 +225,8 @@ def _expected(access: Access, caller: str) -> tuple[str, int | None, str | None]
         return "denied", 401, "missing_api_key"
     if caller == DISABLED:  # a superadmin, disabled: the status check comes before the role check
         return "denied", 403, "account_disabled"
+    if caller == BLOCKED:  # an admin, blocked: the block check comes before the role check
+        return "denied", 403, "account_blocked"
     if Role(caller).at_least(access.role):
         return "allowed", None, None
     return "denied", 403, "forbidden"
@@ -275,6 +283,8 @@ async def test_route_role_matrix(harness: Harness) -> None:
     assert [f.split(":")[0] for f in failures] == [
         "GET /probe/claims-public as anonymous",
         "GET /probe/claims-public as disabled",
+        "GET /probe/claims-public as blocked",
     ], failures
     assert "got 401" in failures[0]
     assert "got 403" in failures[1]
+    assert "got 403" in failures[2]

@@ -10,10 +10,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gatehouse.accounts import service
 from gatehouse.accounts.roles import Role
+from gatehouse.audit.service import Actor
 from gatehouse.errors import Conflict
 from gatehouse.settings import Settings
 
 BOOTSTRAP_KEY_NAME = "bootstrap"
+BOOTSTRAP_ACTOR = Actor.system("bootstrap")
 
 
 @dataclass
@@ -45,10 +47,14 @@ async def bootstrap_admin(sessionmaker: async_sessionmaker[AsyncSession], settin
                 result.generated_password = None if given_password else password
             if given_key:
                 if await service.get_api_key_by_raw(session, raw_key=given_key) is None:
-                    await service.create_api_key(session, user_id=user.id, name=BOOTSTRAP_KEY_NAME, raw_key=given_key)
+                    await service.create_api_key(
+                        session, actor=BOOTSTRAP_ACTOR, user_id=user.id, name=BOOTSTRAP_KEY_NAME, raw_key=given_key
+                    )
                     result.created_key = True
             elif result.created_user:
-                _, raw = await service.create_api_key(session, user_id=user.id, name=BOOTSTRAP_KEY_NAME)
+                _, raw = await service.create_api_key(
+                    session, actor=BOOTSTRAP_ACTOR, user_id=user.id, name=BOOTSTRAP_KEY_NAME
+                )
                 result.created_key = True
                 result.generated_key = raw
     except (IntegrityError, Conflict):

@@ -8,19 +8,17 @@ from fastapi import APIRouter, Request, Response, status
 
 from gatehouse.accounts import service
 from gatehouse.accounts.auth import CSRF_COOKIE, SESSION_COOKIE, public, require
-from gatehouse.accounts.roles import Role, UserStatus
+from gatehouse.accounts.roles import Role
 from gatehouse.accounts.schemas import (
     KeyCreate,
     KeyCreated,
     KeyRead,
     LoginRequest,
     LoginResponse,
-    UserCreate,
     UserRead,
-    UserUpdate,
 )
 from gatehouse.accounts.tokens import csrf_token
-from gatehouse.deps import IdPath, PrincipalDep, RuntimeDep, SessionDep
+from gatehouse.deps import ActorDep, IdPath, PrincipalDep, RuntimeDep, SessionDep, actor_for
 
 router = APIRouter()
 
@@ -40,11 +38,14 @@ async def login(
     ttl = timedelta(hours=runtime.settings.session_ttl_hours)
     user, row, token = await service.log_in(
         session,
+        sessionmaker=runtime.sessionmaker,
+        limiter=runtime.rate_limiter,
+        actor=actor_for(request, None),
         email=body.email,
         password=body.password,
         ttl=ttl,
-        ip=_client_ip(request),
         user_agent=request.headers.get("user-agent"),
+        backoff_max_seconds=runtime.settings.login_backoff_max_seconds,
     )
     csrf = csrf_token(runtime.secret, token)
     secure = runtime.settings.is_prod
@@ -55,10 +56,10 @@ async def login(
 
 
 @router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT, tags=["auth"], dependencies=[require(Role.USER)])
-async def logout(request: Request, session: SessionDep) -> Response:
+async def logout(request: Request, session: SessionDep, actor: ActorDep) -> Response:
     """End the console session (a no-op for API-key callers)."""
     if token := request.cookies.get(SESSION_COOKIE):
-        await service.delete_session(session, token=token)
+        await service.delete_session(session, token=token, actor=actor)
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
     response.delete_cookie(SESSION_COOKIE)
     response.delete_cookie(CSRF_COOKIE)
@@ -86,60 +87,24 @@ async def list_my_keys(principal: PrincipalDep, session: SessionDep) -> list[Key
     dependencies=[require(Role.USER)],
 )
 async def create_my_key(
-    body: KeyCreate, principal: PrincipalDep, session: SessionDep, runtime: RuntimeDep
+    body: KeyCreate, principal: PrincipalDep, actor: ActorDep, session: SessionDep, runtime: RuntimeDep
 ) -> KeyCreated:
     """Create an API key for the caller; the key is in this response only."""
     await runtime.rate_limiter.hit("key_create", f"u{principal.user_id}")
     key, raw = await service.create_api_key(
-        session, user_id=principal.user_id, name=body.name, expires_at=body.expires_at
+        session, actor=actor, user_id=principal.user_id, name=body.name, expires_at=body.expires_at
     )
     return KeyCreated.model_validate({**KeyRead.model_validate(key).model_dump(), "key": raw})
 
 
 @router.delete("/me/keys/{key_id}", response_model=KeyRead, tags=["me"], dependencies=[require(Role.USER)])
-async def revoke_my_key(key_id: IdPath, principal: PrincipalDep, session: SessionDep, runtime: RuntimeDep) -> KeyRead:
+async def revoke_my_key(
+    key_id: IdPath, principal: PrincipalDep, actor: ActorDep, session: SessionDep, runtime: RuntimeDep
+) -> KeyRead:
     """Revoke one of the caller's keys; it stops working on every replica at once."""
     key = await service.get_api_key_or_raise(session, key_id=key_id, user_id=principal.user_id)
-    await service.revoke_api_key(session, bus=runtime.bus, key=key)
+    await service.revoke_api_key(session, bus=runtime.bus, actor=actor, key=key)
     return KeyRead.model_validate(key)
-
-
-@router.post(
-    "/admin/users",
-    response_model=UserRead,
-    status_code=status.HTTP_201_CREATED,
-    tags=["admin"],
-    dependencies=[require(Role.ADMIN)],
-)
-async def create_user(body: UserCreate, principal: PrincipalDep, session: SessionDep, runtime: RuntimeDep) -> UserRead:
-    """Create a user (an admin may not create superadmins); quotas default to DEFAULT_*_PER_DAY."""
-    settings = runtime.settings
-    user = await service.create_user(
-        session,
-        email=body.email,
-        role=body.role,
-        password=body.password,
-        display_name=body.display_name,
-        messages_per_day=settings.default_messages_per_day,
-        tokens_per_day=settings.default_tokens_per_day,
-        actor_role=principal.role,
-    )
-    return UserRead.model_validate(user)
-
-
-@router.patch("/admin/users/{user_id}", response_model=UserRead, tags=["admin"], dependencies=[require(Role.ADMIN)])
-async def update_user(user_id: IdPath, body: UserUpdate, principal: PrincipalDep, session: SessionDep) -> UserRead:
-    """Change a user's name or daily quotas (`messages_per_day`, `tokens_per_day`; null: unlimited)."""
-    user = await service.get_user_or_raise(session, user_id=user_id)
-    changes = body.model_dump(include=body.model_fields_set)
-    await service.update_user(session, user=user, changes=changes, actor_role=principal.role)
-    return UserRead.model_validate(user)
-
-
-@router.get("/admin/users/{user_id}", response_model=UserRead, tags=["admin"], dependencies=[require(Role.ADMIN)])
-async def get_user(user_id: IdPath, session: SessionDep) -> UserRead:
-    """One user."""
-    return UserRead.model_validate(await service.get_user_or_raise(session, user_id=user_id))
 
 
 @router.post(
@@ -150,33 +115,21 @@ async def get_user(user_id: IdPath, session: SessionDep) -> UserRead:
     dependencies=[require(Role.ADMIN)],
 )
 async def create_user_key(
-    user_id: IdPath, body: KeyCreate, principal: PrincipalDep, session: SessionDep, runtime: RuntimeDep
+    user_id: IdPath,
+    body: KeyCreate,
+    principal: PrincipalDep,
+    actor: ActorDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
 ) -> KeyCreated:
     """Create an API key for another user (e.g. a service account); the key is in this response only."""
     await runtime.rate_limiter.hit("key_create", f"u{principal.user_id}")
     key, raw = await service.create_api_key_for_user(
-        session, actor_role=principal.role, user_id=user_id, name=body.name, expires_at=body.expires_at
+        session,
+        actor=actor,
+        actor_role=principal.role,
+        user_id=user_id,
+        name=body.name,
+        expires_at=body.expires_at,
     )
     return KeyCreated.model_validate({**KeyRead.model_validate(key).model_dump(), "key": raw})
-
-
-@router.post(
-    "/admin/users/{user_id}/disable", response_model=UserRead, tags=["admin"], dependencies=[require(Role.ADMIN)]
-)
-async def disable_user(user_id: IdPath, session: SessionDep, runtime: RuntimeDep, principal: PrincipalDep) -> UserRead:
-    """Disable a user: their sessions end and their keys stop working on every replica at once."""
-    user = await service.change_status(
-        session, bus=runtime.bus, actor=principal, user_id=user_id, status=UserStatus.DISABLED
-    )
-    return UserRead.model_validate(user)
-
-
-@router.post(
-    "/admin/users/{user_id}/enable", response_model=UserRead, tags=["admin"], dependencies=[require(Role.ADMIN)]
-)
-async def enable_user(user_id: IdPath, session: SessionDep, runtime: RuntimeDep, principal: PrincipalDep) -> UserRead:
-    """Re-enable a disabled user."""
-    user = await service.change_status(
-        session, bus=runtime.bus, actor=principal, user_id=user_id, status=UserStatus.ACTIVE
-    )
-    return UserRead.model_validate(user)

@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Literal
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from gatehouse.accounts import lockout
+from gatehouse.accounts.auth import check_status
 from gatehouse.accounts.models import ApiKey, User, UserSession
 from gatehouse.accounts.passwords import check_password_strength, hash_password, verify_password
 from gatehouse.accounts.principal import KEY_CHANGED, USER_CHANGED, Principal
 from gatehouse.accounts.roles import Role, UserStatus
 from gatehouse.accounts.tokens import hash_token, key_prefix, new_api_key, new_session_token
+from gatehouse.audit import service as audit
+from gatehouse.audit.service import Actor
 from gatehouse.db.base import utcnow
-from gatehouse.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
+from gatehouse.errors import BadRequest, Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
 from gatehouse.ops.bus import EventBus
 from gatehouse.runtime import after_commit
+
+if TYPE_CHECKING:
+    from gatehouse.limits.ratelimit import RateLimiter
 
 INVALID_LOGIN = "Wrong email or password."
 # Far enough for any real key; nearer than the year 9999, where converting to UTC overflows.
@@ -166,15 +175,45 @@ async def authenticate_password(session: AsyncSession, *, email: str, password: 
 
 
 async def log_in(
-    session: AsyncSession, *, email: str, password: str, ttl: timedelta, ip: str | None, user_agent: str | None
+    session: AsyncSession,
+    *,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    limiter: RateLimiter,
+    actor: Actor,
+    email: str,
+    password: str,
+    ttl: timedelta,
+    user_agent: str | None,
+    backoff_max_seconds: float = 0.0,
 ) -> tuple[User, UserSession, str]:
-    """Check the password and the account's status, then open a console session: (user, row, cookie value)."""
+    """Check the lockout, the password and the account's status, then open a console session:
+    (user, row, cookie value). Every outcome is audited; unknown and known emails fail alike."""
+    ip = actor.ip or "unknown"
+    try:
+        await lockout.ensure_not_locked(limiter, email=email, ip=ip)
+    except TooManyRequests:
+        await _login_failed(session, sessionmaker, actor=actor, email=email, reason="locked")
+        raise
     user = await authenticate_password(session, email=email, password=password)
     if user is None:
+        failures = await lockout.count_failure(limiter, email=email, ip=ip)
+        await _login_failed(session, sessionmaker, actor=actor, email=email, reason="bad_credentials")
+        await lockout.back_off(failures, backoff_max_seconds)
         raise Unauthorized(INVALID_LOGIN, code="invalid_credentials")
-    if user.status != UserStatus.ACTIVE:
-        raise Forbidden(f"This account is {user.status}: ask an administrator.", code=f"account_{user.status}")
-    row, token = await create_session(session, user=user, ttl=ttl, ip=ip, user_agent=user_agent)
+    try:
+        # The password was right: not a guess, so it does not count towards the lockout.
+        check_status(_principal_of(user))
+    except Forbidden:
+        await _login_failed(session, sessionmaker, actor=actor, email=email, reason="inactive")
+        raise
+    row, token = await create_session(session, user=user, ttl=ttl, ip=actor.ip, user_agent=user_agent)
+    await audit.record(
+        session,
+        actor=dataclasses.replace(actor, type="user", user_id=user.id, label=user.email),
+        action="login.succeeded",
+        target_type="user",
+        target_id=user.id,
+    )
     return user, row, token
 
 
@@ -182,9 +221,15 @@ async def log_in(
 
 
 async def create_api_key(
-    session: AsyncSession, *, user_id: int, name: str, expires_at: datetime | None = None, raw_key: str | None = None
+    session: AsyncSession,
+    *,
+    actor: Actor,
+    user_id: int,
+    name: str,
+    expires_at: datetime | None = None,
+    raw_key: str | None = None,
 ) -> tuple[ApiKey, str]:
-    """A new key for a user: returns the row and the key itself, which is shown once and never stored."""
+    """A new key for a user, audited: returns the row and the key itself, which is shown once and never stored."""
     if expires_at is not None:
         now = utcnow()
         if expires_at <= now:
@@ -199,16 +244,30 @@ async def create_api_key(
     key = ApiKey(user_id=user_id, name=name, prefix=key_prefix(raw), key_hash=hash_token(raw), expires_at=expires_at)
     session.add(key)
     await session.flush()
+    await audit.record(
+        session,
+        actor=actor,
+        action="key.created",
+        target_type="key",
+        target_id=key.id,
+        details={"prefix": key.prefix, "name": name, "user_id": user_id, "expires_at": _iso(expires_at)},
+    )
     return key, raw
 
 
 async def create_api_key_for_user(
-    session: AsyncSession, *, actor_role: Role, user_id: int, name: str, expires_at: datetime | None = None
+    session: AsyncSession,
+    *,
+    actor: Actor,
+    actor_role: Role,
+    user_id: int,
+    name: str,
+    expires_at: datetime | None = None,
 ) -> tuple[ApiKey, str]:
     """An admin creates a key for another user (e.g. a service account); 404 when no such user."""
     user = await get_user_or_raise(session, user_id=user_id)
     ensure_may_manage(actor_role=actor_role, target_role=user.role, doing="create keys for")
-    return await create_api_key(session, user_id=user.id, name=name, expires_at=expires_at)
+    return await create_api_key(session, actor=actor, user_id=user.id, name=name, expires_at=expires_at)
 
 
 async def list_api_keys(session: AsyncSession, *, user_id: int, include_revoked: bool = True) -> list[ApiKey]:
@@ -232,11 +291,19 @@ async def get_api_key_by_raw(session: AsyncSession, *, raw_key: str) -> ApiKey |
     return (await session.execute(select(ApiKey).where(ApiKey.key_hash == hash_token(raw_key)))).scalar_one_or_none()
 
 
-async def revoke_api_key(session: AsyncSession, *, bus: EventBus, key: ApiKey) -> ApiKey:
-    """Revoke a key; every replica refuses it from the next request on."""
+async def revoke_api_key(session: AsyncSession, *, bus: EventBus, actor: Actor, key: ApiKey) -> ApiKey:
+    """Revoke a key (audited); every replica refuses it from the next request on."""
     if key.revoked_at is None:
         key.revoked_at = utcnow()
         await session.flush()
+        await audit.record(
+            session,
+            actor=actor,
+            action="key.revoked",
+            target_type="key",
+            target_id=key.id,
+            details={"prefix": key.prefix, "name": key.name, "user_id": key.user_id},
+        )
     key_id = key.id
     after_commit(session, lambda: bus.publish(KEY_CHANGED, {"key_id": key_id}))
     return key
@@ -269,6 +336,108 @@ async def create_session(
     return row, token
 
 
-async def delete_session(session: AsyncSession, *, token: str) -> None:
-    """End a session (logout)."""
-    await session.execute(delete(UserSession).where(UserSession.token_hash == hash_token(token)))
+async def delete_session(session: AsyncSession, *, token: str, actor: Actor) -> bool:
+    """End a session (logout, audited); False when there was none."""
+    token_hash = hash_token(token)
+    user_id = (
+        await session.execute(select(UserSession.user_id).where(UserSession.token_hash == token_hash))
+    ).scalar_one_or_none()
+    if user_id is None:
+        return False
+    await session.execute(delete(UserSession).where(UserSession.token_hash == token_hash))
+    await audit.record(session, actor=actor, action="logout", target_type="user", target_id=user_id)
+    return True
+
+
+# --- login auditing, key administration (added with login hardening) --------------------------------
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _principal_of(user: User) -> Principal:
+    return Principal(
+        user_id=user.id,
+        email=user.email,
+        role=Role(user.role),
+        status=UserStatus(user.status),
+        blocked_at=user.blocked_at,
+        blocked_until=user.blocked_until,
+    )
+
+
+async def _login_failed(
+    session: AsyncSession,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    *,
+    actor: Actor,
+    email: str,
+    reason: Literal["bad_credentials", "locked", "inactive"],
+) -> None:
+    """Audit a failed login in a transaction of its own: the request's rolls back with the error."""
+    # Ended first: on SQLite the request's transaction holds the write lock the audit row needs.
+    await session.rollback()
+    async with sessionmaker() as own, own.begin():
+        user = await get_user_by_email(own, email=email)
+        # The attempted email is kept only when it names an account: people type passwords into the email
+        # field, and an unknown "email" may be one. The hash still lets investigators group attempts.
+        details: dict[str, object] = {"email_hash": lockout.email_hash(email)[:16], "reason": reason}
+        if user is not None:
+            details["email"] = user.email
+        await audit.record(
+            own,
+            actor=actor,
+            action="login.failed",
+            target_type="user" if user is not None else None,
+            target_id=user.id if user is not None else None,
+            details=details,
+        )
+
+
+KeyState = Literal["active", "revoked", "expired"]
+
+
+async def list_keys(
+    session: AsyncSession,
+    *,
+    user_id: int | None = None,
+    state: KeyState | None = None,
+    before_id: int | None = None,
+    limit: int = 100,
+) -> list[ApiKey]:
+    """Keys of every user (or one), newest first, at most `limit`, optionally only those older than `before_id`."""
+    query = select(ApiKey).order_by(ApiKey.id.desc()).limit(limit)
+    if user_id is not None:
+        query = query.where(ApiKey.user_id == user_id)
+    now = utcnow()
+    if state == "active":
+        query = query.where(ApiKey.revoked_at.is_(None), (ApiKey.expires_at.is_(None)) | (ApiKey.expires_at > now))
+    elif state == "revoked":
+        query = query.where(ApiKey.revoked_at.is_not(None))
+    elif state == "expired":
+        query = query.where(ApiKey.revoked_at.is_(None), ApiKey.expires_at <= now)
+    if before_id is not None:
+        query = query.where(ApiKey.id < before_id)
+    return list((await session.execute(query)).scalars())
+
+
+async def revoke_key_as_admin(
+    session: AsyncSession, *, bus: EventBus, actor: Actor, actor_role: Role, key_id: int
+) -> ApiKey:
+    """An admin revokes any user's key; only a superadmin may revoke a superadmin's."""
+    key = await get_api_key_or_raise(session, key_id=key_id)
+    owner = await get_user_or_raise(session, user_id=key.user_id)
+    ensure_may_manage(actor_role=actor_role, target_role=owner.role, doing="revoke keys of")
+    return await revoke_api_key(session, bus=bus, actor=actor, key=key)
+
+
+async def rotate_keys(
+    session: AsyncSession, *, bus: EventBus, actor: Actor, user_id: int, name: str
+) -> tuple[ApiKey, str, list[ApiKey]]:
+    """Replace a user's active keys named `name` with one new key: (new key row, the key itself, revoked rows)."""
+    old = [k for k in await list_api_keys(session, user_id=user_id, include_revoked=False) if k.name == name]
+    key, raw = await create_api_key(session, actor=actor, user_id=user_id, name=name)
+    for previous in old:
+        await revoke_api_key(session, bus=bus, actor=actor, key=previous)
+    return key, raw, old

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from gatehouse.cli import db, serve, usage, users
+from gatehouse.cli import audit, db, keys, serve, usage, users
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -16,7 +16,9 @@ app.command("serve")(serve.serve)
 app.command("version")(serve.version)
 app.add_typer(db.app, name="db")
 app.add_typer(users.app, name="users")
+app.add_typer(keys.app, name="keys")
 app.add_typer(usage.app, name="usage")
+app.add_typer(audit.app, name="audit")
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ import typer
 
 from gatehouse.accounts import service
 from gatehouse.accounts.roles import Role
+from gatehouse.audit.service import Actor
 from gatehouse.cli.common import console, db_session, err_console, load_settings, run
 
 app = typer.Typer(no_args_is_help=True, help="Users: create and inspect accounts.")
@@ -66,7 +67,7 @@ def create(
             )
             raw = None
             if with_key:
-                _, raw = await service.create_api_key(session, user_id=user.id, name="cli")
+                _, raw = await service.create_api_key(session, actor=Actor.system("cli"), user_id=user.id, name="cli")
             return user.id, raw
 
     user_id, raw = run(go, settings)

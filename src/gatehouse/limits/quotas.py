@@ -285,14 +285,15 @@ class UsageRow:
 
     @property
     def messages_percent(self) -> float | None:
-        return _percent(self.messages, self.messages_per_day)
+        return percent(self.messages, self.messages_per_day)
 
     @property
     def tokens_percent(self) -> float | None:
-        return _percent(self.tokens, self.tokens_per_day)
+        return percent(self.tokens, self.tokens_per_day)
 
 
-def _percent(used: int, limit: int | None) -> float | None:
+def percent(used: int, limit: int | None) -> float | None:
+    """The share of a quota used, in percent (None: unlimited)."""
     if limit is None:
         return None
     return 100.0 if limit == 0 else round(100.0 * used / limit, 2)

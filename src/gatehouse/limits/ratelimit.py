@@ -38,7 +38,7 @@ class RuleSpec:
     """A named rate limit: what it counts, per whom, over which window."""
 
     name: str
-    per: Literal["user", "ip"]
+    per: Literal["user", "ip", "account"]  # account: a login email, hashed (lockout.account_identity)
     window: Literal["minute", "hour"]
     description: str
     default: Callable[[Settings], int | None]
@@ -69,6 +69,20 @@ RULES: dict[str, RuleSpec] = {
         RuleSpec("embeddings", "user", "hour", "Embeddings requests per user per hour", lambda s: None),
         RuleSpec("login", "ip", "hour", "Login attempts per client IP per hour", lambda s: 100),
         RuleSpec("signup", "ip", "hour", "Sign-ups per client IP per hour", lambda s: 20),
+        RuleSpec(
+            "login_failures_account",
+            "account",
+            "hour",
+            "Failed logins per account (email) per hour before the account's logins are locked",
+            lambda s: 10,
+        ),
+        RuleSpec(
+            "login_failures_ip",
+            "ip",
+            "hour",
+            "Failed logins per client IP per hour before logins from it are locked",
+            lambda s: 50,
+        ),
         RuleSpec("key_create", "user", "hour", "API keys created per user per hour", lambda s: 30),
         RuleSpec("invite_create", "user", "hour", "Invites created per admin per hour", lambda s: 100),
         RuleSpec("export", "user", "hour", "Data exports per user per hour", lambda s: 10),
@@ -187,6 +201,36 @@ class RateLimiter:
                 "x-ratelimit-reset": str(reset),
             },
         )
+
+    async def allows(self, name: str, identity: str) -> bool:
+        """Whether rule `name` would admit one more hit for `identity` (counts nothing)."""
+        limit = self.limit_of(name)
+        if limit is None:
+            return True
+        return limit > 0 and await self._limiter.test(self._item(RULES[name], limit), identity)
+
+    async def count(self, name: str, identity: str) -> None:
+        """Count one event (e.g. a failed login) without refusing anything; a full window stays full."""
+        limit = self.limit_of(name)
+        if limit is not None and limit > 0:
+            await self._limiter.hit(self._item(RULES[name], limit), identity)
+
+    async def used(self, name: str, identity: str) -> int:
+        """How many events rule `name` holds for `identity` in its current window (0 when unlimited)."""
+        limit = self.limit_of(name)
+        if limit is None or limit <= 0:
+            return 0
+        stats = await self._limiter.get_window_stats(self._item(RULES[name], limit), identity)
+        return max(0, limit - stats.remaining)
+
+    async def retry_in(self, name: str, identity: str) -> int:
+        """Seconds until rule `name` admits `identity` again (at least 1)."""
+        spec = RULES[name]
+        limit = self.limit_of(name)
+        if limit is None or limit <= 0:
+            return spec.window_seconds
+        stats = await self._limiter.get_window_stats(self._item(spec, limit), identity)
+        return max(1, math.ceil(stats.reset_time - time.time()))
 
     async def clear(self) -> None:
         """Forget every window (tests and `gatehouse` repairs)."""

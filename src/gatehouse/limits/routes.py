@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from gatehouse.accounts.auth import require
 from gatehouse.accounts.roles import Role
-from gatehouse.deps import PrincipalDep, RuntimeDep, SessionDep
+from gatehouse.deps import ActorDep, PrincipalDep, RuntimeDep, SessionDep
 from gatehouse.errors import BadRequest
 from gatehouse.fields import MAX_DB_INT
 from gatehouse.limits import quotas, service
@@ -46,12 +46,10 @@ async def get_rate_limits(runtime: RuntimeDep) -> list[RateLimitRead]:
     "/admin/rate-limits", response_model=list[RateLimitRead], tags=["limits"], dependencies=[require(Role.ADMIN)]
 )
 async def put_rate_limits(
-    body: RateLimitUpdate, principal: PrincipalDep, session: SessionDep, runtime: RuntimeDep
+    body: RateLimitUpdate, actor: ActorDep, session: SessionDep, runtime: RuntimeDep
 ) -> list[RateLimitRead]:
     """Change limits at runtime: persisted, and in force on every replica within a second."""
-    await service.set_overrides(
-        session, bus=runtime.bus, limits=body.limits, reset=body.reset, actor_id=principal.user_id
-    )
+    await service.set_overrides(session, bus=runtime.bus, limits=body.limits, reset=body.reset, actor=actor)
     await session.commit()  # so that the reload below (and the other replicas) see the new values
     await runtime.rate_limiter.reload()
     return _rules(runtime.rate_limiter)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gatehouse.audit.service import Actor, record
 from gatehouse.db.base import utcnow
 from gatehouse.errors import BadRequest
 from gatehouse.limits.models import RateLimitOverride
@@ -14,7 +15,7 @@ from gatehouse.runtime import after_commit
 
 
 async def set_overrides(
-    session: AsyncSession, *, bus: EventBus, limits: dict[str, int | None], reset: list[str], actor_id: int | None
+    session: AsyncSession, *, bus: EventBus, limits: dict[str, int | None], reset: list[str], actor: Actor
 ) -> dict[str, tuple[int | None, int | None]]:
     """Apply new limits and resets; returns {name: (before, after)} of what changed (None: no limit/default)."""
     unknown = sorted(set(limits) | set(reset) - set(RULES))
@@ -37,11 +38,20 @@ async def set_overrides(
     for name, value in limits.items():
         row = current.get(name)
         if row is None:
-            session.add(RateLimitOverride(name=name, limit=value, updated_by=actor_id))
+            session.add(RateLimitOverride(name=name, limit=value, updated_by=actor.user_id))
             changes[name] = (None, value)
         elif row.limit != value:
             changes[name] = (row.limit, value)
-            row.limit, row.updated_by, row.updated_at = value, actor_id, utcnow()
+            row.limit, row.updated_by, row.updated_at = value, actor.user_id, utcnow()
     await session.flush()
+    if changes:
+        details = {name: {"before": before, "after": after} for name, (before, after) in changes.items()}
+        await record(
+            session,
+            actor=actor,
+            action="rate_limits.changed",
+            target_type="rate_limit",
+            details={"changes": details, "reset": sorted(reset)},
+        )
     after_commit(session, lambda: bus.publish(LIMITS_CHANGED, {"names": sorted(changes)}))
     return changes

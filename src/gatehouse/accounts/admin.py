@@ -1,0 +1,204 @@
+"""User administration: list, change (name, role, status, quotas), block and unblock; every change audited.
+
+The rules: only a superadmin may act on a superadmin or make one; nobody disables, blocks or demotes the
+last active superadmin, or disables or blocks themselves; a monitor may block and unblock users ranked
+below them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gatehouse.accounts.models import User
+from gatehouse.accounts.principal import Principal
+from gatehouse.accounts.roles import Role, UserStatus
+from gatehouse.accounts.service import announce_user_changed, ensure_may_manage, get_user_or_raise, set_status
+from gatehouse.audit.service import Actor, record
+from gatehouse.db.base import utcnow
+from gatehouse.errors import BadRequest, Forbidden
+from gatehouse.limits.models import UsageCounter
+from gatehouse.ops.bus import EventBus
+
+QUOTA_FIELDS = ("messages_per_day", "tokens_per_day")
+
+
+@dataclass
+class UserWithUsage:
+    """A user and their usage on one quota day."""
+
+    user: User
+    messages: int
+    tokens: int
+
+
+async def list_users(
+    session: AsyncSession,
+    *,
+    day: date,
+    search: str | None = None,
+    role: Role | None = None,
+    status: UserStatus | None = None,
+    before_id: int | None = None,
+    limit: int = 50,
+) -> list[UserWithUsage]:
+    """Users (newest first), optionally matching an email or name fragment, a role, a status."""
+    query = (
+        select(User, UsageCounter.messages, UsageCounter.tokens)
+        .outerjoin(UsageCounter, and_(UsageCounter.user_id == User.id, UsageCounter.day == day))
+        .order_by(User.id.desc())
+        .limit(limit)
+    )
+    if search:
+        pattern = f"%{search.strip().lower()}%"
+        query = query.where(or_(User.email.like(pattern), func.lower(User.display_name).like(pattern)))
+    if role is not None:
+        query = query.where(User.role == role.value)
+    if status is not None:
+        query = query.where(User.status == status.value)
+    if before_id is not None:
+        query = query.where(User.id < before_id)
+    rows = (await session.execute(query)).all()
+    return [UserWithUsage(user, messages or 0, tokens or 0) for user, messages, tokens in rows]
+
+
+async def _other_active_superadmins(session: AsyncSession, user_id: int) -> int:
+    query = (
+        select(func.count())
+        .select_from(User)
+        .where(
+            User.role == Role.SUPERADMIN.value,
+            User.status == UserStatus.ACTIVE.value,
+            User.blocked_at.is_(None),
+            User.id != user_id,
+        )
+    )
+    return int((await session.execute(query)).scalar_one())
+
+
+async def _ensure_not_last_superadmin(session: AsyncSession, user: User, doing: str) -> None:
+    if user.role == Role.SUPERADMIN.value and await _other_active_superadmins(session, user.id) == 0:
+        raise Forbidden(
+            f"You cannot {doing} the last active superadmin: make another superadmin first.", code="last_superadmin"
+        )
+
+
+def _plain(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+async def update_user(
+    session: AsyncSession, *, bus: EventBus, actor: Actor, by: Principal, user_id: int, changes: dict[str, Any]
+) -> User:
+    """Apply an admin's changes (display_name, role, status, quotas) with every rule checked, and audit them."""
+    user = await get_user_or_raise(session, user_id=user_id)
+    ensure_may_manage(actor_role=by.role, target_role=user.role, doing="change")
+    if "display_name" in changes and changes["display_name"] is None:
+        raise BadRequest("display_name cannot be null.", param="display_name")
+    new_role = changes.get("role")
+    if new_role is not None and Role(new_role) != Role(user.role):
+        ensure_may_manage(actor_role=by.role, target_role=new_role, doing="make someone")
+        if user.id == by.user_id:
+            raise Forbidden("You cannot change your own role.", code="self_role_change")
+        await _ensure_not_last_superadmin(session, user, "demote")
+    new_status = changes.get("status")
+    if new_status is not None and UserStatus(new_status) != UserStatus(user.status):
+        if user.id == by.user_id:
+            raise Forbidden("You cannot change your own status.", code="self_disable")
+        if UserStatus(new_status) is not UserStatus.ACTIVE:
+            await _ensure_not_last_superadmin(session, user, "disable")
+    changed: dict[str, tuple[Any, Any]] = {}
+    for name, value in changes.items():
+        value = value.value if isinstance(value, (Role, UserStatus)) else value
+        before = getattr(user, name)
+        if before != value:
+            changed[name] = (before, value)
+            if name != "status":
+                setattr(user, name, value)
+    if "status" in changed:
+        await set_status(session, bus=bus, user=user, status=UserStatus(changed["status"][1]))
+    await session.flush()
+    if not changed:
+        return user
+    fields = {name: {"before": _plain(b), "after": _plain(a)} for name, (b, a) in changed.items()}
+    await record(
+        session, actor=actor, action="user.updated", target_type="user", target_id=user.id, details={"changes": fields}
+    )
+    if "role" in changed:
+        await record(
+            session,
+            actor=actor,
+            action="user.role_changed",
+            target_type="user",
+            target_id=user.id,
+            details=fields["role"],
+        )
+        announce_user_changed(session, bus, user.id)
+    if "status" in changed:
+        action = "user.enabled" if changed["status"][1] == UserStatus.ACTIVE.value else "user.disabled"
+        await record(
+            session, actor=actor, action=action, target_type="user", target_id=user.id, details=fields["status"]
+        )
+    quota = {name: fields[name] for name in QUOTA_FIELDS if name in fields}
+    if quota:
+        await record(
+            session, actor=actor, action="user.quota_changed", target_type="user", target_id=user.id, details=quota
+        )
+    return user
+
+
+def _may_moderate(by: Principal, target: User) -> None:
+    if by.role is not Role.SUPERADMIN and not by.role.rank > Role(target.role).rank:
+        raise Forbidden(
+            f"A {by.role.value} can only block users ranked below {by.role.value}.", code="role_not_allowed"
+        )
+
+
+async def block(
+    session: AsyncSession,
+    *,
+    bus: EventBus,
+    actor: Actor,
+    by: Principal,
+    user_id: int,
+    reason: str,
+    until: datetime | None,
+) -> User:
+    """Block a user (at once, on every replica) with an internal reason, for good or until a time."""
+    user = await get_user_or_raise(session, user_id=user_id)
+    if user.id == by.user_id:
+        raise Forbidden("You cannot block yourself.", code="self_block")
+    _may_moderate(by, user)
+    await _ensure_not_last_superadmin(session, user, "block")
+    if until is not None and until <= utcnow():
+        raise BadRequest("`until` must be in the future (or omitted for a block without end).", param="until")
+    user.blocked_at, user.blocked_until, user.block_reason, user.blocked_by = utcnow(), until, reason, by.user_id
+    await session.flush()
+    announce_user_changed(session, bus, user.id)
+    await record(
+        session,
+        actor=actor,
+        action="user.blocked",
+        target_type="user",
+        target_id=user.id,
+        details={"reason": reason, "until": _plain(until)},
+    )
+    return user
+
+
+async def unblock(session: AsyncSession, *, bus: EventBus, actor: Actor, by: Principal, user_id: int) -> User:
+    """Lift a block."""
+    user = await get_user_or_raise(session, user_id=user_id)
+    _may_moderate(by, user)
+    was = {"reason": user.block_reason, "until": _plain(user.blocked_until)}
+    user.blocked_at = user.blocked_until = user.block_reason = user.blocked_by = None
+    await session.flush()
+    announce_user_changed(session, bus, user.id)
+    await record(
+        session, actor=actor, action="user.unblocked", target_type="user", target_id=user.id, details={"was": was}
+    )
+    return user

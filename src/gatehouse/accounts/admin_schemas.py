@@ -1,0 +1,42 @@
+"""Request and response models for user administration."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import AwareDatetime, BaseModel, Field
+
+from gatehouse.accounts.roles import Role, UserStatus
+from gatehouse.accounts.schemas import UserRead
+from gatehouse.fields import Text
+
+
+class UserAdminRead(UserRead):
+    blocked: bool = False
+    blocked_at: datetime | None = None
+    blocked_until: datetime | None = None
+    block_reason: str | None = Field(default=None, description="Internal note; never shown to the user.")
+    messages_today: int = 0
+    tokens_today: int = 0
+    messages_percent: float | None = None
+    tokens_percent: float | None = None
+
+
+class UserPage(BaseModel):
+    items: list[UserAdminRead]
+    next_cursor: int | None = Field(description="Pass as `before` for the next page; null on the last page.")
+
+
+class UserAdminUpdate(BaseModel):
+    """Only the fields sent change; `null` for a quota means unlimited."""
+
+    display_name: Text | None = Field(default=None, max_length=200)
+    role: Role | None = None
+    status: UserStatus | None = None
+    messages_per_day: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    tokens_per_day: int | None = Field(default=None, ge=0, le=2**62)
+
+
+class BlockRequest(BaseModel):
+    reason: Text = Field(min_length=1, max_length=1000, description="Internal note, kept in the audit log.")
+    until: AwareDatetime | None = Field(default=None, description="When the block ends by itself; omit for none.")

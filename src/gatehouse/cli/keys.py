@@ -1,0 +1,111 @@
+"""`gatehouse keys ...`: list API keys and rotate the bootstrap admin's key from the shell."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import cast
+
+import typer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gatehouse.accounts import service
+from gatehouse.accounts.bootstrap import BOOTSTRAP_KEY_NAME
+from gatehouse.audit.service import Actor
+from gatehouse.cli.common import console, db_session, load_settings, run
+from gatehouse.db.base import utcnow
+from gatehouse.db.engine import create_engine, create_sessionmaker
+from gatehouse.errors import NotFound
+from gatehouse.ops.bus import EventBus, create_bus
+from gatehouse.runtime import run_after_commit
+from gatehouse.settings import Settings
+
+app = typer.Typer(no_args_is_help=True, help="API keys: list them, rotate the bootstrap admin's key.")
+CLI_ACTOR = Actor.system("cli")
+
+
+@asynccontextmanager
+async def _session_and_bus(settings: Settings) -> AsyncIterator[tuple[AsyncSession, EventBus]]:
+    """A committed-on-success session whose bus events (a revoked key) are published after the commit."""
+    engine = create_engine(settings)
+    bus = create_bus(settings.redis_url, settings.redis_prefix)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            async with session.begin():
+                yield session, bus
+            await run_after_commit(session)
+    finally:
+        await bus.close()
+        await engine.dispose()
+
+
+@app.command("rotate-bootstrap")
+def rotate_bootstrap(
+    email: str | None = typer.Option(None, help="The bootstrap admin's email (default: BOOTSTRAP_ADMIN_EMAIL)."),
+) -> None:
+    """Issue a new key for the bootstrap admin, revoke its old bootstrap keys, and print the new key once."""
+    settings = load_settings()
+    address = service.normalise_email(email or settings.bootstrap_admin_email)
+
+    async def go() -> tuple[str, list[str]]:
+        async with _session_and_bus(settings) as (session, bus):
+            user = await service.get_user_by_email(session, email=address)
+            if user is None:
+                raise NotFound(f"No user with email {address}: check BOOTSTRAP_ADMIN_EMAIL or pass --email.")
+            _, raw, old = await service.rotate_keys(
+                session, bus=bus, actor=CLI_ACTOR, user_id=user.id, name=BOOTSTRAP_KEY_NAME
+            )
+            return raw, [k.prefix for k in old]
+
+    raw, revoked = run(go, settings)
+    console.print(f"new bootstrap key for {address} (shown once, store it now): {raw}", soft_wrap=True, highlight=False)
+    if revoked:
+        console.print(f"revoked {len(revoked)} old bootstrap key(s): {', '.join(revoked)}", highlight=False)
+    else:
+        console.print("no active bootstrap key to revoke", highlight=False)
+    if settings.redis_url:
+        console.print("running servers were told through Redis: they refuse the old key from the next request")
+    else:
+        console.print(
+            "without REDIS_URL, running servers may accept the old key for up to AUTH_CACHE_SECONDS "
+            f"({settings.auth_cache_seconds:g} s) from their cache; restart them to refuse it at once",
+            soft_wrap=True,
+        )
+    console.print("remove BOOTSTRAP_ADMIN_API_KEY from the environment if it held the old key", soft_wrap=True)
+
+
+@app.command("list")
+def list_keys(
+    user: str | None = typer.Option(None, "--user", help="Only this user's keys (their email)."),
+    state: str | None = typer.Option(None, help="active, revoked or expired."),
+    limit: int = typer.Option(100, min=1, help="At most this many, newest first."),
+) -> None:
+    """List API keys (prefixes only, never the keys), newest first."""
+    settings = load_settings()
+    if state not in (None, "active", "revoked", "expired"):
+        console.print("[red]--state must be active, revoked or expired.[/red]")
+        raise typer.Exit(2)
+
+    async def go() -> list[tuple[int, str, str, str, str]]:
+        async with db_session(settings) as session:
+            user_id = None
+            if user is not None:
+                found = await service.get_user_by_email(session, email=user)
+                if found is None:
+                    raise NotFound(f"No user with email {service.normalise_email(user)}.")
+                user_id = found.id
+            wanted = cast("service.KeyState | None", state)
+            keys = await service.list_keys(session, user_id=user_id, state=wanted, limit=limit)
+            emails: dict[int, str] = {}
+            rows = []
+            for key in keys:
+                if key.user_id not in emails:
+                    owner = await service.get_user(session, user_id=key.user_id)
+                    emails[key.user_id] = owner.email if owner else "?"
+                expired = key.expires_at is not None and key.expires_at <= utcnow()
+                status = "revoked" if key.revoked_at else "expired" if expired else "active"
+                rows.append((key.id, key.prefix, key.name, emails[key.user_id], status))
+            return rows
+
+    for key_id, prefix, name, owner, status in run(go, settings):
+        console.print(f"{key_id}\t{prefix}\t{name}\t{owner}\t{status}", highlight=False, soft_wrap=True)
