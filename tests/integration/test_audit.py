@@ -189,3 +189,26 @@ async def test_verify_notices_rows_deleted_at_the_end(harness: Harness, tmp_path
     result = _cli(harness, tmp_path, "audit", "verify")
     assert result.returncode == 1
     assert f"BROKEN at audit event {ids[-1]}" in result.stderr and "end" in result.stderr
+
+
+async def test_a_purge_that_records_its_anchor_leaves_the_rest_verifiable(harness: Harness, tmp_path: Path) -> None:
+    """The design a retention purge will use: delete the oldest rows, then record (chained) the last hash removed."""
+    from gatehouse.audit.service import Actor, record, verify_chain
+
+    ids = await _make_events(harness, 4)
+    async with harness.runtime.sessionmaker() as session, session.begin():
+        last_purged = (await session.execute(select(AuditEvent).where(AuditEvent.id == ids[1]))).scalar_one()
+        anchor = last_purged.hash
+        await session.execute(delete(AuditEvent).where(AuditEvent.id <= ids[1]))
+        await record(
+            session,
+            actor=Actor.job("purge"),
+            action="audit.purged",
+            details={"up_to_id": ids[1], "last_purged_hash": anchor, "deleted": 2},
+        )
+    async with harness.runtime.sessionmaker() as session:
+        assert (await verify_chain(session)).ok
+    assert _cli(harness, tmp_path, "audit", "verify").returncode == 0
+    # Without its anchor the same gap is a deletion.
+    await _tamper(harness, delete(AuditEvent).where(AuditEvent.action == "audit.purged"))
+    assert _cli(harness, tmp_path, "audit", "verify").returncode == 1
