@@ -31,6 +31,23 @@ NO_CREDENTIALS = (
 )
 
 
+# What a Principal needs of the user, loaded with its key or session in one query.
+_USER_COLUMNS = (User.id, User.email, User.role, User.status, User.blocked_at, User.blocked_until)
+
+
+def _principal(user: Any, **credentials: Any) -> Principal:
+    user_id, email, role, status, blocked_at, blocked_until = user
+    return Principal(
+        user_id=user_id,
+        email=email,
+        role=Role(role),
+        status=UserStatus(status),
+        blocked_at=blocked_at,
+        blocked_until=blocked_until,
+        **credentials,
+    )
+
+
 async def principal_for_key(runtime: Runtime, raw_key: str) -> Principal:
     """The caller behind an API key: from the cache when warm, else one database read (shared by callers)."""
     # No key is empty or this long (BOOTSTRAP_ADMIN_API_KEY may be any string, so no shape check beyond that):
@@ -50,34 +67,15 @@ async def _load_key_principal(runtime: Runtime, key_hash: str) -> Principal | No
     async with runtime.read_sessionmaker() as session:
         row = (
             await session.execute(
-                select(
-                    ApiKey.id,
-                    ApiKey.expires_at,
-                    ApiKey.revoked_at,
-                    User.id,
-                    User.email,
-                    User.role,
-                    User.status,
-                    User.blocked_at,
-                    User.blocked_until,
-                )
+                select(ApiKey.id, ApiKey.expires_at, ApiKey.revoked_at, *_USER_COLUMNS)
                 .join(User, User.id == ApiKey.user_id)
                 .where(ApiKey.key_hash == key_hash)
             )
         ).first()
     if row is None or row[2] is not None:
         return None
-    key_id, expires_at, _revoked, user_id, email, role, status, blocked_at, blocked_until = row
-    return Principal(
-        user_id=user_id,
-        email=email,
-        role=Role(role),
-        status=UserStatus(status),
-        key_id=key_id,
-        key_expires_at=expires_at,
-        blocked_at=blocked_at,
-        blocked_until=blocked_until,
-    )
+    key_id, expires_at, _revoked, *user = row
+    return _principal(user, key_id=key_id, key_expires_at=expires_at)
 
 
 async def principal_for_session(runtime: Runtime, request: Request, token: str) -> Principal:
@@ -85,16 +83,7 @@ async def principal_for_session(runtime: Runtime, request: Request, token: str) 
     async with runtime.read_sessionmaker() as session:
         row = (
             await session.execute(
-                select(
-                    UserSession.id,
-                    UserSession.expires_at,
-                    User.id,
-                    User.email,
-                    User.role,
-                    User.status,
-                    User.blocked_at,
-                    User.blocked_until,
-                )
+                select(UserSession.id, UserSession.expires_at, *_USER_COLUMNS)
                 .join(User, User.id == UserSession.user_id)
                 .where(UserSession.token_hash == hash_token(token))
             )
@@ -109,16 +98,8 @@ async def principal_for_session(runtime: Runtime, request: Request, token: str) 
                 "returned at login (also in the gatehouse_csrf cookie).",
                 code="csrf_failed",
             )
-    session_id, _expires, user_id, email, role, status, blocked_at, blocked_until = row
-    return Principal(
-        user_id=user_id,
-        email=email,
-        role=Role(role),
-        status=UserStatus(status),
-        session_id=session_id,
-        blocked_at=blocked_at,
-        blocked_until=blocked_until,
-    )
+    session_id, _expires, *user = row
+    return _principal(user, session_id=session_id)
 
 
 def bearer_token(request: Request) -> str | None:

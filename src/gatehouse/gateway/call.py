@@ -55,10 +55,12 @@ class Call:
         if self.first_token_at is None:
             self.first_token_at = time.perf_counter()
 
-    def fail(self, error: GatehouseError) -> None:
-        """Remember how the request ended badly."""
-        self.status_code = error.status
-        self.error_code = error.code
+    def fail(self, error: BaseException) -> None:
+        """Remember how the request ended badly (anything but a GatehouseError is a bug: a 500)."""
+        if isinstance(error, GatehouseError):
+            self.status_code, self.error_code = error.status, error.code
+        else:
+            self.status_code, self.error_code = 500, "internal_error"
 
     @property
     def produced_nothing(self) -> bool:

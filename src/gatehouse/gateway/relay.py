@@ -205,11 +205,8 @@ async def chat(runtime: Runtime, call: Call, body: JSON) -> Response:
             relay.rename_model(route.model)
             return relay_response(runtime, call, response, relay)
         return await _chat_whole(call, body, route, response)
-    except GatehouseError as exc:
+    except BaseException as exc:
         call.fail(exc)
-        raise
-    except BaseException:
-        call.status_code, call.error_code = 500, "internal_error"
         raise
     finally:
         if not streaming:
@@ -305,11 +302,8 @@ async def embeddings(runtime: Runtime, call: Call, body: JSON) -> Response:
     try:
         route, response = await open_upstream(call, routes, EMBED_PATH, lambda r: _embed_body_for(call, body, r))
         return await _embed_whole(call, body, route, response)
-    except GatehouseError as exc:
+    except BaseException as exc:
         call.fail(exc)
-        raise
-    except BaseException:
-        call.status_code, call.error_code = 500, "internal_error"
         raise
     finally:
         await finish_shielded(runtime, call)
