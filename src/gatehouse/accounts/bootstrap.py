@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gatehouse.accounts import service
 from gatehouse.accounts.roles import Role
-from gatehouse.audit.service import Actor
+from gatehouse.audit.service import Actor, record
 from gatehouse.errors import Conflict
 from gatehouse.settings import Settings
 
@@ -45,6 +45,15 @@ async def bootstrap_admin(sessionmaker: async_sessionmaker[AsyncSession], settin
                 )
                 result.created_user = True
                 result.generated_password = None if given_password else password
+                await session.flush()
+                await record(
+                    session,
+                    actor=BOOTSTRAP_ACTOR,
+                    action="user.created",
+                    target_type="user",
+                    target_id=user.id,
+                    details={"email": email, "role": Role.SUPERADMIN.value},
+                )
             if given_key:
                 if await service.get_api_key_by_raw(session, raw_key=given_key) is None:
                     await service.create_api_key(
