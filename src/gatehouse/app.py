@@ -29,7 +29,11 @@ from gatehouse.limits.routes import router as limits_router
 from gatehouse.ops.bus import create_bus
 from gatehouse.ops.health import router as health_router
 from gatehouse.ops.logging import configure_logging, get_logger
+from gatehouse.ops.metrics import instrument_engine, mark_started, mark_stopped
+from gatehouse.ops.metrics_routes import router as metrics_router
 from gatehouse.ops.middleware import RequestContextMiddleware
+from gatehouse.ops.stream_routes import router as streams_router
+from gatehouse.ops.streams import StreamRegistry
 from gatehouse.runtime import Runtime
 from gatehouse.settings import Settings, get_settings
 from gatehouse.upstreams.config import load_config
@@ -77,6 +81,16 @@ async def shut_down(steps: list[Callable[[], Awaitable[None]]]) -> None:
             log.exception("shutdown_step_failed", step=getattr(step, "__qualname__", repr(step)))
 
 
+def _async(step: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+    """A plain function as a shutdown step."""
+
+    async def run() -> None:
+        step()
+
+    run.__qualname__ = getattr(step, "__qualname__", repr(step))
+    return run
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the ASGI app for these settings (default: from the environment)."""
     settings = settings or get_settings()
@@ -103,6 +117,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         request_log = RequestLogWriter(sessionmaker, flush_seconds=settings.request_log_flush_seconds)
         rate_limiter = RateLimiter(settings, sessionmaker)
+        streams = StreamRegistry(replica=bus.origin, redis_url=settings.redis_url, prefix=settings.redis_prefix)
+        bus.subscribe(streams.on_event)
         bus.subscribe(rate_limiter.on_event)
         runtime = Runtime(
             settings=settings,
@@ -116,14 +132,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             upstreams=upstreams,
             request_log=request_log,
             rate_limiter=rate_limiter,
+            streams=streams,
             secret=settings.effective_jwt_secret(),
             head_revisions=head_revisions(),
         )
         app.state.runtime = runtime
+        instrument_engine(engine)
+        instrument_engine(runtime.autocommit_engine)
+        mark_started()
         await bus.start()
         await upstreams.start()
         await request_log.start()
         await rate_limiter.start()
+        await streams.start()
         log.info(
             "started",
             version=__version__,
@@ -138,12 +159,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await shut_down(
                 [
                     runtime.drain,
+                    streams.close_all,
                     rate_limiter.close,
                     request_log.close,
                     upstreams.close,
                     bus.close,
                     runtime.autocommit_engine.dispose,
                     engine.dispose,
+                    _async(mark_stopped),
                 ]
             )
             log.info("stopped")
@@ -156,11 +179,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_handlers(app)
     app.include_router(health_router)
+    app.include_router(metrics_router)
     app.include_router(accounts_router)
     app.include_router(invite_router)
     app.include_router(admin_users_router)
     app.include_router(keys_router)
     app.include_router(audit_router)
+    app.include_router(streams_router)
     app.include_router(gateway_router)
     app.include_router(limits_router)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes)

@@ -17,6 +17,7 @@ from gatehouse.settings import Settings
 if TYPE_CHECKING:
     from gatehouse.gateway.requestlog import RequestLogWriter
     from gatehouse.limits.ratelimit import RateLimiter
+    from gatehouse.ops.streams import StreamRegistry
     from gatehouse.upstreams.registry import UpstreamRegistry
 
 
@@ -35,6 +36,7 @@ class Runtime:
     upstreams: UpstreamRegistry
     request_log: RequestLogWriter
     rate_limiter: RateLimiter
+    streams: StreamRegistry
     secret: str
     head_revisions: tuple[str, ...]
     started_at: float = field(default_factory=time.time)

@@ -137,6 +137,8 @@ class Settings(BaseSettings):
     auth_cache_seconds: float = Field(default=300.0, ge=0)
     request_log_flush_seconds: float = Field(default=1.0, gt=0)
 
+    metrics_token: SecretStr = SecretStr("")  # GET /metrics also accepts `Authorization: Bearer <this>`
+
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.JSON
 

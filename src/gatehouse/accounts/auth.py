@@ -148,15 +148,27 @@ async def resolve_principal(request: Request, runtime: Runtime) -> Principal:
 
 
 class Access:
-    """A route's access declaration: the least role it needs, or public (None)."""
+    """A route's access declaration: the least role it needs, or public (None).
 
-    def __init__(self, role: Role | None) -> None:
+    `bearer_setting` names a SecretStr setting (e.g. "metrics_token"): when that setting is non-empty, a
+    request bearing exactly that token is let in too, with no principal (a Prometheus scraper has no user
+    account). Anything else goes through the role check as usual, so the route stays one declaration.
+    """
+
+    def __init__(self, role: Role | None, *, bearer_setting: str | None = None) -> None:
         self.role = role
+        self.bearer_setting = bearer_setting
 
     async def __call__(self, request: Request) -> Principal | None:
         if self.role is None:
             return None
-        principal = await resolve_principal(request, request.app.state.runtime)
+        runtime = request.app.state.runtime
+        if self.bearer_setting is not None:
+            expected = getattr(runtime.settings, self.bearer_setting).get_secret_value()
+            sent = bearer_token(request)
+            if expected and sent is not None and same(sent, expected):
+                return None
+        principal = await resolve_principal(request, runtime)
         if not principal.role.at_least(self.role):
             raise Forbidden(f"This needs the {self.role.value} role or higher; you are {principal.role.value}.")
         return principal
@@ -165,9 +177,9 @@ class Access:
         return f"Access({self.role.value if self.role else 'public'})"
 
 
-def require(role: Role) -> Any:
-    """`dependencies=[require(Role.ADMIN)]`: the route's one access declaration."""
-    return Depends(Access(role))
+def require(role: Role, *, bearer_setting: str | None = None) -> Any:
+    """`dependencies=[require(Role.ADMIN)]`: the route's one access declaration (see Access for bearer_setting)."""
+    return Depends(Access(role, bearer_setting=bearer_setting))
 
 
 def public() -> Any:

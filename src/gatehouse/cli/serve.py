@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import typer
 import uvicorn
@@ -44,6 +47,39 @@ def serve(
     with plain_errors(settings, (SQLAlchemyError, OSError, CommandError)):  # e.g. the database is unreachable
         announce(asyncio.run(prepare(settings)))
     os.environ[PREPARED_ENV] = "1"
+    created_metrics_dir = prepare_metrics_dir(workers)
+    try:
+        _run(host, port, workers, forwarded_allow_ips)
+    finally:
+        if created_metrics_dir is not None:
+            shutil.rmtree(created_metrics_dir, ignore_errors=True)
+
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def prepare_metrics_dir(workers: int) -> Path | None:
+    """With several workers, a clean PROMETHEUS_MULTIPROC_DIR for their metric files; the dir we created, if any.
+
+    Set here, in the parent, before uvicorn spawns the workers: each imports prometheus-client afresh and
+    sees it (prometheus-client reads it at import). Files of an earlier run would add stale values: cleared.
+    """
+    if workers <= 1 and not os.environ.get(MULTIPROC_ENV):
+        return None
+    if existing := os.environ.get(MULTIPROC_ENV):
+        directory = Path(existing)
+        directory.mkdir(parents=True, exist_ok=True)
+        mine = f"_{os.getpid()}.db"  # with one worker, this process already holds its own files there
+        for stale in directory.glob("*.db"):
+            if not stale.name.endswith(mine):
+                stale.unlink(missing_ok=True)
+        return None
+    created = Path(tempfile.mkdtemp(prefix="gatehouse-metrics-"))
+    os.environ[MULTIPROC_ENV] = str(created)
+    return created
+
+
+def _run(host: str, port: int, workers: int, forwarded_allow_ips: str) -> None:
     uvicorn.run(
         "gatehouse.app:create_app",
         factory=True,

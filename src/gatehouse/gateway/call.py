@@ -13,6 +13,8 @@ from gatehouse.errors import GatehouseError
 from gatehouse.limits import quotas
 from gatehouse.limits.quotas import Reservation
 from gatehouse.ops.logging import get_logger
+from gatehouse.ops.metrics import STREAM_DURATION, TOKENS, UPSTREAM_REQUEST_DURATION, UPSTREAM_TTFT
+from gatehouse.ops.streams import LiveStream
 from gatehouse.runtime import Runtime
 
 log = get_logger("gatehouse.gateway")
@@ -41,7 +43,14 @@ class Call:
     error_code: str | None = None
     prompt_estimate: int = 0
     reservation: Reservation | None = None
+    live: LiveStream | None = None  # in the stream registry from admission to settlement
     settled: bool = False
+
+    def set_upstream(self, name: str) -> None:
+        """The upstream now being tried."""
+        self.upstream = name
+        if self.live is not None:
+            self.live.upstream = name
 
     def set_usage(self, usage: tuple[int, int] | None) -> None:
         """Record the upstream's own count."""
@@ -54,6 +63,13 @@ class Call:
         self.chunks += 1
         if self.first_token_at is None:
             self.first_token_at = time.perf_counter()
+        if self.live is not None:
+            self.live.tokens = self.chunks
+
+    @property
+    def terminated(self) -> str | None:
+        """The operator's reason, when an operator ended this request."""
+        return self.live.terminated_reason if self.live is not None else None
 
     def fail(self, error: BaseException) -> None:
         """Remember how the request ended badly (anything but a GatehouseError is a bug: a 500)."""
@@ -66,6 +82,17 @@ class Call:
     def produced_nothing(self) -> bool:
         """The upstream sent no output at all (a failure before the first byte, or a refusal)."""
         return self.chunks == 0 and not self.usage_reported
+
+
+class Terminated(GatehouseError):
+    """An operator ended the request (POST /admin/streams/{id}/terminate)."""
+
+    status = 410
+    type = "server_error"
+    code = "terminated_by_operator"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"This request was ended by an operator: {reason}")
 
 
 # --- admission -------------------------------------------------------------------------------------
@@ -92,6 +119,15 @@ async def admit(runtime: Runtime, call: Call, *, prompt_bound: int, want_complet
         call.fail(exc)
         await finish(runtime, call)
         raise
+    principal = call.principal
+    call.live = runtime.streams.open(
+        user_id=principal.user_id,
+        user_email=principal.email,
+        key_id=principal.key_id,
+        model=call.model,
+        protocol=call.protocol,
+        stream=call.stream,
+    )
 
 
 # --- settlement ------------------------------------------------------------------------------------
@@ -117,6 +153,8 @@ async def finish(runtime: Runtime, call: Call) -> None:
     if call.settled:
         return
     call.settled = True
+    if call.live is not None:
+        runtime.streams.close(call.live)
     call.prompt_tokens, call.completion_tokens = _usage(call)
     principal = call.principal
     now = time.perf_counter()
@@ -141,6 +179,7 @@ async def finish(runtime: Runtime, call: Call) -> None:
     )
     if principal.key_id is not None:
         runtime.request_log.key_used(principal.key_id)
+    _observe(call, now)
     if call.reservation is not None:
         # A request that got nothing from the upstream (it failed before its first byte) costs no message;
         # one the client walked away from still does.
@@ -151,6 +190,20 @@ async def finish(runtime: Runtime, call: Call) -> None:
             tokens=call.prompt_tokens + call.completion_tokens,
             refund_message=refund,
         )
+
+
+def _observe(call: Call, now: float) -> None:
+    """The call's metrics: upstream latency and time to first token, stream length, tokens by model."""
+    if call.upstream is not None:
+        UPSTREAM_REQUEST_DURATION.labels(upstream=call.upstream, model=call.model).observe(now - call.started)
+        if call.first_token_at is not None:
+            UPSTREAM_TTFT.labels(upstream=call.upstream, model=call.model).observe(call.first_token_at - call.started)
+        if call.stream:
+            STREAM_DURATION.labels(endpoint=call.endpoint).observe(now - call.started)
+    if call.prompt_tokens:
+        TOKENS.labels(model=call.model, direction="in").inc(call.prompt_tokens)
+    if call.completion_tokens:
+        TOKENS.labels(model=call.model, direction="out").inc(call.completion_tokens)
 
 
 async def finish_shielded(runtime: Runtime, call: Call) -> None:

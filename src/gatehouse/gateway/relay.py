@@ -19,7 +19,7 @@ from gatehouse.errors import (
     UpstreamTimeout,
 )
 from gatehouse.gateway import translate
-from gatehouse.gateway.call import Call, Protocol, admit, finish_shielded
+from gatehouse.gateway.call import Call, Protocol, Terminated, admit, finish_shielded
 from gatehouse.gateway.streaming import relay_response, stream_relay, upstream_message
 from gatehouse.gateway.validate import require_messages, validate_chat, validate_embed_input
 from gatehouse.limits import quotas
@@ -109,7 +109,7 @@ async def open_upstream(
     """Send to the first upstream that answers; fail over on connection errors and 5xx (no byte sent yet)."""
     last_error: GatehouseError | None = None
     for route in routes:
-        call.upstream = route.provider.name
+        call.set_upstream(route.provider.name)
         body = build(route)
         try:
             response = await route.provider.post(path_for[route.provider.kind], body, stream=call.stream)
@@ -198,6 +198,8 @@ async def chat(runtime: Runtime, call: Call, body: JSON) -> Response:
     streaming = False
     try:
         route, response = await open_upstream(call, routes, CHAT_PATH, lambda r: _chat_body_for(call, body, r))
+        if call.live is not None:
+            call.live.on_terminate(response.close)
         if call.stream:
             streaming = True
             client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -214,7 +216,7 @@ async def chat(runtime: Runtime, call: Call, body: JSON) -> Response:
 
 
 async def _chat_whole(call: Call, body: JSON, route: Route, response: UpstreamResponse) -> Response:
-    raw = await _read_whole(route, response)
+    raw = await _read_whole(route, response, call)
     data = _parse_answer(route, raw)
     call.first_token_at = time.perf_counter()
     try:
@@ -342,12 +344,14 @@ def _embed_answer(call: Call, body: JSON, route: Route, raw: bytes, data: JSON) 
     )
 
 
-async def _read_whole(route: Route, response: UpstreamResponse) -> bytes:
+async def _read_whole(route: Route, response: UpstreamResponse, call: Call | None = None) -> bytes:
     try:
         return await response.read()
     except UpstreamTimedOut as exc:
         raise UpstreamTimeout(f"Upstream {route.provider.name} did not finish in time.") from exc
     except UpstreamUnreachable as exc:
+        if call is not None and call.terminated:
+            raise Terminated(call.terminated) from exc
         raise UpstreamError(
             f"Upstream {route.provider.name} broke off the answer: {exc}", code="upstream_disconnected"
         ) from exc

@@ -16,7 +16,7 @@ from starlette.responses import Response, StreamingResponse
 
 from gatehouse.errors import GatehouseError, UpstreamError, UpstreamTimeout
 from gatehouse.gateway import translate
-from gatehouse.gateway.call import Call, finish_shielded
+from gatehouse.gateway.call import Call, Terminated, finish_shielded
 from gatehouse.ops.logging import get_logger
 from gatehouse.runtime import Runtime
 from gatehouse.upstreams.config import UpstreamKind
@@ -202,6 +202,9 @@ class RelayResponse(StreamingResponse):
 def relay_response(runtime: Runtime, call: Call, response: UpstreamResponse, relay: Relay) -> Response:
     """The streamed answer: relayed line by line, settled when it ends however it ends."""
 
+    if call.live is not None:
+        call.live.on_terminate(response.close)
+
     async def on_close() -> None:
         # Starlette cancels the body iterator when the client disconnects; closing aborts the upstream.
         if not relay.completed and call.error_code is None:
@@ -218,20 +221,29 @@ async def _relay_stream(call: Call, response: UpstreamResponse, relay: Relay) ->
     error: GatehouseError
     try:
         async for line in response.lines():
+            if call.terminated:
+                break  # an in-process upstream (the demo) is not stopped by closing: stop reading it
             out = relay.feed(line)
             if out:
                 yield out
+        if call.terminated:
+            raise Terminated(call.terminated)
         tail = relay.finish()
         if tail:
             yield tail
         relay.completed = True
         return
+    except Terminated as exc:
+        error = exc
     except translate.UpstreamStreamError as exc:
         error = UpstreamError(f"Upstream {call.upstream} reported an error: {exc}", code="upstream_error")
     except UpstreamTimedOut:
         error = UpstreamTimeout(f"Upstream {call.upstream} went silent mid-answer (read timeout).")
     except UpstreamUnreachable as exc:
-        error = UpstreamError(f"Upstream {call.upstream} broke off the answer: {exc}", code="upstream_disconnected")
+        if call.terminated:
+            error = Terminated(call.terminated)
+        else:
+            error = UpstreamError(f"Upstream {call.upstream} broke off the answer: {exc}", code="upstream_disconnected")
     except (orjson.JSONDecodeError, TypeError, ValueError, AttributeError, KeyError) as exc:
         # Malformed upstream output: logged without the payload (it may hold message contents).
         log.error("upstream_stream_malformed", upstream=call.upstream, error_type=type(exc).__name__)

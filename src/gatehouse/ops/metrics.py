@@ -1,8 +1,141 @@
-"""Prometheus metrics, in prometheus-client's default registry."""
+"""Prometheus metrics: every family Gatehouse exports, and how a scrape collects them.
+
+One process: prometheus-client's default registry. Several uvicorn workers (`gatehouse serve --workers N`):
+PROMETHEUS_MULTIPROC_DIR is set before the workers start, so prometheus-client keeps every value in a
+per-process file there and a scrape, whichever worker answers it, sums the files of all workers.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+import os
+import time
+from typing import Any
 
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gatehouse import __version__
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+if _multiproc_dir := os.environ.get(MULTIPROC_ENV):
+    # prometheus-client opens its files there as soon as a metric is defined (below): make sure it exists.
+    os.makedirs(_multiproc_dir, exist_ok=True)
+
+# Seconds. Gateway calls and streams run far longer than HTTP handlers, so they get a longer tail.
+FAST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+SLOW_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+DB_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+
+HTTP_REQUEST_DURATION = Histogram(
+    "gatehouse_http_request_duration_seconds",
+    "HTTP requests by route template (or 'unmatched'), method and status",
+    ["route", "method", "status"],
+    buckets=FAST_BUCKETS,
+)
+UPSTREAM_REQUEST_DURATION = Histogram(
+    "gatehouse_upstream_request_duration_seconds",
+    "Gateway calls that reached an upstream, start to settlement (a stream's whole length)",
+    ["upstream", "model"],
+    buckets=SLOW_BUCKETS,
+)
+UPSTREAM_TTFT = Histogram(
+    "gatehouse_upstream_ttft_seconds",
+    "Time from the start of a gateway call to its first content token",
+    ["upstream", "model"],
+    buckets=SLOW_BUCKETS,
+)
+TOKENS = Counter(
+    "gatehouse_tokens", "Tokens by model: direction in (prompt) or out (completion)", ["model", "direction"]
+)
+ACTIVE_STREAMS = Gauge(
+    "gatehouse_active_streams", "Streams being relayed now (all workers)", multiprocess_mode="livesum"
+)
+STREAM_DURATION = Histogram(
+    "gatehouse_stream_duration_seconds", "Streamed gateway calls, start to end", ["endpoint"], buckets=SLOW_BUCKETS
+)
 QUOTA_BLOCKS = Counter("quota_blocks_total", "Requests refused because a daily quota was used up", ["kind"])
 RATE_LIMIT_HITS = Counter("rate_limit_hits_total", "Requests refused by a rate limit", ["action"])
+SSE_PINGS = Counter("sse_pings_total", "Keep-alive pings sent on streams")
+DB_STATEMENT_DURATION = Histogram(
+    "gatehouse_db_statement_duration_seconds",
+    "Database statements by verb (SELECT, INSERT, UPDATE, DELETE, OTHER)",
+    ["kind"],
+    buckets=DB_BUCKETS,
+)
+# The most recent value any live worker set: one series per (upstream, state), no pid label.
+UPSTREAM_STATE = Gauge(
+    "gatehouse_upstream_state",
+    "1 for an upstream's current state (up, degraded, down), 0 for the others",
+    ["upstream", "state"],
+    multiprocess_mode="livemostrecent",
+)
+BUILD_INFO = Gauge("gatehouse_build_info", "Always 1; the version label", ["version"], multiprocess_mode="livemax")
+
+UPSTREAM_STATES = ("up", "degraded", "down")
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+STATEMENT_KINDS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE"})
+_STARTED_KEY = "gatehouse_statement_started"
+
+
+def set_upstream_state(upstream: str, state: str) -> None:
+    """Mark `state` as the upstream's current one (1) and every other state 0."""
+    for candidate in UPSTREAM_STATES:
+        UPSTREAM_STATE.labels(upstream=upstream, state=candidate).set(1 if candidate == state else 0)
+
+
+def mark_started() -> None:
+    """Once per process at startup: the build info series."""
+    BUILD_INFO.labels(version=__version__).set(1)
+
+
+def mark_stopped() -> None:
+    """At shutdown of a worker: its live gauges (active streams, upstream state) stop counting."""
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+
+def http_method_label(method: str) -> str:
+    """The method, or OTHER: a caller cannot mint new series with made-up methods."""
+    return method if method in HTTP_METHODS else "OTHER"
+
+
+def route_label(scope: dict[str, Any] | Any) -> str:
+    """The matched route's template ("/admin/users/{user_id}"), never the raw path; else "unmatched"."""
+    route = scope.get("route")
+    path = getattr(route, "path_format", None) or getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
+
+
+def statement_kind(statement: str) -> str:
+    """The SQL verb of a statement, for the kind label."""
+    verb = statement.lstrip()[:6].upper()
+    return verb if verb in STATEMENT_KINDS else "OTHER"
+
+
+def _before_statement(conn: Any, _cursor: Any, _statement: str, _params: Any, _context: Any, _many: bool) -> None:
+    # A connection runs one statement at a time: one slot is enough.
+    conn.info[_STARTED_KEY] = time.perf_counter()
+
+
+def _after_statement(conn: Any, _cursor: Any, statement: str, _params: Any, _context: Any, _many: bool) -> None:
+    started = conn.info.pop(_STARTED_KEY, None)
+    if started is not None:
+        DB_STATEMENT_DURATION.labels(kind=statement_kind(statement)).observe(time.perf_counter() - started)
+
+
+def instrument_engine(engine: AsyncEngine) -> None:
+    """Time every statement on this engine (and the option engines sharing its pool, e.g. read_only's)."""
+    target = engine.sync_engine
+    if not event.contains(target, "before_cursor_execute", _before_statement):
+        event.listen(target, "before_cursor_execute", _before_statement)
+        event.listen(target, "after_cursor_execute", _after_statement)
+
+
+def scrape() -> bytes:
+    """The text exposition of every metric: this process's, or all workers' in multiprocess mode."""
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)

@@ -1,4 +1,5 @@
-"""Pure-ASGI middleware: request id, access log, body-size limit and the last-resort 500, in one pass."""
+"""Pure-ASGI middleware: request id, access log, request metrics, body-size limit and the last-resort 500,
+in one pass."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gatehouse.errors import GatehouseError, PayloadTooLarge, error_body, is_ollama_path
 from gatehouse.ops.logging import get_logger
+from gatehouse.ops.metrics import HTTP_REQUEST_DURATION, http_method_label, route_label
 
 log = get_logger("gatehouse.access")
 REQUEST_ID_HEADER = b"x-request-id"
@@ -103,6 +105,11 @@ class RequestContextMiddleware:
 
     @staticmethod
     def _log(scope: Scope, status: int, started: float) -> None:
+        duration = time.perf_counter() - started
+        # The route template the router matched (set in scope["route"]), never the raw path: one series per route.
+        HTTP_REQUEST_DURATION.labels(
+            route=route_label(scope), method=http_method_label(scope["method"]), status=str(status)
+        ).observe(duration)
         extra: dict[str, Any] = {}
         state = scope.get("state") or {}
         if "user_id" in state:
@@ -113,7 +120,7 @@ class RequestContextMiddleware:
             method=scope["method"],
             path=scope["path"],
             status=status,
-            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            duration_ms=round(duration * 1000, 2),
             client_ip=client[0] if client else None,
             **extra,
         )

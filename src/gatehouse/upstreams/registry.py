@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 
 from gatehouse.ops.logging import get_logger
+from gatehouse.ops.metrics import set_upstream_state
 from gatehouse.upstreams.config import GatewayConfig, ModelAlias, UpstreamKind
 from gatehouse.upstreams.providers import (
     DEMO_EMBED_MODEL,
@@ -57,6 +58,8 @@ class UpstreamRegistry:
         self._task: asyncio.Task[None] | None = None
         self.last_errors: dict[str, str] = {}
         self._rebuild()
+        for upstream in config.upstreams:
+            set_upstream_state(upstream.name, "up")  # until a discovery says otherwise
 
     async def start(self) -> None:
         """Open pools, discover models once (without blocking start-up on a slow upstream), keep refreshing."""
@@ -85,11 +88,13 @@ class UpstreamRegistry:
                 if self.last_errors.get(upstream.name) != str(result):
                     log.warning("model_discovery_failed", upstream=upstream.name, error=str(result))
                 self.last_errors[upstream.name] = str(result)
+                set_upstream_state(upstream.name, "down")
                 continue
             if isinstance(result, BaseException):
                 log.error("model_discovery_crashed", upstream=upstream.name, error=repr(result))
                 continue
             self.last_errors.pop(upstream.name, None)
+            set_upstream_state(upstream.name, "up")
             if result != self._discovered.get(upstream.name):
                 log.info("models_discovered", upstream=upstream.name, count=len(result))
             self._discovered[upstream.name] = result

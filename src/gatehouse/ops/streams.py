@@ -1,0 +1,157 @@
+"""Live streams: every in-flight gateway request, listed across replicas and terminable from any of them.
+
+Each replica keeps its own registry in memory. With Redis, it also publishes a snapshot every second
+(expiring after a few seconds), so any replica can list all streams; a termination travels on the bus to
+the replica that holds the stream, which closes the upstream connection: the relay then ends the client's
+stream with a `terminated_by_operator` error and settles usage as for any other ending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from gatehouse.ops.logging import get_logger
+from gatehouse.ops.metrics import ACTIVE_STREAMS
+
+log = get_logger("gatehouse.streams")
+TERMINATE = "stream.terminate"  # bus event: {"id", "reason", "by"}
+SNAPSHOT_SECONDS = 1.0
+SNAPSHOT_TTL_SECONDS = 5
+
+
+@dataclass
+class LiveStream:
+    """One in-flight request, as operators see it."""
+
+    id: str
+    user_id: int
+    user_email: str
+    key_id: int | None
+    model: str
+    protocol: str
+    stream: bool
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    upstream: str | None = None
+    tokens: int = 0
+    replica: str = ""
+    terminated_reason: str | None = None
+    _cancel: Callable[[], None] | None = field(default=None, repr=False)
+
+    def public(self) -> dict[str, Any]:
+        """The fields an operator sees."""
+        return {
+            "id": self.id,
+            "user_id": self.user_id,
+            "user_email": self.user_email,
+            "key_id": self.key_id,
+            "model": self.model,
+            "protocol": self.protocol,
+            "stream": self.stream,
+            "upstream": self.upstream,
+            "started_at": self.started_at.isoformat(),
+            "tokens": self.tokens,
+            "replica": self.replica,
+        }
+
+    def on_terminate(self, cancel: Callable[[], None]) -> None:
+        """What to do when an operator ends this request (close the upstream connection)."""
+        self._cancel = cancel
+
+    def terminate(self, reason: str) -> None:
+        """End the request: the relay reports `terminated_by_operator` to the client."""
+        if self.terminated_reason is None:
+            self.terminated_reason = reason or "terminated by an operator"
+            if self._cancel is not None:
+                self._cancel()
+
+
+class StreamRegistry:
+    """This replica's live requests, plus (with Redis) every replica's latest snapshot."""
+
+    def __init__(self, *, replica: str, redis_url: str = "", prefix: str = "gatehouse:") -> None:
+        self.replica = replica
+        self._live: dict[str, LiveStream] = {}
+        self._redis: Any = None
+        self._key = f"{prefix}streams:{replica}"
+        self._pattern = f"{prefix}streams:*"
+        self._task: asyncio.Task[None] | None = None
+        if redis_url:
+            import redis.asyncio as redis
+
+            self._redis = redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=2)
+
+    def open(self, **fields: Any) -> LiveStream:
+        """Register a request; its id is new."""
+        live = LiveStream(id=uuid.uuid4().hex[:16], replica=self.replica, **fields)
+        self._live[live.id] = live
+        if live.stream:
+            ACTIVE_STREAMS.inc()
+        return live
+
+    def close(self, live: LiveStream) -> None:
+        """The request ended."""
+        if self._live.pop(live.id, None) is not None and live.stream:
+            ACTIVE_STREAMS.dec()
+
+    def local(self) -> list[LiveStream]:
+        """This replica's live requests."""
+        return list(self._live.values())
+
+    def get_local(self, stream_id: str) -> LiveStream | None:
+        """A live request of this replica."""
+        return self._live.get(stream_id)
+
+    async def all(self) -> list[dict[str, Any]]:
+        """Every replica's live requests (this one's current, the others' as of their last snapshot)."""
+        streams = {s.id: s.public() for s in self._live.values()}
+        if self._redis is not None:
+            try:
+                async for key in self._redis.scan_iter(match=self._pattern, count=100):
+                    if key.decode() == self._key:
+                        continue
+                    raw = await self._redis.get(key)
+                    for item in orjson.loads(raw) if raw else []:
+                        streams.setdefault(item["id"], item)
+            except Exception as exc:
+                log.warning("stream_snapshot_read_failed", error=str(exc))
+        return sorted(streams.values(), key=lambda s: s["started_at"])
+
+    def on_event(self, kind: str, data: dict[str, Any]) -> None:
+        """Bus handler: terminate a stream this replica holds."""
+        if kind == TERMINATE and (live := self._live.get(str(data.get("id")))) is not None:
+            live.terminate(str(data.get("reason") or ""))
+
+    async def start(self) -> None:
+        """Publish snapshots (with Redis)."""
+        if self._redis is not None:
+            self._task = asyncio.create_task(self._publish_forever(), name="gatehouse-streams")
+
+    async def close_all(self) -> None:
+        """Stop publishing and remove this replica's snapshot."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._redis is not None:
+            with contextlib.suppress(Exception):
+                await self._redis.delete(self._key)
+            await self._redis.aclose()
+
+    async def _publish_forever(self) -> None:
+        while True:
+            started = time.monotonic()
+            try:
+                snapshot = orjson.dumps([s.public() for s in self._live.values()])
+                await self._redis.set(self._key, snapshot, ex=SNAPSHOT_TTL_SECONDS)
+            except Exception as exc:
+                log.warning("stream_snapshot_failed", error=str(exc))
+            await asyncio.sleep(max(0.0, SNAPSHOT_SECONDS - (time.monotonic() - started)))
