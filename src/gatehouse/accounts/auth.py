@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -185,13 +184,3 @@ def require(role: Role, *, bearer_setting: str | None = None) -> Any:
 def public() -> Any:
     """`dependencies=[public()]`: the route needs no credentials (declared, so the matrix test sees it)."""
     return Depends(Access(None))
-
-
-def declared_access(dependencies: list[Any]) -> list[Access]:
-    """The Access declarations among a route's dependencies (for the permissions test)."""
-    return [d.dependency for d in dependencies if isinstance(getattr(d, "dependency", None), Access)]
-
-
-def expires_in_future(value: datetime | None) -> bool:
-    """Whether an optional expiry lies ahead."""
-    return value is None or value > utcnow()

@@ -45,11 +45,6 @@ async def verify_password(password_hash: str | None, password: str) -> bool:
     return bool(ok) and password_hash is not None
 
 
-def needs_rehash(password_hash: str) -> bool:
-    """Whether the stored hash uses outdated parameters."""
-    return _hasher.check_needs_rehash(password_hash)
-
-
 def check_password_strength(password: str) -> str | None:
     """A reason the password is unacceptable, or None."""
     if len(password) < MIN_PASSWORD_LENGTH:

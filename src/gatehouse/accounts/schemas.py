@@ -46,14 +46,6 @@ class UserCreate(BaseModel):
     display_name: Text = Field(default="", max_length=200)
 
 
-class UserUpdate(BaseModel):
-    """Only the fields sent are changed; `null` for a quota means unlimited."""
-
-    display_name: Text | None = Field(default=None, max_length=200)
-    messages_per_day: int | None = Field(default=None, ge=0)
-    tokens_per_day: int | None = Field(default=None, ge=0)
-
-
 class KeyCreate(BaseModel):
     name: Text = Field(min_length=1, max_length=100)
     expires_at: AwareDatetime | None = Field(default=None, description="Optional expiry, ISO 8601 with a timezone.")

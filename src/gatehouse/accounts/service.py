@@ -6,7 +6,7 @@ import dataclasses
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -111,36 +111,6 @@ async def create_user(
     return user
 
 
-async def update_user(
-    session: AsyncSession, *, user: User, changes: dict[str, object], actor_role: Role | None = None
-) -> dict[str, tuple[object, object]]:
-    """Apply field changes; returns {field: (before, after)} for the fields that really changed."""
-    ensure_may_manage(actor_role=actor_role, target_role=user.role, doing="change")
-    if "display_name" in changes and changes["display_name"] is None:
-        raise BadRequest("display_name cannot be null.", param="display_name")
-    changed: dict[str, tuple[object, object]] = {}
-    for name, value in changes.items():
-        before = getattr(user, name)
-        if before != value:
-            setattr(user, name, value)
-            changed[name] = (before, value)
-    await session.flush()
-    return changed
-
-
-async def set_password(session: AsyncSession, *, user: User, password: str) -> None:
-    """Replace a user's password."""
-    if reason := check_password_strength(password):
-        raise BadRequest(reason, code="weak_password", param="password")
-    user.password_hash = await hash_password(password)
-    await session.flush()
-
-
-async def count_users(session: AsyncSession) -> int:
-    """How many users exist."""
-    return int((await session.execute(select(func.count()).select_from(User))).scalar_one())
-
-
 def announce_user_changed(session: AsyncSession, bus: EventBus, user_id: int) -> None:
     """After commit, every replica forgets this user's cached keys (status or role changed)."""
     after_commit(session, lambda: bus.publish(USER_CHANGED, {"user_id": user_id}))
@@ -154,17 +124,6 @@ async def set_status(session: AsyncSession, *, bus: EventBus, user: User, status
     await session.flush()
     announce_user_changed(session, bus, user.id)
     return user
-
-
-async def change_status(
-    session: AsyncSession, *, bus: EventBus, actor: Principal, user_id: int, status: UserStatus
-) -> User:
-    """An admin disables or enables a user: never a superadmin unless a superadmin, never themselves."""
-    user = await get_user_or_raise(session, user_id=user_id)
-    ensure_may_manage(actor_role=actor.role, target_role=user.role, doing="change")
-    if user.id == actor.user_id and status is not UserStatus.ACTIVE:
-        raise Forbidden("You cannot disable your own account.", code="self_disable")
-    return await set_status(session, bus=bus, user=user, status=status)
 
 
 async def authenticate_password(session: AsyncSession, *, email: str, password: str) -> User | None:

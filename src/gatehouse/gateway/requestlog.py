@@ -19,6 +19,7 @@ from gatehouse.accounts.service import record_key_use
 from gatehouse.db.base import utcnow
 from gatehouse.gateway.models import RequestLog
 from gatehouse.ops.logging import get_logger
+from gatehouse.ops.tasks import stop as stop_task
 
 log = get_logger("gatehouse.requestlog")
 MAX_BATCH = 1000
@@ -88,10 +89,7 @@ class RequestLogWriter:
 
     async def close(self) -> None:
         """Stop and write everything that is buffered."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
         await self.flush()
 
     async def _run(self) -> None:

@@ -8,7 +8,6 @@ database and every replica reloads them when the bus says they changed (and ever
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from gatehouse.limits.models import RateLimitOverride
 from gatehouse.ops.bus import RECONNECTED
 from gatehouse.ops.logging import get_logger
 from gatehouse.ops.metrics import RATE_LIMIT_HITS
+from gatehouse.ops.tasks import stop as stop_task
 from gatehouse.settings import Settings
 
 log = get_logger("gatehouse.ratelimit")
@@ -152,10 +152,7 @@ class RateLimiter:
 
     async def close(self) -> None:
         """Stop reloading."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
 
     async def _reload_forever(self) -> None:
         while True:

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from gatehouse.ops.logging import get_logger
+from gatehouse.ops.tasks import stop as stop_task
 
 log = get_logger("gatehouse.bus")
 Handler = Callable[[str, dict[str, Any]], Awaitable[None] | None]
@@ -170,10 +171,7 @@ class RedisEventBus(EventBus):
         await self._deliver(str(event.get("kind")), dict(event.get("data") or {}))
 
     async def close(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
         await self._redis.aclose()
         await self._listener.aclose()
 

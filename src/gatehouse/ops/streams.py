@@ -21,6 +21,7 @@ import orjson
 
 from gatehouse.ops.logging import get_logger
 from gatehouse.ops.metrics import ACTIVE_STREAMS
+from gatehouse.ops.tasks import stop as stop_task
 
 log = get_logger("gatehouse.streams")
 TERMINATE = "stream.terminate"  # bus event: {"id", "reason", "by"}
@@ -137,10 +138,7 @@ class StreamRegistry:
 
     async def close_all(self) -> None:
         """Stop publishing and remove this replica's snapshot."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
         if self._redis is not None:
             with contextlib.suppress(Exception):
                 await self._redis.delete(self._key)

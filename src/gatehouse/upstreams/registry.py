@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from gatehouse.ops.logging import get_logger
 from gatehouse.ops.metrics import set_upstream_state
+from gatehouse.ops.tasks import stop as stop_task
 from gatehouse.upstreams.config import GatewayConfig, ModelAlias, UpstreamKind
 from gatehouse.upstreams.providers import (
     DEMO_EMBED_MODEL,
@@ -72,10 +73,7 @@ class UpstreamRegistry:
 
     async def close(self) -> None:
         """Stop refreshing and close pools."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
         for provider in self.providers.values():
             await provider.close()
 
