@@ -1,0 +1,291 @@
+"""The operator snapshot behind GET /admin/metrics and the health detail behind GET /admin/health.
+
+The snapshot reads stored data only (the request log and the ops samples), so it survives restarts and every
+replica gives the same answer. Percentiles are exact (nearest rank) and computed in the database with window
+functions, the same SQL on SQLite and PostgreSQL: no row of the request log is loaded into Python.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, String, and_, case, func, literal, null, or_, select, text, union_all
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import QueryableAttribute
+from sqlalchemy.sql.selectable import Select, Subquery
+
+from gatehouse import __version__
+from gatehouse.db.migrate import current_revisions
+from gatehouse.gateway.models import RequestLog
+from gatehouse.ops.models import OpsSample
+from gatehouse.ops.snapshot_schemas import (
+    DatabaseCheck,
+    HealthReport,
+    MetricsSnapshot,
+    MigrationsCheck,
+    ModelStats,
+    Percentiles,
+    RedisCheck,
+    SqlStats,
+    StreamCounts,
+    StreamsCheck,
+    TrafficStats,
+    UpstreamStats,
+)
+from gatehouse.runtime import Runtime
+
+DATABASE_TIMEOUT = 2.0  # seconds, for the health detail's checks: a detail page answers, it never hangs
+REDIS_TIMEOUT = 1.0
+STREAMS_TIMEOUT = 2.0
+MAX_ERROR_CHARS = 200
+TOTAL, MODEL, UPSTREAM = "total", "model", "upstream"
+TROUBLED_UPSTREAM = frozenset({"down", "degraded"})  # states that make the whole gateway `degraded`
+
+# --- GET /admin/metrics ----------------------------------------------------------------------------
+
+_REACHED = RequestLog.upstream.is_not(None)
+# Failures on our side or an upstream's; refusals (quota, rate limit, 4xx) are counted apart.
+_IS_ERROR = or_(RequestLog.status_code >= 500, RequestLog.error_code.startswith("upstream_", autoescape=True))
+
+
+def _ranked(key: ColumnElement[Any] | QueryableAttribute[Any] | None, *, since: datetime, until: datetime) -> Subquery:
+    """The window's rows with their rank by latency and by time to first token, within their group."""
+    reached_flag = case((_REACHED, 1), else_=0)
+    has_ttft = case((RequestLog.ttft_ms.is_not(None), 1), else_=0)
+    group: list[Any] = [] if key is None else [key]
+    # Rows that never reached an upstream (and rows without a first token) rank apart: they are left out of the
+    # percentiles, and both backends put NULLs at different ends of an ORDER BY.
+    by_latency = [*group, reached_flag]
+    by_ttft = [*group, has_ttft]
+    return (
+        select(
+            (key if key is not None else null()).label("key"),
+            reached_flag.label("reached"),
+            case((_IS_ERROR, 1), else_=0).label("error"),
+            RequestLog.status_code,
+            RequestLog.error_code,
+            RequestLog.stream,
+            RequestLog.prompt_tokens,
+            RequestLog.completion_tokens,
+            RequestLog.latency_ms,
+            RequestLog.ttft_ms,
+            func.row_number().over(partition_by=by_latency, order_by=RequestLog.latency_ms).label("latency_rank"),
+            func.count().over(partition_by=by_latency).label("latency_count"),
+            func.row_number().over(partition_by=by_ttft, order_by=RequestLog.ttft_ms).label("ttft_rank"),
+            func.count().over(partition_by=by_ttft).label("ttft_count"),
+        )
+        .where(RequestLog.created_at >= since, RequestLog.created_at <= until)
+        .subquery()
+    )
+
+
+def _aggregate(dimension: str, ranked: Subquery, *, grouped: bool) -> Select[Any]:
+    """One row per group (or one for all rows): counts, sums and nearest-rank percentiles."""
+    r = ranked.c
+
+    def count_if(condition: ColumnElement[bool]) -> ColumnElement[Any]:
+        return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+    def percentile(percent: int, value: Any, rank: Any, count: Any, included: ColumnElement[bool]) -> Any:
+        # Nearest rank: the smallest value whose rank is at least percent% of the count.
+        return func.min(case((and_(included, rank * 100 >= count * percent), value)))
+
+    # A stream counts from the moment an upstream was tried: refusals (quota, rate limit) never started.
+    streamed = and_(r.stream.is_(True), r.reached == 1)
+    latency_included = r.reached == 1
+    ttft_included = r.ttft_ms.is_not(None)
+    query = select(
+        literal(dimension, String).label("dimension"),
+        r.key if grouped else null().label("key"),
+        func.count().label("requests"),
+        count_if(r.status_code < 400).label("succeeded"),
+        count_if(r.error == 1).label("errors"),
+        count_if(r.error_code == "quota_exceeded").label("quota_blocks"),
+        count_if(r.error_code == "rate_limited").label("rate_limit_hits"),
+        percentile(50, r.latency_ms, r.latency_rank, r.latency_count, latency_included).label("latency_p50"),
+        percentile(95, r.latency_ms, r.latency_rank, r.latency_count, latency_included).label("latency_p95"),
+        percentile(50, r.ttft_ms, r.ttft_rank, r.ttft_count, ttft_included).label("ttft_p50"),
+        percentile(95, r.ttft_ms, r.ttft_rank, r.ttft_count, ttft_included).label("ttft_p95"),
+        count_if(streamed).label("streams_started"),
+        count_if(and_(streamed, r.status_code == 200)).label("streams_completed"),
+        count_if(and_(streamed, r.error_code == "terminated_by_operator")).label("streams_terminated"),
+        count_if(and_(streamed, r.error_code == "client_disconnected")).label("streams_disconnected"),
+        count_if(and_(streamed, r.error == 1)).label("streams_failed"),
+        func.coalesce(func.sum(r.prompt_tokens), 0).label("tokens_in"),
+        func.coalesce(func.sum(r.completion_tokens), 0).label("tokens_out"),
+    )
+    return query.group_by(r.key) if grouped else query
+
+
+def _percentiles(p50: Any, p95: Any) -> Percentiles:
+    return Percentiles(p50=None if p50 is None else float(p50), p95=None if p95 is None else float(p95))
+
+
+def _stats(values: Mapping[Any, Any]) -> dict[str, Any]:
+    """A result row as TrafficStats' fields (zeros for a missing row)."""
+
+    def number(name: str) -> int:
+        return int(values.get(name) or 0)
+
+    requests, errors = number("requests"), number("errors")
+    return {
+        "requests": requests,
+        "succeeded": number("succeeded"),
+        "errors": errors,
+        "error_rate": errors / requests if requests else None,
+        "quota_blocks": number("quota_blocks"),
+        "rate_limit_hits": number("rate_limit_hits"),
+        "latency_ms": _percentiles(values.get("latency_p50"), values.get("latency_p95")),
+        "ttft_ms": _percentiles(values.get("ttft_p50"), values.get("ttft_p95")),
+        "streams": StreamCounts(
+            started=number("streams_started"),
+            completed=number("streams_completed"),
+            terminated=number("streams_terminated"),
+            disconnected=number("streams_disconnected"),
+            failed=number("streams_failed"),
+        ),
+        "tokens_in": number("tokens_in"),
+        "tokens_out": number("tokens_out"),
+    }
+
+
+async def traffic(
+    session: AsyncSession, *, since: datetime, until: datetime
+) -> tuple[TrafficStats, list[ModelStats], list[UpstreamStats]]:
+    """Totals, per model and per upstream, for requests logged in [since, until]; one statement, one snapshot."""
+    query = union_all(
+        _aggregate(TOTAL, _ranked(None, since=since, until=until), grouped=False),
+        _aggregate(MODEL, _ranked(RequestLog.model, since=since, until=until), grouped=True),
+        _aggregate(UPSTREAM, _ranked(RequestLog.upstream, since=since, until=until), grouped=True),
+    )
+    rows = (await session.execute(query)).all()
+    totals: Mapping[Any, Any] = next((row._mapping for row in rows if row.dimension == TOTAL), {})
+    by_model = [ModelStats(model=row.key, **_stats(row._mapping)) for row in rows if row.dimension == MODEL]
+    by_upstream = [UpstreamStats(upstream=row.key, **_stats(row._mapping)) for row in rows if row.dimension == UPSTREAM]
+    by_model.sort(key=lambda s: (-s.requests, s.model))
+    by_upstream.sort(key=lambda s: (-s.requests, s.upstream is None, s.upstream or ""))
+    return TrafficStats(**_stats(totals)), by_model, by_upstream
+
+
+async def sql_latency(session: AsyncSession, *, since: datetime, until: datetime) -> SqlStats:
+    """Statements run and their mean duration, from every replica's samples taken in [since, until]."""
+    statements, seconds = (
+        await session.execute(
+            select(
+                func.coalesce(func.sum(OpsSample.statements), 0),
+                func.coalesce(func.sum(OpsSample.statement_seconds), 0.0),
+            ).where(OpsSample.created_at >= since, OpsSample.created_at <= until)
+        )
+    ).one()
+    count = int(statements)  # PostgreSQL sums a BIGINT into a NUMERIC
+    return SqlStats(statements=count, mean_ms=float(seconds) * 1000 / count if count else None)
+
+
+async def metrics(session: AsyncSession, *, days: int, until: datetime) -> MetricsSnapshot:
+    """The snapshot of the `days` days before `until`."""
+    since = until - timedelta(days=days)
+    totals, by_model, by_upstream = await traffic(session, since=since, until=until)
+    sql = await sql_latency(session, since=since, until=until)
+    return MetricsSnapshot(
+        days=days, from_=since, to=until, totals=totals, by_model=by_model, by_upstream=by_upstream, sql=sql
+    )
+
+
+# --- GET /admin/health -----------------------------------------------------------------------------
+
+
+def _describe(exc: BaseException) -> str:
+    """An error's class and driver message, short (a SQLAlchemy error's own text would repeat its SQL)."""
+    if isinstance(exc, TimeoutError):
+        return "TimeoutError: no answer in time"
+    reason = getattr(exc, "orig", None) or exc
+    return f"{type(reason).__name__}: {str(reason)[:MAX_ERROR_CHARS]}"
+
+
+async def _timed(call: Callable[[], Awaitable[Any]]) -> float:
+    """Milliseconds `call` took."""
+    started = time.perf_counter()
+    await call()
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+async def check_database(engine: AsyncEngine, head: tuple[str, ...]) -> tuple[DatabaseCheck, MigrationsCheck]:
+    """A `SELECT 1` round trip, then the schema's revision(s) against the code's head."""
+    kind = engine.dialect.name
+    migrations = MigrationsCheck(status="unknown", current=None, head=list(head))
+    try:
+        async with asyncio.timeout(DATABASE_TIMEOUT), engine.connect() as conn:
+            latency = await _timed(lambda: conn.execute(text("SELECT 1")))
+        database = DatabaseCheck(kind=kind, status="ok", latency_ms=latency, error=None)
+    except Exception as exc:
+        return DatabaseCheck(kind=kind, status="error", latency_ms=None, error=_describe(exc)), migrations
+    try:
+        async with asyncio.timeout(DATABASE_TIMEOUT):
+            current = await current_revisions(engine)
+    except Exception as exc:
+        return database.model_copy(update={"status": "error", "error": _describe(exc)}), migrations
+    status = "ok" if set(current) == set(head) else "behind"
+    return database, MigrationsCheck(status=status, current=list(current), head=list(head))
+
+
+async def check_redis(url: str) -> RedisCheck:
+    """A PING on a fresh connection (connected first, so the latency is the round trip); never waits long."""
+    if not url:
+        return RedisCheck(status="not configured", latency_ms=None, error=None)
+    import redis.asyncio as redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    client = redis.Redis.from_url(
+        url, socket_connect_timeout=REDIS_TIMEOUT, socket_timeout=REDIS_TIMEOUT, retry=Retry(NoBackoff(), 0)
+    )
+    try:
+        async with asyncio.timeout(REDIS_TIMEOUT * 2 + 0.5):
+            await client.ping()
+            latency = await _timed(client.ping)
+        return RedisCheck(status="ok", latency_ms=latency, error=None)
+    except Exception as exc:
+        return RedisCheck(status="error", latency_ms=None, error=_describe(exc))
+    finally:
+        await client.aclose()
+
+
+async def _count_streams(runtime: Runtime) -> StreamsCheck:
+    local = len(runtime.streams.local())
+    try:
+        async with asyncio.timeout(STREAMS_TIMEOUT):
+            everywhere = len(await runtime.streams.all())
+    except TimeoutError:
+        return StreamsCheck(local=local, all=None)
+    return StreamsCheck(local=local, all=everywhere)
+
+
+async def health(runtime: Runtime) -> HealthReport:
+    """Every dependency's state, checked concurrently; database or schema trouble is `failing`."""
+    (database, migrations), redis_check, streams = await asyncio.gather(
+        check_database(runtime.read_engine, runtime.head_revisions),
+        check_redis(runtime.settings.redis_url),
+        _count_streams(runtime),
+    )
+    upstreams = runtime.upstreams.status()
+    if database.status != "ok" or migrations.status != "ok":
+        status = "failing"
+    elif redis_check.status == "error" or any(u.get("state") in TROUBLED_UPSTREAM for u in upstreams):
+        status = "degraded"
+    else:
+        status = "ok"
+    return HealthReport(
+        status=status,
+        version=__version__,
+        replica=runtime.bus.origin,
+        uptime_seconds=round(time.time() - runtime.started_at, 3),
+        database=database,
+        migrations=migrations,
+        redis=redis_check,
+        upstreams=upstreams,
+        streams=streams,
+    )

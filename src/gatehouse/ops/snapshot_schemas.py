@@ -1,0 +1,102 @@
+"""Response models for the operator snapshot (GET /admin/metrics) and the health detail (GET /admin/health)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Percentiles(BaseModel):
+    p50: float | None = Field(description="Milliseconds, nearest rank; null when there is no value.")
+    p95: float | None
+
+
+class StreamCounts(BaseModel):
+    started: int = Field(description="Streamed requests (`stream: true`), however they ended.")
+    completed: int = Field(description="Streams that ended normally (status 200).")
+    terminated: int = Field(description="Streams an operator ended (`terminated_by_operator`).")
+    disconnected: int = Field(description="Streams the client walked away from (`client_disconnected`).")
+    failed: int = Field(description="Streams that ended with an error (as counted in `errors`).")
+
+
+class TrafficStats(BaseModel):
+    requests: int
+    succeeded: int = Field(description="Answered with a status below 400.")
+    errors: int = Field(
+        description="Failures on Gatehouse's or an upstream's side: status >= 500, or an `upstream_*` error code. "
+        "Refusals (quota, rate limit, bad requests) are not errors."
+    )
+    error_rate: float | None = Field(description="errors / requests; null without requests.")
+    quota_blocks: int = Field(description="Refused because a daily quota was used up (`quota_exceeded`).")
+    rate_limit_hits: int = Field(description="Refused by a rate limit (`rate_limited`).")
+    latency_ms: Percentiles = Field(description="Start to end, over the requests that reached an upstream.")
+    ttft_ms: Percentiles = Field(description="Time to the first content token, over the requests that had one.")
+    streams: StreamCounts
+    tokens_in: int = Field(description="Prompt tokens.")
+    tokens_out: int = Field(description="Completion tokens.")
+
+
+class ModelStats(TrafficStats):
+    model: str
+
+
+class UpstreamStats(TrafficStats):
+    upstream: str | None = Field(description="null: requests refused before an upstream was chosen.")
+
+
+class SqlStats(BaseModel):
+    statements: int = Field(description="Database statements the replicas ran, from their per-minute samples.")
+    mean_ms: float | None = Field(description="Their mean duration; null without samples.")
+
+
+class MetricsSnapshot(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    days: int
+    from_: datetime = Field(alias="from")
+    to: datetime
+    totals: TrafficStats
+    by_model: list[ModelStats]
+    by_upstream: list[UpstreamStats]
+    sql: SqlStats
+
+
+class DatabaseCheck(BaseModel):
+    kind: str = Field(description="`sqlite` or `postgresql`.")
+    status: Literal["ok", "error"]
+    latency_ms: float | None = Field(description="A `SELECT 1`, round trip.")
+    error: str | None
+
+
+class MigrationsCheck(BaseModel):
+    status: Literal["ok", "behind", "unknown"] = Field(description="`unknown` when the database does not answer.")
+    current: list[str] | None = Field(description="The database's revision(s); null when unknown.")
+    head: list[str] = Field(description="The revision(s) this code expects.")
+
+
+class RedisCheck(BaseModel):
+    status: Literal["ok", "error", "not configured"]
+    latency_ms: float | None = Field(description="A PING, round trip.")
+    error: str | None
+
+
+class StreamsCheck(BaseModel):
+    local: int = Field(description="In-flight requests on this replica.")
+    all: int | None = Field(description="On every replica (null when Redis could not be read in time).")
+
+
+class HealthReport(BaseModel):
+    status: Literal["ok", "degraded", "failing"] = Field(
+        description="`failing`: the database does not answer or its schema is not at head; "
+        "`degraded`: an upstream is not up, or Redis fails; `ok` otherwise."
+    )
+    version: str
+    replica: str
+    uptime_seconds: float
+    database: DatabaseCheck
+    migrations: MigrationsCheck
+    redis: RedisCheck
+    upstreams: list[dict[str, Any]] = Field(description="Each upstream as this replica sees it.")
+    streams: StreamsCheck
