@@ -99,3 +99,27 @@ async def harness(database_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
     """The app on a fresh database (SQLite and PostgreSQL), with the built-in demo upstream."""
     async with running_app(make_settings(database_url, tmp_path)) as running:
         yield running
+
+
+# --- the run's server logs hold no secret -----------------------------------------------------------------
+
+LEAKS = pytest.StashKey[list[str]]()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when a server log of this session holds a known password, key, token or message text."""
+    from tests.known_secrets import leaks
+
+    found = leaks()
+    session.config.stash[LEAKS] = found
+    if found and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Name each file and line where a secret was logged."""
+    found = config.stash.get(LEAKS, [])
+    if found:
+        terminalreporter.section("secrets in server logs", red=True, bold=True)
+        for finding in found:
+            terminalreporter.write_line(finding)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.known_secrets import watch_log
+
 ADMIN_EMAIL = "admin@example.com"
 ADMIN_PASSWORD = "admin-password-for-tests"
 ADMIN_KEY = "gh_test_bootstrap_key_0123456789abcdef"
@@ -73,6 +75,10 @@ def run_gatehouse(
     """Start `gatehouse serve`, wait until /readyz answers 200, stop it (SIGTERM, then kill) afterwards."""
     port = port or free_port()
     log_path = workdir / f"gatehouse-{port}.log"
+    # Scanned for the suite's secrets when the session ends (tests/known_secrets.py).
+    watch_log(log_path)
+    if env.get("LOG_FILE"):
+        watch_log(workdir / env["LOG_FILE"])  # an absolute LOG_FILE stays as it is
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [
