@@ -23,6 +23,8 @@ from gatehouse.db.base import utcnow
 from gatehouse.errors import BadRequest, Forbidden
 from gatehouse.limits.models import UsageCounter
 from gatehouse.ops.bus import EventBus
+from gatehouse.ops.events import EventFeed
+from gatehouse.runtime import after_commit
 
 QUOTA_FIELDS = ("messages_per_day", "tokens_per_day")
 
@@ -91,8 +93,26 @@ def _plain(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
+def _announce(session: AsyncSession, events: EventFeed | None, kind: str, data: dict[str, Any]) -> None:
+    """Tell the live feed once the change is committed (a rolled-back change never happened)."""
+    if events is None:
+        return
+
+    async def publish() -> None:
+        events.publish(kind, data)
+
+    after_commit(session, publish)
+
+
 async def update_user(
-    session: AsyncSession, *, bus: EventBus, actor: Actor, by: Principal, user_id: int, changes: dict[str, Any]
+    session: AsyncSession,
+    *,
+    bus: EventBus,
+    actor: Actor,
+    by: Principal,
+    user_id: int,
+    changes: dict[str, Any],
+    events: EventFeed | None = None,
 ) -> User:
     """Apply an admin's changes (display_name, role, status, quotas) with every rule checked, and audit them."""
     user = await get_user_or_raise(session, user_id=user_id)
@@ -143,6 +163,7 @@ async def update_user(
         await record(
             session, actor=actor, action=action, target_type="user", target_id=user.id, details=fields["status"]
         )
+        _announce(session, events, action, {"user_id": user.id, "by": actor.label})
     quota = {name: fields[name] for name in QUOTA_FIELDS if name in fields}
     if quota:
         await record(
@@ -167,6 +188,7 @@ async def block(
     user_id: int,
     reason: str,
     until: datetime | None,
+    events: EventFeed | None = None,
 ) -> User:
     """Block a user (at once, on every replica) with an internal reason, for good or until a time."""
     user = await get_user_or_raise(session, user_id=user_id)
@@ -187,10 +209,24 @@ async def block(
         target_id=user.id,
         details={"reason": reason, "until": _plain(until)},
     )
+    _announce(
+        session,
+        events,
+        "user.blocked",
+        {"user_id": user.id, "reason": reason, "until": _plain(until), "by": actor.label},
+    )
     return user
 
 
-async def unblock(session: AsyncSession, *, bus: EventBus, actor: Actor, by: Principal, user_id: int) -> User:
+async def unblock(
+    session: AsyncSession,
+    *,
+    bus: EventBus,
+    actor: Actor,
+    by: Principal,
+    user_id: int,
+    events: EventFeed | None = None,
+) -> User:
     """Lift a block."""
     user = await get_user_or_raise(session, user_id=user_id)
     _may_moderate(by, user)
@@ -201,4 +237,5 @@ async def unblock(session: AsyncSession, *, bus: EventBus, actor: Actor, by: Pri
     await record(
         session, actor=actor, action="user.unblocked", target_type="user", target_id=user.id, details={"was": was}
     )
+    _announce(session, events, "user.unblocked", {"user_id": user.id, "by": actor.label})
     return user

@@ -113,7 +113,9 @@ async def update_user(
 ) -> UserAdminRead:
     """Change a user's name, role, status or daily quotas (null: unlimited); each change is audited."""
     changes = body.model_dump(include=body.model_fields_set)
-    await admin.update_user(session, bus=runtime.bus, actor=actor, by=principal, user_id=user_id, changes=changes)
+    await admin.update_user(
+        session, bus=runtime.bus, events=runtime.events, actor=actor, by=principal, user_id=user_id, changes=changes
+    )
     return await _read_one(session, runtime, user_id)
 
 
@@ -123,7 +125,9 @@ async def disable_user(
 ) -> UserAdminRead:
     """Disable a user: their sessions end and their keys stop working on every replica at once."""
     changes = {"status": UserStatus.DISABLED}
-    await admin.update_user(session, bus=runtime.bus, actor=actor, by=principal, user_id=user_id, changes=changes)
+    await admin.update_user(
+        session, bus=runtime.bus, events=runtime.events, actor=actor, by=principal, user_id=user_id, changes=changes
+    )
     return await _read_one(session, runtime, user_id)
 
 
@@ -133,7 +137,9 @@ async def enable_user(
 ) -> UserAdminRead:
     """Re-enable a disabled user."""
     changes = {"status": UserStatus.ACTIVE}
-    await admin.update_user(session, bus=runtime.bus, actor=actor, by=principal, user_id=user_id, changes=changes)
+    await admin.update_user(
+        session, bus=runtime.bus, events=runtime.events, actor=actor, by=principal, user_id=user_id, changes=changes
+    )
     return await _read_one(session, runtime, user_id)
 
 
@@ -148,7 +154,14 @@ async def block_user(
 ) -> UserAdminRead:
     """Block a user at once on every replica (403 account_blocked), for good or `until` a time."""
     await admin.block(
-        session, bus=runtime.bus, actor=actor, by=principal, user_id=user_id, reason=body.reason, until=body.until
+        session,
+        bus=runtime.bus,
+        events=runtime.events,
+        actor=actor,
+        by=principal,
+        user_id=user_id,
+        reason=body.reason,
+        until=body.until,
     )
     return await _read_one(session, runtime, user_id)
 
@@ -158,5 +171,5 @@ async def unblock_user(
     user_id: IdPath, principal: PrincipalDep, actor: ActorDep, session: SessionDep, runtime: RuntimeDep
 ) -> UserAdminRead:
     """Lift a block."""
-    await admin.unblock(session, bus=runtime.bus, actor=actor, by=principal, user_id=user_id)
+    await admin.unblock(session, bus=runtime.bus, events=runtime.events, actor=actor, by=principal, user_id=user_id)
     return await _read_one(session, runtime, user_id)

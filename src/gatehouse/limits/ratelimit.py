@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from gatehouse.errors import TooManyRequests
 from gatehouse.limits.models import RateLimitOverride
 from gatehouse.ops.bus import RECONNECTED
+from gatehouse.ops.events import EventFeed
 from gatehouse.ops.logging import get_logger
 from gatehouse.ops.metrics import RATE_LIMIT_HITS
 from gatehouse.ops.tasks import stop as stop_task
@@ -31,6 +32,9 @@ from gatehouse.settings import Settings
 log = get_logger("gatehouse.ratelimit")
 LIMITS_CHANGED = "limits.changed"
 RELOAD_SECONDS = 30.0
+HIT_EVENT = "rate_limit.hit"  # live feed event
+HIT_EVENT_SECONDS = 10.0  # one client retrying in a loop announces itself this often at most, not per refusal
+HIT_EVENT_MEMORY = 10000  # (rule, identity) pairs remembered for that; forgotten all at once beyond
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,8 +106,12 @@ class RuleState:
 class RateLimiter:
     """Checks named rules for an identity (a user id or a client IP)."""
 
-    def __init__(self, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], *, events: EventFeed | None = None
+    ) -> None:
         self.settings = settings
+        self.events = events
+        self._announced: dict[tuple[str, str], float] = {}
         self._sessionmaker = sessionmaker
         storage: Storage
         if settings.redis_url:
@@ -182,6 +190,7 @@ class RateLimiter:
         if limit > 0 and await self._limiter.hit(item, identity):
             return
         RATE_LIMIT_HITS.labels(action=name).inc()
+        self._announce(spec, limit, identity)
         reset = spec.window_seconds
         if limit > 0:
             stats = await self._limiter.get_window_stats(item, identity)
@@ -197,6 +206,22 @@ class RateLimiter:
                 "x-ratelimit-remaining": "0",
                 "x-ratelimit-reset": str(reset),
             },
+        )
+
+    def _announce(self, spec: RuleSpec, limit: int, identity: str) -> None:
+        """Tell the live feed, once per rule and identity every HIT_EVENT_SECONDS."""
+        if self.events is None:
+            return
+        now = time.monotonic()
+        pair = (spec.name, identity)
+        if now - self._announced.get(pair, -HIT_EVENT_SECONDS) < HIT_EVENT_SECONDS:
+            return
+        if len(self._announced) >= HIT_EVENT_MEMORY:
+            self._announced.clear()
+        self._announced[pair] = now
+        self.events.publish(
+            HIT_EVENT,
+            {"action": spec.name, "subject": identity, "per": spec.per, "limit": limit, "window": spec.window},
         )
 
     async def allows(self, name: str, identity: str) -> bool:

@@ -13,8 +13,8 @@ from gatehouse.audit.service import record
 from gatehouse.deps import ActorDep, RuntimeDep, SessionDep
 from gatehouse.errors import NotFound
 from gatehouse.fields import Text
-from gatehouse.ops.streams import TERMINATE
-from gatehouse.runtime import after_commit
+from gatehouse.ops.streams import TERMINATE, TERMINATED
+from gatehouse.runtime import Runtime, after_commit
 
 router = APIRouter(tags=["streams"])
 StreamId = Path(pattern=r"^[0-9a-f]{16}$", description="A stream id from GET /admin/streams.")
@@ -22,6 +22,10 @@ StreamId = Path(pattern=r"^[0-9a-f]{16}$", description="A stream id from GET /ad
 
 class TerminateRequest(BaseModel):
     reason: Text = Field(min_length=1, max_length=500, description="Shown to the client and kept in the audit log.")
+
+
+async def _announce(runtime: Runtime, data: dict[str, Any]) -> None:
+    runtime.events.publish(TERMINATED, data)
 
 
 @router.get("/admin/streams", dependencies=[require(Role.MONITOR)])
@@ -60,6 +64,8 @@ async def terminate_stream(
     )
     # Once the audit row is committed: the bus delivers locally at once and to the replica holding the stream.
     after_commit(session, lambda: runtime.bus.publish(TERMINATE, {"id": stream_id, "reason": body.reason}))
+    announced = {"id": stream_id, "reason": body.reason, "by": actor.label, "replica": target["replica"]}
+    after_commit(session, lambda: _announce(runtime, announced))
     return {
         "id": stream_id,
         "status": "terminated" if local is not None else "terminating",

@@ -19,12 +19,14 @@ from typing import Any
 
 import orjson
 
+from gatehouse.ops.events import EventFeed
 from gatehouse.ops.logging import get_logger
 from gatehouse.ops.metrics import ACTIVE_STREAMS
 from gatehouse.ops.tasks import stop as stop_task
 
 log = get_logger("gatehouse.streams")
 TERMINATE = "stream.terminate"  # bus event: {"id", "reason", "by"}
+STARTED, ENDED, TERMINATED = "stream.started", "stream.ended", "stream.terminated"  # live feed events
 SNAPSHOT_SECONDS = 1.0
 SNAPSHOT_TTL_SECONDS = 5
 
@@ -78,8 +80,11 @@ class LiveStream:
 class StreamRegistry:
     """This replica's live requests, plus (with Redis) every replica's latest snapshot."""
 
-    def __init__(self, *, replica: str, redis_url: str = "", prefix: str = "gatehouse:") -> None:
+    def __init__(
+        self, *, replica: str, redis_url: str = "", prefix: str = "gatehouse:", events: EventFeed | None = None
+    ) -> None:
         self.replica = replica
+        self.events = events
         self._live: dict[str, LiveStream] = {}
         self._redis: Any = None
         self._key = f"{prefix}streams:{replica}"
@@ -96,12 +101,50 @@ class StreamRegistry:
         self._live[live.id] = live
         if live.stream:
             ACTIVE_STREAMS.inc()
+        if self.events is not None:
+            self.events.publish(
+                STARTED,
+                {
+                    "id": live.id,
+                    "user_id": live.user_id,
+                    "key_id": live.key_id,
+                    "model": live.model,
+                    "protocol": live.protocol,
+                    "stream": live.stream,
+                },
+            )
         return live
 
-    def close(self, live: LiveStream) -> None:
-        """The request ended."""
-        if self._live.pop(live.id, None) is not None and live.stream:
+    def close(
+        self,
+        live: LiveStream,
+        *,
+        status_code: int | None = None,
+        error_code: str | None = None,
+        usage: tuple[int, int] | None = None,
+    ) -> None:
+        """The request ended (with this status, error code and settled (prompt, completion) tokens, when known)."""
+        if self._live.pop(live.id, None) is None:
+            return
+        if live.stream:
             ACTIVE_STREAMS.dec()
+        if self.events is not None:
+            self.events.publish(
+                ENDED,
+                {
+                    "id": live.id,
+                    "user_id": live.user_id,
+                    "model": live.model,
+                    "upstream": live.upstream,
+                    "tokens": live.tokens,  # content chunks relayed
+                    "prompt_tokens": usage[0] if usage else None,
+                    "completion_tokens": usage[1] if usage else None,
+                    "status_code": status_code,
+                    "error_code": error_code,
+                    "terminated": live.terminated_reason,
+                    "seconds": round((datetime.now(UTC) - live.started_at).total_seconds(), 3),
+                },
+            )
 
     def local(self) -> list[LiveStream]:
         """This replica's live requests."""
