@@ -25,7 +25,9 @@ Endpoints: ``GET /v1/models[/{id}]``, ``POST /v1/chat/completions``, ``POST /v1/
 ``GET /api/tags``, ``GET /api/version``, ``POST /api/chat``, ``POST /api/generate``, ``POST /api/embed``,
 ``POST /api/embeddings`` and ``GET /`` ("Ollama is running").
 
-Control endpoints (never authenticated): ``GET /_stats``, ``GET /_requests``, ``POST /_reset``.
+Control endpoints (never authenticated): ``GET /_stats``, ``GET /_requests``, ``POST /_reset``, and
+``POST /_fail/{ok|error|hang}``, which makes every /v1 and /api request (model lists included) answer
+normally, answer 500, or never answer, until changed.
 ``--token-delay`` paces streamed tokens; a non-streamed reply waits the same total time before it is
 sent. ``--latency`` delays the start of chat/generate/embedding responses.
 """
@@ -351,6 +353,7 @@ class FakeUpstreamApp:
         self.tokens = tokens
         self.latency = latency
         self.stats = _Stats()
+        self.failing = "ok"  # POST /_fail/{ok|error|hang}
         # (path, body, raw headers): headers are decoded only when /_requests asks, off the hot path.
         self.request_log: collections.deque[tuple[str, Any, list[tuple[bytes, bytes]]]] = collections.deque(
             maxlen=REQUEST_LOG_SIZE
@@ -421,6 +424,12 @@ class FakeUpstreamApp:
 
         stats = self.stats
         stats.requests += 1
+        if self.failing == "error":
+            await self._send_json(send, 500, b'{"error":"the upstream is failing (POST /_fail/error)"}')
+            return
+        if self.failing == "hang":
+            await _wait_disconnect(receive)
+            return
         stats.in_flight += 1
         if stats.in_flight > stats.max_in_flight:
             stats.max_in_flight = stats.in_flight
@@ -910,6 +919,9 @@ class FakeUpstreamApp:
                 for logged_path, body, headers in self.request_log
             ]
             await self._send_json(send, 200, orjson.dumps(logged))
+        elif method == "POST" and path in ("/_fail/ok", "/_fail/error", "/_fail/hang"):
+            self.failing = path.removeprefix("/_fail/")
+            await self._send_json(send, 200, b'{"ok":true}')
         elif method == "POST" and path == "/_reset":
             self.stats.reset()
             self.request_log.clear()
@@ -1015,6 +1027,10 @@ class FakeUpstream:
     def reset(self) -> None:
         """Clear counters and the request log (POST /_reset)."""
         self._client.post("/_reset").raise_for_status()
+
+    def fail(self, mode: str) -> None:
+        """Answer every request normally (`ok`), with a 500 (`error`), or never (`hang`)."""
+        self._client.post(f"/_fail/{mode}").raise_for_status()
 
     def wait_for_stats(self, predicate: Callable[[dict[str, int]], bool], timeout: float = 5.0) -> dict[str, int]:
         """Poll /_stats until predicate(stats) holds; raise TimeoutError with the last stats otherwise."""

@@ -27,17 +27,23 @@ from gatehouse.gateway.routes import router as gateway_router
 from gatehouse.limits.ratelimit import RateLimiter
 from gatehouse.limits.routes import router as limits_router
 from gatehouse.ops.bus import create_bus
+from gatehouse.ops.event_routes import router as events_router
+from gatehouse.ops.events import create_feed
 from gatehouse.ops.health import router as health_router
 from gatehouse.ops.logging import configure_logging, get_logger
 from gatehouse.ops.metrics import instrument_engine, mark_started, mark_stopped
 from gatehouse.ops.metrics_routes import router as metrics_router
 from gatehouse.ops.middleware import RequestContextMiddleware
+from gatehouse.ops.sampler import OpsSampler
+from gatehouse.ops.snapshot_routes import router as snapshot_router
 from gatehouse.ops.stream_routes import router as streams_router
 from gatehouse.ops.streams import StreamRegistry
 from gatehouse.runtime import Runtime
 from gatehouse.settings import Settings, get_settings
 from gatehouse.upstreams.config import load_config
 from gatehouse.upstreams.registry import UpstreamRegistry
+from gatehouse.upstreams.routes import router as upstreams_router
+from gatehouse.upstreams.service import sync_from_config
 
 log = get_logger("gatehouse.app")
 PREPARED_ENV = "GATEHOUSE_PREPARED"  # set by `gatehouse serve` once it migrated and bootstrapped
@@ -55,12 +61,15 @@ def check_settings(settings: Settings) -> None:
 
 
 async def prepare(settings: Settings) -> BootstrapResult:
-    """Migrate (when RUN_MIGRATIONS) and bootstrap the first superadmin; run once before serving."""
+    """Migrate (when RUN_MIGRATIONS), store the configured upstreams, bootstrap the first superadmin; run once
+    before serving."""
     if settings.run_migrations:
         await upgrade(settings.database_url)
     engine = create_engine(settings)
     try:
-        return await bootstrap_admin(create_sessionmaker(engine), settings)
+        sessionmaker = create_sessionmaker(engine)
+        await sync_from_config(sessionmaker, load_config(settings))
+        return await bootstrap_admin(sessionmaker, settings)
     finally:
         await engine.dispose()
 
@@ -107,17 +116,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sessionmaker = create_sessionmaker(engine)
         read_engine = read_only(engine)
         bus = create_bus(settings.redis_url, settings.redis_prefix)
+        events = create_feed(settings.redis_url, settings.redis_prefix, bus.origin)
         auth_cache = AuthCache(ttl_seconds=settings.auth_cache_seconds)
         bus.subscribe(auth_cache.on_event)
         upstreams = UpstreamRegistry(
-            load_config(settings),
-            connect_timeout=settings.upstream_connect_timeout,
-            read_timeout=settings.upstream_read_timeout,
-            refresh_seconds=settings.model_refresh_seconds,
+            load_config(settings), settings, sessionmaker=create_sessionmaker(read_engine), events=events
         )
+        bus.subscribe(upstreams.on_event)
         request_log = RequestLogWriter(sessionmaker, flush_seconds=settings.request_log_flush_seconds)
-        rate_limiter = RateLimiter(settings, sessionmaker)
-        streams = StreamRegistry(replica=bus.origin, redis_url=settings.redis_url, prefix=settings.redis_prefix)
+        rate_limiter = RateLimiter(settings, sessionmaker, events=events)
+        streams = StreamRegistry(
+            replica=bus.origin, redis_url=settings.redis_url, prefix=settings.redis_prefix, events=events
+        )
         bus.subscribe(streams.on_event)
         bus.subscribe(rate_limiter.on_event)
         runtime = Runtime(
@@ -128,6 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             read_sessionmaker=create_sessionmaker(read_engine),
             autocommit_engine=create_autocommit_engine(settings),
             bus=bus,
+            events=events,
             auth_cache=auth_cache,
             upstreams=upstreams,
             request_log=request_log,
@@ -141,10 +152,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         instrument_engine(runtime.autocommit_engine)
         mark_started()
         await bus.start()
+        await events.start()
         await upstreams.start()
         await request_log.start()
         await rate_limiter.start()
         await streams.start()
+        sampler = OpsSampler(engine, replica=bus.origin)
+        app.state.ops_sampler = sampler
+        await sampler.start()
         log.info(
             "started",
             version=__version__,
@@ -163,7 +178,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     rate_limiter.close,
                     request_log.close,
                     upstreams.close,
+                    events.close,
                     bus.close,
+                    sampler.close,
                     runtime.autocommit_engine.dispose,
                     engine.dispose,
                     _async(mark_stopped),
@@ -186,6 +203,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(keys_router)
     app.include_router(audit_router)
     app.include_router(streams_router)
+    app.include_router(events_router)
+    app.include_router(snapshot_router)
+    app.include_router(upstreams_router)
     app.include_router(gateway_router)
     app.include_router(limits_router)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes)

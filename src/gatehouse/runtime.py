@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from gatehouse.accounts.principal import AuthCache
 from gatehouse.ops.bus import EventBus
+from gatehouse.ops.events import EventFeed
 from gatehouse.settings import Settings
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ class Runtime:
     read_sessionmaker: async_sessionmaker[AsyncSession]  # for lookups that never write (auth, readiness)
     autocommit_engine: AsyncEngine  # the same pool, for single atomic statements (quota reserve/settle)
     bus: EventBus
+    events: EventFeed  # the live feed behind GET /admin/events
     auth_cache: AuthCache
     upstreams: UpstreamRegistry
     request_log: RequestLogWriter

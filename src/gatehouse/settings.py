@@ -122,7 +122,14 @@ class Settings(BaseSettings):
     demo_upstream: bool | None = None  # None: on when no upstream is configured
     upstream_connect_timeout: float = Field(default=5.0, gt=0)
     upstream_read_timeout: float = Field(default=300.0, gt=0)
-    model_refresh_seconds: float = Field(default=60.0, ge=0)
+    model_refresh_seconds: float = Field(default=60.0, ge=0)  # model discovery; 0: discover at start only
+    # Health: background probes every UPSTREAM_PROBE_SECONDS (0: none), a circuit breaker after consecutive
+    # failed requests (0: never open), and "degraded" for probes slower than UPSTREAM_DEGRADED_MS.
+    upstream_probe_seconds: float = Field(default=10.0, ge=0)
+    upstream_probe_timeout: float = Field(default=5.0, gt=0)
+    upstream_degraded_ms: float = Field(default=2000.0, gt=0)
+    upstream_breaker_failures: int = Field(default=5, ge=0)
+    stream_ping_seconds: float = Field(default=15.0, ge=0)  # keep-alives on silent streams; 0: none
 
     # Quotas and rate limits.
     default_messages_per_day: int | None = Field(default=None, ge=0)
@@ -141,6 +148,7 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.JSON
+    log_file: Path | None = None  # also write log lines here: rotated weekly, kept 30 days, older ones gzipped
 
     data_dir: Path = Path("./data")
 

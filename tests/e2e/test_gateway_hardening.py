@@ -136,6 +136,18 @@ async def test_chains_fail_over_before_any_byte(chains: Harness, model: str) -> 
 
 
 async def test_unreachable_upstream_details_stay_in_the_log(chains: Harness) -> None:
+    # The start-up probe found it down: refused before trying, saying so without its address.
+    response = await chains.client.post("/v1/chat/completions", json={"model": "only-dead", "messages": MESSAGES})
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error["code"] == "no_usable_upstream"
+    assert "dead is down" in error["message"] and "127.0.0.1" not in error["message"]
+    # Died since its last good probe: tried, and the connection error stays in the log.
+    dead = chains.runtime.upstreams.get("dead")
+    assert dead is not None
+    dead.health.probe_ok(1.0)
+    chains.runtime.upstreams.request_ok(dead)
+    chains.runtime.upstreams._usable.clear()
     response = await chains.client.post("/v1/chat/completions", json={"model": "only-dead", "messages": MESSAGES})
     assert response.status_code == 502
     error = response.json()["error"]

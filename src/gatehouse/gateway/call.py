@@ -12,14 +12,17 @@ from gatehouse.accounts.principal import Principal
 from gatehouse.errors import GatehouseError
 from gatehouse.limits import quotas
 from gatehouse.limits.quotas import Reservation
-from gatehouse.ops.logging import get_logger
+from gatehouse.ops.logging import bind_context, get_logger
 from gatehouse.ops.metrics import STREAM_DURATION, TOKENS, UPSTREAM_REQUEST_DURATION, UPSTREAM_TTFT
 from gatehouse.ops.streams import LiveStream
 from gatehouse.runtime import Runtime
+from gatehouse.upstreams.registry import Upstream
 
 log = get_logger("gatehouse.gateway")
 Protocol = Literal["openai", "ollama"]
 JSON = dict[str, Any]
+# Endings that are the upstream's fault (after its response head arrived).
+UPSTREAM_FAILURES = frozenset({"upstream_error", "upstream_disconnected", "upstream_timeout", "upstream_bad_response"})
 
 
 @dataclass
@@ -44,6 +47,7 @@ class Call:
     prompt_estimate: int = 0
     reservation: Reservation | None = None
     live: LiveStream | None = None  # in the stream registry from admission to settlement
+    held: Upstream | None = None  # the upstream answering it, from its response head to settlement
     settled: bool = False
 
     def set_upstream(self, name: str) -> None:
@@ -117,6 +121,10 @@ async def admit(runtime: Runtime, call: Call, *, prompt_bound: int, want_complet
         )
     except GatehouseError as exc:
         call.fail(exc)
+        if exc.code == "quota_exceeded":  # rate-limit refusals are announced by the limiter itself
+            runtime.events.publish(
+                "quota.blocked", {"user_id": call.principal.user_id, "quota": exc.param, "model": call.model}
+            )
         await finish(runtime, call)
         raise
     principal = call.principal
@@ -128,6 +136,7 @@ async def admit(runtime: Runtime, call: Call, *, prompt_bound: int, want_complet
         protocol=call.protocol,
         stream=call.stream,
     )
+    bind_context(stream_id=call.live.id)
 
 
 # --- settlement ------------------------------------------------------------------------------------
@@ -153,9 +162,18 @@ async def finish(runtime: Runtime, call: Call) -> None:
     if call.settled:
         return
     call.settled = True
-    if call.live is not None:
-        runtime.streams.close(call.live)
     call.prompt_tokens, call.completion_tokens = _usage(call)
+    if call.live is not None:
+        runtime.streams.close(
+            call.live,
+            status_code=call.status_code,
+            error_code=call.error_code,
+            usage=(call.prompt_tokens, call.completion_tokens),
+        )
+    if call.held is not None:
+        runtime.upstreams.release(call.held)
+        if call.error_code in UPSTREAM_FAILURES:  # it broke off mid-answer: the breaker counts that too
+            runtime.upstreams.request_failed(call.held, call.error_code)
     principal = call.principal
     now = time.perf_counter()
     runtime.request_log.add(

@@ -3,6 +3,7 @@ streamed (see `streaming`), and settle it (see `call`)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,12 +16,13 @@ from gatehouse.errors import (
     GatehouseError,
     NotFound,
     TooManyRequests,
+    Unavailable,
     UpstreamError,
     UpstreamTimeout,
 )
 from gatehouse.gateway import translate
 from gatehouse.gateway.call import Call, Protocol, Terminated, admit, finish_shielded
-from gatehouse.gateway.streaming import relay_response, stream_relay, upstream_message
+from gatehouse.gateway.streaming import Relay, late_relay_response, relay_response, stream_relay, upstream_message
 from gatehouse.gateway.validate import require_messages, validate_chat, validate_embed_input
 from gatehouse.limits import quotas
 from gatehouse.ops.logging import get_logger
@@ -38,6 +40,7 @@ from gatehouse.upstreams.registry import Route
 log = get_logger("gatehouse.gateway")
 JSON = dict[str, Any]
 MAX_ERROR_BODY = 4096
+RETRY_UNAVAILABLE_SECONDS = 10
 
 
 # --- request parsing -------------------------------------------------------------------------------
@@ -56,15 +59,27 @@ def estimate_prompt_tokens(messages: list[JSON]) -> int:
 
 
 def resolve_routes(runtime: Runtime, model: str) -> list[Route]:
-    """The upstreams that serve `model`, or a 404 that says where to look."""
+    """The usable upstreams that serve `model`; else a 404 that says where to look, or a 503 saying why none is."""
     routes = runtime.upstreams.routes(model)
-    if not routes:
+    if routes:
+        return routes
+    every = runtime.upstreams.all_routes(model)
+    if not every:
         raise NotFound(
             f"The model `{model}` does not exist here: list the available ones with GET /v1/models (or /api/tags).",
             code="model_not_found",
             param="model",
         )
-    return routes
+    why = "; ".join(
+        f"{r.upstream.name} is {r.upstream.health.state.value}"
+        + (" (set by an operator)" if r.upstream.health.override else "")
+        for r in every
+    )
+    raise Unavailable(
+        f"No upstream serving `{model}` is available now: {why}. Retry later, or ask an operator.",
+        code="no_usable_upstream",
+        headers={"retry-after": str(RETRY_UNAVAILABLE_SECONDS)},
+    )
 
 
 # --- upstream errors -------------------------------------------------------------------------------
@@ -104,31 +119,51 @@ async def _error_from_status(route: Route, response: UpstreamResponse) -> Gateho
 
 
 async def open_upstream(
-    call: Call, routes: list[Route], path_for: dict[UpstreamKind, str], build: Callable[[Route], JSON]
+    runtime: Runtime,
+    call: Call,
+    routes: list[Route],
+    path_for: dict[UpstreamKind, str],
+    build: Callable[[Route], JSON],
 ) -> tuple[Route, UpstreamResponse]:
-    """Send to the first upstream that answers; fail over on connection errors and 5xx (no byte sent yet)."""
+    """Send to the first upstream that answers; fail over on connection errors, timeouts and 5xx (no byte sent
+    to the client yet). Each outcome feeds that upstream's circuit breaker."""
+    registry = runtime.upstreams
     last_error: GatehouseError | None = None
     for route in routes:
-        call.set_upstream(route.provider.name)
+        upstream = route.upstream
+        if not upstream.health.usable:  # went down (breaker, override) since the routes were chosen
+            last_error = last_error or Unavailable(
+                f"Upstream {upstream.name} is not available.", code="no_usable_upstream"
+            )
+            continue
+        call.set_upstream(upstream.name)
         body = build(route)
         try:
             response = await route.provider.post(path_for[route.provider.kind], body, stream=call.stream)
         except UpstreamUnreachable as exc:
             # Details (host, port, errno) go to the log for operators, not to API callers.
-            last_error = UpstreamError(f"Upstream {route.provider.name} is unreachable.", code="upstream_unreachable")
-            log.warning("upstream_unreachable", upstream=route.provider.name, error=str(exc))
+            last_error = UpstreamError(f"Upstream {upstream.name} is unreachable.", code="upstream_unreachable")
+            log.warning("upstream_unreachable", upstream=upstream.name, error=str(exc))
+            registry.request_failed(upstream, str(exc))
             continue
         except UpstreamTimedOut as exc:
-            log.warning("upstream_timeout", upstream=route.provider.name, error=str(exc))
-            raise UpstreamTimeout(f"Upstream {route.provider.name} did not answer in time ({exc}).") from exc
+            last_error = UpstreamTimeout(f"Upstream {upstream.name} did not answer in time ({exc}).")
+            log.warning("upstream_timeout", upstream=upstream.name, error=str(exc))
+            registry.request_failed(upstream, str(exc))
+            continue
         if response.status < 300:
+            registry.acquire(upstream)
+            call.held = upstream
+            registry.request_ok(upstream)
             return route, response
         error = await _error_from_status(route, response)
         # A 404 (model not there) or a 5xx may be served by the next upstream of the chain; other 4xx would not.
         if response.status < 500 and response.status != 404:
             raise error
+        if response.status >= 500:
+            registry.request_failed(upstream, f"answered {response.status}")
         last_error = error
-        log.warning("upstream_failed", upstream=route.provider.name, status=response.status)
+        log.warning("upstream_failed", upstream=upstream.name, status=response.status)
     assert last_error is not None
     raise last_error
 
@@ -197,15 +232,27 @@ async def chat(runtime: Runtime, call: Call, body: JSON) -> Response:
         body = with_completion_cap(body, call.protocol, cap)
     streaming = False
     try:
-        route, response = await open_upstream(call, routes, CHAT_PATH, lambda r: _chat_body_for(call, body, r))
+        opening = open_upstream(runtime, call, routes, CHAT_PATH, lambda r: _chat_body_for(call, body, r))
+        ping = runtime.settings.stream_ping_seconds
+        if call.stream and ping > 0:
+            # A stream whose upstream is slow to answer at all (a model loading) starts with keep-alives.
+            task = asyncio.ensure_future(opening)
+            try:
+                await asyncio.wait({task}, timeout=ping)
+            except BaseException:
+                _abandon(task)
+                raise
+            if not task.done():
+                streaming = True
+                return late_relay_response(runtime, call, task, lambda route: _chat_relay(call, body, route))
+            route, response = task.result()
+        else:
+            route, response = await opening
         if call.live is not None:
             call.live.on_terminate(response.close)
         if call.stream:
             streaming = True
-            client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            relay = stream_relay(call, route.provider.kind, client_wants_usage)
-            relay.rename_model(route.model)
-            return relay_response(runtime, call, response, relay)
+            return relay_response(runtime, call, response, _chat_relay(call, body, route))
         return await _chat_whole(call, body, route, response)
     except BaseException as exc:
         call.fail(exc)
@@ -213,6 +260,21 @@ async def chat(runtime: Runtime, call: Call, body: JSON) -> Response:
     finally:
         if not streaming:
             await finish_shielded(runtime, call)
+
+
+def _chat_relay(call: Call, body: JSON, route: Route) -> Relay:
+    client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    relay = stream_relay(call, route.provider.kind, client_wants_usage)
+    relay.rename_model(route.model)
+    return relay
+
+
+def _abandon(task: asyncio.Future[tuple[Route, UpstreamResponse]]) -> None:
+    """Cancel an upstream attempt nobody waits for any more, closing its response if it had one."""
+    if not task.done():
+        task.cancel()
+    elif not task.cancelled() and task.exception() is None:
+        task.result()[1].close()
 
 
 async def _chat_whole(call: Call, body: JSON, route: Route, response: UpstreamResponse) -> Response:
@@ -302,7 +364,9 @@ async def embeddings(runtime: Runtime, call: Call, body: JSON) -> Response:
     bound = quotas.embedding_bound(value)
     await admit(runtime, call, prompt_bound=bound, want_completion=0)
     try:
-        route, response = await open_upstream(call, routes, EMBED_PATH, lambda r: _embed_body_for(call, body, r))
+        route, response = await open_upstream(
+            runtime, call, routes, EMBED_PATH, lambda r: _embed_body_for(call, body, r)
+        )
         return await _embed_whole(call, body, route, response)
     except BaseException as exc:
         call.fail(exc)

@@ -7,8 +7,11 @@ client's shape.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -18,9 +21,11 @@ from gatehouse.errors import GatehouseError, UpstreamError, UpstreamTimeout
 from gatehouse.gateway import translate
 from gatehouse.gateway.call import Call, Terminated, finish_shielded
 from gatehouse.ops.logging import get_logger
+from gatehouse.ops.metrics import SSE_PINGS
 from gatehouse.runtime import Runtime
 from gatehouse.upstreams.config import UpstreamKind
 from gatehouse.upstreams.providers import UpstreamResponse, UpstreamTimedOut, UpstreamUnreachable
+from gatehouse.upstreams.registry import Route
 
 log = get_logger("gatehouse.gateway")
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -68,14 +73,38 @@ class Relay:
     def finish(self) -> bytes:
         return b""
 
+    def ping(self) -> bytes:
+        return ping_bytes(self.call)
+
     def error(self, message: str, code: str) -> bytes:
-        if self.call.protocol == "openai":
-            return (
-                b"data: "
-                + orjson.dumps({"error": {"message": message, "type": "upstream_error", "code": code}})
-                + b"\n\n"
-            )
-        return orjson.dumps({"error": message}) + b"\n"
+        return error_bytes(self.call, message, code)
+
+
+def ping_bytes(call: Call) -> bytes:
+    """A keep-alive for a silent upstream: an SSE comment, or for NDJSON (Ollama) clients a chunk with empty
+    content, which every Ollama client parses as an ordinary, empty, piece of the answer."""
+    if call.protocol == "openai":
+        return b": ping\n\n"
+    return (
+        orjson.dumps(
+            {
+                "model": call.model,
+                "created_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+                "message": {"role": "assistant", "content": ""},
+                "done": False,
+            }
+        )
+        + b"\n"
+    )
+
+
+def error_bytes(call: Call, message: str, code: str) -> bytes:
+    """A final error event in the client's stream format."""
+    if call.protocol == "openai":
+        return (
+            b"data: " + orjson.dumps({"error": {"message": message, "type": "upstream_error", "code": code}}) + b"\n\n"
+        )
+    return orjson.dumps({"error": message}) + b"\n"
 
 
 def _sse_payload(line: bytes) -> bytes | None:
@@ -212,17 +241,93 @@ def relay_response(runtime: Runtime, call: Call, response: UpstreamResponse, rel
         response.close()
         await finish_shielded(runtime, call)
 
-    media = "text/event-stream" if call.protocol == "openai" else "application/x-ndjson"
-    return RelayResponse(_relay_stream(call, response, relay), on_close=on_close, media_type=media)
+    stream = _relay_stream(call, response, relay, runtime.settings.stream_ping_seconds)
+    return RelayResponse(stream, on_close=on_close, media_type=_media(call))
 
 
-async def _relay_stream(call: Call, response: UpstreamResponse, relay: Relay) -> AsyncIterator[bytes]:
+def _media(call: Call) -> str:
+    return "text/event-stream" if call.protocol == "openai" else "application/x-ndjson"
+
+
+Opening = asyncio.Future[tuple[Route, UpstreamResponse]]
+
+
+def _cancel(opening: Opening) -> None:
+    opening.cancel()
+
+
+def late_relay_response(
+    runtime: Runtime, call: Call, opening: Opening, make_relay: Callable[[Route], Relay]
+) -> Response:
+    """A streamed answer started before the upstream's response head arrived (a model still loading, say): the
+    client gets keep-alives meanwhile, and an upstream failure (after any failover) as a final error event."""
+    ping = runtime.settings.stream_ping_seconds
+    taken: list[UpstreamResponse] = []
+    ended = False
+    if call.live is not None:
+        call.live.on_terminate(lambda: _cancel(opening))  # then, once the head is in: closing the response
+
+    async def on_close() -> None:
+        if not opening.done():
+            opening.cancel()
+        with contextlib.suppress(BaseException):
+            _, response = await opening  # settled below only once the attempt is over
+            if not taken:
+                response.close()
+        if not ended and call.error_code is None:
+            call.status_code, call.error_code = 499, "client_disconnected"
+        for response in taken:
+            response.close()
+        await finish_shielded(runtime, call)
+
+    async def stream() -> AsyncIterator[bytes]:
+        nonlocal ended
+        while not opening.done():
+            await asyncio.wait({opening}, timeout=ping)
+            if not opening.done():
+                SSE_PINGS.inc()
+                yield ping_bytes(call)
+        error: GatehouseError
+        try:
+            route, response = opening.result()
+        except asyncio.CancelledError:
+            error = Terminated(call.terminated or "terminated by an operator")
+        except GatehouseError as exc:
+            error = exc
+        except Exception:
+            log.exception("relay_failed", upstream=call.upstream)
+            error = UpstreamError(
+                "The relay failed; the request id identifies it in the log.", code="relay_failed", status=500
+            )
+        else:
+            taken.append(response)
+            if call.live is not None:
+                call.live.on_terminate(response.close)
+            relay = make_relay(route)
+            async for chunk in _relay_stream(call, response, relay, ping):
+                yield chunk
+            ended = relay.completed
+            return
+        call.fail(error)
+        ended = True
+        yield error_bytes(call, error.message, error.code)
+
+    return RelayResponse(stream(), on_close=on_close, media_type=_media(call))
+
+
+async def _relay_stream(
+    call: Call, response: UpstreamResponse, relay: Relay, ping_seconds: float
+) -> AsyncIterator[bytes]:
     """Client bytes for each upstream line; a mid-stream failure ends with an error event in the client's shape."""
     error: GatehouseError
     try:
-        async for line in response.lines():
+        async for line in response.lines(idle=ping_seconds):
             if call.terminated:
                 break  # an in-process upstream (the demo) is not stopped by closing: stop reading it
+            if line is None:  # the upstream has been silent for ping_seconds
+                SSE_PINGS.inc()
+                yield relay.ping()
+                continue
             out = relay.feed(line)
             if out:
                 yield out

@@ -66,20 +66,27 @@ DB_STATEMENT_DURATION = Histogram(
 # The most recent value any live worker set: one series per (upstream, state), no pid label.
 UPSTREAM_STATE = Gauge(
     "gatehouse_upstream_state",
-    "1 for an upstream's current state (up, degraded, down), 0 for the others",
+    "1 for an upstream's current state (up, degraded, down, drain), 0 for the others",
     ["upstream", "state"],
     multiprocess_mode="livemostrecent",
 )
 BUILD_INFO = Gauge("gatehouse_build_info", "Always 1; the version label", ["version"], multiprocess_mode="livemax")
 
-UPSTREAM_STATES = ("up", "degraded", "down")
+UPSTREAM_STATES = ("up", "degraded", "down", "drain")
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 STATEMENT_KINDS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE"})
 _STARTED_KEY = "gatehouse_statement_started"
+# An execution option: statements run with it are timed in the histogram but left out of the totals below
+# (the ops sampler's own INSERT, so that an idle process writes no samples).
+UNCOUNTED_OPTION = "gatehouse_uncounted"
+# Every statement this process ran and their total seconds, since it started: the ops sampler stores the
+# increments (ops/sampler.py). Plain numbers: the statement events fire on the event loop's thread.
+_statements = 0
+_statement_seconds = 0.0
 
 
-def set_upstream_state(upstream: str, state: str) -> None:
-    """Mark `state` as the upstream's current one (1) and every other state 0."""
+def set_upstream_state(upstream: str, state: str | None) -> None:
+    """Mark `state` as the upstream's current one (1) and every other state 0 (all 0: the upstream is gone)."""
     for candidate in UPSTREAM_STATES:
         UPSTREAM_STATE.labels(upstream=upstream, state=candidate).set(1 if candidate == state else 0)
 
@@ -119,9 +126,19 @@ def _before_statement(conn: Any, _cursor: Any, _statement: str, _params: Any, _c
 
 
 def _after_statement(conn: Any, _cursor: Any, statement: str, _params: Any, _context: Any, _many: bool) -> None:
+    global _statements, _statement_seconds
     started = conn.info.pop(_STARTED_KEY, None)
     if started is not None:
-        DB_STATEMENT_DURATION.labels(kind=statement_kind(statement)).observe(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        DB_STATEMENT_DURATION.labels(kind=statement_kind(statement)).observe(elapsed)
+        if not conn.get_execution_options().get(UNCOUNTED_OPTION):
+            _statements += 1
+            _statement_seconds += elapsed
+
+
+def statement_totals() -> tuple[int, float]:
+    """(statements, seconds) this process has run since it started, on every instrumented engine."""
+    return _statements, _statement_seconds
 
 
 def instrument_engine(engine: AsyncEngine) -> None:

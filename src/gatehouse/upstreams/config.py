@@ -90,7 +90,7 @@ class ConfigError(ValueError):
 
 
 def load_config(settings: Settings) -> GatewayConfig:
-    """Read GATEHOUSE_CONFIG (if set) and add the env shortcuts; demo when nothing is configured."""
+    """Read GATEHOUSE_CONFIG (if set) and add the env shortcuts (the demo is the registry's business)."""
     config = GatewayConfig()
     if settings.gatehouse_config is not None:
         config = _read_yaml(settings.gatehouse_config)
@@ -114,11 +114,15 @@ def load_config(settings: Settings) -> GatewayConfig:
                 api_key=settings.openai_api_key.get_secret_value(),
             )
         )
-    upstreams = [*config.upstreams, *extra]
-    demo_wanted = settings.demo_upstream if settings.demo_upstream is not None else not upstreams
-    if demo_wanted and "demo" not in {u.name for u in upstreams}:
-        upstreams.append(UpstreamConfig(name="demo", kind=UpstreamKind.DEMO))
-    return GatewayConfig(upstreams=upstreams, models=config.models)
+    return GatewayConfig(upstreams=[*config.upstreams, *extra], models=config.models)
+
+
+DEMO_UPSTREAM = UpstreamConfig(name="demo", kind=UpstreamKind.DEMO)
+
+
+def demo_wanted(settings: Settings, others: int) -> bool:
+    """Serve the built-in demo? DEMO_UPSTREAM when set, else only while no other upstream exists."""
+    return settings.demo_upstream if settings.demo_upstream is not None else others == 0
 
 
 def _read_yaml(path: Path) -> GatewayConfig:

@@ -44,12 +44,22 @@ class UpstreamResponse:
         """The whole body."""
         raise NotImplementedError
 
-    def lines(self) -> AsyncIterator[bytes]:
-        """The body as lines, without their line ends; empty lines included (SSE needs them)."""
+    def lines(self, idle: float = 0) -> AsyncIterator[bytes | None]:
+        """The body as lines, without their line ends; empty lines included (SSE needs them). With `idle`, a
+        None each time the upstream stayed silent that many seconds (the relay sends a keep-alive)."""
         raise NotImplementedError
 
     def close(self) -> None:
         """Release (or abort) the underlying connection."""
+
+
+def _salvage(content: aiohttp.StreamReader) -> bytes:
+    """What a broken response had buffered (aiohttp's public reads raise instead of returning it)."""
+    read = getattr(content, "_read_nowait", None)
+    try:
+        return bytes(read(-1)) if read is not None and getattr(content, "_buffer", None) else b""
+    except Exception:
+        return b""
 
 
 class HttpUpstreamResponse(UpstreamResponse):
@@ -66,14 +76,48 @@ class HttpUpstreamResponse(UpstreamResponse):
         except aiohttp.ClientError as exc:
             raise UpstreamUnreachable(str(exc) or type(exc).__name__) from exc
 
-    async def lines(self) -> AsyncIterator[bytes]:
+    async def lines(self, idle: float = 0) -> AsyncIterator[bytes | None]:
+        # readany() (not readline()) because it can be cancelled without losing data: the idle timer may
+        # interrupt it. It returns whatever arrived, often several lines at once, split here.
         content = self._response.content
+        pending = b""
+        broken: aiohttp.ClientPayloadError | None = None
         try:
             while True:
-                line = await content.readline()
-                if not line:  # a truncated body raises ClientPayloadError instead
+                if broken is not None:
+                    raise broken
+                try:
+                    if idle:
+                        timer = asyncio.timeout(idle)
+                        try:
+                            async with timer:
+                                chunk = await content.readany()
+                        except TimeoutError:
+                            if not timer.expired():
+                                raise  # aiohttp's own read timeout (UPSTREAM_READ_TIMEOUT)
+                            yield None
+                            continue
+                    else:
+                        chunk = await content.readany()
+                except aiohttp.ClientPayloadError as exc:
+                    # The connection broke. aiohttp raises at once, even with whole lines still buffered: the
+                    # client gets those (and pays for them) before the error.
+                    broken, chunk = exc, _salvage(content)
+                    if not chunk:
+                        raise
+                if not chunk:  # the end (a truncated body raises ClientPayloadError instead)
+                    if pending:
+                        yield pending.removesuffix(b"\r")
                     return
-                yield line.rstrip(b"\r\n")
+                if b"\n" not in chunk:
+                    pending += chunk
+                    if len(pending) > MAX_LINE_BYTES:
+                        raise UpstreamUnreachable(f"the upstream sent a line longer than {MAX_LINE_BYTES} bytes")
+                    continue
+                parts = (pending + chunk if pending else chunk).split(b"\n")
+                pending = parts.pop()
+                for part in parts:
+                    yield part.removesuffix(b"\r")
         except TimeoutError as exc:
             raise UpstreamTimedOut(str(exc) or "read timeout") from exc
         except aiohttp.ClientPayloadError as exc:
@@ -103,8 +147,8 @@ class Provider:
         """Send a request in the native protocol; returns once the response head arrived."""
         raise NotImplementedError
 
-    async def list_models(self) -> list[str]:
-        """The model names the upstream serves (discovery)."""
+    async def list_models(self, within: float = 10.0) -> list[str]:
+        """The model names the upstream serves (discovery, and the health probe)."""
         raise NotImplementedError
 
 
@@ -163,15 +207,17 @@ class HttpProvider(Provider):
             raise UpstreamUnreachable(f"{type(exc).__name__}: {exc}") from exc
         return HttpUpstreamResponse(response)
 
-    async def list_models(self) -> list[str]:
+    async def list_models(self, within: float = 10.0) -> list[str]:
         path = MODELS_PATH[self.kind]
         try:
-            async with self.session.get(path.lstrip("/"), timeout=aiohttp.ClientTimeout(total=10)) as resp:
+            async with self.session.get(path.lstrip("/"), timeout=aiohttp.ClientTimeout(total=within)) as resp:
+                if resp.status in (401, 403):
+                    raise UpstreamUnreachable(f"{self.name} refused Gatehouse's credentials ({resp.status})")
                 if resp.status != 200:
                     raise UpstreamUnreachable(f"{self.name} answered {resp.status} to {path}")
                 data = orjson.loads(await resp.read())
         except TimeoutError as exc:
-            raise UpstreamTimedOut(f"{self.name} did not list its models within 10 s") from exc
+            raise UpstreamTimedOut(f"{self.name} did not list its models within {within:g} s") from exc
         except (aiohttp.ClientError, OSError, orjson.JSONDecodeError) as exc:
             raise UpstreamUnreachable(f"cannot list models of {self.name}: {exc or type(exc).__name__}") from exc
         if self.kind is UpstreamKind.OLLAMA:
@@ -233,7 +279,8 @@ class _DemoResponse(UpstreamResponse):
     async def read(self) -> bytes:
         return self._body
 
-    async def lines(self) -> AsyncIterator[bytes]:
+    async def lines(self, idle: float = 0) -> AsyncIterator[bytes | None]:
+        # The demo is never silent for long (a token every DEMO_TOKEN_SECONDS): no keep-alives needed.
         if self._lines is None:
             for line in self._body.splitlines():
                 yield line
@@ -250,7 +297,7 @@ class DemoProvider(Provider):
         self.kind = UpstreamKind.OPENAI  # it speaks the OpenAI protocol, in-process
         self.token_seconds = token_seconds
 
-    async def list_models(self) -> list[str]:
+    async def list_models(self, within: float = 10.0) -> list[str]:
         return [DEMO_MODEL, DEMO_EMBED_MODEL]
 
     async def post(self, path: str, body: JSON, *, stream: bool) -> UpstreamResponse:

@@ -1,0 +1,85 @@
+"""Request and response models for /admin/upstreams."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from gatehouse.fields import Text
+from gatehouse.upstreams.health import OverrideState
+
+
+class UpstreamFields(BaseModel):
+    """What an operator may set; checked again by the service (400 naming the field)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str | None = Field(None, description="`ollama` (Ollama's API) or `openai` (any OpenAI-compatible server).")
+    base_url: Text | None = Field(
+        None, max_length=2000, description="e.g. http://gpu-1:11434 or https://api.openai.com"
+    )
+    api_key: SecretStr | None = Field(None, description="Sent as `Authorization: Bearer`; stored, never shown again.")
+    api_key_env: Text | None = Field(None, max_length=200, description="Or: the environment variable holding the key.")
+    models: list[Text] | None = Field(None, description="Models it serves; empty: discovered from the upstream.")
+    discover: bool | None = None
+    headers: dict[str, Text] | None = Field(None, description="Extra request headers (values are never shown).")
+    connect_timeout: float | None = Field(None, gt=0, le=600)
+    read_timeout: float | None = Field(None, gt=0, le=3600)
+    max_connections: int | None = Field(None, ge=1, le=10_000)
+    skip_check: bool = Field(False, description="Save without checking that the URL answers.")
+
+    def values(self) -> dict[str, Any]:
+        """The fields given, with the key unwrapped."""
+        data = self.model_dump(exclude_unset=True, exclude={"skip_check"})
+        if isinstance(self.api_key, SecretStr):
+            data["api_key"] = self.api_key.get_secret_value()
+        return {k: v for k, v in data.items() if v is not None or k in ("connect_timeout", "read_timeout")}
+
+
+class UpstreamCreate(UpstreamFields):
+    name: Text = Field(max_length=100, description="Unique; letters, digits, dots, dashes, underscores.")
+    kind: str | None = Field(description="`ollama` or `openai`.")
+    base_url: Text | None = Field(max_length=2000)
+
+
+class UpstreamUpdate(UpstreamFields):
+    name: Text | None = Field(None, max_length=100)
+
+
+class OverrideRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    state: OverrideState = Field(description="`up` (keep routing whatever probes say), `down`, or `drain`.")
+    reason: Text = Field(min_length=1, max_length=500, description="Why; kept in the audit log.")
+
+
+class UpstreamRead(BaseModel):
+    id: int
+    name: str
+    kind: str
+    base_url: str
+    source: str = Field(description="`api` (provisioned here) or `config` (GATEHOUSE_CONFIG / env: edit it there).")
+    api_key_set: bool
+    api_key_env: str | None
+    models: list[str] = Field(description="Configured models; empty: discovered.")
+    discover: bool
+    headers: list[str] = Field(description="Names of the extra headers sent.")
+    connect_timeout: float | None
+    read_timeout: float | None
+    max_connections: int
+    created_at: datetime
+    updated_at: datetime
+    # This replica's live view.
+    state: str = Field(description="Effective: up, degraded, down or drain (override, probes and breaker).")
+    probe: str = Field(description="The last probe's verdict: up, degraded, down, or unknown before the first.")
+    last_error: str | None
+    latency_ms: float | None
+    checked_at: datetime | None
+    consecutive_failures: int
+    breaker_open: bool
+    override: dict[str, Any] | None
+    inflight: int = Field(description="Requests on it now (on this replica): a drain is complete at 0.")
+    served_models: list[str]
+    replica: str
