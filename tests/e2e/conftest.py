@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import yaml
 from tests.conftest import BACKENDS, fresh_database
 from tests.fake_upstream import FakeUpstream, run_fake_upstream
 from tests.server import GatehouseServer, base_env, run_gatehouse
+from tests.services import flush_redis_prefix, redis_server, unique_redis_prefix
 
 UPSTREAM_KEY = "upstream-secret-key"
 FAKE_MODELS = ["chat", "embed", "slow", "error", "hang", "midfail", "nousage", "long"]
@@ -77,3 +79,15 @@ def server(
         )
         with run_gatehouse(env, workdir=workdir) as running:
             yield running
+
+
+@contextmanager
+def two_replicas(workdir: Path, **env: str) -> Iterator[tuple[GatehouseServer, GatehouseServer]]:
+    """Replica A and replica B sharing a fresh PostgreSQL database and Redis (with a key prefix of their own)."""
+    redis_url = redis_server()
+    prefix = unique_redis_prefix()
+    with fresh_database("postgres", workdir) as database_url:
+        settings = base_env(database_url, workdir / "data", REDIS_URL=redis_url, REDIS_PREFIX=prefix, **env)
+        with run_gatehouse(settings, workdir=workdir) as a, run_gatehouse(settings, workdir=workdir) as b:
+            yield a, b
+    flush_redis_prefix(redis_url, prefix)

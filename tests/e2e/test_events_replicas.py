@@ -17,8 +17,8 @@ import pytest
 
 from gatehouse.ops.events import parse_id
 from tests.conftest import fresh_database
+from tests.e2e.conftest import two_replicas
 from tests.server import GatehouseServer, base_env, run_gatehouse
-from tests.services import flush_redis_prefix, redis_server, unique_redis_prefix
 
 CHAT = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -26,14 +26,8 @@ CHAT = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatehouseServer, GatehouseServer]]:
     """Replica A and replica B sharing PostgreSQL and Redis (with a key prefix of their own)."""
-    workdir: Path = tmp_path_factory.mktemp("event-replicas")
-    redis_url = redis_server()
-    prefix = unique_redis_prefix()
-    with fresh_database("postgres", workdir) as database_url:
-        env = base_env(database_url, workdir / "data", REDIS_URL=redis_url, REDIS_PREFIX=prefix, DEMO_UPSTREAM="true")
-        with run_gatehouse(env, workdir=workdir) as a, run_gatehouse(env, workdir=workdir) as b:
-            yield a, b
-    flush_redis_prefix(redis_url, prefix)
+    with two_replicas(tmp_path_factory.mktemp("event-replicas"), DEMO_UPSTREAM="true") as pair:
+        yield pair
 
 
 class Follower:

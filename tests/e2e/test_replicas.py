@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import fresh_database
-from tests.server import GatehouseServer, base_env, run_gatehouse
-from tests.services import flush_redis_prefix, redis_server, unique_redis_prefix
+from tests.e2e.conftest import two_replicas
+from tests.server import GatehouseServer
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 CHAT = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
@@ -20,14 +18,8 @@ CHAT = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatehouseServer, GatehouseServer]]:
     """Replica A and replica B sharing PostgreSQL and Redis (with a key prefix of their own)."""
-    workdir: Path = tmp_path_factory.mktemp("replicas")
-    redis_url = redis_server()
-    prefix = unique_redis_prefix()
-    with fresh_database("postgres", workdir) as database_url:
-        env = base_env(database_url, workdir / "data", REDIS_URL=redis_url, REDIS_PREFIX=prefix, DEMO_UPSTREAM="true")
-        with run_gatehouse(env, workdir=workdir) as a, run_gatehouse(env, workdir=workdir) as b:
-            yield a, b
-    flush_redis_prefix(redis_url, prefix)
+    with two_replicas(tmp_path_factory.mktemp("replicas"), DEMO_UPSTREAM="true") as pair:
+        yield pair
 
 
 def _refused_within(check: Callable[[], int], expected: int, seconds: float) -> float:

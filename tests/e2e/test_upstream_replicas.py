@@ -11,11 +11,9 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import fresh_database
-from tests.e2e.conftest import UPSTREAM_KEY
+from tests.e2e.conftest import UPSTREAM_KEY, two_replicas
 from tests.fake_upstream import FakeUpstream, run_fake_upstream
-from tests.server import GatehouseServer, base_env, run_gatehouse
-from tests.services import flush_redis_prefix, redis_server, unique_redis_prefix
+from tests.server import GatehouseServer
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 CHAT = {"model": "fake-chat", "messages": [{"role": "user", "content": "hi"}]}
@@ -50,15 +48,8 @@ def replicas(
             }
         )
     )
-    redis_url = redis_server()
-    prefix = unique_redis_prefix()
-    with fresh_database("postgres", workdir) as database_url:
-        env = base_env(
-            database_url, workdir / "data", REDIS_URL=redis_url, REDIS_PREFIX=prefix, GATEHOUSE_CONFIG=str(config)
-        )
-        with run_gatehouse(env, workdir=workdir) as a, run_gatehouse(env, workdir=workdir) as b:
-            yield a, b
-    flush_redis_prefix(redis_url, prefix)
+    with two_replicas(workdir, GATEHOUSE_CONFIG=str(config)) as pair:
+        yield pair
 
 
 def _within(check: Callable[[], bool], seconds: float = 1.0) -> float:

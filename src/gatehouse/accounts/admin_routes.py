@@ -3,19 +3,24 @@ accounts.admin or accounts.service, shape the answer."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Query, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from gatehouse.accounts import admin, service
 from gatehouse.accounts.admin_schemas import BlockRequest, UserAdminRead, UserAdminUpdate, UserPage
 from gatehouse.accounts.auth import require
 from gatehouse.accounts.models import User
+from gatehouse.accounts.principal import Principal
 from gatehouse.accounts.roles import Role, UserStatus
 from gatehouse.accounts.schemas import UserCreate
-from gatehouse.audit.service import record
+from gatehouse.audit.service import Actor, record
 from gatehouse.db.base import utcnow
 from gatehouse.deps import ActorDep, IdPath, PrincipalDep, RuntimeDep, SessionDep
 from gatehouse.fields import MAX_DB_INT
 from gatehouse.limits import quotas
+from gatehouse.runtime import Runtime
 
 router = APIRouter(tags=["admin"])
 ADMIN = [require(Role.ADMIN)]
@@ -102,6 +107,15 @@ async def get_user(user_id: IdPath, session: SessionDep, runtime: RuntimeDep) ->
     return await _read_one(session, runtime, user_id)
 
 
+async def _update(
+    session: AsyncSession, runtime: Runtime, actor: Actor, by: Principal, user_id: int, changes: dict[str, Any]
+) -> UserAdminRead:
+    await admin.update_user(
+        session, bus=runtime.bus, events=runtime.events, actor=actor, by=by, user_id=user_id, changes=changes
+    )
+    return await _read_one(session, runtime, user_id)
+
+
 @router.patch("/admin/users/{user_id}", response_model=UserAdminRead, dependencies=ADMIN)
 async def update_user(
     user_id: IdPath,
@@ -112,11 +126,7 @@ async def update_user(
     runtime: RuntimeDep,
 ) -> UserAdminRead:
     """Change a user's name, role, status or daily quotas (null: unlimited); each change is audited."""
-    changes = body.model_dump(include=body.model_fields_set)
-    await admin.update_user(
-        session, bus=runtime.bus, events=runtime.events, actor=actor, by=principal, user_id=user_id, changes=changes
-    )
-    return await _read_one(session, runtime, user_id)
+    return await _update(session, runtime, actor, principal, user_id, body.model_dump(include=body.model_fields_set))
 
 
 @router.post("/admin/users/{user_id}/disable", response_model=UserAdminRead, dependencies=ADMIN)
@@ -124,11 +134,7 @@ async def disable_user(
     user_id: IdPath, principal: PrincipalDep, actor: ActorDep, session: SessionDep, runtime: RuntimeDep
 ) -> UserAdminRead:
     """Disable a user: their sessions end and their keys stop working on every replica at once."""
-    changes = {"status": UserStatus.DISABLED}
-    await admin.update_user(
-        session, bus=runtime.bus, events=runtime.events, actor=actor, by=principal, user_id=user_id, changes=changes
-    )
-    return await _read_one(session, runtime, user_id)
+    return await _update(session, runtime, actor, principal, user_id, {"status": UserStatus.DISABLED})
 
 
 @router.post("/admin/users/{user_id}/enable", response_model=UserAdminRead, dependencies=ADMIN)
@@ -136,11 +142,7 @@ async def enable_user(
     user_id: IdPath, principal: PrincipalDep, actor: ActorDep, session: SessionDep, runtime: RuntimeDep
 ) -> UserAdminRead:
     """Re-enable a disabled user."""
-    changes = {"status": UserStatus.ACTIVE}
-    await admin.update_user(
-        session, bus=runtime.bus, events=runtime.events, actor=actor, by=principal, user_id=user_id, changes=changes
-    )
-    return await _read_one(session, runtime, user_id)
+    return await _update(session, runtime, actor, principal, user_id, {"status": UserStatus.ACTIVE})
 
 
 @router.post("/admin/users/{user_id}/block", response_model=UserAdminRead, dependencies=[require(Role.MONITOR)])

@@ -73,12 +73,6 @@ class Relay:
     def finish(self) -> bytes:
         return b""
 
-    def ping(self) -> bytes:
-        return ping_bytes(self.call)
-
-    def error(self, message: str, code: str) -> bytes:
-        return error_bytes(self.call, message, code)
-
 
 def ping_bytes(call: Call) -> bytes:
     """A keep-alive for a silent upstream: an SSE comment, or for NDJSON (Ollama) clients a chunk with empty
@@ -235,14 +229,21 @@ def relay_response(runtime: Runtime, call: Call, response: UpstreamResponse, rel
         call.live.on_terminate(response.close)
 
     async def on_close() -> None:
-        # Starlette cancels the body iterator when the client disconnects; closing aborts the upstream.
-        if not relay.completed and call.error_code is None:
-            call.status_code, call.error_code = 499, "client_disconnected"
-        response.close()
-        await finish_shielded(runtime, call)
+        await _settle(runtime, call, response, completed=relay.completed)
 
     stream = _relay_stream(call, response, relay, runtime.settings.stream_ping_seconds)
     return RelayResponse(stream, on_close=on_close, media_type=_media(call))
+
+
+async def _settle(runtime: Runtime, call: Call, response: UpstreamResponse | None, *, completed: bool) -> None:
+    """However a streamed answer ended: abort the upstream (a no-op once it finished) and settle the call.
+    Starlette cancels the body iterator when the client disconnects: a stream that did not complete and
+    recorded no error of its own was abandoned by its client."""
+    if not completed and call.error_code is None:
+        call.status_code, call.error_code = 499, "client_disconnected"
+    if response is not None:
+        response.close()
+    await finish_shielded(runtime, call)
 
 
 def _media(call: Call) -> str:
@@ -262,23 +263,16 @@ def late_relay_response(
     """A streamed answer started before the upstream's response head arrived (a model still loading, say): the
     client gets keep-alives meanwhile, and an upstream failure (after any failover) as a final error event."""
     ping = runtime.settings.stream_ping_seconds
-    taken: list[UpstreamResponse] = []
     ended = False
     if call.live is not None:
         call.live.on_terminate(lambda: _cancel(opening))  # then, once the head is in: closing the response
 
     async def on_close() -> None:
-        if not opening.done():
-            opening.cancel()
+        opening.cancel()  # no effect once the attempt is over, which is awaited before settling
+        response = None
         with contextlib.suppress(BaseException):
-            _, response = await opening  # settled below only once the attempt is over
-            if not taken:
-                response.close()
-        if not ended and call.error_code is None:
-            call.status_code, call.error_code = 499, "client_disconnected"
-        for response in taken:
-            response.close()
-        await finish_shielded(runtime, call)
+            _, response = await opening
+        await _settle(runtime, call, response, completed=ended)
 
     async def stream() -> AsyncIterator[bytes]:
         nonlocal ended
@@ -300,7 +294,6 @@ def late_relay_response(
                 "The relay failed; the request id identifies it in the log.", code="relay_failed", status=500
             )
         else:
-            taken.append(response)
             if call.live is not None:
                 call.live.on_terminate(response.close)
             relay = make_relay(route)
@@ -326,7 +319,7 @@ async def _relay_stream(
                 break  # an in-process upstream (the demo) is not stopped by closing: stop reading it
             if line is None:  # the upstream has been silent for ping_seconds
                 SSE_PINGS.inc()
-                yield relay.ping()
+                yield ping_bytes(call)
                 continue
             out = relay.feed(line)
             if out:
@@ -359,5 +352,5 @@ async def _relay_stream(
             "The relay failed mid-stream; the request id identifies it in the log.", code="relay_failed", status=500
         )
     call.fail(error)
-    yield relay.error(error.message, error.code)
+    yield error_bytes(call, error.message, error.code)
     relay.completed = True

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Response
+from sqlalchemy import select
 
 from gatehouse.accounts.auth import require
 from gatehouse.accounts.roles import Role
@@ -15,9 +18,25 @@ from gatehouse.upstreams.schemas import OverrideRequest, UpstreamCreate, Upstrea
 router = APIRouter(tags=["upstreams"])
 
 
+# What an upstream this replica has not loaded (yet) shows of its live state.
+_NOT_LOADED: dict[str, Any] = {
+    "state": "unknown",
+    "probe": "unknown",
+    "last_error": None,
+    "latency_ms": None,
+    "checked_at": None,
+    "consecutive_failures": 0,
+    "breaker_open": False,
+    "override": None,
+    "inflight": 0,
+    "models": [],
+}
+
+
 def _read(row: UpstreamRow, runtime: Runtime) -> UpstreamRead:
     live = runtime.upstreams.get(row.name)
-    view = runtime.upstreams.describe(live) if live is not None and live.id == row.id else None
+    loaded = live is not None and live.id == row.id
+    view = runtime.upstreams.describe(live) if live is not None and loaded else _NOT_LOADED
     return UpstreamRead(
         id=row.id,
         name=row.name,
@@ -34,16 +53,16 @@ def _read(row: UpstreamRow, runtime: Runtime) -> UpstreamRead:
         max_connections=row.max_connections,
         created_at=row.created_at,
         updated_at=row.updated_at,
-        state=view["state"] if view else "unknown",
-        probe=view["probe"] if view else "unknown",
-        last_error=view["last_error"] if view else None,
-        latency_ms=view["latency_ms"] if view else None,
-        checked_at=view["checked_at"] if view else None,
-        consecutive_failures=view["consecutive_failures"] if view else 0,
-        breaker_open=view["breaker_open"] if view else False,
-        override=view["override"] if view else None,
-        inflight=view["inflight"] if view else 0,
-        served_models=view["models"] if view else [],
+        state=view["state"],
+        probe=view["probe"],
+        last_error=view["last_error"],
+        latency_ms=view["latency_ms"],
+        checked_at=view["checked_at"],
+        consecutive_failures=view["consecutive_failures"],
+        breaker_open=view["breaker_open"],
+        override=view["override"],
+        inflight=view["inflight"],
+        served_models=view["models"],
         replica=runtime.bus.origin,
     )
 
@@ -58,8 +77,6 @@ async def _refreshed(session: SessionDep, runtime: Runtime, row: UpstreamRow) ->
 @router.get("/admin/upstreams", response_model=list[UpstreamRead], dependencies=[require(Role.MONITOR)])
 async def list_upstreams(session: SessionDep, runtime: RuntimeDep) -> list[UpstreamRead]:
     """Every stored upstream with this replica's view of its health."""
-    from sqlalchemy import select
-
     rows = (await session.execute(select(UpstreamRow).order_by(UpstreamRow.id))).scalars()
     return [_read(row, runtime) for row in rows]
 
