@@ -17,8 +17,6 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.services import create_postgres_database, drop_postgres_database, redis_server
@@ -28,6 +26,7 @@ from gatehouse.db.engine import create_autocommit_engine, create_engine, create_
 from gatehouse.db.migrate import upgrade
 from gatehouse.limits import quotas
 from gatehouse.limits.ratelimit import RateLimiter
+from gatehouse.limits.store import EngineStore, StatementStore, create_store
 from gatehouse.settings import Settings
 
 
@@ -60,9 +59,11 @@ async def measure(database_url: str, redis_url: str, requests: int) -> dict[str,
             session, email=f"bench-{time.time_ns()}@example.com", messages_per_day=10**9, tokens_per_day=10**12
         )
     day = quotas.quota_day("UTC")
-    statements = create_autocommit_engine(settings)  # what the gateway uses (Runtime.autocommit_engine)
+    autocommit = create_autocommit_engine(settings)
+    statements = create_store(autocommit)  # what the gateway uses (Runtime.statements)
+    await statements.start()
 
-    def reserve_and_settle(target: AsyncEngine) -> Callable[[], Awaitable[None]]:
+    def reserve_and_settle(target: StatementStore) -> Callable[[], Awaitable[None]]:
         async def step() -> None:
             reservation = await quotas.reserve(
                 target, user_id=user.id, day=day, messages=1, prompt=120, want_completion=256, timezone="UTC"
@@ -79,14 +80,21 @@ async def measure(database_url: str, redis_url: str, requests: int) -> dict[str,
 
     try:
         return {
-            "reserve + settle (autocommit, as served)": await _time(requests, reserve_and_settle(statements)) * 1e6,
-            "reserve + settle (in BEGIN/COMMIT)": await _time(requests, reserve_and_settle(engine)) * 1e6,
+            f"reserve + settle ({type(statements).__name__}, as served)": await _time(
+                requests, reserve_and_settle(statements)
+            )
+            * 1e6,
+            "reserve + settle (SQLAlchemy autocommit engine)": await _time(
+                requests, reserve_and_settle(EngineStore(autocommit))
+            )
+            * 1e6,
             f"rate-limit check ({'redis' if redis_url else 'memory'})": await _time(requests, rate_check) * 1e6,
         }
     finally:
         await limiter.clear()
         await limiter.close()
-        await statements.dispose()
+        await statements.close()
+        await autocommit.dispose()
         await engine.dispose()
 
 

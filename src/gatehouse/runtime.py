@@ -18,6 +18,7 @@ from gatehouse.settings import Settings
 if TYPE_CHECKING:
     from gatehouse.gateway.requestlog import RequestLogWriter
     from gatehouse.limits.ratelimit import RateLimiter
+    from gatehouse.limits.store import StatementStore
     from gatehouse.ops.streams import StreamRegistry
     from gatehouse.upstreams.registry import UpstreamRegistry
 
@@ -31,7 +32,8 @@ class Runtime:
     sessionmaker: async_sessionmaker[AsyncSession]
     read_engine: AsyncEngine  # the same pool; SQLite transactions on it begin deferred (db/engine.py read_only)
     read_sessionmaker: async_sessionmaker[AsyncSession]  # for lookups that never write (auth, readiness)
-    autocommit_engine: AsyncEngine  # the same pool, for single atomic statements (quota reserve/settle)
+    autocommit_engine: AsyncEngine  # a small pool of its own, for single atomic statements
+    statements: StatementStore  # runs the quota reservation and settlement (limits/store.py)
     bus: EventBus
     events: EventFeed  # the live feed behind GET /admin/events
     auth_cache: AuthCache

@@ -13,7 +13,7 @@ from gatehouse.errors import GatehouseError
 from gatehouse.limits import quotas
 from gatehouse.limits.quotas import Reservation
 from gatehouse.ops.logging import bind_context, get_logger
-from gatehouse.ops.metrics import STREAM_DURATION, TOKENS, UPSTREAM_REQUEST_DURATION, UPSTREAM_TTFT
+from gatehouse.ops.metrics import STREAM_DURATION, TOKENS, UPSTREAM_REQUEST_DURATION, UPSTREAM_TTFT, child
 from gatehouse.ops.streams import LiveStream
 from gatehouse.runtime import Runtime
 from gatehouse.upstreams.registry import Upstream
@@ -111,7 +111,7 @@ async def admit(runtime: Runtime, call: Call, *, prompt_bound: int, want_complet
         await limiter.hit(call.endpoint, user)
         settings = runtime.settings
         call.reservation = await quotas.reserve(
-            runtime.autocommit_engine,
+            runtime.statements,
             user_id=call.principal.user_id,
             day=quotas.quota_day(settings.quota_timezone),
             messages=1 if call.endpoint == "chat" else 0,
@@ -203,7 +203,7 @@ async def finish(runtime: Runtime, call: Call) -> None:
         # one the client walked away from still does.
         refund = call.produced_nothing and call.error_code not in (None, "client_disconnected")
         await quotas.settle(
-            runtime.autocommit_engine,
+            runtime.statements,
             call.reservation,
             tokens=call.prompt_tokens + call.completion_tokens,
             refund_message=refund,
@@ -213,15 +213,15 @@ async def finish(runtime: Runtime, call: Call) -> None:
 def _observe(call: Call, now: float) -> None:
     """The call's metrics: upstream latency and time to first token, stream length, tokens by model."""
     if call.upstream is not None:
-        UPSTREAM_REQUEST_DURATION.labels(upstream=call.upstream, model=call.model).observe(now - call.started)
+        child(UPSTREAM_REQUEST_DURATION, call.upstream, call.model).observe(now - call.started)
         if call.first_token_at is not None:
-            UPSTREAM_TTFT.labels(upstream=call.upstream, model=call.model).observe(call.first_token_at - call.started)
+            child(UPSTREAM_TTFT, call.upstream, call.model).observe(call.first_token_at - call.started)
         if call.stream:
-            STREAM_DURATION.labels(endpoint=call.endpoint).observe(now - call.started)
+            child(STREAM_DURATION, call.endpoint).observe(now - call.started)
     if call.prompt_tokens:
-        TOKENS.labels(model=call.model, direction="in").inc(call.prompt_tokens)
+        child(TOKENS, call.model, "in").inc(call.prompt_tokens)
     if call.completion_tokens:
-        TOKENS.labels(model=call.model, direction="out").inc(call.completion_tokens)
+        child(TOKENS, call.model, "out").inc(call.completion_tokens)
 
 
 async def finish_shielded(runtime: Runtime, call: Call) -> None:

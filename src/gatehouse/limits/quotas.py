@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from gatehouse.accounts.models import User
 from gatehouse.errors import TooManyRequests
 from gatehouse.limits.models import UsageCounter
+from gatehouse.limits.store import StatementStore
 from gatehouse.ops.logging import get_logger
 from gatehouse.ops.metrics import QUOTA_BLOCKS
 
@@ -176,26 +177,25 @@ def _bind(**values: Any) -> dict[str, Any]:
 
 
 async def reserve(
-    engine: AsyncEngine, *, user_id: int, day: date, messages: int, prompt: int, want_completion: int, timezone: str
+    store: StatementStore, *, user_id: int, day: date, messages: int, prompt: int, want_completion: int, timezone: str
 ) -> Reservation:
     """Admit a request if it fits today's quotas, holding its tokens; else raise QuotaExceeded (429)."""
     need = prompt + (1 if messages else 0)
     params = _bind(
         user_id=user_id, day=day, messages=messages, need=need, want=prompt + want_completion, now=datetime.now(UTC)
     )
-    # `engine` runs statements in autocommit (db.engine.create_autocommit_engine): each is atomic on its own.
-    async with engine.connect() as conn:
-        grant = (await conn.execute(_RESERVE, params)).scalar_one_or_none()
-        if grant is None:
-            # No row yet today (the first request of the day), or over quota: create the row, try once more.
-            await conn.execute(_INSERT[engine.dialect.name], params)
-            grant = (await conn.execute(_RESERVE, params)).scalar_one_or_none()
+    # The store runs each statement in autocommit (limits/store.py): each is atomic on its own.
+    grant = await store.scalar(_RESERVE, params)
     if grant is None:
-        raise await _refusal(engine, user_id=user_id, day=day, messages=messages, need=need, timezone=timezone)
+        # No row yet today (the first request of the day), or over quota: create the row, try once more.
+        await store.scalar(_INSERT[store.dialect_name], params)
+        grant = await store.scalar(_RESERVE, params)
+    if grant is None:
+        raise await _refusal(store.engine, user_id=user_id, day=day, messages=messages, need=need, timezone=timezone)
     return Reservation(user_id=user_id, day=day, messages=messages, grant=int(grant), prompt_bound=prompt)
 
 
-async def settle(engine: AsyncEngine, reservation: Reservation, *, tokens: int, refund_message: bool = False) -> None:
+async def settle(store: StatementStore, reservation: Reservation, *, tokens: int, refund_message: bool = False) -> None:
     """Replace the reservation by the actual usage (on success, failure, disconnect or termination)."""
     if reservation.grant and tokens > reservation.grant:
         log.warning("usage_exceeded_reservation", user_id=reservation.user_id, tokens=tokens, grant=reservation.grant)
@@ -208,8 +208,7 @@ async def settle(engine: AsyncEngine, reservation: Reservation, *, tokens: int, 
         now=datetime.now(UTC),
     )
     statement = _SETTLE_REFUND if refund_message and reservation.messages else _SETTLE
-    async with engine.connect() as conn:
-        await conn.execute(statement, params)
+    await store.scalar(statement, params)
 
 
 async def _refusal(

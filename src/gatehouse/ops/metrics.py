@@ -136,6 +136,29 @@ def _after_statement(conn: Any, _cursor: Any, statement: str, _params: Any, _con
             _statement_seconds += elapsed
 
 
+_CHILDREN: dict[tuple[Any, ...], Any] = {}
+_CHILDREN_MAX = 10_000  # label values are bounded (routes, models, upstreams); this only guards memory
+
+
+def child(metric: Any, *values: str) -> Any:
+    """`metric.labels(*values)`, remembered: labels() takes a lock and builds its key on every call."""
+    key = (metric, *values)
+    found = _CHILDREN.get(key)
+    if found is None:
+        if len(_CHILDREN) >= _CHILDREN_MAX:
+            _CHILDREN.clear()
+        found = _CHILDREN[key] = metric.labels(*values)
+    return found
+
+
+def observe_statement(kind: str, elapsed: float) -> None:
+    """A statement run outside SQLAlchemy's engines (limits/store.py), counted like theirs."""
+    global _statements, _statement_seconds
+    child(DB_STATEMENT_DURATION, kind).observe(elapsed)
+    _statements += 1
+    _statement_seconds += elapsed
+
+
 def statement_totals() -> tuple[int, float]:
     """(statements, seconds) this process has run since it started, on every instrumented engine."""
     return _statements, _statement_seconds
