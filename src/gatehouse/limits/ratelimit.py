@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from limits import RateLimitItem, RateLimitItemPerHour, RateLimitItemPerMinute
-from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
+from limits.util import WindowStats
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -94,6 +96,59 @@ RULES: dict[str, RuleSpec] = {
 }
 
 
+class MemoryWindows:
+    """Exact moving windows in one process: per (rule, identity) the times of its hits, oldest first.
+
+    A hit drops the times that left the window and appends its own: amortised O(1) whatever the limit. (The
+    `limits` library's memory storage inserts at the front of a list and re-sorts it in a thread, which costs
+    O(hits in the window) per hit: at a limit of 10,000 a minute that was a tenth of the gateway's CPU.)
+    Windows are kept per rule, limit and identity, as the `limits` library keys them in Redis: a changed limit
+    starts counting afresh on either backend.
+    """
+
+    def __init__(self) -> None:
+        self._windows: dict[tuple[str, int, str], tuple[deque[float], float]] = {}
+
+    def _window(self, item: RateLimitItem, identity: str, now: float) -> deque[float]:
+        key = (item.namespace, item.amount, identity)
+        entry = self._windows.get(key)
+        seconds = float(item.get_expiry())
+        if entry is None:
+            entry = self._windows[key] = (deque(), seconds)
+        hits = entry[0]
+        cutoff = now - seconds
+        while hits and hits[0] <= cutoff:
+            hits.popleft()
+        return hits
+
+    async def hit(self, item: RateLimitItem, identity: str) -> bool:
+        now = time.time()
+        hits = self._window(item, identity, now)
+        if len(hits) >= item.amount:
+            return False
+        hits.append(now)
+        return True
+
+    async def test(self, item: RateLimitItem, identity: str) -> bool:
+        return len(self._window(item, identity, time.time())) < item.amount
+
+    async def get_window_stats(self, item: RateLimitItem, identity: str) -> WindowStats:
+        now = time.time()
+        hits = self._window(item, identity, now)
+        reset = hits[0] + item.get_expiry() if hits else now
+        return WindowStats(reset, max(0, item.amount - len(hits)))
+
+    def sweep(self) -> None:
+        """Forget the identities whose windows are empty now."""
+        now = time.time()
+        for key, (hits, seconds) in list(self._windows.items()):
+            if not hits or hits[-1] <= now - seconds:
+                del self._windows[key]
+
+    async def reset(self) -> None:
+        self._windows.clear()
+
+
 @dataclass(frozen=True, slots=True)
 class RuleState:
     """A rule with its limit in force."""
@@ -113,19 +168,20 @@ class RateLimiter:
         self.events = events
         self._announced: dict[tuple[str, str], float] = {}
         self._sessionmaker = sessionmaker
-        storage: Storage
+        self._memory: MemoryWindows | None = None
+        self._limiter: MovingWindowRateLimiter | MemoryWindows
         if settings.redis_url:
-            storage = RedisStorage(
+            self.storage: RedisStorage | None = RedisStorage(
                 _async_uri(settings.redis_url),
                 implementation="redispy",
                 key_prefix=settings.redis_prefix + "rl",
                 socket_connect_timeout=5,
                 socket_timeout=5,
             )
+            self._limiter = MovingWindowRateLimiter(self.storage)
         else:
-            storage = MemoryStorage()
-        self.storage = storage
-        self._limiter = MovingWindowRateLimiter(storage)
+            self.storage = None
+            self._memory = self._limiter = MemoryWindows()
         self._overrides: dict[str, int | None] = {}
         self._items: dict[tuple[str, int], RateLimitItem] = {}
         self._task: asyncio.Task[None] | None = None
@@ -165,6 +221,8 @@ class RateLimiter:
     async def _reload_forever(self) -> None:
         while True:
             await asyncio.sleep(RELOAD_SECONDS)
+            if self._memory is not None:
+                self._memory.sweep()
             try:
                 await self.reload()
             except Exception as exc:
@@ -256,7 +314,10 @@ class RateLimiter:
 
     async def clear(self) -> None:
         """Forget every window (tests and `gatehouse` repairs)."""
-        await self.storage.reset()
+        if self.storage is not None:
+            await self.storage.reset()
+        if self._memory is not None:
+            await self._memory.reset()
 
 
 def _async_uri(url: str) -> str:

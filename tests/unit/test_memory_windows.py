@@ -1,0 +1,50 @@
+"""The in-process moving window (limits/ratelimit.py MemoryWindows): exact at its edges, cheap per hit."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from limits import RateLimitItemPerMinute
+
+from gatehouse.limits.ratelimit import MemoryWindows
+
+
+async def test_admits_exactly_the_limit_then_frees_one_slot_per_expired_hit(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1_000.0]
+    monkeypatch.setattr(time, "time", lambda: now[0])
+    windows, item = MemoryWindows(), RateLimitItemPerMinute(3, namespace="rule")
+    admitted = []
+    for _ in range(4):
+        admitted.append(await windows.hit(item, "u1"))
+        now[0] += 1  # hits at 1000, 1001, 1002 (the fourth, at 1003, refused)
+    assert admitted == [True, True, True, False]
+    now[0] = 1_000.0
+    assert await windows.hit(item, "u2")  # identities are separate
+    stats = await windows.get_window_stats(item, "u1")
+    assert (stats.remaining, stats.reset_time) == (0, 1_060.0)
+    now[0] = 1_059.999
+    assert not await windows.test(item, "u1")
+    now[0] = 1_060.0  # the first hit leaves the window: exactly one slot again
+    assert await windows.test(item, "u1")
+    assert await windows.hit(item, "u1")
+    assert not await windows.hit(item, "u1")
+
+
+async def test_a_changed_limit_counts_afresh_and_idle_windows_are_forgotten(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [0.0]
+    monkeypatch.setattr(time, "time", lambda: now[0])
+    windows = MemoryWindows()
+    assert await windows.hit(RateLimitItemPerMinute(1, namespace="rule"), "u1")
+    assert await windows.hit(RateLimitItemPerMinute(2, namespace="rule"), "u1")  # as the Redis backend keys it
+    now[0] = 61.0
+    windows.sweep()
+    assert windows._windows == {}
+
+
+async def test_a_hit_costs_the_same_however_full_the_window() -> None:
+    windows, item = MemoryWindows(), RateLimitItemPerMinute(10**9, namespace="rule")
+    for _ in range(100_000):  # the `limits` memory storage copied its whole list on every hit
+        await windows.hit(item, "u1")
+    stats = await windows.get_window_stats(item, "u1")
+    assert stats.remaining == 10**9 - 100_000
