@@ -21,6 +21,12 @@ def get_runtime(request: Request) -> Runtime:
     return runtime
 
 
+async def _runtime(request: Request) -> Runtime:
+    # async on purpose: FastAPI runs a plain `def` dependency in its thread pool, a thread hop (and, under
+    # load, a wait for the GIL) on every request for what is one attribute read.
+    return get_runtime(request)
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One session per request: committed after the route returns (before the response), else rolled back."""
     runtime = get_runtime(request)
@@ -64,7 +70,7 @@ async def get_actor(request: Request) -> Actor:
     return actor_for(request, await resolve_principal(request, get_runtime(request)))
 
 
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+RuntimeDep = Annotated[Runtime, Depends(_runtime)]
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 ActorDep = Annotated[Actor, Depends(get_actor)]

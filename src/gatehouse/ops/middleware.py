@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import structlog
@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gatehouse.errors import GatehouseError, PayloadTooLarge, error_body, is_ollama_path
 from gatehouse.ops.logging import get_logger
-from gatehouse.ops.metrics import HTTP_REQUEST_DURATION, http_method_label, route_label
+from gatehouse.ops.metrics import HTTP_REQUEST_DURATION, child, http_method_label, route_label
 
 log = get_logger("gatehouse.access")
 REQUEST_ID_HEADER = b"x-request-id"
@@ -31,13 +31,22 @@ def _incoming_request_id(scope: Scope) -> str | None:
     return None
 
 
+class FastPathLike(Protocol):
+    """The gateway's direct dispatch of its hot routes (gateway/fastpath.py)."""
+
+    def match(self, scope: Scope) -> Any: ...
+
+    async def __call__(self, endpoint: Any, scope: Scope, receive: Receive, send: Send) -> None: ...
+
+
 class RequestContextMiddleware:
     """Gives every request an id (X-Request-ID in and out), logs one access line, caps the body size, and
     turns an unhandled exception into the JSON 500 (with the request id) after logging its traceback."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, fast_path: FastPathLike | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.fast_path = fast_path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -88,7 +97,12 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, app_receive, send_with_id)
+            endpoint = self.fast_path.match(scope) if self.fast_path is not None else None
+            if endpoint is not None:
+                assert self.fast_path is not None
+                await self.fast_path(endpoint, scope, app_receive, send_with_id)
+            else:
+                await self.app(scope, app_receive, send_with_id)
         except Exception:
             if started_response:
                 raise  # too late for an error body: the server aborts the response (and logs the traceback)
@@ -107,9 +121,9 @@ class RequestContextMiddleware:
     def _log(scope: Scope, status: int, started: float) -> None:
         duration = time.perf_counter() - started
         # The route template the router matched (set in scope["route"]), never the raw path: one series per route.
-        HTTP_REQUEST_DURATION.labels(
-            route=route_label(scope), method=http_method_label(scope["method"]), status=str(status)
-        ).observe(duration)
+        child(HTTP_REQUEST_DURATION, route_label(scope), http_method_label(scope["method"]), str(status)).observe(
+            duration
+        )
         extra: dict[str, Any] = {}
         state = scope.get("state") or {}
         if "user_id" in state:
