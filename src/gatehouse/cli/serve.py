@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import resource
 import shutil
 import tempfile
 from pathlib import Path
@@ -47,6 +49,7 @@ def serve(
     with plain_errors(settings, (SQLAlchemyError, OSError, CommandError)):  # e.g. the database is unreachable
         announce(asyncio.run(prepare(settings)))
     os.environ[PREPARED_ENV] = "1"
+    raise_file_limit()
     created_metrics_dir = prepare_metrics_dir(workers)
     try:
         _run(host, port, workers, forwarded_allow_ips)
@@ -56,6 +59,16 @@ def serve(
 
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def raise_file_limit() -> None:
+    """Open-file limit up to the hard limit: every stream holds two sockets (client and upstream), and a soft
+    limit of 1,024 (a common default) would refuse connections at about 500 concurrent streams."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 def prepare_metrics_dir(workers: int) -> Path | None:

@@ -48,6 +48,10 @@ class UpstreamConfig(BaseModel):
     def _needs_url(self) -> UpstreamConfig:
         if self.kind is not UpstreamKind.DEMO and not self.base_url:
             raise ValueError(f"upstream {self.name!r} needs a base_url")
+        # OpenAI's own convention puts /v1 in the base URL (https://api.openai.com/v1); Gatehouse adds the
+        # /v1/... paths itself, so either spelling works.
+        if self.kind is UpstreamKind.OPENAI and self.base_url.endswith("/v1"):
+            self.base_url = self.base_url.removesuffix("/v1")
         return self
 
     def resolved_api_key(self) -> str:
