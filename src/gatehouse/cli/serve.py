@@ -12,11 +12,12 @@ from pathlib import Path
 
 import typer
 import uvicorn
-from alembic.util import CommandError
 from sqlalchemy.exc import SQLAlchemyError
 
 from gatehouse import __version__
 from gatehouse.cli.common import console, err_console, load_settings, plain_errors
+from gatehouse.db.migrate import MigrationError
+from gatehouse.ops.transport import CoalescingHttpToolsProtocol
 
 
 def serve(
@@ -46,7 +47,7 @@ def serve(
             "through Redis. Set REDIS_URL, or run one worker."
         )
         raise typer.Exit(2)
-    with plain_errors(settings, (SQLAlchemyError, OSError, CommandError)):  # e.g. the database is unreachable
+    with plain_errors(settings, (SQLAlchemyError, OSError, MigrationError)):  # e.g. the database is unreachable
         announce(asyncio.run(prepare(settings)))
     os.environ[PREPARED_ENV] = "1"
     raise_file_limit()
@@ -100,7 +101,7 @@ def _run(host: str, port: int, workers: int, forwarded_allow_ips: str) -> None:
         port=port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
+        http=CoalescingHttpToolsProtocol,  # httptools, with a response's writes gathered (ops/transport.py)
         log_config=None,
         access_log=False,
         server_header=False,

@@ -314,14 +314,25 @@ async def _relay_stream(
     """Client bytes for each upstream line; a mid-stream failure ends with an error event in the client's shape."""
     error: GatehouseError
     try:
-        async for line in response.lines(idle=ping_seconds):
+        async for batch in response.lines(idle=ping_seconds):
             if call.terminated:
                 break  # an in-process upstream (the demo) is not stopped by closing: stop reading it
-            if line is None:  # the upstream has been silent for ping_seconds
+            if batch is None:  # the upstream has been silent for ping_seconds
                 SSE_PINGS.inc()
                 yield ping_bytes(call)
                 continue
-            out = relay.feed(line)
+            if len(batch) == 1:
+                out = relay.feed(batch[0])
+            else:  # lines that arrived together leave together: one write to the client, not one per token
+                done: list[bytes] = []
+                try:
+                    for line in batch:
+                        done.append(relay.feed(line))
+                except Exception:
+                    if any(done):
+                        yield b"".join(done)  # what came before the bad line still reaches the client
+                    raise
+                out = b"".join(done)
             if out:
                 yield out
         if call.terminated:

@@ -44,9 +44,10 @@ class UpstreamResponse:
         """The whole body."""
         raise NotImplementedError
 
-    def lines(self, idle: float = 0) -> AsyncIterator[bytes | None]:
-        """The body as lines, without their line ends; empty lines included (SSE needs them). With `idle`, a
-        None each time the upstream stayed silent that many seconds (the relay sends a keep-alive)."""
+    def lines(self, idle: float = 0) -> AsyncIterator[list[bytes] | None]:
+        """The body as lines, without their line ends; empty lines included (SSE needs them), in batches: the
+        lines that arrived together, so the relay writes them to its client at once. With `idle`, a None each
+        time the upstream stayed silent that many seconds (the relay sends a keep-alive)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -76,7 +77,7 @@ class HttpUpstreamResponse(UpstreamResponse):
         except aiohttp.ClientError as exc:
             raise UpstreamUnreachable(str(exc) or type(exc).__name__) from exc
 
-    async def lines(self, idle: float = 0) -> AsyncIterator[bytes | None]:
+    async def lines(self, idle: float = 0) -> AsyncIterator[list[bytes] | None]:
         # readany() (not readline()) because it can be cancelled without losing data: the idle timer may
         # interrupt it. It returns whatever arrived, often several lines at once, split here.
         content = self._response.content
@@ -107,7 +108,7 @@ class HttpUpstreamResponse(UpstreamResponse):
                         raise
                 if not chunk:  # the end (a truncated body raises ClientPayloadError instead)
                     if pending:
-                        yield pending.removesuffix(b"\r")
+                        yield [pending.removesuffix(b"\r")]
                     return
                 if b"\n" not in chunk:
                     pending += chunk
@@ -116,8 +117,7 @@ class HttpUpstreamResponse(UpstreamResponse):
                     continue
                 parts = (pending + chunk if pending else chunk).split(b"\n")
                 pending = parts.pop()
-                for part in parts:
-                    yield part.removesuffix(b"\r")
+                yield [part.removesuffix(b"\r") for part in parts]
         except TimeoutError as exc:
             raise UpstreamTimedOut(str(exc) or "read timeout") from exc
         except aiohttp.ClientPayloadError as exc:
@@ -279,14 +279,13 @@ class _DemoResponse(UpstreamResponse):
     async def read(self) -> bytes:
         return self._body
 
-    async def lines(self, idle: float = 0) -> AsyncIterator[bytes | None]:
+    async def lines(self, idle: float = 0) -> AsyncIterator[list[bytes] | None]:
         # The demo is never silent for long (a token every DEMO_TOKEN_SECONDS): no keep-alives needed.
         if self._lines is None:
-            for line in self._body.splitlines():
-                yield line
+            yield self._body.splitlines()
             return
         async for line in self._lines:
-            yield line
+            yield [line]
 
 
 class DemoProvider(Provider):
