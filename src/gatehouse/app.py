@@ -3,6 +3,7 @@ builds the Runtime (database, bus, caches, upstreams, writers) and tears it down
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 import sys
@@ -21,7 +22,7 @@ from gatehouse.accounts.principal import AuthCache
 from gatehouse.accounts.routes import router as accounts_router
 from gatehouse.audit.routes import router as audit_router
 from gatehouse.db.engine import create_autocommit_engine, create_engine, create_sessionmaker, read_only
-from gatehouse.db.migrate import head_revisions, upgrade
+from gatehouse.db.migrate import current_revisions, head_revisions, upgrade
 from gatehouse.errors import install_handlers
 from gatehouse.gateway.fastpath import FastPath
 from gatehouse.gateway.requestlog import RequestLogWriter
@@ -66,10 +67,11 @@ def check_settings(settings: Settings) -> None:
 async def prepare(settings: Settings) -> BootstrapResult:
     """Migrate (when RUN_MIGRATIONS), store the configured upstreams, bootstrap the first superadmin; run once
     before serving."""
-    if settings.run_migrations:
-        await upgrade(settings.database_url)
     engine = create_engine(settings)
     try:
+        # Alembic runs only when there is something to do (db/migrate.py: it is slow to import).
+        if settings.run_migrations and set(await current_revisions(engine)) != set(head_revisions()):
+            await upgrade(settings.database_url)
         sessionmaker = create_sessionmaker(engine)
         await sync_from_config(sessionmaker, load_config(settings))
         return await bootstrap_admin(sessionmaker, settings)
@@ -113,8 +115,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if os.environ.get(PREPARED_ENV) != "1":
             announce(await prepare(settings))
-        # Built now, off the loop: the first login with an unknown email costs what a known one does.
-        await prepare_dummy_hash()
+        # Built now, off the loop and without holding up readiness: the first login with an unknown email costs
+        # what a known one does (a login arriving before it is ready builds it itself).
+        dummy_hash = asyncio.create_task(prepare_dummy_hash(), name="gatehouse-dummy-hash")
         engine = create_engine(settings)
         sessionmaker = create_sessionmaker(engine)
         read_engine = read_only(engine)
@@ -182,6 +185,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await dummy_hash
             await shut_down(
                 [
                     runtime.drain,

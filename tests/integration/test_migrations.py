@@ -78,3 +78,25 @@ async def test_readyz_reports_migrations_behind(database_url: str, tmp_path: Pat
         assert response.status_code == 503
         assert response.json()["failed"] == "migrations"
         assert "gatehouse db upgrade" in response.json()["checks"]["migrations"]
+
+
+def test_head_revisions_read_from_the_files_match_alembic() -> None:
+    from alembic.script import ScriptDirectory
+
+    from gatehouse.db.migrate import alembic_config
+
+    script = ScriptDirectory.from_config(alembic_config("sqlite+aiosqlite://"))
+    assert head_revisions() == tuple(sorted(script.get_heads()))
+    assert {rev.revision for rev in script.walk_revisions()} >= set(head_revisions())
+
+
+async def test_current_revisions_of_a_fresh_and_of_a_migrated_database(database_url: str, tmp_path: Path) -> None:
+    from gatehouse.db.migrate import current_revisions
+
+    engine = create_async_engine(database_url)
+    try:
+        assert await current_revisions(engine) == ()
+        assert gatehouse(database_url, "db", "upgrade", cwd=tmp_path).returncode == 0
+        assert await current_revisions(engine) == head_revisions()
+    finally:
+        await engine.dispose()
