@@ -29,7 +29,7 @@ from gatehouse.gateway.requestlog import RequestLogWriter
 from gatehouse.gateway.routes import router as gateway_router
 from gatehouse.limits.ratelimit import RateLimiter
 from gatehouse.limits.routes import router as limits_router
-from gatehouse.limits.store import create_store
+from gatehouse.limits.store import SqliteStore, create_store
 from gatehouse.ops.bus import create_bus
 from gatehouse.ops.event_routes import router as events_router
 from gatehouse.ops.events import create_feed
@@ -131,7 +131,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             load_config(settings), settings, sessionmaker=create_sessionmaker(read_engine), events=events
         )
         bus.subscribe(upstreams.on_event)
-        request_log = RequestLogWriter(sessionmaker, flush_seconds=settings.request_log_flush_seconds)
+        request_log = RequestLogWriter(
+            sessionmaker,
+            flush_seconds=settings.request_log_flush_seconds,
+            sqlite=statements if isinstance(statements, SqliteStore) else None,
+        )
         rate_limiter = RateLimiter(settings, sessionmaker, events=events)
         streams = StreamRegistry(
             replica=bus.origin, redis_url=settings.redis_url, prefix=settings.redis_prefix, events=events

@@ -266,14 +266,15 @@ async def test_rows_wait_while_the_database_is_unreachable(database_url: str, tm
         for n in range(3):
             writer.add(log_row(request_id=f"r{n}"))
         writer.key_used(1)
-        working = writer._sessionmaker
+        working, sqlite = writer._sessionmaker, writer._sqlite
         down = create_async_engine(UNREACHABLE_DATABASE)
         writer._sessionmaker = async_sessionmaker(down)
+        writer._sqlite = None  # SQLite batches take the statements' own connection: send them the broken way too
         try:
             with pytest.raises((OSError, DBAPIError)):
                 await writer.flush()
         finally:
-            writer._sessionmaker = working
+            writer._sessionmaker, writer._sqlite = working, sqlite
             await down.dispose()
         assert (writer.pending, writer.dropped) == (3, 0)  # an outage drops nothing
         assert await writer.flush() == 3

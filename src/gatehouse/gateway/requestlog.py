@@ -10,7 +10,7 @@ import contextlib
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, insert, text
+from sqlalchemy import String, Table, insert, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from gatehouse.accounts.service import record_key_use
 from gatehouse.db.base import utcnow
 from gatehouse.gateway.models import RequestLog
+from gatehouse.limits.store import SqliteStore
 from gatehouse.ops.logging import get_logger
 from gatehouse.ops.tasks import stop as stop_task
 
@@ -31,6 +32,11 @@ STRING_LENGTHS = {
     for column in RequestLog.__table__.columns
     if isinstance(column.type, String) and column.type.length
 }
+
+
+TABLE: Table = RequestLog.__table__  # type: ignore[assignment]
+# The columns every row from the gateway carries (call.finish); other rows take the ORM's way, with defaults.
+FULL_ROW = frozenset(column.name for column in TABLE.columns if not column.primary_key)
 
 
 def _count(value: Any) -> int:
@@ -51,8 +57,15 @@ def _is_outage(exc: BaseException) -> bool:
 class RequestLogWriter:
     """Buffers request-log rows and key last-used times; flushes every FLUSH seconds and at shutdown."""
 
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], *, flush_seconds: float) -> None:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        *,
+        flush_seconds: float,
+        sqlite: SqliteStore | None = None,
+    ) -> None:
         self._sessionmaker = sessionmaker
+        self._sqlite = sqlite  # on SQLite, batches go through the quota statements' connection (limits/store.py)
         self._flush_seconds = flush_seconds
         self._rows: list[dict[str, Any]] = []
         self._key_use: dict[int, datetime] = {}
@@ -159,6 +172,9 @@ class RequestLogWriter:
             return written
 
     async def _insert(self, rows: list[dict[str, Any]]) -> None:
+        if self._sqlite is not None and all(row.keys() == FULL_ROW for row in rows):
+            await self._sqlite.insert_many(TABLE, rows)
+            return
         async with self._sessionmaker() as session, session.begin():
             await session.execute(insert(RequestLog), rows)
 
