@@ -5,15 +5,14 @@ from __future__ import annotations
 import time
 
 import pytest
-from limits import RateLimitItemPerMinute
 
-from gatehouse.limits.ratelimit import MemoryWindows
+from gatehouse.limits.ratelimit import Item, MemoryWindows
 
 
 async def test_admits_exactly_the_limit_then_frees_one_slot_per_expired_hit(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [1_000.0]
     monkeypatch.setattr(time, "time", lambda: now[0])
-    windows, item = MemoryWindows(), RateLimitItemPerMinute(3, namespace="rule")
+    windows, item = MemoryWindows(), Item("rule", 3, 60)
     admitted = []
     for _ in range(4):
         admitted.append(await windows.hit(item, "u1"))
@@ -35,15 +34,15 @@ async def test_a_changed_limit_counts_afresh_and_idle_windows_are_forgotten(monk
     now = [0.0]
     monkeypatch.setattr(time, "time", lambda: now[0])
     windows = MemoryWindows()
-    assert await windows.hit(RateLimitItemPerMinute(1, namespace="rule"), "u1")
-    assert await windows.hit(RateLimitItemPerMinute(2, namespace="rule"), "u1")  # as the Redis backend keys it
+    assert await windows.hit(Item("rule", 1, 60), "u1")
+    assert await windows.hit(Item("rule", 2, 60), "u1")  # as the Redis backend keys it
     now[0] = 61.0
     windows.sweep()
     assert windows._windows == {}
 
 
 async def test_a_hit_costs_the_same_however_full_the_window() -> None:
-    windows, item = MemoryWindows(), RateLimitItemPerMinute(10**9, namespace="rule")
+    windows, item = MemoryWindows(), Item("rule", 10**9, 60)
     for _ in range(100_000):  # the `limits` memory storage copied its whole list on every hit
         await windows.hit(item, "u1")
     stats = await windows.get_window_stats(item, "u1")

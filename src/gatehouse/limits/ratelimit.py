@@ -13,12 +13,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple, Protocol
 
-from limits import RateLimitItem, RateLimitItemPerHour, RateLimitItemPerMinute
-from limits.aio.storage import RedisStorage
-from limits.aio.strategies import MovingWindowRateLimiter
-from limits.util import WindowStats
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -96,6 +92,78 @@ RULES: dict[str, RuleSpec] = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class Item:
+    """A rule's limit: `amount` hits per `seconds`, counted under `namespace` (the rule's name)."""
+
+    namespace: str
+    amount: int
+    seconds: int
+
+    def get_expiry(self) -> int:
+        return self.seconds
+
+
+class WindowStats(NamedTuple):
+    """When the oldest hit in the window leaves it (epoch seconds), and how many hits remain."""
+
+    reset_time: float
+    remaining: int
+
+
+class Windows(Protocol):
+    async def hit(self, item: Item, identity: str) -> bool: ...
+
+    async def test(self, item: Item, identity: str) -> bool: ...
+
+    async def get_window_stats(self, item: Item, identity: str) -> WindowStats: ...
+
+    async def reset(self) -> None: ...
+
+
+class RedisWindows:
+    """Moving windows in Redis, shared by every replica: the `limits` library's atomic Lua scripts.
+
+    Imported only with REDIS_URL: one process on SQLite never loads `limits` (a tenth of a second at start).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        from limits.aio.storage import RedisStorage
+        from limits.aio.strategies import MovingWindowRateLimiter
+
+        self.storage = RedisStorage(
+            _async_uri(settings.redis_url),
+            implementation="redispy",
+            key_prefix=settings.redis_prefix + "rl",
+            socket_connect_timeout=5,
+            socket_timeout=5,
+        )
+        self._limiter = MovingWindowRateLimiter(self.storage)
+        self._items: dict[Item, Any] = {}
+
+    def _limits_item(self, item: Item) -> Any:
+        found = self._items.get(item)
+        if found is None:
+            from limits import RateLimitItemPerHour, RateLimitItemPerMinute
+
+            cls = RateLimitItemPerMinute if item.seconds == 60 else RateLimitItemPerHour
+            found = self._items[item] = cls(item.amount, namespace=item.namespace)
+        return found
+
+    async def hit(self, item: Item, identity: str) -> bool:
+        return bool(await self._limiter.hit(self._limits_item(item), identity))
+
+    async def test(self, item: Item, identity: str) -> bool:
+        return bool(await self._limiter.test(self._limits_item(item), identity))
+
+    async def get_window_stats(self, item: Item, identity: str) -> WindowStats:
+        stats = await self._limiter.get_window_stats(self._limits_item(item), identity)
+        return WindowStats(stats.reset_time, stats.remaining)
+
+    async def reset(self) -> None:
+        await self.storage.reset()
+
+
 class MemoryWindows:
     """Exact moving windows in one process: per (rule, identity) the times of its hits, oldest first.
 
@@ -109,7 +177,7 @@ class MemoryWindows:
     def __init__(self) -> None:
         self._windows: dict[tuple[str, int, str], tuple[deque[float], float]] = {}
 
-    def _window(self, item: RateLimitItem, identity: str, now: float) -> deque[float]:
+    def _window(self, item: Item, identity: str, now: float) -> deque[float]:
         key = (item.namespace, item.amount, identity)
         entry = self._windows.get(key)
         seconds = float(item.get_expiry())
@@ -121,7 +189,7 @@ class MemoryWindows:
             hits.popleft()
         return hits
 
-    async def hit(self, item: RateLimitItem, identity: str) -> bool:
+    async def hit(self, item: Item, identity: str) -> bool:
         now = time.time()
         hits = self._window(item, identity, now)
         if len(hits) >= item.amount:
@@ -129,10 +197,10 @@ class MemoryWindows:
         hits.append(now)
         return True
 
-    async def test(self, item: RateLimitItem, identity: str) -> bool:
+    async def test(self, item: Item, identity: str) -> bool:
         return len(self._window(item, identity, time.time())) < item.amount
 
-    async def get_window_stats(self, item: RateLimitItem, identity: str) -> WindowStats:
+    async def get_window_stats(self, item: Item, identity: str) -> WindowStats:
         now = time.time()
         hits = self._window(item, identity, now)
         reset = hits[0] + item.get_expiry() if hits else now
@@ -169,21 +237,13 @@ class RateLimiter:
         self._announced: dict[tuple[str, str], float] = {}
         self._sessionmaker = sessionmaker
         self._memory: MemoryWindows | None = None
-        self._limiter: MovingWindowRateLimiter | MemoryWindows
+        self._limiter: Windows
         if settings.redis_url:
-            self.storage: RedisStorage | None = RedisStorage(
-                _async_uri(settings.redis_url),
-                implementation="redispy",
-                key_prefix=settings.redis_prefix + "rl",
-                socket_connect_timeout=5,
-                socket_timeout=5,
-            )
-            self._limiter = MovingWindowRateLimiter(self.storage)
+            self._limiter = RedisWindows(settings)
         else:
-            self.storage = None
             self._memory = self._limiter = MemoryWindows()
         self._overrides: dict[str, int | None] = {}
-        self._items: dict[tuple[str, int], RateLimitItem] = {}
+        self._items: dict[tuple[str, int], Item] = {}
         self._task: asyncio.Task[None] | None = None
 
     # --- rules -----------------------------------------------------------------------------------
@@ -230,12 +290,11 @@ class RateLimiter:
 
     # --- enforcement -----------------------------------------------------------------------------
 
-    def _item(self, spec: RuleSpec, limit: int) -> RateLimitItem:
+    def _item(self, spec: RuleSpec, limit: int) -> Item:
         key = (spec.name, limit)
         item = self._items.get(key)
         if item is None:
-            cls = RateLimitItemPerMinute if spec.window == "minute" else RateLimitItemPerHour
-            item = self._items[key] = cls(limit, namespace=spec.name)
+            item = self._items[key] = Item(spec.name, limit, spec.window_seconds)
         return item
 
     async def hit(self, name: str, identity: str) -> None:
@@ -314,10 +373,7 @@ class RateLimiter:
 
     async def clear(self) -> None:
         """Forget every window (tests and `gatehouse` repairs)."""
-        if self.storage is not None:
-            await self.storage.reset()
-        if self._memory is not None:
-            await self._memory.reset()
+        await self._limiter.reset()
 
 
 def _async_uri(url: str) -> str:

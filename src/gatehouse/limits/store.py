@@ -27,7 +27,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 from sqlalchemy import Table, bindparam, insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -260,8 +259,14 @@ class AsyncpgStore(StatementStore):
         self._compiled: dict[int, Compiled] = {}
         self._idle: asyncio.Queue[Any] = asyncio.Queue()
         self._held: list[Any] = []  # the engine's connections we took, to give back at close
+        self._broken: tuple[type[BaseException], ...] = (OSError,)
+        self._failed: type[BaseException] = Exception
 
     async def start(self) -> None:
+        import asyncpg  # here, not at the top: a process on SQLite never needs it (a tenth of a second to import)
+
+        self._broken = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
+        self._failed = asyncpg.PostgresError
         for _ in range(self.size):
             self._idle.put_nowait(None)  # a free slot; connected at its first use
 
@@ -293,13 +298,13 @@ class AsyncpgStore(StatementStore):
             started = time.perf_counter()
             try:
                 value = await slot[1].fetchval(compiled.sql, *arguments)
-            except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError) as exc:
+            except self._broken as exc:
                 broken, slot = slot, None
                 self._held.remove(broken[0])
                 with contextlib.suppress(Exception):
                     await broken[0].invalidate()
                 raise OperationalError(compiled.sql, arguments, exc) from exc
-            except asyncpg.PostgresError as exc:
+            except self._failed as exc:
                 raise DBAPIError(compiled.sql, arguments, exc) from exc
             observe_statement(compiled.kind, time.perf_counter() - started)
             if self.trace is not None:
