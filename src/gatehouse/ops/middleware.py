@@ -4,7 +4,6 @@ in one pass."""
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any, Protocol
 
 import orjson
@@ -12,6 +11,7 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gatehouse.errors import GatehouseError, PayloadTooLarge, error_body, is_ollama_path
+from gatehouse.ops.ids import new_id
 from gatehouse.ops.logging import get_logger
 from gatehouse.ops.metrics import HTTP_REQUEST_DURATION, child, http_method_label, route_label
 
@@ -53,7 +53,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        request_id = _incoming_request_id(scope) or new_id(32)
         # A copy: some servers and test harnesses share one state dict between requests.
         scope["state"] = {**scope.get("state", {}), "request_id": request_id}
         structlog.contextvars.clear_contextvars()

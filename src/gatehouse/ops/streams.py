@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,6 +19,7 @@ from typing import Any
 import orjson
 
 from gatehouse.ops.events import EventFeed
+from gatehouse.ops.ids import new_id
 from gatehouse.ops.logging import get_logger
 from gatehouse.ops.metrics import ACTIVE_STREAMS
 from gatehouse.ops.tasks import stop as stop_task
@@ -97,7 +97,7 @@ class StreamRegistry:
 
     def open(self, **fields: Any) -> LiveStream:
         """Register a request; its id is new."""
-        live = LiveStream(id=uuid.uuid4().hex[:16], replica=self.replica, **fields)
+        live = LiveStream(id=new_id(16), replica=self.replica, **fields)
         self._live[live.id] = live
         if live.stream:
             ACTIVE_STREAMS.inc()
