@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, bindparam, insert
+from sqlalchemy import Table, insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -60,10 +60,10 @@ class Compiled:
         )
 
 
-def compile_statement(statement: Executable, dialect: Dialect) -> Compiled:
+def compile_statement(statement: Executable, dialect: Dialect, column_keys: list[str] | None = None) -> Compiled:
     """Compile once: the SQL text with positional placeholders, and each parameter's bind processor."""
     assert isinstance(statement, ClauseElement)
-    compiled = statement.compile(dialect=dialect)
+    compiled = statement.compile(dialect=dialect, column_keys=column_keys)
     assert isinstance(compiled, SQLCompiler)
     names = tuple(compiled.positiontup or ())
     processors, defaults = [], {}
@@ -191,9 +191,10 @@ class SqliteStore(StatementStore):
         keys = tuple(rows[0])
         compiled = self._inserts.get((table.name, keys))
         if compiled is None:
-            statement = insert(table).values({key: bindparam("p_" + key) for key in keys})
-            compiled = self._inserts[(table.name, keys)] = compile_statement(statement, self.dialect)
-        arguments = [compiled.arguments({"p_" + key: value for key, value in row.items()}) for row in rows]
+            compiled = compile_statement(insert(table), self.dialect, column_keys=list(keys))
+            self._inserts[(table.name, keys)] = compiled
+        pairs = tuple(zip(compiled.names, compiled.processors, strict=True))
+        arguments = [tuple([row[n] if p is None else p(row[n]) for n, p in pairs]) for row in rows]
         conn = self._connection()
         delay, deadline = 0.0002, 0.0
         while True:
