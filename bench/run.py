@@ -322,6 +322,7 @@ class Bench:
             try:
                 self.start_target(self.upstream)
                 started.append(self.upstream)
+                time.sleep(self.p.pause_s)  # the previous round's processes are gone and their sockets closed
                 for t in gateways[k:] + gateways[:k]:
                     self.start_target(t)
                     started.append(t)
