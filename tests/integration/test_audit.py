@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
 
+from gatehouse.audit.chain import HASHED_FIELDS as HASHED
 from gatehouse.audit.chain import row_hash
 from gatehouse.audit.models import AuditEvent
 from tests.conftest import Harness
@@ -211,4 +212,56 @@ async def test_a_purge_that_records_its_anchor_leaves_the_rest_verifiable(harnes
     assert _cli(harness, tmp_path, "audit", "verify").returncode == 0
     # Without its anchor the same gap is a deletion.
     await _tamper(harness, delete(AuditEvent).where(AuditEvent.action == "audit.purged"))
+    assert _cli(harness, tmp_path, "audit", "verify").returncode == 1
+
+
+async def test_purge_before_removes_exactly_the_older_prefix_and_stays_verifiable(
+    harness: Harness, tmp_path: Path
+) -> None:
+    from gatehouse.audit.service import Actor, purge_before, verify_chain
+
+    ids = await _make_events(harness, 5)
+    old, new = datetime.now(UTC) - timedelta(days=120), datetime.now(UTC) - timedelta(days=1)
+    async with harness.runtime.sessionmaker() as session, session.begin():
+        # Backdate what came before the 4th event: those rows are past a 90-day retention, the rest are not.
+        await session.execute(update(AuditEvent).where(AuditEvent.id < ids[3]).values(created_at=old))
+        await session.execute(update(AuditEvent).where(AuditEvent.id >= ids[3]).values(created_at=new))
+    # Backdating changed the rows' content: re-chain them so only the purge itself is under test.
+    async with harness.runtime.sessionmaker() as session, session.begin():
+        previous = "0" * 64
+        rows = (await session.execute(select(AuditEvent).order_by(AuditEvent.id))).scalars().all()
+        for row in rows:
+            fields = {name: getattr(row, name) for name in HASHED}
+            row.prev_hash, row.hash = previous, row_hash(previous, fields)
+            previous = row.hash
+        from gatehouse.audit.models import AuditHead
+
+        head = await session.get(AuditHead, 1)
+        assert head is not None
+        head.last_id, head.last_hash = rows[-1].id, rows[-1].hash
+    async with harness.runtime.sessionmaker() as session:
+        assert (await verify_chain(session)).ok
+        before = (await session.execute(select(func.count()).select_from(AuditEvent))).scalar_one()
+        older = (
+            await session.execute(select(func.count()).select_from(AuditEvent).where(AuditEvent.id < ids[3]))
+        ).scalar_one()
+
+    cutoff = datetime.now(UTC) - timedelta(days=90)
+    async with harness.runtime.sessionmaker() as session, session.begin():
+        purge = await purge_before(session, cutoff=cutoff, actor=Actor.job("purge"))
+    assert purge.removed == older and purge.last_removed_id == ids[2]
+    async with harness.runtime.sessionmaker() as session:
+        remaining = (await session.execute(select(AuditEvent).order_by(AuditEvent.id))).scalars().all()
+        assert [r.id for r in remaining][: len(ids) - 3] == ids[3:]
+        assert len(remaining) == before - older + 1  # plus the audit.purged record
+        assert remaining[-1].action == "audit.purged"
+        assert (await verify_chain(session)).ok
+    assert _cli(harness, tmp_path, "audit", "verify").returncode == 0
+
+    # Nothing more is past retention: a second purge removes nothing and records nothing.
+    async with harness.runtime.sessionmaker() as session, session.begin():
+        again = await purge_before(session, cutoff=cutoff, actor=Actor.job("purge"))
+    assert again.removed == 0
+    # Any other deletion is still caught.
+    await _tamper(harness, delete(AuditEvent).where(AuditEvent.id == ids[4]))
     assert _cli(harness, tmp_path, "audit", "verify").returncode == 1

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gatehouse.audit.chain import PURGE_ACTION, Break, Verifier, canonical_details, purge_anchor, row_hash
@@ -167,3 +167,47 @@ async def verify_chain(session: AsyncSession) -> Verification:
     head = await session.get(AuditHead, HEAD_ID)
     head_id = head.last_id if head is not None and head.last_id else None
     return Verification(verifier.count, verifier.finish(head_id, head.last_hash if head else None))
+
+
+@dataclass(frozen=True)
+class Purge:
+    """What a retention purge removed."""
+
+    removed: int
+    last_removed_id: int | None
+
+
+async def purge_before(session: AsyncSession, *, cutoff: datetime, actor: Actor) -> Purge:
+    """Remove the oldest events, those before `cutoff`, and keep what remains verifiable, in the caller's
+    transaction.
+
+    Only a prefix of the chain (in id order) is removed: everything before the first event at or after
+    `cutoff`. The chained `audit.purged` event appended afterwards records the hash of the last removed event,
+    which is where the oldest remaining event points (audit/chain.py), so `gatehouse audit verify` still
+    passes and still notices any other deletion.
+    """
+    await session.get(AuditHead, HEAD_ID, with_for_update=True)  # no append interleaves with the purge
+    first_kept = (
+        await session.execute(select(func.min(AuditEvent.id)).where(AuditEvent.created_at >= cutoff))
+    ).scalar_one_or_none()
+    older = select(AuditEvent.id, AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)
+    if first_kept is not None:
+        older = older.where(AuditEvent.id < first_kept)
+    last = (await session.execute(older)).first()
+    if last is None:
+        return Purge(removed=0, last_removed_id=None)
+    last_id, last_hash = last
+    result = await session.execute(delete(AuditEvent).where(AuditEvent.id <= last_id))
+    removed = int(getattr(result, "rowcount", 0) or 0)
+    await record(
+        session,
+        actor=actor,
+        action=PURGE_ACTION,
+        details={
+            "last_purged_hash": last_hash,
+            "last_purged_id": last_id,
+            "purged": removed,
+            "before": cutoff.isoformat(),
+        },
+    )
+    return Purge(removed=removed, last_removed_id=last_id)
