@@ -4,6 +4,7 @@ builds the Runtime (database, bus, caches, upstreams, writers) and tears it down
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import sys
@@ -122,7 +123,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sessionmaker = create_sessionmaker(engine)
         read_engine = read_only(engine)
         autocommit_engine = create_autocommit_engine(settings)
-        statements = create_store(autocommit_engine)
+        # The store keeps its connections: leave the autocommit pool room for the rare statements (a quota
+        # refusal's explanation) that still go through it.
+        statements = create_store(autocommit_engine, size=max(1, min(4, settings.db_pool_size // 2 - 1)))
         bus = create_bus(settings.redis_url, settings.redis_prefix)
         events = create_feed(settings.redis_url, settings.redis_prefix, bus.origin)
         auth_cache = AuthCache(ttl_seconds=settings.auth_cache_seconds)
@@ -189,7 +192,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            await dummy_hash
+            with contextlib.suppress(Exception):
+                await dummy_hash  # its failure must not skip the shutdown steps (it is only a timing guard)
             await shut_down(
                 [
                     runtime.drain,

@@ -4,6 +4,7 @@ shutdown, readiness and SQLite reads hold up when something is wrong."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import re
 import sqlite3
@@ -400,3 +401,47 @@ async def test_postgres_urls_with_sslmode_connect(postgres_database_url: str, tm
             assert (await conn.execute(text("SELECT 1"))).scalar_one() == 1
     finally:
         await engine.dispose()
+
+
+async def test_a_row_sqlite_cannot_bind_leaves_no_transaction_open(database_url: str, tmp_path: Path) -> None:
+    """SQLite's statement connection is shared with the quota statements: a failed batch (here a value the
+    driver cannot bind, not an sqlite3 error) must roll back, or every later write would wait behind it."""
+    from datetime import UTC, datetime
+
+    from gatehouse.gateway.requestlog import TABLE
+    from gatehouse.limits.store import SqliteStore
+
+    async with running_app(make_settings(database_url, tmp_path, request_log_flush_seconds=3600)) as harness:
+        store = harness.runtime.statements
+        if not isinstance(store, SqliteStore):
+            return  # PostgreSQL batches go through SQLAlchemy sessions, which roll back by themselves
+        bad = {**log_row(request_id="too-big"), "status_code": 2**70, "created_at": datetime.now(UTC)}
+        with pytest.raises(OverflowError):
+            await store.insert_many(TABLE, [bad])
+        assert not store._connection().in_transaction
+        harness.runtime.request_log.add(log_row(request_id="after"))
+        assert await harness.runtime.request_log.flush() == 1
+        assert [r.request_id for r in await logged(harness)] == ["after"]
+
+
+async def test_a_flush_cancelled_midway_loses_no_row(database_url: str, tmp_path: Path) -> None:
+    """close() cancels a flush in progress: what it had not written yet goes back to the buffer."""
+    import asyncio
+
+    async with running_app(make_settings(database_url, tmp_path, request_log_flush_seconds=3600)) as harness:
+        writer = harness.runtime.request_log
+        from gatehouse.ops.tasks import stop
+
+        await stop(writer._task)  # its periodic flush would take the rows too (it wakes at 1,000 buffered)
+        writer._task = None
+        for n in range(3000):
+            writer.add(log_row(request_id=f"r{n}"))
+        flushing = asyncio.ensure_future(writer.flush())
+        await asyncio.sleep(0.005)
+        flushing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flushing
+        written = len(await logged(harness))
+        assert written + writer.pending == 3000 and writer.dropped == 0
+        assert await writer.flush() == 3000 - written
+        assert len({r.request_id for r in await logged(harness)}) == 3000

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -100,3 +101,23 @@ async def test_current_revisions_of_a_fresh_and_of_a_migrated_database(database_
         assert await current_revisions(engine) == head_revisions()
     finally:
         await engine.dispose()
+
+
+def test_head_revisions_read_a_migration_written_by_the_template(tmp_path: Path, monkeypatch: Any) -> None:
+    """The template (script.py.mako) writes `revision: str = '0005'` (repr, single quotes)."""
+    import shutil
+
+    from gatehouse.db import migrate
+
+    shutil.copytree(migrate.MIGRATIONS_DIR, tmp_path / "migrations", ignore=shutil.ignore_patterns("__pycache__"))
+    head = head_revisions()[0]
+    (tmp_path / "migrations" / "versions" / "2099-01-01_next.py").write_text(
+        f"revision: str = '9999'\ndown_revision: str | None = {head!r}\n"
+        "branch_labels = None\ndepends_on = None\n\ndef upgrade() -> None:\n    pass\n"
+    )
+    monkeypatch.setattr(migrate, "MIGRATIONS_DIR", tmp_path / "migrations")
+    migrate.head_revisions.cache_clear()
+    try:
+        assert migrate.head_revisions() == ("9999",)
+    finally:
+        migrate.head_revisions.cache_clear()

@@ -7,8 +7,9 @@ second of imports saved on every start).
 
 from __future__ import annotations
 
+import ast
 import asyncio
-import re
+import contextlib
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,8 +24,6 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-_REVISION = re.compile(r'^revision(?:: str)? = "([^"]+)"', re.MULTILINE)
-_DOWN_REVISION = re.compile(r"^down_revision(?:: [^=]+)? = (.+)$", re.MULTILINE)
 
 
 class MigrationError(RuntimeError):
@@ -47,21 +46,48 @@ def alembic_config(database_url: str) -> Config:
 def head_revisions() -> tuple[str, ...]:
     """The revision(s) the code expects the database to be at: those no other migration builds on.
 
-    Read from the migration files' `revision` / `down_revision` lines (tests/integration/test_migrations.py
-    checks this against Alembic's own ScriptDirectory).
+    Read from the migration files' `revision` / `down_revision` assignments (any quoting, as the template
+    writes them); a file where they cannot be read makes this ask Alembic itself.
+    tests/integration/test_migrations.py checks the result against Alembic's ScriptDirectory.
     """
     revisions: set[str] = set()
     parents: set[str] = set()
     for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
-        source = path.read_text()
-        found = _REVISION.search(source)
-        if found is None:
-            continue
-        revisions.add(found.group(1))
-        down = _DOWN_REVISION.search(source)
-        if down is not None:
-            parents.update(re.findall(r'"([^"]+)"', down.group(1)))
+        found = _assignments(path.read_text(), ("revision", "down_revision"))
+        if not isinstance(found.get("revision"), str):
+            return _alembic_heads()
+        revisions.add(found["revision"])
+        down = found.get("down_revision")
+        if isinstance(down, str):
+            parents.add(down)
+        elif isinstance(down, tuple | list):
+            parents.update(str(parent) for parent in down)
     return tuple(sorted(revisions - parents))
+
+
+def _assignments(source: str, names: tuple[str, ...]) -> dict[str, Any]:
+    """The literal values assigned to `names` at a module's top level."""
+    values: dict[str, Any] = {}
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return values
+    for node in tree.body:
+        target: ast.expr | None = None
+        if isinstance(node, ast.AnnAssign):
+            target, value = node.target, node.value
+        elif isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target, value = node.targets[0], node.value
+        if isinstance(target, ast.Name) and target.id in names and value is not None:
+            with contextlib.suppress(ValueError, TypeError, SyntaxError):
+                values[target.id] = ast.literal_eval(value)
+    return values
+
+
+def _alembic_heads() -> tuple[str, ...]:
+    from alembic.script import ScriptDirectory
+
+    return tuple(sorted(ScriptDirectory.from_config(alembic_config("sqlite+aiosqlite://")).get_heads()))
 
 
 async def current_revisions(engine: AsyncEngine) -> tuple[str, ...]:

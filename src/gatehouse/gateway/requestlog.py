@@ -172,7 +172,7 @@ class RequestLogWriter:
                 elif key_use:
                     async with self._sessionmaker() as session, session.begin():
                         await record_key_use(session, last_used=key_use)
-            except Exception:
+            except BaseException:  # cancellation too (close() stops a flush in progress): nothing is lost
                 self._rows[:0] = rows[done:]
                 for key_id, when in key_use.items():
                     self._key_use.setdefault(key_id, when)

@@ -126,13 +126,20 @@ class SqliteStore(StatementStore):
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout=0")  # never wait inside SQLite: that would block the loop
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA wal_autocheckpoint=0")  # the background checkpoint does it, off the loop
+            try:
+                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                conn.execute("PRAGMA busy_timeout=0")  # never wait inside SQLite: that would block the loop
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA foreign_keys=ON")
+                conn.execute("PRAGMA wal_autocheckpoint=0")  # the background checkpoint does it, off the loop
+            except sqlite3.Error as exc:
+                raise DBAPIError.instance("connect", (), exc, sqlite3.Error) from exc
             self._conn = conn
+        elif self._conn.in_transaction:
+            # Never expected (every path below ends its transaction), but a statement must never run inside a
+            # transaction left open: its writes would stay invisible and hold the write lock.
+            self._conn.execute("ROLLBACK")
         return self._conn
 
     async def start(self) -> None:
@@ -214,10 +221,13 @@ class SqliteStore(StatementStore):
         try:
             conn.executemany(compiled.sql, arguments)
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise DBAPIError.instance(compiled.sql, arguments[:1], exc, sqlite3.Error) from exc
+        except BaseException as exc:  # not only sqlite3.Error: a value it cannot bind (OverflowError...) too
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise DBAPIError.instance(compiled.sql, arguments[:1], exc, sqlite3.Error) from exc
+            raise
         observe_statement("INSERT", time.perf_counter() - started)
         if self.trace is not None:
             self.trace(compiled.sql)
@@ -266,7 +276,12 @@ class AsyncpgStore(StatementStore):
     async def start(self) -> None:
         import asyncpg  # here, not at the top: a process on SQLite never needs it (a tenth of a second to import)
 
-        self._broken = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
+        self._broken = (
+            OSError,
+            asyncpg.InterfaceError,
+            asyncpg.PostgresConnectionError,
+            asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
+        )
         self._failed = asyncpg.PostgresError
         for _ in range(self.size):
             self._idle.put_nowait(None)  # a free slot; connected at its first use
