@@ -159,26 +159,17 @@ class Bench:
             self.targets.append(
                 Floor(name="floor", label="bare relay (no features)", run_dir=self.run_dir / "floor", upstream_port=up)
             )
-        if "gatehouse-sqlite" in wanted:
-            self.targets.append(
-                Gatehouse(
-                    name="gatehouse-sqlite",
-                    label="Gatehouse SQLite",
-                    run_dir=self.run_dir / "gh-sqlite",
-                    upstream_port=up,
-                    backend="sqlite",
+        for backend, label in (("sqlite", "Gatehouse SQLite"), ("pg", "Gatehouse PG+Redis")):
+            if f"gatehouse-{backend}" in wanted:
+                self.targets.append(
+                    Gatehouse(
+                        name=f"gatehouse-{backend}",
+                        label=label,
+                        run_dir=self.run_dir / f"gh-{backend}",
+                        upstream_port=up,
+                        backend=backend,
+                    )
                 )
-            )
-        if "gatehouse-pg" in wanted:
-            self.targets.append(
-                Gatehouse(
-                    name="gatehouse-pg",
-                    label="Gatehouse PG+Redis",
-                    run_dir=self.run_dir / "gh-pg",
-                    upstream_port=up,
-                    backend="pg",
-                )
-            )
         if "litellm" in wanted:
             self.targets.append(
                 LiteLLM(

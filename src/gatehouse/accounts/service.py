@@ -6,7 +6,7 @@ import dataclasses
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -268,10 +268,14 @@ async def revoke_api_key(session: AsyncSession, *, bus: EventBus, actor: Actor, 
     return key
 
 
+# One key's last-used time (parameters p_key_id, p_when); also run directly by SQLite's statement store.
+KEY_USED = update(ApiKey).where(ApiKey.id == bindparam("p_key_id")).values(last_used_at=bindparam("p_when"))
+
+
 async def record_key_use(session: AsyncSession, *, last_used: dict[int, datetime]) -> None:
     """Write batched last-used times (one UPDATE per key, never per request)."""
     for key_id, when in last_used.items():
-        await session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=when))
+        await session.execute(KEY_USED, {"p_key_id": key_id, "p_when": when})
 
 
 # --- console sessions ----------------------------------------------------------------------------

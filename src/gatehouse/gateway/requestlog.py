@@ -10,13 +10,12 @@ import contextlib
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, Table, bindparam, insert, text, update
+from sqlalchemy import String, Table, insert, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gatehouse.accounts.models import ApiKey
-from gatehouse.accounts.service import record_key_use
+from gatehouse.accounts.service import KEY_USED, record_key_use
 from gatehouse.db.base import utcnow
 from gatehouse.gateway.models import RequestLog
 from gatehouse.limits.store import SqliteStore
@@ -42,9 +41,6 @@ STRING_LENGTHS = {
 TABLE: Table = RequestLog.__table__  # type: ignore[assignment]
 # The columns every row from the gateway carries (call.finish); other rows take the ORM's way, with defaults.
 FULL_ROW = frozenset(column.name for column in TABLE.columns if not column.primary_key)
-
-
-KEY_USED = update(ApiKey).where(ApiKey.id == bindparam("p_key_id")).values(last_used_at=bindparam("p_when"))
 
 
 def _count(value: Any) -> int:

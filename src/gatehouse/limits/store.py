@@ -25,7 +25,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Table, insert
 from sqlalchemy.engine import Dialect
@@ -38,6 +38,7 @@ from gatehouse.ops.logging import get_logger
 from gatehouse.ops.metrics import observe_statement, statement_kind
 
 log = get_logger("gatehouse.db")
+T = TypeVar("T")
 BUSY_TIMEOUT_SECONDS = 30.0  # as long as the engines' busy_timeout: then the statement fails
 CHECKPOINT_SECONDS = 2.0
 
@@ -106,7 +107,22 @@ class EngineStore(StatementStore):
             return result.scalar_one_or_none() if result.returns_rows else None
 
 
-class SqliteStore(StatementStore):
+class CompilingStore(StatementStore):
+    """A store that runs statements itself, bypassing SQLAlchemy's execution: each compiled once."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect
+        self._compiled: dict[int, Compiled] = {}
+
+    def _compile(self, statement: Executable) -> Compiled:
+        compiled = self._compiled.get(id(statement))
+        if compiled is None:
+            compiled = self._compiled[id(statement)] = compile_statement(statement, self.dialect)
+        return compiled
+
+
+class SqliteStore(CompilingStore):
     """One `sqlite3` connection on the event loop's thread (see the module docstring)."""
 
     dialect_name = "sqlite"
@@ -115,10 +131,8 @@ class SqliteStore(StatementStore):
         database = engine.url.database
         if not database or database == ":memory:":
             raise ValueError("SqliteStore needs a database file")
+        super().__init__(engine)
         self.path = database
-        self.engine = engine
-        self.dialect = engine.dialect
-        self._compiled: dict[int, Compiled] = {}
         self._inserts: dict[tuple[str, tuple[str, ...]], Compiled] = {}
         self._conn: sqlite3.Connection | None = None
         self._checkpoints: asyncio.Task[None] | None = None
@@ -156,40 +170,38 @@ class SqliteStore(StatementStore):
             self._conn.close()
             self._conn = None
 
-    def _compile(self, statement: Executable) -> Compiled:
-        compiled = self._compiled.get(id(statement))
-        if compiled is None:
-            compiled = self._compiled[id(statement)] = compile_statement(statement, self.dialect)
-        return compiled
+    async def _unlocked(self, run: Callable[[], T], sql: str, arguments: Any) -> tuple[T, float]:
+        """`run()` (one sqlite3 call) and how long its successful attempt took. While another connection (a
+        batch writer, an admin change, another worker) holds the write lock it is retried after an asyncio sleep,
+        for up to BUSY_TIMEOUT_SECONDS; sqlite3's errors come out as SQLAlchemy's."""
+        delay, deadline = 0.0002, 0.0
+        while True:
+            started = time.perf_counter()
+            try:
+                return run(), time.perf_counter() - started
+            except sqlite3.OperationalError as exc:
+                now = time.monotonic()
+                deadline = deadline or now + BUSY_TIMEOUT_SECONDS
+                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or now > deadline:
+                    raise DBAPIError.instance(sql, arguments, exc, sqlite3.Error) from exc
+            except sqlite3.Error as exc:
+                raise DBAPIError.instance(sql, arguments, exc, sqlite3.Error) from exc
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.02)
 
     async def scalar(self, statement: Executable, params: dict[str, Any]) -> Any:
         compiled = self._compile(statement)
         arguments = compiled.arguments(params)
         conn = self._connection()
-        delay, deadline = 0.0002, 0.0
-        while True:
-            started = time.perf_counter()
-            try:
-                # fetchall() steps the statement to its end, which is what commits it (RETURNING rows too).
-                rows = conn.execute(compiled.sql, arguments).fetchall()
-            except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
-                    raise DBAPIError.instance(compiled.sql, arguments, exc, sqlite3.Error) from exc
-                # Another connection (a batch writer, an admin change, another worker) holds the write lock.
-                now = time.monotonic()
-                deadline = deadline or now + BUSY_TIMEOUT_SECONDS
-                if now > deadline:
-                    raise DBAPIError.instance(compiled.sql, arguments, exc, sqlite3.Error) from exc
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.02)
-                continue
-            except sqlite3.Error as exc:
-                raise DBAPIError.instance(compiled.sql, arguments, exc, sqlite3.Error) from exc
-            observe_statement(compiled.kind, time.perf_counter() - started)
-            if self.trace is not None:
-                self.trace(compiled.sql)
-            self._written = True
-            return rows[0][0] if rows else None
+        # fetchall() steps the statement to its end, which is what commits it (RETURNING rows too).
+        rows, elapsed = await self._unlocked(
+            lambda: conn.execute(compiled.sql, arguments).fetchall(), compiled.sql, arguments
+        )
+        observe_statement(compiled.kind, elapsed)
+        if self.trace is not None:
+            self.trace(compiled.sql)
+        self._written = True
+        return rows[0][0] if rows else None
 
     async def insert_many(self, table: Table, rows: list[dict[str, Any]]) -> None:
         """Insert rows that all carry the same columns, in one transaction on this connection (the request-log
@@ -203,20 +215,7 @@ class SqliteStore(StatementStore):
         pairs = tuple(zip(compiled.names, compiled.processors, strict=True))
         arguments = [tuple([row[n] if p is None else p(row[n]) for n, p in pairs]) for row in rows]
         conn = self._connection()
-        delay, deadline = 0.0002, 0.0
-        while True:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                break
-            except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
-                    raise DBAPIError.instance("BEGIN IMMEDIATE", (), exc, sqlite3.Error) from exc
-                now = time.monotonic()
-                deadline = deadline or now + BUSY_TIMEOUT_SECONDS
-                if now > deadline:
-                    raise DBAPIError.instance("BEGIN IMMEDIATE", (), exc, sqlite3.Error) from exc
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.02)
+        await self._unlocked(lambda: conn.execute("BEGIN IMMEDIATE"), "BEGIN IMMEDIATE", ())
         started = time.perf_counter()
         try:
             conn.executemany(compiled.sql, arguments)
@@ -253,7 +252,7 @@ class SqliteStore(StatementStore):
             conn.close()
 
 
-class AsyncpgStore(StatementStore):
+class AsyncpgStore(CompilingStore):
     """asyncpg connections taken once from the engine's pool and used directly: a prepared statement and one
     round trip per call, without SQLAlchemy's execution layer (about 0.2 ms a call on this kind of machine).
 
@@ -264,10 +263,8 @@ class AsyncpgStore(StatementStore):
     dialect_name = "postgresql"
 
     def __init__(self, engine: AsyncEngine, *, size: int) -> None:
-        self.engine = engine
-        self.dialect = engine.dialect
+        super().__init__(engine)
         self.size = size
-        self._compiled: dict[int, Compiled] = {}
         self._idle: asyncio.Queue[Any] = asyncio.Queue()
         self._held: list[Any] = []  # the engine's connections we took, to give back at close
         self._broken: tuple[type[BaseException], ...] = (OSError,)
@@ -291,12 +288,6 @@ class AsyncpgStore(StatementStore):
             with contextlib.suppress(Exception):
                 await conn.close()
         self._held.clear()
-
-    def _compile(self, statement: Executable) -> Compiled:
-        compiled = self._compiled.get(id(statement))
-        if compiled is None:
-            compiled = self._compiled[id(statement)] = compile_statement(statement, self.dialect)
-        return compiled
 
     async def _connect(self) -> Any:
         conn = await self.engine.connect()

@@ -126,14 +126,13 @@ def _before_statement(conn: Any, _cursor: Any, _statement: str, _params: Any, _c
 
 
 def _after_statement(conn: Any, _cursor: Any, statement: str, _params: Any, _context: Any, _many: bool) -> None:
-    global _statements, _statement_seconds
     started = conn.info.pop(_STARTED_KEY, None)
     if started is not None:
-        elapsed = time.perf_counter() - started
-        DB_STATEMENT_DURATION.labels(kind=statement_kind(statement)).observe(elapsed)
-        if not conn.get_execution_options().get(UNCOUNTED_OPTION):
-            _statements += 1
-            _statement_seconds += elapsed
+        observe_statement(
+            statement_kind(statement),
+            time.perf_counter() - started,
+            counted=not conn.get_execution_options().get(UNCOUNTED_OPTION),
+        )
 
 
 _CHILDREN: dict[tuple[Any, ...], Any] = {}
@@ -151,12 +150,14 @@ def child(metric: Any, *values: str) -> Any:
     return found
 
 
-def observe_statement(kind: str, elapsed: float) -> None:
-    """A statement run outside SQLAlchemy's engines (limits/store.py), counted like theirs."""
+def observe_statement(kind: str, elapsed: float, *, counted: bool = True) -> None:
+    """One statement's duration, from the engines' events or from limits/store.py; `counted` ones also go into
+    the totals behind the ops snapshot's mean SQL latency."""
     global _statements, _statement_seconds
     child(DB_STATEMENT_DURATION, kind).observe(elapsed)
-    _statements += 1
-    _statement_seconds += elapsed
+    if counted:
+        _statements += 1
+        _statement_seconds += elapsed
 
 
 def statement_totals() -> tuple[int, float]:
