@@ -34,6 +34,7 @@ PLACEHOLDER_SECRETS = frozenset(
     }
 )
 MIN_SECRET_LENGTH = 32
+MIN_TOKEN_LENGTH = 16  # JOB_TOKEN, BACKUP_KEY
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./data/gatehouse.db"
 SSL_MODES = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})  # libpq's and asyncpg's
 
@@ -152,6 +153,16 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("./data")
 
+    # Data lifecycle (ops/backup.py, ops/export.py, ops/jobs.py).
+    backup_dir: Path = Path("./data/backups")
+    backup_keep: int = Field(default=3, ge=1, le=1000)  # generations of regular backups kept in BACKUP_DIR
+    backup_key: SecretStr = SecretStr("")  # encrypts backups (AES-256-GCM, key derived with scrypt); 16+ characters
+    backup_schedule: str = ""  # e.g. "daily@03:00" (UTC); empty: no scheduled backups
+    purge_schedule: str = "daily@04:00"  # the retention purge; empty: only when run by hand or an external scheduler
+    audit_retention_days: int = Field(default=90, ge=0)  # 0: keep forever
+    request_log_retention_days: int = Field(default=90, ge=0)  # 0: keep forever
+    job_token: SecretStr = SecretStr("")  # X-Job-Token for POST /admin/jobs/{name}/run (an external scheduler)
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -178,6 +189,19 @@ class Settings(BaseSettings):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"QUOTA_TIMEZONE {value!r} is not a known time zone (e.g. UTC, Europe/Berlin)") from exc
+        return value
+
+    @field_validator("backup_schedule", "purge_schedule")
+    @classmethod
+    def _schedule(cls, value: str, info: Any) -> str:
+        from gatehouse.ops.schedule import parse_schedule
+
+        value = value.strip()
+        if value:
+            try:
+                parse_schedule(value)
+            except ValueError as exc:
+                raise ValueError(f"{info.field_name.upper()}: {exc}") from exc
         return value
 
     @field_validator("log_level")
@@ -236,6 +260,10 @@ class Settings(BaseSettings):
                     "BOOTSTRAP_ADMIN_PASSWORD is a default or weak value: set a strong one (12+ "
                     "characters), or leave it empty to have one generated and printed once"
                 )
+            for name in ("job_token", "backup_key"):
+                value = getattr(self, name).get_secret_value()
+                if value and (value.lower() in PLACEHOLDER_SECRETS or len(value) < MIN_TOKEN_LENGTH):
+                    found.append(f"{name.upper()} is a default or short value: use {MIN_TOKEN_LENGTH}+ random characters")
             key = self.bootstrap_admin_api_key.get_secret_value()
             if key and (key.lower() in PLACEHOLDER_SECRETS or len(key) < 24):
                 found.append("BOOTSTRAP_ADMIN_API_KEY is a default or short value: use 24+ random characters")
