@@ -63,6 +63,7 @@ def base_env(database_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
         BOOTSTRAP_ADMIN_API_KEY=ADMIN_KEY,
         LOG_LEVEL="INFO",
         REDIS_URL="",
+        PURGE_SCHEDULE="",  # no purge by the clock in the middle of a test; tests that want one set it
     )
     env.update(extra)
     return env

@@ -33,12 +33,16 @@ from gatehouse.limits.routes import router as limits_router
 from gatehouse.limits.store import SqliteStore, create_store
 from gatehouse.ops.bus import create_bus
 from gatehouse.ops.event_routes import router as events_router
+from gatehouse.ops.export_routes import router as export_router
 from gatehouse.ops.events import create_feed
 from gatehouse.ops.health import router as health_router
+from gatehouse.ops.job_routes import router as jobs_router
+from gatehouse.ops.jobs import JobRunner
 from gatehouse.ops.logging import configure_logging, get_logger
 from gatehouse.ops.metrics import instrument_engine, mark_started, mark_stopped
 from gatehouse.ops.metrics_routes import router as metrics_router
 from gatehouse.ops.middleware import RequestContextMiddleware
+from gatehouse.ops.replicas import Heartbeat
 from gatehouse.ops.sampler import OpsSampler
 from gatehouse.ops.snapshot_routes import router as snapshot_router
 from gatehouse.ops.stream_routes import router as streams_router
@@ -177,6 +181,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sampler = OpsSampler(engine, replica=bus.origin)
         app.state.ops_sampler = sampler
         await sampler.start()
+        heartbeat = Heartbeat(sessionmaker, replica=bus.origin)
+        await heartbeat.start()
+        runtime.jobs = jobs = JobRunner(settings, sessionmaker, replica=bus.origin, runtime=runtime)
+        await jobs.start()
         # Everything built so far lives as long as the process: keep it out of the garbage collector's
         # full passes, which would otherwise walk it again and again, a pause of tens of ms under load.
         gc.collect()
@@ -196,6 +204,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await dummy_hash  # its failure must not skip the shutdown steps (it is only a timing guard)
             await shut_down(
                 [
+                    jobs.close,
                     runtime.drain,
                     streams.close_all,
                     rate_limiter.close,
@@ -204,6 +213,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     events.close,
                     bus.close,
                     sampler.close,
+                    heartbeat.close,
                     statements.close,
                     runtime.autocommit_engine.dispose,
                     engine.dispose,
@@ -235,6 +245,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(upstreams_router)
     app.include_router(gateway_router)
     app.include_router(limits_router)
+    app.include_router(export_router)
+    app.include_router(jobs_router)
     app.state.fast_path = fast_path = FastPath()
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes, fast_path=fast_path)
     return app

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from gatehouse.gateway.requestlog import RequestLogWriter
     from gatehouse.limits.ratelimit import RateLimiter
     from gatehouse.limits.store import StatementStore
+    from gatehouse.ops.jobs import JobRunner
     from gatehouse.ops.streams import StreamRegistry
     from gatehouse.upstreams.registry import UpstreamRegistry
 
@@ -43,6 +44,7 @@ class Runtime:
     streams: StreamRegistry
     secret: str
     head_revisions: tuple[str, ...]
+    jobs: JobRunner | None = None  # set once the runtime exists (jobs get the runtime)
     started_at: float = field(default_factory=time.time)
     background: set[asyncio.Task[None]] = field(default_factory=set)
 

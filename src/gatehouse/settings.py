@@ -263,7 +263,9 @@ class Settings(BaseSettings):
             for name in ("job_token", "backup_key"):
                 value = getattr(self, name).get_secret_value()
                 if value and (value.lower() in PLACEHOLDER_SECRETS or len(value) < MIN_TOKEN_LENGTH):
-                    found.append(f"{name.upper()} is a default or short value: use {MIN_TOKEN_LENGTH}+ random characters")
+                    found.append(
+                        f"{name.upper()} is a default or short value: use {MIN_TOKEN_LENGTH}+ random characters"
+                    )
             key = self.bootstrap_admin_api_key.get_secret_value()
             if key and (key.lower() in PLACEHOLDER_SECRETS or len(key) < 24):
                 found.append("BOOTSTRAP_ADMIN_API_KEY is a default or short value: use 24+ random characters")

@@ -154,14 +154,33 @@ class Access:
     account). Anything else goes through the role check as usual, so the route stays one declaration.
     """
 
-    def __init__(self, role: Role | None, *, bearer_setting: str | None = None) -> None:
+    def __init__(
+        self, role: Role | None, *, bearer_setting: str | None = None, token_header: tuple[str, str] | None = None
+    ) -> None:
         self.role = role
         self.bearer_setting = bearer_setting
+        self.token_header = token_header
 
     async def __call__(self, request: Request) -> Principal | None:
         if self.role is None:
             return None
         runtime = request.app.state.runtime
+        if self.token_header is not None:
+            header, setting = self.token_header
+            sent_token = request.headers.get(header)
+            if sent_token is not None:
+                # A caller that sends the header means to use it: a wrong or unset token is refused outright,
+                # never silently tried as something else.
+                expected = getattr(runtime.settings, setting).get_secret_value()
+                if not expected:
+                    raise Unauthorized(
+                        f"{header} was sent, but {setting.upper()} is not set on this server: set it, or "
+                        "use an admin's key instead.",
+                        code="token_not_configured",
+                    )
+                if not same(sent_token, expected):
+                    raise Unauthorized(f"Wrong {header}: it must equal {setting.upper()}.", code="invalid_token")
+                return None
         if self.bearer_setting is not None:
             expected = getattr(runtime.settings, self.bearer_setting).get_secret_value()
             sent = bearer_token(request)
@@ -176,9 +195,14 @@ class Access:
         return f"Access({self.role.value if self.role else 'public'})"
 
 
-def require(role: Role, *, bearer_setting: str | None = None) -> Any:
-    """`dependencies=[require(Role.ADMIN)]`: the route's one access declaration (see Access for bearer_setting)."""
-    return Depends(Access(role, bearer_setting=bearer_setting))
+def require(role: Role, *, bearer_setting: str | None = None, token_header: tuple[str, str] | None = None) -> Any:
+    """`dependencies=[require(Role.ADMIN)]`: the route's one access declaration.
+
+    `bearer_setting` (see Access) also lets in `Authorization: Bearer <that setting>`; `token_header`, a
+    (header, setting) pair such as ("x-job-token", "job_token"), lets in a request whose header equals the
+    setting (compared in constant time) and refuses one whose header does not.
+    """
+    return Depends(Access(role, bearer_setting=bearer_setting, token_header=token_header))
 
 
 def public() -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from gatehouse.cli import audit, db, keys, serve, usage, users
+from gatehouse.cli import audit, backup, db, jobs, keys, serve, usage, users
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -19,6 +19,8 @@ app.add_typer(users.app, name="users")
 app.add_typer(keys.app, name="keys")
 app.add_typer(usage.app, name="usage")
 app.add_typer(audit.app, name="audit")
+app.add_typer(backup.app, name="backup")
+app.add_typer(jobs.app, name="jobs")
 
 
 def main() -> None:

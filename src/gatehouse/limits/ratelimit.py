@@ -206,12 +206,13 @@ class MemoryWindows:
         reset = hits[0] + item.get_expiry() if hits else now
         return WindowStats(reset, max(0, item.amount - len(hits)))
 
-    def sweep(self) -> None:
-        """Forget the identities whose windows are empty now."""
+    def sweep(self) -> int:
+        """Forget the identities whose windows are empty now; how many were forgotten."""
         now = time.time()
-        for key, (hits, seconds) in list(self._windows.items()):
-            if not hits or hits[-1] <= now - seconds:
-                del self._windows[key]
+        stale = [key for key, (hits, seconds) in self._windows.items() if not hits or hits[-1] <= now - seconds]
+        for key in stale:
+            del self._windows[key]
+        return len(stale)
 
     async def reset(self) -> None:
         self._windows.clear()
@@ -370,6 +371,18 @@ class RateLimiter:
             return spec.window_seconds
         stats = await self._limiter.get_window_stats(self._item(spec, limit), identity)
         return max(1, math.ceil(stats.reset_time - time.time()))
+
+    def sweep(self) -> int:
+        """Drop this process's stale rate-limit data: empty windows (memory) and old live-feed throttle entries.
+
+        Redis windows expire by themselves (each key carries its window as TTL), so there is nothing to sweep there.
+        """
+        removed = self._memory.sweep() if self._memory is not None else 0
+        cutoff = time.monotonic() - HIT_EVENT_SECONDS
+        stale = [pair for pair, at in self._announced.items() if at < cutoff]
+        for pair in stale:
+            del self._announced[pair]
+        return removed + len(stale)
 
     async def clear(self) -> None:
         """Forget every window (tests and `gatehouse` repairs)."""

@@ -1,5 +1,5 @@
 """Job schedules, in UTC: `daily@03:00` (or just `03:00`), `hourly` / `hourly@15`, `weekly@sun 03:00`,
-`every 6h` / `every 30m`.
+`every 6h` / `every 30m` / `every 10s`.
 
 Each is a fixed period with an offset from a Monday midnight, so the slot a moment belongs to is one division:
 every replica computes the same slot for the same moment, which is what lets the job runner run a slot once.
@@ -14,18 +14,18 @@ from datetime import UTC, datetime, timedelta
 # A Monday at 00:00 UTC: weekly offsets count from here.
 ORIGIN = datetime(1970, 1, 5, tzinfo=UTC)
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-EXAMPLES = "daily@03:00, 03:00, hourly, hourly@15, weekly@sun 03:00, every 6h, every 30m"
+EXAMPLES = "daily@03:00, 03:00, hourly, hourly@15, weekly@sun 03:00, every 6h, every 30m, every 10s"
 
 _TIME = r"(?P<hour>\d{1,2}):(?P<minute>\d{2})"
 _DAILY = re.compile(rf"(?:daily@)?{_TIME}")
 _HOURLY = re.compile(r"hourly(?:@:?(?P<minute>\d{1,2}))?")
 _WEEKLY = re.compile(rf"weekly@(?P<day>[a-z]{{3}})[ @]{_TIME}")
-_EVERY = re.compile(r"every (?P<count>\d+) ?(?P<unit>m|min|h|d)")
+_EVERY = re.compile(r"every (?P<count>\d+) ?(?P<unit>s|m|min|h|d)")
 
 
 @dataclass(frozen=True)
 class Schedule:
-    """A period and an offset (both whole minutes) from ORIGIN, and the text it was given as."""
+    """A period and an offset from ORIGIN, and the text it was given as."""
 
     text: str
     period: timedelta
@@ -65,9 +65,9 @@ def parse_schedule(text: str) -> Schedule:
         return Schedule(text, timedelta(days=7), offset)
     if match := _EVERY.fullmatch(spec):
         count = int(match["count"])
-        unit = {"m": timedelta(minutes=1), "min": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1)}
-        period = unit[match["unit"]] * count
-        if period < timedelta(minutes=1) or period > timedelta(days=7):
-            raise ValueError(f"{text!r}: the interval must be between 1 minute and 7 days")
+        units = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+        period = timedelta(seconds=units[match["unit"]] * count)
+        if period < timedelta(seconds=1) or period > timedelta(days=7):
+            raise ValueError(f"{text!r}: the interval must be between 1 second and 7 days")
         return Schedule(text, period, timedelta(0))
     raise ValueError(f"{text!r} is not a schedule: use one of {EXAMPLES} (times are UTC)")

@@ -1,0 +1,107 @@
+"""`gatehouse jobs ...`: list the background jobs and run one now (ops/jobs.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from datetime import datetime
+
+import orjson
+import typer
+from rich.table import Table
+
+from gatehouse.audit.service import Actor
+from gatehouse.cli.common import console, err_console, load_settings, run
+from gatehouse.db.engine import create_engine, create_sessionmaker
+from gatehouse.ops.jobs import JobRunner, list_runs
+from gatehouse.ops.models import JobRun
+from gatehouse.ops.replicas import live_replicas
+
+app = typer.Typer(no_args_is_help=True, help="Jobs: the retention purge, scheduled backups, upstream probes.")
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def _counts(run: JobRun) -> str:
+    counts = orjson.loads(run.counts or "{}")
+    return ", ".join(f"{name}={value}" for name, value in counts.items() if not name.endswith("_before"))
+
+
+@app.command("list")
+def list_jobs(runs: int = typer.Option(10, "--runs", min=0, max=500, help="Also show this many recent runs.")) -> None:
+    """The jobs, their schedules (UTC), who runs them now, their last runs; and the replicas serving."""
+    settings = load_settings()
+
+    async def go() -> None:
+        engine = create_engine(settings)
+        try:
+            sessionmaker = create_sessionmaker(engine)
+            runner = JobRunner(settings, sessionmaker, replica="cli")
+            async with sessionmaker() as session:
+                last = await runner.last_runs(session)
+                holders = {name: await runner.holder(session, name) for name in runner.jobs}
+                recent = await list_runs(session, limit=runs) if runs else []
+                replicas = await live_replicas(session)
+        finally:
+            await engine.dispose()
+        table = Table("job", "schedule (UTC)", "next run", "running", "last run", "status", "what it did")
+        for job in runner.jobs.values():
+            holder = holders[job.name]
+            previous = last.get(job.name)
+            table.add_row(
+                job.name,
+                job.schedule.text if job.schedule else (job.schedule_note or "only when asked"),
+                _when(runner.next_run(job)),
+                f"on {holder.replica} since {_when(holder.since)}" if holder else "-",
+                _when(previous.started_at) if previous else "never",
+                previous.status if previous else "-",
+                (previous.error or _counts(previous)) if previous else "-",
+            )
+        console.print(table)
+        if recent:
+            history = Table("run", "job", "trigger", "by", "replica", "started", "seconds", "status", "what it did")
+            for item in recent:
+                seconds = (item.finished_at - item.started_at).total_seconds() if item.finished_at else None
+                history.add_row(
+                    str(item.id),
+                    item.job,
+                    item.trigger,
+                    item.requested_by or "-",
+                    item.replica,
+                    _when(item.started_at),
+                    f"{seconds:.1f}" if seconds is not None else "-",
+                    item.status,
+                    item.error or _counts(item),
+                )
+            console.print(history)
+        serving = ", ".join(f"{r.host} pid {r.pid}" for r in replicas) or "none"
+        console.print(f"replicas serving this database: {serving}")
+
+    run(go, settings)
+
+
+@app.command("run")
+def run_job(name: str = typer.Argument(..., help="purge or backup")) -> None:
+    """Run a job now, from this shell; it takes the same lock as the servers, so it never overlaps their run."""
+    settings = load_settings()
+
+    async def go() -> JobRun | None:
+        engine = create_engine(settings)
+        try:
+            runner = JobRunner(
+                settings, create_sessionmaker(engine), replica=f"cli:{socket.gethostname()}:{os.getpid()}"
+            )
+            with console.status(f"running {name}...") if console.is_terminal else contextlib.nullcontext():
+                return await runner.run(name, trigger="cli", actor=Actor.system("cli"))
+        finally:
+            await engine.dispose()
+
+    result = run(go, settings)
+    assert result is not None
+    if result.status != "ok":
+        err_console.print(f"[red]{name} failed[/red] (run {result.id}): {result.error}", soft_wrap=True)
+        raise typer.Exit(1)
+    console.print(f"{name} ok (run {result.id}): {_counts(result) or 'nothing to do'}", soft_wrap=True)
