@@ -29,6 +29,7 @@ from gatehouse.audit.service import Actor, record
 from gatehouse.db.base import utcnow
 from gatehouse.errors import Conflict, NotFound
 from gatehouse.ops.logging import get_logger
+from gatehouse.ops.metrics import JOB_LAST_SUCCESS, JOB_RUNS, JOB_SCHEDULED
 from gatehouse.ops.models import JobLock, JobRun
 from gatehouse.ops.schedule import Schedule, parse_schedule
 from gatehouse.settings import Settings
@@ -174,7 +175,16 @@ class JobRunner:
     # --- lifecycle --------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start a scheduler for every scheduled job."""
+        """Start a scheduler for every scheduled job, and publish each job's schedule and newest success."""
+        for job in self.jobs.values():
+            JOB_SCHEDULED.labels(job=job.name).set(job.schedule.period.total_seconds() if job.schedule else 0)
+        try:
+            async with self.sessionmaker() as session:
+                for name, finished in await self.last_successes(session):
+                    if name in self.jobs and finished is not None:
+                        JOB_LAST_SUCCESS.labels(job=name).set(finished.timestamp())
+        except Exception as exc:  # metrics only: never a reason not to start
+            log.warning("job_metrics_failed", error=_error_text(exc))
         for job in self.jobs.values():
             if job.schedule is not None:
                 self._schedulers.append(asyncio.create_task(self._schedule(job), name=f"gatehouse-job-{job.name}"))
@@ -339,6 +349,9 @@ class JobRunner:
         run.status = "failed" if error else "ok"
         run.counts = orjson.dumps(counts).decode()
         run.error = error
+        JOB_RUNS.labels(job=job.name, status=run.status).inc()
+        if run.status == "ok":
+            JOB_LAST_SUCCESS.labels(job=job.name).set(run.finished_at.timestamp())
         async with self.sessionmaker() as session, session.begin():
             await session.execute(
                 update(JobRun)
@@ -420,6 +433,11 @@ class JobRunner:
     def next_run(self, job: Job) -> datetime | None:
         """When the job's schedule runs it next (None: not scheduled here)."""
         return job.schedule.next_after(self._clock()) if job.schedule is not None else None
+
+    async def last_successes(self, session: AsyncSession) -> list[tuple[str, datetime | None]]:
+        """When each job last finished successfully."""
+        query = select(JobRun.job, func.max(JobRun.finished_at)).where(JobRun.status == "ok").group_by(JobRun.job)
+        return [(name, finished) for name, finished in (await session.execute(query)).all()]
 
     async def last_runs(self, session: AsyncSession) -> dict[str, JobRun]:
         """The newest run of each job."""

@@ -71,6 +71,23 @@ UPSTREAM_STATE = Gauge(
     multiprocess_mode="livemostrecent",
 )
 BUILD_INFO = Gauge("gatehouse_build_info", "Always 1; the version label", ["version"], multiprocess_mode="livemax")
+JOB_RUNS = Counter(
+    "gatehouse_job_runs", "Job runs finished by this process, by job and status (ok, failed)", ["job", "status"]
+)
+# The newest successful run of each job in the database (read at start, updated by this process's runs); the
+# max over replicas is the newest anywhere. Alerts compare it with the job's schedule (gatehouse_job_scheduled).
+JOB_LAST_SUCCESS = Gauge(
+    "gatehouse_job_last_success_timestamp_seconds",
+    "Unix time at which the newest successful run of the job finished",
+    ["job"],
+    multiprocess_mode="livemax",
+)
+JOB_SCHEDULED = Gauge(
+    "gatehouse_job_scheduled_interval_seconds",
+    "The job's schedule period in seconds (0: runs only when asked)",
+    ["job"],
+    multiprocess_mode="livemax",
+)
 
 UPSTREAM_STATES = ("up", "degraded", "down", "drain")
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
