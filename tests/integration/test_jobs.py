@@ -128,9 +128,10 @@ async def _purge_and_check(harness: Harness, seeded: dict[str, Any], now: dateti
     verified = await harness.client.get("/admin/audit/verify")
     assert verified.json()["ok"] is True, verified.json()
     metrics = (await harness.client.get("/metrics")).text
-    assert 'gatehouse_job_runs_total{job="purge",status="ok"}' in metrics
-    assert 'gatehouse_job_last_success_timestamp_seconds{job="purge"}' in metrics
-    assert 'gatehouse_job_scheduled_interval_seconds{job="backup"} 0.0' in metrics
+    assert 'gatehouse_job_runs_total{job_name="purge",status="ok"}' in metrics
+    assert 'gatehouse_job_runs_total{job_name="backup",status="failed"}' in metrics
+    assert 'gatehouse_job_last_success_timestamp_seconds{job_name="purge"}' in metrics
+    assert 'gatehouse_job_scheduled_interval_seconds{job_name="backup"} 0.0' in metrics
 
     # Nothing is past retention any more: a second run removes nothing, and the chain still verifies.
     again = (await harness.client.post("/admin/jobs/purge/run")).json()

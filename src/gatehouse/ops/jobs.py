@@ -42,6 +42,7 @@ LEASE_SECONDS = 60.0  # a holder renews its lease every LEASE_SECONDS / 4 while 
 SCHEDULER_TICK_SECONDS = 60.0  # the longest a scheduler sleeps before looking at the clock again
 RETRY_SECONDS = 30.0  # a slot found locked by a manual run is tried again after this long
 ERROR_CHARS = 1000
+METRICS_REFRESH_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -177,14 +178,11 @@ class JobRunner:
     async def start(self) -> None:
         """Start a scheduler for every scheduled job, and publish each job's schedule and newest success."""
         for job in self.jobs.values():
-            JOB_SCHEDULED.labels(job=job.name).set(job.schedule.period.total_seconds() if job.schedule else 0)
-        try:
-            async with self.sessionmaker() as session:
-                for name, finished in await self.last_successes(session):
-                    if name in self.jobs and finished is not None:
-                        JOB_LAST_SUCCESS.labels(job=name).set(finished.timestamp())
-        except Exception as exc:  # metrics only: never a reason not to start
-            log.warning("job_metrics_failed", error=_error_text(exc))
+            JOB_SCHEDULED.labels(job_name=job.name).set(job.schedule.period.total_seconds() if job.schedule else 0)
+            for status in ("ok", "failed"):
+                JOB_RUNS.labels(job_name=job.name, status=status)  # every series exists from the start, at 0
+        await self.refresh_metrics()
+        self._schedulers.append(asyncio.create_task(self._refresh_forever(), name="gatehouse-job-metrics"))
         for job in self.jobs.values():
             if job.schedule is not None:
                 self._schedulers.append(asyncio.create_task(self._schedule(job), name=f"gatehouse-job-{job.name}"))
@@ -198,6 +196,21 @@ class JobRunner:
         await asyncio.gather(*self._schedulers, return_exceptions=True)
         await asyncio.gather(*self._runs, return_exceptions=True)
         self._schedulers.clear()
+
+    async def refresh_metrics(self) -> None:
+        """Publish each job's newest success from the database (runs by other replicas and the CLI included)."""
+        try:
+            async with self.sessionmaker() as session:
+                for name, finished in await self.last_successes(session):
+                    if name in self.jobs and finished is not None:
+                        JOB_LAST_SUCCESS.labels(job_name=name).set(finished.timestamp())
+        except Exception as exc:  # metrics only: never a reason to fail
+            log.warning("job_metrics_failed", error=_error_text(exc))
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(METRICS_REFRESH_SECONDS)
+            await self.refresh_metrics()
 
     # --- running ----------------------------------------------------------------------------------
 
@@ -319,7 +332,7 @@ class JobRunner:
         ).scalar_one_or_none()
         if lock is None or lock.holder is None or lock.run_id is None:
             return
-        await session.execute(
+        result = await session.execute(
             update(JobRun)
             .where(JobRun.id == lock.run_id, JobRun.status == "running")
             .values(
@@ -328,6 +341,8 @@ class JobRunner:
                 error=f"abandoned: replica {lock.holder} stopped renewing its lease before the job finished",
             )
         )
+        if getattr(result, "rowcount", 0):
+            JOB_RUNS.labels(job_name=name, status="failed").inc()
 
     async def _renew(self, job: Job, run_id: int) -> None:
         """Extend the lease while the job runs, so no other replica takes it over."""
@@ -349,9 +364,9 @@ class JobRunner:
         run.status = "failed" if error else "ok"
         run.counts = orjson.dumps(counts).decode()
         run.error = error
-        JOB_RUNS.labels(job=job.name, status=run.status).inc()
+        JOB_RUNS.labels(job_name=job.name, status=run.status).inc()
         if run.status == "ok":
-            JOB_LAST_SUCCESS.labels(job=job.name).set(run.finished_at.timestamp())
+            JOB_LAST_SUCCESS.labels(job_name=job.name).set(run.finished_at.timestamp())
         async with self.sessionmaker() as session, session.begin():
             await session.execute(
                 update(JobRun)

@@ -71,21 +71,22 @@ UPSTREAM_STATE = Gauge(
     multiprocess_mode="livemostrecent",
 )
 BUILD_INFO = Gauge("gatehouse_build_info", "Always 1; the version label", ["version"], multiprocess_mode="livemax")
+# `job_name`, not `job`: Prometheus's own `job` label names the scrape target.
 JOB_RUNS = Counter(
-    "gatehouse_job_runs", "Job runs finished by this process, by job and status (ok, failed)", ["job", "status"]
+    "gatehouse_job_runs", "Job runs finished by this process, by job and status (ok, failed)", ["job_name", "status"]
 )
-# The newest successful run of each job in the database (read at start, updated by this process's runs); the
-# max over replicas is the newest anywhere. Alerts compare it with the job's schedule (gatehouse_job_scheduled).
+# The newest successful run of each job in the database (re-read every minute, and set by this process's runs);
+# the max over replicas is the newest anywhere. Alerts compare it with gatehouse_job_scheduled_interval_seconds.
 JOB_LAST_SUCCESS = Gauge(
     "gatehouse_job_last_success_timestamp_seconds",
     "Unix time at which the newest successful run of the job finished",
-    ["job"],
+    ["job_name"],
     multiprocess_mode="livemax",
 )
 JOB_SCHEDULED = Gauge(
     "gatehouse_job_scheduled_interval_seconds",
     "The job's schedule period in seconds (0: runs only when asked)",
-    ["job"],
+    ["job_name"],
     multiprocess_mode="livemax",
 )
 
