@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from gatehouse import __version__
 from gatehouse.accounts.admin_routes import router as admin_users_router
 from gatehouse.accounts.bootstrap import BootstrapResult, bootstrap_admin, describe
+from gatehouse.accounts.erasure_routes import router as erasure_router
 from gatehouse.accounts.invite_routes import router as invite_router
 from gatehouse.accounts.key_routes import router as keys_router
 from gatehouse.accounts.passwords import prepare_dummy_hash
@@ -33,8 +34,8 @@ from gatehouse.limits.routes import router as limits_router
 from gatehouse.limits.store import SqliteStore, create_store
 from gatehouse.ops.bus import create_bus
 from gatehouse.ops.event_routes import router as events_router
-from gatehouse.ops.export_routes import router as export_router
 from gatehouse.ops.events import create_feed
+from gatehouse.ops.export_routes import router as export_router
 from gatehouse.ops.health import router as health_router
 from gatehouse.ops.job_routes import router as jobs_router
 from gatehouse.ops.jobs import JobRunner
@@ -246,6 +247,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(gateway_router)
     app.include_router(limits_router)
     app.include_router(export_router)
+    app.include_router(erasure_router)
     app.include_router(jobs_router)
     app.state.fast_path = fast_path = FastPath()
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes, fast_path=fast_path)

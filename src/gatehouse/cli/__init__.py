@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from gatehouse.cli import audit, backup, db, jobs, keys, serve, usage, users
+from gatehouse.cli import audit, backup, db, export, jobs, keys, serve, usage, users
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -14,6 +14,7 @@ app = typer.Typer(
 )
 app.command("serve")(serve.serve)
 app.command("version")(serve.version)
+app.command("export")(export.export)
 app.add_typer(db.app, name="db")
 app.add_typer(users.app, name="users")
 app.add_typer(keys.app, name="keys")

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import cast
 
 import typer
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from gatehouse.accounts import service
+from gatehouse.accounts import erasure, service
 from gatehouse.accounts.roles import Role
 from gatehouse.audit.service import Actor
+from gatehouse.cli import export
 from gatehouse.cli.common import console, db_session, err_console, load_settings, run
+from gatehouse.db.base import utcnow
+from gatehouse.db.engine import create_engine, create_sessionmaker
+from gatehouse.errors import NotFound
+from gatehouse.ops import export as exports
+from gatehouse.ops.bus import EventBus, create_bus
+from gatehouse.runtime import run_after_commit
+from gatehouse.settings import Settings
 
-app = typer.Typer(no_args_is_help=True, help="Users: create and inspect accounts.")
+app = typer.Typer(no_args_is_help=True, help="Users: create accounts, and delete them on request.")
 
 
 def _password(given: str | None, *, prompt: bool, path: Path | None) -> str | None:
@@ -74,3 +86,123 @@ def create(
     console.print(f"created user {user_id} <{service.normalise_email(email)}> with role {role.value}")
     if raw:
         console.print(f"API key (shown once): {raw}", soft_wrap=True)
+
+
+@asynccontextmanager
+async def _session_and_bus(settings: Settings) -> AsyncIterator[tuple[AsyncSession, EventBus]]:
+    """A committed-on-success session whose bus events (user changed) are published after the commit."""
+    engine = create_engine(settings)
+    bus = create_bus(settings.redis_url, settings.redis_prefix)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            async with session.begin():
+                yield session, bus
+            await run_after_commit(session)
+    finally:
+        await bus.close()
+        await engine.dispose()
+
+
+@app.command()
+def delete(
+    email: str = typer.Argument(..., help="The user's email."),
+    export_first: bool = typer.Option(
+        False, "--export-first", help="Export all of the user's data first; nothing is deleted if that fails."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="Where --export-first writes (default ./gatehouse-user-<id>-<time>.zip)."
+    ),
+    pii: str = typer.Option("masked", "--pii", help="The export's PII: masked (default) or raw (needs --reason)."),
+    anonymise: bool = typer.Option(
+        False, "--anonymise", help="Keep usage and request rows, anonymised, instead of deleting them."
+    ),
+    reason: str | None = typer.Option(None, help="Why (e.g. a ticket number): kept in the audit log."),
+    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
+) -> None:
+    """Delete a user and their data (keys, sessions, usage, request log), or --anonymise them; audited.
+
+    Their keys stop working at once on every server that shares REDIS_URL.
+
+    Audit events where they acted keep their email until the retention purge (the log is never edited).
+    """
+    settings = export.quiet_settings()
+    if pii not in ("masked", "raw"):
+        err_console.print("[red]--pii must be masked or raw.[/red]")
+        raise typer.Exit(2)
+    if pii == "raw" and export_first and not reason:
+        err_console.print("[red]--pii raw needs --reason (e.g. a ticket number): it is kept in the audit log.[/red]")
+        raise typer.Exit(2)
+    address = service.normalise_email(email)
+
+    async def find() -> tuple[int, str]:
+        async with db_session(settings) as session:
+            user = await service.get_user_by_email(session, email=address)
+            if user is None:
+                raise NotFound(f"No user with email {address}: check the address.")
+            return user.id, user.role
+
+    user_id, role = run(find, settings)
+    mode: erasure.Mode = "anonymise" if anonymise else "delete"
+    what = (
+        "anonymise (usage and requests kept without PII; account disabled, keys revoked)"
+        if anonymise
+        else "delete (account, keys, sessions, usage and request log)"
+    )
+    if not yes and not typer.confirm(f"{what.capitalize()}: user {user_id} <{address}> ({role})?"):
+        raise typer.Exit(1)
+
+    async def go() -> tuple[erasure.Erasure, export.Written | None]:
+        written = None
+        if export_first:
+            stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
+            written = await export.write_export(
+                settings,
+                out=out or export.default_path(stamp, stem=f"gatehouse-user-{user_id}"),
+                entities=list(exports.ENTITY_NAMES),
+                pii_mode=cast("exports.PiiMode", pii),
+                user=user_id,
+                reason=reason or f"deletion request for user {user_id}",
+            )
+        exported = None
+        if written is not None:
+            exported = {
+                "export_id": written.spec.export_id,
+                "sha256": written.result.zip_sha256,
+                "bytes": written.result.zip_bytes,
+                "rows": written.result.rows,
+            }
+        async with _session_and_bus(settings) as (session, bus):
+            done = await erasure.erase_user(
+                session,
+                bus=bus,
+                actor=Actor.system("cli"),
+                actor_role=None,
+                user_id=user_id,
+                mode=mode,
+                reason=reason,
+                export=exported,
+            )
+        return done, written
+
+    done, written = run(go, settings)
+    if written is not None:
+        export.summary(written)
+    verb = "anonymised" if anonymise else "deleted"
+    console.print(
+        f"{verb} user {user_id}: {done.keys} key(s), {done.sessions} session(s), {done.invites} invite(s)"
+        + ("" if anonymise else f", {done.usage_days} usage day(s), {done.requests:,} request-log row(s)"),
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(
+        f"the audit log keeps {done.audit_events_kept} event(s) where this user acted, with their email, until the "
+        "retention purge removes them (it is hash-chained and never edited)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if not settings.redis_url:
+        console.print(
+            "without REDIS_URL, a running server may accept their keys for up to AUTH_CACHE_SECONDS "
+            f"({settings.auth_cache_seconds:g} s) from its cache; restart it to refuse them at once",
+            soft_wrap=True,
+        )

@@ -1,0 +1,140 @@
+"""Deletion requests: delete a user and their data, or anonymise them and keep the numbers; audited.
+
+Delete: the user row goes, and with it their keys, console sessions and daily usage counters, and their
+request-log rows. Anonymise: usage and request rows stay (they are counted in totals), the account becomes
+`deleted-<id>@invalid` with no name, password or block note, disabled, its keys revoked and renamed, its
+sessions deleted. Either way invites addressed to their email lose the address (and are revoked when still
+open), and every replica stops accepting their keys and sessions at once (through the bus).
+
+The audit log is hash-chained and never edited: events where they acted keep their email as `actor_label`
+until the retention purge removes them. The `user.deleted` / `user.anonymised` event records what was
+removed and, when the data was exported first, the export's id and SHA-256.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gatehouse.accounts.admin import _ensure_not_last_superadmin
+from gatehouse.accounts.invite_models import Invite
+from gatehouse.accounts.models import ApiKey, User, UserSession
+from gatehouse.accounts.roles import Role, UserStatus
+from gatehouse.accounts.service import announce_user_changed, ensure_may_manage, get_user_or_raise
+from gatehouse.audit.models import AuditEvent
+from gatehouse.audit.service import Actor, record
+from gatehouse.db.base import utcnow
+from gatehouse.errors import Forbidden
+from gatehouse.gateway.models import RequestLog
+from gatehouse.limits.models import UsageCounter
+from gatehouse.ops.bus import EventBus
+
+Mode = Literal["delete", "anonymise"]
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """What a deletion request did, in numbers (also the audit event's details)."""
+
+    user_id: int
+    mode: Mode
+    requests: int  # request-log rows deleted (0 when anonymised: kept)
+    usage_days: int  # usage counters deleted (0 when anonymised: kept)
+    keys: int  # keys deleted, or revoked when anonymised
+    sessions: int
+    invites: int  # invites addressed to their email, address removed
+    audit_events_kept: int  # events where they acted, kept with their email until the retention purge
+
+
+def placeholder_email(user_id: int) -> str:
+    """The address an anonymised account keeps (unique, and `.invalid` can never receive mail)."""
+    return f"deleted-{user_id}@invalid"
+
+
+async def _count(session: AsyncSession, query: Any) -> int:
+    return int((await session.execute(query)).scalar_one())
+
+
+def _rows(result: Any) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def erase_user(
+    session: AsyncSession,
+    *,
+    bus: EventBus,
+    actor: Actor,
+    actor_role: Role | None,
+    user_id: int,
+    mode: Mode = "delete",
+    by_user_id: int | None = None,
+    reason: str | None = None,
+    export: dict[str, Any] | None = None,
+) -> Erasure:
+    """Delete or anonymise a user, audited, in the caller's transaction (`actor_role` None: the CLI operator).
+
+    Refused for oneself, for a superadmin unless by a superadmin, and for the last active superadmin.
+    `export` (id, sha256, bytes) names the export made first, recorded in the audit event.
+    """
+    user = await get_user_or_raise(session, user_id=user_id)
+    if by_user_id is not None and user.id == by_user_id:
+        raise Forbidden("You cannot delete your own account: ask another administrator.", code="self_delete")
+    ensure_may_manage(actor_role=actor_role, target_role=user.role, doing="delete")
+    await _ensure_not_last_superadmin(session, user, "delete")
+    email = user.email
+    now = utcnow()
+    kept = await _count(session, select(func.count()).select_from(AuditEvent).where(AuditEvent.actor_id == user.id))
+    open_invites = and_(Invite.email == email, Invite.revoked_at.is_(None), Invite.uses < Invite.max_uses)
+    await session.execute(update(Invite).where(open_invites).values(revoked_at=now))
+    invites = _rows(
+        await session.execute(update(Invite).where(Invite.email == email).values(email=placeholder_email(user.id)))
+    )
+    sessions = _rows(await session.execute(delete(UserSession).where(UserSession.user_id == user.id)))
+    if mode == "anonymise":
+        keys = _rows(
+            await session.execute(
+                update(ApiKey)
+                .where(ApiKey.user_id == user.id)
+                .values(revoked_at=func.coalesce(ApiKey.revoked_at, now), name="deleted")
+            )
+        )
+        user.email = placeholder_email(user.id)
+        user.display_name = ""
+        user.password_hash = None
+        user.block_reason = None
+        user.status = UserStatus.DISABLED.value
+        requests = usage_days = 0
+    else:
+        requests = _rows(await session.execute(delete(RequestLog).where(RequestLog.user_id == user.id)))
+        usage_days = _rows(await session.execute(delete(UsageCounter).where(UsageCounter.user_id == user.id)))
+        keys = _rows(await session.execute(delete(ApiKey).where(ApiKey.user_id == user.id)))
+        # Core, not session.delete: the ORM would load relationships (lazy="raise") to null them out.
+        await session.execute(delete(User).where(User.id == user.id))
+        session.expunge(user)
+    await session.flush()
+    announce_user_changed(session, bus, user_id)
+    erasure = Erasure(
+        user_id=user_id,
+        mode=mode,
+        requests=requests,
+        usage_days=usage_days,
+        keys=keys,
+        sessions=sessions,
+        invites=invites,
+        audit_events_kept=kept,
+    )
+    details: dict[str, Any] = {k: v for k, v in asdict(erasure).items() if k not in ("user_id", "mode")}
+    details["reason"] = reason
+    details["export"] = export
+    await record(
+        session,
+        actor=actor,
+        action="user.deleted" if mode == "delete" else "user.anonymised",
+        target_type="user",
+        target_id=user_id,
+        details=details,
+    )
+    return erasure

@@ -1,0 +1,57 @@
+"""Route: DELETE /admin/users/{id}, a deletion request (accounts/erasure.py). Export first with POST /admin/export."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+
+from gatehouse.accounts import erasure
+from gatehouse.accounts.auth import require
+from gatehouse.accounts.roles import Role
+from gatehouse.deps import ActorDep, IdPath, PrincipalDep, RuntimeDep, SessionDep
+from gatehouse.fields import Text
+
+router = APIRouter(tags=["admin"])
+
+
+class ErasureRead(BaseModel):
+    """What a deletion request removed or anonymised."""
+
+    user_id: int
+    mode: Literal["delete", "anonymise"]
+    requests: int
+    usage_days: int
+    keys: int
+    sessions: int
+    invites: int
+    audit_events_kept: int
+
+
+@router.delete("/admin/users/{user_id}", response_model=ErasureRead, dependencies=[require(Role.ADMIN)])
+async def delete_user(
+    user_id: IdPath,
+    principal: PrincipalDep,
+    actor: ActorDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    mode: Literal["delete", "anonymise"] = Query(
+        "delete", description="delete: the user and their data; anonymise: keep usage and requests, without PII."
+    ),
+    reason: Text | None = Query(None, max_length=500, description="Why (e.g. a ticket number), for the audit log."),
+) -> ErasureRead:
+    """Delete a user (keys, sessions, usage, request log) or anonymise them; audited; their keys stop at once."""
+    # Rows of their last requests may still be buffered: written now, so the deletion removes them too.
+    await runtime.request_log.flush()
+    done = await erasure.erase_user(
+        session,
+        bus=runtime.bus,
+        actor=actor,
+        actor_role=principal.role,
+        user_id=user_id,
+        mode=mode,
+        by_user_id=principal.user_id,
+        reason=reason,
+    )
+    return ErasureRead.model_validate(done, from_attributes=True)
