@@ -366,3 +366,37 @@ async def test_cli_runs_and_lists_jobs(harness: Harness, monkeypatch: pytest.Mon
     async with harness.runtime.sessionmaker() as session:
         run = (await session.execute(select(JobRun).where(JobRun.trigger == "cli"))).scalars().first()
         assert run is not None and run.requested_by == "cli"
+
+
+async def test_the_backup_job_backs_up_encrypted_and_a_restore_closes_the_run_it_caught(
+    database_url: str, tmp_path: Path
+) -> None:
+    from gatehouse.ops.backup import list_backups, restore_backup, verify_backup
+
+    settings = make_settings(
+        database_url, tmp_path, backup_dir=tmp_path / "backups", backup_key="a-backup-passphrase-for-tests"
+    )
+    async with running_app(settings) as harness:
+        listed = (await harness.client.get("/admin/jobs")).json()
+        backup_job = next(j for j in listed["jobs"] if j["name"] == "backup")
+        assert backup_job["schedule"] is None
+        assert "encrypted" in backup_job["description"]
+        run = (await harness.client.post("/admin/jobs/backup/run")).json()
+        assert run["status"] == "ok", run
+        (manifest,) = await list_backups(settings)
+        assert run["counts"]["name"] == manifest.name
+        assert manifest.encrypted
+        assert (await verify_backup(settings, manifest.name)).ok
+    # The backup holds its own job run, still "running" in the copy: a restore says it did not end there.
+    restored = await restore_backup(settings, manifest.name, force=False)
+    assert restored.ok, restored.problems
+    engine = create_engine(settings)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            (caught,) = (await session.execute(select(JobRun).where(JobRun.job == "backup"))).scalars().all()
+            assert caught.status == "failed"
+            assert manifest.name in (caught.error or "")
+            lock = await session.get(JobLock, "backup")
+            assert lock is not None and lock.holder is None
+    finally:
+        await engine.dispose()
