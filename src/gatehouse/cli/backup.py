@@ -15,11 +15,10 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeE
 from rich.table import Table
 from sqlalchemy.engine import make_url
 
-from gatehouse.cli.common import console, err_console, load_settings, plain_errors, run
+from gatehouse.cli.common import console, err_console, plain_errors, quiet_settings, run
 from gatehouse.errors import GatehouseError
 from gatehouse.ops import backup as service
-from gatehouse.ops.logging import configure_logging
-from gatehouse.settings import LogFormat, Settings
+from gatehouse.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, help="Backups: create, list, verify and restore.")
 T = TypeVar("T")
@@ -39,15 +38,6 @@ def _progress(description: str) -> Iterator[service.Progress | None]:
             bar.update(task, completed=done, total=total)
 
         yield update
-
-
-def _settings() -> Settings:
-    """Settings, with the service's log lines kept off the terminal unless they are warnings."""
-    settings = load_settings()
-    quiet = settings.model_copy(update={"log_level": "WARNING", "log_format": LogFormat.CONSOLE})
-    with plain_errors(settings):
-        configure_logging(quiet)
-    return settings
 
 
 def _with_progress(description: str, settings: Settings, work: Callable[[service.Progress | None], Awaitable[T]]) -> T:
@@ -77,7 +67,7 @@ def create(
     encrypt: bool = typer.Option(False, "--encrypt", help="Encrypt with BACKUP_KEY (AES-256-GCM)."),
 ) -> None:
     """Back up the database into BACKUP_DIR (safe while Gatehouse serves); keeps the newest BACKUP_KEEP."""
-    settings = _settings()
+    settings = quiet_settings()
     manifest = _with_progress(
         "Backing up", settings, lambda progress: service.create_backup(settings, encrypt=encrypt, progress=progress)
     )
@@ -94,7 +84,7 @@ def create(
 @app.command("list")
 def list_() -> None:
     """List the backups in BACKUP_DIR, newest first."""
-    settings = _settings()
+    settings = quiet_settings()
     manifests = run(lambda: service.list_backups(settings), settings)
     if not manifests:
         console.print(f"No backups in {settings.backup_dir}: `gatehouse backup create` makes one", highlight=False)
@@ -123,7 +113,7 @@ def verify(
     name: str | None = typer.Argument(None, help="The backup to check (default: the newest)."),
 ) -> None:
     """Restore a backup into a scratch database and check it: integrity, revision, row counts. Exit 1 if not OK."""
-    settings = _settings()
+    settings = quiet_settings()
     if name is None:
         manifests = run(lambda: service.list_backups(settings), settings)
         if not manifests:
@@ -152,7 +142,7 @@ def decrypt(
     output: Path = typer.Option(..., "--output", "-o", help="Where to write the plain file (a new file)."),
 ) -> None:
     """Write an encrypted backup's plain database file, checked against its manifest (for a manual restore)."""
-    settings = _settings()
+    settings = quiet_settings()
     manifest = _with_progress(
         "Decrypting", settings, lambda progress: service.decrypt_backup(settings, name, output, progress=progress)
     )
@@ -171,7 +161,7 @@ def restore(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
     """Replace the database with a backup: a safety backup first, then restore, migrate to head, and check."""
-    settings = _settings()
+    settings = quiet_settings()
     manifest = run(lambda: service.get_backup(settings, name), settings)
     serving = run(lambda: service.serving_processes(settings), settings)
     if serving and not force:

@@ -37,6 +37,19 @@ def load_settings() -> Settings:
         raise typer.Exit(2) from exc
 
 
+def quiet_settings() -> Settings:
+    """Settings, with log lines kept off the terminal unless they are warnings (and always on stderr, never on
+    stdout, where a command's output, e.g. a ZIP, may go)."""
+    from gatehouse.ops.logging import configure_logging
+    from gatehouse.settings import LogFormat
+
+    settings = load_settings()
+    quiet = settings.model_copy(update={"log_level": "WARNING", "log_format": LogFormat.CONSOLE})
+    with plain_errors(settings):
+        configure_logging(quiet)
+    return settings
+
+
 def run(coro_factory: Callable[[], Awaitable[T]], settings: Settings | None = None) -> T:
     """Run a coroutine; a Gatehouse or database error becomes a message and exit 1."""
     with plain_errors(settings, (GatehouseError, SQLAlchemyError, OSError)):

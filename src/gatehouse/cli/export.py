@@ -15,23 +15,13 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn
 
 from gatehouse.audit.service import Actor
-from gatehouse.cli.common import console, err_console, load_settings, plain_errors, run
+from gatehouse.cli.common import console, err_console, quiet_settings, run
 from gatehouse.db.base import utcnow
 from gatehouse.db.engine import create_engine, create_sessionmaker, read_only
 from gatehouse.ops import export as service
-from gatehouse.ops.logging import configure_logging
-from gatehouse.settings import LogFormat, Settings
+from gatehouse.settings import Settings
 
 CLI_ACTOR = Actor.system("cli")
-
-
-def quiet_settings() -> Settings:
-    """Settings, with log lines on stderr (never on stdout, where a ZIP may go) and only from warnings up."""
-    settings = load_settings()
-    quiet = settings.model_copy(update={"log_level": "WARNING", "log_format": LogFormat.CONSOLE})
-    with plain_errors(settings):
-        configure_logging(quiet)
-    return settings
 
 
 @dataclass

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from gatehouse.audit.service import Actor
-from gatehouse.cli.common import console, err_console, load_settings, run
+from gatehouse.cli.common import console, err_console, quiet_settings, run
 from gatehouse.db.engine import create_engine, create_sessionmaker
 from gatehouse.ops.jobs import JobRunner, list_runs
 from gatehouse.ops.models import JobRun
@@ -26,14 +26,16 @@ def _when(value: datetime | None) -> str:
 
 
 def _counts(run: JobRun) -> str:
+    """What a run did, briefly: its non-zero counts (cut-off times left out)."""
     counts = orjson.loads(run.counts or "{}")
-    return ", ".join(f"{name}={value}" for name, value in counts.items() if not name.endswith("_before"))
+    done = [f"{name} {value}" for name, value in counts.items() if value and not name.endswith("_before")]
+    return ", ".join(done) or "nothing to do"
 
 
 @app.command("list")
 def list_jobs(runs: int = typer.Option(10, "--runs", min=0, max=500, help="Also show this many recent runs.")) -> None:
     """The jobs, their schedules (UTC), who runs them now, their last runs; and the replicas serving."""
-    settings = load_settings()
+    settings = quiet_settings()
 
     async def go() -> None:
         engine = create_engine(settings)
@@ -47,7 +49,7 @@ def list_jobs(runs: int = typer.Option(10, "--runs", min=0, max=500, help="Also 
                 replicas = await live_replicas(session)
         finally:
             await engine.dispose()
-        table = Table("job", "schedule (UTC)", "next run", "running", "last run", "status", "what it did")
+        table = Table("job", "schedule (UTC)", "next run", "running", "last run", "status", "what it did", expand=True)
         for job in runner.jobs.values():
             holder = holders[job.name]
             previous = last.get(job.name)
@@ -62,7 +64,7 @@ def list_jobs(runs: int = typer.Option(10, "--runs", min=0, max=500, help="Also 
             )
         console.print(table)
         if recent:
-            history = Table("run", "job", "trigger", "by", "replica", "started", "seconds", "status", "what it did")
+            history = Table("run", "job", "trigger", "by", "started", "s", "status", "what it did", expand=True)
             for item in recent:
                 seconds = (item.finished_at - item.started_at).total_seconds() if item.finished_at else None
                 history.add_row(
@@ -70,7 +72,6 @@ def list_jobs(runs: int = typer.Option(10, "--runs", min=0, max=500, help="Also 
                     item.job,
                     item.trigger,
                     item.requested_by or "-",
-                    item.replica,
                     _when(item.started_at),
                     f"{seconds:.1f}" if seconds is not None else "-",
                     item.status,
@@ -86,7 +87,7 @@ def list_jobs(runs: int = typer.Option(10, "--runs", min=0, max=500, help="Also 
 @app.command("run")
 def run_job(name: str = typer.Argument(..., help="purge or backup")) -> None:
     """Run a job now, from this shell; it takes the same lock as the servers, so it never overlaps their run."""
-    settings = load_settings()
+    settings = quiet_settings()
 
     async def go() -> JobRun | None:
         engine = create_engine(settings)
@@ -104,4 +105,4 @@ def run_job(name: str = typer.Argument(..., help="purge or backup")) -> None:
     if result.status != "ok":
         err_console.print(f"[red]{name} failed[/red] (run {result.id}): {result.error}", soft_wrap=True)
         raise typer.Exit(1)
-    console.print(f"{name} ok (run {result.id}): {_counts(result) or 'nothing to do'}", soft_wrap=True)
+    console.print(f"{name} ok (run {result.id}): {_counts(result)}", soft_wrap=True)

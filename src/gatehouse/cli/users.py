@@ -14,7 +14,7 @@ from gatehouse.accounts import erasure, service
 from gatehouse.accounts.roles import Role
 from gatehouse.audit.service import Actor
 from gatehouse.cli import export
-from gatehouse.cli.common import console, db_session, err_console, load_settings, run
+from gatehouse.cli.common import console, db_session, err_console, load_settings, quiet_settings, run
 from gatehouse.db.base import utcnow
 from gatehouse.db.engine import create_engine, create_sessionmaker
 from gatehouse.errors import NotFound
@@ -125,7 +125,7 @@ def delete(
 
     Audit events where they acted keep their email until the retention purge (the log is never edited).
     """
-    settings = export.quiet_settings()
+    settings = quiet_settings()
     if pii not in ("masked", "raw"):
         err_console.print("[red]--pii must be masked or raw.[/red]")
         raise typer.Exit(2)
