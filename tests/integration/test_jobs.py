@@ -400,3 +400,26 @@ async def test_the_backup_job_backs_up_encrypted_and_a_restore_closes_the_run_it
             assert lock is not None and lock.holder is None
     finally:
         await engine.dispose()
+
+
+async def test_a_large_audit_purge_goes_in_anchored_batches_and_still_verifies(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gatehouse.ops import retention
+
+    monkeypatch.setattr(retention, "AUDIT_BATCH", 3)
+    now = utcnow()
+    settings = make_settings(database_url, tmp_path)
+    seeded = await _old_audit_events(settings, monkeypatch, now)
+    async with running_app(settings) as harness:
+        run = (await harness.client.post("/admin/jobs/purge/run")).json()
+        assert run["counts"]["audit_events"] == 4
+        async with harness.runtime.sessionmaker() as session:
+            ids = set((await session.execute(select(AuditEvent.id))).scalars())
+            anchors = (
+                await session.execute(select(func.count()).where(AuditEvent.action == "audit.purged"))
+            ).scalar_one()
+        assert not ids & set(seeded["old_audit"])
+        assert seeded["kept_audit"] in ids
+        assert anchors == 2  # 3 + 1
+        assert (await harness.client.get("/admin/audit/verify")).json()["ok"] is True

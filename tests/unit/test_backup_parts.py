@@ -65,3 +65,21 @@ def test_the_tools_get_the_password_in_their_environment_only(monkeypatch: pytes
     monkeypatch.setenv("PGPASSWORD", "from-env")
     bare = libpq_environment("postgresql+asyncpg:///gatehouse")
     assert bare["PGPASSWORD"] == "from-env" and "PGHOST" not in bare
+
+
+@pytest.mark.parametrize(
+    ("name", "file"),
+    [
+        ("../../etc/cron.d/x", "../../etc/cron.d/x.sqlite"),
+        ("gatehouse-20261122T030000Z", "/work/data/gatehouse.db"),
+        ("gatehouse-20261122T030000Z", "gatehouse-other.sqlite"),
+        ("gatehouse-20261122T030000Z", "gatehouse-20261122T030000Z.json"),
+    ],
+)
+def test_a_manifest_naming_a_file_outside_its_backup_is_refused(name: str, file: str) -> None:
+    good = MANIFEST
+    text = good.to_json().replace(f'"name": "{good.name}"', f'"name": "{name}"')
+    text = text.replace(f'"file": "{good.file}"', f'"file": "{file}"')
+    with pytest.raises(ValueError, match="not a backup of this directory"):
+        Manifest.from_json(text)
+    assert Manifest.from_json(good.to_json()) == good

@@ -177,23 +177,29 @@ class Purge:
     last_removed_id: int | None
 
 
-async def purge_before(session: AsyncSession, *, cutoff: datetime, actor: Actor) -> Purge:
-    """Remove the oldest events, those before `cutoff`, and keep what remains verifiable, in the caller's
-    transaction.
+async def purge_before(session: AsyncSession, *, cutoff: datetime, actor: Actor, limit: int | None = None) -> Purge:
+    """Remove the oldest events, those before `cutoff` (at most `limit` of them), and keep what remains
+    verifiable, in the caller's transaction.
 
     Only a prefix of the chain (in id order) is removed: everything before the first event at or after
     `cutoff`. The chained `audit.purged` event appended afterwards records the hash of the last removed event,
     which is where the oldest remaining event points (audit/chain.py), so `gatehouse audit verify` still
-    passes and still notices any other deletion.
+    passes and still notices any other deletion. With `limit`, call it again (in a new transaction) until it
+    removes fewer: each call is a short transaction with its own anchor, so a purge of millions of events
+    never blocks audited changes (or, on SQLite, every writer) for long.
     """
     await session.get(AuditHead, HEAD_ID, with_for_update=True)  # no append interleaves with the purge
     first_kept = (
         await session.execute(select(func.min(AuditEvent.id)).where(AuditEvent.created_at >= cutoff))
     ).scalar_one_or_none()
-    older = select(AuditEvent.id, AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)
+    older = select(AuditEvent.id, AuditEvent.hash)
     if first_kept is not None:
         older = older.where(AuditEvent.id < first_kept)
-    last = (await session.execute(older)).first()
+    last = None
+    if limit is not None:
+        last = (await session.execute(older.order_by(AuditEvent.id).offset(limit - 1).limit(1))).first()
+    if last is None:
+        last = (await session.execute(older.order_by(AuditEvent.id.desc()).limit(1))).first()
     if last is None:
         return Purge(removed=0, last_removed_id=None)
     last_id, last_hash = last

@@ -103,6 +103,11 @@ class Manifest:
         data = json.loads(text)
         if data.get("format") != MANIFEST_FORMAT:
             raise ValueError(f"unknown manifest format {data.get('format')!r}")
+        # Names become paths (pruning deletes them, restore reads them): a manifest copied in from elsewhere
+        # must not point outside BACKUP_DIR or at another file.
+        name, file = str(data["name"]), str(data["file"])
+        if not _NAME_RE.match(name) or file not in {name + suffix for suffix in _SUFFIXES if suffix != ".json"}:
+            raise ValueError(f"manifest names {name!r} / {file!r}, which is not a backup of this directory")
         return cls(
             name=str(data["name"]),
             kind=str(data["kind"]),

@@ -19,6 +19,7 @@ from gatehouse.ops.replicas import live_replicas
 from gatehouse.runtime import Runtime
 
 router = APIRouter(tags=["jobs"])
+MAX_ID = 2**63 - 1  # job_run ids are BIGINT
 JOB_TOKEN_HEADER = "x-job-token"  # noqa: S105 (a header name)
 JobName = Path(max_length=64, description="purge, backup or probe")
 
@@ -56,7 +57,7 @@ async def list_jobs(runtime: RuntimeDep, session: SessionDep) -> JobList:
 async def job_runs(
     session: SessionDep,
     job: str | None = Query(None, max_length=64, description="Only this job's runs."),
-    before: int | None = Query(None, ge=1, description="Cursor: the `next_cursor` of the previous page."),
+    before: int | None = Query(None, ge=1, le=MAX_ID, description="Cursor: the `next_cursor` of the previous page."),
     limit: int = Query(50, ge=1, le=500),
 ) -> JobRunPage:
     """Recorded runs, newest first."""

@@ -250,10 +250,13 @@ class JobRunner:
         if started is not None and not started.done():
             started.set_result(run)
         log.info("job_started", job=job.name, run_id=run.id, trigger=trigger)
-        renewer = asyncio.create_task(self._renew(job, run.id)) if job.exclusive else None
+        renewer: asyncio.Task[str] | None = None
+        if job.exclusive:
+            renewer = asyncio.create_task(self._renew(job, run.id))
         context = JobContext(self.settings, self.sessionmaker, actor, self.runtime)
         counts: dict[str, Any] = {}
         error: str | None = None
+        lease_lost: str | None = None
         try:
             counts = await job.function(context)
         except asyncio.CancelledError:
@@ -265,10 +268,13 @@ class JobRunner:
             log.warning("job_failed", job=job.name, run_id=run.id, error=error)
         finally:
             if renewer is not None:
+                if renewer.done() and not renewer.cancelled() and renewer.exception() is None:
+                    lease_lost = renewer.result()
                 renewer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await renewer
-        await self._finish(job, run, actor, counts, error)
+        # Shielded: a shutdown arriving now must not roll back the record of a run that did its work.
+        await asyncio.shield(self._finish(job, run, actor, counts, error or lease_lost))
         log.info("job_finished", job=job.name, run_id=run.id, status=run.status, counts=counts)
         return run
 
@@ -344,19 +350,31 @@ class JobRunner:
         if getattr(result, "rowcount", 0):
             JOB_RUNS.labels(job_name=name, status="failed").inc()
 
-    async def _renew(self, job: Job, run_id: int) -> None:
-        """Extend the lease while the job runs, so no other replica takes it over."""
+    async def _renew(self, job: Job, run_id: int) -> str:
+        """Extend the lease while the job runs, so no other replica takes it over.
+
+        Returns (ending the renewals) if the lease was lost: it ran out while renewals failed and another replica
+        took the lock. The job is not stopped halfway (half a purge or half a backup helps nobody), but its run
+        is recorded as failed with the returned explanation, since another run may have overlapped it.
+        """
         while True:
             await asyncio.sleep(self._lease.total_seconds() / 4)
             try:
                 async with self.sessionmaker() as session, session.begin():
-                    await session.execute(
+                    result = await session.execute(
                         update(JobLock)
                         .where(JobLock.name == job.name, JobLock.holder == self.replica, JobLock.run_id == run_id)
                         .values(expires_at=self._clock() + self._lease)
                     )
             except Exception as exc:
                 log.warning("job_lease_renewal_failed", job=job.name, error=_error_text(exc))
+                continue
+            if not getattr(result, "rowcount", 0):
+                log.error("job_lease_lost", job=job.name, run_id=run_id)
+                return (
+                    "lease lost: the lock could not be renewed in time and another replica took it over, "
+                    "so another run may have overlapped this one"
+                )
 
     async def _finish(self, job: Job, run: JobRun, actor: Actor, counts: dict[str, Any], error: str | None) -> None:
         """Record the outcome, audit it and release the lock, in one transaction."""

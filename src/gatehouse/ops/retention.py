@@ -6,8 +6,9 @@
 - console sessions and invites past their expiry, replica heartbeats a day stale;
 - this process's stale rate-limit windows (Redis windows expire by themselves).
 
-Large deletes go in batches of DELETE_BATCH rows, each its own short transaction, so a purge of millions of
-rows never holds SQLite's write lock (or PostgreSQL row locks) for long while the gateway serves.
+Large deletes go in batches (DELETE_BATCH rows; AUDIT_BATCH audit events, each batch anchored by its own
+`audit.purged` event), each its own short transaction, so a purge of millions of rows never holds SQLite's
+write lock (or PostgreSQL row locks, or the audit head) for long while the gateway serves.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from gatehouse.ops.replicas import FORGET_SECONDS
 from gatehouse.settings import Settings
 
 DELETE_BATCH = 5000
+AUDIT_BATCH = 20000  # events per purge transaction, each anchored by its own audit.purged event
 
 
 async def delete_in_batches(
@@ -62,9 +64,15 @@ async def purge(
     counts: dict[str, Any] = {}
     if settings.audit_retention_days:
         cutoff = now - timedelta(days=settings.audit_retention_days)
-        async with sessionmaker() as session, session.begin():
-            purged = await purge_before(session, cutoff=cutoff, actor=actor)
-        counts["audit_events"] = purged.removed
+        removed = 0
+        while True:
+            async with sessionmaker() as session, session.begin():
+                purged = await purge_before(session, cutoff=cutoff, actor=actor, limit=AUDIT_BATCH)
+            removed += purged.removed
+            if purged.removed < AUDIT_BATCH:
+                break
+            await asyncio.sleep(0)
+        counts["audit_events"] = removed
         counts["audit_before"] = cutoff.isoformat()
     if settings.request_log_retention_days:
         cutoff = now - timedelta(days=settings.request_log_retention_days)
