@@ -9,6 +9,7 @@ import csv
 import hashlib
 import io
 import re
+import stat
 import subprocess
 import sys
 import zipfile
@@ -20,11 +21,13 @@ import orjson
 import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
 
-from gatehouse.accounts import passwords
+from gatehouse.accounts import erasure, passwords
 from gatehouse.accounts.models import ApiKey, User, UserSession
 from gatehouse.audit.models import AuditEvent
 from gatehouse.audit.service import Actor, record
+from gatehouse.errors import Forbidden
 from gatehouse.gateway.models import RequestLog
 from gatehouse.limits.models import UsageCounter
 from gatehouse.ops import export
@@ -180,7 +183,8 @@ async def test_masked_export_holds_every_entity_and_no_raw_pii(harness: Harness)
     users = {u["id"]: u for u in csv_rows(files["users.csv"])}
     assert "password_hash" not in next(iter(users.values()))
     assert {u["email"] for u in users.values()} >= {"al***@example.com", "bo***@example.com"}
-    assert "Alice +1 (55*) ***-**67" in {u["display_name"] for u in users.values()}
+    # A name holding the email's local part loses it too (here "Alice", and "second-admin", the default).
+    assert {"Al*** +1 (55*) ***-**67", "Bo***", "se***"} <= {u["display_name"] for u in users.values()}
     assert any(u["block_reason"] == "again: 555-***-**43" for u in users.values())
     audit = files["audit.csv"]
     assert "203.0.113.x" in audit and "2001:db8:1::/48" in audit and "192.0.2.x" in audit
@@ -323,8 +327,14 @@ def _cli(harness: Harness, cwd: Path, *args: str, **env: str) -> subprocess.Comp
 
 def _cli_bytes(harness: Harness, cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[bytes]:
     environment = base_env(harness.settings.database_url, cwd / "data", COLUMNS="200", **env)
+    # A usual umask: a file created with the default mode would be readable by everyone (0644).
     return subprocess.run(
-        [sys.executable, "-m", "gatehouse", *args], env=environment, cwd=cwd, capture_output=True, timeout=120
+        [sys.executable, "-m", "gatehouse", *args],
+        env=environment,
+        cwd=cwd,
+        capture_output=True,
+        timeout=120,
+        umask=0o022,
     )
 
 
@@ -339,6 +349,7 @@ async def test_cli_export_masked_jsonl_raw_and_stdout(harness: Harness, tmp_path
     assert f"requests: {manifest['entities']['requests']['rows']:,} rows" in done.stdout
     assert hashlib.sha256(out.read_bytes()).hexdigest() in done.stdout
     assert not list(tmp_path.glob("*.part"))
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600  # personal data: the owner's only, whatever the umask
 
     jsonl = await asyncio.to_thread(
         _cli,
@@ -356,6 +367,7 @@ async def test_cli_export_masked_jsonl_raw_and_stdout(harness: Harness, tmp_path
     )
     assert jsonl.returncode == 0, jsonl.stderr
     (default,) = tmp_path.glob("gatehouse-export-*.zip")
+    assert stat.S_IMODE(default.stat().st_mode) == 0o600
     files = unzip(default.read_bytes())
     check_manifest(files, ["requests", "usage"], fmt="jsonl")
     assert {orjson.loads(line)["user_id"] for line in files["requests.jsonl"].splitlines()} == {seeded["alice"]}
@@ -386,6 +398,36 @@ async def test_cli_export_masked_jsonl_raw_and_stdout(harness: Harness, tmp_path
     assert [e["actor_label"] for e in events] == ["cli", "cli", "cli"]
     assert events[0]["details"]["pii"] == "raw" and events[0]["details"]["reason"] == "audit 2026"
 
+    raw_file = tmp_path / "raw.zip"
+    raw_file.write_bytes(b"an older file, readable by everyone")
+    raw_file.chmod(0o644)
+    replaced = await asyncio.to_thread(
+        _cli, harness, tmp_path, "export", "--pii", "raw", "--reason", "ticket 5", "--out", str(raw_file)
+    )
+    assert replaced.returncode == 0, replaced.stderr
+    assert (
+        stat.S_IMODE(raw_file.stat().st_mode) == 0o600
+        and "alice@example.com" in unzip(raw_file.read_bytes())["users.csv"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--since", "0001-01-01T00:00:00+05:00"),
+        ("--until", "9999-12-31T23:00:00-05:00"),
+        ("--since", "tomorrow"),
+    ],
+)
+async def test_cli_export_refuses_a_time_out_of_range_in_one_line(
+    harness: Harness, tmp_path: Path, option: str, value: str
+) -> None:
+    done = await asyncio.to_thread(_cli, harness, tmp_path, "export", option, value, "--out", "-")
+    assert done.returncode == 2, done.stderr
+    assert option in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and done.stdout == ""
+    assert await _events(harness, "export.created") == []
+
 
 async def _refused(harness: Harness, key: str, *, within: float = 5.0) -> bool:
     """Whether the key is refused (401) within `within` seconds."""
@@ -401,12 +443,16 @@ async def _refused(harness: Harness, key: str, *, within: float = 5.0) -> bool:
 async def test_delete_route_removes_the_user_and_their_key_stops_at_once(harness: Harness) -> None:
     seeded = await seed(harness)
     alice, key = seeded["alice"], seeded["alice_key"]
+    async with harness.runtime.sessionmaker() as session, session.begin():
+        await record(session, actor=Actor(type="anonymous", label="Alice@Example.com"), action="login.failed")
     assert (await harness.client.get("/me", headers=harness.as_key(key))).status_code == 200  # cached now
     deleted = await harness.client.delete(f"/admin/users/{alice}", params={"reason": "GDPR request 7"})
     assert deleted.status_code == 200, deleted.text
     body = deleted.json()
     assert body["mode"] == "delete" and body["requests"] == 2 and body["keys"] == 1 and body["usage_days"] == 1
-    assert body["audit_events_kept"] == 2
+    # Every event that keeps something of hers: where she acted (login.succeeded, login.failed), that targets
+    # her (user.created) or her key (key.created), and the one labelled with her email by no account.
+    assert body["audit_events_kept"] == 5
     assert (await harness.client.get("/me", headers=harness.as_key(key))).status_code == 401
     assert await _count(harness, RequestLog, RequestLog.user_id == alice) == 0
     assert await _count(harness, User, User.id == alice) == 0
@@ -466,7 +512,8 @@ async def test_cli_deletion_request_exports_first_then_anonymises(shared_bus_har
         **bus,
     )
     assert done.returncode == 0, done.stderr
-    assert "anonymised user" in done.stdout and "audit log keeps 2 event(s)" in done.stdout
+    # user.created, key.created, login.succeeded, login.failed, and the export's created and completed events
+    assert "anonymised user" in done.stdout and "audit log keeps 6 event(s) about this user" in done.stdout
     assert await _refused(harness, key)
 
     files = unzip(out.read_bytes())
@@ -546,3 +593,146 @@ async def test_an_export_abandoned_halfway_is_closed_cleanly_and_not_completed(h
             break  # the client went away after the first chunk
     assert len(await _events(harness, "export.created")) == 1
     assert await _events(harness, "export.completed") == []
+
+
+async def test_masked_export_masks_names_hashes_client_text_and_defuses_formulas(harness: Harness) -> None:
+    alice, alice_key = await _user(harness, "alice.smith@example.com")  # her name defaults to "alice.smith"
+    bob, _ = await _user(harness, "bob@example.com", display_name='=HYPERLINK("http://evil.example","x")')
+    failed = await harness.client.post(
+        "/auth/login", json={"email": "alice.smith@example.com", "password": "not her password"}
+    )
+    assert failed.status_code == 401
+    # Text the client chose: its X-Request-ID (in the request log and the audit log) and its model string.
+    chat = await harness.client.post(
+        "/v1/chat/completions",
+        json=CHAT,
+        headers={**harness.as_key(alice_key), "x-request-id": "carol@example.net 555-123-4567"},
+    )
+    assert chat.status_code == 200, chat.text
+    await harness.runtime.request_log.flush()
+    async with harness.runtime.sessionmaker() as session, session.begin():
+        session.add(
+            RequestLog(
+                request_id="r-1",
+                user_id=alice,
+                endpoint="chat",
+                protocol="openai",
+                model="dave@example.org/gpt",
+                status_code=404,
+            )
+        )
+    blocked = await harness.client.post(
+        f"/admin/users/{bob}/block", json={"reason": "spam"}, headers={"x-request-id": "erin@example.com"}
+    )
+    assert blocked.status_code == 200, blocked.text
+    noted = await harness.client.post(f"/admin/users/{alice}/block", json={"reason": "alice.smith shares her key"})
+    assert noted.status_code == 200, noted.text
+
+    entities = ["users", "requests", "audit"]
+    masked = unzip((await harness.client.post("/admin/export", json={"entities": entities})).content)
+    assert_no_raw_pii(masked)
+    users = {int(u["id"]): u for u in csv_rows(masked["users.csv"])}
+    assert users[alice]["email"] == "al***@example.com" and users[alice]["display_name"] == "al***"
+    assert users[alice]["block_reason"] == "al*** shares her key"
+    assert "alice.smith" not in masked["users.csv"]
+    assert users[bob]["display_name"] == '\'=HYPERLINK("http://evil.example","x")'
+    requests = csv_rows(masked["requests.csv"])
+    assert {r["request_id"] for r in requests} == {"ca***@example.net 555-***-**67", "r-1"}
+    assert {r["model"] for r in requests} == {"demo", "da***@example.org/gpt"}
+    audit = csv_rows(masked["audit.csv"])
+    (login,) = [e for e in audit if e["action"] == "login.failed"]
+    assert orjson.loads(login["details"]) == {"email": "al***@example.com", "reason": "bad_credentials"}
+    assert "email_hash" not in masked["audit.csv"]
+    (block,) = [e for e in audit if e["action"] == "user.blocked" and e["target_id"] == str(bob)]
+    assert block["request_id"] == "er***@example.com"
+    manifest = orjson.loads(masked["manifest.json"])
+    assert "audit.details *_hash values" in manifest["masking"]["left_out"] and manifest["csv_formulas"]
+
+    jsonl = unzip((await harness.client.post("/admin/export", json={"entities": ["users"], "format": "jsonl"})).content)
+    names = {row["id"]: row["display_name"] for row in map(orjson.loads, jsonl["users.jsonl"].splitlines())}
+    assert names[bob] == '=HYPERLINK("http://evil.example","x")' and names[alice] == "al***"
+
+    raw = unzip(
+        (
+            await harness.client.post("/admin/export", json={"entities": entities, "pii": "raw", "reason": "ticket 8"})
+        ).content
+    )
+    raw_users = {int(u["id"]): u for u in csv_rows(raw["users.csv"])}
+    assert raw_users[alice]["display_name"] == "alice.smith"
+    assert raw_users[bob]["display_name"].startswith("'=HYPERLINK")  # a raw CSV is opened in spreadsheets too
+    assert "email_hash" in raw["audit.csv"] and "carol@example.net 555-123-4567" in raw["requests.csv"]
+
+
+async def test_a_time_out_of_range_is_a_422_naming_it(harness: Harness) -> None:
+    for name, value in (("since", "0001-01-01T00:00:00+05:00"), ("until", "9999-12-31T23:00:00-05:00")):
+        response = await harness.client.post("/admin/export", json={"entities": ["audit"], name: value})
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["param"] == name and "out of range" in response.json()["error"]["message"]
+    assert await _events(harness, "export.created") == []
+    # The very first and last times that are in range are fine, quota days included.
+    extremes = {"entities": ["usage", "audit"], "since": "0001-01-01T00:00:00Z", "until": "9999-12-31T23:59:59Z"}
+    assert (await harness.client.post("/admin/export", json=extremes)).status_code == 200
+    first = await harness.client.post("/admin/export", json={"entities": ["usage"], "until": "0001-01-01T00:00:00Z"})
+    assert first.status_code == 200
+    assert orjson.loads(unzip(first.content)["manifest.json"])["entities"]["usage"]["rows"] == 0
+
+
+def _on_postgres(harness: Harness) -> None:
+    if not harness.settings.database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only: SQLite has one writer at a time, and no idle-transaction limit")
+
+
+async def test_two_deletions_at_once_cannot_remove_the_last_two_superadmins(harness: Harness) -> None:
+    _on_postgres(harness)
+    created = await harness.client.post("/admin/users", json={"email": "root2@example.com", "role": "superadmin"})
+    assert created.status_code == 201, created.text
+    second = created.json()["id"]
+    first = (await harness.client.get("/me")).json()["id"]
+    runtime = harness.runtime
+    cli = Actor.system("cli")
+    async with runtime.sessionmaker() as one, runtime.sessionmaker() as two:
+        await one.begin()
+        await erasure.erase_user(one, bus=runtime.bus, actor=cli, actor_role=None, user_id=second)
+        # Not committed yet: the other deletion waits for it, then counts what it left.
+        other = asyncio.create_task(erasure.erase_user(two, bus=runtime.bus, actor=cli, actor_role=None, user_id=first))
+        await asyncio.sleep(0.5)
+        assert not other.done()
+        await one.commit()
+        with pytest.raises(Forbidden) as refused:
+            await other
+        assert refused.value.code == "last_superadmin"
+        await two.rollback()
+    assert await _count(harness, User, User.role == "superadmin") == 1
+
+
+async def test_a_client_that_stalls_ends_the_read_transaction(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _on_postgres(harness)
+    await seed(harness)
+    monkeypatch.setattr(export, "READ_IDLE_SECONDS", 1)
+    runtime = harness.runtime
+    actor = Actor.system("test")
+
+    async def take(entities: list[str], *, stall_after_first: float) -> list[bytes]:
+        async with runtime.sessionmaker() as session, session.begin():
+            spec = await export.prepare(session, actor=actor, actor_role=None, entities=entities)
+        chunks = export.stream(
+            read_sessionmaker=runtime.read_sessionmaker, sessionmaker=runtime.sessionmaker, actor=actor, spec=spec
+        )
+        taken = []
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                if not taken:
+                    await asyncio.sleep(stall_after_first)
+                taken.append(chunk)
+        return taken
+
+    # Stalled between two files: the snapshot is gone, and so is the export (no export.completed).
+    with pytest.raises(DBAPIError):
+        await take(["users", "keys"], stall_after_first=2.5)
+    assert await _events(harness, "export.completed") == []
+    # Stalled after the last read: nothing is lost, the export completes.
+    done = await take(["users"], stall_after_first=2.5)
+    assert check_manifest(unzip(b"".join(done)), ["users"])
+    assert len(await _events(harness, "export.completed")) == 1

@@ -82,8 +82,23 @@ async def _other_active_superadmins(session: AsyncSession, user_id: int) -> int:
     return int((await session.execute(query)).scalar_one())
 
 
+async def _lock_active_superadmins(session: AsyncSession) -> None:
+    """Lock the active superadmins' rows (PostgreSQL; SQLite has one writer at a time anyway) before counting
+    them: two changes that would each leave one superadmin (two demotions, deletions or disables at once) then
+    run one after the other, and the second counts what the first left."""
+    await session.execute(
+        select(User.id)
+        .where(User.role == Role.SUPERADMIN.value, User.status == UserStatus.ACTIVE.value)
+        .order_by(User.id)  # always in the same order: two lockers never wait for each other
+        .with_for_update()
+    )
+
+
 async def _ensure_not_last_superadmin(session: AsyncSession, user: User, doing: str) -> None:
-    if user.role == Role.SUPERADMIN.value and await _other_active_superadmins(session, user.id) == 0:
+    if user.role != Role.SUPERADMIN.value:
+        return
+    await _lock_active_superadmins(session)
+    if await _other_active_superadmins(session, user.id) == 0:
         raise Forbidden(
             f"You cannot {doing} the last active superadmin: make another superadmin first.", code="last_superadmin"
         )

@@ -6,9 +6,13 @@ request-log rows. Anonymise: usage and request rows stay (they are counted in to
 sessions deleted. Either way invites addressed to their email lose the address (and are revoked when still
 open), and every replica stops accepting their keys and sessions at once (through the bus).
 
-The audit log is hash-chained and never edited: events where they acted keep their email as `actor_label`
-until the retention purge removes them. The `user.deleted` / `user.anonymised` event records what was
-removed and, when the data was exported first, the export's id and SHA-256.
+The audit log is hash-chained and never edited: events about them (where they acted, that target them or
+their keys or invites, or labelled with their email) keep what they recorded, their email among it, until
+the retention purge removes them; `audit_events_kept` counts them. The `user.deleted` / `user.anonymised`
+event records what was removed and, when the data was exported first, the export's id and SHA-256.
+
+Deleting a superadmin locks the active superadmins' rows before counting them (two deletions at once cannot
+remove the last two).
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
 from gatehouse.accounts.admin import _ensure_not_last_superadmin
 from gatehouse.accounts.invite_models import Invite
@@ -31,6 +36,7 @@ from gatehouse.errors import Forbidden
 from gatehouse.gateway.models import RequestLog
 from gatehouse.limits.models import UsageCounter
 from gatehouse.ops.bus import EventBus
+from gatehouse.ops.export_entities import audit_of_user
 
 Mode = Literal["delete", "anonymise"]
 
@@ -46,7 +52,7 @@ class Erasure:
     keys: int  # keys deleted, or revoked when anonymised
     sessions: int
     invites: int  # invites addressed to their email, address removed
-    audit_events_kept: int  # events where they acted, kept with their email until the retention purge
+    audit_events_kept: int  # events about them (actor, target, label), kept as they are until the retention purge
 
 
 def placeholder_email(user_id: int) -> str:
@@ -56,6 +62,12 @@ def placeholder_email(user_id: int) -> str:
 
 async def _count(session: AsyncSession, query: Any) -> int:
     return int((await session.execute(query)).scalar_one())
+
+
+def _audit_naming(user_id: int, email: str) -> ColumnElement[bool]:
+    """Audit events that keep something of the user: where they acted, that target them, their keys or the
+    invites to their email (what an export for them holds), or whose actor label is their email."""
+    return or_(audit_of_user(user_id, email), func.lower(AuditEvent.actor_label) == email.lower())
 
 
 def _rows(result: Any) -> int:
@@ -83,10 +95,10 @@ async def erase_user(
     if by_user_id is not None and user.id == by_user_id:
         raise Forbidden("You cannot delete your own account: ask another administrator.", code="self_delete")
     ensure_may_manage(actor_role=actor_role, target_role=user.role, doing="delete")
-    await _ensure_not_last_superadmin(session, user, "delete")
+    await _ensure_not_last_superadmin(session, user, "delete")  # locks the superadmins' rows first
     email = user.email
     now = utcnow()
-    kept = await _count(session, select(func.count()).select_from(AuditEvent).where(AuditEvent.actor_id == user.id))
+    kept = await _count(session, select(func.count()).select_from(AuditEvent).where(_audit_naming(user.id, email)))
     open_invites = and_(Invite.email == email, Invite.revoked_at.is_(None), Invite.uses < Invite.max_uses)
     await session.execute(update(Invite).where(open_invites).values(revoked_at=now))
     invites = _rows(

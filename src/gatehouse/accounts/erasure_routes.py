@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from gatehouse.accounts import erasure
 from gatehouse.accounts.auth import require
@@ -26,7 +26,10 @@ class ErasureRead(BaseModel):
     keys: int
     sessions: int
     invites: int
-    audit_events_kept: int
+    audit_events_kept: int = Field(
+        description="Audit events about them (where they acted, that target them, their keys or invites, or "
+        "labelled with their email), kept as recorded until the retention purge."
+    )
 
 
 @router.delete("/admin/users/{user_id}", response_model=ErasureRead, dependencies=[require(Role.ADMIN)])

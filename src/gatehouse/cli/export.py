@@ -5,19 +5,23 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, cast
 
 import typer
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn
 
 from gatehouse.audit.service import Actor
 from gatehouse.cli.common import console, err_console, quiet_settings, run
 from gatehouse.db.base import utcnow
 from gatehouse.db.engine import create_engine, create_sessionmaker, read_only
+from gatehouse.errors import ValidationFailed
 from gatehouse.ops import export as service
 from gatehouse.settings import Settings
 
@@ -35,14 +39,20 @@ class Written:
 
 @contextmanager
 def _output(out: Path | None) -> Iterator[BinaryIO]:
-    """The file to write (a `.part` file renamed into place on success), or stdout."""
+    """The file to write (a new `.part` file beside it, renamed into place on success), or stdout.
+
+    The file is created readable by its owner only (0600, whatever the umask): an export holds personal data,
+    a raw one all of it. A `.part` file of its own (created with O_EXCL, a random name): two exports to the
+    same path never write into one file.
+    """
     if out is None:
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return
-    partial = out.with_name(out.name + ".part")
+    descriptor, name = tempfile.mkstemp(prefix=f"{out.name}.", suffix=".part", dir=out.parent)
+    partial = Path(name)
     try:
-        with partial.open("wb") as handle:
+        with os.fdopen(descriptor, "wb") as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
@@ -58,8 +68,8 @@ async def write_export(
     entities: list[str],
     format: service.Format = "csv",
     pii_mode: service.PiiMode = "masked",
-    since: str | None = None,
-    until: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
     user: str | int | None = None,
     reason: str | None = None,
     show_progress: bool = False,
@@ -76,8 +86,8 @@ async def write_export(
                 entities=entities,
                 format=format,
                 pii_mode=pii_mode,
-                since=service.parse_day_or_time(since, name="since") if since else None,
-                until=service.parse_day_or_time(until, name="until") if until else None,
+                since=since,
+                until=until,
                 user=user,
                 reason=reason,
             )
@@ -154,6 +164,12 @@ def export(
     if format not in ("csv", "jsonl") or pii not in ("masked", "raw"):
         err_console.print("[red]--format must be csv or jsonl, --pii masked or raw.[/red]")
         raise typer.Exit(2)
+    try:
+        since_at = service.parse_day_or_time(since, name="since") if since else None
+        until_at = service.parse_day_or_time(until, name="until") if until else None
+    except ValidationFailed as exc:
+        err_console.print(f"[red]{escape(exc.message)}[/red]", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from exc
     names = [e.strip() for e in entities.split(",") if e.strip()]
     to_stdout = out == "-"
     path = None if to_stdout else Path(out) if out else None
@@ -168,8 +184,8 @@ def export(
             entities=names,
             format=cast("service.Format", format),
             pii_mode=cast("service.PiiMode", pii),
-            since=since,
-            until=until,
+            since=since_at,
+            until=until_at,
             user=user,
             reason=reason,
             show_progress=sys.stderr.isatty(),

@@ -123,7 +123,7 @@ def delete(
 
     Their keys stop working at once on every server that shares REDIS_URL.
 
-    Audit events where they acted keep their email until the retention purge (the log is never edited).
+    Audit events about them keep their email until the retention purge (the log is never edited).
     """
     settings = quiet_settings()
     if pii not in ("masked", "raw"):
@@ -195,7 +195,8 @@ def delete(
         soft_wrap=True,
     )
     console.print(
-        f"the audit log keeps {done.audit_events_kept} event(s) where this user acted, with their email, until the "
+        f"the audit log keeps {done.audit_events_kept} event(s) about this user (where they acted, that target them, "
+        "their keys or invites, or labelled with their email), as recorded, their email among it, until the "
         "retention purge removes them (it is hash-chained and never edited)",
         highlight=False,
         soft_wrap=True,

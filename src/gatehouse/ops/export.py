@@ -18,11 +18,13 @@ import contextlib
 import secrets
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 import orjson
 from sqlalchemy import and_, or_, select
+from sqlalchemy import text as sql_text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -149,9 +151,7 @@ async def prepare(
                 "it is kept in the audit log.",
                 param="reason",
             )
-    for name, value in (("since", since), ("until", until)):
-        if value is not None and value.tzinfo is None:
-            raise ValidationFailed(f"{name} needs a time zone (e.g. 2026-11-01T00:00:00Z).", param=name)
+    since, until = to_utc(since, name="since"), to_utc(until, name="until")
     if since is not None and until is not None and since >= until:
         raise BadRequest("since must be before until.", param="since")
     user_id, user_email = await _find_user(session, user) if user is not None else (None, None)
@@ -161,8 +161,8 @@ async def prepare(
         entities=wanted,
         format=format,
         pii=pii_mode,
-        since=since.astimezone(UTC) if since else None,
-        until=until.astimezone(UTC) if until else None,
+        since=since,
+        until=until,
         user_id=user_id,
         user_email=user_email,
         reason=reason.strip() if reason else None,
@@ -200,8 +200,9 @@ def _where(entity: Entity, spec: ExportSpec) -> list[ColumnElement[bool]]:
             if spec.since is not None:
                 conditions.append(column >= spec.since.date())
             if spec.until is not None:
-                last = spec.until.date() if spec.until.time() != time(0) else spec.until.date() - timedelta(days=1)
-                conditions.append(column <= last)
+                # Not `until.date() - 1 day`: that is before date.min for until 0001-01-01T00:00Z.
+                until_day = spec.until.date()
+                conditions.append(column < until_day if spec.until.time() == time(0) else column <= until_day)
         else:
             if spec.since is not None:
                 conditions.append(column >= spec.since)
@@ -281,12 +282,22 @@ def manifest(spec: ExportSpec, result: ExportResult) -> dict[str, Any]:
             "ipv4": "last octet replaced by x",
             "ipv6": "first 48 bits, as a /48 network",
             "text": "emails, phone numbers and IP addresses in free text masked as above",
-            "left_out": ["audit.prev_hash", "audit.hash"],
+            "names": "users.display_name and block_reason: the email's local part in them masked as in the email; "
+            "audit.details display_name values: first two characters, then ***",
+            "left_out": ["audit.prev_hash", "audit.hash", "audit.details *_hash values"],
         },
+        "csv_formulas": None
+        if spec.format != "csv"
+        else "a text cell starting with =, +, -, @, a tab or a carriage return starts with ' (shown as text)",
     }
 
 
 Progress = Callable[[str, int], None]
+
+# How long the read transaction may wait for the recipient to take one chunk (about one batch, compressed) on
+# PostgreSQL: a client that stalls longer ends the export (no export.completed) rather than hold a snapshot
+# (and the vacuum horizon) for as long as it likes.
+READ_IDLE_SECONDS = 300
 
 
 async def _read_transaction(session: AsyncSession) -> None:
@@ -294,6 +305,18 @@ async def _read_transaction(session: AsyncSession) -> None:
     # transaction is one already, and it never holds the write lock.
     if session.get_bind().dialect.name == "postgresql":
         await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        # The server ends the session when it is idle in this transaction for longer (waiting for the client).
+        milliseconds = max(1, int(READ_IDLE_SECONDS * 1000))
+        await session.execute(sql_text(f"SET LOCAL idle_in_transaction_session_timeout = {milliseconds}"))
+
+
+async def _close_read(session: AsyncSession) -> None:
+    """Close the read session; a connection the server ended (idle limit) after the last read is no error."""
+    try:
+        await session.close()
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
 
 
 async def write_zip(
@@ -310,13 +333,16 @@ async def write_zip(
     """
     archive = ZipStream(spec.created_at)
     try:
-        async with sessionmaker() as session:
+        session = sessionmaker()
+        try:
             await _read_transaction(session)
             for name in spec.entities:
                 # Closed at once if the reader leaves: no batch is being written while a chunk waits to go out.
                 async with contextlib.aclosing(_write_entity(session, archive, spec, result, name, progress)) as out:
                     async for chunk in out:
                         yield chunk
+        finally:
+            await _close_read(session)
         body = orjson.dumps(manifest(spec, result), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
         archive.add(MANIFEST, body)
         archive.close()
@@ -409,8 +435,27 @@ async def stream(
     log.info("export_completed", export_id=spec.export_id, rows=result.rows, bytes=result.zip_bytes)
 
 
+def to_utc(value: datetime | None, *, name: str) -> datetime | None:
+    """A bound of the time range in UTC; 422 on `name` when it has no zone or is out of range in UTC (e.g.
+    0001-01-01T00:00:00+05:00 or 9999-12-31T23:00:00-05:00)."""
+    return None if value is None else _in_utc(value, name=name, shown=name)
+
+
+def _in_utc(value: datetime, *, name: str, shown: str) -> datetime:
+    if value.tzinfo is None:
+        raise ValidationFailed(f"{shown} needs a time zone (e.g. 2026-11-01T00:00:00Z).", param=name)
+    try:
+        return value.astimezone(UTC)
+    except (OverflowError, ValueError) as exc:
+        raise ValidationFailed(
+            f"{shown} is out of range: in UTC it must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z.",
+            param=name,
+        ) from exc
+
+
 def parse_day_or_time(text: str, *, name: str) -> datetime:
-    """`2026-11-01` (midnight UTC) or an ISO-8601 time with a zone (the CLI's --since and --until)."""
+    """`2026-11-01` (midnight UTC) or an ISO-8601 time with a zone (the CLI's --since and --until), in UTC;
+    422 on `name` when it is neither, or out of range in UTC."""
     try:
         if len(text) == 10:
             return datetime.combine(date.fromisoformat(text), time(0), tzinfo=UTC)
@@ -419,4 +464,4 @@ def parse_day_or_time(text: str, *, name: str) -> datetime:
         raise ValidationFailed(
             f"--{name} must be a date (2026-11-01) or a time with a zone (2026-11-01T08:00:00Z).", param=name
         ) from exc
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return _in_utc(value if value.tzinfo is not None else value.replace(tzinfo=UTC), name=name, shown=f"--{name}")

@@ -30,6 +30,10 @@ class Field:
     column: Any
     kind: Kind = "plain"
     raw_only: bool = False  # left out of masked exports
+    # Text about a user (their name, the note on their block): masked as text, and the local part of the email
+    # in this column of the same row masked in it like in the email (`alice.smith` -> `al***`; a display name
+    # defaults to it).
+    name_beside: str | None = None
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,8 @@ class Entity:
         return next(f for f in self.fields if f.name == name)
 
 
-def _audit_of_user(user_id: int, email: str) -> ColumnElement[bool]:
+def audit_of_user(user_id: int, email: str) -> ColumnElement[bool]:
+    """Audit events about a user: where they acted, or that target them, their keys or invites to their email."""
     their_keys = select(cast(ApiKey.id, String)).where(ApiKey.user_id == user_id)
     invites_to_them = select(cast(Invite.id, String)).where(Invite.email == email)
     return or_(
@@ -68,7 +73,7 @@ ENTITIES: dict[str, Entity] = {
             (
                 Field("id", User.id),
                 Field("email", User.email, "email"),
-                Field("display_name", User.display_name, "text"),
+                Field("display_name", User.display_name, "text", name_beside="email"),
                 Field("role", User.role),
                 Field("status", User.status),
                 Field("has_password", User.password_hash.is_not(None), "bool"),
@@ -79,7 +84,7 @@ ENTITIES: dict[str, Entity] = {
                 Field("tokens_per_day", User.tokens_per_day),
                 Field("blocked_at", User.blocked_at, "time"),
                 Field("blocked_until", User.blocked_until, "time"),
-                Field("block_reason", User.block_reason, "text"),
+                Field("block_reason", User.block_reason, "text", name_beside="email"),
                 Field("blocked_by", User.blocked_by),
             ),
             keyset=("id",),
@@ -105,12 +110,12 @@ ENTITIES: dict[str, Entity] = {
             (
                 Field("id", RequestLog.id),
                 Field("created_at", RequestLog.created_at, "time"),
-                Field("request_id", RequestLog.request_id),
+                Field("request_id", RequestLog.request_id, "text"),  # X-Request-ID: the client's text
                 Field("user_id", RequestLog.user_id),
                 Field("key_id", RequestLog.key_id),
                 Field("endpoint", RequestLog.endpoint),
                 Field("protocol", RequestLog.protocol),
-                Field("model", RequestLog.model),
+                Field("model", RequestLog.model, "text"),  # what the client asked for, as it wrote it
                 Field("upstream", RequestLog.upstream),
                 Field("stream", RequestLog.stream, "bool"),
                 Field("status_code", RequestLog.status_code),
@@ -139,14 +144,14 @@ ENTITIES: dict[str, Entity] = {
                 Field("target_type", AuditEvent.target_type),
                 Field("target_id", AuditEvent.target_id),
                 Field("details", AuditEvent.details, "json"),
-                Field("request_id", AuditEvent.request_id),
+                Field("request_id", AuditEvent.request_id, "text"),
                 # With every other field known, a row's hash would let anyone test guesses of its masked parts.
                 Field("prev_hash", AuditEvent.prev_hash, raw_only=True),
                 Field("hash", AuditEvent.hash, raw_only=True),
             ),
             keyset=("id",),
             time_column="created_at",
-            of_user=_audit_of_user,
+            of_user=audit_of_user,
         ),
         Entity(
             "invites",

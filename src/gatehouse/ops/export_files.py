@@ -1,10 +1,12 @@
-"""The bytes of an export: rows formatted as CSV or JSONL (masked by column kind), written into a ZIP that goes
-to a non-seekable stream (data descriptors, ZIP64) and is drained chunk by chunk, so memory stays bounded."""
+"""The bytes of an export: rows formatted as CSV or JSONL (masked by column kind; in CSV, a string cell that a
+spreadsheet would run as a formula starts with `'`), written into a ZIP that goes to a non-seekable stream (data
+descriptors, ZIP64) and is drained chunk by chunk, so memory stays bounded."""
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import hashlib
 import io
 import zipfile
@@ -13,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
+from sqlalchemy import String
 
 from gatehouse.ops import pii
 from gatehouse.ops.export_entities import Field, Kind, PiiMode
@@ -20,6 +23,7 @@ from gatehouse.ops.export_entities import Field, Kind, PiiMode
 Format = Literal["csv", "jsonl"]
 Batch = Sequence[Sequence[Any]]  # rows, as the database driver returned them
 COMPRESS_LEVEL = 1  # CSV compresses about 10x at level 1 already; higher levels cost several times the CPU
+TEXT_CACHE_SIZE = 4096  # masked free-text values remembered per column of a file (a few hundred KB at most)
 
 
 def iso(value: datetime | None) -> str | None:
@@ -41,7 +45,9 @@ def _converter(kind: Kind, pii_mode: PiiMode, fmt: Format) -> Callable[[Any], An
     if kind == "ip" and masked:
         return lambda v: None if v is None else pii.mask_ip(v)
     if kind == "text" and masked:
-        return lambda v: None if v is None else pii.mask_text(v)
+        # Many values repeat (model names, actor labels): each is scanned once per file.
+        cached = functools.lru_cache(maxsize=TEXT_CACHE_SIZE)(pii.mask_text)
+        return lambda v: None if v is None else cached(v)
     if kind == "json":
         return lambda v: _json_column(v, masked=masked, as_text=fmt == "csv")
     return None
@@ -61,15 +67,45 @@ def _json_column(value: str | None, *, masked: bool, as_text: bool) -> Any:
     return orjson.dumps(decoded, option=orjson.OPT_SORT_KEYS).decode() if as_text else decoded
 
 
+# A CSV cell starting with one of these is a formula to a spreadsheet (`=HYPERLINK(...)`, `@SUM(...)`, `-1+1`):
+# a string cell that does gets a leading `'`, which spreadsheets show as text (JSON lines are left as they are).
+FORMULA_STARTS = frozenset("=+-@\t\r")
+
+
+def _may_hold_text(field: Field) -> bool:
+    """Whether a column's CSV cells are strings that could start like a formula (not numbers, times, bools)."""
+    if field.kind in ("time", "bool"):
+        return False
+    return field.kind != "plain" or isinstance(getattr(field.column, "type", None), String)
+
+
+def defuse(value: Any) -> Any:
+    """A string cell that a spreadsheet would run as a formula, made text with a leading `'`."""
+    if isinstance(value, str) and value and value[0] in FORMULA_STARTS:
+        return "'" + value
+    return value
+
+
 class Formatter:
     """Turns batches of rows of one entity into the bytes of its file."""
 
     def __init__(self, fields: tuple[Field, ...], pii_mode: PiiMode, fmt: Format) -> None:
         self.names = [f.name for f in fields]
         self.fmt = fmt
-        self.converters = [
-            (i, conv) for i, f in enumerate(fields) if (conv := _converter(f.kind, pii_mode, fmt)) is not None
+        masked = pii_mode == "masked"
+        # A name beside an email is masked knowing the email (its raw value, from the row as read).
+        self.names_beside = [
+            (i, self.names.index(f.name_beside))
+            for i, f in enumerate(fields)
+            if masked and f.name_beside is not None and f.name_beside in self.names
         ]
+        beside = {i for i, _ in self.names_beside}
+        self.converters = [
+            (i, conv)
+            for i, f in enumerate(fields)
+            if i not in beside and (conv := _converter(f.kind, pii_mode, fmt)) is not None
+        ]
+        self.defused = [i for i, f in enumerate(fields) if _may_hold_text(f)] if fmt == "csv" else []
 
     def header(self) -> bytes:
         """The CSV header row (JSONL has none)."""
@@ -77,17 +113,24 @@ class Formatter:
 
     def _csv(self, rows: Batch) -> bytes:
         buffer = io.StringIO()
-        csv.writer(buffer, lineterminator="\n").writerows(rows)
+        # CRLF (RFC 4180): with "\n" alone, csv leaves a cell holding a carriage return unquoted, and a reader
+        # starts a new row there (`Bob\r=HYPERLINK(...)` would be a row of its own, starting with a formula).
+        csv.writer(buffer, lineterminator="\r\n").writerows(rows)
         return buffer.getvalue().encode()
 
     def rows(self, batch: Batch) -> bytes:
         """One batch as CSV lines or JSON lines, masked and converted column by column."""
-        if self.converters:
+        if self.converters or self.names_beside or self.defused:
             converted = []
             for row in batch:
                 values = list(row)
                 for i, conv in self.converters:
                     values[i] = conv(values[i])
+                for i, email in self.names_beside:
+                    if row[i] is not None:
+                        values[i] = pii.mask_display_name(row[i], row[email])
+                for i in self.defused:
+                    values[i] = defuse(values[i])
                 converted.append(values)
             out: Batch = converted
         else:
