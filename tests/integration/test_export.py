@@ -260,6 +260,8 @@ async def test_jsonl_time_range_and_user_filter(harness: Harness) -> None:
     assert backwards.status_code == 400
     unknown = await harness.client.post("/admin/export", json={"entities": ["users"], "user": "nobody@example.com"})
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "user_not_found"
+    huge = await harness.client.post("/admin/export", json={"entities": ["users"], "user": "9" * 30})
+    assert huge.status_code == 404 and huge.json()["error"]["code"] == "user_not_found"
     bad = await harness.client.post("/admin/export", json={"entities": ["users", "passwords"]})
     assert bad.status_code == 422
     error = bad.json()["error"]

@@ -29,11 +29,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
 from gatehouse import __version__
-from gatehouse.accounts.models import User
+from gatehouse.accounts import service as accounts
 from gatehouse.accounts.roles import Role
 from gatehouse.audit.service import Actor, record
 from gatehouse.db.base import utcnow
 from gatehouse.errors import BadRequest, Forbidden, NotFound, ValidationFailed
+from gatehouse.fields import MAX_DB_INT
 from gatehouse.ops import pii
 from gatehouse.ops.export_entities import ENTITIES, Entity, Field
 from gatehouse.ops.export_entities import ENTITY_NAMES as ENTITY_NAMES
@@ -102,13 +103,13 @@ class ExportResult:
 async def _find_user(session: AsyncSession, user: str | int) -> tuple[int, str]:
     text = str(user).strip()
     if text.isdigit():
-        query = select(User.id, User.email).where(User.id == int(text))
+        # An id beyond what a column holds names nobody (and would overflow the driver).
+        found = await accounts.get_user(session, user_id=int(text)) if int(text) <= MAX_DB_INT else None
     else:
-        query = select(User.id, User.email).where(User.email == text.lower())
-    row = (await session.execute(query)).first()
-    if row is None:
+        found = await accounts.get_user_by_email(session, email=text)
+    if found is None:
         raise NotFound(f"No user {text}: give an existing user's email or id.", code="user_not_found")
-    return int(row[0]), str(row[1])
+    return found.id, found.email
 
 
 async def prepare(
