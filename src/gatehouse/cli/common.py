@@ -17,10 +17,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gatehouse.audit.service import Actor
 from gatehouse.db.engine import create_engine, create_sessionmaker
 from gatehouse.errors import GatehouseError
+from gatehouse.ops.bus import EventBus, create_bus
+from gatehouse.runtime import run_after_commit
 from gatehouse.settings import Settings, get_settings
 
+CLI_ACTOR = Actor.system("cli")  # who acts, in the audit log, for a command run from a shell
 console = Console()
 err_console = Console(stderr=True)
 T = TypeVar("T")
@@ -91,6 +95,22 @@ def _database_secrets(settings: Settings | None) -> list[str]:
 
 async def _await(factory: Callable[[], Awaitable[T]]) -> T:
     return await factory()
+
+
+@asynccontextmanager
+async def session_and_bus(settings: Settings) -> AsyncIterator[tuple[AsyncSession, EventBus]]:
+    """A committed-on-success session whose bus events (a revoked key, a user changed) are published after the
+    commit, so running servers that share REDIS_URL act on them at once."""
+    engine = create_engine(settings)
+    bus = create_bus(settings.redis_url, settings.redis_prefix)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            async with session.begin():
+                yield session, bus
+            await run_after_commit(session)
+    finally:
+        await bus.close()
+        await engine.dispose()
 
 
 @asynccontextmanager

@@ -17,15 +17,12 @@ import typer
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn
 
-from gatehouse.audit.service import Actor
-from gatehouse.cli.common import console, err_console, quiet_settings, run
+from gatehouse.cli.common import CLI_ACTOR, console, err_console, quiet_settings, run
 from gatehouse.db.base import utcnow
 from gatehouse.db.engine import create_engine, create_sessionmaker, read_only
 from gatehouse.errors import ValidationFailed
 from gatehouse.ops import export as service
 from gatehouse.settings import Settings
-
-CLI_ACTOR = Actor.system("cli")
 
 
 @dataclass

@@ -11,8 +11,7 @@ import orjson
 import typer
 from rich.table import Table
 
-from gatehouse.audit.service import Actor
-from gatehouse.cli.common import console, err_console, quiet_settings, run
+from gatehouse.cli.common import CLI_ACTOR, console, err_console, quiet_settings, run
 from gatehouse.db.engine import create_engine, create_sessionmaker
 from gatehouse.ops.jobs import JobRunner, list_runs
 from gatehouse.ops.models import JobRun
@@ -96,7 +95,7 @@ def run_job(name: str = typer.Argument(..., help="purge or backup")) -> None:
                 settings, create_sessionmaker(engine), replica=f"cli:{socket.gethostname()}:{os.getpid()}"
             )
             with console.status(f"running {name}...") if console.is_terminal else contextlib.nullcontext():
-                return await runner.run(name, trigger="cli", actor=Actor.system("cli"))
+                return await runner.run(name, trigger="cli", actor=CLI_ACTOR)
         finally:
             await engine.dispose()
 

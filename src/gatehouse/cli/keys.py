@@ -2,41 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import cast
 
 import typer
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from gatehouse.accounts import service
 from gatehouse.accounts.bootstrap import BOOTSTRAP_KEY_NAME
-from gatehouse.audit.service import Actor
-from gatehouse.cli.common import console, db_session, load_settings, run
+from gatehouse.cli.common import CLI_ACTOR, console, db_session, load_settings, run, session_and_bus
 from gatehouse.db.base import utcnow
-from gatehouse.db.engine import create_engine, create_sessionmaker
 from gatehouse.errors import NotFound
-from gatehouse.ops.bus import EventBus, create_bus
-from gatehouse.runtime import run_after_commit
-from gatehouse.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, help="API keys: list them, rotate the bootstrap admin's key.")
-CLI_ACTOR = Actor.system("cli")
-
-
-@asynccontextmanager
-async def _session_and_bus(settings: Settings) -> AsyncIterator[tuple[AsyncSession, EventBus]]:
-    """A committed-on-success session whose bus events (a revoked key) are published after the commit."""
-    engine = create_engine(settings)
-    bus = create_bus(settings.redis_url, settings.redis_prefix)
-    try:
-        async with create_sessionmaker(engine)() as session:
-            async with session.begin():
-                yield session, bus
-            await run_after_commit(session)
-    finally:
-        await bus.close()
-        await engine.dispose()
 
 
 @app.command("rotate-bootstrap")
@@ -48,7 +24,7 @@ def rotate_bootstrap(
     address = service.normalise_email(email or settings.bootstrap_admin_email)
 
     async def go() -> tuple[str, list[str]]:
-        async with _session_and_bus(settings) as (session, bus):
+        async with session_and_bus(settings) as (session, bus):
             user = await service.get_user_by_email(session, email=address)
             if user is None:
                 raise NotFound(f"No user with email {address}: check BOOTSTRAP_ADMIN_EMAIL or pass --email.")

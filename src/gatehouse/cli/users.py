@@ -2,26 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import cast
 
 import typer
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from gatehouse.accounts import erasure, service
 from gatehouse.accounts.roles import Role
-from gatehouse.audit.service import Actor
 from gatehouse.cli import export
-from gatehouse.cli.common import console, db_session, err_console, load_settings, quiet_settings, run
+from gatehouse.cli.common import (
+    CLI_ACTOR,
+    console,
+    db_session,
+    err_console,
+    load_settings,
+    quiet_settings,
+    run,
+    session_and_bus,
+)
 from gatehouse.db.base import utcnow
-from gatehouse.db.engine import create_engine, create_sessionmaker
 from gatehouse.errors import NotFound
 from gatehouse.ops import export as exports
-from gatehouse.ops.bus import EventBus, create_bus
-from gatehouse.runtime import run_after_commit
-from gatehouse.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, help="Users: create accounts, and delete them on request.")
 
@@ -79,28 +80,13 @@ def create(
             )
             raw = None
             if with_key:
-                _, raw = await service.create_api_key(session, actor=Actor.system("cli"), user_id=user.id, name="cli")
+                _, raw = await service.create_api_key(session, actor=CLI_ACTOR, user_id=user.id, name="cli")
             return user.id, raw
 
     user_id, raw = run(go, settings)
     console.print(f"created user {user_id} <{service.normalise_email(email)}> with role {role.value}")
     if raw:
         console.print(f"API key (shown once): {raw}", soft_wrap=True)
-
-
-@asynccontextmanager
-async def _session_and_bus(settings: Settings) -> AsyncIterator[tuple[AsyncSession, EventBus]]:
-    """A committed-on-success session whose bus events (user changed) are published after the commit."""
-    engine = create_engine(settings)
-    bus = create_bus(settings.redis_url, settings.redis_prefix)
-    try:
-        async with create_sessionmaker(engine)() as session:
-            async with session.begin():
-                yield session, bus
-            await run_after_commit(session)
-    finally:
-        await bus.close()
-        await engine.dispose()
 
 
 @app.command()
@@ -171,11 +157,11 @@ def delete(
                 "bytes": written.result.zip_bytes,
                 "rows": written.result.rows,
             }
-        async with _session_and_bus(settings) as (session, bus):
+        async with session_and_bus(settings) as (session, bus):
             done = await erasure.erase_user(
                 session,
                 bus=bus,
-                actor=Actor.system("cli"),
+                actor=CLI_ACTOR,
                 actor_role=None,
                 user_id=user_id,
                 mode=mode,

@@ -49,7 +49,7 @@ async def list_jobs(runtime: RuntimeDep, session: SessionDep) -> JobList:
                 last_run=JobRunRead.of(last[job.name]) if job.name in last else None,
             )
         )
-    replicas = [ReplicaRead.of(beat) for beat in await live_replicas(session)]
+    replicas = [ReplicaRead.model_validate(beat) for beat in await live_replicas(session)]
     return JobList(jobs=jobs, replicas=replicas)
 
 

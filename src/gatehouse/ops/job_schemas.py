@@ -6,9 +6,9 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from gatehouse.ops.models import JobRun, ReplicaBeat
+from gatehouse.ops.models import JobRun
 
 
 class JobRunRead(BaseModel):
@@ -64,23 +64,14 @@ class JobRead(BaseModel):
 
 
 class ReplicaRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: str
     host: str
     pid: int
     version: str
     started_at: datetime
     seen_at: datetime
-
-    @classmethod
-    def of(cls, beat: ReplicaBeat) -> ReplicaRead:
-        return cls(
-            id=beat.id,
-            host=beat.host,
-            pid=beat.pid,
-            version=beat.version,
-            started_at=beat.started_at,
-            seen_at=beat.seen_at,
-        )
 
 
 class JobList(BaseModel):

@@ -32,6 +32,7 @@ from gatehouse.ops.logging import get_logger
 from gatehouse.ops.metrics import JOB_LAST_SUCCESS, JOB_RUNS, JOB_SCHEDULED
 from gatehouse.ops.models import JobLock, JobRun
 from gatehouse.ops.schedule import Schedule, parse_schedule
+from gatehouse.ops.tasks import every, logged
 from gatehouse.settings import Settings
 
 if TYPE_CHECKING:
@@ -181,8 +182,10 @@ class JobRunner:
             JOB_SCHEDULED.labels(job_name=job.name).set(job.schedule.period.total_seconds() if job.schedule else 0)
             for status in ("ok", "failed"):
                 JOB_RUNS.labels(job_name=job.name, status=status)  # every series exists from the start, at 0
-        await self.refresh_metrics()
-        self._schedulers.append(asyncio.create_task(self._refresh_forever(), name="gatehouse-job-metrics"))
+        # Metrics only: a failure is never a reason not to start, nor to stop refreshing.
+        await logged(self.refresh_metrics, log=log, event="job_metrics_failed")
+        refresh = every(METRICS_REFRESH_SECONDS, self.refresh_metrics, log=log, event="job_metrics_failed")
+        self._schedulers.append(asyncio.create_task(refresh, name="gatehouse-job-metrics"))
         for job in self.jobs.values():
             if job.schedule is not None:
                 self._schedulers.append(asyncio.create_task(self._schedule(job), name=f"gatehouse-job-{job.name}"))
@@ -199,18 +202,10 @@ class JobRunner:
 
     async def refresh_metrics(self) -> None:
         """Publish each job's newest success from the database (runs by other replicas and the CLI included)."""
-        try:
-            async with self.sessionmaker() as session:
-                for name, finished in await self.last_successes(session):
-                    if name in self.jobs and finished is not None:
-                        JOB_LAST_SUCCESS.labels(job_name=name).set(finished.timestamp())
-        except Exception as exc:  # metrics only: never a reason to fail
-            log.warning("job_metrics_failed", error=_error_text(exc))
-
-    async def _refresh_forever(self) -> None:
-        while True:
-            await asyncio.sleep(METRICS_REFRESH_SECONDS)
-            await self.refresh_metrics()
+        async with self.sessionmaker() as session:
+            for name, finished in await self.last_successes(session):
+                if name in self.jobs and finished is not None:
+                    JOB_LAST_SUCCESS.labels(job_name=name).set(finished.timestamp())
 
     # --- running ----------------------------------------------------------------------------------
 

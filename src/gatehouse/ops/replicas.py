@@ -19,6 +19,7 @@ from gatehouse import __version__
 from gatehouse.db.base import utcnow
 from gatehouse.ops.logging import get_logger
 from gatehouse.ops.models import ReplicaBeat
+from gatehouse.ops.tasks import every, logged
 from gatehouse.ops.tasks import stop as stop_task
 
 log = get_logger("gatehouse.replicas")
@@ -51,11 +52,10 @@ class Heartbeat:
 
     async def start(self) -> None:
         """Write the first heartbeat now (so a restore started right after sees this process), then keep beating."""
-        try:
-            await self.beat()
-        except Exception as exc:
-            log.warning("replica_heartbeat_failed", error=f"{type(exc).__name__}: {str(exc)[:200]}")
-        self._task = asyncio.create_task(self._run(), name="gatehouse-heartbeat")
+        await logged(self.beat, log=log, event="replica_heartbeat_failed")
+        self._task = asyncio.create_task(
+            every(self._interval, self.beat, log=log, event="replica_heartbeat_failed"), name="gatehouse-heartbeat"
+        )
 
     async def close(self) -> None:
         """Stop beating and remove this process's row: it no longer serves."""
@@ -63,14 +63,6 @@ class Heartbeat:
         self._task = None
         async with self._sessionmaker() as session, session.begin():
             await session.execute(delete(ReplicaBeat).where(ReplicaBeat.id == self.replica))
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.beat()
-            except Exception as exc:
-                log.warning("replica_heartbeat_failed", error=f"{type(exc).__name__}: {str(exc)[:200]}")
 
     async def beat(self) -> None:
         """Refresh this process's row (creating it if a restore or a purge removed it)."""

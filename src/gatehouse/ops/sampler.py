@@ -12,6 +12,7 @@ from gatehouse.db.base import utcnow
 from gatehouse.ops.logging import get_logger
 from gatehouse.ops.metrics import UNCOUNTED_OPTION, statement_totals
 from gatehouse.ops.models import OpsSample
+from gatehouse.ops.tasks import every
 from gatehouse.ops.tasks import stop as stop_task
 
 log = get_logger("gatehouse.sampler")
@@ -33,22 +34,16 @@ class OpsSampler:
     async def start(self) -> None:
         """Begin sampling; what ran before now is not this process's traffic to report."""
         self._stored = statement_totals()
-        self._task = asyncio.create_task(self._run(), name="gatehouse-ops-sampler")
+        # A failed round is logged; the counts keep accumulating, so the next row covers its interval too.
+        self._task = asyncio.create_task(
+            every(self._interval, self.sample, log=log, event="ops_sample_failed"), name="gatehouse-ops-sampler"
+        )
 
     async def close(self) -> None:
         """Stop, and store what was measured since the last row (at shutdown)."""
         await stop_task(self._task)
         self._task = None
         await self.sample()
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.sample()
-            except Exception as exc:
-                # The counts keep accumulating: the next row covers this interval too.
-                log.warning("ops_sample_failed", error=f"{type(exc).__name__}: {str(exc)[:200]}")
 
     async def sample(self) -> bool:
         """Store the statements run since the previous row; False (and no row) when there were none."""
