@@ -23,6 +23,11 @@ from gatehouse.accounts.passwords import prepare_dummy_hash
 from gatehouse.accounts.principal import AuthCache
 from gatehouse.accounts.routes import router as accounts_router
 from gatehouse.audit.routes import router as audit_router
+from gatehouse.core.bus import create_bus
+from gatehouse.core.feed_redis import create_feed
+from gatehouse.core.logging import configure_logging, get_logger
+from gatehouse.core.metrics import instrument_engine, mark_started, mark_stopped
+from gatehouse.core.middleware import RequestContextMiddleware
 from gatehouse.db.engine import create_autocommit_engine, create_engine, create_sessionmaker, read_only
 from gatehouse.db.migrate import current_revisions, head_revisions, upgrade
 from gatehouse.errors import install_handlers
@@ -32,17 +37,12 @@ from gatehouse.gateway.routes import router as gateway_router
 from gatehouse.limits.ratelimit import RateLimiter
 from gatehouse.limits.routes import router as limits_router
 from gatehouse.limits.store import SqliteStore, create_store
-from gatehouse.ops.bus import create_bus
 from gatehouse.ops.event_routes import router as events_router
-from gatehouse.ops.events import create_feed
 from gatehouse.ops.export_routes import router as export_router
 from gatehouse.ops.health import router as health_router
 from gatehouse.ops.job_routes import router as jobs_router
 from gatehouse.ops.jobs import JobRunner
-from gatehouse.ops.logging import configure_logging, get_logger
-from gatehouse.ops.metrics import instrument_engine, mark_started, mark_stopped
 from gatehouse.ops.metrics_routes import router as metrics_router
-from gatehouse.ops.middleware import RequestContextMiddleware
 from gatehouse.ops.replicas import Heartbeat
 from gatehouse.ops.sampler import OpsSampler
 from gatehouse.ops.snapshot_routes import router as snapshot_router

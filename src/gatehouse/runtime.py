@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from gatehouse.accounts.principal import AuthCache
-from gatehouse.ops.bus import EventBus
-from gatehouse.ops.events import EventFeed
+from gatehouse.core.bus import EventBus
+from gatehouse.core.feed import EventFeed
 from gatehouse.settings import Settings
 
 if TYPE_CHECKING:

@@ -15,6 +15,9 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gatehouse.core.logging import LogFormat
+from gatehouse.core.schedule import parse_schedule
+
 # Values that appear in examples and tutorials; prod refuses them as secrets.
 PLACEHOLDER_SECRETS = frozenset(
     {
@@ -48,11 +51,6 @@ class SignupMode(StrEnum):
     INVITE = "invite"  # POST /auth/signup needs an invite
     OPEN = "open"  # anyone may sign up; an invite, when given, sets the role
     CLOSED = "closed"  # nobody signs up: admins create users
-
-
-class LogFormat(StrEnum):
-    JSON = "json"
-    CONSOLE = "console"
 
 
 class FileSecretsSource(PydanticBaseSettingsSource):
@@ -194,8 +192,6 @@ class Settings(BaseSettings):
     @field_validator("backup_schedule", "purge_schedule")
     @classmethod
     def _schedule(cls, value: str, info: Any) -> str:
-        from gatehouse.ops.schedule import parse_schedule
-
         value = value.strip()
         if value:
             try:

@@ -15,7 +15,7 @@ import httpx
 import orjson
 import pytest
 
-from gatehouse.ops.events import parse_id
+from gatehouse.core.feed import parse_id
 from tests.conftest import fresh_database
 from tests.e2e.conftest import two_replicas
 from tests.server import GatehouseServer, base_env, run_gatehouse

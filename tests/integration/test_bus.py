@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import redis.asyncio as redis
 
-from gatehouse.ops import bus as bus_module
-from gatehouse.ops.bus import RECONNECTED, RedisEventBus
+from gatehouse.core import bus as bus_module
+from gatehouse.core.bus import RECONNECTED, RedisEventBus
 
 pytestmark = pytest.mark.redis
 EVENT_WAIT = 15.0  # seconds; generous, a slow machine is not a failure

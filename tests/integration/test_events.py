@@ -23,7 +23,8 @@ from argon2 import PasswordHasher
 
 from gatehouse.accounts import passwords
 from gatehouse.app import create_app
-from gatehouse.ops.events import STREAM, RedisEventFeed, parse_id
+from gatehouse.core.feed import parse_id
+from gatehouse.core.feed_redis import STREAM, RedisEventFeed
 from gatehouse.runtime import Runtime
 from tests.conftest import Harness, make_settings
 from tests.server import ADMIN_KEY, free_port

@@ -20,9 +20,10 @@ from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from gatehouse.accounts import passwords
 from gatehouse.accounts.auth import public
+from gatehouse.core import middleware
 from gatehouse.db.engine import create_engine
 from gatehouse.gateway.models import RequestLog
-from gatehouse.ops import health, middleware
+from gatehouse.ops import health
 from gatehouse.settings import normalise_database_url
 from tests.conftest import Harness, make_settings, running_app
 from tests.server import ADMIN_EMAIL, ADMIN_PASSWORD
@@ -430,7 +431,7 @@ async def test_a_flush_cancelled_midway_loses_no_row(database_url: str, tmp_path
 
     async with running_app(make_settings(database_url, tmp_path, request_log_flush_seconds=3600)) as harness:
         writer = harness.runtime.request_log
-        from gatehouse.ops.tasks import stop
+        from gatehouse.core.tasks import stop
 
         await stop(writer._task)  # its periodic flush would take the rows too (it wakes at 1,000 buffered)
         writer._task = None

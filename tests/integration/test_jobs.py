@@ -21,13 +21,13 @@ from gatehouse.audit import service as audit_service
 from gatehouse.audit.models import AuditEvent
 from gatehouse.audit.service import Actor, record
 from gatehouse.cli import app as cli_app
+from gatehouse.core.schedule import parse_schedule
 from gatehouse.db.base import utcnow
 from gatehouse.db.engine import create_engine, create_sessionmaker
 from gatehouse.db.migrate import upgrade
 from gatehouse.gateway.models import RequestLog
 from gatehouse.ops.jobs import JobRunner
 from gatehouse.ops.models import JobLock, JobRun, OpsSample
-from gatehouse.ops.schedule import parse_schedule
 from gatehouse.settings import Settings
 from tests.conftest import Harness, make_settings, running_app
 from tests.integration.test_accounts import create_member

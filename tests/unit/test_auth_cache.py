@@ -8,7 +8,7 @@ import pytest
 
 from gatehouse.accounts.principal import KEY_CHANGED, USER_CHANGED, AuthCache, Principal
 from gatehouse.accounts.roles import Role, UserStatus
-from gatehouse.ops.bus import RECONNECTED
+from gatehouse.core.bus import RECONNECTED
 
 
 def principal(key_id: int, user_id: int = 1) -> Principal:

@@ -10,9 +10,10 @@ from typing import Any
 import orjson
 import pytest
 
+from gatehouse.core.feed import EventFeed, parse_id
+from gatehouse.core.feed_redis import RedisEventFeed
 from gatehouse.ops import event_routes
 from gatehouse.ops.event_routes import follow, kind_filter, wanted
-from gatehouse.ops.events import EventFeed, RedisEventFeed, parse_id
 from tests.server import free_port
 
 

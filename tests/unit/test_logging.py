@@ -17,7 +17,8 @@ import orjson
 import pytest
 import structlog
 
-from gatehouse.ops.logging import KEEP_DAYS, LogFileError, WeeklyFileHandler, configure_logging, get_logger
+from gatehouse.core.logfile import KEEP_DAYS, LogFileError, WeeklyFileHandler
+from gatehouse.core.logging import configure_logging, get_logger
 from tests.conftest import make_settings, running_app
 from tests.server import base_env
 
@@ -184,7 +185,7 @@ def test_several_processes_append_and_rotate_without_losing_lines(tmp_path: Path
     script = f"""
 import sys, time
 from pathlib import Path
-from gatehouse.ops.logging import WeeklyFileHandler
+from gatehouse.core.logfile import WeeklyFileHandler
 handler = WeeklyFileHandler(Path({str(path)!r}))
 print("ready", flush=True)
 boundary = float(sys.stdin.readline())

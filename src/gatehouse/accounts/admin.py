@@ -19,11 +19,11 @@ from gatehouse.accounts.principal import Principal
 from gatehouse.accounts.roles import Role, UserStatus
 from gatehouse.accounts.service import announce_user_changed, ensure_may_manage, get_user_or_raise, set_status
 from gatehouse.audit.service import Actor, record
+from gatehouse.core.bus import EventBus
+from gatehouse.core.feed import EventFeed
 from gatehouse.db.base import utcnow
 from gatehouse.errors import BadRequest, Forbidden
 from gatehouse.limits.models import UsageCounter
-from gatehouse.ops.bus import EventBus
-from gatehouse.ops.events import EventFeed
 from gatehouse.runtime import after_commit
 
 QUOTA_FIELDS = ("messages_per_day", "tokens_per_day")

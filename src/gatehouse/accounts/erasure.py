@@ -31,11 +31,11 @@ from gatehouse.accounts.roles import Role, UserStatus
 from gatehouse.accounts.service import announce_user_changed, ensure_may_manage, get_user_or_raise
 from gatehouse.audit.models import AuditEvent
 from gatehouse.audit.service import Actor, record
+from gatehouse.core.bus import EventBus
 from gatehouse.db.base import utcnow
 from gatehouse.errors import Forbidden
 from gatehouse.gateway.models import RequestLog
 from gatehouse.limits.models import UsageCounter
-from gatehouse.ops.bus import EventBus
 from gatehouse.ops.export_entities import audit_of_user
 
 Mode = Literal["delete", "anonymise"]

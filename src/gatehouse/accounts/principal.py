@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from gatehouse.accounts.roles import Role, UserStatus
-from gatehouse.ops.bus import RECONNECTED
+from gatehouse.core.bus import RECONNECTED
 
 # Bus event kinds that invalidate cached principals.
 KEY_CHANGED = "key.changed"  # {"key_id": int}

@@ -19,9 +19,9 @@ from gatehouse.accounts.roles import Role, UserStatus
 from gatehouse.accounts.tokens import hash_token, key_prefix, new_api_key, new_session_token
 from gatehouse.audit import service as audit
 from gatehouse.audit.service import Actor
+from gatehouse.core.bus import EventBus
 from gatehouse.db.base import utcnow
 from gatehouse.errors import BadRequest, Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
-from gatehouse.ops.bus import EventBus
 from gatehouse.runtime import after_commit
 
 if TYPE_CHECKING:

@@ -18,9 +18,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gatehouse.audit.service import Actor
+from gatehouse.core.bus import EventBus, create_bus
 from gatehouse.db.engine import create_engine, create_sessionmaker
 from gatehouse.errors import GatehouseError
-from gatehouse.ops.bus import EventBus, create_bus
 from gatehouse.runtime import run_after_commit
 from gatehouse.settings import Settings, get_settings
 
@@ -44,8 +44,7 @@ def load_settings() -> Settings:
 def quiet_settings() -> Settings:
     """Settings, with log lines kept off the terminal unless they are warnings (and always on stderr, never on
     stdout, where a command's output, e.g. a ZIP, may go)."""
-    from gatehouse.ops.logging import configure_logging
-    from gatehouse.settings import LogFormat
+    from gatehouse.core.logging import LogFormat, configure_logging
 
     settings = load_settings()
     quiet = settings.model_copy(update={"log_level": "WARNING", "log_format": LogFormat.CONSOLE})

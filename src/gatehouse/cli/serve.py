@@ -17,8 +17,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from gatehouse import __version__
 from gatehouse.cli.common import console, err_console, load_settings, plain_errors
+from gatehouse.core.transport import CoalescingHttpToolsProtocol
 from gatehouse.db.migrate import MigrationError
-from gatehouse.ops.transport import CoalescingHttpToolsProtocol
 
 
 def serve(
@@ -35,7 +35,7 @@ def serve(
     gc.disable()  # the app's modules load faster without collections in between (see gatehouse/entry.py)
     try:
         from gatehouse.app import PREPARED_ENV, UnsafeSettings, announce, check_settings, prepare
-        from gatehouse.ops.logging import configure_logging
+        from gatehouse.core.logging import configure_logging
     finally:
         gc.enable()
 

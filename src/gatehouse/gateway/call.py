@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from gatehouse.accounts.principal import Principal
+from gatehouse.core.logging import bind_context, get_logger
+from gatehouse.core.metrics import STREAM_DURATION, TOKENS, UPSTREAM_REQUEST_DURATION, UPSTREAM_TTFT, child
 from gatehouse.errors import GatehouseError
 from gatehouse.limits import quotas
 from gatehouse.limits.quotas import Reservation
-from gatehouse.ops.logging import bind_context, get_logger
-from gatehouse.ops.metrics import STREAM_DURATION, TOKENS, UPSTREAM_REQUEST_DURATION, UPSTREAM_TTFT, child
 from gatehouse.ops.streams import LiveStream
 from gatehouse.runtime import Runtime
 from gatehouse.upstreams.registry import Upstream

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
+from gatehouse.core.logging import get_logger
 from gatehouse.errors import (
     BadRequest,
     GatehouseError,
@@ -25,7 +26,6 @@ from gatehouse.gateway.call import Call, Protocol, Terminated, admit, finish_shi
 from gatehouse.gateway.streaming import Relay, late_relay_response, relay_response, stream_relay, upstream_message
 from gatehouse.gateway.validate import require_messages, validate_chat, validate_embed_input
 from gatehouse.limits import quotas
-from gatehouse.ops.logging import get_logger
 from gatehouse.runtime import Runtime
 from gatehouse.upstreams.config import UpstreamKind
 from gatehouse.upstreams.providers import (

@@ -16,11 +16,11 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gatehouse.accounts.service import KEY_USED, record_key_use
+from gatehouse.core.logging import get_logger
+from gatehouse.core.tasks import stop as stop_task
 from gatehouse.db.base import utcnow
 from gatehouse.gateway.models import RequestLog
 from gatehouse.limits.store import SqliteStore
-from gatehouse.ops.logging import get_logger
-from gatehouse.ops.tasks import stop as stop_task
 
 log = get_logger("gatehouse.requestlog")
 MAX_BATCH = 1000

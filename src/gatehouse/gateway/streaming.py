@@ -17,11 +17,11 @@ from typing import Any
 import orjson
 from starlette.responses import Response, StreamingResponse
 
+from gatehouse.core.logging import get_logger
+from gatehouse.core.metrics import SSE_PINGS
 from gatehouse.errors import GatehouseError, UpstreamError, UpstreamTimeout
 from gatehouse.gateway import translate
 from gatehouse.gateway.call import Call, Terminated, finish_shielded
-from gatehouse.ops.logging import get_logger
-from gatehouse.ops.metrics import SSE_PINGS
 from gatehouse.runtime import Runtime
 from gatehouse.upstreams.config import UpstreamKind
 from gatehouse.upstreams.providers import UpstreamResponse, UpstreamTimedOut, UpstreamUnreachable

@@ -30,11 +30,11 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from gatehouse.accounts.models import User
+from gatehouse.core.logging import get_logger
+from gatehouse.core.metrics import QUOTA_BLOCKS
 from gatehouse.errors import TooManyRequests
 from gatehouse.limits.models import UsageCounter
 from gatehouse.limits.store import StatementStore
-from gatehouse.ops.logging import get_logger
-from gatehouse.ops.metrics import QUOTA_BLOCKS
 
 log = get_logger("gatehouse.quotas")
 MESSAGE_FRAMING_TOKENS = 8  # role markers and separators a chat template adds per message

@@ -18,13 +18,13 @@ from typing import Any, Literal, NamedTuple, Protocol
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from gatehouse.core.bus import RECONNECTED
+from gatehouse.core.feed import EventFeed
+from gatehouse.core.logging import get_logger
+from gatehouse.core.metrics import RATE_LIMIT_HITS
+from gatehouse.core.tasks import stop as stop_task
 from gatehouse.errors import TooManyRequests
 from gatehouse.limits.models import RateLimitOverride
-from gatehouse.ops.bus import RECONNECTED
-from gatehouse.ops.events import EventFeed
-from gatehouse.ops.logging import get_logger
-from gatehouse.ops.metrics import RATE_LIMIT_HITS
-from gatehouse.ops.tasks import stop as stop_task
 from gatehouse.settings import Settings
 
 log = get_logger("gatehouse.ratelimit")

@@ -6,11 +6,11 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gatehouse.audit.service import Actor, record
+from gatehouse.core.bus import EventBus
 from gatehouse.db.base import utcnow
 from gatehouse.errors import BadRequest
 from gatehouse.limits.models import RateLimitOverride
 from gatehouse.limits.ratelimit import LIMITS_CHANGED, RULES
-from gatehouse.ops.bus import EventBus
 from gatehouse.runtime import after_commit
 
 

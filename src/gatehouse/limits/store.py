@@ -34,8 +34,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from gatehouse.ops.logging import get_logger
-from gatehouse.ops.metrics import observe_statement, statement_kind
+from gatehouse.core.logging import get_logger
+from gatehouse.core.metrics import observe_statement, statement_kind
 
 log = get_logger("gatehouse.db")
 T = TypeVar("T")

@@ -32,13 +32,13 @@ from sqlalchemy.exc import DBAPIError
 
 from gatehouse import __version__
 from gatehouse.audit.service import Actor, record
+from gatehouse.core.logging import get_logger
 from gatehouse.db.base import utcnow
 from gatehouse.db.engine import create_engine, create_sessionmaker
 from gatehouse.db.migrate import alembic_config, head_revisions, upgrade
 from gatehouse.errors import BadRequest, Conflict, GatehouseError, NotFound
 from gatehouse.ops import backup_db
 from gatehouse.ops.backup_crypto import DecryptionError, Digests, decrypt_file, encrypt_file
-from gatehouse.ops.logging import get_logger
 from gatehouse.ops.models import JobLock, JobRun, ReplicaBeat
 from gatehouse.ops.replicas import live_replicas
 from gatehouse.settings import MIN_TOKEN_LENGTH, Settings

@@ -11,8 +11,8 @@ from fastapi.responses import StreamingResponse
 
 from gatehouse.accounts.auth import require
 from gatehouse.accounts.roles import Role
+from gatehouse.core.feed import Batch, EventFeed
 from gatehouse.deps import RuntimeDep
-from gatehouse.ops.events import Batch, EventFeed
 
 router = APIRouter(tags=["events"])
 KEEPALIVE_SECONDS = 15.0

@@ -32,6 +32,7 @@ from gatehouse import __version__
 from gatehouse.accounts import service as accounts
 from gatehouse.accounts.roles import Role
 from gatehouse.audit.service import Actor, record
+from gatehouse.core.logging import get_logger
 from gatehouse.db.base import utcnow
 from gatehouse.errors import BadRequest, Forbidden, NotFound, ValidationFailed
 from gatehouse.fields import MAX_DB_INT
@@ -42,7 +43,6 @@ from gatehouse.ops.export_entities import EntityName as EntityName
 from gatehouse.ops.export_entities import PiiMode as PiiMode
 from gatehouse.ops.export_files import Batch, Formatter, ZipStream, iso
 from gatehouse.ops.export_files import Format as Format
-from gatehouse.ops.logging import get_logger
 
 log = get_logger("gatehouse.export")
 

@@ -9,9 +9,9 @@ from sqlalchemy import text
 from starlette.responses import JSONResponse
 
 from gatehouse.accounts.auth import public
+from gatehouse.core.logging import get_logger
 from gatehouse.db.migrate import current_revisions
 from gatehouse.deps import RuntimeDep
-from gatehouse.ops.logging import get_logger
 
 log = get_logger("gatehouse.health")
 router = APIRouter(tags=["health"])

@@ -26,13 +26,13 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gatehouse.audit.service import Actor, record
+from gatehouse.core.logging import get_logger
+from gatehouse.core.metrics import JOB_LAST_SUCCESS, JOB_RUNS, JOB_SCHEDULED
+from gatehouse.core.schedule import Schedule, parse_schedule
+from gatehouse.core.tasks import every, logged
 from gatehouse.db.base import utcnow
 from gatehouse.errors import Conflict, NotFound
-from gatehouse.ops.logging import get_logger
-from gatehouse.ops.metrics import JOB_LAST_SUCCESS, JOB_RUNS, JOB_SCHEDULED
 from gatehouse.ops.models import JobLock, JobRun
-from gatehouse.ops.schedule import Schedule, parse_schedule
-from gatehouse.ops.tasks import every, logged
 from gatehouse.settings import Settings
 
 if TYPE_CHECKING:

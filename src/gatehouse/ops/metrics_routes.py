@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from gatehouse.accounts.auth import require
 from gatehouse.accounts.roles import Role
-from gatehouse.ops.metrics import scrape
+from gatehouse.core.metrics import scrape
 
 router = APIRouter(tags=["ops"])
 

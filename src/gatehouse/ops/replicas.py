@@ -16,11 +16,11 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gatehouse import __version__
+from gatehouse.core.logging import get_logger
+from gatehouse.core.tasks import every, logged
+from gatehouse.core.tasks import stop as stop_task
 from gatehouse.db.base import utcnow
-from gatehouse.ops.logging import get_logger
 from gatehouse.ops.models import ReplicaBeat
-from gatehouse.ops.tasks import every, logged
-from gatehouse.ops.tasks import stop as stop_task
 
 log = get_logger("gatehouse.replicas")
 HEARTBEAT_SECONDS = 5.0

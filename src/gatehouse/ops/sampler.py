@@ -8,12 +8,12 @@ import asyncio
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gatehouse.core.logging import get_logger
+from gatehouse.core.metrics import UNCOUNTED_OPTION, statement_totals
+from gatehouse.core.tasks import every
+from gatehouse.core.tasks import stop as stop_task
 from gatehouse.db.base import utcnow
-from gatehouse.ops.logging import get_logger
-from gatehouse.ops.metrics import UNCOUNTED_OPTION, statement_totals
 from gatehouse.ops.models import OpsSample
-from gatehouse.ops.tasks import every
-from gatehouse.ops.tasks import stop as stop_task
 
 log = get_logger("gatehouse.sampler")
 SAMPLE_SECONDS = 60.0

@@ -18,11 +18,11 @@ from typing import Any
 
 import orjson
 
-from gatehouse.ops.events import EventFeed
-from gatehouse.ops.ids import new_id
-from gatehouse.ops.logging import get_logger
-from gatehouse.ops.metrics import ACTIVE_STREAMS
-from gatehouse.ops.tasks import stop as stop_task
+from gatehouse.core.feed import EventFeed
+from gatehouse.core.ids import new_id
+from gatehouse.core.logging import get_logger
+from gatehouse.core.metrics import ACTIVE_STREAMS
+from gatehouse.core.tasks import stop as stop_task
 
 log = get_logger("gatehouse.streams")
 TERMINATE = "stream.terminate"  # bus event: {"id", "reason", "by"}

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from gatehouse.ops.logging import get_logger
-from gatehouse.ops.metrics import set_upstream_state
-from gatehouse.ops.tasks import stop as stop_task
+from gatehouse.core.logging import get_logger
+from gatehouse.core.metrics import set_upstream_state
+from gatehouse.core.tasks import stop as stop_task
 from gatehouse.upstreams.config import (
     DEMO_UPSTREAM,
     GatewayConfig,
@@ -42,7 +42,7 @@ from gatehouse.upstreams.providers import (
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-    from gatehouse.ops.events import EventFeed
+    from gatehouse.core.feed import EventFeed
     from gatehouse.settings import Settings
 
 log = get_logger("gatehouse.upstreams")

@@ -15,10 +15,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gatehouse.audit.service import Actor, record
+from gatehouse.core.bus import EventBus
+from gatehouse.core.logging import get_logger
 from gatehouse.db.base import utcnow
 from gatehouse.errors import BadRequest, Conflict, NotFound
-from gatehouse.ops.bus import EventBus
-from gatehouse.ops.logging import get_logger
 from gatehouse.runtime import after_commit
 from gatehouse.settings import Settings
 from gatehouse.upstreams.config import GatewayConfig, UpstreamConfig, UpstreamKind

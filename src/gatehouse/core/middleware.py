@@ -10,10 +10,10 @@ import orjson
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gatehouse.core.ids import new_id
+from gatehouse.core.logging import get_logger
+from gatehouse.core.metrics import HTTP_REQUEST_DURATION, child, http_method_label, route_label
 from gatehouse.errors import GatehouseError, PayloadTooLarge, error_body, is_ollama_path
-from gatehouse.ops.ids import new_id
-from gatehouse.ops.logging import get_logger
-from gatehouse.ops.metrics import HTTP_REQUEST_DURATION, child, http_method_label, route_label
 
 log = get_logger("gatehouse.access")
 REQUEST_ID_HEADER = b"x-request-id"

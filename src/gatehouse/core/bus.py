@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 
-from gatehouse.ops.logging import get_logger
-from gatehouse.ops.tasks import stop as stop_task
+from gatehouse.core.logging import get_logger
+from gatehouse.core.tasks import stop as stop_task
 
 log = get_logger("gatehouse.bus")
 Handler = Callable[[str, dict[str, Any]], Awaitable[None] | None]

@@ -1,0 +1,219 @@
+"""Structured logging: JSON lines (or console in development) on stderr, and JSON lines in LOG_FILE when set
+(core/logfile.py: rotated weekly, gzipped, kept 30 days), with the request's context (request_id, user_id,
+stream_id)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Callable, MutableMapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+import orjson
+import structlog
+
+from gatehouse.core.logfile import WeeklyFileHandler, open_log_file
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    CONSOLE = "console"
+
+
+class LogSettings(Protocol):
+    """What logging reads of the settings (LOG_LEVEL, LOG_FORMAT, LOG_FILE)."""
+
+    @property
+    def log_level(self) -> str: ...
+
+    @property
+    def log_format(self) -> LogFormat: ...
+
+    @property
+    def log_file(self) -> Path | None: ...
+
+
+# Keys whose values must never be logged, whatever a caller passes by mistake.
+REDACTED_KEYS = frozenset(
+    {
+        "password",
+        "api_key",
+        "key",
+        "token",
+        "authorization",
+        "cookie",
+        "secret",
+        "messages",
+        "content",
+        "prompt",
+        "input",
+        "session_token",
+    }
+)
+# Their statements' parameters (SQLAlchemy's INFO, aiosqlite's DEBUG) and raw protocol traces (httpcore's DEBUG)
+# carry data: hash inputs, emails, headers. They stay quiet even at LOG_LEVEL=DEBUG.
+QUIET_LOGGERS = {
+    "sqlalchemy": logging.WARNING,
+    "aiosqlite": logging.INFO,
+    "asyncpg": logging.INFO,
+    "httpcore": logging.INFO,
+}
+
+Renderer = Callable[[Any, str, MutableMapping[str, Any]], str | bytes]
+
+
+def _redact(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    for name in REDACTED_KEYS.intersection(event):
+        event[name] = "[redacted]"
+    return event
+
+
+def _dumps(event: Any, **kw: Any) -> str:
+    """orjson, several times faster than json; json for what orjson refuses (e.g. integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(event, default=kw.get("default"), option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(event, default=repr)
+
+
+SHARED: list[Any] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.processors.add_log_level,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+    _redact,
+]
+JSON_RENDERER: Renderer = structlog.processors.JSONRenderer(serializer=_dumps)
+
+
+# --- handlers: stdlib records and structlog's lines go through the same ones --------------------------------
+
+
+class TerminalHandler(logging.StreamHandler[TextIO]):
+    """stderr: stdlib records through its formatter, structlog's already rendered lines as they are."""
+
+    def emit_line(self, line: str) -> None:
+        """Write one rendered line."""
+        self.acquire()
+        try:
+            with contextlib.suppress(Exception):  # a broken stderr must not fail the request that logs
+                self.stream.write(line + "\n")
+                self.flush()
+        finally:
+            self.release()
+
+
+# --- structlog's end of the pipeline --------------------------------------------------------------------
+
+
+class _Render:
+    """structlog's last processor: the terminal's line and, when it is not JSON, LOG_FILE's JSON line too.
+
+    One instance, reconfigured in place: loggers cached on first use keep following the configuration.
+    """
+
+    def __init__(self) -> None:
+        self.terminal: Renderer = JSON_RENDERER
+        self.file: Renderer | None = None
+
+    def __call__(self, logger: Any, method: str, event: MutableMapping[str, Any]) -> Any:
+        if self.file is None:
+            return self.terminal(logger, method, event)
+        file_line = self.file(logger, method, event)  # first: the console renderer consumes the dict
+        return (self.terminal(logger, method, event), file_line), {}
+
+
+class _Writer:
+    """structlog's logger: hands each rendered line to the handlers stdlib records go through (no LogRecord,
+    no caller lookup: a line costs a few microseconds). One instance, its handlers swapped on reconfiguration."""
+
+    def __init__(self) -> None:
+        self.terminal: TerminalHandler | None = None
+        self.file: WeeklyFileHandler | None = None
+
+    def msg(self, line: str, file_line: str | None = None) -> None:
+        """Write one event."""
+        terminal, file = self.terminal, self.file
+        if terminal is not None:
+            terminal.emit_line(line)
+        if file is not None:
+            file.emit_line(line if file_line is None else file_line)
+
+    log = debug = info = warn = warning = err = error = critical = exception = fatal = failure = msg
+
+
+_RENDER = _Render()
+_WRITER = _Writer()
+
+
+def _writer(*_args: Any) -> _Writer:
+    return _WRITER
+
+
+def _formatter(renderer: Renderer) -> logging.Formatter:
+    # format_exc_info here too: a stdlib record's traceback (uvicorn, asyncio) becomes text in the line,
+    # not "<traceback object>".
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=SHARED,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+    )
+
+
+def configure_logging(settings: LogSettings) -> None:
+    """Route structlog and stdlib logging through the same handlers (stderr; LOG_FILE too) at LOG_LEVEL.
+
+    Raises LogFileError, leaving the previous configuration in place, when LOG_FILE cannot be written.
+    """
+    level = getattr(logging, settings.log_level)
+    file = open_log_file(settings.log_file) if settings.log_file is not None else None
+    terminal_renderer: Renderer = JSON_RENDERER
+    if settings.log_format is LogFormat.CONSOLE:
+        terminal_renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    terminal = TerminalHandler(sys.stderr)
+    terminal.setFormatter(_formatter(terminal_renderer))
+    handlers: list[logging.Handler] = [terminal]
+    if file is not None:
+        file.setFormatter(_formatter(JSON_RENDERER))  # the file is for machines: JSON, whatever LOG_FORMAT says
+        handlers.append(file)
+
+    _RENDER.terminal = terminal_renderer
+    _RENDER.file = JSON_RENDERER if file is not None and terminal_renderer is not JSON_RENDERER else None
+    previous = _WRITER.file
+    _WRITER.terminal, _WRITER.file = terminal, file
+    structlog.configure(
+        processors=[*SHARED, structlog.processors.format_exc_info, _RENDER],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=_writer,
+        cache_logger_on_first_use=True,
+    )
+    root = logging.getLogger()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    if previous is not None:
+        previous.close()
+    # uvicorn's own access log duplicates ours (which has request ids); its errors still come through.
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+    logging.getLogger("uvicorn.access").disabled = True
+    # Alembic narrates every migration context at INFO (also on each readiness probe).
+    logging.getLogger("alembic").setLevel(max(level, logging.WARNING))
+    for name, floor in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(max(level, floor))
+
+
+def bind_context(**values: Any) -> None:
+    """Add values (user_id, stream_id) to every log line of the current request, the access line included."""
+    structlog.contextvars.bind_contextvars(**values)
+
+
+def get_logger(name: str | None = None) -> Any:
+    """A structlog logger; context variables (request_id, user_id, stream_id) are merged in."""
+    return structlog.get_logger(name)
