@@ -24,9 +24,9 @@ from tests.services import create_postgres_database, drop_postgres_database, red
 from gatehouse.accounts import service
 from gatehouse.db.engine import create_autocommit_engine, create_engine, create_sessionmaker
 from gatehouse.db.migrate import upgrade
+from gatehouse.db.statements import EngineStore, StatementStore, create_store
 from gatehouse.limits import quotas
 from gatehouse.limits.ratelimit import RateLimiter
-from gatehouse.limits.store import EngineStore, StatementStore, create_store
 from gatehouse.settings import Settings
 
 

@@ -30,13 +30,13 @@ from gatehouse.core.metrics import instrument_engine, mark_started, mark_stopped
 from gatehouse.core.middleware import RequestContextMiddleware
 from gatehouse.db.engine import create_autocommit_engine, create_engine, create_sessionmaker, read_only
 from gatehouse.db.migrate import current_revisions, head_revisions, upgrade
+from gatehouse.db.statements import SqliteStore, create_store
 from gatehouse.errors import install_handlers
 from gatehouse.gateway.fastpath import FastPath
 from gatehouse.gateway.requestlog import RequestLogWriter
 from gatehouse.gateway.routes import router as gateway_router
 from gatehouse.limits.ratelimit import RateLimiter
 from gatehouse.limits.routes import router as limits_router
-from gatehouse.limits.store import SqliteStore, create_store
 from gatehouse.ops.event_routes import router as events_router
 from gatehouse.ops.export_routes import router as export_router
 from gatehouse.ops.health import router as health_router

@@ -11,8 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gatehouse.accounts.auth import resolve_principal
 from gatehouse.accounts.principal import Principal
 from gatehouse.audit.service import Actor
+from gatehouse.db.session import run_after_commit
 from gatehouse.fields import MAX_DB_INT
-from gatehouse.runtime import Runtime, run_after_commit
+from gatehouse.runtime import Runtime
 
 
 def get_runtime(request: Request) -> Runtime:

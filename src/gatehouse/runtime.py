@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -16,9 +15,9 @@ from gatehouse.core.feed import EventFeed
 from gatehouse.settings import Settings
 
 if TYPE_CHECKING:
+    from gatehouse.db.statements import StatementStore
     from gatehouse.gateway.requestlog import RequestLogWriter
     from gatehouse.limits.ratelimit import RateLimiter
-    from gatehouse.limits.store import StatementStore
     from gatehouse.ops.jobs import JobRunner
     from gatehouse.ops.streams import StreamRegistry
     from gatehouse.upstreams.registry import UpstreamRegistry
@@ -34,7 +33,7 @@ class Runtime:
     read_engine: AsyncEngine  # the same pool; SQLite transactions on it begin deferred (db/engine.py read_only)
     read_sessionmaker: async_sessionmaker[AsyncSession]  # for lookups that never write (auth, readiness)
     autocommit_engine: AsyncEngine  # a small pool of its own, for single atomic statements
-    statements: StatementStore  # runs the quota reservation and settlement (limits/store.py)
+    statements: StatementStore  # runs the quota reservation and settlement (db/statements.py)
     bus: EventBus
     events: EventFeed  # the live feed behind GET /admin/events
     auth_cache: AuthCache
@@ -57,18 +56,3 @@ class Runtime:
         """Wait for tracked tasks (at shutdown, before the database closes)."""
         if self.background:
             await asyncio.gather(*list(self.background), return_exceptions=True)
-
-
-AfterCommit = Callable[[], Awaitable[None]]
-
-
-def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
-    """Run `callback` once the session's transaction has committed (e.g. publish a bus event)."""
-    session.info.setdefault("after_commit", []).append(callback)
-
-
-async def run_after_commit(session: AsyncSession) -> None:
-    """Called by whoever commits: fire the callbacks registered with `after_commit`."""
-    callbacks: list[AfterCommit] = session.info.pop("after_commit", [])
-    for callback in callbacks:
-        await callback()

@@ -536,7 +536,7 @@ async def test_warm_key_chat_reads_nothing_and_log_is_batched(database_url: str,
         engines = [harness.runtime.engine.sync_engine, harness.runtime.autocommit_engine.sync_engine]
         for engine in engines:
             event.listen(engine, "before_cursor_execute", record)
-        # SQLite's quota statements bypass the engines (limits/store.py SqliteStore) and report here instead.
+        # SQLite's quota statements bypass the engines (db/statements.py SqliteStore) and report here instead.
         harness.runtime.statements.trace = lambda sql: record(None, None, sql)
         try:
             hot = await harness.client.post("/v1/chat/completions", json=CHAT, headers=key)

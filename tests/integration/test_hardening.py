@@ -409,8 +409,8 @@ async def test_a_row_sqlite_cannot_bind_leaves_no_transaction_open(database_url:
     driver cannot bind, not an sqlite3 error) must roll back, or every later write would wait behind it."""
     from datetime import UTC, datetime
 
+    from gatehouse.db.statements import SqliteStore
     from gatehouse.gateway.requestlog import TABLE
-    from gatehouse.limits.store import SqliteStore
 
     async with running_app(make_settings(database_url, tmp_path, request_log_flush_seconds=3600)) as harness:
         store = harness.runtime.statements

@@ -12,7 +12,7 @@ from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from gatehouse.db.migrate import head_revisions
-from gatehouse.db.models import Base
+from gatehouse.models import Base
 
 
 def gatehouse(database_url: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -22,9 +22,9 @@ from gatehouse.audit.service import Actor, record
 from gatehouse.core.bus import EventBus
 from gatehouse.core.feed import EventFeed
 from gatehouse.db.base import utcnow
+from gatehouse.db.session import after_commit
 from gatehouse.errors import BadRequest, Forbidden
 from gatehouse.limits.models import UsageCounter
-from gatehouse.runtime import after_commit
 
 QUOTA_FIELDS = ("messages_per_day", "tokens_per_day")
 

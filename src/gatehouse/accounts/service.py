@@ -21,8 +21,8 @@ from gatehouse.audit import service as audit
 from gatehouse.audit.service import Actor
 from gatehouse.core.bus import EventBus
 from gatehouse.db.base import utcnow
+from gatehouse.db.session import after_commit
 from gatehouse.errors import BadRequest, Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
-from gatehouse.runtime import after_commit
 
 if TYPE_CHECKING:
     from gatehouse.limits.ratelimit import RateLimiter

@@ -20,8 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gatehouse.audit.service import Actor
 from gatehouse.core.bus import EventBus, create_bus
 from gatehouse.db.engine import create_engine, create_sessionmaker
+from gatehouse.db.session import run_after_commit
 from gatehouse.errors import GatehouseError
-from gatehouse.runtime import run_after_commit
 from gatehouse.settings import Settings, get_settings
 
 CLI_ACTOR = Actor.system("cli")  # who acts, in the audit log, for a command run from a shell

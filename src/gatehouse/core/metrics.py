@@ -169,7 +169,7 @@ def child(metric: Any, *values: str) -> Any:
 
 
 def observe_statement(kind: str, elapsed: float, *, counted: bool = True) -> None:
-    """One statement's duration, from the engines' events or from limits/store.py; `counted` ones also go into
+    """One statement's duration, from the engines' events or from db/statements.py; `counted` ones also go into
     the totals behind the ops snapshot's mean SQL latency."""
     global _statements, _statement_seconds
     child(DB_STATEMENT_DURATION, kind).observe(elapsed)

@@ -19,12 +19,12 @@ from gatehouse.accounts.service import KEY_USED, record_key_use
 from gatehouse.core.logging import get_logger
 from gatehouse.core.tasks import stop as stop_task
 from gatehouse.db.base import utcnow
+from gatehouse.db.statements import SqliteStore
 from gatehouse.gateway.models import RequestLog
-from gatehouse.limits.store import SqliteStore
 
 log = get_logger("gatehouse.requestlog")
 MAX_BATCH = 1000
-# On SQLite a batch is written on the event loop's thread (limits/store.py): about 15 µs a row, so 64 rows
+# On SQLite a batch is written on the event loop's thread (db/statements.py): about 15 µs a row, so 64 rows
 # hold the loop for about 1 ms. A whole second of traffic at once (1,500 rows) stalled requests for 20 ms.
 SQLITE_BATCH = 64
 SQLITE_PAUSE = 0.001
@@ -69,7 +69,7 @@ class RequestLogWriter:
         sqlite: SqliteStore | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
-        self._sqlite = sqlite  # on SQLite, batches go through the quota statements' connection (limits/store.py)
+        self._sqlite = sqlite  # on SQLite, batches go through the quota statements' connection (db/statements.py)
         self._flush_seconds = flush_seconds
         self._rows: list[dict[str, Any]] = []
         self._key_use: dict[int, datetime] = {}

@@ -32,9 +32,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from gatehouse.accounts.models import User
 from gatehouse.core.logging import get_logger
 from gatehouse.core.metrics import QUOTA_BLOCKS
+from gatehouse.db.statements import StatementStore
 from gatehouse.errors import TooManyRequests
 from gatehouse.limits.models import UsageCounter
-from gatehouse.limits.store import StatementStore
 
 log = get_logger("gatehouse.quotas")
 MESSAGE_FRAMING_TOKENS = 8  # role markers and separators a chat template adds per message
@@ -184,7 +184,7 @@ async def reserve(
     params = _bind(
         user_id=user_id, day=day, messages=messages, need=need, want=prompt + want_completion, now=datetime.now(UTC)
     )
-    # The store runs each statement in autocommit (limits/store.py): each is atomic on its own.
+    # The store runs each statement in autocommit (db/statements.py): each is atomic on its own.
     grant = await store.scalar(_RESERVE, params)
     if grant is None:
         # No row yet today (the first request of the day), or over quota: create the row, try once more.

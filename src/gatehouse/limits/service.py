@@ -8,10 +8,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gatehouse.audit.service import Actor, record
 from gatehouse.core.bus import EventBus
 from gatehouse.db.base import utcnow
+from gatehouse.db.session import after_commit
 from gatehouse.errors import BadRequest
 from gatehouse.limits.models import RateLimitOverride
 from gatehouse.limits.ratelimit import LIMITS_CHANGED, RULES
-from gatehouse.runtime import after_commit
 
 
 async def set_overrides(

@@ -10,11 +10,12 @@ from pydantic import BaseModel, Field
 from gatehouse.accounts.auth import require
 from gatehouse.accounts.roles import Role
 from gatehouse.audit.service import record
+from gatehouse.db.session import after_commit
 from gatehouse.deps import ActorDep, RuntimeDep, SessionDep
 from gatehouse.errors import NotFound
 from gatehouse.fields import Text
 from gatehouse.ops.streams import TERMINATE, TERMINATED
-from gatehouse.runtime import Runtime, after_commit
+from gatehouse.runtime import Runtime
 
 router = APIRouter(tags=["streams"])
 StreamId = Path(pattern=r"^[0-9a-f]{16}$", description="A stream id from GET /admin/streams.")

@@ -18,8 +18,8 @@ from gatehouse.audit.service import Actor, record
 from gatehouse.core.bus import EventBus
 from gatehouse.core.logging import get_logger
 from gatehouse.db.base import utcnow
+from gatehouse.db.session import after_commit
 from gatehouse.errors import BadRequest, Conflict, NotFound
-from gatehouse.runtime import after_commit
 from gatehouse.settings import Settings
 from gatehouse.upstreams.config import GatewayConfig, UpstreamConfig, UpstreamKind
 from gatehouse.upstreams.health import OverrideState

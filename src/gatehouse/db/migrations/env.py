@@ -10,7 +10,7 @@ from sqlalchemy import pool, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from gatehouse.db.models import Base
+from gatehouse.models import Base
 
 config = context.config
 target_metadata = Base.metadata
