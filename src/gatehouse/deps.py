@@ -1,37 +1,28 @@
-"""All dependency wiring for routes: the runtime, the database session, the caller."""
+"""Dependency wiring every route shares: the database session, the caller, their audit actor, and (through
+`provided`) the process's components. Domain-specific components are asked for where they are used."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gatehouse.accounts.auth import resolve_principal
-from gatehouse.accounts.principal import Principal
-from gatehouse.audit.service import Actor
+from gatehouse.auth.access import resolve_principal
+from gatehouse.auth.actor import Actor, actor_for
+from gatehouse.auth.principal import Principal
+from gatehouse.core.components import components_of, provided
+from gatehouse.db.database import Database
 from gatehouse.db.session import run_after_commit
-from gatehouse.fields import MAX_DB_INT
 from gatehouse.runtime import Runtime
-
-
-def get_runtime(request: Request) -> Runtime:
-    """The process's Runtime, set up by the app's lifespan."""
-    runtime: Runtime = request.app.state.runtime
-    return runtime
-
-
-async def _runtime(request: Request) -> Runtime:
-    # async on purpose: FastAPI runs a plain `def` dependency in its thread pool, a thread hop (and, under
-    # load, a wait for the GIL) on every request for what is one attribute read.
-    return get_runtime(request)
+from gatehouse.settings import Settings
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One session per request: committed after the route returns (before the response), else rolled back."""
-    runtime = get_runtime(request)
-    async with runtime.sessionmaker() as session:
+    """One session per request: committed after the route returns (before the response), else rolled back; the
+    after-commit callbacks (bus signals, feed events) run once it is committed."""
+    async with components_of(request).get(Database).sessionmaker() as session:
         try:
             yield session
             await session.commit()
@@ -43,37 +34,17 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 async def get_principal(request: Request) -> Principal:
     """The authenticated caller (resolved once per request by the route's access declaration)."""
-    return await resolve_principal(request, get_runtime(request))
-
-
-def client_ip(request: Request) -> str | None:
-    """The caller's address (uvicorn resolves X-Forwarded-For from FORWARDED_ALLOW_IPS proxies)."""
-    return request.client.host if request.client else None
-
-
-def actor_for(request: Request, principal: Principal | None) -> Actor:
-    """Who is acting in this request, for the audit log."""
-    request_id = getattr(request.state, "request_id", None) or request.scope.get("state", {}).get("request_id")
-    if principal is None:
-        return Actor(type="anonymous", ip=client_ip(request), request_id=request_id)
-    return Actor(
-        type="key" if principal.via_key else "user",
-        user_id=principal.user_id,
-        key_id=principal.key_id,
-        label=principal.email,
-        ip=client_ip(request),
-        request_id=request_id,
-    )
+    return await resolve_principal(request)
 
 
 async def get_actor(request: Request) -> Actor:
     """The authenticated caller as an audit actor."""
-    return actor_for(request, await resolve_principal(request, get_runtime(request)))
+    return actor_for(request, await resolve_principal(request))
 
 
-RuntimeDep = Annotated[Runtime, Depends(_runtime)]
+RuntimeDep = Annotated[Runtime, provided(Runtime)]  # until every route asks for its own parts
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 ActorDep = Annotated[Actor, Depends(get_actor)]
-# A database id in a path: out of range is a 422 naming the parameter, not an overflow in the driver.
-IdPath = Annotated[int, Path(ge=1, le=MAX_DB_INT)]
+SettingsDep = Annotated[Settings, provided(Settings)]
+DatabaseDep = Annotated[Database, provided(Database)]

@@ -1,58 +1,232 @@
-"""The per-process objects the app shares: settings, database, bus, caches, upstreams, writers."""
+"""The composition root: builds the process's long-lived objects in order, provides them to the routes (through
+core/components.py), and closes them in reverse order. Imported by app.py and cli/ only.
+
+`running(settings)` is the app's lifespan: an AsyncExitStack, so a start that fails half-way closes what it had
+started, and a shutdown step that fails is logged while the others still run. `prepare(settings)` is what runs
+once before serving (migrations, upstreams from the file, the bootstrap superadmin).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
+import sys
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-
-from gatehouse.accounts.principal import AuthCache
-from gatehouse.core.bus import EventBus
+from gatehouse import __version__
+from gatehouse.accounts.bootstrap import BootstrapResult, bootstrap_admin, describe
+from gatehouse.auth.access import Authenticator
+from gatehouse.auth.cache import AuthCache
+from gatehouse.auth.passwords import prepare_dummy_hash
+from gatehouse.core.bus import EventBus, create_bus
+from gatehouse.core.components import Components
 from gatehouse.core.feed import EventFeed
+from gatehouse.core.feed_redis import create_feed
+from gatehouse.core.logging import get_logger
+from gatehouse.core.metrics import instrument_engine, mark_started, mark_stopped
+from gatehouse.db.database import Database, open_database
+from gatehouse.db.engine import create_engine, create_sessionmaker
+from gatehouse.db.migrate import current_revisions, head_revisions, upgrade
+from gatehouse.db.statements import SqliteStore, StatementStore, create_store
+from gatehouse.gateway.context import Gateway
+from gatehouse.gateway.requestlog import RequestLogWriter
+from gatehouse.limits.ratelimit import RateLimiter
+from gatehouse.ops.jobs import JobRunner
+from gatehouse.ops.replicas import Heartbeat
+from gatehouse.ops.sampler import OpsSampler
+from gatehouse.ops.streams import StreamRegistry
 from gatehouse.settings import Settings
+from gatehouse.upstreams.config import load_config
+from gatehouse.upstreams.registry import UpstreamRegistry
+from gatehouse.upstreams.service import sync_from_config
 
-if TYPE_CHECKING:
-    from gatehouse.db.statements import StatementStore
-    from gatehouse.gateway.requestlog import RequestLogWriter
-    from gatehouse.limits.ratelimit import RateLimiter
-    from gatehouse.ops.jobs import JobRunner
-    from gatehouse.ops.streams import StreamRegistry
-    from gatehouse.upstreams.registry import UpstreamRegistry
+log = get_logger("gatehouse.runtime")
+PREPARED_ENV = "GATEHOUSE_PREPARED"  # set by `gatehouse serve` once it migrated and bootstrapped
 
 
-@dataclass
+class UnsafeSettings(SystemExit):
+    """Startup refused: the message names each setting to fix."""
+
+
+def check_settings(settings: Settings) -> None:
+    """Refuse to start with unsafe settings, naming each one."""
+    problems = settings.problems()
+    if problems:
+        raise UnsafeSettings("Gatehouse will not start:\n  - " + "\n  - ".join(problems))
+
+
+async def prepare(settings: Settings) -> BootstrapResult:
+    """Migrate (when RUN_MIGRATIONS), store the configured upstreams, bootstrap the first superadmin; run once
+    before serving."""
+    engine = create_engine(settings)
+    try:
+        # Alembic runs only when there is something to do (db/migrate.py: it is slow to import).
+        if settings.run_migrations and set(await current_revisions(engine)) != set(head_revisions()):
+            await upgrade(settings.database_url)
+        sessionmaker = create_sessionmaker(engine)
+        await sync_from_config(sessionmaker, load_config(settings))
+        return await bootstrap_admin(sessionmaker, settings)
+    finally:
+        await engine.dispose()
+
+
+def announce(result: BootstrapResult) -> None:
+    """Print generated bootstrap credentials once, to the terminal (never to the logs)."""
+    banner = describe(result)
+    if banner:
+        print(banner, file=sys.stderr, flush=True)
+
+
+@dataclass(eq=False, repr=False)
 class Runtime:
-    """Everything a request or a job needs beyond its own arguments; one per process."""
+    """Everything the process shares, built once by `running`; routes get their parts through `components`."""
 
     settings: Settings
-    engine: AsyncEngine
-    sessionmaker: async_sessionmaker[AsyncSession]
-    read_engine: AsyncEngine  # the same pool; SQLite transactions on it begin deferred (db/engine.py read_only)
-    read_sessionmaker: async_sessionmaker[AsyncSession]  # for lookups that never write (auth, readiness)
-    autocommit_engine: AsyncEngine  # a small pool of its own, for single atomic statements
+    db: Database
     statements: StatementStore  # runs the quota reservation and settlement (db/statements.py)
     bus: EventBus
-    events: EventFeed  # the live feed behind GET /admin/events
-    auth_cache: AuthCache
+    feed: EventFeed  # the live feed behind GET /admin/events
+    auth: Authenticator
     upstreams: UpstreamRegistry
     request_log: RequestLogWriter
     rate_limiter: RateLimiter
     streams: StreamRegistry
-    secret: str
-    head_revisions: tuple[str, ...]
-    jobs: JobRunner | None = None  # set once the runtime exists (jobs get the runtime)
+    gateway: Gateway
+    jobs: JobRunner
+    components: Components
     started_at: float = field(default_factory=time.time)
-    background: set[asyncio.Task[None]] = field(default_factory=set)
 
-    def track(self, task: asyncio.Task[None]) -> None:
-        """Keep a task that must finish before shutdown (e.g. a settlement outliving its request)."""
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
+    @property
+    def replica(self) -> str:
+        """This process's id among the replicas (as the bus, the feed and the heartbeat name it)."""
+        return self.bus.origin
 
-    async def drain(self) -> None:
-        """Wait for tracked tasks (at shutdown, before the database closes)."""
-        if self.background:
-            await asyncio.gather(*list(self.background), return_exceptions=True)
+
+def _logged(step: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
+    """A shutdown step whose failure is logged, so that the steps after it still run."""
+
+    async def run() -> None:
+        try:
+            await step()
+        except Exception:
+            log.exception("shutdown_step_failed", step=getattr(step, "__qualname__", repr(step)))
+
+    return run
+
+
+async def _started(
+    stack: AsyncExitStack, start: Callable[[], Awaitable[object]], close: Callable[[], Awaitable[object]]
+) -> None:
+    """Start a part and have the stack close it (closed too when its own start fails half-way)."""
+    stack.push_async_callback(_logged(close))
+    await start()
+
+
+@asynccontextmanager
+async def running(settings: Settings, components: Components | None = None) -> AsyncIterator[Runtime]:
+    """Build and start everything, provide it to the routes, and yield the Runtime; close it all afterwards."""
+    components = components if components is not None else Components()
+    async with AsyncExitStack() as stack:
+        # Built now, off the loop and without holding up readiness: the first login with an unknown email costs
+        # what a known one does (a login arriving before it is ready builds it itself).
+        dummy_hash = asyncio.create_task(prepare_dummy_hash(), name="gatehouse-dummy-hash")
+
+        async def await_dummy_hash() -> None:
+            with contextlib.suppress(Exception):  # its failure must not skip the shutdown (a timing guard only)
+                await dummy_hash
+
+        stack.push_async_callback(await_dummy_hash)
+        mark_started()
+        stack.callback(mark_stopped)
+        db = open_database(settings)
+        stack.push_async_callback(_logged(db.close))
+        instrument_engine(db.engine)
+        instrument_engine(db.autocommit_engine)
+        # The store keeps its connections: leave the autocommit pool room for the rare statements (a quota
+        # refusal's explanation) that still go through it.
+        statements = create_store(db.autocommit_engine, size=max(1, min(4, settings.db_pool_size // 2 - 1)))
+        await _started(stack, statements.start, statements.close)
+        bus = create_bus(settings.redis_url, settings.redis_prefix)
+        heartbeat = Heartbeat(db.sessionmaker, replica=bus.origin)
+        await _started(stack, heartbeat.start, heartbeat.close)
+        await _started(stack, bus.start, bus.close)
+        feed = create_feed(settings.redis_url, settings.redis_prefix, bus.origin)
+        await _started(stack, feed.start, feed.close)
+        sampler = OpsSampler(db.engine, replica=bus.origin)
+        await _started(stack, sampler.start, sampler.close)
+        auth = Authenticator(
+            settings=settings,
+            read_sessionmaker=db.read_sessionmaker,
+            cache=AuthCache(ttl_seconds=settings.auth_cache_seconds),
+            secret=settings.effective_jwt_secret(),
+        )
+        bus.subscribe(auth.cache.on_event)
+        upstreams = UpstreamRegistry(load_config(settings), settings, sessionmaker=db.read_sessionmaker, events=feed)
+        bus.subscribe(upstreams.on_event)
+        await _started(stack, upstreams.start, upstreams.close)
+        request_log = RequestLogWriter(
+            db.sessionmaker,
+            flush_seconds=settings.request_log_flush_seconds,
+            sqlite=statements if isinstance(statements, SqliteStore) else None,
+        )
+        await _started(stack, request_log.start, request_log.close)
+        rate_limiter = RateLimiter(settings, db.sessionmaker, events=feed)
+        bus.subscribe(rate_limiter.on_event)
+        await _started(stack, rate_limiter.start, rate_limiter.close)
+        streams = StreamRegistry(
+            replica=bus.origin, redis_url=settings.redis_url, prefix=settings.redis_prefix, events=feed
+        )
+        bus.subscribe(streams.on_event)
+        await _started(stack, streams.start, streams.close_all)
+        gateway = Gateway(
+            settings=settings,
+            statements=statements,
+            rate_limiter=rate_limiter,
+            upstreams=upstreams,
+            streams=streams,
+            request_log=request_log,
+            feed=feed,
+        )
+        # Closed before the request log and the statements: settlements still under way write through them.
+        stack.push_async_callback(_logged(gateway.drain))
+        jobs = JobRunner(settings, db.sessionmaker, replica=bus.origin, upstreams=upstreams, rate_limiter=rate_limiter)
+        runtime = Runtime(
+            settings=settings,
+            db=db,
+            statements=statements,
+            bus=bus,
+            feed=feed,
+            auth=auth,
+            upstreams=upstreams,
+            request_log=request_log,
+            rate_limiter=rate_limiter,
+            streams=streams,
+            gateway=gateway,
+            jobs=jobs,
+            components=components,
+        )
+        await _started(stack, jobs.start, jobs.close)
+        for part in (settings, db, auth, upstreams, request_log, rate_limiter, streams, gateway, jobs, runtime):
+            components.add(part)
+        components.add(statements, StatementStore)
+        components.add(bus, EventBus)
+        components.add(feed, EventFeed)
+        stack.callback(components.clear)
+        # Everything built so far lives as long as the process: keep it out of the garbage collector's
+        # full passes, which would otherwise walk it again and again, a pause of tens of ms under load.
+        gc.collect()
+        gc.freeze()
+        log.info(
+            "started",
+            version=__version__,
+            database=db.dialect,
+            redis=bool(settings.redis_url),
+            upstreams=list(upstreams.providers),
+            demo_only=upstreams.is_demo_only(),
+        )
+        yield runtime
+    log.info("stopped")

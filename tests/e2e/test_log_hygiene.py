@@ -16,7 +16,7 @@ import openai
 import orjson
 import pytest
 
-from gatehouse.accounts.auth import CSRF_COOKIE, SESSION_COOKIE
+from gatehouse.auth.access import CSRF_COOKIE, SESSION_COOKIE
 from tests.conftest import fresh_database
 from tests.e2e.conftest import write_config
 from tests.fake_upstream import FakeUpstream, reply_text

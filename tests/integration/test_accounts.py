@@ -17,10 +17,10 @@ import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import event, func, select
 
-from gatehouse.accounts import passwords
-from gatehouse.accounts.auth import CSRF_COOKIE, SESSION_COOKIE
 from gatehouse.accounts.bootstrap import BOOTSTRAP_KEY_NAME
-from gatehouse.accounts.models import ApiKey, User, UserSession
+from gatehouse.auth import passwords
+from gatehouse.auth.access import CSRF_COOKIE, SESSION_COOKIE
+from gatehouse.auth.models import ApiKey, User, UserSession
 from gatehouse.gateway.models import RequestLog
 from tests.conftest import Harness, make_settings, running_app
 from tests.server import ADMIN_EMAIL, ADMIN_KEY, ADMIN_PASSWORD
@@ -396,7 +396,7 @@ async def test_disable_stops_keys_and_sessions_at_once(harness: Harness) -> None
         ended = await client.get("/me", headers=session_headers(session))
         assert ended.status_code == 401
         assert error_of(ended)["code"] == "session_expired"
-        async with harness.runtime.sessionmaker() as db:
+        async with harness.runtime.db.sessionmaker() as db:
             count = select(func.count()).select_from(UserSession).where(UserSession.user_id == member.id)
             assert (await db.execute(count)).scalar_one() == 0
 
@@ -533,7 +533,7 @@ async def test_warm_key_chat_reads_nothing_and_log_is_batched(database_url: str,
             statements.append(" ".join(statement.split()))
 
         # Every engine of the process: the main one and the one for single atomic statements (quotas).
-        engines = [harness.runtime.engine.sync_engine, harness.runtime.autocommit_engine.sync_engine]
+        engines = [harness.runtime.db.engine.sync_engine, harness.runtime.db.autocommit_engine.sync_engine]
         for engine in engines:
             event.listen(engine, "before_cursor_execute", record)
         # SQLite's quota statements bypass the engines (db/statements.py SqliteStore) and report here instead.
@@ -563,7 +563,7 @@ async def test_warm_key_chat_reads_nothing_and_log_is_batched(database_url: str,
         assert writes[0].startswith("INSERT INTO request_log "), writes
         assert writes[1].startswith("UPDATE api_key SET last_used_at="), writes
 
-        async with harness.runtime.sessionmaker() as db:
+        async with harness.runtime.db.sessionmaker() as db:
             rows = (await db.execute(select(RequestLog).order_by(RequestLog.id))).scalars().all()
             last_used = (await db.execute(select(ApiKey.last_used_at).where(ApiKey.id == member.key_id))).scalar_one()
         assert len(rows) == 2
@@ -588,7 +588,7 @@ async def test_warm_key_chat_reads_nothing_and_log_is_batched(database_url: str,
 
 
 async def _bootstrap_rows(harness: Harness) -> tuple[int, int]:
-    async with harness.runtime.sessionmaker() as db:
+    async with harness.runtime.db.sessionmaker() as db:
         users = (await db.execute(select(func.count()).select_from(User).where(User.email == ADMIN_EMAIL))).scalar_one()
         keys = (
             await db.execute(

@@ -33,12 +33,12 @@ async def test_health_reports_every_dependency(harness: Harness) -> None:
     assert body["replica"] == runtime.bus.origin
     assert body["uptime_seconds"] >= 0
     database = body["database"]
-    assert database["kind"] == runtime.engine.dialect.name
+    assert database["kind"] == runtime.db.engine.dialect.name
     assert database["status"] == "ok" and database["latency_ms"] >= 0 and database["error"] is None
     assert body["migrations"] == {
         "status": "ok",
-        "current": list(runtime.head_revisions),
-        "head": list(runtime.head_revisions),
+        "current": list(runtime.db.head_revisions),
+        "head": list(runtime.db.head_revisions),
     }
     assert body["redis"] == {"status": "not configured", "latency_ms": None, "error": None}
     assert body["upstreams"] == runtime.upstreams.status() and body["upstreams"]
@@ -83,12 +83,12 @@ async def test_a_down_upstream_is_degraded(harness: Harness, monkeypatch: pytest
 
 async def test_migrations_behind_head_is_failing(harness: Harness) -> None:
     runtime = harness.runtime
-    actual = runtime.head_revisions
-    runtime.head_revisions = ("9999",)
+    actual = runtime.db.head_revisions
+    runtime.db.head_revisions = ("9999",)
     try:
         body = await _health(harness)
     finally:
-        runtime.head_revisions = actual
+        runtime.db.head_revisions = actual
     assert body["status"] == "failing"
     assert body["migrations"] == {"status": "behind", "current": list(actual), "head": ["9999"]}
     assert body["database"]["status"] == "ok"
@@ -97,13 +97,13 @@ async def test_migrations_behind_head_is_failing(harness: Harness) -> None:
 async def test_unreachable_database_is_reported_not_a_500(harness: Harness) -> None:
     assert (await harness.client.get("/me")).status_code == 200  # the admin key is now in the auth cache
     runtime = harness.runtime
-    working = runtime.read_engine
+    working = runtime.db.read_engine
     dead = create_async_engine(f"postgresql+asyncpg://nobody@127.0.0.1:{free_port()}/none", connect_args={"timeout": 2})
-    runtime.read_engine = dead
+    runtime.db.read_engine = dead
     try:
         body = await _health(harness)
     finally:
-        runtime.read_engine = working
+        runtime.db.read_engine = working
         await dead.dispose()
     assert body["status"] == "failing"
     database = body["database"]

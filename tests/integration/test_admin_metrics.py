@@ -111,7 +111,7 @@ def _rows(rng: random.Random, count: int, *, age: tuple[float, float]) -> list[d
 
 
 async def _store(harness: Harness, rows: list[dict[str, Any]]) -> None:
-    async with harness.runtime.sessionmaker() as session, session.begin():
+    async with harness.runtime.db.sessionmaker() as session, session.begin():
         await session.execute(insert(RequestLog), [dict(r) for r in rows])
 
 
@@ -213,12 +213,12 @@ async def test_only_monitors_and_above_may_read_it(harness: Harness) -> None:
 
 
 async def _samples(harness: Harness) -> list[OpsSample]:
-    async with harness.runtime.sessionmaker() as session:
+    async with harness.runtime.db.sessionmaker() as session:
         return list((await session.scalars(select(OpsSample).order_by(OpsSample.id))).all())
 
 
 async def test_sampler_stores_statement_counts_and_the_snapshot_reports_their_mean(harness: Harness) -> None:
-    sampler = OpsSampler(harness.runtime.engine, replica="sampler-test", interval_seconds=0.2)
+    sampler = OpsSampler(harness.runtime.db.engine, replica="sampler-test", interval_seconds=0.2)
     await sampler.start()
     try:
         for _ in range(3):
@@ -241,7 +241,7 @@ async def test_sampler_stores_statement_counts_and_the_snapshot_reports_their_me
     assert abs(sql["mean_ms"] - seconds * 1000 / statements) < 1e-6
 
     # Older samples are outside a one-day window; a window without samples has no mean.
-    async with harness.runtime.sessionmaker() as session, session.begin():
+    async with harness.runtime.db.sessionmaker() as session, session.begin():
         await session.execute(update(OpsSample).values(created_at=utcnow() - timedelta(days=2)))
     assert (await harness.client.get("/admin/metrics")).json()["sql"] == {"statements": 0, "mean_ms": None}
     assert (await harness.client.get("/admin/metrics", params={"days": 3})).json()["sql"]["statements"] == statements

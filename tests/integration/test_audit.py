@@ -79,7 +79,7 @@ async def test_filters_return_exactly_the_matching_rows(harness: Harness) -> Non
     b = await _new_user(harness, "fb@example.com")
     await harness.client.patch(f"/admin/users/{a['id']}", json={"display_name": "A"})
     await harness.client.patch(f"/admin/users/{b['id']}", json={"display_name": "B"})
-    async with harness.runtime.sessionmaker() as session:
+    async with harness.runtime.db.sessionmaker() as session:
         everything = (await session.execute(select(AuditEvent).order_by(AuditEvent.id))).scalars().all()
 
     def expected(predicate: Any) -> list[int]:
@@ -117,14 +117,14 @@ async def test_filters_return_exactly_the_matching_rows(harness: Harness) -> Non
 
 
 async def _tamper(harness: Harness, statement: Any) -> None:
-    async with harness.runtime.sessionmaker() as session, session.begin():
+    async with harness.runtime.db.sessionmaker() as session, session.begin():
         await session.execute(statement)
 
 
 async def _make_events(harness: Harness, count: int) -> list[int]:
     for i in range(count):
         await _new_user(harness, f"chain{i}-{os.urandom(2).hex()}@example.com")
-    async with harness.runtime.sessionmaker() as session:
+    async with harness.runtime.db.sessionmaker() as session:
         return list((await session.execute(select(AuditEvent.id).order_by(AuditEvent.id))).scalars())
 
 
@@ -157,7 +157,7 @@ async def test_verify_names_the_row_after_a_deleted_one(harness: Harness, tmp_pa
 
 async def test_verify_names_an_inserted_row_even_with_a_valid_hash(harness: Harness, tmp_path: Path) -> None:
     ids = await _make_events(harness, 2)
-    async with harness.runtime.sessionmaker() as session:
+    async with harness.runtime.db.sessionmaker() as session:
         last = (await session.execute(select(AuditEvent).where(AuditEvent.id == ids[-1]))).scalar_one()
     fields = {
         "created_at": datetime.now(UTC),
@@ -179,7 +179,7 @@ async def test_verify_names_an_inserted_row_even_with_a_valid_hash(harness: Harn
     await _make_events(harness, 1)
     result = _cli(harness, tmp_path, "audit", "verify")
     assert result.returncode == 1
-    async with harness.runtime.sessionmaker() as session:
+    async with harness.runtime.db.sessionmaker() as session:
         after = (await session.execute(select(func.max(AuditEvent.id)))).scalar_one()
     assert f"BROKEN at audit event {after}" in result.stderr
 
@@ -194,10 +194,11 @@ async def test_verify_notices_rows_deleted_at_the_end(harness: Harness, tmp_path
 
 async def test_a_purge_that_records_its_anchor_leaves_the_rest_verifiable(harness: Harness, tmp_path: Path) -> None:
     """The design a retention purge will use: delete the oldest rows, then record (chained) the last hash removed."""
-    from gatehouse.audit.service import Actor, record, verify_chain
+    from gatehouse.audit.service import record, verify_chain
+    from gatehouse.auth.actor import Actor
 
     ids = await _make_events(harness, 4)
-    async with harness.runtime.sessionmaker() as session, session.begin():
+    async with harness.runtime.db.sessionmaker() as session, session.begin():
         last_purged = (await session.execute(select(AuditEvent).where(AuditEvent.id == ids[1]))).scalar_one()
         anchor = last_purged.hash
         await session.execute(delete(AuditEvent).where(AuditEvent.id <= ids[1]))
@@ -207,7 +208,7 @@ async def test_a_purge_that_records_its_anchor_leaves_the_rest_verifiable(harnes
             action="audit.purged",
             details={"up_to_id": ids[1], "last_purged_hash": anchor, "deleted": 2},
         )
-    async with harness.runtime.sessionmaker() as session:
+    async with harness.runtime.db.sessionmaker() as session:
         assert (await verify_chain(session)).ok
     assert _cli(harness, tmp_path, "audit", "verify").returncode == 0
     # Without its anchor the same gap is a deletion.
@@ -218,16 +219,17 @@ async def test_a_purge_that_records_its_anchor_leaves_the_rest_verifiable(harnes
 async def test_purge_before_removes_exactly_the_older_prefix_and_stays_verifiable(
     harness: Harness, tmp_path: Path
 ) -> None:
-    from gatehouse.audit.service import Actor, purge_before, verify_chain
+    from gatehouse.audit.service import purge_before, verify_chain
+    from gatehouse.auth.actor import Actor
 
     ids = await _make_events(harness, 5)
     old, new = datetime.now(UTC) - timedelta(days=120), datetime.now(UTC) - timedelta(days=1)
-    async with harness.runtime.sessionmaker() as session, session.begin():
+    async with harness.runtime.db.sessionmaker() as session, session.begin():
         # Backdate what came before the 4th event: those rows are past a 90-day retention, the rest are not.
         await session.execute(update(AuditEvent).where(AuditEvent.id < ids[3]).values(created_at=old))
         await session.execute(update(AuditEvent).where(AuditEvent.id >= ids[3]).values(created_at=new))
     # Backdating changed the rows' content: re-chain them so only the purge itself is under test.
-    async with harness.runtime.sessionmaker() as session, session.begin():
+    async with harness.runtime.db.sessionmaker() as session, session.begin():
         previous = "0" * 64
         rows = (await session.execute(select(AuditEvent).order_by(AuditEvent.id))).scalars().all()
         for row in rows:
@@ -239,7 +241,7 @@ async def test_purge_before_removes_exactly_the_older_prefix_and_stays_verifiabl
         head = await session.get(AuditHead, 1)
         assert head is not None
         head.last_id, head.last_hash = rows[-1].id, rows[-1].hash
-    async with harness.runtime.sessionmaker() as session:
+    async with harness.runtime.db.sessionmaker() as session:
         assert (await verify_chain(session)).ok
         before = (await session.execute(select(func.count()).select_from(AuditEvent))).scalar_one()
         older = (
@@ -247,10 +249,10 @@ async def test_purge_before_removes_exactly_the_older_prefix_and_stays_verifiabl
         ).scalar_one()
 
     cutoff = datetime.now(UTC) - timedelta(days=90)
-    async with harness.runtime.sessionmaker() as session, session.begin():
+    async with harness.runtime.db.sessionmaker() as session, session.begin():
         purge = await purge_before(session, cutoff=cutoff, actor=Actor.job("purge"))
     assert purge.removed == older and purge.last_removed_id == ids[2]
-    async with harness.runtime.sessionmaker() as session:
+    async with harness.runtime.db.sessionmaker() as session:
         remaining = (await session.execute(select(AuditEvent).order_by(AuditEvent.id))).scalars().all()
         assert [r.id for r in remaining][: len(ids) - 3] == ids[3:]
         assert len(remaining) == before - older + 1  # plus the audit.purged record
@@ -259,7 +261,7 @@ async def test_purge_before_removes_exactly_the_older_prefix_and_stays_verifiabl
     assert _cli(harness, tmp_path, "audit", "verify").returncode == 0
 
     # Nothing more is past retention: a second purge removes nothing and records nothing.
-    async with harness.runtime.sessionmaker() as session, session.begin():
+    async with harness.runtime.db.sessionmaker() as session, session.begin():
         again = await purge_before(session, cutoff=cutoff, actor=Actor.job("purge"))
     assert again.removed == 0
     # Any other deletion is still caught.

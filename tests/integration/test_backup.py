@@ -18,8 +18,8 @@ from pydantic import SecretStr
 from sqlalchemy import func, insert, select
 from typer.testing import CliRunner, Result
 
-from gatehouse.accounts.models import User
 from gatehouse.audit.service import AuditFilter, list_events, verify_chain
+from gatehouse.auth.models import User
 from gatehouse.cli import app as cli_app
 from gatehouse.db.base import utcnow
 from gatehouse.db.engine import create_engine, create_sessionmaker

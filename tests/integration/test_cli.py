@@ -10,7 +10,8 @@ import pytest
 from argon2 import PasswordHasher
 from typer.testing import CliRunner, Result
 
-from gatehouse.accounts import passwords, service
+from gatehouse.accounts import service
+from gatehouse.auth import passwords
 from gatehouse.cli import app
 from gatehouse.cli.common import db_session
 from gatehouse.settings import get_settings

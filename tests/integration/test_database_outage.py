@@ -11,7 +11,7 @@ from tests.server import free_port
 
 async def test_unreachable_database_is_503(harness: Harness) -> None:
     dead = create_async_engine(f"postgresql+asyncpg://nobody@127.0.0.1:{free_port()}/none", connect_args={"timeout": 2})
-    harness.runtime.read_sessionmaker = create_sessionmaker(dead)
+    harness.runtime.auth.sessionmaker = create_sessionmaker(dead)
     try:
         response = await harness.client.get("/v1/models", headers=harness.as_key("gh_cold_key_not_cached_yet_123"))
         ollama = await harness.client.get("/api/tags", headers=harness.as_key("gh_another_cold_key_456789"))

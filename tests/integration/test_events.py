@@ -21,8 +21,8 @@ import redis.asyncio as aioredis
 import uvicorn
 from argon2 import PasswordHasher
 
-from gatehouse.accounts import passwords
 from gatehouse.app import create_app
+from gatehouse.auth import passwords
 from gatehouse.core.feed import parse_id
 from gatehouse.core.feed_redis import STREAM, RedisEventFeed
 from gatehouse.runtime import Runtime
@@ -136,12 +136,12 @@ async def test_override_event_reaches_a_connected_monitor(live: Live) -> None:
     _, monitor = await _member(live.client, "monitor@example.com", "monitor")
     async with following(live.client, monitor) as follower:
         override = {"upstream": "gpu-1", "state": "down", "reason": "maintenance", "by": "admin@example.com"}
-        live.runtime.events.publish("upstream.override", override)
+        live.runtime.feed.publish("upstream.override", override)
         event = await follower.event()
     assert event["event"] == "upstream.override"
     body = event["data"]
     assert body["id"] == event["id"] and body["kind"] == "upstream.override" and body["data"] == override
-    assert body["replica"] == live.runtime.events.replica and body["at"].endswith("+00:00")
+    assert body["replica"] == live.runtime.feed.replica and body["at"].endswith("+00:00")
 
 
 async def test_blocks_and_status_changes_reach_a_follower(live: Live) -> None:
@@ -166,7 +166,7 @@ async def test_blocks_and_status_changes_reach_a_follower(live: Live) -> None:
 
 
 async def test_reconnecting_with_last_event_id_gets_only_later_events(live: Live) -> None:
-    events = live.runtime.events
+    events = live.runtime.feed
     async with following(live.client) as follower:
         for n in range(3):
             events.publish("test.numbered", {"n": n})
@@ -184,7 +184,7 @@ async def test_reconnecting_with_last_event_id_gets_only_later_events(live: Live
 
 
 async def test_an_id_older_than_the_buffer_starts_with_a_gap(live: Live) -> None:
-    events = live.runtime.events
+    events = live.runtime.feed
     events.publish("test.first", {})
     first = events.latest_id
     assert first is not None
@@ -198,10 +198,10 @@ async def test_an_id_older_than_the_buffer_starts_with_a_gap(live: Live) -> None
 
 async def test_kinds_filter(live: Live) -> None:
     async with following(live.client, kinds="upstream.,stream.ended") as follower:
-        live.runtime.events.publish("stream.started", {"id": "x"})
-        live.runtime.events.publish("upstream.state", {"upstream": "a"})
-        live.runtime.events.publish("user.blocked", {"user_id": 1})
-        live.runtime.events.publish("stream.ended", {"id": "x"})
+        live.runtime.feed.publish("stream.started", {"id": "x"})
+        live.runtime.feed.publish("upstream.state", {"upstream": "a"})
+        live.runtime.feed.publish("user.blocked", {"user_id": 1})
+        live.runtime.feed.publish("stream.ended", {"id": "x"})
         received = await follower.events_until("stream.ended")
     assert [e["event"] for e in received] == ["upstream.state", "stream.ended"]
 
@@ -247,7 +247,7 @@ async def test_streams_terminations_and_rate_limits_are_announced(live: Live) ->
         assert limits.status_code == 200
         for _ in range(3):  # announced once, not per refusal
             assert (await live.client.post("/v1/chat/completions", json=CHAT, headers=as_user)).status_code == 429
-        live.runtime.events.publish("stream.marker", {})
+        live.runtime.feed.publish("stream.marker", {})
         received = await follower.events_until("stream.marker")
     assert [e["event"] for e in received] == ["rate_limit.hit", "stream.marker"]
     hit = received[0]["data"]["data"]
@@ -255,7 +255,7 @@ async def test_streams_terminations_and_rate_limits_are_announced(live: Live) ->
 
 
 async def test_a_client_that_leaves_ends_its_follower(live: Live) -> None:
-    events = live.runtime.events
+    events = live.runtime.feed
     async with following(live.client):
         async with asyncio.timeout(5):
             while events.waiting != 1:
@@ -273,7 +273,7 @@ async def test_only_monitors_and_above_may_follow(harness: Harness) -> None:
     anonymous = await harness.client.get("/admin/events", headers={"authorization": ""})
     assert anonymous.status_code == 401
     # (The in-process transport buffers whole answers: poll, which ends.)
-    harness.runtime.events.publish("test.kind", {})
+    harness.runtime.feed.publish("test.kind", {})
     polled = await harness.client.get(
         "/admin/events", params={"follow": "false", "last_event_id": "0"}, headers=harness.as_key(monitor_key)
     )

@@ -23,10 +23,12 @@ from argon2 import PasswordHasher
 from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 
-from gatehouse.accounts import erasure, passwords
-from gatehouse.accounts.models import ApiKey, User, UserSession
+from gatehouse.accounts import erasure
 from gatehouse.audit.models import AuditEvent
-from gatehouse.audit.service import Actor, record
+from gatehouse.audit.service import record
+from gatehouse.auth import passwords
+from gatehouse.auth.actor import Actor
+from gatehouse.auth.models import ApiKey, User, UserSession
 from gatehouse.errors import Forbidden
 from gatehouse.gateway.models import RequestLog
 from gatehouse.limits.models import UsageCounter
@@ -87,7 +89,7 @@ async def seed(harness: Harness) -> dict[str, Any]:
     assert (await harness.client.post(f"/admin/users/{bob}/block", json={"reason": "again: 555-987-6543"})).is_success
     invite = await harness.client.post("/admin/invites", json={"email": "dave@example.org"})
     assert invite.status_code == 201, invite.text
-    async with harness.runtime.sessionmaker() as session, session.begin():
+    async with harness.runtime.db.sessionmaker() as session, session.begin():
         await record(
             session,
             actor=Actor(type="user", user_id=alice, label="alice@example.com", ip="203.0.113.7"),
@@ -146,7 +148,7 @@ def check_manifest(files: dict[str, str], entities: list[str], fmt: str = "csv")
 
 
 async def _count(harness: Harness, model: Any, *where: Any) -> int:
-    async with harness.runtime.sessionmaker() as session:
+    async with harness.runtime.db.sessionmaker() as session:
         query = select(func.count()).select_from(model)
         return int((await session.execute(query.where(*where) if where else query)).scalar_one())
 
@@ -445,7 +447,7 @@ async def _refused(harness: Harness, key: str, *, within: float = 5.0) -> bool:
 async def test_delete_route_removes_the_user_and_their_key_stops_at_once(harness: Harness) -> None:
     seeded = await seed(harness)
     alice, key = seeded["alice"], seeded["alice_key"]
-    async with harness.runtime.sessionmaker() as session, session.begin():
+    async with harness.runtime.db.sessionmaker() as session, session.begin():
         await record(session, actor=Actor(type="anonymous", label="Alice@Example.com"), action="login.failed")
     assert (await harness.client.get("/me", headers=harness.as_key(key))).status_code == 200  # cached now
     deleted = await harness.client.delete(f"/admin/users/{alice}", params={"reason": "GDPR request 7"})
@@ -493,7 +495,7 @@ async def test_cli_deletion_request_exports_first_then_anonymises(shared_bus_har
     seeded = await seed(harness)
     alice, key = seeded["alice"], seeded["alice_key"]
     assert (await harness.client.get("/me", headers=harness.as_key(key))).status_code == 200  # cached now
-    async with harness.runtime.sessionmaker() as session, session.begin():
+    async with harness.runtime.db.sessionmaker() as session, session.begin():
         session.add(UserSession(token_hash="0" * 64, user_id=alice, expires_at=datetime.now(UTC) + timedelta(days=1)))
     bus = {"REDIS_URL": harness.settings.redis_url, "REDIS_PREFIX": harness.settings.redis_prefix}
     out = tmp_path / "alice.zip"
@@ -582,11 +584,11 @@ async def test_cli_deletion_keeps_everything_when_the_export_fails_or_the_user_i
 async def test_an_export_abandoned_halfway_is_closed_cleanly_and_not_completed(harness: Harness) -> None:
     await seed(harness)
     runtime = harness.runtime
-    async with runtime.sessionmaker() as session, session.begin():
+    async with runtime.db.sessionmaker() as session, session.begin():
         spec = await export.prepare(session, actor=Actor.system("test"), actor_role=None, entities=ALL)
     chunks = export.stream(
-        read_sessionmaker=runtime.read_sessionmaker,
-        sessionmaker=runtime.sessionmaker,
+        read_sessionmaker=runtime.db.read_sessionmaker,
+        sessionmaker=runtime.db.sessionmaker,
         actor=Actor.system("test"),
         spec=spec,
     )
@@ -612,7 +614,7 @@ async def test_masked_export_masks_names_hashes_client_text_and_defuses_formulas
     )
     assert chat.status_code == 200, chat.text
     await harness.runtime.request_log.flush()
-    async with harness.runtime.sessionmaker() as session, session.begin():
+    async with harness.runtime.db.sessionmaker() as session, session.begin():
         session.add(
             RequestLog(
                 request_id="r-1",
@@ -692,7 +694,7 @@ async def test_two_deletions_at_once_cannot_remove_the_last_two_superadmins(harn
     first = (await harness.client.get("/me")).json()["id"]
     runtime = harness.runtime
     cli = Actor.system("cli")
-    async with runtime.sessionmaker() as one, runtime.sessionmaker() as two:
+    async with runtime.db.sessionmaker() as one, runtime.db.sessionmaker() as two:
         await one.begin()
         await erasure.erase_user(one, bus=runtime.bus, actor=cli, actor_role=None, user_id=second)
         # Not committed yet: the other deletion waits for it, then counts what it left.
@@ -717,10 +719,10 @@ async def test_a_client_that_stalls_ends_the_read_transaction(
     actor = Actor.system("test")
 
     async def take(entities: list[str], *, stall_after_first: float) -> list[bytes]:
-        async with runtime.sessionmaker() as session, session.begin():
+        async with runtime.db.sessionmaker() as session, session.begin():
             spec = await export.prepare(session, actor=actor, actor_role=None, entities=entities)
         chunks = export.stream(
-            read_sessionmaker=runtime.read_sessionmaker, sessionmaker=runtime.sessionmaker, actor=actor, spec=spec
+            read_sessionmaker=runtime.db.read_sessionmaker, sessionmaker=runtime.db.sessionmaker, actor=actor, spec=spec
         )
         taken = []
         async with contextlib.aclosing(chunks):

@@ -18,8 +18,8 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
-from gatehouse.accounts import passwords
-from gatehouse.accounts.auth import public
+from gatehouse.auth import passwords
+from gatehouse.auth.access import public
 from gatehouse.core import middleware
 from gatehouse.db.engine import create_engine
 from gatehouse.gateway.models import RequestLog
@@ -134,7 +134,7 @@ async def test_oversized_keys_are_refused_before_any_lookup(harness: Harness) ->
         response = await client.get("/v1/models", headers={"authorization": "Bearer " + "k" * 5000})
     assert response.status_code == 401
     assert error_of(response)["code"] == "invalid_api_key"
-    assert len(harness.runtime.auth_cache) == 0  # not even remembered as unknown
+    assert len(harness.runtime.auth.cache) == 0  # not even remembered as unknown
 
 
 # --- the last-resort 500 ---------------------------------------------------------------------------
@@ -212,7 +212,7 @@ def log_row(**overrides: Any) -> dict[str, Any]:
 
 
 async def logged(harness: Harness) -> list[RequestLog]:
-    async with harness.runtime.sessionmaker() as db:
+    async with harness.runtime.db.sessionmaker() as db:
         return list((await db.execute(select(RequestLog).order_by(RequestLog.id))).scalars())
 
 
@@ -247,13 +247,13 @@ async def test_a_row_the_database_refuses_does_not_hold_back_the_others(
         writer.add(log_row(request_id="before"))
         # Queued as is (not through add()), as a bug elsewhere could: NOT NULL fails on every backend.
         writer._rows.append(log_row(request_id="bad", status_code=None))
-        if harness.runtime.engine.dialect.name == "postgresql":
+        if harness.runtime.db.engine.dialect.name == "postgresql":
             writer._rows.append(log_row(request_id="y" * 65))  # too long for String(64) there
         writer.add(log_row(request_id="after"))
 
         assert await writer.flush() == 2
         assert writer.pending == 0
-        assert writer.dropped == (2 if harness.runtime.engine.dialect.name == "postgresql" else 1)
+        assert writer.dropped == (2 if harness.runtime.db.engine.dialect.name == "postgresql" else 1)
         assert recorder.events("error") == ["request_log_rows_dropped"]  # once per flush, not per row
         assert [r.request_id for r in await logged(harness)] == ["before", "after"]
 
@@ -311,7 +311,7 @@ async def test_readyz_names_the_failure_without_the_drivers_text(
     recorder = Recorder()
     monkeypatch.setattr(health, "log", recorder)
     down = create_async_engine(UNREACHABLE_DATABASE)
-    monkeypatch.setattr(harness.runtime, "read_engine", down)
+    monkeypatch.setattr(harness.runtime.db, "read_engine", down)
     try:
         response = await harness.client.get("/readyz")
     finally:
@@ -368,14 +368,14 @@ async def test_read_only_transactions_begin_deferred_on_sqlite(tmp_path: Path) -
         def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
             statements.append(statement)
 
-        event.listen(harness.runtime.engine.sync_engine, "before_cursor_execute", record)
+        event.listen(harness.runtime.db.engine.sync_engine, "before_cursor_execute", record)
         try:
-            async with harness.runtime.read_sessionmaker() as db:
+            async with harness.runtime.db.read_sessionmaker() as db:
                 await db.execute(select(func.count()).select_from(RequestLog))
-            async with harness.runtime.sessionmaker() as db:
+            async with harness.runtime.db.sessionmaker() as db:
                 await db.execute(text("SELECT 1"))
         finally:
-            event.remove(harness.runtime.engine.sync_engine, "before_cursor_execute", record)
+            event.remove(harness.runtime.db.engine.sync_engine, "before_cursor_execute", record)
     begins = [s for s in statements if s.startswith("BEGIN")]
     assert begins == ["BEGIN", "BEGIN IMMEDIATE"]
 

@@ -17,10 +17,10 @@ import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import func, select, update
 
-from gatehouse.accounts import passwords
 from gatehouse.accounts.invite_models import Invite
-from gatehouse.accounts.models import User
 from gatehouse.audit.models import AuditEvent
+from gatehouse.auth import passwords
+from gatehouse.auth.models import User
 from gatehouse.db.base import utcnow
 from tests.conftest import Harness, make_settings, running_app
 from tests.server import ADMIN_EMAIL
@@ -73,7 +73,7 @@ async def sign_up(harness: Harness, token: str | None, email: str, **extra: Any)
 
 async def expire(harness: Harness, invite_id: int) -> None:
     """Move an invite's expiry into the past (an API refuses to create one there)."""
-    async with harness.runtime.sessionmaker() as session:
+    async with harness.runtime.db.sessionmaker() as session:
         await session.execute(
             update(Invite).where(Invite.id == invite_id).values(expires_at=utcnow() - timedelta(minutes=1))
         )
@@ -81,7 +81,7 @@ async def expire(harness: Harness, invite_id: int) -> None:
 
 
 async def audit_events(harness: Harness, action: str | None = None) -> list[AuditEvent]:
-    async with harness.runtime.sessionmaker() as session:
+    async with harness.runtime.db.sessionmaker() as session:
         query = select(AuditEvent).order_by(AuditEvent.id)
         if action is not None:
             query = query.where(AuditEvent.action == action)
@@ -89,14 +89,14 @@ async def audit_events(harness: Harness, action: str | None = None) -> list[Audi
 
 
 async def invite_row(harness: Harness, invite_id: int) -> Invite:
-    async with harness.runtime.sessionmaker() as session:
+    async with harness.runtime.db.sessionmaker() as session:
         row = await session.get(Invite, invite_id)
         assert row is not None
         return row
 
 
 async def count_users(harness: Harness, emails: list[str]) -> int:
-    async with harness.runtime.sessionmaker() as session:
+    async with harness.runtime.db.sessionmaker() as session:
         query = select(func.count()).select_from(User).where(User.email.in_(emails))
         return int((await session.execute(query)).scalar_one())
 

@@ -16,10 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from typer.testing import CliRunner
 
 from gatehouse.accounts.invite_models import Invite
-from gatehouse.accounts.models import UserSession
 from gatehouse.audit import service as audit_service
 from gatehouse.audit.models import AuditEvent
-from gatehouse.audit.service import Actor, record
+from gatehouse.audit.service import record
+from gatehouse.auth.actor import Actor
+from gatehouse.auth.models import UserSession
 from gatehouse.cli import app as cli_app
 from gatehouse.core.schedule import parse_schedule
 from gatehouse.db.base import utcnow
@@ -69,7 +70,7 @@ async def _seed(harness: Harness, now: datetime) -> None:
     """Rows on both sides of every other retention boundary (90 days for the request log)."""
     cutoff = now - timedelta(days=90)
     member = await create_member(harness)
-    async with harness.runtime.sessionmaker() as session, session.begin():
+    async with harness.runtime.db.sessionmaker() as session, session.begin():
         for offset, request_id in ((-DAY, "old-1"), (-timedelta(minutes=1), "old-2"), (timedelta(minutes=1), "new-1")):
             session.add(RequestLog(**log_row(request_id=request_id), created_at=cutoff + offset))
         session.add(OpsSample(created_at=cutoff - DAY, replica="r", statements=1, statement_seconds=0.1))
@@ -92,7 +93,7 @@ async def test_purge_removes_exactly_what_is_past_retention_and_the_audit_log_st
 
 async def _purge_and_check(harness: Harness, seeded: dict[str, Any], now: datetime) -> None:
     await _seed(harness, now)
-    async with harness.runtime.sessionmaker() as session:
+    async with harness.runtime.db.sessionmaker() as session:
         audit_before = (await session.execute(select(func.count()).select_from(AuditEvent))).scalar_one()
 
     response = await harness.client.post("/admin/jobs/purge/run")
@@ -108,7 +109,7 @@ async def _purge_and_check(harness: Harness, seeded: dict[str, Any], now: dateti
     assert counts["expired_sessions"] == 1
     assert counts["expired_invites"] == 1
 
-    async with harness.runtime.sessionmaker() as session:
+    async with harness.runtime.db.sessionmaker() as session:
         ids = set((await session.execute(select(AuditEvent.id))).scalars())
         assert not ids & set(seeded["old_audit"])
         assert seeded["kept_audit"] in ids
@@ -143,13 +144,13 @@ async def _purge_and_check(harness: Harness, seeded: dict[str, Any], now: dateti
 async def test_zero_retention_keeps_everything(database_url: str, tmp_path: Path) -> None:
     settings = make_settings(database_url, tmp_path, audit_retention_days=0, request_log_retention_days=0)
     async with running_app(settings) as harness:
-        async with harness.runtime.sessionmaker() as session, session.begin():
+        async with harness.runtime.db.sessionmaker() as session, session.begin():
             session.add(RequestLog(**log_row(request_id="ancient"), created_at=utcnow() - timedelta(days=3650)))
         run = (await harness.client.post("/admin/jobs/purge/run")).json()
         assert run["status"] == "ok"
         assert "audit_events" not in run["counts"]
         assert "request_log_rows" not in run["counts"]
-        async with harness.runtime.sessionmaker() as session:
+        async with harness.runtime.db.sessionmaker() as session:
             assert (await session.execute(select(func.count()).select_from(RequestLog))).scalar_one() == 1
 
 
@@ -167,7 +168,7 @@ async def test_the_run_route_needs_an_admin_or_the_right_job_token(database_url:
         member = await create_member(harness)
         as_user = await harness.client.post("/admin/jobs/purge/run", headers=harness.as_key(member.key))
         assert as_user.status_code == 403
-        async with harness.runtime.sessionmaker() as session:
+        async with harness.runtime.db.sessionmaker() as session:
             assert (await session.execute(select(func.count()).select_from(JobRun))).scalar_one() == 0
 
         ok = await harness.client.post("/admin/jobs/purge/run", headers={**anonymous, "x-job-token": JOB_TOKEN})
@@ -217,7 +218,7 @@ async def test_a_scheduled_slot_runs_once_whatever_the_number_of_replicas(harnes
             *(runner.run("purge", trigger="schedule", actor=actor, slot=slot + DAY) for runner, _ in runners)
         )
         assert len([r for r in later if r is not None]) == 1
-        async with harness.runtime.sessionmaker() as session:
+        async with harness.runtime.db.sessionmaker() as session:
             runs = (await session.execute(select(JobRun).order_by(JobRun.id))).scalars().all()
             assert [(r.job, r.trigger, r.status, r.slot) for r in runs] == [
                 ("purge", "schedule", "ok", slot),
@@ -247,7 +248,7 @@ async def test_a_running_job_refuses_a_second_run_and_a_dead_holder_is_taken_ove
         monkeypatch.setitem(first.jobs, "purge", dataclasses.replace(first.jobs["purge"], function=slow))
         task = asyncio.create_task(first.run("purge", trigger="cli", actor=Actor.system("cli")))
         while True:  # until the run is recorded and holds the lock
-            async with harness.runtime.sessionmaker() as session:
+            async with harness.runtime.db.sessionmaker() as session:
                 if await first.holder(session, "purge") is not None:
                     break
             await asyncio.sleep(0.01)
@@ -263,7 +264,7 @@ async def test_a_running_job_refuses_a_second_run_and_a_dead_holder_is_taken_ove
 
         # A holder that dies mid-run (its lease runs out) does not block the job: the next run takes over and
         # the abandoned run is marked failed.
-        async with harness.runtime.sessionmaker() as session, session.begin():
+        async with harness.runtime.db.sessionmaker() as session, session.begin():
             session.add(abandoned := JobRun(job="purge", trigger="cli", replica="dead", status="running", counts="{}"))
             await session.flush()
             past = utcnow() - timedelta(minutes=5)
@@ -274,7 +275,7 @@ async def test_a_running_job_refuses_a_second_run_and_a_dead_holder_is_taken_ove
             )
         taken = await second.run("purge", trigger="cli", actor=Actor.system("cli"))
         assert taken is not None and taken.status == "ok"
-        async with harness.runtime.sessionmaker() as session:
+        async with harness.runtime.db.sessionmaker() as session:
             dead = await session.get(JobRun, abandoned.id)
             assert dead is not None and dead.status == "failed"
             assert "dead" in (dead.error or "")
@@ -293,7 +294,7 @@ async def test_a_failing_job_is_recorded_and_audited_as_failed(
     run = (await harness.client.post("/admin/jobs/purge/run")).json()
     assert run["status"] == "failed"
     assert run["error"] == "RuntimeError: disk on fire"
-    async with harness.runtime.sessionmaker() as session:
+    async with harness.runtime.db.sessionmaker() as session:
         event = (await session.execute(select(AuditEvent).where(AuditEvent.action == "job.run"))).scalar_one()
         assert orjson.loads(event.details)["status"] == "failed"
         lock = await session.get(JobLock, "purge")
@@ -314,7 +315,7 @@ async def test_schedules_record_the_first_slot_then_run_each_later_one(database_
         assert purge["next_run"] is not None
         assert [r["id"] for r in listed["replicas"]] == [harness.runtime.bus.origin]
         for _ in range(100):
-            async with harness.runtime.sessionmaker() as session:
+            async with harness.runtime.db.sessionmaker() as session:
                 runs = (await session.execute(select(JobRun).where(JobRun.trigger == "schedule"))).scalars().all()
             if len(runs) >= 2:
                 break
@@ -363,7 +364,7 @@ async def test_cli_runs_and_lists_jobs(harness: Harness, monkeypatch: pytest.Mon
         assert "purge" in unknown.output
     finally:
         get_settings.cache_clear()
-    async with harness.runtime.sessionmaker() as session:
+    async with harness.runtime.db.sessionmaker() as session:
         run = (await session.execute(select(JobRun).where(JobRun.trigger == "cli"))).scalars().first()
         assert run is not None and run.requested_by == "cli"
 
@@ -414,7 +415,7 @@ async def test_a_large_audit_purge_goes_in_anchored_batches_and_still_verifies(
     async with running_app(settings) as harness:
         run = (await harness.client.post("/admin/jobs/purge/run")).json()
         assert run["counts"]["audit_events"] == 4
-        async with harness.runtime.sessionmaker() as session:
+        async with harness.runtime.db.sessionmaker() as session:
             ids = set((await session.execute(select(AuditEvent.id))).scalars())
             anchors = (
                 await session.execute(select(func.count()).where(AuditEvent.action == "audit.purged"))

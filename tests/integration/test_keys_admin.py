@@ -15,9 +15,9 @@ import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import select
 
-from gatehouse.accounts import passwords
 from gatehouse.accounts.bootstrap import BOOTSTRAP_KEY_NAME
 from gatehouse.audit.models import AuditEvent
+from gatehouse.auth import passwords
 from tests.conftest import Harness, make_settings, running_app
 from tests.server import ADMIN_EMAIL, ADMIN_KEY
 
@@ -43,7 +43,7 @@ async def new_member(harness: Harness, role: str = "user", *, keys: int = 1) -> 
 
 
 async def events(harness: Harness, action: str) -> list[AuditEvent]:
-    async with harness.runtime.sessionmaker() as session:
+    async with harness.runtime.db.sessionmaker() as session:
         return list((await session.execute(select(AuditEvent).where(AuditEvent.action == action))).scalars())
 
 
@@ -109,7 +109,7 @@ async def test_revoking_a_key_refuses_it_at_once_and_is_audited(harness: Harness
     assert f'"user_id":{user_id}' in event.details and f'"prefix":"{key["prefix"]}"' in event.details
     created = [e for e in await events(harness, "key.created") if e.target_id == str(key["id"])]
     assert len(created) == 1 and created[0].actor_type == "key"
-    async with harness.runtime.sessionmaker() as session:
+    async with harness.runtime.db.sessionmaker() as session:
         every = (await session.execute(select(AuditEvent.details))).scalars().all()
     assert not [d for d in every if key["key"] in d or ADMIN_KEY in d]
 
@@ -167,7 +167,7 @@ async def test_rotate_bootstrap_without_redis(harness: Harness, tmp_path: Path) 
     # Honestly: without Redis this server hears nothing, and serves the old key from its cache until it
     # expires (AUTH_CACHE_SECONDS) or the server restarts; a cold cache refuses it.
     assert (await harness.client.get("/me")).status_code == 200
-    harness.runtime.auth_cache.clear()
+    harness.runtime.auth.cache.clear()
     assert (await harness.client.get("/me")).status_code == 401
 
     listed = cli(env, tmp_path, "keys", "list", "--user", ADMIN_EMAIL)
@@ -175,7 +175,7 @@ async def test_rotate_bootstrap_without_redis(harness: Harness, tmp_path: Path) 
     assert new_key[:10] in listed.stdout and ADMIN_KEY[:10] in listed.stdout and "revoked" in listed.stdout
     assert new_key not in listed.stdout
 
-    async with harness.runtime.sessionmaker() as session:
+    async with harness.runtime.db.sessionmaker() as session:
         rows = (await session.execute(select(AuditEvent).where(AuditEvent.actor_label == "cli"))).scalars().all()
     assert sorted(e.action for e in rows) == ["key.created", "key.revoked"]
     assert not [e for e in rows if new_key in e.details or ADMIN_KEY in e.details]

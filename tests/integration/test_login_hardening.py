@@ -14,10 +14,10 @@ import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import select
 
-from gatehouse.accounts import passwords
-from gatehouse.accounts.auth import SESSION_COOKIE
 from gatehouse.accounts.lockout import backoff_seconds
 from gatehouse.audit.models import AuditEvent
+from gatehouse.auth import passwords
+from gatehouse.auth.access import SESSION_COOKIE
 from tests.conftest import Harness, make_settings, running_app
 from tests.server import ADMIN_EMAIL, ADMIN_PASSWORD
 
@@ -62,7 +62,7 @@ async def set_limits(harness: Harness, **limits: int | None) -> None:
 
 
 async def events(harness: Harness, action: str) -> list[AuditEvent]:
-    async with harness.runtime.sessionmaker() as session:
+    async with harness.runtime.db.sessionmaker() as session:
         rows = (await session.execute(select(AuditEvent).where(AuditEvent.action == action))).scalars()
         return list(rows)
 
@@ -176,7 +176,7 @@ async def test_logins_and_logouts_are_audited_without_secrets(app: Harness) -> N
     assert len(logout) == 1
     assert (logout[0].actor_type, logout[0].actor_id, logout[0].target_id) == ("user", user["id"], str(user["id"]))
 
-    async with app.runtime.sessionmaker() as db:
+    async with app.runtime.db.sessionmaker() as db:
         every = (await db.execute(select(AuditEvent.details))).scalars().all()
     for details in every:
         assert wrong_password not in details and PASSWORD not in details and ADMIN_PASSWORD not in details

@@ -22,10 +22,10 @@ from fastapi.routing import APIRoute, APIWebSocketRoute
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
-from gatehouse.accounts import passwords
-from gatehouse.accounts.auth import Access, public, require
-from gatehouse.accounts.roles import Role
 from gatehouse.app import create_app
+from gatehouse.auth import passwords
+from gatehouse.auth.access import Access, public, require
+from gatehouse.auth.roles import Role
 from gatehouse.deps import PrincipalDep
 from tests.conftest import Harness, make_settings
 

@@ -6,8 +6,9 @@ import asyncio
 
 import pytest
 
-from gatehouse.accounts.principal import KEY_CHANGED, USER_CHANGED, AuthCache, Principal
-from gatehouse.accounts.roles import Role, UserStatus
+from gatehouse.auth.cache import KEY_CHANGED, USER_CHANGED, AuthCache
+from gatehouse.auth.principal import Principal
+from gatehouse.auth.roles import Role, UserStatus
 from gatehouse.core.bus import RECONNECTED
 
 

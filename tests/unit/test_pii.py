@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from gatehouse.accounts.models import User
+from gatehouse.auth.models import User
 from gatehouse.ops.export_entities import Field
 from gatehouse.ops.export_files import Formatter
 from gatehouse.ops.pii import mask_display_name, mask_email, mask_ip, mask_json, mask_phone, mask_text

@@ -14,11 +14,12 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gatehouse.accounts.models import User
-from gatehouse.accounts.principal import Principal
-from gatehouse.accounts.roles import Role, UserStatus
 from gatehouse.accounts.service import announce_user_changed, ensure_may_manage, get_user_or_raise, set_status
-from gatehouse.audit.service import Actor, record
+from gatehouse.audit.service import record
+from gatehouse.auth.actor import Actor
+from gatehouse.auth.models import User
+from gatehouse.auth.principal import Principal
+from gatehouse.auth.roles import Role, UserStatus
 from gatehouse.core.bus import EventBus
 from gatehouse.core.feed import EventFeed
 from gatehouse.db.base import utcnow

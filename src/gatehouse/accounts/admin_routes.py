@@ -10,15 +10,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gatehouse.accounts import admin, service
 from gatehouse.accounts.admin_schemas import BlockRequest, UserAdminRead, UserAdminUpdate, UserPage
-from gatehouse.accounts.auth import require
-from gatehouse.accounts.models import User
-from gatehouse.accounts.principal import Principal
-from gatehouse.accounts.roles import Role, UserStatus
 from gatehouse.accounts.schemas import UserCreate
-from gatehouse.audit.service import Actor, record
+from gatehouse.audit.service import record
+from gatehouse.auth.access import require
+from gatehouse.auth.actor import Actor
+from gatehouse.auth.models import User
+from gatehouse.auth.principal import Principal
+from gatehouse.auth.roles import Role, UserStatus
 from gatehouse.db.base import utcnow
-from gatehouse.deps import ActorDep, IdPath, PrincipalDep, RuntimeDep, SessionDep
-from gatehouse.fields import MAX_DB_INT
+from gatehouse.deps import ActorDep, PrincipalDep, RuntimeDep, SessionDep
+from gatehouse.fields import MAX_DB_INT, IdPath
 from gatehouse.limits import quotas
 from gatehouse.runtime import Runtime
 
@@ -111,7 +112,7 @@ async def _update(
     session: AsyncSession, runtime: Runtime, actor: Actor, by: Principal, user_id: int, changes: dict[str, Any]
 ) -> UserAdminRead:
     await admin.update_user(
-        session, bus=runtime.bus, events=runtime.events, actor=actor, by=by, user_id=user_id, changes=changes
+        session, bus=runtime.bus, events=runtime.feed, actor=actor, by=by, user_id=user_id, changes=changes
     )
     return await _read_one(session, runtime, user_id)
 
@@ -158,7 +159,7 @@ async def block_user(
     await admin.block(
         session,
         bus=runtime.bus,
-        events=runtime.events,
+        events=runtime.feed,
         actor=actor,
         by=principal,
         user_id=user_id,
@@ -173,5 +174,5 @@ async def unblock_user(
     user_id: IdPath, principal: PrincipalDep, actor: ActorDep, session: SessionDep, runtime: RuntimeDep
 ) -> UserAdminRead:
     """Lift a block."""
-    await admin.unblock(session, bus=runtime.bus, events=runtime.events, actor=actor, by=principal, user_id=user_id)
+    await admin.unblock(session, bus=runtime.bus, events=runtime.feed, actor=actor, by=principal, user_id=user_id)
     return await _read_one(session, runtime, user_id)

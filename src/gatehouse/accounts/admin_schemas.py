@@ -6,8 +6,8 @@ from datetime import datetime
 
 from pydantic import AwareDatetime, BaseModel, Field
 
-from gatehouse.accounts.roles import Role, UserStatus
 from gatehouse.accounts.schemas import UserRead
+from gatehouse.auth.roles import Role, UserStatus
 from gatehouse.fields import Text
 
 

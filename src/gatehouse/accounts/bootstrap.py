@@ -9,8 +9,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gatehouse.accounts import service
-from gatehouse.accounts.roles import Role
-from gatehouse.audit.service import Actor, record
+from gatehouse.audit.service import record
+from gatehouse.auth.actor import Actor
+from gatehouse.auth.roles import Role
 from gatehouse.errors import Conflict
 from gatehouse.settings import Settings
 

@@ -26,11 +26,12 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from gatehouse.accounts.admin import _ensure_not_last_superadmin
 from gatehouse.accounts.invite_models import Invite
-from gatehouse.accounts.models import ApiKey, User, UserSession
-from gatehouse.accounts.roles import Role, UserStatus
 from gatehouse.accounts.service import announce_user_changed, ensure_may_manage, get_user_or_raise
 from gatehouse.audit.models import AuditEvent
-from gatehouse.audit.service import Actor, record
+from gatehouse.audit.service import record
+from gatehouse.auth.actor import Actor
+from gatehouse.auth.models import ApiKey, User, UserSession
+from gatehouse.auth.roles import Role, UserStatus
 from gatehouse.core.bus import EventBus
 from gatehouse.db.base import utcnow
 from gatehouse.errors import Forbidden

@@ -8,10 +8,10 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from gatehouse.accounts import erasure
-from gatehouse.accounts.auth import require
-from gatehouse.accounts.roles import Role
-from gatehouse.deps import ActorDep, IdPath, PrincipalDep, RuntimeDep, SessionDep
-from gatehouse.fields import Text
+from gatehouse.auth.access import require
+from gatehouse.auth.roles import Role
+from gatehouse.deps import ActorDep, PrincipalDep, RuntimeDep, SessionDep
+from gatehouse.fields import IdPath, Text
 
 router = APIRouter(tags=["admin"])
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from gatehouse.accounts.roles import Role
+from gatehouse.auth.roles import Role
 from gatehouse.db.base import Base, UTCDateTime, utcnow
 
 

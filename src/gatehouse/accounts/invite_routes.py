@@ -7,15 +7,16 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, status
 
 from gatehouse.accounts import invites
-from gatehouse.accounts.auth import public, require
 from gatehouse.accounts.invite_models import Invite
 from gatehouse.accounts.invite_schemas import InviteCreate, InviteCreated, InvitePage, InviteRead, SignupRequest
 from gatehouse.accounts.invites import InviteStatus
-from gatehouse.accounts.roles import Role
 from gatehouse.accounts.schemas import UserRead
+from gatehouse.auth.access import public, require
+from gatehouse.auth.actor import actor_for, client_ip
+from gatehouse.auth.roles import Role
 from gatehouse.db.base import utcnow
-from gatehouse.deps import ActorDep, IdPath, PrincipalDep, RuntimeDep, SessionDep, actor_for, client_ip
-from gatehouse.fields import MAX_DB_INT
+from gatehouse.deps import ActorDep, PrincipalDep, RuntimeDep, SessionDep
+from gatehouse.fields import MAX_DB_INT, IdPath
 
 router = APIRouter()
 

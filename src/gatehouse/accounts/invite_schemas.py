@@ -7,7 +7,7 @@ from datetime import datetime
 from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, model_validator
 
 from gatehouse.accounts.invites import DEFAULT_EXPIRY_HOURS, MAX_EXPIRY_HOURS, MAX_TOKEN_LENGTH, InviteStatus
-from gatehouse.accounts.roles import Role
+from gatehouse.auth.roles import Role
 from gatehouse.fields import Text
 
 

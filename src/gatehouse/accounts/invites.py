@@ -12,10 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gatehouse.accounts import service as accounts
 from gatehouse.accounts.invite_models import Invite
-from gatehouse.accounts.models import User
-from gatehouse.accounts.roles import Role
-from gatehouse.accounts.tokens import hash_token
 from gatehouse.audit import service as audit
+from gatehouse.auth.actor import Actor
+from gatehouse.auth.models import User
+from gatehouse.auth.roles import Role
+from gatehouse.auth.tokens import hash_token
 from gatehouse.db.base import utcnow
 from gatehouse.errors import BadRequest, Forbidden, NotFound
 from gatehouse.settings import Settings, SignupMode
@@ -76,7 +77,7 @@ def resolve_expiry(*, now: datetime, expires_in_hours: int | None, expires_at: d
 async def create(
     session: AsyncSession,
     *,
-    actor: audit.Actor,
+    actor: Actor,
     actor_role: Role,
     email: str | None,
     role: Role,
@@ -136,7 +137,7 @@ async def get_or_raise(session: AsyncSession, *, invite_id: int) -> Invite:
     return invite
 
 
-async def revoke(session: AsyncSession, *, actor: audit.Actor, invite_id: int) -> Invite:
+async def revoke(session: AsyncSession, *, actor: Actor, invite_id: int) -> Invite:
     """Revoke an invite so nobody can redeem it any more; revoking twice changes nothing."""
     invite = await get_or_raise(session, invite_id=invite_id)
     if invite.revoked_at is None:
@@ -213,7 +214,7 @@ async def sign_up(
     session: AsyncSession,
     *,
     settings: Settings,
-    actor: audit.Actor,
+    actor: Actor,
     invite_token: str | None,
     email: str,
     password: str,

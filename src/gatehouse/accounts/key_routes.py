@@ -8,11 +8,11 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from gatehouse.accounts import service
-from gatehouse.accounts.auth import require
-from gatehouse.accounts.roles import Role
 from gatehouse.accounts.schemas import KeyRead
-from gatehouse.deps import ActorDep, IdPath, PrincipalDep, RuntimeDep, SessionDep
-from gatehouse.fields import MAX_DB_INT
+from gatehouse.auth.access import require
+from gatehouse.auth.roles import Role
+from gatehouse.deps import ActorDep, PrincipalDep, RuntimeDep, SessionDep
+from gatehouse.fields import MAX_DB_INT, IdPath
 
 router = APIRouter()
 MAX_PAGE = 500

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
-from gatehouse.accounts.tokens import hash_token
+from gatehouse.auth.tokens import hash_token
 from gatehouse.errors import TooManyRequests
 from gatehouse.limits.ratelimit import RateLimiter
 

@@ -7,8 +7,6 @@ from datetime import timedelta
 from fastapi import APIRouter, Request, Response, status
 
 from gatehouse.accounts import service
-from gatehouse.accounts.auth import CSRF_COOKIE, SESSION_COOKIE, public, require
-from gatehouse.accounts.roles import Role
 from gatehouse.accounts.schemas import (
     KeyCreate,
     KeyCreated,
@@ -17,8 +15,12 @@ from gatehouse.accounts.schemas import (
     LoginResponse,
     UserRead,
 )
-from gatehouse.accounts.tokens import csrf_token
-from gatehouse.deps import ActorDep, IdPath, PrincipalDep, RuntimeDep, SessionDep, actor_for
+from gatehouse.auth.access import CSRF_COOKIE, SESSION_COOKIE, public, require
+from gatehouse.auth.actor import actor_for
+from gatehouse.auth.roles import Role
+from gatehouse.auth.tokens import csrf_token
+from gatehouse.deps import ActorDep, PrincipalDep, RuntimeDep, SessionDep
+from gatehouse.fields import IdPath
 
 router = APIRouter()
 
@@ -38,7 +40,7 @@ async def login(
     ttl = timedelta(hours=runtime.settings.session_ttl_hours)
     user, row, token = await service.log_in(
         session,
-        sessionmaker=runtime.sessionmaker,
+        sessionmaker=runtime.db.sessionmaker,
         limiter=runtime.rate_limiter,
         actor=actor_for(request, None),
         email=body.email,
@@ -47,7 +49,7 @@ async def login(
         user_agent=request.headers.get("user-agent"),
         backoff_max_seconds=runtime.settings.login_backoff_max_seconds,
     )
-    csrf = csrf_token(runtime.secret, token)
+    csrf = csrf_token(runtime.auth.secret, token)
     secure = runtime.settings.is_prod
     max_age = int(ttl.total_seconds())
     response.set_cookie(SESSION_COOKIE, token, max_age=max_age, httponly=True, samesite="lax", secure=secure)

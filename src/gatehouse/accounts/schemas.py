@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field
 
-from gatehouse.accounts.roles import Role, UserStatus
+from gatehouse.auth.roles import Role, UserStatus
 from gatehouse.fields import Text
 
 

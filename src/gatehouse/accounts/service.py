@@ -11,14 +11,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gatehouse.accounts import lockout
-from gatehouse.accounts.auth import check_status
-from gatehouse.accounts.models import ApiKey, User, UserSession
-from gatehouse.accounts.passwords import check_password_strength, hash_password, verify_password
-from gatehouse.accounts.principal import KEY_CHANGED, USER_CHANGED, Principal
-from gatehouse.accounts.roles import Role, UserStatus
-from gatehouse.accounts.tokens import hash_token, key_prefix, new_api_key, new_session_token
 from gatehouse.audit import service as audit
-from gatehouse.audit.service import Actor
+from gatehouse.auth.access import check_status
+from gatehouse.auth.actor import Actor
+from gatehouse.auth.cache import KEY_CHANGED, USER_CHANGED
+from gatehouse.auth.models import ApiKey, User, UserSession
+from gatehouse.auth.passwords import check_password_strength, hash_password, verify_password
+from gatehouse.auth.principal import Principal
+from gatehouse.auth.roles import Role, UserStatus
+from gatehouse.auth.tokens import hash_token, key_prefix, new_api_key, new_session_token
 from gatehouse.core.bus import EventBus
 from gatehouse.db.base import utcnow
 from gatehouse.db.session import after_commit

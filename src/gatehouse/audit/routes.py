@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Query
 from pydantic import AwareDatetime
 
-from gatehouse.accounts.auth import require
-from gatehouse.accounts.roles import Role
 from gatehouse.audit import service
 from gatehouse.audit.schemas import AuditEventRead, AuditPage, AuditVerification
+from gatehouse.auth.access import require
+from gatehouse.auth.roles import Role
 from gatehouse.deps import SessionDep
 from gatehouse.fields import MAX_DB_INT
 

@@ -13,30 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gatehouse.audit.chain import PURGE_ACTION, Break, Verifier, canonical_details, purge_anchor, row_hash
 from gatehouse.audit.models import AuditEvent, AuditHead
+from gatehouse.auth.actor import Actor
 from gatehouse.db.base import utcnow
 
 HEAD_ID = 1
 VERIFY_BATCH = 2000
-
-
-@dataclass(frozen=True, slots=True)
-class Actor:
-    """Who acts: a user (through a console session or an API key), the system, or a job."""
-
-    type: str
-    user_id: int | None = None
-    key_id: int | None = None
-    label: str | None = None
-    ip: str | None = None
-    request_id: str | None = None
-
-    @classmethod
-    def system(cls, label: str = "system") -> Actor:
-        return cls(type="system", label=label)
-
-    @classmethod
-    def job(cls, name: str) -> Actor:
-        return cls(type="job", label=name)
 
 
 async def record(

@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gatehouse.audit.service import Actor
+from gatehouse.auth.actor import Actor
 from gatehouse.core.bus import EventBus, create_bus
 from gatehouse.db.engine import create_engine, create_sessionmaker
 from gatehouse.db.session import run_after_commit

@@ -34,8 +34,8 @@ def serve(
     """Serve the gateway: applies migrations (RUN_MIGRATIONS), creates the bootstrap admin, then listens."""
     gc.disable()  # the app's modules load faster without collections in between (see gatehouse/entry.py)
     try:
-        from gatehouse.app import PREPARED_ENV, UnsafeSettings, announce, check_settings, prepare
         from gatehouse.core.logging import configure_logging
+        from gatehouse.runtime import PREPARED_ENV, UnsafeSettings, announce, check_settings, prepare
     finally:
         gc.enable()
 

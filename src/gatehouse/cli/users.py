@@ -8,7 +8,7 @@ from typing import cast
 import typer
 
 from gatehouse.accounts import erasure, service
-from gatehouse.accounts.roles import Role
+from gatehouse.auth.roles import Role
 from gatehouse.cli import export
 from gatehouse.cli.common import (
     CLI_ACTOR,

@@ -8,14 +8,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from gatehouse.accounts.principal import Principal
+from gatehouse.auth.principal import Principal
 from gatehouse.core.logging import bind_context, get_logger
 from gatehouse.core.metrics import STREAM_DURATION, TOKENS, UPSTREAM_REQUEST_DURATION, UPSTREAM_TTFT, child
 from gatehouse.errors import GatehouseError
+from gatehouse.gateway.context import Gateway
 from gatehouse.limits import quotas
 from gatehouse.limits.quotas import Reservation
 from gatehouse.ops.streams import LiveStream
-from gatehouse.runtime import Runtime
 from gatehouse.upstreams.registry import Upstream
 
 log = get_logger("gatehouse.gateway")
@@ -102,16 +102,16 @@ class Terminated(GatehouseError):
 # --- admission -------------------------------------------------------------------------------------
 
 
-async def admit(runtime: Runtime, call: Call, *, prompt_bound: int, want_completion: int) -> None:
+async def admit(gateway: Gateway, call: Call, *, prompt_bound: int, want_completion: int) -> None:
     """Rate limits (per minute, per action), then the quota reservation; raises 429 when refused."""
     user = f"u{call.principal.user_id}"
-    limiter = runtime.rate_limiter
+    limiter = gateway.rate_limiter
     try:
         await limiter.hit("user_per_minute", user)
         await limiter.hit(call.endpoint, user)
-        settings = runtime.settings
+        settings = gateway.settings
         call.reservation = await quotas.reserve(
-            runtime.statements,
+            gateway.statements,
             user_id=call.principal.user_id,
             day=quotas.quota_day(settings.quota_timezone),
             messages=1 if call.endpoint == "chat" else 0,
@@ -122,13 +122,13 @@ async def admit(runtime: Runtime, call: Call, *, prompt_bound: int, want_complet
     except GatehouseError as exc:
         call.fail(exc)
         if exc.code == "quota_exceeded":  # rate-limit refusals are announced by the limiter itself
-            runtime.events.publish(
+            gateway.feed.publish(
                 "quota.blocked", {"user_id": call.principal.user_id, "quota": exc.param, "model": call.model}
             )
-        await finish(runtime, call)
+        await finish(gateway, call)
         raise
     principal = call.principal
-    call.live = runtime.streams.open(
+    call.live = gateway.streams.open(
         user_id=principal.user_id,
         user_email=principal.email,
         key_id=principal.key_id,
@@ -157,26 +157,26 @@ def _usage(call: Call) -> tuple[int, int]:
     return prompt, completion
 
 
-async def finish(runtime: Runtime, call: Call) -> None:
+async def finish(gateway: Gateway, call: Call) -> None:
     """Settle once: the quota (actual usage replaces the reservation) and the request-log row."""
     if call.settled:
         return
     call.settled = True
     call.prompt_tokens, call.completion_tokens = _usage(call)
     if call.live is not None:
-        runtime.streams.close(
+        gateway.streams.close(
             call.live,
             status_code=call.status_code,
             error_code=call.error_code,
             usage=(call.prompt_tokens, call.completion_tokens),
         )
     if call.held is not None:
-        runtime.upstreams.release(call.held)
+        gateway.upstreams.release(call.held)
         if call.error_code in UPSTREAM_FAILURES:  # it broke off mid-answer: the breaker counts that too
-            runtime.upstreams.request_failed(call.held, call.error_code)
+            gateway.upstreams.request_failed(call.held, call.error_code)
     principal = call.principal
     now = time.perf_counter()
-    runtime.request_log.add(
+    gateway.request_log.add(
         {
             "request_id": call.request_id,
             "user_id": principal.user_id,
@@ -196,14 +196,14 @@ async def finish(runtime: Runtime, call: Call) -> None:
         }
     )
     if principal.key_id is not None:
-        runtime.request_log.key_used(principal.key_id)
+        gateway.request_log.key_used(principal.key_id)
     _observe(call, now)
     if call.reservation is not None:
         # A request that got nothing from the upstream (it failed before its first byte) costs no message;
         # one the client walked away from still does.
         refund = call.produced_nothing and call.error_code not in (None, "client_disconnected")
         await quotas.settle(
-            runtime.statements,
+            gateway.statements,
             call.reservation,
             tokens=call.prompt_tokens + call.completion_tokens,
             refund_message=refund,
@@ -224,12 +224,12 @@ def _observe(call: Call, now: float) -> None:
         child(TOKENS, call.model, "out").inc(call.completion_tokens)
 
 
-async def finish_shielded(runtime: Runtime, call: Call) -> None:
+async def finish_shielded(gateway: Gateway, call: Call) -> None:
     """`finish`, completed even if the request's task is being cancelled (shutdown, client gone)."""
     if call.settled:
         return
-    task = asyncio.ensure_future(finish(runtime, call))
-    runtime.track(task)
+    task = asyncio.ensure_future(finish(gateway, call))
+    gateway.track(task)
     try:
         await asyncio.shield(task)
     except asyncio.CancelledError:

@@ -18,13 +18,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from gatehouse.accounts.auth import Access
-from gatehouse.accounts.principal import Principal
-from gatehouse.accounts.roles import Role
+from gatehouse.auth.access import Access
+from gatehouse.auth.principal import Principal
+from gatehouse.auth.roles import Role
+from gatehouse.core.components import components_of
 from gatehouse.gateway import routes
-from gatehouse.runtime import Runtime
+from gatehouse.gateway.context import Gateway
 
-Endpoint = Callable[[Request, Principal, Runtime], Awaitable[Response]]
+Endpoint = Callable[[Request, Principal, Gateway], Awaitable[Response]]
 HOT: dict[str, Endpoint] = {
     "/v1/chat/completions": routes.openai_chat,
     "/v1/embeddings": routes.openai_embeddings,
@@ -75,7 +76,7 @@ class FastPath:
         try:
             principal = await ACCESS(request)
             assert principal is not None
-            response = await endpoint(request, principal, app.state.runtime)
+            response = await endpoint(request, principal, components_of(request).get(Gateway))
         except Exception as exc:
             handler = _handler_for(app, exc)
             if handler is None:

@@ -23,10 +23,10 @@ from gatehouse.errors import (
 )
 from gatehouse.gateway import translate
 from gatehouse.gateway.call import Call, Protocol, Terminated, admit, finish_shielded
+from gatehouse.gateway.context import Gateway
 from gatehouse.gateway.streaming import Relay, late_relay_response, relay_response, stream_relay, upstream_message
 from gatehouse.gateway.validate import require_messages, validate_chat, validate_embed_input
 from gatehouse.limits import quotas
-from gatehouse.runtime import Runtime
 from gatehouse.upstreams.config import UpstreamKind
 from gatehouse.upstreams.providers import (
     CHAT_PATH,
@@ -58,12 +58,12 @@ def estimate_prompt_tokens(messages: list[JSON]) -> int:
     return chars // 3 + 4 * len(messages) + 1
 
 
-def resolve_routes(runtime: Runtime, model: str) -> list[Route]:
+def resolve_routes(gateway: Gateway, model: str) -> list[Route]:
     """The usable upstreams that serve `model`; else a 404 that says where to look, or a 503 saying why none is."""
-    routes = runtime.upstreams.routes(model)
+    routes = gateway.upstreams.routes(model)
     if routes:
         return routes
-    every = runtime.upstreams.all_routes(model)
+    every = gateway.upstreams.all_routes(model)
     if not every:
         raise NotFound(
             f"The model `{model}` does not exist here: list the available ones with GET /v1/models (or /api/tags).",
@@ -119,7 +119,7 @@ async def _error_from_status(route: Route, response: UpstreamResponse) -> Gateho
 
 
 async def open_upstream(
-    runtime: Runtime,
+    gateway: Gateway,
     call: Call,
     routes: list[Route],
     path_for: dict[UpstreamKind, str],
@@ -127,7 +127,7 @@ async def open_upstream(
 ) -> tuple[Route, UpstreamResponse]:
     """Send to the first upstream that answers; fail over on connection errors, timeouts and 5xx (no byte sent
     to the client yet). Each outcome feeds that upstream's circuit breaker."""
-    registry = runtime.upstreams
+    registry = gateway.upstreams
     last_error: GatehouseError | None = None
     for route in routes:
         upstream = route.upstream
@@ -214,26 +214,26 @@ def with_completion_cap(body: JSON, protocol: Protocol, cap: int) -> JSON:
     return {**body, key: cap}
 
 
-async def chat(runtime: Runtime, call: Call, body: JSON) -> Response:
+async def chat(gateway: Gateway, call: Call, body: JSON) -> Response:
     """Serve a chat request (OpenAI or Ollama client, any upstream), streamed or not."""
     messages = require_messages(body)
     validate_chat(body)
     call.prompt_estimate = estimate_prompt_tokens(messages)
-    routes = resolve_routes(runtime, call.model)
+    routes = resolve_routes(gateway, call.model)
     requested = requested_completion(body, call.protocol)
     bound = quotas.prompt_bound(
-        messages, extra=body.get("tools"), image_allowance=runtime.settings.image_token_allowance
+        messages, extra=body.get("tools"), image_allowance=gateway.settings.image_token_allowance
     )
     await admit(
-        runtime, call, prompt_bound=bound, want_completion=requested or runtime.settings.default_completion_allowance
+        gateway, call, prompt_bound=bound, want_completion=requested or gateway.settings.default_completion_allowance
     )
     cap = call.reservation.completion_cap if call.reservation else None
     if cap is not None and (requested is None or cap < requested):
         body = with_completion_cap(body, call.protocol, cap)
     streaming = False
     try:
-        opening = open_upstream(runtime, call, routes, CHAT_PATH, lambda r: _chat_body_for(call, body, r))
-        ping = runtime.settings.stream_ping_seconds
+        opening = open_upstream(gateway, call, routes, CHAT_PATH, lambda r: _chat_body_for(call, body, r))
+        ping = gateway.settings.stream_ping_seconds
         if call.stream and ping > 0:
             # A stream whose upstream is slow to answer at all (a model loading) starts with keep-alives.
             task = asyncio.ensure_future(opening)
@@ -244,7 +244,7 @@ async def chat(runtime: Runtime, call: Call, body: JSON) -> Response:
                 raise
             if not task.done():
                 streaming = True
-                return late_relay_response(runtime, call, task, lambda route: _chat_relay(call, body, route))
+                return late_relay_response(gateway, call, task, lambda route: _chat_relay(call, body, route))
             route, response = task.result()
         else:
             route, response = await opening
@@ -252,14 +252,14 @@ async def chat(runtime: Runtime, call: Call, body: JSON) -> Response:
             call.live.on_terminate(response.close)
         if call.stream:
             streaming = True
-            return relay_response(runtime, call, response, _chat_relay(call, body, route))
+            return relay_response(gateway, call, response, _chat_relay(call, body, route))
         return await _chat_whole(call, body, route, response)
     except BaseException as exc:
         call.fail(exc)
         raise
     finally:
         if not streaming:
-            await finish_shielded(runtime, call)
+            await finish_shielded(gateway, call)
 
 
 def _chat_relay(call: Call, body: JSON, route: Route) -> Relay:
@@ -356,23 +356,23 @@ def _embed_input_estimate(body: JSON) -> int:
     return sum(len(i) // 3 + 1 if isinstance(i, str) else len(i) if isinstance(i, list) else 1 for i in items)
 
 
-async def embeddings(runtime: Runtime, call: Call, body: JSON) -> Response:
+async def embeddings(gateway: Gateway, call: Call, body: JSON) -> Response:
     """Serve an embeddings request (OpenAI or Ollama client, any upstream)."""
     value = validate_embed_input(body)
     call.prompt_estimate = _embed_input_estimate(body)
-    routes = resolve_routes(runtime, call.model)
+    routes = resolve_routes(gateway, call.model)
     bound = quotas.embedding_bound(value)
-    await admit(runtime, call, prompt_bound=bound, want_completion=0)
+    await admit(gateway, call, prompt_bound=bound, want_completion=0)
     try:
         route, response = await open_upstream(
-            runtime, call, routes, EMBED_PATH, lambda r: _embed_body_for(call, body, r)
+            gateway, call, routes, EMBED_PATH, lambda r: _embed_body_for(call, body, r)
         )
         return await _embed_whole(call, body, route, response)
     except BaseException as exc:
         call.fail(exc)
         raise
     finally:
-        await finish_shielded(runtime, call)
+        await finish_shielded(gateway, call)
 
 
 async def _embed_whole(call: Call, body: JSON, route: Route, response: UpstreamResponse) -> Response:

@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
+from typing import Annotated
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from gatehouse import __version__
-from gatehouse.accounts.auth import public, require
-from gatehouse.accounts.roles import Role
-from gatehouse.deps import PrincipalDep, RuntimeDep
+from gatehouse.auth.access import public, require
+from gatehouse.auth.roles import Role
+from gatehouse.core.components import provided
+from gatehouse.deps import PrincipalDep
 from gatehouse.errors import NotFound
 from gatehouse.gateway import relay
 from gatehouse.gateway.call import Call, Protocol
+from gatehouse.gateway.context import Gateway
 from gatehouse.gateway.validate import parse_body, require_model, stream_flag
+from gatehouse.upstreams.registry import UpstreamRegistry
 
 router = APIRouter()
 USER = [require(Role.USER)]
+GatewayDep = Annotated[Gateway, provided(Gateway)]
+UpstreamsDep = Annotated[UpstreamRegistry, provided(UpstreamRegistry)]
 
 
 def _call(
@@ -44,37 +50,34 @@ def _call(
 
 
 @router.get("/v1/models", tags=["openai"], dependencies=USER)
-async def openai_models(runtime: RuntimeDep) -> dict[str, object]:
+async def openai_models(upstreams: UpstreamsDep) -> dict[str, object]:
     """The models callers can use (OpenAI's list shape)."""
-    data = [
-        {"id": m.name, "object": "model", "created": m.created, "owned_by": m.owned_by}
-        for m in runtime.upstreams.models()
-    ]
+    data = [{"id": m.name, "object": "model", "created": m.created, "owned_by": m.owned_by} for m in upstreams.models()]
     return {"object": "list", "data": data}
 
 
 @router.get("/v1/models/{model:path}", tags=["openai"], dependencies=USER)
-async def openai_model(model: str, runtime: RuntimeDep) -> dict[str, object]:
+async def openai_model(model: str, upstreams: UpstreamsDep) -> dict[str, object]:
     """One model (OpenAI's retrieve shape)."""
-    for info in runtime.upstreams.models():
+    for info in upstreams.models():
         if info.name == model:
             return {"id": info.name, "object": "model", "created": info.created, "owned_by": info.owned_by}
     raise NotFound(f"The model `{model}` does not exist here: see GET /v1/models.", code="model_not_found")
 
 
 @router.post("/v1/chat/completions", tags=["openai"], dependencies=USER)
-async def openai_chat(request: Request, principal: PrincipalDep, runtime: RuntimeDep) -> Response:
+async def openai_chat(request: Request, principal: PrincipalDep, gateway: GatewayDep) -> Response:
     """OpenAI chat completions, streamed (SSE) or not, to any upstream."""
     body = parse_body(await request.body())
     call = _call(request, principal, "openai", "chat", body, stream=stream_flag(body, default=False))
-    return await relay.chat(runtime, call, body)
+    return await relay.chat(gateway, call, body)
 
 
 @router.post("/v1/embeddings", tags=["openai"], dependencies=USER)
-async def openai_embeddings(request: Request, principal: PrincipalDep, runtime: RuntimeDep) -> Response:
+async def openai_embeddings(request: Request, principal: PrincipalDep, gateway: GatewayDep) -> Response:
     """OpenAI embeddings, to any upstream."""
     body = parse_body(await request.body())
-    return await relay.embeddings(runtime, _call(request, principal, "openai", "embeddings", body, stream=False), body)
+    return await relay.embeddings(gateway, _call(request, principal, "openai", "embeddings", body, stream=False), body)
 
 
 # --- Ollama-compatible ------------------------------------------------------------------------------
@@ -85,10 +88,10 @@ def _digest(name: str) -> str:
 
 
 @router.get("/api/tags", tags=["ollama"], dependencies=USER)
-async def ollama_tags(runtime: RuntimeDep) -> dict[str, object]:
+async def ollama_tags(upstreams: UpstreamsDep) -> dict[str, object]:
     """The models callers can use (Ollama's list shape)."""
     models = []
-    for info in runtime.upstreams.models():
+    for info in upstreams.models():
         modified = datetime.fromtimestamp(info.created, UTC).isoformat().replace("+00:00", "Z")
         models.append(
             {
@@ -116,15 +119,15 @@ async def ollama_version() -> dict[str, str]:
 
 
 @router.post("/api/chat", tags=["ollama"], dependencies=USER)
-async def ollama_chat(request: Request, principal: PrincipalDep, runtime: RuntimeDep) -> Response:
+async def ollama_chat(request: Request, principal: PrincipalDep, gateway: GatewayDep) -> Response:
     """Ollama chat, NDJSON-streamed (the default) or not, to any upstream."""
     body = parse_body(await request.body())
     call = _call(request, principal, "ollama", "chat", body, stream=stream_flag(body, default=True))
-    return await relay.chat(runtime, call, body)
+    return await relay.chat(gateway, call, body)
 
 
 @router.post("/api/embed", tags=["ollama"], dependencies=USER)
-async def ollama_embed(request: Request, principal: PrincipalDep, runtime: RuntimeDep) -> Response:
+async def ollama_embed(request: Request, principal: PrincipalDep, gateway: GatewayDep) -> Response:
     """Ollama embeddings, to any upstream."""
     body = parse_body(await request.body())
-    return await relay.embeddings(runtime, _call(request, principal, "ollama", "embeddings", body, stream=False), body)
+    return await relay.embeddings(gateway, _call(request, principal, "ollama", "embeddings", body, stream=False), body)

@@ -22,7 +22,7 @@ from gatehouse.core.metrics import SSE_PINGS
 from gatehouse.errors import GatehouseError, UpstreamError, UpstreamTimeout
 from gatehouse.gateway import translate
 from gatehouse.gateway.call import Call, Terminated, finish_shielded
-from gatehouse.runtime import Runtime
+from gatehouse.gateway.context import Gateway
 from gatehouse.upstreams.config import UpstreamKind
 from gatehouse.upstreams.providers import UpstreamResponse, UpstreamTimedOut, UpstreamUnreachable
 from gatehouse.upstreams.registry import Route
@@ -222,20 +222,20 @@ class RelayResponse(StreamingResponse):
             await self._on_close()
 
 
-def relay_response(runtime: Runtime, call: Call, response: UpstreamResponse, relay: Relay) -> Response:
+def relay_response(gateway: Gateway, call: Call, response: UpstreamResponse, relay: Relay) -> Response:
     """The streamed answer: relayed line by line, settled when it ends however it ends."""
 
     if call.live is not None:
         call.live.on_terminate(response.close)
 
     async def on_close() -> None:
-        await _settle(runtime, call, response, completed=relay.completed)
+        await _settle(gateway, call, response, completed=relay.completed)
 
-    stream = _relay_stream(call, response, relay, runtime.settings.stream_ping_seconds)
+    stream = _relay_stream(call, response, relay, gateway.settings.stream_ping_seconds)
     return RelayResponse(stream, on_close=on_close, media_type=_media(call))
 
 
-async def _settle(runtime: Runtime, call: Call, response: UpstreamResponse | None, *, completed: bool) -> None:
+async def _settle(gateway: Gateway, call: Call, response: UpstreamResponse | None, *, completed: bool) -> None:
     """However a streamed answer ended: abort the upstream (a no-op once it finished) and settle the call.
     Starlette cancels the body iterator when the client disconnects: a stream that did not complete and
     recorded no error of its own was abandoned by its client."""
@@ -243,7 +243,7 @@ async def _settle(runtime: Runtime, call: Call, response: UpstreamResponse | Non
         call.status_code, call.error_code = 499, "client_disconnected"
     if response is not None:
         response.close()
-    await finish_shielded(runtime, call)
+    await finish_shielded(gateway, call)
 
 
 def _media(call: Call) -> str:
@@ -258,11 +258,11 @@ def _cancel(opening: Opening) -> None:
 
 
 def late_relay_response(
-    runtime: Runtime, call: Call, opening: Opening, make_relay: Callable[[Route], Relay]
+    gateway: Gateway, call: Call, opening: Opening, make_relay: Callable[[Route], Relay]
 ) -> Response:
     """A streamed answer started before the upstream's response head arrived (a model still loading, say): the
     client gets keep-alives meanwhile, and an upstream failure (after any failover) as a final error event."""
-    ping = runtime.settings.stream_ping_seconds
+    ping = gateway.settings.stream_ping_seconds
     ended = False
     if call.live is not None:
         call.live.on_terminate(lambda: _cancel(opening))  # then, once the head is in: closing the response
@@ -272,7 +272,7 @@ def late_relay_response(
         response = None
         with contextlib.suppress(BaseException):
             _, response = await opening
-        await _settle(runtime, call, response, completed=ended)
+        await _settle(gateway, call, response, completed=ended)
 
     async def stream() -> AsyncIterator[bytes]:
         nonlocal ended

@@ -29,7 +29,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from gatehouse.accounts.models import User
+from gatehouse.auth.models import User
 from gatehouse.core.logging import get_logger
 from gatehouse.core.metrics import QUOTA_BLOCKS
 from gatehouse.db.statements import StatementStore

@@ -6,8 +6,8 @@ from datetime import date, timedelta
 
 from fastapi import APIRouter, Query
 
-from gatehouse.accounts.auth import require
-from gatehouse.accounts.roles import Role
+from gatehouse.auth.access import require
+from gatehouse.auth.roles import Role
 from gatehouse.deps import ActorDep, PrincipalDep, RuntimeDep, SessionDep
 from gatehouse.errors import BadRequest
 from gatehouse.fields import MAX_DB_INT

@@ -5,7 +5,8 @@ from __future__ import annotations
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gatehouse.audit.service import Actor, record
+from gatehouse.audit.service import record
+from gatehouse.auth.actor import Actor
 from gatehouse.core.bus import EventBus
 from gatehouse.db.base import utcnow
 from gatehouse.db.session import after_commit

@@ -31,7 +31,8 @@ from sqlalchemy import delete, update
 from sqlalchemy.exc import DBAPIError
 
 from gatehouse import __version__
-from gatehouse.audit.service import Actor, record
+from gatehouse.audit.service import record
+from gatehouse.auth.actor import Actor
 from gatehouse.core.logging import get_logger
 from gatehouse.db.base import utcnow
 from gatehouse.db.engine import create_engine, create_sessionmaker

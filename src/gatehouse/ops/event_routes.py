@@ -9,8 +9,8 @@ import orjson
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 
-from gatehouse.accounts.auth import require
-from gatehouse.accounts.roles import Role
+from gatehouse.auth.access import require
+from gatehouse.auth.roles import Role
 from gatehouse.core.feed import Batch, EventFeed
 from gatehouse.deps import RuntimeDep
 
@@ -96,7 +96,7 @@ async def events(
     """Live events (upstream states and overrides, streams started/ended/terminated, blocks, limits) as SSE."""
     cursor = last_event_id or last_event_id_query or None
     return StreamingResponse(
-        follow(runtime.events, cursor, kind_filter(kinds), forever=follow_),
+        follow(runtime.feed, cursor, kind_filter(kinds), forever=follow_),
         media_type="text/event-stream",
         headers=SSE_HEADERS,
     )

@@ -30,8 +30,9 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from gatehouse import __version__
 from gatehouse.accounts import service as accounts
-from gatehouse.accounts.roles import Role
-from gatehouse.audit.service import Actor, record
+from gatehouse.audit.service import record
+from gatehouse.auth.actor import Actor
+from gatehouse.auth.roles import Role
 from gatehouse.core.logging import get_logger
 from gatehouse.db.base import utcnow
 from gatehouse.errors import BadRequest, Forbidden, NotFound, ValidationFailed

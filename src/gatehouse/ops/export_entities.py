@@ -11,8 +11,8 @@ from sqlalchemy import String, and_, cast, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from gatehouse.accounts.invite_models import Invite
-from gatehouse.accounts.models import ApiKey, User
 from gatehouse.audit.models import AuditEvent
+from gatehouse.auth.models import ApiKey, User
 from gatehouse.gateway.models import RequestLog
 from gatehouse.limits.models import UsageCounter
 

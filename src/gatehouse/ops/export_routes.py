@@ -8,8 +8,8 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from gatehouse.accounts.auth import require
-from gatehouse.accounts.roles import Role
+from gatehouse.auth.access import require
+from gatehouse.auth.roles import Role
 from gatehouse.deps import ActorDep, PrincipalDep, RuntimeDep, SessionDep
 from gatehouse.fields import MAX_DB_INT, Text
 from gatehouse.ops import export
@@ -66,7 +66,7 @@ async def create_export(
     )
     # The session dependency commits `export.created` when this function returns, before the first byte.
     chunks = export.stream(
-        read_sessionmaker=runtime.read_sessionmaker, sessionmaker=runtime.sessionmaker, actor=actor, spec=spec
+        read_sessionmaker=runtime.db.read_sessionmaker, sessionmaker=runtime.db.sessionmaker, actor=actor, spec=spec
     )
     return StreamingResponse(
         chunks,

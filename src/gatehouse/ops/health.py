@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from sqlalchemy import text
 from starlette.responses import JSONResponse
 
-from gatehouse.accounts.auth import public
+from gatehouse.auth.access import public
 from gatehouse.core.logging import get_logger
 from gatehouse.db.migrate import current_revisions
 from gatehouse.deps import RuntimeDep
@@ -31,19 +31,19 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
     try:
         async with asyncio.timeout(READY_TIMEOUT):
             # Read-only: on SQLite a probe must not queue behind a writer for the write lock.
-            async with runtime.read_engine.connect() as conn:
+            async with runtime.db.read_engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
             checks["database"] = "ok"
-            current = await current_revisions(runtime.read_engine)
+            current = await current_revisions(runtime.db.read_engine)
     except Exception as exc:
         # This route is public: the driver's text (hosts, users, paths) goes to the log, not to the caller.
         log.error("readiness_database_failed", error=f"{type(exc).__name__}: {exc}")
         checks["database"] = f"database unreachable: {type(exc).__name__}; see the server log"
         return JSONResponse({"status": "unavailable", "failed": "database", "checks": checks}, status_code=503)
-    if set(current) != set(runtime.head_revisions):
+    if set(current) != set(runtime.db.head_revisions):
         checks["migrations"] = (
             f"database at {', '.join(current) or 'no revision'}, code expects "
-            f"{', '.join(runtime.head_revisions)}: run `gatehouse db upgrade`"
+            f"{', '.join(runtime.db.head_revisions)}: run `gatehouse db upgrade`"
         )
         return JSONResponse({"status": "unavailable", "failed": "migrations", "checks": checks}, status_code=503)
     checks["migrations"] = "ok"

@@ -7,11 +7,10 @@ from typing import Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from gatehouse.accounts.auth import PRINCIPAL_SCOPE_KEY, require
-from gatehouse.accounts.roles import Role
-from gatehouse.audit.service import Actor
-from gatehouse.deps import RuntimeDep, SessionDep, actor_for, client_ip
-from gatehouse.errors import Unavailable
+from gatehouse.auth.access import PRINCIPAL_SCOPE_KEY, require
+from gatehouse.auth.actor import Actor, actor_for, client_ip
+from gatehouse.auth.roles import Role
+from gatehouse.deps import RuntimeDep, SessionDep
 from gatehouse.ops.job_schemas import JobHolder, JobList, JobRead, JobRunPage, JobRunRead, ReplicaRead
 from gatehouse.ops.jobs import JobRunner, list_runs
 from gatehouse.ops.models import JobRun
@@ -25,8 +24,6 @@ JobName = Path(max_length=64, description="purge, backup or probe")
 
 
 def _runner(runtime: Runtime) -> JobRunner:
-    if runtime.jobs is None:
-        raise Unavailable("The job runner is not running yet: try again in a moment.")
     return runtime.jobs
 
 

@@ -25,7 +25,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gatehouse.audit.service import Actor, record
+from gatehouse.audit.service import record
+from gatehouse.auth.actor import Actor
 from gatehouse.core.logging import get_logger
 from gatehouse.core.metrics import JOB_LAST_SUCCESS, JOB_RUNS, JOB_SCHEDULED
 from gatehouse.core.schedule import Schedule, parse_schedule
@@ -36,7 +37,8 @@ from gatehouse.ops.models import JobLock, JobRun
 from gatehouse.settings import Settings
 
 if TYPE_CHECKING:
-    from gatehouse.runtime import Runtime
+    from gatehouse.limits.ratelimit import RateLimiter
+    from gatehouse.upstreams.registry import UpstreamRegistry
 
 log = get_logger("gatehouse.jobs")
 LEASE_SECONDS = 60.0  # a holder renews its lease every LEASE_SECONDS / 4 while the job runs
@@ -48,12 +50,13 @@ METRICS_REFRESH_SECONDS = 60.0
 
 @dataclass(frozen=True)
 class JobContext:
-    """What a job gets: the settings, a database, who asked, and (inside a server) the process's runtime."""
+    """What a job gets: the settings, a database, who asked, and (inside a server) the upstreams and rate limiter."""
 
     settings: Settings
     sessionmaker: async_sessionmaker[AsyncSession]
     actor: Actor
-    runtime: Runtime | None = None
+    upstreams: UpstreamRegistry | None = None
+    rate_limiter: RateLimiter | None = None
 
 
 JobFunction = Callable[[JobContext], Awaitable[dict[str, Any]]]
@@ -75,8 +78,7 @@ class Job:
 async def _purge(context: JobContext) -> dict[str, Any]:
     from gatehouse.ops.retention import purge
 
-    limiter = context.runtime.rate_limiter if context.runtime is not None else None
-    return await purge(context.settings, context.sessionmaker, actor=context.actor, rate_limiter=limiter)
+    return await purge(context.settings, context.sessionmaker, actor=context.actor, rate_limiter=context.rate_limiter)
 
 
 async def _backup(context: JobContext) -> dict[str, Any]:
@@ -87,8 +89,9 @@ async def _backup(context: JobContext) -> dict[str, Any]:
 
 
 async def _probe(context: JobContext) -> dict[str, Any]:
-    assert context.runtime is not None  # in_server_only
-    registry = context.runtime.upstreams
+    registry = context.upstreams
+    if registry is None:
+        raise RuntimeError("the probe runs in a serving process only")
     await registry.probe_all()
     states: dict[str, int] = {}
     for upstream in registry.upstreams.values():
@@ -153,14 +156,16 @@ class JobRunner:
         sessionmaker: async_sessionmaker[AsyncSession],
         *,
         replica: str,
-        runtime: Runtime | None = None,
+        upstreams: UpstreamRegistry | None = None,
+        rate_limiter: RateLimiter | None = None,
         clock: Callable[[], datetime] = utcnow,
         lease_seconds: float = LEASE_SECONDS,
     ) -> None:
         self.settings = settings
         self.sessionmaker = sessionmaker
         self.replica = replica
-        self.runtime = runtime
+        self.upstreams = upstreams
+        self.rate_limiter = rate_limiter
         self.jobs = build_jobs(settings)
         self._clock = clock
         self._lease = timedelta(seconds=lease_seconds)
@@ -237,7 +242,7 @@ class JobRunner:
         returns None when its slot has been taken (or is held) by another replica.
         """
         job = self.job(name)
-        if job.in_server_only and self.runtime is None:
+        if job.in_server_only and self.upstreams is None:
             raise Conflict(job.in_server_only)
         run = await self._begin(job, trigger=trigger, actor=actor, slot=slot)
         if run is None:
@@ -248,7 +253,7 @@ class JobRunner:
         renewer: asyncio.Task[str] | None = None
         if job.exclusive:
             renewer = asyncio.create_task(self._renew(job, run.id))
-        context = JobContext(self.settings, self.sessionmaker, actor, self.runtime)
+        context = JobContext(self.settings, self.sessionmaker, actor, self.upstreams, self.rate_limiter)
         counts: dict[str, Any] = {}
         error: str | None = None
         lease_lost: str | None = None

@@ -8,8 +8,8 @@ from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
-from gatehouse.accounts.auth import require
-from gatehouse.accounts.roles import Role
+from gatehouse.auth.access import require
+from gatehouse.auth.roles import Role
 from gatehouse.core.metrics import scrape
 
 router = APIRouter(tags=["ops"])

@@ -22,8 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import InstrumentedAttribute
 
 from gatehouse.accounts.invite_models import Invite
-from gatehouse.accounts.models import UserSession
-from gatehouse.audit.service import Actor, purge_before
+from gatehouse.audit.service import purge_before
+from gatehouse.auth.actor import Actor
+from gatehouse.auth.models import UserSession
 from gatehouse.db.base import utcnow
 from gatehouse.gateway.models import RequestLog
 from gatehouse.limits.ratelimit import RateLimiter

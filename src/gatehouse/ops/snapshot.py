@@ -267,7 +267,7 @@ async def _count_streams(runtime: Runtime) -> StreamsCheck:
 async def health(runtime: Runtime) -> HealthReport:
     """Every dependency's state, checked concurrently; database or schema trouble is `failing`."""
     (database, migrations), redis_check, streams = await asyncio.gather(
-        check_database(runtime.read_engine, runtime.head_revisions),
+        check_database(runtime.db.read_engine, runtime.db.head_revisions),
         check_redis(runtime.settings.redis_url),
         _count_streams(runtime),
     )

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query
 
-from gatehouse.accounts.auth import require
-from gatehouse.accounts.roles import Role
+from gatehouse.auth.access import require
+from gatehouse.auth.roles import Role
 from gatehouse.db.base import utcnow
 from gatehouse.deps import RuntimeDep
 from gatehouse.ops import snapshot
@@ -24,7 +24,7 @@ async def get_metrics(
     """Requests, errors, latency and time-to-first-token percentiles, streams and tokens: overall, per model and
     per upstream; plus the mean SQL statement latency. Every replica gives the same answer."""
     # A read-only transaction: on SQLite it reads a snapshot and holds no write lock while the database sorts.
-    async with runtime.read_sessionmaker() as session:
+    async with runtime.db.read_sessionmaker() as session:
         return await snapshot.metrics(session, days=days, until=utcnow())
 
 

@@ -7,9 +7,9 @@ from typing import Any
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
-from gatehouse.accounts.auth import require
-from gatehouse.accounts.roles import Role
 from gatehouse.audit.service import record
+from gatehouse.auth.access import require
+from gatehouse.auth.roles import Role
 from gatehouse.db.session import after_commit
 from gatehouse.deps import ActorDep, RuntimeDep, SessionDep
 from gatehouse.errors import NotFound
@@ -26,7 +26,7 @@ class TerminateRequest(BaseModel):
 
 
 async def _announce(runtime: Runtime, data: dict[str, Any]) -> None:
-    runtime.events.publish(TERMINATED, data)
+    runtime.feed.publish(TERMINATED, data)
 
 
 @router.get("/admin/streams", dependencies=[require(Role.MONITOR)])

@@ -7,9 +7,10 @@ from typing import Any
 from fastapi import APIRouter, Response
 from sqlalchemy import select
 
-from gatehouse.accounts.auth import require
-from gatehouse.accounts.roles import Role
-from gatehouse.deps import ActorDep, IdPath, RuntimeDep, SessionDep
+from gatehouse.auth.access import require
+from gatehouse.auth.roles import Role
+from gatehouse.deps import ActorDep, RuntimeDep, SessionDep
+from gatehouse.fields import IdPath
 from gatehouse.runtime import Runtime
 from gatehouse.upstreams import service
 from gatehouse.upstreams.models import UpstreamRow
@@ -135,7 +136,7 @@ async def put_override(
     row = await service.get_row(session, upstream_id)
     await service.set_override(session, row, state=body.state, reason=body.reason, bus=runtime.bus, actor=actor)
     read = await _refreshed(session, runtime, row)
-    runtime.events.publish(
+    runtime.feed.publish(
         "upstream.override",
         {"upstream": row.name, "id": row.id, "state": body.state.value, "reason": body.reason, "by": actor.label},
     )
@@ -154,7 +155,7 @@ async def delete_override(
     await service.clear_override(session, row, bus=runtime.bus, actor=actor)
     read = await _refreshed(session, runtime, row)
     if had:
-        runtime.events.publish(
+        runtime.feed.publish(
             "upstream.override_cleared", {"upstream": row.name, "id": row.id, "was": had, "by": actor.label}
         )
     return read

@@ -14,7 +14,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gatehouse.audit.service import Actor, record
+from gatehouse.audit.service import record
+from gatehouse.auth.actor import Actor
 from gatehouse.core.bus import EventBus
 from gatehouse.core.logging import get_logger
 from gatehouse.db.base import utcnow

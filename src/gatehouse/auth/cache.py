@@ -1,4 +1,4 @@
-"""Who is calling: the Principal, and the cache that makes a warm API key cost no database read."""
+"""The principal cache: a warm API key costs no database read; bus signals empty it on every replica."""
 
 from __future__ import annotations
 
@@ -6,39 +6,14 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from gatehouse.accounts.roles import Role, UserStatus
+from gatehouse.auth.principal import Principal
 from gatehouse.core.bus import RECONNECTED
 
 # Bus event kinds that invalidate cached principals.
 KEY_CHANGED = "key.changed"  # {"key_id": int}
 USER_CHANGED = "user.changed"  # {"user_id": int}
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """An authenticated caller: a user, through an API key or a console session."""
-
-    user_id: int
-    email: str
-    role: Role
-    status: UserStatus
-    key_id: int | None = None
-    key_expires_at: datetime | None = None
-    session_id: int | None = None
-    blocked_at: datetime | None = None
-    blocked_until: datetime | None = None
-
-    @property
-    def via_key(self) -> bool:
-        return self.key_id is not None
-
-    def blocked_now(self, now: datetime) -> bool:
-        """Blocked at `now` (a timed block ends by itself when blocked_until passes)."""
-        return self.blocked_at is not None and (self.blocked_until is None or self.blocked_until > now)
 
 
 class AuthCache:

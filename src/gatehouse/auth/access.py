@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from fastapi import Depends, Request
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gatehouse.accounts.models import ApiKey, User, UserSession
-from gatehouse.accounts.principal import Principal
-from gatehouse.accounts.roles import Role, UserStatus
-from gatehouse.accounts.tokens import csrf_token, hash_token, same
+from gatehouse.auth.cache import AuthCache
+from gatehouse.auth.models import ApiKey, User, UserSession
+from gatehouse.auth.principal import Principal
+from gatehouse.auth.roles import Role, UserStatus
+from gatehouse.auth.tokens import csrf_token, hash_token, same
+from gatehouse.core.components import components_of
 from gatehouse.db.base import utcnow
 from gatehouse.errors import Forbidden, Unauthorized
-
-if TYPE_CHECKING:
-    from gatehouse.runtime import Runtime
+from gatehouse.settings import Settings
 
 SESSION_COOKIE = "gatehouse_session"
 CSRF_COOKIE = "gatehouse_csrf"
@@ -47,58 +48,93 @@ def _principal(user: Any, **credentials: Any) -> Principal:
     )
 
 
-async def principal_for_key(runtime: Runtime, raw_key: str) -> Principal:
-    """The caller behind an API key: from the cache when warm, else one database read (shared by callers)."""
-    # No key is empty or this long (BOOTSTRAP_ADMIN_API_KEY may be any string, so no shape check beyond that):
-    # refused before hashing, caching or a database read.
-    if not raw_key or len(raw_key) > MAX_KEY_LENGTH:
-        raise Unauthorized(INVALID_KEY)
-    key_hash = hash_token(raw_key)
-    principal = await runtime.auth_cache.lookup(key_hash, lambda: _load_key_principal(runtime, key_hash))
-    if principal is None:
-        raise Unauthorized(INVALID_KEY)
-    if principal.key_expires_at is not None and principal.key_expires_at <= utcnow():
-        raise Unauthorized("This API key has expired: create a new one.", code="expired_api_key")
-    return principal
+class Authenticator:
+    """Turns a request's credentials into its Principal: an API key (from the cache when warm, else one database
+    read shared by concurrent callers), or a console session cookie (with the CSRF token on unsafe methods)."""
 
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        read_sessionmaker: async_sessionmaker[AsyncSession],
+        cache: AuthCache,
+        secret: str,
+    ) -> None:
+        self.settings = settings
+        self.cache = cache
+        self.secret = secret
+        self.sessionmaker = read_sessionmaker  # reads only: on SQLite it never waits for a writer
 
-async def _load_key_principal(runtime: Runtime, key_hash: str) -> Principal | None:
-    async with runtime.read_sessionmaker() as session:
-        row = (
-            await session.execute(
-                select(ApiKey.id, ApiKey.expires_at, ApiKey.revoked_at, *_USER_COLUMNS)
-                .join(User, User.id == ApiKey.user_id)
-                .where(ApiKey.key_hash == key_hash)
-            )
-        ).first()
-    if row is None or row[2] is not None:
-        return None
-    key_id, expires_at, _revoked, *user = row
-    return _principal(user, key_id=key_id, key_expires_at=expires_at)
+    async def for_key(self, raw_key: str) -> Principal:
+        """The caller behind an API key: from the cache when warm, else one database read (shared by callers)."""
+        # No key is empty or this long (BOOTSTRAP_ADMIN_API_KEY may be any string, so no shape check beyond that):
+        # refused before hashing, caching or a database read.
+        if not raw_key or len(raw_key) > MAX_KEY_LENGTH:
+            raise Unauthorized(INVALID_KEY)
+        key_hash = hash_token(raw_key)
+        principal = await self.cache.lookup(key_hash, lambda: self._load_key(key_hash))
+        if principal is None:
+            raise Unauthorized(INVALID_KEY)
+        if principal.key_expires_at is not None and principal.key_expires_at <= utcnow():
+            raise Unauthorized("This API key has expired: create a new one.", code="expired_api_key")
+        return principal
 
+    async def _load_key(self, key_hash: str) -> Principal | None:
+        async with self.sessionmaker() as session:
+            row = (
+                await session.execute(
+                    select(ApiKey.id, ApiKey.expires_at, ApiKey.revoked_at, *_USER_COLUMNS)
+                    .join(User, User.id == ApiKey.user_id)
+                    .where(ApiKey.key_hash == key_hash)
+                )
+            ).first()
+        if row is None or row[2] is not None:
+            return None
+        key_id, expires_at, _revoked, *user = row
+        return _principal(user, key_id=key_id, key_expires_at=expires_at)
 
-async def principal_for_session(runtime: Runtime, request: Request, token: str) -> Principal:
-    """The caller behind a console session cookie; unsafe methods must carry the CSRF token."""
-    async with runtime.read_sessionmaker() as session:
-        row = (
-            await session.execute(
-                select(UserSession.id, UserSession.expires_at, *_USER_COLUMNS)
-                .join(User, User.id == UserSession.user_id)
-                .where(UserSession.token_hash == hash_token(token))
-            )
-        ).first()
-    if row is None or row[1] <= utcnow():
-        raise Unauthorized("Your session has ended: log in again.", code="session_expired")
-    if request.method not in SAFE_METHODS:
-        sent = request.headers.get(CSRF_HEADER, "")
-        if not sent or not same(sent, csrf_token(runtime.secret, token)):
-            raise Forbidden(
-                "Missing or wrong CSRF token: send the X-CSRF-Token header with the value "
-                "returned at login (also in the gatehouse_csrf cookie).",
-                code="csrf_failed",
-            )
-    session_id, _expires, *user = row
-    return _principal(user, session_id=session_id)
+    async def for_session(self, request: Request, token: str) -> Principal:
+        """The caller behind a console session cookie; unsafe methods must carry the CSRF token."""
+        async with self.sessionmaker() as session:
+            row = (
+                await session.execute(
+                    select(UserSession.id, UserSession.expires_at, *_USER_COLUMNS)
+                    .join(User, User.id == UserSession.user_id)
+                    .where(UserSession.token_hash == hash_token(token))
+                )
+            ).first()
+        if row is None or row[1] <= utcnow():
+            raise Unauthorized("Your session has ended: log in again.", code="session_expired")
+        if request.method not in SAFE_METHODS:
+            sent = request.headers.get(CSRF_HEADER, "")
+            if not sent or not same(sent, csrf_token(self.secret, token)):
+                raise Forbidden(
+                    "Missing or wrong CSRF token: send the X-CSRF-Token header with the value "
+                    "returned at login (also in the gatehouse_csrf cookie).",
+                    code="csrf_failed",
+                )
+        session_id, _expires, *user = row
+        return _principal(user, session_id=session_id)
+
+    async def resolve(self, request: Request) -> Principal:
+        """Authenticate once per request (the result is kept in the request's own scope)."""
+        # Not on request.state: that is the lifespan state dict, which a server may hand to every request
+        # without copying it (asgi-lifespan does), and a principal kept there would leak to the next caller.
+        cached: Principal | None = request.scope.get(PRINCIPAL_SCOPE_KEY)
+        if cached is not None:
+            return cached
+        token = bearer_token(request)
+        if token is not None:
+            principal = await self.for_key(token)
+        elif cookie := request.cookies.get(SESSION_COOKIE):
+            principal = await self.for_session(request, cookie)
+        else:
+            raise Unauthorized(NO_CREDENTIALS, code="missing_api_key")
+        check_status(principal)
+        request.scope[PRINCIPAL_SCOPE_KEY] = principal
+        request.scope["state"]["user_id"] = principal.user_id
+        structlog.contextvars.bind_contextvars(user_id=principal.user_id)
+        return principal
 
 
 def bearer_token(request: Request) -> str | None:
@@ -125,25 +161,9 @@ def check_status(principal: Principal) -> None:
         raise Forbidden(f"This account is blocked{when}: ask an administrator.", code="account_blocked")
 
 
-async def resolve_principal(request: Request, runtime: Runtime) -> Principal:
-    """Authenticate once per request (the result is kept in the request's own scope)."""
-    # Not on request.state: that is the lifespan state dict, which a server may hand to every request
-    # without copying it (asgi-lifespan does), and a principal kept there would leak to the next caller.
-    cached: Principal | None = request.scope.get(PRINCIPAL_SCOPE_KEY)
-    if cached is not None:
-        return cached
-    token = bearer_token(request)
-    if token is not None:
-        principal = await principal_for_key(runtime, token)
-    elif cookie := request.cookies.get(SESSION_COOKIE):
-        principal = await principal_for_session(runtime, request, cookie)
-    else:
-        raise Unauthorized(NO_CREDENTIALS, code="missing_api_key")
-    check_status(principal)
-    request.scope[PRINCIPAL_SCOPE_KEY] = principal
-    request.scope["state"]["user_id"] = principal.user_id
-    structlog.contextvars.bind_contextvars(user_id=principal.user_id)
-    return principal
+async def resolve_principal(request: Request) -> Principal:
+    """The request's caller (authenticated once per request)."""
+    return await components_of(request).get(Authenticator).resolve(request)
 
 
 class Access:
@@ -164,14 +184,14 @@ class Access:
     async def __call__(self, request: Request) -> Principal | None:
         if self.role is None:
             return None
-        runtime = request.app.state.runtime
+        authenticator = components_of(request).get(Authenticator)
         if self.token_header is not None:
             header, setting = self.token_header
             sent_token = request.headers.get(header)
             if sent_token is not None:
                 # A caller that sends the header means to use it: a wrong or unset token is refused outright,
                 # never silently tried as something else.
-                expected = getattr(runtime.settings, setting).get_secret_value()
+                expected = getattr(authenticator.settings, setting).get_secret_value()
                 if not expected:
                     raise Unauthorized(
                         f"{header} was sent, but {setting.upper()} is not set on this server: set it, or "
@@ -182,11 +202,11 @@ class Access:
                     raise Unauthorized(f"Wrong {header}: it must equal {setting.upper()}.", code="invalid_token")
                 return None
         if self.bearer_setting is not None:
-            expected = getattr(runtime.settings, self.bearer_setting).get_secret_value()
+            expected = getattr(authenticator.settings, self.bearer_setting).get_secret_value()
             sent = bearer_token(request)
             if expected and sent is not None and same(sent, expected):
                 return None
-        principal = await resolve_principal(request, runtime)
+        principal = await authenticator.resolve(request)
         if not principal.role.at_least(self.role):
             raise Forbidden(f"This needs the {self.role.value} role or higher; you are {principal.role.value}.")
         return principal

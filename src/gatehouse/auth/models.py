@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from gatehouse.accounts.roles import Role, UserStatus
+from gatehouse.auth.roles import Role, UserStatus
 from gatehouse.db.base import Base, UTCDateTime, utcnow
 
 

@@ -1,0 +1,31 @@
+"""Who is calling: a user, through an API key or a console session."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from gatehouse.auth.roles import Role, UserStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated caller: a user, through an API key or a console session."""
+
+    user_id: int
+    email: str
+    role: Role
+    status: UserStatus
+    key_id: int | None = None
+    key_expires_at: datetime | None = None
+    session_id: int | None = None
+    blocked_at: datetime | None = None
+    blocked_until: datetime | None = None
+
+    @property
+    def via_key(self) -> bool:
+        return self.key_id is not None
+
+    def blocked_now(self, now: datetime) -> bool:
+        """Blocked at `now` (a timed block ends by itself when blocked_until passes)."""
+        return self.blocked_at is not None and (self.blocked_until is None or self.blocked_until > now)

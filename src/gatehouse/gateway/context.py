@@ -1,0 +1,40 @@
+"""What serving a gateway request takes, in one object the composition root builds: the settings, the quota
+statements, the rate limiter, the upstreams, the live streams, the request log and the live feed; and the
+settlements still running, which the shutdown waits for."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from gatehouse.core.feed import EventFeed
+from gatehouse.db.statements import StatementStore
+from gatehouse.gateway.requestlog import RequestLogWriter
+from gatehouse.limits.ratelimit import RateLimiter
+from gatehouse.ops.streams import StreamRegistry
+from gatehouse.settings import Settings
+from gatehouse.upstreams.registry import UpstreamRegistry
+
+
+@dataclass(eq=False, repr=False)
+class Gateway:
+    """The gateway's collaborators (one per process)."""
+
+    settings: Settings
+    statements: StatementStore  # the quota reservation and settlement (db/statements.py)
+    rate_limiter: RateLimiter
+    upstreams: UpstreamRegistry
+    streams: StreamRegistry
+    request_log: RequestLogWriter
+    feed: EventFeed
+    background: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def track(self, task: asyncio.Task[None]) -> None:
+        """Keep a task that must finish before shutdown (a settlement outliving its request)."""
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def drain(self) -> None:
+        """Wait for the tracked tasks (at shutdown, before the request log and the database close)."""
+        if self.background:
+            await asyncio.gather(*list(self.background), return_exceptions=True)
