@@ -11,7 +11,6 @@ from fastapi import FastAPI
 
 from gatehouse import __version__
 from gatehouse.accounts.admin_routes import router as admin_users_router
-from gatehouse.accounts.erasure_routes import router as erasure_router
 from gatehouse.accounts.invite_routes import router as invite_router
 from gatehouse.accounts.key_routes import router as keys_router
 from gatehouse.accounts.routes import router as accounts_router
@@ -20,16 +19,17 @@ from gatehouse.core.components import Components
 from gatehouse.core.logging import configure_logging
 from gatehouse.core.middleware import RequestContextMiddleware
 from gatehouse.errors import install_handlers
+from gatehouse.exports.erasure_routes import router as erasure_router
+from gatehouse.exports.routes import router as export_router
 from gatehouse.gateway.fastpath import FastPath
 from gatehouse.gateway.routes import router as gateway_router
+from gatehouse.gateway.streams.routes import router as streams_router
+from gatehouse.jobs.routes import router as jobs_router
 from gatehouse.limits.routes import router as limits_router
-from gatehouse.ops.event_routes import router as events_router
-from gatehouse.ops.export_routes import router as export_router
-from gatehouse.ops.health import router as health_router
-from gatehouse.ops.job_routes import router as jobs_router
-from gatehouse.ops.metrics_routes import router as metrics_router
-from gatehouse.ops.snapshot_routes import router as snapshot_router
-from gatehouse.ops.stream_routes import router as streams_router
+from gatehouse.monitoring.feed_routes import router as events_router
+from gatehouse.monitoring.health import router as health_router
+from gatehouse.monitoring.metrics_routes import router as metrics_router
+from gatehouse.monitoring.snapshot_routes import router as snapshot_router
 from gatehouse.runtime import PREPARED_ENV, announce, check_settings, prepare, running
 from gatehouse.settings import Settings, get_settings
 from gatehouse.upstreams.routes import router as upstreams_router

@@ -1,21 +1,23 @@
-"""Imports every domain's models so that Base.metadata knows all tables (for Alembic and tests)."""
+"""Every table, imported in one place so that Base.metadata knows them all (for Alembic and the tests)."""
 
 from gatehouse.accounts import invite_models
 from gatehouse.audit import models as audit_models
-from gatehouse.auth import models as accounts_models
+from gatehouse.auth import models as auth_models
 from gatehouse.db.base import Base
 from gatehouse.gateway import models as gateway_models
+from gatehouse.jobs import models as jobs_models
 from gatehouse.limits import models as limits_models
-from gatehouse.ops import models as ops_models
+from gatehouse.monitoring import models as monitoring_models
 from gatehouse.upstreams import models as upstreams_models
 
 __all__ = [
     "Base",
-    "accounts_models",
     "audit_models",
+    "auth_models",
     "gateway_models",
     "invite_models",
+    "jobs_models",
     "limits_models",
-    "ops_models",
+    "monitoring_models",
     "upstreams_models",
 ]

@@ -34,11 +34,11 @@ from gatehouse.db.migrate import current_revisions, head_revisions, upgrade
 from gatehouse.db.statements import SqliteStore, StatementStore, create_store
 from gatehouse.gateway.context import Gateway
 from gatehouse.gateway.requestlog import RequestLogWriter
+from gatehouse.gateway.streams.registry import StreamRegistry
+from gatehouse.jobs.replicas import Heartbeat
+from gatehouse.jobs.runner import JobRunner
 from gatehouse.limits.ratelimit import RateLimiter
-from gatehouse.ops.jobs import JobRunner
-from gatehouse.ops.replicas import Heartbeat
-from gatehouse.ops.sampler import OpsSampler
-from gatehouse.ops.streams import StreamRegistry
+from gatehouse.monitoring.sampler import OpsSampler
 from gatehouse.settings import Settings
 from gatehouse.upstreams.config import load_config
 from gatehouse.upstreams.registry import UpstreamRegistry

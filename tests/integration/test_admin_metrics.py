@@ -15,8 +15,8 @@ from sqlalchemy import func, insert, select, update
 from gatehouse.db.base import utcnow
 from gatehouse.db.engine import create_engine
 from gatehouse.gateway.models import RequestLog
-from gatehouse.ops.models import OpsSample
-from gatehouse.ops.sampler import OpsSampler
+from gatehouse.monitoring.models import OpsSample
+from gatehouse.monitoring.sampler import OpsSampler
 from tests.conftest import Harness, make_settings, running_app
 
 CHAT = {"model": "demo", "messages": [{"role": "user", "content": "hello"}]}

@@ -20,19 +20,20 @@ from typer.testing import CliRunner, Result
 
 from gatehouse.audit.service import AuditFilter, list_events, verify_chain
 from gatehouse.auth.models import User
-from gatehouse.cli import app as cli_app
-from gatehouse.db.base import utcnow
-from gatehouse.db.engine import create_engine, create_sessionmaker
-from gatehouse.db.migrate import current_revisions, head_revisions, upgrade
-from gatehouse.errors import BadRequest, Conflict, GatehouseError, NotFound
-from gatehouse.ops.backup import (
+from gatehouse.backups.service import (
     create_backup,
     get_backup,
     list_backups,
     restore_backup,
     verify_backup,
 )
-from gatehouse.ops.models import JobRun, OpsSample, ReplicaBeat
+from gatehouse.cli import app as cli_app
+from gatehouse.db.base import utcnow
+from gatehouse.db.engine import create_engine, create_sessionmaker
+from gatehouse.db.migrate import current_revisions, head_revisions, upgrade
+from gatehouse.errors import BadRequest, Conflict, GatehouseError, NotFound
+from gatehouse.jobs.models import JobRun, ReplicaBeat
+from gatehouse.monitoring.models import OpsSample
 from gatehouse.settings import Settings, get_settings
 from tests.conftest import fresh_database, make_settings, running_app
 
@@ -50,7 +51,7 @@ def _kind(settings: Settings) -> str:
 
 async def _counts(settings: Settings) -> dict[str, int]:
     """Rows per table of the database, as the manifest records them."""
-    from gatehouse.ops import backup_db
+    from gatehouse.backups import database as backup_db
 
     if settings.is_sqlite:
         path = backup_db.sqlite_path(settings.database_url)

@@ -23,16 +23,16 @@ from argon2 import PasswordHasher
 from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 
-from gatehouse.accounts import erasure
 from gatehouse.audit.models import AuditEvent
 from gatehouse.audit.service import record
 from gatehouse.auth import passwords
 from gatehouse.auth.actor import Actor
 from gatehouse.auth.models import ApiKey, User, UserSession
 from gatehouse.errors import Forbidden
+from gatehouse.exports import erasure
+from gatehouse.exports import service as export
 from gatehouse.gateway.models import RequestLog
 from gatehouse.limits.models import UsageCounter
-from gatehouse.ops import export
 from tests.conftest import Harness, make_settings, running_app
 from tests.server import base_env
 

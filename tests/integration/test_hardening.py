@@ -23,7 +23,7 @@ from gatehouse.auth.access import public
 from gatehouse.core import middleware
 from gatehouse.db.engine import create_engine
 from gatehouse.gateway.models import RequestLog
-from gatehouse.ops import health
+from gatehouse.monitoring import health
 from gatehouse.settings import normalise_database_url
 from tests.conftest import Harness, make_settings, running_app
 from tests.server import ADMIN_EMAIL, ADMIN_PASSWORD

@@ -27,8 +27,9 @@ from gatehouse.db.base import utcnow
 from gatehouse.db.engine import create_engine, create_sessionmaker
 from gatehouse.db.migrate import upgrade
 from gatehouse.gateway.models import RequestLog
-from gatehouse.ops.jobs import JobRunner
-from gatehouse.ops.models import JobLock, JobRun, OpsSample
+from gatehouse.jobs.models import JobLock, JobRun
+from gatehouse.jobs.runner import JobRunner
+from gatehouse.monitoring.models import OpsSample
 from gatehouse.settings import Settings
 from tests.conftest import Harness, make_settings, running_app
 from tests.integration.test_accounts import create_member
@@ -290,7 +291,7 @@ async def test_a_failing_job_is_recorded_and_audited_as_failed(
     async def broken(*_: Any, **__: Any) -> dict[str, Any]:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr("gatehouse.ops.retention.purge", broken)
+    monkeypatch.setattr("gatehouse.jobs.purge.purge", broken)
     run = (await harness.client.post("/admin/jobs/purge/run")).json()
     assert run["status"] == "failed"
     assert run["error"] == "RuntimeError: disk on fire"
@@ -372,7 +373,7 @@ async def test_cli_runs_and_lists_jobs(harness: Harness, monkeypatch: pytest.Mon
 async def test_the_backup_job_backs_up_encrypted_and_a_restore_closes_the_run_it_caught(
     database_url: str, tmp_path: Path
 ) -> None:
-    from gatehouse.ops.backup import list_backups, restore_backup, verify_backup
+    from gatehouse.backups.service import list_backups, restore_backup, verify_backup
 
     settings = make_settings(
         database_url, tmp_path, backup_dir=tmp_path / "backups", backup_key="a-backup-passphrase-for-tests"
@@ -406,7 +407,7 @@ async def test_the_backup_job_backs_up_encrypted_and_a_restore_closes_the_run_it
 async def test_a_large_audit_purge_goes_in_anchored_batches_and_still_verifies(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gatehouse.ops import retention
+    from gatehouse.jobs import purge as retention
 
     monkeypatch.setattr(retention, "AUDIT_BATCH", 3)
     now = utcnow()

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gatehouse.ops import backup_crypto
-from gatehouse.ops.backup_crypto import HEADER_SIZE, TAG_SIZE, DecryptionError, decrypt_file, encrypt_file
+from gatehouse.backups import crypto as backup_crypto
+from gatehouse.backups.crypto import HEADER_SIZE, TAG_SIZE, DecryptionError, decrypt_file, encrypt_file
 
 KEY = "correct horse battery staple"
 CHUNK = 64

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gatehouse.ops.backup import Manifest, _reserve
-from gatehouse.ops.backup_db import libpq_environment
+from gatehouse.backups.database import libpq_environment
+from gatehouse.backups.service import Manifest, _reserve
 
 MANIFEST = Manifest(
     name="gatehouse-20261122T030000Z",

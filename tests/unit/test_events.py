@@ -12,8 +12,8 @@ import pytest
 
 from gatehouse.core.feed import EventFeed, parse_id
 from gatehouse.core.feed_redis import RedisEventFeed
-from gatehouse.ops import event_routes
-from gatehouse.ops.event_routes import follow, kind_filter, wanted
+from gatehouse.monitoring import feed_routes as event_routes
+from gatehouse.monitoring.feed_routes import follow, kind_filter, wanted
 from tests.server import free_port
 
 

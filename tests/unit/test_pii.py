@@ -10,9 +10,9 @@ import orjson
 import pytest
 
 from gatehouse.auth.models import User
-from gatehouse.ops.export_entities import Field
-from gatehouse.ops.export_files import Formatter
-from gatehouse.ops.pii import mask_display_name, mask_email, mask_ip, mask_json, mask_phone, mask_text
+from gatehouse.exports.entities import Field
+from gatehouse.exports.files import Formatter
+from gatehouse.exports.pii import mask_display_name, mask_email, mask_ip, mask_json, mask_phone, mask_text
 
 
 @pytest.mark.parametrize(

@@ -15,9 +15,9 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeE
 from rich.table import Table
 from sqlalchemy.engine import make_url
 
+from gatehouse.backups import service
 from gatehouse.cli.common import console, err_console, plain_errors, quiet_settings, run
 from gatehouse.errors import GatehouseError
-from gatehouse.ops import backup as service
 from gatehouse.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, help="Backups: create, list, verify and restore.")

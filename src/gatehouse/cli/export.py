@@ -21,7 +21,7 @@ from gatehouse.cli.common import CLI_ACTOR, console, err_console, quiet_settings
 from gatehouse.db.base import utcnow
 from gatehouse.db.engine import create_engine, create_sessionmaker, read_only
 from gatehouse.errors import ValidationFailed
-from gatehouse.ops import export as service
+from gatehouse.exports import service
 from gatehouse.settings import Settings
 
 

@@ -13,9 +13,9 @@ from rich.table import Table
 
 from gatehouse.cli.common import CLI_ACTOR, console, err_console, quiet_settings, run
 from gatehouse.db.engine import create_engine, create_sessionmaker
-from gatehouse.ops.jobs import JobRunner, list_runs
-from gatehouse.ops.models import JobRun
-from gatehouse.ops.replicas import live_replicas
+from gatehouse.jobs.models import JobRun
+from gatehouse.jobs.replicas import live_replicas
+from gatehouse.jobs.runner import JobRunner, list_runs
 
 app = typer.Typer(no_args_is_help=True, help="Jobs: the retention purge, scheduled backups, upstream probes.")
 

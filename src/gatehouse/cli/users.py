@@ -7,7 +7,7 @@ from typing import cast
 
 import typer
 
-from gatehouse.accounts import erasure, service
+from gatehouse.accounts import service
 from gatehouse.auth.roles import Role
 from gatehouse.cli import export
 from gatehouse.cli.common import (
@@ -22,7 +22,8 @@ from gatehouse.cli.common import (
 )
 from gatehouse.db.base import utcnow
 from gatehouse.errors import NotFound
-from gatehouse.ops import export as exports
+from gatehouse.exports import erasure
+from gatehouse.exports import service as exports
 
 app = typer.Typer(no_args_is_help=True, help="Users: create accounts, and delete them on request.")
 

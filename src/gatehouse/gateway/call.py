@@ -13,9 +13,9 @@ from gatehouse.core.logging import bind_context, get_logger
 from gatehouse.core.metrics import STREAM_DURATION, TOKENS, UPSTREAM_REQUEST_DURATION, UPSTREAM_TTFT, child
 from gatehouse.errors import GatehouseError
 from gatehouse.gateway.context import Gateway
+from gatehouse.gateway.streams.registry import LiveStream
 from gatehouse.limits import quotas
 from gatehouse.limits.quotas import Reservation
-from gatehouse.ops.streams import LiveStream
 from gatehouse.upstreams.registry import Upstream
 
 log = get_logger("gatehouse.gateway")

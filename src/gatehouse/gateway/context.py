@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from gatehouse.core.feed import EventFeed
 from gatehouse.db.statements import StatementStore
 from gatehouse.gateway.requestlog import RequestLogWriter
+from gatehouse.gateway.streams.registry import StreamRegistry
 from gatehouse.limits.ratelimit import RateLimiter
-from gatehouse.ops.streams import StreamRegistry
 from gatehouse.settings import Settings
 from gatehouse.upstreams.registry import UpstreamRegistry
 

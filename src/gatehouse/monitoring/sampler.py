@@ -13,7 +13,7 @@ from gatehouse.core.metrics import UNCOUNTED_OPTION, statement_totals
 from gatehouse.core.tasks import every
 from gatehouse.core.tasks import stop as stop_task
 from gatehouse.db.base import utcnow
-from gatehouse.ops.models import OpsSample
+from gatehouse.monitoring.models import OpsSample
 
 log = get_logger("gatehouse.sampler")
 SAMPLE_SECONDS = 60.0

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from gatehouse.ops.models import JobRun
+from gatehouse.jobs.models import JobRun
 
 
 class JobRunRead(BaseModel):

@@ -9,8 +9,8 @@ from gatehouse.auth.access import require
 from gatehouse.auth.roles import Role
 from gatehouse.db.base import utcnow
 from gatehouse.deps import RuntimeDep
-from gatehouse.ops import snapshot
-from gatehouse.ops.snapshot_schemas import HealthReport, MetricsSnapshot
+from gatehouse.monitoring import snapshot
+from gatehouse.monitoring.schemas import HealthReport, MetricsSnapshot
 
 router = APIRouter(tags=["ops"])
 MAX_DAYS = 90

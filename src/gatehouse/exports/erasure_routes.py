@@ -7,10 +7,10 @@ from typing import Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from gatehouse.accounts import erasure
 from gatehouse.auth.access import require
 from gatehouse.auth.roles import Role
 from gatehouse.deps import ActorDep, PrincipalDep, RuntimeDep, SessionDep
+from gatehouse.exports import erasure
 from gatehouse.fields import IdPath, Text
 
 router = APIRouter(tags=["admin"])

@@ -33,7 +33,7 @@ from gatehouse.core.schedule import Schedule, parse_schedule
 from gatehouse.core.tasks import every, logged
 from gatehouse.db.base import utcnow
 from gatehouse.errors import Conflict, NotFound
-from gatehouse.ops.models import JobLock, JobRun
+from gatehouse.jobs.models import JobLock, JobRun
 from gatehouse.settings import Settings
 
 if TYPE_CHECKING:
@@ -76,13 +76,13 @@ class Job:
 
 
 async def _purge(context: JobContext) -> dict[str, Any]:
-    from gatehouse.ops.retention import purge
+    from gatehouse.jobs.purge import purge
 
     return await purge(context.settings, context.sessionmaker, actor=context.actor, rate_limiter=context.rate_limiter)
 
 
 async def _backup(context: JobContext) -> dict[str, Any]:
-    from gatehouse.ops.backup import create_backup
+    from gatehouse.backups.service import create_backup
 
     manifest = await create_backup(context.settings, encrypt=bool(context.settings.backup_key.get_secret_value()))
     return manifest.counts()

@@ -21,8 +21,8 @@ from sqlalchemy.sql.selectable import Select, Subquery
 from gatehouse import __version__
 from gatehouse.db.migrate import current_revisions
 from gatehouse.gateway.models import RequestLog
-from gatehouse.ops.models import OpsSample
-from gatehouse.ops.snapshot_schemas import (
+from gatehouse.monitoring.models import OpsSample
+from gatehouse.monitoring.schemas import (
     DatabaseCheck,
     HealthReport,
     MetricsSnapshot,

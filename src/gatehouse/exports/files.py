@@ -17,8 +17,8 @@ from typing import Any, Literal
 import orjson
 from sqlalchemy import String
 
-from gatehouse.ops import pii
-from gatehouse.ops.export_entities import Field, Kind, PiiMode
+from gatehouse.exports import pii
+from gatehouse.exports.entities import Field, Kind, PiiMode
 
 Format = Literal["csv", "jsonl"]
 Batch = Sequence[Sequence[Any]]  # rows, as the database driver returned them

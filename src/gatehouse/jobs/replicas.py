@@ -20,7 +20,7 @@ from gatehouse.core.logging import get_logger
 from gatehouse.core.tasks import every, logged
 from gatehouse.core.tasks import stop as stop_task
 from gatehouse.db.base import utcnow
-from gatehouse.ops.models import ReplicaBeat
+from gatehouse.jobs.models import ReplicaBeat
 
 log = get_logger("gatehouse.replicas")
 HEARTBEAT_SECONDS = 5.0

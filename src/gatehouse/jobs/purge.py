@@ -27,9 +27,10 @@ from gatehouse.auth.actor import Actor
 from gatehouse.auth.models import UserSession
 from gatehouse.db.base import utcnow
 from gatehouse.gateway.models import RequestLog
+from gatehouse.jobs.models import JobRun, ReplicaBeat
+from gatehouse.jobs.replicas import FORGET_SECONDS
 from gatehouse.limits.ratelimit import RateLimiter
-from gatehouse.ops.models import JobRun, OpsSample, ReplicaBeat
-from gatehouse.ops.replicas import FORGET_SECONDS
+from gatehouse.monitoring.models import OpsSample
 from gatehouse.settings import Settings
 
 DELETE_BATCH = 5000

@@ -36,14 +36,14 @@ from gatehouse.auth.roles import Role
 from gatehouse.core.logging import get_logger
 from gatehouse.db.base import utcnow
 from gatehouse.errors import BadRequest, Forbidden, NotFound, ValidationFailed
+from gatehouse.exports import pii
+from gatehouse.exports.entities import ENTITIES, Entity, Field
+from gatehouse.exports.entities import ENTITY_NAMES as ENTITY_NAMES
+from gatehouse.exports.entities import EntityName as EntityName
+from gatehouse.exports.entities import PiiMode as PiiMode
+from gatehouse.exports.files import Batch, Formatter, ZipStream, iso
+from gatehouse.exports.files import Format as Format
 from gatehouse.fields import MAX_DB_INT
-from gatehouse.ops import pii
-from gatehouse.ops.export_entities import ENTITIES, Entity, Field
-from gatehouse.ops.export_entities import ENTITY_NAMES as ENTITY_NAMES
-from gatehouse.ops.export_entities import EntityName as EntityName
-from gatehouse.ops.export_entities import PiiMode as PiiMode
-from gatehouse.ops.export_files import Batch, Formatter, ZipStream, iso
-from gatehouse.ops.export_files import Format as Format
 
 log = get_logger("gatehouse.export")
 

@@ -14,7 +14,7 @@ from gatehouse.db.session import after_commit
 from gatehouse.deps import ActorDep, RuntimeDep, SessionDep
 from gatehouse.errors import NotFound
 from gatehouse.fields import Text
-from gatehouse.ops.streams import TERMINATE, TERMINATED
+from gatehouse.gateway.streams.registry import TERMINATE, TERMINATED
 from gatehouse.runtime import Runtime
 
 router = APIRouter(tags=["streams"])

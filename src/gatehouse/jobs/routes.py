@@ -11,10 +11,10 @@ from gatehouse.auth.access import PRINCIPAL_SCOPE_KEY, require
 from gatehouse.auth.actor import Actor, actor_for, client_ip
 from gatehouse.auth.roles import Role
 from gatehouse.deps import RuntimeDep, SessionDep
-from gatehouse.ops.job_schemas import JobHolder, JobList, JobRead, JobRunPage, JobRunRead, ReplicaRead
-from gatehouse.ops.jobs import JobRunner, list_runs
-from gatehouse.ops.models import JobRun
-from gatehouse.ops.replicas import live_replicas
+from gatehouse.jobs.models import JobRun
+from gatehouse.jobs.replicas import live_replicas
+from gatehouse.jobs.runner import JobRunner, list_runs
+from gatehouse.jobs.schemas import JobHolder, JobList, JobRead, JobRunPage, JobRunRead, ReplicaRead
 from gatehouse.runtime import Runtime
 
 router = APIRouter(tags=["jobs"])

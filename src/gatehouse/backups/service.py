@@ -33,15 +33,15 @@ from sqlalchemy.exc import DBAPIError
 from gatehouse import __version__
 from gatehouse.audit.service import record
 from gatehouse.auth.actor import Actor
+from gatehouse.backups import database as backup_db
+from gatehouse.backups.crypto import DecryptionError, Digests, decrypt_file, encrypt_file
 from gatehouse.core.logging import get_logger
 from gatehouse.db.base import utcnow
 from gatehouse.db.engine import create_engine, create_sessionmaker
 from gatehouse.db.migrate import alembic_config, head_revisions, upgrade
 from gatehouse.errors import BadRequest, Conflict, GatehouseError, NotFound
-from gatehouse.ops import backup_db
-from gatehouse.ops.backup_crypto import DecryptionError, Digests, decrypt_file, encrypt_file
-from gatehouse.ops.models import JobLock, JobRun, ReplicaBeat
-from gatehouse.ops.replicas import live_replicas
+from gatehouse.jobs.models import JobLock, JobRun, ReplicaBeat
+from gatehouse.jobs.replicas import live_replicas
 from gatehouse.settings import MIN_TOKEN_LENGTH, Settings
 
 log = get_logger("gatehouse.backup")

@@ -35,9 +35,9 @@ from gatehouse.auth.roles import Role, UserStatus
 from gatehouse.core.bus import EventBus
 from gatehouse.db.base import utcnow
 from gatehouse.errors import Forbidden
+from gatehouse.exports.entities import audit_of_user
 from gatehouse.gateway.models import RequestLog
 from gatehouse.limits.models import UsageCounter
-from gatehouse.ops.export_entities import audit_of_user
 
 Mode = Literal["delete", "anonymise"]
 

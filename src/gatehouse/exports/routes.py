@@ -11,8 +11,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from gatehouse.auth.access import require
 from gatehouse.auth.roles import Role
 from gatehouse.deps import ActorDep, PrincipalDep, RuntimeDep, SessionDep
+from gatehouse.exports import service as export
 from gatehouse.fields import MAX_DB_INT, Text
-from gatehouse.ops import export
 
 router = APIRouter(tags=["admin"])
 
