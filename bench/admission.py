@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.services import create_postgres_database, drop_postgres_database, redis_server
 
-from gatehouse.accounts import service
+from gatehouse.accounts.users import service as users
 from gatehouse.db.engine import create_autocommit_engine, create_engine, create_sessionmaker
 from gatehouse.db.migrate import upgrade
 from gatehouse.db.statements import EngineStore, StatementStore, create_store
@@ -55,7 +55,7 @@ async def measure(database_url: str, redis_url: str, requests: int) -> dict[str,
     engine = create_engine(settings)
     sessionmaker = create_sessionmaker(engine)
     async with sessionmaker() as session, session.begin():
-        user = await service.create_user(
+        user = await users.new_user(
             session, email=f"bench-{time.time_ns()}@example.com", messages_per_day=10**9, tokens_per_day=10**12
         )
     day = quotas.quota_day("UTC")

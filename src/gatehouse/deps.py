@@ -12,10 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gatehouse.auth.access import resolve_principal
 from gatehouse.auth.actor import Actor, actor_for
 from gatehouse.auth.principal import Principal
+from gatehouse.core.bus import EventBus
 from gatehouse.core.components import components_of, provided
+from gatehouse.core.feed import EventFeed
 from gatehouse.db.database import Database
 from gatehouse.db.session import run_after_commit
-from gatehouse.runtime import Runtime
 from gatehouse.settings import Settings
 
 
@@ -42,9 +43,10 @@ async def get_actor(request: Request) -> Actor:
     return actor_for(request, await resolve_principal(request))
 
 
-RuntimeDep = Annotated[Runtime, provided(Runtime)]  # until every route asks for its own parts
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 ActorDep = Annotated[Actor, Depends(get_actor)]
 SettingsDep = Annotated[Settings, provided(Settings)]
 DatabaseDep = Annotated[Database, provided(Database)]
+BusDep = Annotated[EventBus, provided(EventBus)]
+FeedDep = Annotated[EventFeed, provided(EventFeed)]

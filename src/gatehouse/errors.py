@@ -17,7 +17,12 @@ OLLAMA_PREFIX = "/api/"
 
 
 class GatehouseError(Exception):
-    """Base error: an HTTP status, a stable code, and a message that says what to do next."""
+    """An unexpected failure (a bug): the request id in the answer finds it in the log.
+
+    Every error is a class with an HTTP status, a stable `code` (a public API: clients branch on it, and
+    docs/errors.md lists every one) and a message that says what to do next. The generic classes below serve
+    where no more precise code exists; each domain's own are in its errors.py.
+    """
 
     status = 500
     type = "server_error"
@@ -27,15 +32,12 @@ class GatehouseError(Exception):
         self,
         message: str,
         *,
-        code: str | None = None,
         status: int | None = None,
         headers: dict[str, str] | None = None,
         param: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
-        if code is not None:
-            self.code = code
         if status is not None:
             self.status = status
         self.headers = headers or {}
@@ -106,6 +108,12 @@ class Unavailable(GatehouseError):
     status = 503
     type = "server_error"
     code = "unavailable"
+
+
+class DatabaseUnavailable(Unavailable):
+    """The database does not answer, or has no connection left: retry after Retry-After (1 s)."""
+
+    code = "database_unavailable"
 
 
 def is_ollama_path(path: str) -> bool:
@@ -195,16 +203,19 @@ def install_handlers(app: FastAPI) -> None:
     """Render every error in one shape."""
 
     async def on_gatehouse_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, GatehouseError)
+        if not isinstance(exc, GatehouseError):
+            raise exc
         return error_response(exc, ollama=is_ollama_path(request.url.path))
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestValidationError)
+        if not isinstance(exc, RequestValidationError):
+            raise exc
         message, field = describe_validation(list(exc.errors()))
         return error_response(ValidationFailed(message, param=field), ollama=is_ollama_path(request.url.path))
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StarletteHTTPException)
+        if not isinstance(exc, StarletteHTTPException):
+            raise exc
         cls = HTTP_CODES.get(exc.status_code, GatehouseError)
         detail = exc.detail if isinstance(exc.detail, str) else "Request failed"
         if exc.status_code == 404:
@@ -218,10 +229,8 @@ def install_handlers(app: FastAPI) -> None:
         if not database_unavailable(exc):
             raise exc
         logging.getLogger("gatehouse.db").warning("database_unavailable: %s", type(exc).__name__)
-        err = Unavailable(
-            "The database is unavailable or out of connections: retry in a moment.",
-            code="database_unavailable",
-            headers={"retry-after": "1"},
+        err = DatabaseUnavailable(
+            "The database is unavailable or out of connections: retry in a moment.", headers={"retry-after": "1"}
         )
         return error_response(err, ollama=is_ollama_path(request.url.path))
 

@@ -1,6 +1,6 @@
 """Every table, imported in one place so that Base.metadata knows them all (for Alembic and the tests)."""
 
-from gatehouse.accounts import invite_models
+from gatehouse.accounts.invites import models as invite_models
 from gatehouse.audit import models as audit_models
 from gatehouse.auth import models as auth_models
 from gatehouse.db.base import Base

@@ -19,9 +19,11 @@ from dataclasses import dataclass, field
 
 from gatehouse import __version__
 from gatehouse.accounts.bootstrap import BootstrapResult, bootstrap_admin, describe
+from gatehouse.accounts.scheduled import purge_expired
 from gatehouse.auth.access import Authenticator
 from gatehouse.auth.cache import AuthCache
 from gatehouse.auth.passwords import prepare_dummy_hash
+from gatehouse.backups.scheduled import backup_job
 from gatehouse.core.bus import EventBus, create_bus
 from gatehouse.core.components import Components
 from gatehouse.core.feed import EventFeed
@@ -34,15 +36,24 @@ from gatehouse.db.migrate import current_revisions, head_revisions, upgrade
 from gatehouse.db.statements import SqliteStore, StatementStore, create_store
 from gatehouse.gateway.context import Gateway
 from gatehouse.gateway.requestlog import RequestLogWriter
+from gatehouse.gateway.scheduled import purge_request_log
 from gatehouse.gateway.streams.registry import StreamRegistry
+from gatehouse.jobs.job import Job
+from gatehouse.jobs.purge import purge_job
 from gatehouse.jobs.replicas import Heartbeat
 from gatehouse.jobs.runner import JobRunner
+from gatehouse.jobs.scheduled import forget_stale_replicas, purge_audit, purge_job_runs
 from gatehouse.limits.ratelimit import RateLimiter
+from gatehouse.limits.scheduled import sweep_rate_limits
+from gatehouse.monitoring.health import HealthCheck, Replica
 from gatehouse.monitoring.sampler import OpsSampler
+from gatehouse.monitoring.scheduled import purge_ops_samples
 from gatehouse.settings import Settings
 from gatehouse.upstreams.config import load_config
 from gatehouse.upstreams.registry import UpstreamRegistry
-from gatehouse.upstreams.service import sync_from_config
+from gatehouse.upstreams.scheduled import probe_job
+from gatehouse.upstreams.seeding import sync_from_config
+from gatehouse.upstreams.service import Upstreams
 
 log = get_logger("gatehouse.runtime")
 PREPARED_ENV = "GATEHOUSE_PREPARED"  # set by `gatehouse serve` once it migrated and bootstrapped
@@ -79,6 +90,23 @@ def announce(result: BootstrapResult) -> None:
     banner = describe(result)
     if banner:
         print(banner, file=sys.stderr, flush=True)
+
+
+def job_definitions(
+    settings: Settings, *, upstreams: UpstreamRegistry | None = None, rate_limiter: RateLimiter | None = None
+) -> list[Job]:
+    """Every job, as each domain defines it; in the CLI (no registry, no limiter) the probe cannot run and the purge
+    has no rate-limit windows to sweep."""
+    steps = [
+        purge_audit,
+        purge_request_log,
+        purge_ops_samples,
+        purge_job_runs,
+        purge_expired,
+        forget_stale_replicas,
+        sweep_rate_limits(rate_limiter),
+    ]
+    return [purge_job(settings, steps), backup_job(settings), probe_job(settings, upstreams)]
 
 
 @dataclass(eq=False, repr=False)
@@ -193,7 +221,12 @@ async def running(settings: Settings, components: Components | None = None) -> A
         )
         # Closed before the request log and the statements: settlements still under way write through them.
         stack.push_async_callback(_logged(gateway.drain))
-        jobs = JobRunner(settings, db.sessionmaker, replica=bus.origin, upstreams=upstreams, rate_limiter=rate_limiter)
+        jobs = JobRunner(
+            settings,
+            db.sessionmaker,
+            replica=bus.origin,
+            jobs=job_definitions(settings, upstreams=upstreams, rate_limiter=rate_limiter),
+        )
         runtime = Runtime(
             settings=settings,
             db=db,
@@ -210,7 +243,15 @@ async def running(settings: Settings, components: Components | None = None) -> A
             components=components,
         )
         await _started(stack, jobs.start, jobs.close)
-        for part in (settings, db, auth, upstreams, request_log, rate_limiter, streams, gateway, jobs, runtime):
+        health = HealthCheck(
+            database=db,
+            settings=settings,
+            streams=streams,
+            upstreams=upstreams,
+            replica=Replica(id=bus.origin, started_at=runtime.started_at),
+        )
+        changes = Upstreams(db.sessionmaker, registry=upstreams, bus=bus, feed=feed, settings=settings)
+        for part in (settings, db, auth, upstreams, changes, request_log, rate_limiter, streams, gateway, jobs, health):
             components.add(part)
         components.add(statements, StatementStore)
         components.add(bus, EventBus)

@@ -151,7 +151,7 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("./data")
 
-    # Data lifecycle (ops/backup.py, ops/export.py, ops/jobs.py).
+    # Data lifecycle (backups/, exports/, jobs/).
     backup_dir: Path = Path("./data/backups")
     backup_keep: int = Field(default=3, ge=1, le=1000)  # generations of regular backups kept in BACKUP_DIR
     backup_key: SecretStr = SecretStr("")  # encrypts backups (AES-256-GCM, key derived with scrypt); 16+ characters

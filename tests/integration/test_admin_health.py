@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from gatehouse import __version__
+from gatehouse.monitoring.health import HealthCheck
 from tests.conftest import Harness, make_settings, running_app
 from tests.server import free_port
 
@@ -56,13 +57,13 @@ async def test_health_with_redis(database_url: str, tmp_path: Path, redis_url: s
 
 async def test_unreachable_redis_is_reported_not_waited_for(harness: Harness) -> None:
     # As when Redis goes away under a running replica: the settings name a port nobody listens on.
-    runtime = harness.runtime
-    settings = runtime.settings
-    runtime.settings = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    health = harness.runtime.components.get(HealthCheck)
+    settings = health.settings
+    health.settings = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
     try:
         body = await _health(harness)
     finally:
-        runtime.settings = settings
+        health.settings = settings
     assert body["status"] == "degraded", body
     redis = body["redis"]
     assert redis["status"] == "error" and redis["latency_ms"] is None

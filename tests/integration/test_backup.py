@@ -20,13 +20,10 @@ from typer.testing import CliRunner, Result
 
 from gatehouse.audit.service import AuditFilter, list_events, verify_chain
 from gatehouse.auth.models import User
-from gatehouse.backups.service import (
-    create_backup,
-    get_backup,
-    list_backups,
-    restore_backup,
-    verify_backup,
-)
+from gatehouse.backups.create import create_backup
+from gatehouse.backups.manifest import get_backup, list_backups
+from gatehouse.backups.restore import restore_backup
+from gatehouse.backups.verify import verify_backup
 from gatehouse.cli import app as cli_app
 from gatehouse.db.base import utcnow
 from gatehouse.db.engine import create_engine, create_sessionmaker
@@ -51,12 +48,12 @@ def _kind(settings: Settings) -> str:
 
 async def _counts(settings: Settings) -> dict[str, int]:
     """Rows per table of the database, as the manifest records them."""
-    from gatehouse.backups import database as backup_db
+    from gatehouse.backups import postgres, sqlite
 
     if settings.is_sqlite:
-        path = backup_db.sqlite_path(settings.database_url)
-        return (await asyncio.to_thread(backup_db.sqlite_counts, path)).rows
-    return (await backup_db.pg_counts(settings.database_url)).rows
+        path = sqlite.sqlite_path(settings.database_url)
+        return (await asyncio.to_thread(sqlite.sqlite_counts, path)).rows
+    return (await postgres.pg_counts(settings.database_url)).rows
 
 
 async def _bulk(settings: Settings, rows: int) -> None:

@@ -1,4 +1,4 @@
-"""The Redis event bus: publishing fails fast, and the listener recovers (announcing RECONNECTED) from a
+"""The Redis event bus: publishing fails fast, and the listener recovers (announcing Signal.RECONNECTED) from a
 closed, killed, silent or never-opened connection."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio as redis
 
 from gatehouse.core import bus as bus_module
-from gatehouse.core.bus import RECONNECTED, RedisEventBus
+from gatehouse.core.bus import RedisEventBus, Signal
 
 pytestmark = pytest.mark.redis
 EVENT_WAIT = 15.0  # seconds; generous, a slow machine is not a failure
@@ -89,7 +89,7 @@ async def test_events_cross_between_buses(redis_url: str, redis_key_prefix: str)
         assert ("key.changed", {"key_id": 7}) in heard_by_one.events  # delivered locally before returning
         await heard_by_two.wait_for("key.changed")
         assert heard_by_one.kinds().count("key.changed") == 1  # its own echo is skipped
-        assert RECONNECTED not in heard_by_one.kinds() + heard_by_two.kinds()
+        assert Signal.RECONNECTED not in heard_by_one.kinds() + heard_by_two.kinds()
 
 
 async def test_publish_to_a_silent_redis_gives_up_quickly(
@@ -151,7 +151,7 @@ async def test_listener_recovers_and_announces_reconnected(redis_url: str, redis
             await listener._redis.connection_pool.disconnect()
         else:
             await kill_client(redis_url, f"gatehouse-bus-{listener.origin}")
-        await heard.wait_for(RECONNECTED)
+        await heard.wait_for(Signal.RECONNECTED)
         await delivered_across(sender, heard, "after")
         # And it still publishes after its own connections were dropped.
         heard_by_sender = Recorder()
@@ -190,7 +190,7 @@ async def test_a_silent_connection_is_noticed_and_replaced(redis_url: str, redis
         ):
             await delivered_across(sender, heard, "before")
             silent.set()
-            await heard.wait_for(RECONNECTED)
+            await heard.wait_for(Signal.RECONNECTED)
             await delivered_across(sender, heard, "after")
     finally:
         for writer in links:
@@ -218,7 +218,7 @@ async def test_first_subscription_after_a_failed_start_announces_reconnected(
     bus._listener.pubsub = down_at_first  # type: ignore[method-assign]
     try:
         await bus.start()
-        await heard.wait_for(RECONNECTED)
+        await heard.wait_for(Signal.RECONNECTED)
         assert attempts >= 2
     finally:
         await bus.close()

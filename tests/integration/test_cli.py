@@ -10,7 +10,7 @@ import pytest
 from argon2 import PasswordHasher
 from typer.testing import CliRunner, Result
 
-from gatehouse.accounts import service
+from gatehouse.accounts.sessions import service as sessions
 from gatehouse.auth import passwords
 from gatehouse.cli import app
 from gatehouse.cli.common import db_session
@@ -67,7 +67,7 @@ def test_db_upgrade_to_an_unknown_revision_says_so(environment: pytest.MonkeyPat
 def _password_matches(email: str, password: str) -> bool:
     async def check() -> bool:
         async with db_session(get_settings()) as session:
-            return await service.authenticate_password(session, email=email, password=password) is not None
+            return await sessions.authenticate_password(session, email=email, password=password) is not None
 
     get_settings.cache_clear()
     return asyncio.run(check())

@@ -24,13 +24,14 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 
 from gatehouse.audit.models import AuditEvent
-from gatehouse.audit.service import record
+from gatehouse.audit.service import append
 from gatehouse.auth import passwords
 from gatehouse.auth.actor import Actor
 from gatehouse.auth.models import ApiKey, User, UserSession
 from gatehouse.errors import Forbidden
 from gatehouse.exports import erasure
 from gatehouse.exports import service as export
+from gatehouse.exports import writer
 from gatehouse.gateway.models import RequestLog
 from gatehouse.limits.models import UsageCounter
 from tests.conftest import Harness, make_settings, running_app
@@ -90,14 +91,14 @@ async def seed(harness: Harness) -> dict[str, Any]:
     invite = await harness.client.post("/admin/invites", json={"email": "dave@example.org"})
     assert invite.status_code == 201, invite.text
     async with harness.runtime.db.sessionmaker() as session, session.begin():
-        await record(
+        await append(
             session,
             actor=Actor(type="user", user_id=alice, label="alice@example.com", ip="203.0.113.7"),
             action="login.succeeded",
             target_type="user",
             target_id=alice,
         )
-        await record(
+        await append(
             session,
             actor=Actor(type="user", user_id=alice, label="alice@example.com", ip="2001:db8:1:2::7"),
             action="login.failed",
@@ -448,7 +449,7 @@ async def test_delete_route_removes_the_user_and_their_key_stops_at_once(harness
     seeded = await seed(harness)
     alice, key = seeded["alice"], seeded["alice_key"]
     async with harness.runtime.db.sessionmaker() as session, session.begin():
-        await record(session, actor=Actor(type="anonymous", label="Alice@Example.com"), action="login.failed")
+        await append(session, actor=Actor(type="anonymous", label="Alice@Example.com"), action="login.failed")
     assert (await harness.client.get("/me", headers=harness.as_key(key))).status_code == 200  # cached now
     deleted = await harness.client.delete(f"/admin/users/{alice}", params={"reason": "GDPR request 7"})
     assert deleted.status_code == 200, deleted.text
@@ -586,7 +587,7 @@ async def test_an_export_abandoned_halfway_is_closed_cleanly_and_not_completed(h
     runtime = harness.runtime
     async with runtime.db.sessionmaker() as session, session.begin():
         spec = await export.prepare(session, actor=Actor.system("test"), actor_role=None, entities=ALL)
-    chunks = export.stream(
+    chunks = writer.stream(
         read_sessionmaker=runtime.db.read_sessionmaker,
         sessionmaker=runtime.db.sessionmaker,
         actor=Actor.system("test"),
@@ -714,14 +715,14 @@ async def test_a_client_that_stalls_ends_the_read_transaction(
 ) -> None:
     _on_postgres(harness)
     await seed(harness)
-    monkeypatch.setattr(export, "READ_IDLE_SECONDS", 1)
+    monkeypatch.setattr(writer, "READ_IDLE_SECONDS", 1)
     runtime = harness.runtime
     actor = Actor.system("test")
 
     async def take(entities: list[str], *, stall_after_first: float) -> list[bytes]:
         async with runtime.db.sessionmaker() as session, session.begin():
             spec = await export.prepare(session, actor=actor, actor_role=None, entities=entities)
-        chunks = export.stream(
+        chunks = writer.stream(
             read_sessionmaker=runtime.db.read_sessionmaker, sessionmaker=runtime.db.sessionmaker, actor=actor, spec=spec
         )
         taken = []

@@ -17,7 +17,7 @@ import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import func, select, update
 
-from gatehouse.accounts.invite_models import Invite
+from gatehouse.accounts.invites.models import Invite
 from gatehouse.audit.models import AuditEvent
 from gatehouse.auth import passwords
 from gatehouse.auth.models import User
@@ -173,7 +173,7 @@ async def test_invite_signup_login_key_and_chat(harness: Harness, request: pytes
     )
     assert '"role":"user"' in made.details and '"max_uses":1' in made.details and '"email":null' in made.details
     assert created["expires_at"][:19] in made.details
-    [joined] = await audit_events(harness, "signup")
+    [joined] = await audit_events(harness, "user.signed_up")
     assert (joined.actor_type, joined.actor_id, joined.actor_label) == ("user", user["id"], email)
     assert (joined.target_type, joined.target_id, joined.client_ip) == ("user", str(user["id"]), "127.0.0.1")
     assert f'"invite_id":{created["id"]}' in joined.details
@@ -240,7 +240,7 @@ async def test_expired_revoked_used_up_and_mismatched_invites_are_refused(harnes
 
     # Refused sign-ups created nobody and counted nothing.
     assert (await invite_row(harness, bound["id"])).uses == 1
-    assert len(await audit_events(harness, "signup")) == 2
+    assert len(await audit_events(harness, "user.signed_up")) == 2
     assert len(await audit_events(harness, "invite.redeemed")) == 2
 
 
@@ -327,7 +327,7 @@ async def test_open_mode_takes_anyone_and_an_invite_sets_the_role(database_url: 
         refused = await sign_up(harness, monitor["token"], fresh_email())
         assert refused.status_code == 400
         assert error_of(refused)["code"] == "invite_used_up"
-        [event, _] = await audit_events(harness, "signup")
+        [event, _] = await audit_events(harness, "user.signed_up")
         assert '"mode":"open"' in event.details and '"invite_id":null' in event.details
 
 

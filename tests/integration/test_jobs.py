@@ -15,10 +15,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from typer.testing import CliRunner
 
-from gatehouse.accounts.invite_models import Invite
+from gatehouse.accounts.invites.models import Invite
 from gatehouse.audit import service as audit_service
 from gatehouse.audit.models import AuditEvent
-from gatehouse.audit.service import record
+from gatehouse.audit.service import append
 from gatehouse.auth.actor import Actor
 from gatehouse.auth.models import UserSession
 from gatehouse.cli import app as cli_app
@@ -30,6 +30,7 @@ from gatehouse.gateway.models import RequestLog
 from gatehouse.jobs.models import JobLock, JobRun
 from gatehouse.jobs.runner import JobRunner
 from gatehouse.monitoring.models import OpsSample
+from gatehouse.runtime import job_definitions
 from gatehouse.settings import Settings
 from tests.conftest import Harness, make_settings, running_app
 from tests.integration.test_accounts import create_member
@@ -46,7 +47,7 @@ async def _audit_at(
     monkeypatch.setattr(audit_service, "utcnow", lambda: when)
     try:
         async with sessionmaker() as session, session.begin():
-            event = await record(session, actor=Actor.system("test"), action=action)
+            event = await append(session, actor=Actor.system("test"), action=action)
             return event.id
     finally:
         monkeypatch.setattr(audit_service, "utcnow", utcnow)
@@ -123,7 +124,7 @@ async def _purge_and_check(harness: Harness, seeded: dict[str, Any], now: dateti
         assert sessions == {"s-live".ljust(64, "0")}
         invites = set((await session.execute(select(Invite.token_hash))).scalars())
         assert invites == {"i-live".ljust(64, "0"), "i-never".ljust(64, "0")}
-        job_event = (await session.execute(select(AuditEvent).where(AuditEvent.action == "job.run"))).scalar_one()
+        job_event = (await session.execute(select(AuditEvent).where(AuditEvent.action == "job.finished"))).scalar_one()
         assert job_event.target_id == "purge"
         assert orjson.loads(job_event.details)["counts"]["audit_events"] == 4
 
@@ -198,7 +199,10 @@ async def _runners(database_url: str, tmp_path: Path, count: int, **overrides: A
     out = []
     for index in range(count):
         engine = create_engine(settings)
-        out.append((JobRunner(settings, create_sessionmaker(engine), replica=f"replica-{index}"), engine))
+        runner = JobRunner(
+            settings, create_sessionmaker(engine), replica=f"replica-{index}", jobs=job_definitions(settings)
+        )
+        out.append((runner, engine))
     return out
 
 
@@ -227,7 +231,9 @@ async def test_a_scheduled_slot_runs_once_whatever_the_number_of_replicas(harnes
             ]
             lock = await session.get(JobLock, "purge")
             assert lock is not None and lock.holder is None and lock.last_slot == slot + DAY
-            audited = (await session.execute(select(func.count()).where(AuditEvent.action == "job.run"))).scalar_one()
+            audited = (
+                await session.execute(select(func.count()).where(AuditEvent.action == "job.finished"))
+            ).scalar_one()
             assert audited == 2
     finally:
         for _, engine in runners:
@@ -296,7 +302,7 @@ async def test_a_failing_job_is_recorded_and_audited_as_failed(
     assert run["status"] == "failed"
     assert run["error"] == "RuntimeError: disk on fire"
     async with harness.runtime.db.sessionmaker() as session:
-        event = (await session.execute(select(AuditEvent).where(AuditEvent.action == "job.run"))).scalar_one()
+        event = (await session.execute(select(AuditEvent).where(AuditEvent.action == "job.finished"))).scalar_one()
         assert orjson.loads(event.details)["status"] == "failed"
         lock = await session.get(JobLock, "purge")
         assert lock is not None and lock.holder is None
@@ -373,7 +379,9 @@ async def test_cli_runs_and_lists_jobs(harness: Harness, monkeypatch: pytest.Mon
 async def test_the_backup_job_backs_up_encrypted_and_a_restore_closes_the_run_it_caught(
     database_url: str, tmp_path: Path
 ) -> None:
-    from gatehouse.backups.service import list_backups, restore_backup, verify_backup
+    from gatehouse.backups.manifest import list_backups
+    from gatehouse.backups.restore import restore_backup
+    from gatehouse.backups.verify import verify_backup
 
     settings = make_settings(
         database_url, tmp_path, backup_dir=tmp_path / "backups", backup_key="a-backup-passphrase-for-tests"
@@ -407,9 +415,9 @@ async def test_the_backup_job_backs_up_encrypted_and_a_restore_closes_the_run_it
 async def test_a_large_audit_purge_goes_in_anchored_batches_and_still_verifies(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gatehouse.jobs import purge as retention
+    from gatehouse.jobs import scheduled as audit_purge
 
-    monkeypatch.setattr(retention, "AUDIT_BATCH", 3)
+    monkeypatch.setattr(audit_purge, "AUDIT_BATCH", 3)
     now = utcnow()
     settings = make_settings(database_url, tmp_path)
     seeded = await _old_audit_events(settings, monkeypatch, now)

@@ -14,7 +14,7 @@ import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import select
 
-from gatehouse.accounts.lockout import backoff_seconds
+from gatehouse.accounts.sessions.lockout import backoff_seconds
 from gatehouse.audit.models import AuditEvent
 from gatehouse.auth import passwords
 from gatehouse.auth.access import SESSION_COOKIE
@@ -172,7 +172,7 @@ async def test_logins_and_logouts_are_audited_without_secrets(app: Harness) -> N
     assert user["email"] in known[0].details
     assert "typo-user" not in unknown[0].details  # an unknown "email" may be a mistyped password
 
-    logout = await events(app, "logout")
+    logout = await events(app, "session.ended")
     assert len(logout) == 1
     assert (logout[0].actor_type, logout[0].actor_id, logout[0].target_id) == ("user", user["id"], str(user["id"]))
 

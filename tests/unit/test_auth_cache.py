@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from gatehouse.auth.cache import KEY_CHANGED, USER_CHANGED, AuthCache
+from gatehouse.auth.cache import AuthCache
 from gatehouse.auth.principal import Principal
 from gatehouse.auth.roles import Role, UserStatus
-from gatehouse.core.bus import RECONNECTED
+from gatehouse.core.bus import Signal
 
 
 def principal(key_id: int, user_id: int = 1) -> Principal:
@@ -54,7 +54,7 @@ def test_negative_entries_expire_sooner_and_clear_on_reconnect() -> None:
     cache = AuthCache(ttl_seconds=60)
     remember(cache, "gone", None)
     remember(cache, "real", principal(1))
-    cache.on_event(RECONNECTED, {})
+    cache.on_event(Signal.RECONNECTED, {})
     assert cache.get("gone") == (False, None)
     assert cache.get("real") == (False, None)
 
@@ -64,7 +64,7 @@ def test_a_found_key_replaces_its_negative_entry() -> None:
     remember(cache, "k", None)
     remember(cache, "k", principal(7))
     assert cache.get("k") == (True, principal(7))
-    cache.on_event(KEY_CHANGED, {"key_id": 7})
+    cache.on_event(Signal.KEY_CHANGED, {"key_id": 7})
     assert cache.get("k") == (False, None)
 
 
@@ -114,7 +114,7 @@ async def test_a_lookup_started_before_a_revocation_is_not_joined_after_it() -> 
 
     before = asyncio.create_task(cache.lookup("k", load))
     await asyncio.sleep(0)
-    cache.on_event(USER_CHANGED, {"user_id": 1})  # e.g. the user was disabled meanwhile
+    cache.on_event(Signal.USER_CHANGED, {"user_id": 1})  # e.g. the user was disabled meanwhile
     after = asyncio.create_task(cache.lookup("k", load))
     await asyncio.sleep(0)
     release.set()

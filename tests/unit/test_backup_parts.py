@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from gatehouse.backups.database import libpq_environment
-from gatehouse.backups.service import Manifest, _reserve
+from gatehouse.backups.create import _reserve
+from gatehouse.backups.manifest import Manifest
+from gatehouse.backups.postgres import libpq_environment
 
 MANIFEST = Manifest(
     name="gatehouse-20261122T030000Z",

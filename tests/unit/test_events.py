@@ -12,8 +12,8 @@ import pytest
 
 from gatehouse.core.feed import EventFeed, parse_id
 from gatehouse.core.feed_redis import RedisEventFeed
-from gatehouse.monitoring import feed_routes as event_routes
-from gatehouse.monitoring.feed_routes import follow, kind_filter, wanted
+from gatehouse.monitoring import feed as sse
+from gatehouse.monitoring.feed import follow, kind_filter, wanted
 from tests.server import free_port
 
 
@@ -174,7 +174,7 @@ async def test_the_sse_stream_announces_a_gap_first() -> None:
 
 
 async def test_an_idle_stream_sends_keep_alives(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(event_routes, "KEEPALIVE_SECONDS", 0.05)
+    monkeypatch.setattr(sse, "KEEPALIVE_SECONDS", 0.05)
     stream = follow(EventFeed(replica="r"), None, None, forever=True)
     await anext(stream)
     assert await asyncio.wait_for(anext(stream), 2) == b": keep-alive\n\n"

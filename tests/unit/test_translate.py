@@ -13,24 +13,21 @@ import pytest
 from openai.types import CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from gatehouse.gateway.translate import (
-    JSON,
-    OllamaToOpenAIStream,
-    OpenAIToOllamaStream,
-    TranslationError,
-    UpstreamStreamError,
+from gatehouse.gateway.translate.chat import (
     ollama_chat_request_to_openai,
     ollama_chat_response_to_openai,
-    ollama_embed_request_to_openai,
-    ollama_embed_response_to_openai,
     openai_chat_request_to_ollama,
     openai_chat_response_to_ollama,
+)
+from gatehouse.gateway.translate.common import JSON, TranslationError, UpstreamStreamError, rfc3339_now
+from gatehouse.gateway.translate.embeddings import (
+    ollama_embed_request_to_openai,
+    ollama_embed_response_to_openai,
     openai_embed_request_to_ollama,
     openai_embed_response_to_ollama,
-    rfc3339_now,
-    usage_from_ollama,
-    usage_from_openai,
 )
+from gatehouse.gateway.translate.stream import OllamaToOpenAIStream, OpenAIToOllamaStream
+from gatehouse.gateway.translate.usage import usage_from_ollama, usage_from_openai
 
 PNG_B64 = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 16).decode()
 JPEG_B64 = base64.b64encode(b"\xff\xd8\xff\xe0" + b"\x00" * 16).decode()

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gatehouse.accounts import service
-from gatehouse.audit.service import record
+from gatehouse.accounts.keys import service as keys
+from gatehouse.accounts.users import service as users
 from gatehouse.auth.actor import Actor
 from gatehouse.auth.roles import Role
 from gatehouse.errors import Conflict
@@ -32,39 +32,34 @@ class BootstrapResult:
 
 async def bootstrap_admin(sessionmaker: async_sessionmaker[AsyncSession], settings: Settings) -> BootstrapResult:
     """Create the bootstrap superadmin (and its key) unless they exist; safe on several replicas at once."""
-    email = service.normalise_email(settings.bootstrap_admin_email)
+    email = users.normalise_email(settings.bootstrap_admin_email)
     result = BootstrapResult(email=email)
     given_password = settings.bootstrap_admin_password.get_secret_value()
     given_key = settings.bootstrap_admin_api_key.get_secret_value()
     try:
         async with sessionmaker() as session, session.begin():
-            user = await service.get_user_by_email(session, email=email)
+            user = await users.get_by_email(session, email=email)
             if user is None:
                 password = given_password or secrets.token_urlsafe(12)
-                user = await service.create_user(
-                    session, email=email, role=Role.SUPERADMIN, password=password, display_name="Administrator"
+                user = await users.create(
+                    session,
+                    actor=BOOTSTRAP_ACTOR,
+                    actor_role=None,
+                    email=email,
+                    role=Role.SUPERADMIN,
+                    password=password,
+                    display_name="Administrator",
                 )
                 result.created_user = True
                 result.generated_password = None if given_password else password
-                await session.flush()
-                await record(
-                    session,
-                    actor=BOOTSTRAP_ACTOR,
-                    action="user.created",
-                    target_type="user",
-                    target_id=user.id,
-                    details={"email": email, "role": Role.SUPERADMIN.value},
-                )
             if given_key:
-                if await service.get_api_key_by_raw(session, raw_key=given_key) is None:
-                    await service.create_api_key(
+                if await keys.get_by_raw(session, raw_key=given_key) is None:
+                    await keys.create(
                         session, actor=BOOTSTRAP_ACTOR, user_id=user.id, name=BOOTSTRAP_KEY_NAME, raw_key=given_key
                     )
                     result.created_key = True
             elif result.created_user:
-                _, raw = await service.create_api_key(
-                    session, actor=BOOTSTRAP_ACTOR, user_id=user.id, name=BOOTSTRAP_KEY_NAME
-                )
+                _, raw = await keys.create(session, actor=BOOTSTRAP_ACTOR, user_id=user.id, name=BOOTSTRAP_KEY_NAME)
                 result.created_key = True
                 result.generated_key = raw
     except (IntegrityError, Conflict):

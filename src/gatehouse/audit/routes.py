@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Query
 from pydantic import AwareDatetime
 
@@ -12,20 +14,23 @@ from gatehouse.auth.roles import Role
 from gatehouse.deps import SessionDep
 from gatehouse.fields import MAX_DB_INT
 
-router = APIRouter(tags=["audit"])
+router = APIRouter(prefix="/admin/audit", tags=["audit"])
+ACTION_HELP = 'An action, or a prefix ending in "." (e.g. "key."); rows stored under an older name match too.'
 
 
-@router.get("/admin/audit", response_model=AuditPage, dependencies=[require(Role.ADMIN)])
+@router.get("", response_model=AuditPage, dependencies=[require(Role.ADMIN)])
 async def list_audit(
     session: SessionDep,
-    action: str | None = Query(None, max_length=64, description='An action, or a prefix ending in "." (e.g. "key.").'),
-    actor_id: int | None = Query(None, ge=1, le=MAX_DB_INT, description="The acting user's id."),
-    target_type: str | None = Query(None, max_length=32),
-    target_id: str | None = Query(None, max_length=64),
-    since: AwareDatetime | None = Query(None, description="From this time (inclusive), ISO 8601 with a timezone."),
-    until: AwareDatetime | None = Query(None, description="Before this time (exclusive)."),
-    before: int | None = Query(None, ge=1, description="Cursor: the `next_cursor` of the previous page."),
-    limit: int = Query(100, ge=1, le=1000),
+    action: Annotated[str | None, Query(max_length=64, description=ACTION_HELP)] = None,
+    actor_id: Annotated[int | None, Query(ge=1, le=MAX_DB_INT, description="The acting user's id.")] = None,
+    target_type: Annotated[str | None, Query(max_length=32)] = None,
+    target_id: Annotated[str | None, Query(max_length=64)] = None,
+    since: Annotated[
+        AwareDatetime | None, Query(description="From this time (inclusive), ISO 8601 with a timezone.")
+    ] = None,
+    until: Annotated[AwareDatetime | None, Query(description="Before this time (exclusive).")] = None,
+    before: Annotated[int | None, Query(ge=1, description="Cursor: the `next_cursor` of the previous page.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AuditPage:
     """Audit events, newest first, filtered by action, actor, target and time."""
     where = service.AuditFilter(
@@ -36,7 +41,7 @@ async def list_audit(
     return AuditPage(items=[AuditEventRead.of(e) for e in page], next_cursor=page[-1].id if len(rows) > limit else None)
 
 
-@router.get("/admin/audit/verify", response_model=AuditVerification, dependencies=[require(Role.ADMIN)])
+@router.get("/verify", response_model=AuditVerification, dependencies=[require(Role.ADMIN)])
 async def verify_audit(session: SessionDep) -> AuditVerification:
     """Check the hash chain; names the first row where an edit, deletion or insertion broke it."""
     result = await service.verify_chain(session)

@@ -8,19 +8,57 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gatehouse.audit.chain import PURGE_ACTION, Break, Verifier, canonical_details, purge_anchor, row_hash
+from gatehouse.audit.chain import GENESIS, PURGE_ACTION, Break, Verifier, canonical_details, purge_anchor, row_hash
+from gatehouse.audit.events import Event, stored_names, stored_names_under
 from gatehouse.audit.models import AuditEvent, AuditHead
 from gatehouse.auth.actor import Actor
+from gatehouse.core.feed import EventFeed
 from gatehouse.db.base import utcnow
+from gatehouse.db.session import after_commit
 
 HEAD_ID = 1
 VERIFY_BATCH = 2000
 
 
-async def record(
+class AuditPurged(Event):
+    """The oldest events were removed by the retention purge; the hash of the last one anchors what remains."""
+
+    action = PURGE_ACTION
+    last_purged_hash: str
+    last_purged_id: int
+    purged: int
+    before: datetime
+
+
+async def record(session: AsyncSession, event: Event, *, actor: Actor, feed: EventFeed | None = None) -> AuditEvent:
+    """Append one event to the chain, in the caller's transaction; one with a `feed_kind` also goes on the live
+    feed once that transaction has committed (a change rolled back never happened)."""
+    target_id = event.target_id()
+    # An event about one thing that names none this time (a login for an unknown email) has no target at all.
+    untargeted = event.target is not None and target_id is None
+    row = await append(
+        session,
+        actor=actor,
+        action=event.action,
+        target_type=None if untargeted else event.target_type,
+        target_id=target_id,
+        details=event.details(),
+    )
+    kind = event.feed_kind
+    if feed is not None and kind is not None:
+        data = event.feed_data(actor)
+
+        async def publish() -> None:
+            feed.publish(kind, data)
+
+        after_commit(session, publish)
+    return row
+
+
+async def append(
     session: AsyncSession,
     *,
     actor: Actor,
@@ -29,11 +67,13 @@ async def record(
     target_id: int | str | None = None,
     details: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """Append one event to the chain, in the caller's transaction."""
+    """Append one row to the chain as given, in the caller's transaction. Changes are recorded as typed events
+    through `record`; this is what `record` writes with, and what writes rows that have no event class (tests
+    building a chain of a given shape)."""
     # Locking the head serializes appends across replicas (PostgreSQL row lock; SQLite has one writer).
     head = await session.get(AuditHead, HEAD_ID, with_for_update=True)
     if head is None:
-        head = AuditHead(id=HEAD_ID, last_id=0, last_hash="0" * 64)
+        head = AuditHead(id=HEAD_ID, last_id=0, last_hash=GENESIS)
         session.add(head)
     fields: dict[str, Any] = {
         "created_at": utcnow(),
@@ -79,12 +119,14 @@ async def list_events(
     """Events matching `where`, newest first (or oldest first after `after_id`), at most `limit`."""
     query = select(AuditEvent)
     if where.action:
-        # "key." lists every key event; "key.created" only those.
-        query = query.where(
-            AuditEvent.action.startswith(where.action)
-            if where.action.endswith(".")
-            else AuditEvent.action == where.action
-        )
+        # "key." lists every key event; "key.created" only those. Rows stored under an action's legacy name are
+        # found under either name (audit/events.py).
+        if where.action.endswith("."):
+            legacy = stored_names_under(where.action)
+            prefix = AuditEvent.action.startswith(where.action, autoescape=True)
+            query = query.where(or_(prefix, AuditEvent.action.in_(legacy)) if legacy else prefix)
+        else:
+            query = query.where(AuditEvent.action.in_(stored_names(where.action)))
     if where.actor_id is not None:
         query = query.where(AuditEvent.actor_id == where.actor_id)
     if where.target_type:
@@ -186,15 +228,6 @@ async def purge_before(session: AsyncSession, *, cutoff: datetime, actor: Actor,
     last_id, last_hash = last
     result = await session.execute(delete(AuditEvent).where(AuditEvent.id <= last_id))
     removed = int(getattr(result, "rowcount", 0) or 0)
-    await record(
-        session,
-        actor=actor,
-        action=PURGE_ACTION,
-        details={
-            "last_purged_hash": last_hash,
-            "last_purged_id": last_id,
-            "purged": removed,
-            "before": cutoff.isoformat(),
-        },
-    )
+    event = AuditPurged(last_purged_hash=last_hash, last_purged_id=last_id, purged=removed, before=cutoff)
+    await record(session, event, actor=actor)
     return Purge(removed=removed, last_removed_id=last_id)

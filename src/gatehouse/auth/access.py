@@ -10,13 +10,25 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gatehouse.auth.cache import AuthCache
+from gatehouse.auth.errors import (
+    AccountBlocked,
+    AccountDisabled,
+    AccountPending,
+    CsrfFailed,
+    ExpiredApiKey,
+    InvalidApiKey,
+    InvalidToken,
+    MissingApiKey,
+    RoleTooLow,
+    SessionExpired,
+    TokenNotConfigured,
+)
 from gatehouse.auth.models import ApiKey, User, UserSession
 from gatehouse.auth.principal import Principal
 from gatehouse.auth.roles import Role, UserStatus
 from gatehouse.auth.tokens import csrf_token, hash_token, same
 from gatehouse.core.components import components_of
 from gatehouse.db.base import utcnow
-from gatehouse.errors import Forbidden, Unauthorized
 from gatehouse.settings import Settings
 
 SESSION_COOKIE = "gatehouse_session"
@@ -70,13 +82,13 @@ class Authenticator:
         # No key is empty or this long (BOOTSTRAP_ADMIN_API_KEY may be any string, so no shape check beyond that):
         # refused before hashing, caching or a database read.
         if not raw_key or len(raw_key) > MAX_KEY_LENGTH:
-            raise Unauthorized(INVALID_KEY)
+            raise InvalidApiKey(INVALID_KEY)
         key_hash = hash_token(raw_key)
         principal = await self.cache.lookup(key_hash, lambda: self._load_key(key_hash))
         if principal is None:
-            raise Unauthorized(INVALID_KEY)
+            raise InvalidApiKey(INVALID_KEY)
         if principal.key_expires_at is not None and principal.key_expires_at <= utcnow():
-            raise Unauthorized("This API key has expired: create a new one.", code="expired_api_key")
+            raise ExpiredApiKey("This API key has expired: create a new one.")
         return principal
 
     async def _load_key(self, key_hash: str) -> Principal | None:
@@ -104,14 +116,13 @@ class Authenticator:
                 )
             ).first()
         if row is None or row[1] <= utcnow():
-            raise Unauthorized("Your session has ended: log in again.", code="session_expired")
+            raise SessionExpired("Your session has ended: log in again.")
         if request.method not in SAFE_METHODS:
             sent = request.headers.get(CSRF_HEADER, "")
             if not sent or not same(sent, csrf_token(self.secret, token)):
-                raise Forbidden(
+                raise CsrfFailed(
                     "Missing or wrong CSRF token: send the X-CSRF-Token header with the value "
-                    "returned at login (also in the gatehouse_csrf cookie).",
-                    code="csrf_failed",
+                    "returned at login (also in the gatehouse_csrf cookie)."
                 )
         session_id, _expires, *user = row
         return _principal(user, session_id=session_id)
@@ -129,7 +140,7 @@ class Authenticator:
         elif cookie := request.cookies.get(SESSION_COOKIE):
             principal = await self.for_session(request, cookie)
         else:
-            raise Unauthorized(NO_CREDENTIALS, code="missing_api_key")
+            raise MissingApiKey(NO_CREDENTIALS)
         check_status(principal)
         request.scope[PRINCIPAL_SCOPE_KEY] = principal
         request.scope["state"]["user_id"] = principal.user_id
@@ -144,21 +155,21 @@ def bearer_token(request: Request) -> str | None:
         return None
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("Malformed Authorization header: use `Authorization: Bearer <your key>`.")
+        raise InvalidApiKey("Malformed Authorization header: use `Authorization: Bearer <your key>`.")
     return token.strip()
 
 
 def check_status(principal: Principal) -> None:
     """Refuse callers whose account may not act."""
     if principal.status is UserStatus.DISABLED:
-        raise Forbidden("This account is disabled: ask an administrator.", code="account_disabled")
+        raise AccountDisabled("This account is disabled: ask an administrator.")
     if principal.status is UserStatus.PENDING:
-        raise Forbidden("This account is pending approval: ask an administrator.", code="account_pending")
+        raise AccountPending("This account is pending approval: ask an administrator.")
     if principal.blocked_now(utcnow()):
         # The operator's reason is an internal note: the caller learns only that, and until when.
         until = principal.blocked_until
         when = f" until {until.strftime('%Y-%m-%d %H:%M UTC')}" if until else ""
-        raise Forbidden(f"This account is blocked{when}: ask an administrator.", code="account_blocked")
+        raise AccountBlocked(f"This account is blocked{when}: ask an administrator.")
 
 
 async def resolve_principal(request: Request) -> Principal:
@@ -193,13 +204,12 @@ class Access:
                 # never silently tried as something else.
                 expected = getattr(authenticator.settings, setting).get_secret_value()
                 if not expected:
-                    raise Unauthorized(
+                    raise TokenNotConfigured(
                         f"{header} was sent, but {setting.upper()} is not set on this server: set it, or "
-                        "use an admin's key instead.",
-                        code="token_not_configured",
+                        "use an admin's key instead."
                     )
                 if not same(sent_token, expected):
-                    raise Unauthorized(f"Wrong {header}: it must equal {setting.upper()}.", code="invalid_token")
+                    raise InvalidToken(f"Wrong {header}: it must equal {setting.upper()}.")
                 return None
         if self.bearer_setting is not None:
             expected = getattr(authenticator.settings, self.bearer_setting).get_secret_value()
@@ -208,7 +218,7 @@ class Access:
                 return None
         principal = await authenticator.resolve(request)
         if not principal.role.at_least(self.role):
-            raise Forbidden(f"This needs the {self.role.value} role or higher; you are {principal.role.value}.")
+            raise RoleTooLow(f"This needs the {self.role.value} role or higher; you are {principal.role.value}.")
         return principal
 
     def __repr__(self) -> str:

@@ -9,11 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gatehouse.auth.principal import Principal
-from gatehouse.core.bus import RECONNECTED
-
-# Bus event kinds that invalidate cached principals.
-KEY_CHANGED = "key.changed"  # {"key_id": int}
-USER_CHANGED = "user.changed"  # {"user_id": int}
+from gatehouse.core.bus import Signal
 
 
 class AuthCache:
@@ -145,13 +141,13 @@ class AuthCache:
 
     def on_event(self, kind: str, data: dict[str, Any]) -> None:
         """Bus handler."""
-        if kind in (KEY_CHANGED, USER_CHANGED, RECONNECTED):
+        if kind in (Signal.KEY_CHANGED, Signal.USER_CHANGED, Signal.RECONNECTED):
             self.generation += 1
-        if kind == KEY_CHANGED:
+        if kind == Signal.KEY_CHANGED:
             self.forget_key(int(data["key_id"]))
-        elif kind == USER_CHANGED:
+        elif kind == Signal.USER_CHANGED:
             self.forget_user(int(data["user_id"]))
-        elif kind == RECONNECTED:
+        elif kind == Signal.RECONNECTED:
             self.clear()
 
     def __len__(self) -> int:

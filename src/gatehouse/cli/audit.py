@@ -70,8 +70,7 @@ def verify() -> None:
     if result.ok:
         console.print(f"OK: {result.checked} audit events, hash chain intact")
         return
-    assert result.broken is not None
-    err_console.print(
-        f"BROKEN at audit event {result.broken.row_id}: {result.broken.reason} ({result.checked} rows checked)"
-    )
+    broken = result.broken
+    where = f"audit event {broken.row_id}: {broken.reason}" if broken else "an unknown place"
+    err_console.print(f"BROKEN at {where} ({result.checked} rows checked)")
     raise typer.Exit(1)

@@ -1,4 +1,4 @@
-"""`gatehouse backup ...`: create, list, verify and restore backups (ops/backup.py)."""
+"""`gatehouse backup ...`: create, list, verify, decrypt and restore backups (backups/)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,11 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeE
 from rich.table import Table
 from sqlalchemy.engine import make_url
 
-from gatehouse.backups import service
+from gatehouse.backups.create import create_backup
+from gatehouse.backups.manifest import get_backup, list_backups
+from gatehouse.backups.restore import in_use, restore_backup, serving_processes
+from gatehouse.backups.snapshot import Progress as StepProgress
+from gatehouse.backups.verify import decrypt_backup, verify_backup
 from gatehouse.cli.common import console, err_console, plain_errors, quiet_settings, run
 from gatehouse.errors import GatehouseError
 from gatehouse.settings import Settings
@@ -25,8 +29,8 @@ T = TypeVar("T")
 
 
 @contextmanager
-def _progress(description: str) -> Iterator[service.Progress | None]:
-    """A transient Rich progress bar on a terminal (nothing otherwise): a callback for the service."""
+def _progress(description: str) -> Iterator[StepProgress | None]:
+    """A transient Rich progress bar on a terminal (nothing otherwise): a callback for the backup steps."""
     if not err_console.is_terminal:
         yield None
         return
@@ -40,7 +44,7 @@ def _progress(description: str) -> Iterator[service.Progress | None]:
         yield update
 
 
-def _with_progress(description: str, settings: Settings, work: Callable[[service.Progress | None], Awaitable[T]]) -> T:
+def _with_progress(description: str, settings: Settings, work: Callable[[StepProgress | None], Awaitable[T]]) -> T:
     with _progress(description) as progress:
         return run(lambda: work(progress), settings)
 
@@ -69,7 +73,7 @@ def create(
     """Back up the database into BACKUP_DIR (safe while Gatehouse serves); keeps the newest BACKUP_KEEP."""
     settings = quiet_settings()
     manifest = _with_progress(
-        "Backing up", settings, lambda progress: service.create_backup(settings, encrypt=encrypt, progress=progress)
+        "Backing up", settings, lambda progress: create_backup(settings, encrypt=encrypt, progress=progress)
     )
     locked = ", encrypted" if manifest.encrypted else ""
     console.print(
@@ -85,7 +89,7 @@ def create(
 def list_() -> None:
     """List the backups in BACKUP_DIR, newest first."""
     settings = quiet_settings()
-    manifests = run(lambda: service.list_backups(settings), settings)
+    manifests = run(lambda: list_backups(settings), settings)
     if not manifests:
         console.print(f"No backups in {settings.backup_dir}: `gatehouse backup create` makes one", highlight=False)
         return
@@ -115,15 +119,13 @@ def verify(
     """Restore a backup into a scratch database and check it: integrity, revision, row counts. Exit 1 if not OK."""
     settings = quiet_settings()
     if name is None:
-        manifests = run(lambda: service.list_backups(settings), settings)
+        manifests = run(lambda: list_backups(settings), settings)
         if not manifests:
             err_console.print(f"[red]Error:[/red] no backups in {settings.backup_dir}", highlight=False)
             raise typer.Exit(1)
         name = manifests[0].name
     chosen = name
-    result = _with_progress(
-        "Verifying", settings, lambda progress: service.verify_backup(settings, chosen, progress=progress)
-    )
+    result = _with_progress("Verifying", settings, lambda progress: verify_backup(settings, chosen, progress=progress))
     if result.ok:
         console.print(
             f"OK: {result.name} restores, {result.rows} rows in {result.tables} tables match its manifest",
@@ -144,7 +146,7 @@ def decrypt(
     """Write an encrypted backup's plain database file, checked against its manifest (for a manual restore)."""
     settings = quiet_settings()
     manifest = _with_progress(
-        "Decrypting", settings, lambda progress: service.decrypt_backup(settings, name, output, progress=progress)
+        "Decrypting", settings, lambda progress: decrypt_backup(settings, name, output, progress=progress)
     )
     console.print(
         f"Wrote {output} ({_size(manifest.plaintext_size)}, SHA-256 {manifest.plaintext_sha256}): "
@@ -162,11 +164,11 @@ def restore(
 ) -> None:
     """Replace the database with a backup: a safety backup first, then restore, migrate to head, and check."""
     settings = quiet_settings()
-    manifest = run(lambda: service.get_backup(settings, name), settings)
-    serving = run(lambda: service.serving_processes(settings), settings)
+    manifest = run(lambda: get_backup(settings, name), settings)
+    serving = run(lambda: serving_processes(settings), settings)
     if serving and not force:
         with plain_errors(settings, (GatehouseError,)):
-            raise service.in_use(serving)
+            raise in_use(serving)
     if not yes:
         typer.confirm(
             f"Replace all data in {_where(settings)} with backup {manifest.name} "
@@ -175,7 +177,7 @@ def restore(
             abort=True,
         )
     result = _with_progress(
-        "Restoring", settings, lambda progress: service.restore_backup(settings, name, force=force, progress=progress)
+        "Restoring", settings, lambda progress: restore_backup(settings, name, force=force, progress=progress)
     )
     if result.serving:
         err_console.print(

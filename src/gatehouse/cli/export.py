@@ -1,4 +1,4 @@
-"""`gatehouse export`: write an export ZIP (ops/export.py) to a file or stdout, audited as `cli`."""
+"""`gatehouse export`: write an export ZIP (exports/) to a file or stdout, audited as `cli`."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from gatehouse.cli.common import CLI_ACTOR, console, err_console, quiet_settings
 from gatehouse.db.base import utcnow
 from gatehouse.db.engine import create_engine, create_sessionmaker, read_only
 from gatehouse.errors import ValidationFailed
-from gatehouse.exports import service
+from gatehouse.exports import service, writer
+from gatehouse.exports.files import Format
 from gatehouse.settings import Settings
 
 
@@ -63,7 +64,7 @@ async def write_export(
     *,
     out: Path | None,
     entities: list[str],
-    format: service.Format = "csv",
+    format: Format = "csv",
     pii_mode: service.PiiMode = "masked",
     since: datetime | None = None,
     until: datetime | None = None,
@@ -90,7 +91,7 @@ async def write_export(
             )
         result = service.ExportResult()
         with _output(out) as handle, _progress(show_progress) as progress:
-            async for chunk in service.stream(
+            async for chunk in writer.stream(
                 read_sessionmaker=create_sessionmaker(read_only(engine)),
                 sessionmaker=sessionmaker,
                 actor=CLI_ACTOR,
@@ -105,7 +106,7 @@ async def write_export(
 
 
 @contextmanager
-def _progress(show: bool) -> Iterator[service.Progress | None]:
+def _progress(show: bool) -> Iterator[writer.Progress | None]:
     if not show:
         yield None
         return
@@ -179,7 +180,7 @@ def export(
             settings,
             out=target,
             entities=names,
-            format=cast("service.Format", format),
+            format=cast("Format", format),
             pii_mode=cast("service.PiiMode", pii),
             since=since_at,
             until=until_at,

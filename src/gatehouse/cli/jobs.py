@@ -1,4 +1,4 @@
-"""`gatehouse jobs ...`: list the background jobs and run one now (ops/jobs.py)."""
+"""`gatehouse jobs ...`: list the background jobs and run one now (jobs/)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from rich.table import Table
 
 from gatehouse.cli.common import CLI_ACTOR, console, err_console, quiet_settings, run
 from gatehouse.db.engine import create_engine, create_sessionmaker
+from gatehouse.jobs import service
 from gatehouse.jobs.models import JobRun
-from gatehouse.jobs.replicas import live_replicas
-from gatehouse.jobs.runner import JobRunner, list_runs
+from gatehouse.jobs.runner import JobRunner
+from gatehouse.runtime import job_definitions
 
 app = typer.Typer(no_args_is_help=True, help="Jobs: the retention purge, scheduled backups, upstream probes.")
 
@@ -40,31 +41,27 @@ def list_jobs(runs: int = typer.Option(10, "--runs", min=0, max=500, help="Also 
         engine = create_engine(settings)
         try:
             sessionmaker = create_sessionmaker(engine)
-            runner = JobRunner(settings, sessionmaker, replica="cli")
+            runner = JobRunner(settings, sessionmaker, replica="cli", jobs=job_definitions(settings))
             async with sessionmaker() as session:
-                last = await runner.last_runs(session)
-                holders = {name: await runner.holder(session, name) for name in runner.jobs}
-                recent = await list_runs(session, limit=runs) if runs else []
-                replicas = await live_replicas(session)
+                overview = await service.overview(session, runner, recent=runs)
         finally:
             await engine.dispose()
         table = Table("job", "schedule (UTC)", "next run", "running", "last run", "status", "what it did", expand=True)
-        for job in runner.jobs.values():
-            holder = holders[job.name]
-            previous = last.get(job.name)
+        for state in overview.jobs:
+            job, holder, previous = state.job, state.holder, state.last_run
             table.add_row(
                 job.name,
                 job.schedule.text if job.schedule else (job.schedule_note or "only when asked"),
-                _when(runner.next_run(job)),
+                _when(state.next_run),
                 f"on {holder.replica} since {_when(holder.since)}" if holder else "-",
                 _when(previous.started_at) if previous else "never",
                 previous.status if previous else "-",
                 (previous.error or _counts(previous)) if previous else "-",
             )
         console.print(table)
-        if recent:
+        if overview.recent:
             history = Table("run", "job", "trigger", "by", "started", "s", "status", "what it did", expand=True)
-            for item in recent:
+            for item in overview.recent:
                 seconds = (item.finished_at - item.started_at).total_seconds() if item.finished_at else None
                 history.add_row(
                     str(item.id),
@@ -77,7 +74,7 @@ def list_jobs(runs: int = typer.Option(10, "--runs", min=0, max=500, help="Also 
                     item.error or _counts(item),
                 )
             console.print(history)
-        serving = ", ".join(f"{r.host} pid {r.pid}" for r in replicas) or "none"
+        serving = ", ".join(f"{r.host} pid {r.pid}" for r in overview.replicas) or "none"
         console.print(f"replicas serving this database: {serving}")
 
     run(go, settings)
@@ -92,7 +89,10 @@ def run_job(name: str = typer.Argument(..., help="purge or backup")) -> None:
         engine = create_engine(settings)
         try:
             runner = JobRunner(
-                settings, create_sessionmaker(engine), replica=f"cli:{socket.gethostname()}:{os.getpid()}"
+                settings,
+                create_sessionmaker(engine),
+                replica=f"cli:{socket.gethostname()}:{os.getpid()}",
+                jobs=job_definitions(settings),
             )
             with console.status(f"running {name}...") if console.is_terminal else contextlib.nullcontext():
                 return await runner.run(name, trigger="cli", actor=CLI_ACTOR)
@@ -100,7 +100,8 @@ def run_job(name: str = typer.Argument(..., help="purge or backup")) -> None:
             await engine.dispose()
 
     result = run(go, settings)
-    assert result is not None
+    if result is None:  # only a scheduled run (a slot) comes back without one
+        raise RuntimeError(f"the {name} job returned no run")
     if result.status != "ok":
         err_console.print(f"[red]{name} failed[/red] (run {result.id}): {result.error}", soft_wrap=True)
         raise typer.Exit(1)

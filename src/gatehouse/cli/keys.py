@@ -6,11 +6,11 @@ from typing import cast
 
 import typer
 
-from gatehouse.accounts import service
 from gatehouse.accounts.bootstrap import BOOTSTRAP_KEY_NAME
+from gatehouse.accounts.keys import service as keys
+from gatehouse.accounts.users import service as users
 from gatehouse.cli.common import CLI_ACTOR, console, db_session, load_settings, run, session_and_bus
 from gatehouse.db.base import utcnow
-from gatehouse.errors import NotFound
 
 app = typer.Typer(no_args_is_help=True, help="API keys: list them, rotate the bootstrap admin's key.")
 
@@ -21,16 +21,14 @@ def rotate_bootstrap(
 ) -> None:
     """Issue a new key for the bootstrap admin, revoke its old bootstrap keys, and print the new key once."""
     settings = load_settings()
-    address = service.normalise_email(email or settings.bootstrap_admin_email)
+    address = users.normalise_email(email or settings.bootstrap_admin_email)
 
     async def go() -> tuple[str, list[str]]:
         async with session_and_bus(settings) as (session, bus):
-            user = await service.get_user_by_email(session, email=address)
-            if user is None:
-                raise NotFound(f"No user with email {address}: check BOOTSTRAP_ADMIN_EMAIL or pass --email.")
-            _, raw, old = await service.rotate_keys(
-                session, bus=bus, actor=CLI_ACTOR, user_id=user.id, name=BOOTSTRAP_KEY_NAME
+            user = await users.get_by_email_or_raise(
+                session, email=address, hint="check BOOTSTRAP_ADMIN_EMAIL or pass --email"
             )
+            _, raw, old = await keys.rotate(session, bus=bus, actor=CLI_ACTOR, user_id=user.id, name=BOOTSTRAP_KEY_NAME)
             return raw, [k.prefix for k in old]
 
     raw, revoked = run(go, settings)
@@ -66,21 +64,17 @@ def list_keys(
         async with db_session(settings) as session:
             user_id = None
             if user is not None:
-                found = await service.get_user_by_email(session, email=user)
-                if found is None:
-                    raise NotFound(f"No user with email {service.normalise_email(user)}.")
-                user_id = found.id
-            wanted = cast("service.KeyState | None", state)
-            keys = await service.list_keys(session, user_id=user_id, state=wanted, limit=limit)
+                user_id = (await users.get_by_email_or_raise(session, email=user)).id
+            wanted = cast("keys.KeyState | None", state)
+            found = await keys.list_keys(session, user_id=user_id, state=wanted, limit=limit)
             emails: dict[int, str] = {}
-            rows = []
-            for key in keys:
+            rows: list[tuple[int, str, str, str, str]] = []
+            now = utcnow()
+            for key in found:
                 if key.user_id not in emails:
-                    owner = await service.get_user(session, user_id=key.user_id)
+                    owner = await users.get(session, user_id=key.user_id)
                     emails[key.user_id] = owner.email if owner else "?"
-                expired = key.expires_at is not None and key.expires_at <= utcnow()
-                status = "revoked" if key.revoked_at else "expired" if expired else "active"
-                rows.append((key.id, key.prefix, key.name, emails[key.user_id], status))
+                rows.append((key.id, key.prefix, key.name, emails[key.user_id], keys.state_of(key, now)))
             return rows
 
     for key_id, prefix, name, owner, status in run(go, settings):

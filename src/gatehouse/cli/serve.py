@@ -106,7 +106,7 @@ def _run(host: str, port: int, workers: int, forwarded_allow_ips: str) -> None:
         port=port,
         workers=workers,
         loop="uvloop",
-        http=CoalescingHttpToolsProtocol,  # httptools, with a response's writes gathered (ops/transport.py)
+        http=CoalescingHttpToolsProtocol,  # httptools, with a response's writes gathered (core/transport.py)
         log_config=None,
         access_log=False,
         server_header=False,

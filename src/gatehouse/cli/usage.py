@@ -6,11 +6,11 @@ from datetime import date
 
 import typer
 from rich.table import Table
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from gatehouse.accounts import service
+from gatehouse.accounts.users import service as users
 from gatehouse.cli.common import console, db_session, err_console, load_settings, run
-from gatehouse.errors import NotFound
-from gatehouse.limits import quotas
+from gatehouse.limits import quotas, usage
 
 app = typer.Typer(no_args_is_help=True, help="Daily usage against quotas.")
 
@@ -25,13 +25,10 @@ def _parse_day(value: str | None, timezone: str) -> date:
         raise typer.Exit(2) from exc
 
 
-async def _user_id(session: object, email: str | None) -> int | None:
+async def _user_id(session: AsyncSession, email: str | None) -> int | None:
     if email is None:
         return None
-    user = await service.get_user_by_email(session, email=email)  # type: ignore[arg-type]
-    if user is None:
-        raise NotFound(f"No user with email {email}.")
-    return user.id
+    return (await users.get_by_email_or_raise(session, email=email)).id
 
 
 def _limit(value: int | None) -> str:
@@ -47,10 +44,10 @@ def show(
     settings = load_settings()
     target = _parse_day(day, settings.quota_timezone)
 
-    async def go() -> list[quotas.UsageRow]:
+    async def go() -> list[usage.UsageRow]:
         async with db_session(settings) as session:
             user_id = await _user_id(session, user)
-            return await quotas.list_usage(session, start=target, end=target, user_id=user_id)
+            return await usage.list_usage(session, start=target, end=target, user_id=user_id)
 
     rows = run(go, settings)
     table = Table(title=f"Usage on {target.isoformat()} ({settings.quota_timezone})")
@@ -86,7 +83,7 @@ def reset(
 
     async def go() -> int:
         async with db_session(settings) as session:
-            return await quotas.reset_usage(session, day=target, user_id=await _user_id(session, user))
+            return await usage.reset_usage(session, day=target, user_id=await _user_id(session, user))
 
     count = run(go, settings)
     console.print(f"reset {count} counter(s) for {who} on {target.isoformat()}")

@@ -7,7 +7,8 @@ from typing import cast
 
 import typer
 
-from gatehouse.accounts import service
+from gatehouse.accounts.keys import service as keys
+from gatehouse.accounts.users import service as users
 from gatehouse.auth.roles import Role
 from gatehouse.cli import export
 from gatehouse.cli.common import (
@@ -21,7 +22,6 @@ from gatehouse.cli.common import (
     session_and_bus,
 )
 from gatehouse.db.base import utcnow
-from gatehouse.errors import NotFound
 from gatehouse.exports import erasure
 from gatehouse.exports import service as exports
 
@@ -70,8 +70,10 @@ def create(
 
     async def go() -> tuple[int, str | None]:
         async with db_session(settings) as session:
-            user = await service.create_user(
+            user = await users.create(
                 session,
+                actor=CLI_ACTOR,
+                actor_role=None,
                 email=email,
                 role=role,
                 password=password,
@@ -81,11 +83,11 @@ def create(
             )
             raw = None
             if with_key:
-                _, raw = await service.create_api_key(session, actor=CLI_ACTOR, user_id=user.id, name="cli")
+                _, raw = await keys.create(session, actor=CLI_ACTOR, user_id=user.id, name="cli")
             return user.id, raw
 
     user_id, raw = run(go, settings)
-    console.print(f"created user {user_id} <{service.normalise_email(email)}> with role {role.value}")
+    console.print(f"created user {user_id} <{users.normalise_email(email)}> with role {role.value}")
     if raw:
         console.print(f"API key (shown once): {raw}", soft_wrap=True)
 
@@ -119,13 +121,11 @@ def delete(
     if pii == "raw" and export_first and not reason:
         err_console.print("[red]--pii raw needs --reason (e.g. a ticket number): it is kept in the audit log.[/red]")
         raise typer.Exit(2)
-    address = service.normalise_email(email)
+    address = users.normalise_email(email)
 
     async def find() -> tuple[int, str]:
         async with db_session(settings) as session:
-            user = await service.get_user_by_email(session, email=address)
-            if user is None:
-                raise NotFound(f"No user with email {address}: check the address.")
+            user = await users.get_by_email_or_raise(session, email=address)
             return user.id, user.role
 
     user_id, role = run(find, settings)

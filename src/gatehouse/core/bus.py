@@ -10,6 +10,7 @@ import contextlib
 import os
 import uuid
 from collections.abc import Awaitable, Callable
+from enum import StrEnum
 from typing import Any
 
 import orjson
@@ -20,7 +21,20 @@ from gatehouse.core.tasks import stop as stop_task
 log = get_logger("gatehouse.bus")
 Handler = Callable[[str, dict[str, Any]], Awaitable[None] | None]
 CHANNEL = "events"  # under REDIS_PREFIX
-RECONNECTED = "bus.reconnected"  # delivered locally after a Redis outage: caches must drop everything
+
+
+class Signal(StrEnum):
+    """What one replica tells every replica, the bus's event kinds (their values are the wire format, shared by
+    replicas of different releases during a rolling upgrade)."""
+
+    KEY_CHANGED = "key.changed"  # {"key_id"}: forget the cached key (revoked, renamed...)
+    USER_CHANGED = "user.changed"  # {"user_id"}: forget the user's cached keys (status, role, block, deletion)
+    LIMITS_CHANGED = "limits.changed"  # {"names"}: reload the rate-limit overrides
+    UPSTREAMS_CHANGED = "upstreams.changed"  # {"id"}: reload the upstreams from the database
+    STREAM_TERMINATE = "stream.terminate"  # {"id", "reason"}: end this stream, on the replica that holds it
+    RECONNECTED = "bus.reconnected"  # delivered locally after a Redis outage: caches must drop everything
+
+
 PUBLISH_TIMEOUT = 2.0  # seconds: connect and answer, for one PUBLISH
 HEARTBEAT_SECONDS = 10.0  # a quiet subscription is pinged this often, and dropped when a PING goes unanswered as long
 POLL_SECONDS = 1.0
@@ -38,7 +52,7 @@ class EventBus:
         """Call `handler(kind, data)` for every event, local or remote."""
         self._handlers.append(handler)
 
-    async def publish(self, kind: str, data: dict[str, Any]) -> None:
+    async def publish(self, kind: Signal, data: dict[str, Any]) -> None:
         """Deliver locally at once (before returning), then to the other replicas."""
         await self._deliver(kind, data)
 
@@ -86,7 +100,7 @@ class RedisEventBus(EventBus):
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
-    async def publish(self, kind: str, data: dict[str, Any]) -> None:
+    async def publish(self, kind: Signal, data: dict[str, Any]) -> None:
         await self._deliver(kind, data)
         payload = orjson.dumps({"kind": kind, "data": data, "origin": self.origin})
         try:
@@ -112,7 +126,7 @@ class RedisEventBus(EventBus):
                     await self._subscribe(pubsub)
                     if missed:
                         log.info("bus_reconnected")
-                        await self._deliver(RECONNECTED, {})
+                        await self._deliver(Signal.RECONNECTED, {})
                     missed = False
                     delay = 1.0
                     self._ready.set()

@@ -98,7 +98,7 @@ _STARTED_KEY = "gatehouse_statement_started"
 # (the ops sampler's own INSERT, so that an idle process writes no samples).
 UNCOUNTED_OPTION = "gatehouse_uncounted"
 # Every statement this process ran and their total seconds, since it started: the ops sampler stores the
-# increments (ops/sampler.py). Plain numbers: the statement events fire on the event loop's thread.
+# increments (monitoring/sampler.py). Plain numbers: the statement events fire on the event loop's thread.
 _statements = 0
 _statement_seconds = 0.0
 

@@ -97,10 +97,10 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            endpoint = self.fast_path.match(scope) if self.fast_path is not None else None
-            if endpoint is not None:
-                assert self.fast_path is not None
-                await self.fast_path(endpoint, scope, app_receive, send_with_id)
+            fast_path = self.fast_path
+            endpoint = fast_path.match(scope) if fast_path is not None else None
+            if fast_path is not None and endpoint is not None:
+                await fast_path(endpoint, scope, app_receive, send_with_id)
             else:
                 await self.app(scope, app_receive, send_with_id)
         except Exception:

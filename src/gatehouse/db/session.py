@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from gatehouse.core.bus import EventBus, Signal
 
 AfterCommit = Callable[[], Awaitable[None]]
 
@@ -30,3 +33,12 @@ async def transaction(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIt
         async with session.begin():
             yield session
         await run_after_commit(session)
+
+
+def signal_after_commit(session: AsyncSession, bus: EventBus, signal: Signal, data: dict[str, Any]) -> None:
+    """Tell every replica (this one first) once the change is committed."""
+
+    async def publish() -> None:
+        await bus.publish(signal, data)
+
+    after_commit(session, publish)

@@ -63,9 +63,11 @@ class Compiled:
 
 def compile_statement(statement: Executable, dialect: Dialect, column_keys: list[str] | None = None) -> Compiled:
     """Compile once: the SQL text with positional placeholders, and each parameter's bind processor."""
-    assert isinstance(statement, ClauseElement)
+    if not isinstance(statement, ClauseElement):
+        raise TypeError(f"not a SQL statement: {type(statement).__name__}")
     compiled = statement.compile(dialect=dialect, column_keys=column_keys)
-    assert isinstance(compiled, SQLCompiler)
+    if not isinstance(compiled, SQLCompiler):
+        raise TypeError(f"{type(statement).__name__} did not compile to SQL")
     names = tuple(compiled.positiontup or ())
     processors, defaults = [], {}
     for name in names:

@@ -10,7 +10,7 @@ from typing import Any, Literal, get_args
 from sqlalchemy import String, and_, cast, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from gatehouse.accounts.invite_models import Invite
+from gatehouse.accounts.invites.models import Invite
 from gatehouse.audit.models import AuditEvent
 from gatehouse.auth.models import ApiKey, User
 from gatehouse.gateway.models import RequestLog

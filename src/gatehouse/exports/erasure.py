@@ -24,9 +24,10 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
-from gatehouse.accounts.admin import _ensure_not_last_superadmin
-from gatehouse.accounts.invite_models import Invite
-from gatehouse.accounts.service import announce_user_changed, ensure_may_manage, get_user_or_raise
+from gatehouse.accounts.errors import SelfDelete
+from gatehouse.accounts.invites.models import Invite
+from gatehouse.accounts.users import service as users
+from gatehouse.accounts.users.moderation import ensure_not_last_superadmin
 from gatehouse.audit.models import AuditEvent
 from gatehouse.audit.service import record
 from gatehouse.auth.actor import Actor
@@ -34,9 +35,10 @@ from gatehouse.auth.models import ApiKey, User, UserSession
 from gatehouse.auth.roles import Role, UserStatus
 from gatehouse.core.bus import EventBus
 from gatehouse.db.base import utcnow
-from gatehouse.errors import Forbidden
 from gatehouse.exports.entities import audit_of_user
+from gatehouse.exports.events import UserAnonymised, UserDeleted
 from gatehouse.gateway.models import RequestLog
+from gatehouse.gateway.requestlog import RequestLogWriter
 from gatehouse.limits.models import UsageCounter
 
 Mode = Literal["delete", "anonymise"]
@@ -86,17 +88,21 @@ async def erase_user(
     by_user_id: int | None = None,
     reason: str | None = None,
     export: dict[str, Any] | None = None,
+    request_log: RequestLogWriter | None = None,
 ) -> Erasure:
     """Delete or anonymise a user, audited, in the caller's transaction (`actor_role` None: the CLI operator).
 
     Refused for oneself, for a superadmin unless by a superadmin, and for the last active superadmin.
-    `export` (id, sha256, bytes) names the export made first, recorded in the audit event.
+    `export` (id, sha256, bytes) names the export made first, recorded in the audit event. `request_log`: this
+    process's buffer of request-log rows, written first, so that their last requests are deleted too.
     """
-    user = await get_user_or_raise(session, user_id=user_id)
+    if request_log is not None:
+        await request_log.flush()
+    user = await users.get_or_raise(session, user_id=user_id)
     if by_user_id is not None and user.id == by_user_id:
-        raise Forbidden("You cannot delete your own account: ask another administrator.", code="self_delete")
-    ensure_may_manage(actor_role=actor_role, target_role=user.role, doing="delete")
-    await _ensure_not_last_superadmin(session, user, "delete")  # locks the superadmins' rows first
+        raise SelfDelete("You cannot delete your own account: ask another administrator.")
+    users.ensure_may_manage(actor_role=actor_role, target_role=user.role, doing="delete")
+    await ensure_not_last_superadmin(session, user, "delete")  # locks the superadmins' rows first
     email = user.email
     now = utcnow()
     kept = await _count(session, select(func.count()).select_from(AuditEvent).where(_audit_naming(user.id, email)))
@@ -128,7 +134,7 @@ async def erase_user(
         await session.execute(delete(User).where(User.id == user.id))
         session.expunge(user)
     await session.flush()
-    announce_user_changed(session, bus, user_id)
+    users.announce_changed(session, bus, user_id)
     erasure = Erasure(
         user_id=user_id,
         mode=mode,
@@ -139,15 +145,7 @@ async def erase_user(
         invites=invites,
         audit_events_kept=kept,
     )
-    details: dict[str, Any] = {k: v for k, v in asdict(erasure).items() if k not in ("user_id", "mode")}
-    details["reason"] = reason
-    details["export"] = export
-    await record(
-        session,
-        actor=actor,
-        action="user.deleted" if mode == "delete" else "user.anonymised",
-        target_type="user",
-        target_id=user_id,
-        details=details,
-    )
+    counts = {k: v for k, v in asdict(erasure).items() if k != "mode"}
+    event = UserDeleted if mode == "delete" else UserAnonymised
+    await record(session, event(**counts, reason=reason, export=export), actor=actor)
     return erasure

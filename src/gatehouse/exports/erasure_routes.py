@@ -1,17 +1,19 @@
-"""Route: DELETE /admin/users/{id}, a deletion request (accounts/erasure.py). Export first with POST /admin/export."""
+"""Route: DELETE /admin/users/{id}, a deletion request (exports/erasure.py). Export first with POST /admin/export."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from gatehouse.auth.access import require
 from gatehouse.auth.roles import Role
-from gatehouse.deps import ActorDep, PrincipalDep, RuntimeDep, SessionDep
+from gatehouse.core.components import provided
+from gatehouse.deps import ActorDep, BusDep, PrincipalDep, SessionDep
 from gatehouse.exports import erasure
 from gatehouse.fields import IdPath, Text
+from gatehouse.gateway.requestlog import RequestLogWriter
 
 router = APIRouter(tags=["admin"])
 
@@ -38,23 +40,26 @@ async def delete_user(
     principal: PrincipalDep,
     actor: ActorDep,
     session: SessionDep,
-    runtime: RuntimeDep,
-    mode: Literal["delete", "anonymise"] = Query(
-        "delete", description="delete: the user and their data; anonymise: keep usage and requests, without PII."
-    ),
-    reason: Text | None = Query(None, max_length=500, description="Why (e.g. a ticket number), for the audit log."),
+    bus: BusDep,
+    request_log: Annotated[RequestLogWriter, provided(RequestLogWriter)],
+    mode: Annotated[
+        Literal["delete", "anonymise"],
+        Query(description="delete: the user and their data; anonymise: keep usage and requests, without PII."),
+    ] = "delete",
+    reason: Annotated[
+        Text | None, Query(max_length=500, description="Why (e.g. a ticket number), for the audit log.")
+    ] = None,
 ) -> ErasureRead:
     """Delete a user (keys, sessions, usage, request log) or anonymise them; audited; their keys stop at once."""
-    # Rows of their last requests may still be buffered: written now, so the deletion removes them too.
-    await runtime.request_log.flush()
     done = await erasure.erase_user(
         session,
-        bus=runtime.bus,
+        bus=bus,
         actor=actor,
         actor_role=principal.role,
         user_id=user_id,
         mode=mode,
         by_user_id=principal.user_id,
         reason=reason,
+        request_log=request_log,
     )
     return ErasureRead.model_validate(done, from_attributes=True)

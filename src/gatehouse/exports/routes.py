@@ -1,4 +1,5 @@
-"""Route: POST /admin/export, a streamed ZIP of CSV or JSONL files (ops/export.py), PII masked by default."""
+"""Routes: POST /admin/export, a streamed ZIP of CSV or JSONL files (exports/), PII masked by default; and the
+deletion request (exports/erasure_routes.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from gatehouse.auth.access import require
 from gatehouse.auth.roles import Role
-from gatehouse.deps import ActorDep, PrincipalDep, RuntimeDep, SessionDep
+from gatehouse.deps import ActorDep, DatabaseDep, PrincipalDep, SessionDep
 from gatehouse.exports import service as export
+from gatehouse.exports.erasure_routes import router as erasure_router
+from gatehouse.exports.writer import stream
 from gatehouse.fields import MAX_DB_INT, Text
+from gatehouse.limits.deps import Limit, limit
 
 router = APIRouter(tags=["admin"])
 
@@ -44,13 +48,15 @@ class ExportCreate(BaseModel):
     responses={200: {"content": {export.MEDIA_TYPE: {}}, "description": "A ZIP: one file per entity + manifest.json"}},
 )
 async def create_export(
-    body: ExportCreate, principal: PrincipalDep, actor: ActorDep, session: SessionDep, runtime: RuntimeDep
+    body: ExportCreate,
+    principal: PrincipalDep,
+    actor: ActorDep,
+    session: SessionDep,
+    database: DatabaseDep,
+    count_export: Annotated[Limit, limit("export")],
 ) -> StreamingResponse:
     """Export entities as a streamed ZIP with a manifest; pii=raw needs a superadmin and a reason; audited."""
-
-    async def count_against_limit() -> None:
-        await runtime.rate_limiter.hit("export", f"u{principal.user_id}")
-
+    # The rate limit counts only a request found valid (`before_audit`): a refused one counts nothing.
     spec = await export.prepare(
         session,
         actor=actor,
@@ -62,11 +68,11 @@ async def create_export(
         until=body.until,
         user=body.user,
         reason=body.reason,
-        before_audit=count_against_limit,
+        before_audit=count_export,
     )
     # The session dependency commits `export.created` when this function returns, before the first byte.
-    chunks = export.stream(
-        read_sessionmaker=runtime.db.read_sessionmaker, sessionmaker=runtime.db.sessionmaker, actor=actor, spec=spec
+    chunks = stream(
+        read_sessionmaker=database.read_sessionmaker, sessionmaker=database.sessionmaker, actor=actor, spec=spec
     )
     return StreamingResponse(
         chunks,
@@ -77,3 +83,6 @@ async def create_export(
             "cache-control": "no-store",
         },
     )
+
+
+router.include_router(erasure_router)

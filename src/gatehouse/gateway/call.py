@@ -13,10 +13,12 @@ from gatehouse.core.logging import bind_context, get_logger
 from gatehouse.core.metrics import STREAM_DURATION, TOKENS, UPSTREAM_REQUEST_DURATION, UPSTREAM_TTFT, child
 from gatehouse.errors import GatehouseError
 from gatehouse.gateway.context import Gateway
+from gatehouse.gateway.errors import CLIENT_DISCONNECTED
 from gatehouse.gateway.streams.registry import LiveStream
 from gatehouse.limits import quotas
+from gatehouse.limits.errors import QuotaExceeded
 from gatehouse.limits.quotas import Reservation
-from gatehouse.upstreams.registry import Upstream
+from gatehouse.upstreams.upstream import Upstream
 
 log = get_logger("gatehouse.gateway")
 Protocol = Literal["openai", "ollama"]
@@ -88,17 +90,6 @@ class Call:
         return self.chunks == 0 and not self.usage_reported
 
 
-class Terminated(GatehouseError):
-    """An operator ended the request (POST /admin/streams/{id}/terminate)."""
-
-    status = 410
-    type = "server_error"
-    code = "terminated_by_operator"
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"This request was ended by an operator: {reason}")
-
-
 # --- admission -------------------------------------------------------------------------------------
 
 
@@ -121,7 +112,7 @@ async def admit(gateway: Gateway, call: Call, *, prompt_bound: int, want_complet
         )
     except GatehouseError as exc:
         call.fail(exc)
-        if exc.code == "quota_exceeded":  # rate-limit refusals are announced by the limiter itself
+        if isinstance(exc, QuotaExceeded):  # rate-limit refusals are announced by the limiter itself
             gateway.feed.publish(
                 "quota.blocked", {"user_id": call.principal.user_id, "quota": exc.param, "model": call.model}
             )
@@ -201,7 +192,7 @@ async def finish(gateway: Gateway, call: Call) -> None:
     if call.reservation is not None:
         # A request that got nothing from the upstream (it failed before its first byte) costs no message;
         # one the client walked away from still does.
-        refund = call.produced_nothing and call.error_code not in (None, "client_disconnected")
+        refund = call.produced_nothing and call.error_code not in (None, CLIENT_DISCONNECTED)
         await quotas.settle(
             gateway.statements,
             call.reservation,

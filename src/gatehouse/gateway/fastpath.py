@@ -75,7 +75,8 @@ class FastPath:
         request = Request(scope, receive)
         try:
             principal = await ACCESS(request)
-            assert principal is not None
+            if principal is None:  # a role is required: Access returns a principal or raises
+                raise RuntimeError("the gateway's access check let a request in without a principal")
             response = await endpoint(request, principal, components_of(request).get(Gateway))
         except Exception as exc:
             handler = _handler_for(app, exc)

@@ -13,18 +13,40 @@ from starlette.responses import Response
 
 from gatehouse.core.logging import get_logger
 from gatehouse.errors import (
-    BadRequest,
     GatehouseError,
-    NotFound,
-    TooManyRequests,
-    Unavailable,
-    UpstreamError,
     UpstreamTimeout,
 )
-from gatehouse.gateway import translate
-from gatehouse.gateway.call import Call, Protocol, Terminated, admit, finish_shielded
+from gatehouse.gateway.call import Call, Protocol, admit, finish_shielded
 from gatehouse.gateway.context import Gateway
+from gatehouse.gateway.errors import (
+    InvalidField,
+    ModelNotFound,
+    NoUsableUpstream,
+    Terminated,
+    UnreachableUpstream,
+    UnsupportedForUpstream,
+    UpstreamAuthFailed,
+    UpstreamBadRequest,
+    UpstreamBadResponse,
+    UpstreamDisconnected,
+    UpstreamFailed,
+    UpstreamRateLimited,
+)
 from gatehouse.gateway.streaming import Relay, late_relay_response, relay_response, stream_relay, upstream_message
+from gatehouse.gateway.translate.chat import (
+    ollama_chat_request_to_openai,
+    ollama_chat_response_to_openai,
+    openai_chat_request_to_ollama,
+    openai_chat_response_to_ollama,
+)
+from gatehouse.gateway.translate.common import TranslationError, UpstreamStreamError
+from gatehouse.gateway.translate.embeddings import (
+    ollama_embed_request_to_openai,
+    ollama_embed_response_to_openai,
+    openai_embed_request_to_ollama,
+    openai_embed_response_to_ollama,
+)
+from gatehouse.gateway.translate.usage import usage_from_ollama, usage_from_openai
 from gatehouse.gateway.validate import require_messages, validate_chat, validate_embed_input
 from gatehouse.limits import quotas
 from gatehouse.upstreams.config import UpstreamKind
@@ -35,7 +57,7 @@ from gatehouse.upstreams.providers import (
     UpstreamTimedOut,
     UpstreamUnreachable,
 )
-from gatehouse.upstreams.registry import Route
+from gatehouse.upstreams.upstream import Route
 
 log = get_logger("gatehouse.gateway")
 JSON = dict[str, Any]
@@ -65,9 +87,8 @@ def resolve_routes(gateway: Gateway, model: str) -> list[Route]:
         return routes
     every = gateway.upstreams.all_routes(model)
     if not every:
-        raise NotFound(
+        raise ModelNotFound(
             f"The model `{model}` does not exist here: list the available ones with GET /v1/models (or /api/tags).",
-            code="model_not_found",
             param="model",
         )
     why = "; ".join(
@@ -75,9 +96,8 @@ def resolve_routes(gateway: Gateway, model: str) -> list[Route]:
         + (" (set by an operator)" if r.upstream.health.override else "")
         for r in every
     )
-    raise Unavailable(
+    raise NoUsableUpstream(
         f"No upstream serving `{model}` is available now: {why}. Retry later, or ask an operator.",
-        code="no_usable_upstream",
         headers={"retry-after": str(RETRY_UNAVAILABLE_SECONDS)},
     )
 
@@ -96,26 +116,22 @@ async def _error_from_status(route: Route, response: UpstreamResponse) -> Gateho
     name = route.provider.name
     status = response.status
     if status in (401, 403):
-        return UpstreamError(
-            f"Upstream {name} refused Gatehouse's credentials ({status}): an operator must fix its api_key.",
-            code="upstream_auth_failed",
+        return UpstreamAuthFailed(
+            f"Upstream {name} refused Gatehouse's credentials ({status}): an operator must fix its api_key."
         )
     if status == 404:
-        return NotFound(f"Upstream {name} does not serve model `{route.model}`: {message}", code="model_not_found")
+        return ModelNotFound(f"Upstream {name} does not serve model `{route.model}`: {message}")
     if status == 429:
         retry = response.headers.get("retry-after")
-        return TooManyRequests(
+        return UpstreamRateLimited(
             f"Upstream {name} is rate limiting: {message}",
-            code="upstream_rate_limited",
             headers={"retry-after": retry} if retry else None,
         )
     if 400 <= status < 500:
-        return BadRequest(
-            f"Upstream {name} rejected the request: {message}",
-            code="upstream_bad_request",
-            status=400 if status != 413 else 413,
+        return UpstreamBadRequest(
+            f"Upstream {name} rejected the request: {message}", status=400 if status != 413 else 413
         )
-    return UpstreamError(f"Upstream {name} failed ({status}): {message}", code="upstream_error")
+    return UpstreamFailed(f"Upstream {name} failed ({status}): {message}")
 
 
 async def open_upstream(
@@ -132,9 +148,7 @@ async def open_upstream(
     for route in routes:
         upstream = route.upstream
         if not upstream.health.usable:  # went down (breaker, override) since the routes were chosen
-            last_error = last_error or Unavailable(
-                f"Upstream {upstream.name} is not available.", code="no_usable_upstream"
-            )
+            last_error = last_error or NoUsableUpstream(f"Upstream {upstream.name} is not available.")
             continue
         call.set_upstream(upstream.name)
         body = build(route)
@@ -142,7 +156,7 @@ async def open_upstream(
             response = await route.provider.post(path_for[route.provider.kind], body, stream=call.stream)
         except UpstreamUnreachable as exc:
             # Details (host, port, errno) go to the log for operators, not to API callers.
-            last_error = UpstreamError(f"Upstream {upstream.name} is unreachable.", code="upstream_unreachable")
+            last_error = UnreachableUpstream(f"Upstream {upstream.name} is unreachable.")
             log.warning("upstream_unreachable", upstream=upstream.name, error=str(exc))
             registry.request_failed(upstream, str(exc))
             continue
@@ -164,8 +178,7 @@ async def open_upstream(
             registry.request_failed(upstream, f"answered {response.status}")
         last_error = error
         log.warning("upstream_failed", upstream=upstream.name, status=response.status)
-    assert last_error is not None
-    raise last_error
+    raise last_error or NoUsableUpstream(f"No upstream serves `{call.model}`.")
 
 
 # --- chat ------------------------------------------------------------------------------------------
@@ -176,9 +189,9 @@ def _chat_body_for(call: Call, body: JSON, route: Route) -> JSON:
     if call.protocol == "openai":
         if kind is UpstreamKind.OLLAMA:
             try:
-                return translate.openai_chat_request_to_ollama(body, model=route.model)
-            except translate.TranslationError as exc:
-                raise BadRequest(str(exc), code="unsupported_for_upstream") from exc
+                return openai_chat_request_to_ollama(body, model=route.model)
+            except TranslationError as exc:
+                raise UnsupportedForUpstream(str(exc)) from exc
         upstream_body = {**body, "model": route.model}
         if call.stream:
             # Always ask for usage; the usage chunk is dropped again if the client did not ask for it.
@@ -187,9 +200,9 @@ def _chat_body_for(call: Call, body: JSON, route: Route) -> JSON:
     if kind is UpstreamKind.OLLAMA:
         return {**body, "model": route.model, "stream": call.stream}
     try:
-        return translate.ollama_chat_request_to_openai(body, model=route.model, stream=call.stream)
-    except translate.TranslationError as exc:
-        raise BadRequest(str(exc), code="unsupported_for_upstream") from exc
+        return ollama_chat_request_to_openai(body, model=route.model, stream=call.stream)
+    except TranslationError as exc:
+        raise UnsupportedForUpstream(str(exc)) from exc
 
 
 def requested_completion(body: JSON, protocol: Protocol) -> int | None:
@@ -202,7 +215,7 @@ def requested_completion(body: JSON, protocol: Protocol) -> int | None:
         return None
     if not isinstance(value, int) or isinstance(value, bool):
         name = "options.num_predict" if protocol == "ollama" else "max_tokens"
-        raise BadRequest(f"`{name}` must be an integer.", code="invalid_field", param=name)
+        raise InvalidField(f"`{name}` must be an integer.", param=name)
     return value if value > 0 else None  # Ollama's -1 (no limit) and -2 (fill the context)
 
 
@@ -283,11 +296,9 @@ async def _chat_whole(call: Call, body: JSON, route: Route, response: UpstreamRe
     call.first_token_at = time.perf_counter()
     try:
         return _chat_answer(call, route, raw, data)
-    except (TypeError, ValueError, AttributeError, KeyError, translate.UpstreamStreamError) as exc:
+    except (TypeError, ValueError, AttributeError, KeyError, UpstreamStreamError) as exc:
         log.error("upstream_answer_malformed", upstream=route.provider.name, error_type=type(exc).__name__)
-        raise UpstreamError(
-            f"Upstream {route.provider.name} sent a malformed answer.", code="upstream_bad_response"
-        ) from exc
+        raise UpstreamBadResponse(f"Upstream {route.provider.name} sent a malformed answer.") from exc
 
 
 def _same_protocol(call: Call, route: Route, raw: bytes, data: JSON) -> Response:
@@ -299,20 +310,18 @@ def _same_protocol(call: Call, route: Route, raw: bytes, data: JSON) -> Response
 
 def _chat_answer(call: Call, route: Route, raw: bytes, data: JSON) -> Response:
     if route.provider.kind is UpstreamKind.OPENAI:
-        call.set_usage(translate.usage_from_openai(data))
+        call.set_usage(usage_from_openai(data))
         call.chunks = _completion_estimate(_openai_text(data))
         if call.protocol == "openai":
             return _same_protocol(call, route, raw, data)
-        return _json(translate.openai_chat_response_to_ollama(data, model=call.model))
-    call.set_usage(translate.usage_from_ollama(data))
+        return _json(openai_chat_response_to_ollama(data, model=call.model))
+    call.set_usage(usage_from_ollama(data))
     message = data.get("message")
     call.chunks = _completion_estimate(message.get("content") if isinstance(message, dict) else None)
     if call.protocol == "ollama":
         return _same_protocol(call, route, raw, data)
     return _json(
-        translate.ollama_chat_response_to_openai(
-            data, model=call.model, request_id=call.request_id, created=int(time.time())
-        )
+        ollama_chat_response_to_openai(data, model=call.model, request_id=call.request_id, created=int(time.time()))
     )
 
 
@@ -341,13 +350,13 @@ def _embed_body_for(call: Call, body: JSON, route: Route) -> JSON:
     try:
         if call.protocol == "openai":
             if kind is UpstreamKind.OLLAMA:
-                return translate.openai_embed_request_to_ollama(body, model=route.model)
+                return openai_embed_request_to_ollama(body, model=route.model)
             return {**body, "model": route.model}
         if kind is UpstreamKind.OLLAMA:
             return {**body, "model": route.model}
-        return translate.ollama_embed_request_to_openai(body, model=route.model)
-    except translate.TranslationError as exc:
-        raise BadRequest(str(exc), code="unsupported_for_upstream") from exc
+        return ollama_embed_request_to_openai(body, model=route.model)
+    except TranslationError as exc:
+        raise UnsupportedForUpstream(str(exc)) from exc
 
 
 def _embed_input_estimate(body: JSON) -> int:
@@ -382,11 +391,9 @@ async def _embed_whole(call: Call, body: JSON, route: Route, response: UpstreamR
     call.chunks = 1
     try:
         return _embed_answer(call, body, route, raw, data)
-    except (TypeError, ValueError, AttributeError, KeyError, translate.UpstreamStreamError) as exc:
+    except (TypeError, ValueError, AttributeError, KeyError, UpstreamStreamError) as exc:
         log.error("upstream_answer_malformed", upstream=route.provider.name, error_type=type(exc).__name__)
-        raise UpstreamError(
-            f"Upstream {route.provider.name} sent a malformed answer.", code="upstream_bad_response"
-        ) from exc
+        raise UpstreamBadResponse(f"Upstream {route.provider.name} sent a malformed answer.") from exc
 
 
 def _embed_answer(call: Call, body: JSON, route: Route, raw: bytes, data: JSON) -> Response:
@@ -396,13 +403,13 @@ def _embed_answer(call: Call, body: JSON, route: Route, raw: bytes, data: JSON) 
             call.set_usage((int(usage.get("prompt_tokens") or 0), 0))
         if call.protocol == "openai":
             return _same_protocol(call, route, raw, data)
-        return _json(translate.openai_embed_response_to_ollama(data, model=call.model))
+        return _json(openai_embed_response_to_ollama(data, model=call.model))
     if "prompt_eval_count" in data:
         call.set_usage((int(data.get("prompt_eval_count") or 0), 0))
     if call.protocol == "ollama":
         return _same_protocol(call, route, raw, data)
     return _json(
-        translate.ollama_embed_response_to_openai(
+        ollama_embed_response_to_openai(
             data, model=call.model, encoding_format=str(body.get("encoding_format") or "float")
         )
     )
@@ -416,9 +423,7 @@ async def _read_whole(route: Route, response: UpstreamResponse, call: Call | Non
     except UpstreamUnreachable as exc:
         if call is not None and call.terminated:
             raise Terminated(call.terminated) from exc
-        raise UpstreamError(
-            f"Upstream {route.provider.name} broke off the answer: {exc}", code="upstream_disconnected"
-        ) from exc
+        raise UpstreamDisconnected(f"Upstream {route.provider.name} broke off the answer: {exc}") from exc
     finally:
         response.close()
 
@@ -427,11 +432,7 @@ def _parse_answer(route: Route, raw: bytes) -> JSON:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise UpstreamError(
-            f"Upstream {route.provider.name} sent an answer that is not JSON.", code="upstream_bad_response"
-        ) from exc
+        raise UpstreamBadResponse(f"Upstream {route.provider.name} sent an answer that is not JSON.") from exc
     if not isinstance(data, dict):
-        raise UpstreamError(
-            f"Upstream {route.provider.name} sent an answer that is not a JSON object.", code="upstream_bad_response"
-        )
+        raise UpstreamBadResponse(f"Upstream {route.provider.name} sent an answer that is not a JSON object.")
     return data

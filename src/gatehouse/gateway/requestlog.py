@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gatehouse.accounts.service import KEY_USED, record_key_use
+from gatehouse.accounts.keys.service import KEY_USED, record_use
 from gatehouse.core.logging import get_logger
 from gatehouse.core.tasks import stop as stop_task
 from gatehouse.db.base import utcnow
@@ -167,7 +167,7 @@ class RequestLogWriter:
                         await self._sqlite.scalar(KEY_USED, {"p_key_id": key_id, "p_when": when})
                 elif key_use:
                     async with self._sessionmaker() as session, session.begin():
-                        await record_key_use(session, last_used=key_use)
+                        await record_use(session, last_used=key_use)
             except BaseException:  # cancellation too (close() stops a flush in progress): nothing is lost
                 self._rows[:0] = rows[done:]
                 for key_id, when in key_use.items():

@@ -14,10 +14,11 @@ from gatehouse.auth.access import public, require
 from gatehouse.auth.roles import Role
 from gatehouse.core.components import provided
 from gatehouse.deps import PrincipalDep
-from gatehouse.errors import NotFound
 from gatehouse.gateway import relay
 from gatehouse.gateway.call import Call, Protocol
 from gatehouse.gateway.context import Gateway
+from gatehouse.gateway.errors import ModelNotFound
+from gatehouse.gateway.streams.routes import router as streams_router
 from gatehouse.gateway.validate import parse_body, require_model, stream_flag
 from gatehouse.upstreams.registry import UpstreamRegistry
 
@@ -62,7 +63,7 @@ async def openai_model(model: str, upstreams: UpstreamsDep) -> dict[str, object]
     for info in upstreams.models():
         if info.name == model:
             return {"id": info.name, "object": "model", "created": info.created, "owned_by": info.owned_by}
-    raise NotFound(f"The model `{model}` does not exist here: see GET /v1/models.", code="model_not_found")
+    raise ModelNotFound(f"The model `{model}` does not exist here: see GET /v1/models.")
 
 
 @router.post("/v1/chat/completions", tags=["openai"], dependencies=USER)
@@ -131,3 +132,6 @@ async def ollama_embed(request: Request, principal: PrincipalDep, gateway: Gatew
     """Ollama embeddings, to any upstream."""
     body = parse_body(await request.body())
     return await relay.embeddings(gateway, _call(request, principal, "ollama", "embeddings", body, stream=False), body)
+
+
+router.include_router(streams_router)

@@ -19,13 +19,23 @@ from starlette.responses import Response, StreamingResponse
 
 from gatehouse.core.logging import get_logger
 from gatehouse.core.metrics import SSE_PINGS
-from gatehouse.errors import GatehouseError, UpstreamError, UpstreamTimeout
-from gatehouse.gateway import translate
-from gatehouse.gateway.call import Call, Terminated, finish_shielded
+from gatehouse.errors import GatehouseError, UpstreamTimeout
+from gatehouse.gateway.call import Call, finish_shielded
 from gatehouse.gateway.context import Gateway
+from gatehouse.gateway.errors import (
+    CLIENT_DISCONNECTED,
+    RelayFailed,
+    Terminated,
+    UpstreamBadResponse,
+    UpstreamDisconnected,
+    UpstreamFailed,
+)
+from gatehouse.gateway.translate.common import UpstreamStreamError
+from gatehouse.gateway.translate.stream import OllamaToOpenAIStream, OpenAIToOllamaStream
+from gatehouse.gateway.translate.usage import usage_from_ollama, usage_from_openai
 from gatehouse.upstreams.config import UpstreamKind
 from gatehouse.upstreams.providers import UpstreamResponse, UpstreamTimedOut, UpstreamUnreachable
-from gatehouse.upstreams.registry import Route
+from gatehouse.upstreams.upstream import Route
 
 log = get_logger("gatehouse.gateway")
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -123,8 +133,8 @@ class _OpenAIPassthrough(Relay):
             obj = orjson.loads(payload)
             if isinstance(obj, dict):
                 if obj.get("error"):
-                    raise translate.UpstreamStreamError(upstream_message(payload))
-                usage = translate.usage_from_openai(obj)
+                    raise UpstreamStreamError(upstream_message(payload))
+                usage = usage_from_openai(obj)
                 if usage is not None:
                     self.call.set_usage(usage)
                     if not self.client_wants_usage and not obj.get("choices"):
@@ -144,8 +154,8 @@ class _OllamaPassthrough(Relay):
             obj = orjson.loads(line)
             if isinstance(obj, dict):
                 if obj.get("error"):
-                    raise translate.UpstreamStreamError(str(obj["error"]))
-                self.call.set_usage(translate.usage_from_ollama(obj))
+                    raise UpstreamStreamError(str(obj["error"]))
+                self.call.set_usage(usage_from_ollama(obj))
         else:
             self.call.saw_token()
         if self.renames:
@@ -156,7 +166,7 @@ class _OllamaPassthrough(Relay):
 class _OllamaToOpenAI(Relay):
     def __init__(self, call: Call, client_wants_usage: bool) -> None:
         super().__init__(call)
-        self.translator = translate.OllamaToOpenAIStream(
+        self.translator = OllamaToOpenAIStream(
             model=call.model, request_id=call.request_id, created=int(time.time()), include_usage=client_wants_usage
         )
 
@@ -177,7 +187,7 @@ class _OllamaToOpenAI(Relay):
 class _OpenAIToOllama(Relay):
     def __init__(self, call: Call) -> None:
         super().__init__(call)
-        self.translator = translate.OpenAIToOllamaStream(model=call.model)
+        self.translator = OpenAIToOllamaStream(model=call.model)
 
     def feed(self, line: bytes) -> bytes:
         payload = _sse_payload(line)
@@ -240,7 +250,7 @@ async def _settle(gateway: Gateway, call: Call, response: UpstreamResponse | Non
     Starlette cancels the body iterator when the client disconnects: a stream that did not complete and
     recorded no error of its own was abandoned by its client."""
     if not completed and call.error_code is None:
-        call.status_code, call.error_code = 499, "client_disconnected"
+        call.status_code, call.error_code = 499, CLIENT_DISCONNECTED
     if response is not None:
         response.close()
     await finish_shielded(gateway, call)
@@ -290,9 +300,7 @@ def late_relay_response(
             error = exc
         except Exception:
             log.exception("relay_failed", upstream=call.upstream)
-            error = UpstreamError(
-                "The relay failed; the request id identifies it in the log.", code="relay_failed", status=500
-            )
+            error = RelayFailed("The relay failed; the request id identifies it in the log.")
         else:
             if call.live is not None:
                 call.live.on_terminate(response.close)
@@ -344,24 +352,22 @@ async def _relay_stream(
         return
     except Terminated as exc:
         error = exc
-    except translate.UpstreamStreamError as exc:
-        error = UpstreamError(f"Upstream {call.upstream} reported an error: {exc}", code="upstream_error")
+    except UpstreamStreamError as exc:
+        error = UpstreamFailed(f"Upstream {call.upstream} reported an error: {exc}")
     except UpstreamTimedOut:
         error = UpstreamTimeout(f"Upstream {call.upstream} went silent mid-answer (read timeout).")
     except UpstreamUnreachable as exc:
         if call.terminated:
             error = Terminated(call.terminated)
         else:
-            error = UpstreamError(f"Upstream {call.upstream} broke off the answer: {exc}", code="upstream_disconnected")
+            error = UpstreamDisconnected(f"Upstream {call.upstream} broke off the answer: {exc}")
     except (orjson.JSONDecodeError, TypeError, ValueError, AttributeError, KeyError) as exc:
         # Malformed upstream output: logged without the payload (it may hold message contents).
         log.error("upstream_stream_malformed", upstream=call.upstream, error_type=type(exc).__name__)
-        error = UpstreamError(f"Upstream {call.upstream} sent a malformed stream.", code="upstream_bad_response")
+        error = UpstreamBadResponse(f"Upstream {call.upstream} sent a malformed stream.")
     except Exception:
         log.exception("relay_failed", upstream=call.upstream)
-        error = UpstreamError(
-            "The relay failed mid-stream; the request id identifies it in the log.", code="relay_failed", status=500
-        )
+        error = RelayFailed("The relay failed mid-stream; the request id identifies it in the log.")
     call.fail(error)
     yield error_bytes(call, error.message, error.code)
     relay.completed = True

@@ -8,26 +8,27 @@ from typing import Any
 import orjson
 
 from gatehouse.errors import BadRequest
+from gatehouse.gateway.errors import InvalidField, InvalidJson, InvalidMessage, MissingField
 
 JSON = dict[str, Any]
 MAX_TOKENS_LIMIT = 2**31 - 1
 TEXT_PART_TYPES = frozenset({"text", "input_text", "refusal"})
 
 
-def _bad(message: str, param: str, code: str = "invalid_field") -> BadRequest:
-    return BadRequest(message, code=code, param=param)
+def _bad(message: str, param: str, error: type[BadRequest] = InvalidField) -> BadRequest:
+    return error(message, param=param)
 
 
 def parse_body(raw: bytes) -> JSON:
     """The JSON object in a request body, or a 400 that says what is wrong."""
     if not raw:
-        raise BadRequest("The request body is empty: send a JSON object.", code="invalid_json")
+        raise InvalidJson("The request body is empty: send a JSON object.")
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"The request body is not valid JSON: {exc}", code="invalid_json") from exc
+        raise InvalidJson(f"The request body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
-        raise BadRequest("The request body must be a JSON object.", code="invalid_json")
+        raise InvalidJson("The request body must be a JSON object.")
     return body
 
 
@@ -35,7 +36,7 @@ def require_model(body: JSON) -> str:
     """The `model` field, which every gateway request names."""
     model = body.get("model")
     if not isinstance(model, str) or not model.strip():
-        raise _bad("Field `model` is required: a model name from GET /v1/models.", "model", "missing_field")
+        raise _bad("Field `model` is required: a model name from GET /v1/models.", "model", MissingField)
     return model
 
 
@@ -65,18 +66,18 @@ def _content(content: Any, where: str) -> None:
     if content is None or isinstance(content, str):
         return
     if not isinstance(content, list):
-        raise _bad(f"`{where}` must be a string or a list of content parts.", where, "invalid_message")
+        raise _bad(f"`{where}` must be a string or a list of content parts.", where, InvalidMessage)
     for j, part in enumerate(content):
         here = f"{where}.{j}"
         if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-            raise _bad(f"`{here}` must be an object with a `type`.", here, "invalid_message")
+            raise _bad(f"`{here}` must be an object with a `type`.", here, InvalidMessage)
         if part["type"] in TEXT_PART_TYPES and not isinstance(part.get("text", part.get("refusal", "")), str):
-            raise _bad(f"`{here}.text` must be a string.", f"{here}.text", "invalid_message")
+            raise _bad(f"`{here}.text` must be a string.", f"{here}.text", InvalidMessage)
         if part["type"] == "image_url":
             image = part.get("image_url")
             url = image.get("url") if isinstance(image, dict) else image
             if not isinstance(url, str):
-                raise _bad(f"`{here}.image_url.url` must be a string.", f"{here}.image_url", "invalid_message")
+                raise _bad(f"`{here}.image_url.url` must be a string.", f"{here}.image_url", InvalidMessage)
 
 
 def require_messages(body: JSON) -> list[JSON]:
@@ -84,19 +85,19 @@ def require_messages(body: JSON) -> list[JSON]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _bad(
-            "Field `messages` is required: a non-empty list of {role, content} objects.", "messages", "missing_field"
+            "Field `messages` is required: a non-empty list of {role, content} objects.", "messages", MissingField
         )
     for i, message in enumerate(messages):
         where = f"messages.{i}"
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise _bad(f"`{where}` must be an object with a string `role` and a `content`.", where, "invalid_message")
+            raise _bad(f"`{where}` must be an object with a string `role` and a `content`.", where, InvalidMessage)
         _content(message.get("content"), f"{where}.content")
         calls = message.get("tool_calls")
         if calls is not None and (not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls)):
-            raise _bad(f"`{where}.tool_calls` must be a list of objects.", f"{where}.tool_calls", "invalid_message")
+            raise _bad(f"`{where}.tool_calls` must be a list of objects.", f"{where}.tool_calls", InvalidMessage)
         images = message.get("images")
         if images is not None and (not isinstance(images, list) or not all(isinstance(x, str) for x in images)):
-            raise _bad(f"`{where}.images` must be a list of base64 strings.", f"{where}.images", "invalid_message")
+            raise _bad(f"`{where}.images` must be a list of base64 strings.", f"{where}.images", InvalidMessage)
     return messages
 
 
@@ -124,7 +125,7 @@ def validate_embed_input(body: JSON) -> Any:
     """The `input` of an embeddings request: text, texts, or token arrays."""
     value = body.get("input", body.get("prompt"))
     if value is None:
-        raise _bad("Field `input` is required: a string or a list of strings.", "input", "missing_field")
+        raise _bad("Field `input` is required: a string or a list of strings.", "input", MissingField)
     if isinstance(value, str):
         return value
     if (

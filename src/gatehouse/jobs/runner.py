@@ -1,150 +1,38 @@
-"""The job runner: the retention purge, scheduled backups and on-demand upstream probes.
+"""The job runner: runs the jobs it is given, on request and on their schedules, one replica at a time for the
+exclusive ones (jobs/lease.py), following each schedule (jobs/scheduler.py).
 
-A job that changes shared data runs on one replica at a time. The lock is a row of `job_lock` taken with one
-conditional UPDATE (a free lock, or a lease that ran out), so it works alike on SQLite and PostgreSQL, and a
-crashed holder's lease expires instead of blocking the job forever. A scheduled run also names its slot (the
-scheduled time, the same on every replica), and the same UPDATE takes the slot only if no replica took it
-already: with any number of replicas, each slot runs once. A slot missed while no replica was up runs at the
-next start; a database seen for the first time only records the current slot.
-
-Every run is a `job_run` row (start, end, status, counts, error) and a chained `job.run` audit event.
+Every run is a `job_run` row (start, end, status, counts, error) and a chained `job.finished` audit event. The
+runner knows no domain: each domain defines its jobs (its scheduled.py) and runtime.py hands them over.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gatehouse.audit.service import record
 from gatehouse.auth.actor import Actor
 from gatehouse.core.logging import get_logger
 from gatehouse.core.metrics import JOB_LAST_SUCCESS, JOB_RUNS, JOB_SCHEDULED
-from gatehouse.core.schedule import Schedule, parse_schedule
 from gatehouse.core.tasks import every, logged
 from gatehouse.db.base import utcnow
-from gatehouse.errors import Conflict, NotFound
-from gatehouse.jobs.models import JobLock, JobRun
+from gatehouse.jobs import lease, runs, scheduler
+from gatehouse.jobs.errors import JobNotFound, JobNotHere, JobRunning
+from gatehouse.jobs.events import JobFinished
+from gatehouse.jobs.job import Job, JobContext
+from gatehouse.jobs.lease import LEASE_SECONDS, Holder
+from gatehouse.jobs.models import JobRun
 from gatehouse.settings import Settings
 
-if TYPE_CHECKING:
-    from gatehouse.limits.ratelimit import RateLimiter
-    from gatehouse.upstreams.registry import UpstreamRegistry
-
 log = get_logger("gatehouse.jobs")
-LEASE_SECONDS = 60.0  # a holder renews its lease every LEASE_SECONDS / 4 while the job runs
-SCHEDULER_TICK_SECONDS = 60.0  # the longest a scheduler sleeps before looking at the clock again
-RETRY_SECONDS = 30.0  # a slot found locked by a manual run is tried again after this long
-ERROR_CHARS = 1000
 METRICS_REFRESH_SECONDS = 60.0
-
-
-@dataclass(frozen=True)
-class JobContext:
-    """What a job gets: the settings, a database, who asked, and (inside a server) the upstreams and rate limiter."""
-
-    settings: Settings
-    sessionmaker: async_sessionmaker[AsyncSession]
-    actor: Actor
-    upstreams: UpstreamRegistry | None = None
-    rate_limiter: RateLimiter | None = None
-
-
-JobFunction = Callable[[JobContext], Awaitable[dict[str, Any]]]
-
-
-@dataclass(frozen=True)
-class Job:
-    """A named job; `exclusive` ones hold the database lock while they run."""
-
-    name: str
-    description: str
-    function: JobFunction
-    schedule: Schedule | None = None
-    schedule_note: str | None = None  # how a job scheduled elsewhere runs (the probes)
-    exclusive: bool = True
-    in_server_only: str | None = None  # why it cannot run outside a serving process (the CLI)
-
-
-async def _purge(context: JobContext) -> dict[str, Any]:
-    from gatehouse.jobs.purge import purge
-
-    return await purge(context.settings, context.sessionmaker, actor=context.actor, rate_limiter=context.rate_limiter)
-
-
-async def _backup(context: JobContext) -> dict[str, Any]:
-    from gatehouse.backups.service import create_backup
-
-    manifest = await create_backup(context.settings, encrypt=bool(context.settings.backup_key.get_secret_value()))
-    return manifest.counts()
-
-
-async def _probe(context: JobContext) -> dict[str, Any]:
-    registry = context.upstreams
-    if registry is None:
-        raise RuntimeError("the probe runs in a serving process only")
-    await registry.probe_all()
-    states: dict[str, int] = {}
-    for upstream in registry.upstreams.values():
-        states[upstream.health.state.value] = states.get(upstream.health.state.value, 0) + 1
-    return {"upstreams": len(registry.upstreams), **states}
-
-
-def build_jobs(settings: Settings) -> dict[str, Job]:
-    """Every job, with its schedule from the settings."""
-    probe_every = settings.upstream_probe_seconds or settings.model_refresh_seconds
-    return {
-        job.name: job
-        for job in (
-            Job(
-                "purge",
-                "Removes audit events, request-log rows and other data past retention "
-                f"(AUDIT_RETENTION_DAYS={settings.audit_retention_days}, "
-                f"REQUEST_LOG_RETENTION_DAYS={settings.request_log_retention_days}; 0 keeps forever).",
-                _purge,
-                parse_schedule(settings.purge_schedule) if settings.purge_schedule else None,
-            ),
-            Job(
-                "backup",
-                f"Backs the database up into BACKUP_DIR, keeping {settings.backup_keep} generations"
-                + (", encrypted (BACKUP_KEY)." if settings.backup_key.get_secret_value() else ", unencrypted."),
-                _backup,
-                parse_schedule(settings.backup_schedule) if settings.backup_schedule else None,
-            ),
-            Job(
-                "probe",
-                "Probes every upstream now (health and model discovery) on the replica that runs it.",
-                _probe,
-                schedule_note=f"every {probe_every:g} s on each replica" if probe_every else None,
-                exclusive=False,
-                in_server_only="Upstream health is each serving replica's own: run the probe on a server with "
-                "POST /admin/jobs/probe/run (it probes on the replica that answers).",
-            ),
-        )
-    }
-
-
-def _error_text(exc: BaseException) -> str:
-    message = getattr(exc, "message", None) or str(exc)
-    return f"{type(exc).__name__}: {message}"[:ERROR_CHARS] if message else type(exc).__name__
-
-
-@dataclass(frozen=True)
-class Holder:
-    """Who holds a job's lock right now."""
-
-    replica: str
-    run_id: int | None
-    since: datetime | None
 
 
 class JobRunner:
@@ -156,17 +44,14 @@ class JobRunner:
         sessionmaker: async_sessionmaker[AsyncSession],
         *,
         replica: str,
-        upstreams: UpstreamRegistry | None = None,
-        rate_limiter: RateLimiter | None = None,
+        jobs: Iterable[Job],
         clock: Callable[[], datetime] = utcnow,
         lease_seconds: float = LEASE_SECONDS,
     ) -> None:
         self.settings = settings
         self.sessionmaker = sessionmaker
         self.replica = replica
-        self.upstreams = upstreams
-        self.rate_limiter = rate_limiter
-        self.jobs = build_jobs(settings)
+        self.jobs = {job.name: job for job in jobs}
         self._clock = clock
         self._lease = timedelta(seconds=lease_seconds)
         self._schedulers: list[asyncio.Task[None]] = []
@@ -176,7 +61,7 @@ class JobRunner:
         """The job called `name`, or a 404 listing the known ones."""
         job = self.jobs.get(name)
         if job is None:
-            raise NotFound(f"No job {name!r}: the jobs are {', '.join(sorted(self.jobs))}.", param="name")
+            raise JobNotFound(f"No job {name!r}: the jobs are {', '.join(sorted(self.jobs))}.", param="name")
         return job
 
     # --- lifecycle --------------------------------------------------------------------------------
@@ -193,7 +78,8 @@ class JobRunner:
         self._schedulers.append(asyncio.create_task(refresh, name="gatehouse-job-metrics"))
         for job in self.jobs.values():
             if job.schedule is not None:
-                self._schedulers.append(asyncio.create_task(self._schedule(job), name=f"gatehouse-job-{job.name}"))
+                follow = scheduler.follow(job, sessionmaker=self.sessionmaker, clock=self._clock, run_slot=self._slot)
+                self._schedulers.append(asyncio.create_task(follow, name=f"gatehouse-job-{job.name}"))
 
     async def close(self) -> None:
         """Stop the schedulers, then interrupt runs still going (each is recorded as failed, its lock released)."""
@@ -208,7 +94,7 @@ class JobRunner:
     async def refresh_metrics(self) -> None:
         """Publish each job's newest success from the database (runs by other replicas and the CLI included)."""
         async with self.sessionmaker() as session:
-            for name, finished in await self.last_successes(session):
+            for name, finished in await runs.last_successes(session):
                 if name in self.jobs and finished is not None:
                     JOB_LAST_SUCCESS.labels(job_name=name).set(finished.timestamp())
 
@@ -227,6 +113,9 @@ class JobRunner:
         task.add_done_callback(self._runs.discard)
         return task
 
+    async def _slot(self, job: Job, slot: datetime) -> JobRun | None:
+        return await self.run(job.name, trigger="schedule", actor=Actor.job(job.name), slot=slot)
+
     async def run(
         self,
         name: str,
@@ -242,8 +131,8 @@ class JobRunner:
         returns None when its slot has been taken (or is held) by another replica.
         """
         job = self.job(name)
-        if job.in_server_only and self.upstreams is None:
-            raise Conflict(job.in_server_only)
+        if job.function is None:
+            raise JobNotHere(job.in_server_only or f"The {job.name} job cannot run here.")
         run = await self._begin(job, trigger=trigger, actor=actor, slot=slot)
         if run is None:
             return None
@@ -253,7 +142,7 @@ class JobRunner:
         renewer: asyncio.Task[str] | None = None
         if job.exclusive:
             renewer = asyncio.create_task(self._renew(job, run.id))
-        context = JobContext(self.settings, self.sessionmaker, actor, self.upstreams, self.rate_limiter)
+        context = JobContext(self.settings, self.sessionmaker, actor)
         counts: dict[str, Any] = {}
         error: str | None = None
         lease_lost: str | None = None
@@ -264,7 +153,7 @@ class JobRunner:
             await asyncio.shield(self._finish(job, run, actor, counts, error))
             raise
         except Exception as exc:
-            error = _error_text(exc)
+            error = scheduler.error_text(exc)
             log.warning("job_failed", job=job.name, run_id=run.id, error=error)
         finally:
             if renewer is not None:
@@ -283,28 +172,13 @@ class JobRunner:
         now = self._clock()
         async with self.sessionmaker() as session, session.begin():
             if job.exclusive:
-                await self._ensure_lock_row(session, job.name)
-                await self._fail_abandoned(session, job.name, now)
-                taken = update(JobLock).where(
-                    JobLock.name == job.name, (JobLock.holder.is_(None)) | (JobLock.expires_at < now)
-                )
-                values: dict[str, Any] = {"holder": self.replica, "acquired_at": now, "expires_at": now + self._lease}
-                if slot is not None:
-                    taken = taken.where(JobLock.last_slot.is_(None) | (JobLock.last_slot < slot))
-                    values["last_slot"] = slot
-                result = await session.execute(taken.values(**values))
-                if not getattr(result, "rowcount", 0):
+                await lease.ensure_row(session, job.name)
+                await lease.fail_abandoned(session, job.name, now)
+                taken = await lease.take(session, job.name, replica=self.replica, now=now, lease=self._lease, slot=slot)
+                if not taken:
                     if slot is not None:
                         return None
-                    holder = await self.holder(session, job.name)
-                    where = f" on replica {holder.replica}" if holder else ""
-                    since = f" since {holder.since:%Y-%m-%d %H:%M:%S} UTC" if holder and holder.since else ""
-                    raised = f" (run {holder.run_id})" if holder and holder.run_id else ""
-                    raise Conflict(
-                        f"The {job.name} job is already running{where}{since}{raised}: "
-                        "wait for it to finish (GET /admin/jobs shows its progress), then run it again if needed.",
-                        code="job_running",
-                    )
+                    raise self._running(job, await lease.holder(session, job.name, now))
             run = JobRun(
                 job=job.name,
                 trigger=trigger,
@@ -318,37 +192,18 @@ class JobRunner:
             session.add(run)
             await session.flush()
             if job.exclusive:
-                await session.execute(
-                    update(JobLock)
-                    .where(JobLock.name == job.name, JobLock.holder == self.replica)
-                    .values(run_id=run.id)
-                )
+                await lease.attach_run(session, job.name, replica=self.replica, run_id=run.id)
         return run
 
-    async def _ensure_lock_row(self, session: AsyncSession, name: str, *, last_slot: datetime | None = None) -> None:
-        builder = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-        await session.execute(
-            builder(JobLock).values(name=name, last_slot=last_slot).on_conflict_do_nothing(index_elements=["name"])
+    @staticmethod
+    def _running(job: Job, holder: Holder | None) -> JobRunning:
+        where = f" on replica {holder.replica}" if holder else ""
+        since = f" since {holder.since:%Y-%m-%d %H:%M:%S} UTC" if holder and holder.since else ""
+        raised = f" (run {holder.run_id})" if holder and holder.run_id else ""
+        return JobRunning(
+            f"The {job.name} job is already running{where}{since}{raised}: "
+            "wait for it to finish (GET /admin/jobs shows its progress), then run it again if needed."
         )
-
-    async def _fail_abandoned(self, session: AsyncSession, name: str, now: datetime) -> None:
-        """A lease that ran out: its holder died mid-run. Say so on that run, rather than leave it 'running'."""
-        lock = (
-            await session.execute(select(JobLock).where(JobLock.name == name, JobLock.expires_at < now))
-        ).scalar_one_or_none()
-        if lock is None or lock.holder is None or lock.run_id is None:
-            return
-        result = await session.execute(
-            update(JobRun)
-            .where(JobRun.id == lock.run_id, JobRun.status == "running")
-            .values(
-                status="failed",
-                finished_at=lock.expires_at,
-                error=f"abandoned: replica {lock.holder} stopped renewing its lease before the job finished",
-            )
-        )
-        if getattr(result, "rowcount", 0):
-            JOB_RUNS.labels(job_name=name, status="failed").inc()
 
     async def _renew(self, job: Job, run_id: int) -> str:
         """Extend the lease while the job runs, so no other replica takes it over.
@@ -361,15 +216,13 @@ class JobRunner:
             await asyncio.sleep(self._lease.total_seconds() / 4)
             try:
                 async with self.sessionmaker() as session, session.begin():
-                    result = await session.execute(
-                        update(JobLock)
-                        .where(JobLock.name == job.name, JobLock.holder == self.replica, JobLock.run_id == run_id)
-                        .values(expires_at=self._clock() + self._lease)
+                    kept = await lease.renew(
+                        session, job.name, replica=self.replica, run_id=run_id, until=self._clock() + self._lease
                     )
             except Exception as exc:
-                log.warning("job_lease_renewal_failed", job=job.name, error=_error_text(exc))
+                log.warning("job_lease_renewal_failed", job=job.name, error=scheduler.error_text(exc))
                 continue
-            if not getattr(result, "rowcount", 0):
+            if not kept:
                 log.error("job_lease_lost", job=job.name, run_id=run_id)
                 return (
                     "lease lost: the lock could not be renewed in time and another replica took it over, "
@@ -391,101 +244,26 @@ class JobRunner:
                 .where(JobRun.id == run.id)
                 .values(finished_at=run.finished_at, status=run.status, counts=run.counts, error=error)
             )
-            await record(
-                session,
-                actor=actor,
-                action="job.run",
-                target_type="job",
-                target_id=job.name,
-                details={
-                    "run_id": run.id,
-                    "trigger": run.trigger,
-                    "replica": self.replica,
-                    "status": run.status,
-                    "counts": counts,
-                    "error": error,
-                    "slot": run.slot.isoformat() if run.slot else None,
-                },
+            event = JobFinished(
+                job=job.name,
+                run_id=run.id,
+                trigger=run.trigger,
+                replica=self.replica,
+                status=run.status,
+                counts=counts,
+                error=error,
+                slot=run.slot.isoformat() if run.slot else None,
             )
+            await record(session, event, actor=actor)
             if job.exclusive:
-                await session.execute(
-                    update(JobLock)
-                    .where(JobLock.name == job.name, JobLock.holder == self.replica, JobLock.run_id == run.id)
-                    .values(holder=None, expires_at=None, run_id=None)
-                )
-
-    # --- schedules --------------------------------------------------------------------------------
-
-    async def _schedule(self, job: Job) -> None:
-        """Run `job` at each of its slots; on a database seen for the first time, only record the current slot."""
-        assert job.schedule is not None
-        schedule = job.schedule
-        while True:
-            try:
-                current = schedule.latest(self._clock())
-                async with self.sessionmaker() as session, session.begin():
-                    await self._ensure_lock_row(session, job.name, last_slot=current)
-                    await session.execute(  # a row made by a manual run before the job had a schedule
-                        update(JobLock)
-                        .where(JobLock.name == job.name, JobLock.last_slot.is_(None))
-                        .values(last_slot=current)
-                    )
-                break
-            except Exception as exc:
-                log.warning("job_schedule_failed", job=job.name, error=_error_text(exc))
-                await asyncio.sleep(RETRY_SECONDS)
-        while True:
-            now = self._clock()
-            slot = schedule.latest(now)
-            wait = min((schedule.next_after(now) - now).total_seconds(), SCHEDULER_TICK_SECONDS)
-            try:
-                if await self._slot_open(job.name, slot):
-                    run = await self.run(job.name, trigger="schedule", actor=Actor.job(job.name), slot=slot)
-                    if run is None and await self._slot_open(job.name, slot):
-                        wait = min(wait, RETRY_SECONDS)  # held by a manual run: the slot is still to run
-            except Exception as exc:
-                log.warning("job_schedule_failed", job=job.name, error=_error_text(exc))
-                wait = min(wait, RETRY_SECONDS)
-            await asyncio.sleep(max(wait, 0.01))
-
-    async def _slot_open(self, name: str, slot: datetime) -> bool:
-        """Whether no replica has run (or is running) `slot` yet: one read, so idle ticks write nothing."""
-        async with self.sessionmaker() as session:
-            last = (await session.execute(select(JobLock.last_slot).where(JobLock.name == name))).scalar_one_or_none()
-        return last is None or last < slot
+                await lease.release(session, job.name, replica=self.replica, run_id=run.id)
 
     # --- reading ----------------------------------------------------------------------------------
 
     async def holder(self, session: AsyncSession, name: str) -> Holder | None:
         """Who holds the job's lock now (None: nobody, or a lease that ran out)."""
-        lock = await session.get(JobLock, name, populate_existing=True)
-        if lock is None or lock.holder is None or (lock.expires_at is not None and lock.expires_at < self._clock()):
-            return None
-        return Holder(lock.holder, lock.run_id, lock.acquired_at)
+        return await lease.holder(session, name, self._clock())
 
     def next_run(self, job: Job) -> datetime | None:
         """When the job's schedule runs it next (None: not scheduled here)."""
         return job.schedule.next_after(self._clock()) if job.schedule is not None else None
-
-    async def last_successes(self, session: AsyncSession) -> list[tuple[str, datetime | None]]:
-        """When each job last finished successfully."""
-        query = select(JobRun.job, func.max(JobRun.finished_at)).where(JobRun.status == "ok").group_by(JobRun.job)
-        return [(name, finished) for name, finished in (await session.execute(query)).all()]
-
-    async def last_runs(self, session: AsyncSession) -> dict[str, JobRun]:
-        """The newest run of each job."""
-        newest = select(JobRun.job, func.max(JobRun.id).label("id")).group_by(JobRun.job).subquery()
-        rows = (await session.execute(select(JobRun).join(newest, JobRun.id == newest.c.id))).scalars()
-        return {run.job: run for run in rows}
-
-
-async def list_runs(
-    session: AsyncSession, *, job: str | None = None, before_id: int | None = None, limit: int = 50
-) -> Sequence[JobRun]:
-    """Recorded runs, newest first, optionally of one job, before a cursor."""
-    query = select(JobRun).order_by(JobRun.id.desc()).limit(limit)
-    if job:
-        query = query.where(JobRun.job == job)
-    if before_id is not None:
-        query = query.where(JobRun.id < before_id)
-    return (await session.execute(query)).scalars().all()

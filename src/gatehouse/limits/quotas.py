@@ -27,13 +27,13 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Table, and_, bindparam, case, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gatehouse.auth.models import User
 from gatehouse.core.logging import get_logger
 from gatehouse.core.metrics import QUOTA_BLOCKS
 from gatehouse.db.statements import StatementStore
-from gatehouse.errors import TooManyRequests
+from gatehouse.limits.errors import QuotaExceeded
 from gatehouse.limits.models import UsageCounter
 
 log = get_logger("gatehouse.quotas")
@@ -44,10 +44,6 @@ _uc: Table = UsageCounter.__table__  # type: ignore[assignment]
 _users: Table = User.__table__  # type: ignore[assignment]
 _message_limit = select(_users.c.messages_per_day).where(_users.c.id == _uc.c.user_id).scalar_subquery()
 _token_limit = select(_users.c.tokens_per_day).where(_users.c.id == _uc.c.user_id).scalar_subquery()
-
-
-class QuotaExceeded(TooManyRequests):
-    code = "quota_exceeded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,90 +260,3 @@ async def _refusal(
         "x-ratelimit-reset": str(retry_after),
     }
     return QuotaExceeded(message, headers=headers, param=kind)
-
-
-# --- usage reports ----------------------------------------------------------------------------------
-
-
-@dataclass
-class UsageRow:
-    """One user's usage on one day, with their quotas."""
-
-    user_id: int
-    email: str
-    day: date
-    messages: int
-    tokens: int
-    reserved_tokens: int
-    messages_per_day: int | None
-    tokens_per_day: int | None
-
-    @property
-    def messages_percent(self) -> float | None:
-        return percent(self.messages, self.messages_per_day)
-
-    @property
-    def tokens_percent(self) -> float | None:
-        return percent(self.tokens, self.tokens_per_day)
-
-
-def percent(used: int, limit: int | None) -> float | None:
-    """The share of a quota used, in percent (None: unlimited)."""
-    if limit is None:
-        return None
-    return 100.0 if limit == 0 else round(100.0 * used / limit, 2)
-
-
-def _usage_query(start: date, end: date, user_id: int | None) -> Any:
-    query = (
-        select(
-            UsageCounter.user_id,
-            User.email,
-            UsageCounter.day,
-            UsageCounter.messages,
-            UsageCounter.tokens,
-            UsageCounter.reserved_tokens,
-            User.messages_per_day,
-            User.tokens_per_day,
-        )
-        .join(User, User.id == UsageCounter.user_id)
-        .where(UsageCounter.day >= start, UsageCounter.day <= end)
-        .order_by(UsageCounter.day.desc(), UsageCounter.user_id)
-    )
-    return query.where(UsageCounter.user_id == user_id) if user_id is not None else query
-
-
-async def list_usage(
-    session: AsyncSession, *, start: date, end: date, user_id: int | None = None, limit: int = 10_000
-) -> list[UsageRow]:
-    """Usage per user per day in [start, end] (inclusive)."""
-    rows = (await session.execute(_usage_query(start, end, user_id).limit(limit))).all()
-    return [UsageRow(*row) for row in rows]
-
-
-async def usage_for(session: AsyncSession, *, user_id: int, day: date) -> UsageRow:
-    """One user's usage on one day (zeros when they made no request)."""
-    rows = await list_usage(session, start=day, end=day, user_id=user_id)
-    if rows:
-        return rows[0]
-    user = await session.get(User, user_id)
-    assert user is not None
-    return UsageRow(
-        user_id=user.id,
-        email=user.email,
-        day=day,
-        messages=0,
-        tokens=0,
-        reserved_tokens=0,
-        messages_per_day=user.messages_per_day,
-        tokens_per_day=user.tokens_per_day,
-    )
-
-
-async def reset_usage(session: AsyncSession, *, day: date, user_id: int | None = None) -> int:
-    """Zero the counters of a day (one user or everyone): the repair for a corrupted day. Returns rows reset."""
-    statement = update(UsageCounter).where(UsageCounter.day == day)
-    if user_id is not None:
-        statement = statement.where(UsageCounter.user_id == user_id)
-    result = await session.execute(statement.values(messages=0, tokens=0, reserved_tokens=0))
-    return int(getattr(result, "rowcount", 0) or 0)

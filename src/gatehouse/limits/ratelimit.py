@@ -18,17 +18,16 @@ from typing import Any, Literal, NamedTuple, Protocol
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gatehouse.core.bus import RECONNECTED
+from gatehouse.core.bus import Signal
 from gatehouse.core.feed import EventFeed
 from gatehouse.core.logging import get_logger
 from gatehouse.core.metrics import RATE_LIMIT_HITS
 from gatehouse.core.tasks import stop as stop_task
-from gatehouse.errors import TooManyRequests
+from gatehouse.limits.errors import RateLimited
 from gatehouse.limits.models import RateLimitOverride
 from gatehouse.settings import Settings
 
 log = get_logger("gatehouse.ratelimit")
-LIMITS_CHANGED = "limits.changed"
 RELOAD_SECONDS = 30.0
 HIT_EVENT = "rate_limit.hit"  # live feed event
 HIT_EVENT_SECONDS = 10.0  # one client retrying in a loop announces itself this often at most, not per refusal
@@ -90,6 +89,16 @@ RULES: dict[str, RuleSpec] = {
         RuleSpec("export", "user", "hour", "Data exports per user per hour", lambda s: 10),
     )
 }
+
+
+def user_identity(user_id: int) -> str:
+    """The rate-limit identity of a user (rules counted per user)."""
+    return f"u{user_id}"
+
+
+def ip_identity(ip: str | None) -> str:
+    """The rate-limit identity of a client address (rules counted per IP)."""
+    return f"ip{ip or 'unknown'}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,7 +276,7 @@ class RateLimiter:
 
     async def on_event(self, kind: str, data: dict[str, Any]) -> None:
         """Bus handler: another replica (or this one) changed the overrides."""
-        if kind in (LIMITS_CHANGED, RECONNECTED):
+        if kind in (Signal.LIMITS_CHANGED, Signal.RECONNECTED):
             await self.reload()
 
     async def start(self) -> None:
@@ -314,9 +323,8 @@ class RateLimiter:
             stats = await self._limiter.get_window_stats(item, identity)
             reset = max(1, math.ceil(stats.reset_time - time.time()))
         who = "you" if spec.per == "user" else "your address"
-        raise TooManyRequests(
+        raise RateLimited(
             f"Rate limit `{name}` reached: {limit} per {spec.window} for {who}. Retry in {reset} s.",
-            code="rate_limited",
             param=name,
             headers={
                 "retry-after": str(reset),

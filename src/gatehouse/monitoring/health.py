@@ -1,50 +1,174 @@
-"""Liveness and readiness: /healthz (process alive) and /readyz (database answers, migrations at head)."""
+"""Readiness (GET /readyz) and the health detail (GET /admin/health): every dependency checked with a time limit,
+so a detail page answers and never hangs."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
 
-from fastapi import APIRouter
 from sqlalchemy import text
-from starlette.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gatehouse.auth.access import public
+from gatehouse import __version__
 from gatehouse.core.logging import get_logger
+from gatehouse.db.database import Database
 from gatehouse.db.migrate import current_revisions
-from gatehouse.deps import RuntimeDep
+from gatehouse.gateway.streams.registry import StreamRegistry
+from gatehouse.monitoring.schemas import DatabaseCheck, HealthReport, MigrationsCheck, RedisCheck, StreamsCheck
+from gatehouse.settings import Settings
+from gatehouse.upstreams.registry import UpstreamRegistry
 
 log = get_logger("gatehouse.health")
-router = APIRouter(tags=["health"])
 READY_TIMEOUT = 2.0
+DATABASE_TIMEOUT = 2.0  # seconds, for the health detail's checks
+REDIS_TIMEOUT = 1.0
+STREAMS_TIMEOUT = 2.0
+MAX_ERROR_CHARS = 200
+TROUBLED_UPSTREAM = frozenset({"down", "degraded"})  # states that make the whole gateway `degraded`
 
 
-@router.get("/healthz", dependencies=[public()])
-async def healthz() -> dict[str, str]:
-    """The process is alive; checks no dependency (for liveness probes)."""
-    return {"status": "ok"}
+def _describe(exc: BaseException) -> str:
+    """An error's class and driver message, short (a SQLAlchemy error's own text would repeat its SQL)."""
+    if isinstance(exc, TimeoutError):
+        return "TimeoutError: no answer in time"
+    reason = getattr(exc, "orig", None) or exc
+    return f"{type(reason).__name__}: {str(reason)[:MAX_ERROR_CHARS]}"
 
 
-@router.get("/readyz", dependencies=[public()], responses={503: {"description": "A check failed"}})
-async def readyz(runtime: RuntimeDep) -> JSONResponse:
-    """200 when the database answers and its schema is at the code's migration head; else 503 naming the check."""
-    checks: dict[str, str] = {}
+async def _timed(call: Callable[[], Awaitable[Any]]) -> float:
+    """Milliseconds `call` took."""
+    started = time.perf_counter()
+    await call()
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+async def check_database(engine: AsyncEngine, head: tuple[str, ...]) -> tuple[DatabaseCheck, MigrationsCheck]:
+    """A `SELECT 1` round trip, then the schema's revision(s) against the code's head."""
+    kind = engine.dialect.name
+    migrations = MigrationsCheck(status="unknown", current=None, head=list(head))
     try:
-        async with asyncio.timeout(READY_TIMEOUT):
-            # Read-only: on SQLite a probe must not queue behind a writer for the write lock.
-            async with runtime.db.read_engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-            checks["database"] = "ok"
-            current = await current_revisions(runtime.db.read_engine)
+        async with asyncio.timeout(DATABASE_TIMEOUT), engine.connect() as conn:
+            latency = await _timed(lambda: conn.execute(text("SELECT 1")))
+        database = DatabaseCheck(kind=kind, status="ok", latency_ms=latency, error=None)
     except Exception as exc:
-        # This route is public: the driver's text (hosts, users, paths) goes to the log, not to the caller.
-        log.error("readiness_database_failed", error=f"{type(exc).__name__}: {exc}")
-        checks["database"] = f"database unreachable: {type(exc).__name__}; see the server log"
-        return JSONResponse({"status": "unavailable", "failed": "database", "checks": checks}, status_code=503)
-    if set(current) != set(runtime.db.head_revisions):
-        checks["migrations"] = (
-            f"database at {', '.join(current) or 'no revision'}, code expects "
-            f"{', '.join(runtime.db.head_revisions)}: run `gatehouse db upgrade`"
+        return DatabaseCheck(kind=kind, status="error", latency_ms=None, error=_describe(exc)), migrations
+    try:
+        async with asyncio.timeout(DATABASE_TIMEOUT):
+            current = await current_revisions(engine)
+    except Exception as exc:
+        return database.model_copy(update={"status": "error", "error": _describe(exc)}), migrations
+    status = "ok" if set(current) == set(head) else "behind"
+    return database, MigrationsCheck(status=status, current=list(current), head=list(head))
+
+
+async def check_redis(url: str) -> RedisCheck:
+    """A PING on a fresh connection (connected first, so the latency is the round trip); never waits long."""
+    if not url:
+        return RedisCheck(status="not configured", latency_ms=None, error=None)
+    import redis.asyncio as redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    client = redis.Redis.from_url(
+        url, socket_connect_timeout=REDIS_TIMEOUT, socket_timeout=REDIS_TIMEOUT, retry=Retry(NoBackoff(), 0)
+    )
+    try:
+        async with asyncio.timeout(REDIS_TIMEOUT * 2 + 0.5):
+            await client.ping()
+            latency = await _timed(client.ping)
+        return RedisCheck(status="ok", latency_ms=latency, error=None)
+    except Exception as exc:
+        return RedisCheck(status="error", latency_ms=None, error=_describe(exc))
+    finally:
+        await client.aclose()
+
+
+async def _count_streams(streams: StreamRegistry) -> StreamsCheck:
+    local = len(streams.local())
+    try:
+        async with asyncio.timeout(STREAMS_TIMEOUT):
+            everywhere = len(await streams.all())
+    except TimeoutError:
+        return StreamsCheck(local=local, all=None)
+    return StreamsCheck(local=local, all=everywhere)
+
+
+@dataclass(frozen=True)
+class Replica:
+    """This process among the replicas: its id (the bus's origin) and when it started."""
+
+    id: str
+    started_at: float = field(default_factory=time.time)
+
+
+class HealthCheck:
+    """Readiness (GET /readyz, the cheap probe) and the health detail (GET /admin/health)."""
+
+    def __init__(
+        self,
+        *,
+        database: Database,
+        settings: Settings,
+        streams: StreamRegistry,
+        upstreams: UpstreamRegistry,
+        replica: Replica,
+    ) -> None:
+        self.database = database
+        self.settings = settings
+        self.streams = streams
+        self.upstreams = upstreams
+        self.replica = replica
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """(ready, body): the database answers and its schema is at the code's migration head, or the failed
+        check named, without the driver's text (the route is public: that text goes to the log)."""
+        database = self.database
+        checks: dict[str, str] = {}
+        try:
+            async with asyncio.timeout(READY_TIMEOUT):
+                # Read-only: on SQLite a probe must not queue behind a writer for the write lock.
+                async with database.read_engine.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+                checks["database"] = "ok"
+                current = await current_revisions(database.read_engine)
+        except Exception as exc:
+            log.error("readiness_database_failed", error=f"{type(exc).__name__}: {exc}")
+            checks["database"] = f"database unreachable: {type(exc).__name__}; see the server log"
+            return False, {"status": "unavailable", "failed": "database", "checks": checks}
+        if set(current) != set(database.head_revisions):
+            checks["migrations"] = (
+                f"database at {', '.join(current) or 'no revision'}, code expects "
+                f"{', '.join(database.head_revisions)}: run `gatehouse db upgrade`"
+            )
+            return False, {"status": "unavailable", "failed": "migrations", "checks": checks}
+        checks["migrations"] = "ok"
+        return True, {"status": "ready", "checks": checks}
+
+    async def report(self) -> HealthReport:
+        """Every dependency's state, checked concurrently; database or schema trouble is `failing`."""
+        (database, migrations), redis_check, streams = await asyncio.gather(
+            check_database(self.database.read_engine, self.database.head_revisions),
+            check_redis(self.settings.redis_url),
+            _count_streams(self.streams),
         )
-        return JSONResponse({"status": "unavailable", "failed": "migrations", "checks": checks}, status_code=503)
-    checks["migrations"] = "ok"
-    return JSONResponse({"status": "ready", "checks": checks})
+        upstreams = self.upstreams.status()
+        if database.status != "ok" or migrations.status != "ok":
+            status = "failing"
+        elif redis_check.status == "error" or any(u.get("state") in TROUBLED_UPSTREAM for u in upstreams):
+            status = "degraded"
+        else:
+            status = "ok"
+        return HealthReport(
+            status=status,
+            version=__version__,
+            replica=self.replica.id,
+            uptime_seconds=round(time.time() - self.replica.started_at, 3),
+            database=database,
+            migrations=migrations,
+            redis=redis_check,
+            upstreams=upstreams,
+            streams=streams,
+        )

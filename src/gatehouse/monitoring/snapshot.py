@@ -1,49 +1,37 @@
-"""The operator snapshot behind GET /admin/metrics and the health detail behind GET /admin/health.
+"""The operator snapshot behind GET /admin/metrics.
 
-The snapshot reads stored data only (the request log and the ops samples), so it survives restarts and every
+It reads stored data only (the request log and the ops samples), so it survives restarts and every
 replica gives the same answer. Percentiles are exact (nearest rank) and computed in the database with window
 functions, the same SQL on SQLite and PostgreSQL: no row of the request log is loaded into Python.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, and_, case, func, literal, null, or_, select, text, union_all
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy import ColumnElement, String, and_, case, func, literal, null, or_, select, union_all
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import QueryableAttribute
 from sqlalchemy.sql.selectable import Select, Subquery
 
-from gatehouse import __version__
-from gatehouse.db.migrate import current_revisions
+from gatehouse.db.database import Database
+from gatehouse.gateway.errors import CLIENT_DISCONNECTED, Terminated
 from gatehouse.gateway.models import RequestLog
+from gatehouse.limits.errors import QuotaExceeded, RateLimited
 from gatehouse.monitoring.models import OpsSample
 from gatehouse.monitoring.schemas import (
-    DatabaseCheck,
-    HealthReport,
     MetricsSnapshot,
-    MigrationsCheck,
     ModelStats,
     Percentiles,
-    RedisCheck,
     SqlStats,
     StreamCounts,
-    StreamsCheck,
     TrafficStats,
     UpstreamStats,
 )
-from gatehouse.runtime import Runtime
 
-DATABASE_TIMEOUT = 2.0  # seconds, for the health detail's checks: a detail page answers, it never hangs
-REDIS_TIMEOUT = 1.0
-STREAMS_TIMEOUT = 2.0
-MAX_ERROR_CHARS = 200
 TOTAL, MODEL, UPSTREAM = "total", "model", "upstream"
-TROUBLED_UPSTREAM = frozenset({"down", "degraded"})  # states that make the whole gateway `degraded`
 
 # --- GET /admin/metrics ----------------------------------------------------------------------------
 
@@ -104,16 +92,16 @@ def _aggregate(dimension: str, ranked: Subquery, *, grouped: bool) -> Select[Any
         func.count().label("requests"),
         count_if(r.status_code < 400).label("succeeded"),
         count_if(r.error == 1).label("errors"),
-        count_if(r.error_code == "quota_exceeded").label("quota_blocks"),
-        count_if(r.error_code == "rate_limited").label("rate_limit_hits"),
+        count_if(r.error_code == QuotaExceeded.code).label("quota_blocks"),
+        count_if(r.error_code == RateLimited.code).label("rate_limit_hits"),
         percentile(50, r.latency_ms, r.latency_rank, r.latency_count, latency_included).label("latency_p50"),
         percentile(95, r.latency_ms, r.latency_rank, r.latency_count, latency_included).label("latency_p95"),
         percentile(50, r.ttft_ms, r.ttft_rank, r.ttft_count, ttft_included).label("ttft_p50"),
         percentile(95, r.ttft_ms, r.ttft_rank, r.ttft_count, ttft_included).label("ttft_p95"),
         count_if(streamed).label("streams_started"),
         count_if(and_(streamed, r.status_code == 200)).label("streams_completed"),
-        count_if(and_(streamed, r.error_code == "terminated_by_operator")).label("streams_terminated"),
-        count_if(and_(streamed, r.error_code == "client_disconnected")).label("streams_disconnected"),
+        count_if(and_(streamed, r.error_code == Terminated.code)).label("streams_terminated"),
+        count_if(and_(streamed, r.error_code == CLIENT_DISCONNECTED)).label("streams_disconnected"),
         count_if(and_(streamed, r.error == 1)).label("streams_failed"),
         func.coalesce(func.sum(r.prompt_tokens), 0).label("tokens_in"),
         func.coalesce(func.sum(r.completion_tokens), 0).label("tokens_out"),
@@ -195,97 +183,8 @@ async def metrics(session: AsyncSession, *, days: int, until: datetime) -> Metri
     )
 
 
-# --- GET /admin/health -----------------------------------------------------------------------------
-
-
-def _describe(exc: BaseException) -> str:
-    """An error's class and driver message, short (a SQLAlchemy error's own text would repeat its SQL)."""
-    if isinstance(exc, TimeoutError):
-        return "TimeoutError: no answer in time"
-    reason = getattr(exc, "orig", None) or exc
-    return f"{type(reason).__name__}: {str(reason)[:MAX_ERROR_CHARS]}"
-
-
-async def _timed(call: Callable[[], Awaitable[Any]]) -> float:
-    """Milliseconds `call` took."""
-    started = time.perf_counter()
-    await call()
-    return round((time.perf_counter() - started) * 1000, 3)
-
-
-async def check_database(engine: AsyncEngine, head: tuple[str, ...]) -> tuple[DatabaseCheck, MigrationsCheck]:
-    """A `SELECT 1` round trip, then the schema's revision(s) against the code's head."""
-    kind = engine.dialect.name
-    migrations = MigrationsCheck(status="unknown", current=None, head=list(head))
-    try:
-        async with asyncio.timeout(DATABASE_TIMEOUT), engine.connect() as conn:
-            latency = await _timed(lambda: conn.execute(text("SELECT 1")))
-        database = DatabaseCheck(kind=kind, status="ok", latency_ms=latency, error=None)
-    except Exception as exc:
-        return DatabaseCheck(kind=kind, status="error", latency_ms=None, error=_describe(exc)), migrations
-    try:
-        async with asyncio.timeout(DATABASE_TIMEOUT):
-            current = await current_revisions(engine)
-    except Exception as exc:
-        return database.model_copy(update={"status": "error", "error": _describe(exc)}), migrations
-    status = "ok" if set(current) == set(head) else "behind"
-    return database, MigrationsCheck(status=status, current=list(current), head=list(head))
-
-
-async def check_redis(url: str) -> RedisCheck:
-    """A PING on a fresh connection (connected first, so the latency is the round trip); never waits long."""
-    if not url:
-        return RedisCheck(status="not configured", latency_ms=None, error=None)
-    import redis.asyncio as redis
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
-
-    client = redis.Redis.from_url(
-        url, socket_connect_timeout=REDIS_TIMEOUT, socket_timeout=REDIS_TIMEOUT, retry=Retry(NoBackoff(), 0)
-    )
-    try:
-        async with asyncio.timeout(REDIS_TIMEOUT * 2 + 0.5):
-            await client.ping()
-            latency = await _timed(client.ping)
-        return RedisCheck(status="ok", latency_ms=latency, error=None)
-    except Exception as exc:
-        return RedisCheck(status="error", latency_ms=None, error=_describe(exc))
-    finally:
-        await client.aclose()
-
-
-async def _count_streams(runtime: Runtime) -> StreamsCheck:
-    local = len(runtime.streams.local())
-    try:
-        async with asyncio.timeout(STREAMS_TIMEOUT):
-            everywhere = len(await runtime.streams.all())
-    except TimeoutError:
-        return StreamsCheck(local=local, all=None)
-    return StreamsCheck(local=local, all=everywhere)
-
-
-async def health(runtime: Runtime) -> HealthReport:
-    """Every dependency's state, checked concurrently; database or schema trouble is `failing`."""
-    (database, migrations), redis_check, streams = await asyncio.gather(
-        check_database(runtime.db.read_engine, runtime.db.head_revisions),
-        check_redis(runtime.settings.redis_url),
-        _count_streams(runtime),
-    )
-    upstreams = runtime.upstreams.status()
-    if database.status != "ok" or migrations.status != "ok":
-        status = "failing"
-    elif redis_check.status == "error" or any(u.get("state") in TROUBLED_UPSTREAM for u in upstreams):
-        status = "degraded"
-    else:
-        status = "ok"
-    return HealthReport(
-        status=status,
-        version=__version__,
-        replica=runtime.bus.origin,
-        uptime_seconds=round(time.time() - runtime.started_at, 3),
-        database=database,
-        migrations=migrations,
-        redis=redis_check,
-        upstreams=upstreams,
-        streams=streams,
-    )
+async def read(database: Database, *, days: int, until: datetime) -> MetricsSnapshot:
+    """`metrics` in a read-only transaction: on SQLite it reads a snapshot and holds no write lock while the
+    database sorts."""
+    async with database.read_sessionmaker() as session:
+        return await metrics(session, days=days, until=until)

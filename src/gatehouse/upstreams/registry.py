@@ -11,14 +11,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Coroutine, Iterable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from gatehouse.core.bus import Signal
+from gatehouse.core.feed import EventFeed
 from gatehouse.core.logging import get_logger
 from gatehouse.core.metrics import set_upstream_state
 from gatehouse.core.tasks import stop as stop_task
+from gatehouse.settings import Settings
 from gatehouse.upstreams.config import (
     DEMO_UPSTREAM,
     GatewayConfig,
@@ -27,105 +31,20 @@ from gatehouse.upstreams.config import (
     UpstreamKind,
     demo_wanted,
 )
-from gatehouse.upstreams.health import Health, Override, OverrideState, State
+from gatehouse.upstreams.health import Health, Override, State
 from gatehouse.upstreams.models import UpstreamRow
 from gatehouse.upstreams.providers import (
-    DEMO_EMBED_MODEL,
     DEMO_LABEL,
-    DEMO_MODEL,
     Provider,
     UpstreamTimedOut,
     UpstreamUnreachable,
     create_provider,
 )
-
-if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-    from gatehouse.core.feed import EventFeed
-    from gatehouse.settings import Settings
+from gatehouse.upstreams.upstream import ModelInfo, Route, Upstream, config_from_row, override_from_row
 
 log = get_logger("gatehouse.upstreams")
-UPSTREAMS_CHANGED = "upstreams.changed"  # bus event: reload from the database
 RELOAD_SECONDS = 30.0  # the safety net for a missed bus event
 START_PROBE_SECONDS = 5.0  # start-up waits at most this long for the first probes
-
-
-@dataclass(eq=False)
-class Upstream:
-    """One upstream on this replica: its configuration, adapter, health and requests in flight."""
-
-    config: UpstreamConfig
-    provider: Provider
-    health: Health
-    id: int | None = None  # the database row; None for the built-in demo
-    source: str = "config"  # api | config | builtin
-    discovered: list[str] = field(default_factory=list)
-    inflight: int = 0
-    retired: bool = False  # replaced or deleted: closed once its last request ends
-
-    @property
-    def name(self) -> str:
-        return self.config.name
-
-    @property
-    def models(self) -> list[str]:
-        """The upstream-side model names it serves (configured, else discovered)."""
-        if self.config.models:
-            return list(self.config.models)
-        if self.config.kind is UpstreamKind.DEMO:
-            return [DEMO_MODEL, DEMO_EMBED_MODEL]
-        return self.discovered
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """One way to serve a model: this upstream, under this upstream-side model name."""
-
-    upstream: Upstream
-    model: str
-
-    @property
-    def provider(self) -> Provider:
-        return self.upstream.provider
-
-
-@dataclass
-class ModelInfo:
-    """A model name clients can use, for /v1/models and /api/tags."""
-
-    name: str
-    owned_by: str
-    upstreams: list[str] = field(default_factory=list)
-    created: int = 0
-
-
-def config_from_row(row: UpstreamRow) -> UpstreamConfig:
-    """The adapter configuration of a stored upstream."""
-    return UpstreamConfig(
-        name=row.name,
-        kind=UpstreamKind(row.kind),
-        base_url=row.base_url,
-        api_key=row.api_key,
-        api_key_env=row.api_key_env,
-        models=list(row.models or []),
-        discover=row.discover,
-        headers=dict(row.headers or {}),
-        connect_timeout=row.connect_timeout,
-        read_timeout=row.read_timeout,
-        max_connections=row.max_connections,
-    )
-
-
-def override_from_row(row: UpstreamRow) -> Override | None:
-    if not row.override_state:
-        return None
-    return Override(
-        state=OverrideState(row.override_state),
-        reason=row.override_reason or "",
-        by=row.override_by,
-        at=row.override_at,
-    )
 
 
 @dataclass
@@ -196,7 +115,7 @@ class UpstreamRegistry:
 
     async def on_event(self, kind: str, data: dict[str, Any]) -> None:
         """Bus handler: another replica (or this one) changed the stored upstreams."""
-        if kind == UPSTREAMS_CHANGED:
+        if kind == Signal.UPSTREAMS_CHANGED:
             await self.reload()
 
     async def _stored(self) -> list[UpstreamRow]:

@@ -1,22 +1,28 @@
-"""Routes: /admin/upstreams (list, provision, change, delete) and their overrides."""
+"""Routes: /admin/upstreams (list, provision, change, delete) and their overrides. Each change is in force on
+this replica when the answer comes (upstreams/service.py), so the answer shows its effect."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Response
-from sqlalchemy import select
 
 from gatehouse.auth.access import require
 from gatehouse.auth.roles import Role
-from gatehouse.deps import ActorDep, RuntimeDep, SessionDep
+from gatehouse.core.components import provided
+from gatehouse.deps import ActorDep, BusDep, SessionDep
 from gatehouse.fields import IdPath
-from gatehouse.runtime import Runtime
 from gatehouse.upstreams import service
 from gatehouse.upstreams.models import UpstreamRow
+from gatehouse.upstreams.registry import UpstreamRegistry
 from gatehouse.upstreams.schemas import OverrideRequest, UpstreamCreate, UpstreamRead, UpstreamUpdate
+from gatehouse.upstreams.service import Upstreams
 
-router = APIRouter(tags=["upstreams"])
+router = APIRouter(prefix="/admin/upstreams", tags=["upstreams"])
+RegistryDep = Annotated[UpstreamRegistry, provided(UpstreamRegistry)]
+UpstreamsDep = Annotated[Upstreams, provided(Upstreams)]
+MONITOR = [require(Role.MONITOR)]
+ADMIN = [require(Role.ADMIN)]
 
 
 # What an upstream this replica has not loaded (yet) shows of its live state.
@@ -34,10 +40,10 @@ _NOT_LOADED: dict[str, Any] = {
 }
 
 
-def _read(row: UpstreamRow, runtime: Runtime) -> UpstreamRead:
-    live = runtime.upstreams.get(row.name)
+def _read(row: UpstreamRow, registry: UpstreamRegistry, replica: str) -> UpstreamRead:
+    live = registry.get(row.name)
     loaded = live is not None and live.id == row.id
-    view = runtime.upstreams.describe(live) if live is not None and loaded else _NOT_LOADED
+    view = registry.describe(live) if live is not None and loaded else _NOT_LOADED
     return UpstreamRead(
         id=row.id,
         name=row.name,
@@ -64,98 +70,57 @@ def _read(row: UpstreamRow, runtime: Runtime) -> UpstreamRead:
         override=view["override"],
         inflight=view["inflight"],
         served_models=view["models"],
-        replica=runtime.bus.origin,
+        replica=replica,
     )
 
 
-async def _refreshed(session: SessionDep, runtime: Runtime, row: UpstreamRow) -> UpstreamRead:
-    """Commit, apply on this replica at once (the others follow on the bus), and show the result."""
-    await session.commit()
-    await runtime.upstreams.reload()
-    return _read(row, runtime)
-
-
-@router.get("/admin/upstreams", response_model=list[UpstreamRead], dependencies=[require(Role.MONITOR)])
-async def list_upstreams(session: SessionDep, runtime: RuntimeDep) -> list[UpstreamRead]:
+@router.get("", response_model=list[UpstreamRead], dependencies=MONITOR)
+async def list_upstreams(session: SessionDep, registry: RegistryDep, bus: BusDep) -> list[UpstreamRead]:
     """Every stored upstream with this replica's view of its health."""
-    rows = (await session.execute(select(UpstreamRow).order_by(UpstreamRow.id))).scalars()
-    return [_read(row, runtime) for row in rows]
+    return [_read(row, registry, bus.origin) for row in await service.list_rows(session)]
 
 
-@router.post("/admin/upstreams", response_model=UpstreamRead, status_code=201, dependencies=[require(Role.ADMIN)])
-async def create_upstream(
-    body: UpstreamCreate, session: SessionDep, runtime: RuntimeDep, actor: ActorDep
-) -> UpstreamRead:
+@router.post("", response_model=UpstreamRead, status_code=201, dependencies=ADMIN)
+async def create_upstream(body: UpstreamCreate, upstreams: UpstreamsDep, actor: ActorDep, bus: BusDep) -> UpstreamRead:
     """Provision an upstream: validated (unique name, known kind, the URL answers unless `skip_check`)."""
     values = {"name": body.name, **body.values()}
-    row = await service.create(
-        session, values=values, skip_check=body.skip_check, settings=runtime.settings, bus=runtime.bus, actor=actor
-    )
-    return await _refreshed(session, runtime, row)
+    row = await upstreams.create(actor=actor, values=values, skip_check=body.skip_check)
+    return _read(row, upstreams.registry, bus.origin)
 
 
-@router.get("/admin/upstreams/{upstream_id}", response_model=UpstreamRead, dependencies=[require(Role.MONITOR)])
-async def get_upstream(upstream_id: IdPath, session: SessionDep, runtime: RuntimeDep) -> UpstreamRead:
+@router.get("/{upstream_id}", response_model=UpstreamRead, dependencies=MONITOR)
+async def get_upstream(upstream_id: IdPath, session: SessionDep, registry: RegistryDep, bus: BusDep) -> UpstreamRead:
     """One upstream with this replica's view of its health."""
-    return _read(await service.get_row(session, upstream_id), runtime)
+    return _read(await service.get_row(session, upstream_id), registry, bus.origin)
 
 
-@router.patch("/admin/upstreams/{upstream_id}", response_model=UpstreamRead, dependencies=[require(Role.ADMIN)])
+@router.patch("/{upstream_id}", response_model=UpstreamRead, dependencies=ADMIN)
 async def update_upstream(
-    upstream_id: IdPath, body: UpstreamUpdate, session: SessionDep, runtime: RuntimeDep, actor: ActorDep
+    upstream_id: IdPath, body: UpstreamUpdate, upstreams: UpstreamsDep, actor: ActorDep, bus: BusDep
 ) -> UpstreamRead:
     """Change an API-provisioned upstream (requests already on it finish on the old settings)."""
-    row = await service.get_row(session, upstream_id)
-    await service.update(
-        session,
-        row,
-        changes=body.values(),
-        skip_check=body.skip_check,
-        settings=runtime.settings,
-        bus=runtime.bus,
-        actor=actor,
-    )
-    return await _refreshed(session, runtime, row)
+    row = await upstreams.update(upstream_id, actor=actor, changes=body.values(), skip_check=body.skip_check)
+    return _read(row, upstreams.registry, bus.origin)
 
 
-@router.delete("/admin/upstreams/{upstream_id}", status_code=204, dependencies=[require(Role.ADMIN)])
-async def delete_upstream(upstream_id: IdPath, session: SessionDep, runtime: RuntimeDep, actor: ActorDep) -> Response:
+@router.delete("/{upstream_id}", status_code=204, dependencies=ADMIN)
+async def delete_upstream(upstream_id: IdPath, upstreams: UpstreamsDep, actor: ActorDep) -> Response:
     """Remove an API-provisioned upstream; requests already on it finish."""
-    row = await service.get_row(session, upstream_id)
-    await service.delete(session, row, bus=runtime.bus, actor=actor)
-    await session.commit()
-    await runtime.upstreams.reload()
+    await upstreams.delete(upstream_id, actor=actor)
     return Response(status_code=204)
 
 
-@router.put("/admin/upstreams/{upstream_id}/override", response_model=UpstreamRead, dependencies=[require(Role.ADMIN)])
+@router.put("/{upstream_id}/override", response_model=UpstreamRead, dependencies=ADMIN)
 async def put_override(
-    upstream_id: IdPath, body: OverrideRequest, session: SessionDep, runtime: RuntimeDep, actor: ActorDep
+    upstream_id: IdPath, body: OverrideRequest, upstreams: UpstreamsDep, actor: ActorDep, bus: BusDep
 ) -> UpstreamRead:
     """Force a state: `down` stops new requests at once, `drain` lets requests on it finish, `up` ignores probes."""
-    row = await service.get_row(session, upstream_id)
-    await service.set_override(session, row, state=body.state, reason=body.reason, bus=runtime.bus, actor=actor)
-    read = await _refreshed(session, runtime, row)
-    runtime.feed.publish(
-        "upstream.override",
-        {"upstream": row.name, "id": row.id, "state": body.state.value, "reason": body.reason, "by": actor.label},
-    )
-    return read
+    row = await upstreams.set_override(upstream_id, actor=actor, state=body.state, reason=body.reason)
+    return _read(row, upstreams.registry, bus.origin)
 
 
-@router.delete(
-    "/admin/upstreams/{upstream_id}/override", response_model=UpstreamRead, dependencies=[require(Role.ADMIN)]
-)
-async def delete_override(
-    upstream_id: IdPath, session: SessionDep, runtime: RuntimeDep, actor: ActorDep
-) -> UpstreamRead:
+@router.delete("/{upstream_id}/override", response_model=UpstreamRead, dependencies=ADMIN)
+async def delete_override(upstream_id: IdPath, upstreams: UpstreamsDep, actor: ActorDep, bus: BusDep) -> UpstreamRead:
     """Return the upstream to its probed state."""
-    row = await service.get_row(session, upstream_id)
-    had = row.override_state
-    await service.clear_override(session, row, bus=runtime.bus, actor=actor)
-    read = await _refreshed(session, runtime, row)
-    if had:
-        runtime.feed.publish(
-            "upstream.override_cleared", {"upstream": row.name, "id": row.id, "was": had, "by": actor.label}
-        )
-    return read
+    row = await upstreams.clear_override(upstream_id, actor=actor)
+    return _read(row, upstreams.registry, bus.origin)

@@ -1,12 +1,14 @@
-"""Upstreams as managed resources: provisioning (validated), changes, overrides, and seeding from the file.
+"""Upstreams as managed resources: provisioning (validated), changes, overrides.
 
-Every change is audited and announced on the bus, so that each replica reloads its routing table.
-Upstreams seeded from GATEHOUSE_CONFIG or the env shortcuts belong to that file: the API refuses to edit or
+Every change is audited, runs as a transaction of its own and is in force on this replica when it returns (the
+others reload when the bus tells them). Overrides also go on the live feed. Upstreams seeded from
+GATEHOUSE_CONFIG or the env shortcuts (upstreams/seeding.py) belong to that file: the API refuses to edit or
 delete them (change the file and restart), but overrides apply to every upstream.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -16,19 +18,32 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gatehouse.audit.service import record
 from gatehouse.auth.actor import Actor
-from gatehouse.core.bus import EventBus
-from gatehouse.core.logging import get_logger
+from gatehouse.core.bus import EventBus, Signal
+from gatehouse.core.feed import EventFeed
 from gatehouse.db.base import utcnow
-from gatehouse.db.session import after_commit
-from gatehouse.errors import BadRequest, Conflict, NotFound
+from gatehouse.db.session import signal_after_commit, transaction
 from gatehouse.settings import Settings
-from gatehouse.upstreams.config import GatewayConfig, UpstreamConfig, UpstreamKind
+from gatehouse.upstreams.config import UpstreamConfig, UpstreamKind
+from gatehouse.upstreams.errors import (
+    InvalidUpstream,
+    UpstreamCheckFailed,
+    UpstreamManagedByConfig,
+    UpstreamNameTaken,
+    UpstreamNotFound,
+)
+from gatehouse.upstreams.events import (
+    UpstreamCreated,
+    UpstreamDeleted,
+    UpstreamOverrideCleared,
+    UpstreamOverrideSet,
+    UpstreamUpdated,
+)
 from gatehouse.upstreams.health import OverrideState
 from gatehouse.upstreams.models import UpstreamRow
 from gatehouse.upstreams.providers import UpstreamTimedOut, UpstreamUnreachable, create_provider
-from gatehouse.upstreams.registry import UPSTREAMS_CHANGED, config_from_row
+from gatehouse.upstreams.registry import UpstreamRegistry
+from gatehouse.upstreams.upstream import config_from_row
 
-log = get_logger("gatehouse.upstreams")
 # Fields an API caller may set (besides skip_check); the rest is bookkeeping.
 EDITABLE = (
     "name",
@@ -44,10 +59,11 @@ EDITABLE = (
     "max_connections",
 )
 PROVISIONED_KINDS = (UpstreamKind.OLLAMA.value, UpstreamKind.OPENAI.value)
-CONFIG_ACTOR = Actor.system("GATEHOUSE_CONFIG")
+CONNECTION_FIELDS = ("kind", "base_url", "api_key", "api_key_env", "headers")  # a change is checked again
 
 
-def _stored_fields(config: UpstreamConfig, *, with_key: bool) -> dict[str, Any]:
+def stored_fields(config: UpstreamConfig, *, with_key: bool) -> dict[str, Any]:
+    """An upstream's configuration as its row stores it (the key only for API-provisioned ones)."""
     return {
         "kind": config.kind.value,
         "base_url": config.base_url,
@@ -78,6 +94,24 @@ def audit_view(config: UpstreamConfig) -> dict[str, Any]:
     }
 
 
+# --- reading ----------------------------------------------------------------------------------------
+
+
+async def list_rows(session: AsyncSession) -> Sequence[UpstreamRow]:
+    """Every stored upstream, oldest first."""
+    return (await session.execute(select(UpstreamRow).order_by(UpstreamRow.id))).scalars().all()
+
+
+async def get_row(session: AsyncSession, upstream_id: int) -> UpstreamRow:
+    """A stored upstream, or 404."""
+    row = await session.get(UpstreamRow, upstream_id)
+    if row is None:
+        raise UpstreamNotFound(
+            f"No upstream with id {upstream_id}: list them with GET /admin/upstreams.", param="upstream_id"
+        )
+    return row
+
+
 # --- validation -----------------------------------------------------------------------------------
 
 
@@ -85,10 +119,9 @@ def validated(values: dict[str, Any]) -> UpstreamConfig:
     """An upstream configuration, or a 400 naming the field and what to do."""
     kind = values.get("kind")
     if kind not in PROVISIONED_KINDS:
-        raise BadRequest(
+        raise InvalidUpstream(
             f"Unknown upstream kind {kind!r}: use `ollama` (Ollama's API) or `openai` (any OpenAI-compatible "
             "server: vLLM, llama.cpp, LM Studio, OpenRouter, OpenAI).",
-            code="invalid_upstream",
             param="kind",
         )
     try:
@@ -99,7 +132,7 @@ def validated(values: dict[str, Any]) -> UpstreamConfig:
         message = str(error["msg"]).removeprefix("Value error, ")
         if field == "name":
             message = "`name` must be 1-100 letters, digits, dots, dashes or underscores"
-        raise BadRequest(f"Invalid upstream: {field}: {message}.", code="invalid_upstream", param=field) from exc
+        raise InvalidUpstream(f"Invalid upstream: {field}: {message}.", param=field) from exc
 
 
 async def check_answers(config: UpstreamConfig, settings: Settings) -> list[str]:
@@ -111,10 +144,9 @@ async def check_answers(config: UpstreamConfig, settings: Settings) -> list[str]
     try:
         return await provider.list_models(within=settings.upstream_probe_timeout)
     except (UpstreamUnreachable, UpstreamTimedOut) as exc:
-        raise BadRequest(
+        raise UpstreamCheckFailed(
             f"The upstream at {config.base_url} did not answer as a {config.kind.value} server: {exc}. Fix the URL "
             "or the key, or pass `skip_check: true` to save it anyway (it stays `down` until it answers).",
-            code="upstream_check_failed",
             param="base_url",
         ) from exc
     finally:
@@ -124,204 +156,139 @@ async def check_answers(config: UpstreamConfig, settings: Settings) -> list[str]
 async def _unique_name(session: AsyncSession, name: str, *, except_id: int | None = None) -> None:
     existing = (await session.execute(select(UpstreamRow.id).where(UpstreamRow.name == name))).scalar()
     if existing is not None and existing != except_id:
-        raise BadRequest(
+        raise UpstreamNameTaken(
             f"An upstream named {name!r} already exists (id {existing}): choose another name, or change that one.",
-            code="upstream_name_taken",
             param="name",
         )
 
 
-async def get_row(session: AsyncSession, upstream_id: int) -> UpstreamRow:
-    row = await session.get(UpstreamRow, upstream_id)
-    if row is None:
-        raise NotFound(f"No upstream with id {upstream_id}: list them with GET /admin/upstreams.", param="upstream_id")
-    return row
-
-
-def _announce(session: AsyncSession, bus: EventBus, upstream_id: int) -> None:
-    after_commit(session, lambda: bus.publish(UPSTREAMS_CHANGED, {"id": upstream_id}))
-
-
 def _api_owned(row: UpstreamRow) -> None:
     if row.source == "config":
-        raise Conflict(
+        raise UpstreamManagedByConfig(
             f"Upstream {row.name!r} comes from GATEHOUSE_CONFIG or the OLLAMA_/OPENAI_BASE_URL settings: change it "
-            "there and restart. Overrides (PUT /admin/upstreams/{id}/override) work on it.",
-            code="upstream_managed_by_config",
+            "there and restart. Overrides (PUT /admin/upstreams/{id}/override) work on it."
         )
 
 
-# --- provisioning ---------------------------------------------------------------------------------
+def _announce(session: AsyncSession, bus: EventBus, upstream_id: int) -> None:
+    signal_after_commit(session, bus, Signal.UPSTREAMS_CHANGED, {"id": upstream_id})
 
 
-async def create(
-    session: AsyncSession, *, values: dict[str, Any], skip_check: bool, settings: Settings, bus: EventBus, actor: Actor
-) -> UpstreamRow:
-    config = validated(values)
-    await _unique_name(session, config.name)
-    if not skip_check:
-        await check_answers(config, settings)
-    row = UpstreamRow(name=config.name, source="api", **_stored_fields(config, with_key=True))
-    session.add(row)
-    try:
-        await session.flush()
-    except IntegrityError as exc:  # a concurrent create of the same name
-        raise BadRequest(f"An upstream named {config.name!r} already exists.", code="upstream_name_taken") from exc
-    await record(
-        session,
-        actor=actor,
-        action="upstream.created",
-        target_type="upstream",
-        target_id=row.id,
-        details={"name": config.name, **audit_view(config), "checked": not skip_check},
-    )
-    _announce(session, bus, row.id)
-    return row
+# --- changes, each its own transaction, in force here when it returns -----------------------------------
 
 
-async def update(
-    session: AsyncSession,
-    row: UpstreamRow,
-    *,
-    changes: dict[str, Any],
-    skip_check: bool,
-    settings: Settings,
-    bus: EventBus,
-    actor: Actor,
-) -> UpstreamRow:
-    _api_owned(row)
-    before = config_from_row(row)
-    config = validated({**before.model_dump(), **changes})
-    if config == before:
-        return row
-    if config.name != row.name:
-        await _unique_name(session, config.name, except_id=row.id)
-    connection = ("kind", "base_url", "api_key", "api_key_env", "headers")
-    if not skip_check and any(getattr(config, f) != getattr(before, f) for f in connection):
-        await check_answers(config, settings)
-    row.name = config.name
-    for name, value in _stored_fields(config, with_key=True).items():
-        setattr(row, name, value)
-    row.updated_at = utcnow()
-    old, new = audit_view(before), audit_view(config)
-    diff = {k: {"before": old[k], "after": new[k]} for k in new if old[k] != new[k]}
-    if before.name != config.name:
-        diff["name"] = {"before": before.name, "after": config.name}
-    await session.flush()
-    await record(
-        session, actor=actor, action="upstream.updated", target_type="upstream", target_id=row.id, details=diff
-    )
-    _announce(session, bus, row.id)
-    return row
+class Upstreams:
+    """The changes operators make to upstreams; each applies on this replica before it returns."""
 
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        *,
+        registry: UpstreamRegistry,
+        bus: EventBus,
+        feed: EventFeed | None,
+        settings: Settings,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.registry = registry
+        self.bus = bus
+        self.feed = feed
+        self.settings = settings
 
-async def delete(session: AsyncSession, row: UpstreamRow, *, bus: EventBus, actor: Actor) -> None:
-    _api_owned(row)
-    await record(
-        session,
-        actor=actor,
-        action="upstream.deleted",
-        target_type="upstream",
-        target_id=row.id,
-        details={"name": row.name, **audit_view(config_from_row(row))},
-    )
-    await session.delete(row)
-    _announce(session, bus, row.id)
-
-
-# --- overrides ------------------------------------------------------------------------------------
-
-
-async def set_override(
-    session: AsyncSession, row: UpstreamRow, *, state: OverrideState, reason: str, bus: EventBus, actor: Actor
-) -> UpstreamRow:
-    before = row.override_state
-    row.override_state, row.override_reason = state.value, reason
-    row.override_by, row.override_at = actor.label or actor.type, utcnow()
-    await session.flush()
-    await record(
-        session,
-        actor=actor,
-        action="upstream.override_set",
-        target_type="upstream",
-        target_id=row.id,
-        details={"name": row.name, "state": state.value, "before": before, "reason": reason},
-    )
-    _announce(session, bus, row.id)
-    return row
-
-
-async def clear_override(session: AsyncSession, row: UpstreamRow, *, bus: EventBus, actor: Actor) -> UpstreamRow:
-    before, reason = row.override_state, row.override_reason
-    if before is None:
-        return row
-    row.override_state = row.override_reason = row.override_by = None
-    row.override_at = None
-    await session.flush()
-    await record(
-        session,
-        actor=actor,
-        action="upstream.override_cleared",
-        target_type="upstream",
-        target_id=row.id,
-        details={"name": row.name, "before": before, "reason_was": reason},
-    )
-    _announce(session, bus, row.id)
-    return row
-
-
-# --- seeding from the file --------------------------------------------------------------------------
-
-
-async def sync_from_config(sessionmaker: async_sessionmaker[AsyncSession], config: GatewayConfig) -> None:
-    """Store the file's (and env shortcuts') upstreams; drop stored ones the file no longer has. Idempotent."""
-    for attempt in range(3):
-        try:
-            await _sync(sessionmaker, config)
-            return
-        except IntegrityError:  # another replica seeded the same name at the same moment: look again
-            if attempt == 2:
-                raise
-
-
-async def _sync(sessionmaker: async_sessionmaker[AsyncSession], config: GatewayConfig) -> None:
-    wanted = {u.name: u for u in config.upstreams if u.kind is not UpstreamKind.DEMO}
-    async with sessionmaker() as session, session.begin():
-        rows = {r.name: r for r in (await session.execute(select(UpstreamRow))).scalars()}
-        for name, upstream in wanted.items():
-            fields = _stored_fields(upstream, with_key=False)
-            row = rows.get(name)
-            if row is None:
-                row = UpstreamRow(name=name, source="config", **fields)
-                session.add(row)
+    async def create(self, *, actor: Actor, values: dict[str, Any], skip_check: bool) -> UpstreamRow:
+        """Provision an upstream: validated, unique, answering (unless `skip_check`)."""
+        config = validated(values)
+        async with self.sessionmaker() as session:
+            await _unique_name(session, config.name)
+        if not skip_check:  # outside the transaction: no lock is held while the URL is tried
+            await check_answers(config, self.settings)
+        async with transaction(self.sessionmaker) as session:
+            row = UpstreamRow(name=config.name, source="api", **stored_fields(config, with_key=True))
+            session.add(row)
+            try:
                 await session.flush()
-                action = "upstream.seeded"
-            elif row.source != "config" or any(getattr(row, k) != v for k, v in fields.items()):
-                if row.source != "config":
-                    log.warning("upstream_taken_over_by_config", upstream=name)
-                row.source = "config"
-                for key, value in fields.items():
-                    setattr(row, key, value)
-                row.updated_at = utcnow()
-                action = "upstream.reseeded"
-            else:
-                continue
-            await record(
-                session,
-                actor=CONFIG_ACTOR,
-                action=action,
-                target_type="upstream",
-                target_id=row.id,
-                details={"name": name, **audit_view(upstream)},
+            except IntegrityError as exc:  # a concurrent create of the same name
+                raise UpstreamNameTaken(f"An upstream named {config.name!r} already exists.") from exc
+            event = UpstreamCreated(
+                upstream_id=row.id, name=config.name, settings=audit_view(config), checked=not skip_check
             )
-        for name, row in rows.items():
-            if row.source == "config" and name not in wanted:
-                await record(
-                    session,
-                    actor=CONFIG_ACTOR,
-                    action="upstream.unseeded",
-                    target_type="upstream",
-                    target_id=row.id,
-                    details={"name": name, "reason": "no longer in GATEHOUSE_CONFIG or the env"},
-                )
-                await session.delete(row)
+            await record(session, event, actor=actor)
+            _announce(session, self.bus, row.id)
+        await self.registry.reload()
+        return row
+
+    async def update(self, upstream_id: int, *, actor: Actor, changes: dict[str, Any], skip_check: bool) -> UpstreamRow:
+        """Change an API-provisioned upstream (a changed connection is checked again unless `skip_check`)."""
+        async with self.sessionmaker() as session:
+            row = await get_row(session, upstream_id)
+            _api_owned(row)
+            before = config_from_row(row)
+            config = validated({**before.model_dump(), **changes})
+            if config == before:
+                return row
+            if config.name != row.name:
+                await _unique_name(session, config.name, except_id=row.id)
+        if not skip_check and any(getattr(config, f) != getattr(before, f) for f in CONNECTION_FIELDS):
+            await check_answers(config, self.settings)  # outside the transaction: no lock is held meanwhile
+        async with transaction(self.sessionmaker) as session:
+            row = await get_row(session, upstream_id)
+            _api_owned(row)
+            before = config_from_row(row)
+            config = validated({**before.model_dump(), **changes})
+            row.name = config.name
+            for name, value in stored_fields(config, with_key=True).items():
+                setattr(row, name, value)
+            row.updated_at = utcnow()
+            old, new = audit_view(before), audit_view(config)
+            diff = {k: {"before": old[k], "after": new[k]} for k in new if old[k] != new[k]}
+            if before.name != config.name:
+                diff["name"] = {"before": before.name, "after": config.name}
+            await session.flush()
+            await record(session, UpstreamUpdated(upstream_id=row.id, changes=diff), actor=actor)
+            _announce(session, self.bus, row.id)
+        await self.registry.reload()
+        return row
+
+    async def delete(self, upstream_id: int, *, actor: Actor) -> None:
+        """Remove an API-provisioned upstream; requests already on it finish."""
+        async with transaction(self.sessionmaker) as session:
+            row = await get_row(session, upstream_id)
+            _api_owned(row)
+            event = UpstreamDeleted(upstream_id=row.id, name=row.name, settings=audit_view(config_from_row(row)))
+            await record(session, event, actor=actor)
+            await session.delete(row)
+            _announce(session, self.bus, row.id)
+        await self.registry.reload()
+
+    async def set_override(self, upstream_id: int, *, actor: Actor, state: OverrideState, reason: str) -> UpstreamRow:
+        """Force a state: `down` stops new requests at once, `drain` lets requests on it finish, `up` ignores
+        probes."""
+        async with transaction(self.sessionmaker) as session:
+            row = await get_row(session, upstream_id)
+            before = row.override_state
+            row.override_state, row.override_reason = state.value, reason
+            row.override_by, row.override_at = actor.label or actor.type, utcnow()
+            await session.flush()
+            event = UpstreamOverrideSet(
+                upstream_id=row.id, name=row.name, state=state.value, before=before, reason=reason
+            )
+            await record(session, event, actor=actor, feed=self.feed)
+            _announce(session, self.bus, row.id)
+        await self.registry.reload()
+        return row
+
+    async def clear_override(self, upstream_id: int, *, actor: Actor) -> UpstreamRow:
+        """Return the upstream to its probed state (nothing to do, and nothing audited, without an override)."""
+        async with transaction(self.sessionmaker) as session:
+            row = await get_row(session, upstream_id)
+            before, reason = row.override_state, row.override_reason
+            if before is None:
+                return row
+            row.override_state = row.override_reason = row.override_by = None
+            row.override_at = None
+            await session.flush()
+            event = UpstreamOverrideCleared(upstream_id=row.id, name=row.name, before=before, reason_was=reason)
+            await record(session, event, actor=actor, feed=self.feed)
+            _announce(session, self.bus, row.id)
+        await self.registry.reload()
+        return row

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from gatehouse.core.bus import Signal
 from gatehouse.core.feed import EventFeed
 from gatehouse.core.ids import new_id
 from gatehouse.core.logging import get_logger
@@ -25,7 +26,6 @@ from gatehouse.core.metrics import ACTIVE_STREAMS
 from gatehouse.core.tasks import stop as stop_task
 
 log = get_logger("gatehouse.streams")
-TERMINATE = "stream.terminate"  # bus event: {"id", "reason", "by"}
 STARTED, ENDED, TERMINATED = "stream.started", "stream.ended", "stream.terminated"  # live feed events
 SNAPSHOT_SECONDS = 1.0
 SNAPSHOT_TTL_SECONDS = 5
@@ -171,7 +171,7 @@ class StreamRegistry:
 
     def on_event(self, kind: str, data: dict[str, Any]) -> None:
         """Bus handler: terminate a stream this replica holds."""
-        if kind == TERMINATE and (live := self._live.get(str(data.get("id")))) is not None:
+        if kind == Signal.STREAM_TERMINATE and (live := self._live.get(str(data.get("id")))) is not None:
             live.terminate(str(data.get("reason") or ""))
 
     async def start(self) -> None:

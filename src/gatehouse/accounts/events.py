@@ -1,0 +1,220 @@
+"""The audit events of accounts: users, API keys, console sessions and invites (docs/audit.md)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from gatehouse.audit.events import Event
+
+Change = dict[str, Any]  # {"before": ..., "after": ...}
+
+
+class UserCreated(Event):
+    """An account was created (by an administrator, the CLI or the bootstrap)."""
+
+    action = "user.created"
+    target_type = "user"
+    target = "user_id"
+    user_id: int
+    email: str
+    role: str
+    messages_per_day: int | None = None
+    tokens_per_day: int | None = None
+
+
+class UserSignedUp(Event):
+    """Someone created their own account (with an invite, or as SIGNUP_MODE=open allows)."""
+
+    action = "user.signed_up"
+    target_type = "user"
+    target = "user_id"
+    user_id: int
+    email: str
+    role: str
+    mode: str
+    invite_id: int | None
+
+
+class UserUpdated(Event):
+    """An administrator changed a user; `changes` holds each changed field before and after."""
+
+    action = "user.updated"
+    target_type = "user"
+    target = "user_id"
+    user_id: int
+    changes: dict[str, Change]
+
+
+class UserRoleChanged(Event):
+    """A user's role changed (also in the user.updated event of the same change)."""
+
+    action = "user.role_changed"
+    target_type = "user"
+    target = "user_id"
+    user_id: int
+    before: str
+    after: str
+
+
+class UserQuotaChanged(Event):
+    """A user's daily quotas changed: the changed ones, before and after (null: unlimited)."""
+
+    action = "user.quota_changed"
+    target_type = "user"
+    target = "user_id"
+    user_id: int
+    messages_per_day: Change | None = None
+    tokens_per_day: Change | None = None
+
+    def details(self) -> dict[str, Any]:
+        return {name: value for name, value in super().details().items() if value is not None}
+
+
+class _StatusChanged(Event):
+    target_type = "user"
+    target = "user_id"
+    user_id: int
+    before: str
+    after: str
+
+    def feed_data(self, actor: Any) -> dict[str, Any]:
+        return {"user_id": self.user_id, "by": actor.label}
+
+
+class UserEnabled(_StatusChanged):
+    """A user was enabled again."""
+
+    action = feed_kind = "user.enabled"
+
+
+class UserDisabled(_StatusChanged):
+    """A user was disabled: their sessions ended and their keys stopped on every replica."""
+
+    action = feed_kind = "user.disabled"
+
+
+class UserBlocked(Event):
+    """A user was blocked, for good or until a time; the reason is an internal note."""
+
+    action = feed_kind = "user.blocked"
+    target_type = "user"
+    target = "user_id"
+    user_id: int
+    reason: str
+    until: datetime | None
+
+
+class UserUnblocked(Event):
+    """A block was lifted; `was` holds its reason and end."""
+
+    action = feed_kind = "user.unblocked"
+    target_type = "user"
+    target = "user_id"
+    user_id: int
+    was: dict[str, Any]
+
+    def feed_data(self, actor: Any) -> dict[str, Any]:
+        return {"user_id": self.user_id, "by": actor.label}
+
+
+class KeyCreated(Event):
+    """An API key was created (its prefix only: the key itself is never stored)."""
+
+    action = "key.created"
+    target_type = "key"
+    target = "key_id"
+    key_id: int
+    prefix: str
+    name: str
+    user_id: int
+    expires_at: datetime | None
+
+
+class KeyRevoked(Event):
+    """An API key was revoked: every replica refuses it from the next request on."""
+
+    action = "key.revoked"
+    target_type = "key"
+    target = "key_id"
+    key_id: int
+    prefix: str
+    name: str
+    user_id: int
+
+
+class LoginSucceeded(Event):
+    """A console login: a session was opened."""
+
+    action = "login.succeeded"
+    target_type = "user"
+    target = "user_id"
+    user_id: int
+
+
+class LoginFailed(Event):
+    """A failed console login: wrong credentials, a lockout, or an account that may not log in. The attempted
+    email is kept only when it names an account (people type passwords into the email field); `email_hash`
+    groups attempts either way."""
+
+    action = "login.failed"
+    target_type = "user"
+    target = "user_id"
+    user_id: int | None
+    email_hash: str
+    reason: Literal["bad_credentials", "locked", "inactive"]
+    email: str | None = None
+
+    def details(self) -> dict[str, Any]:
+        details = super().details()
+        if self.email is None:
+            del details["email"]
+        return details
+
+
+class SessionEnded(Event):
+    """A console session was ended by its user (logout)."""
+
+    action = "session.ended"
+    target_type = "user"
+    target = "user_id"
+    user_id: int
+
+
+class InviteCreated(Event):
+    """An invite was created (its hash only is stored)."""
+
+    action = "invite.created"
+    target_type = "invite"
+    target = "invite_id"
+    invite_id: int
+    email: str | None
+    role: str
+    max_uses: int
+    expires_at: datetime | None
+
+
+class InviteRevoked(Event):
+    """An invite was revoked: nobody can sign up with it any more."""
+
+    action = "invite.revoked"
+    target_type = "invite"
+    target = "invite_id"
+    invite_id: int
+    email: str | None
+    role: str
+    uses: int
+    max_uses: int
+
+
+class InviteRedeemed(Event):
+    """An invite was used to sign up."""
+
+    action = "invite.redeemed"
+    target_type = "invite"
+    target = "invite_id"
+    invite_id: int
+    user_id: int
+    email: str
+    uses: int
+    max_uses: int

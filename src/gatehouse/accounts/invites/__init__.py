@@ -1,0 +1,1 @@
+"""Invites: one-time (or n-time) tokens that let someone sign up."""

@@ -1,0 +1,1 @@
+"""API keys: shown once, stored hashed, revoked at once on every replica."""

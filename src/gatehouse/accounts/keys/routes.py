@@ -1,0 +1,98 @@
+"""Routes: /me/keys (the caller's API keys), /admin/keys (every user's: list, revoke) and
+/admin/users/{id}/keys (a key for another user)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from gatehouse.accounts.keys import service as keys
+from gatehouse.accounts.keys.schemas import KeyCreate, KeyCreated, KeyPage, KeyRead
+from gatehouse.auth.access import require
+from gatehouse.auth.models import ApiKey
+from gatehouse.auth.roles import Role
+from gatehouse.deps import ActorDep, BusDep, PrincipalDep, SessionDep
+from gatehouse.fields import MAX_DB_INT, IdPath
+from gatehouse.limits.deps import rate_limited
+
+router = APIRouter()
+MAX_PAGE = 500
+USER = [require(Role.USER)]
+ADMIN = [require(Role.ADMIN)]
+
+
+def _created(key: ApiKey, raw: str) -> KeyCreated:
+    return KeyCreated.model_validate({**KeyRead.model_validate(key).model_dump(), "key": raw})
+
+
+@router.get("/me/keys", response_model=list[KeyRead], tags=["me"], dependencies=USER)
+async def list_my_keys(principal: PrincipalDep, session: SessionDep) -> list[KeyRead]:
+    """The caller's API keys (never the keys themselves: only their prefixes)."""
+    return [KeyRead.model_validate(k) for k in await keys.list_for_user(session, user_id=principal.user_id)]
+
+
+@router.post(
+    "/me/keys",
+    response_model=KeyCreated,
+    status_code=status.HTTP_201_CREATED,
+    tags=["me"],
+    dependencies=[*USER, rate_limited("key_create")],
+)
+async def create_my_key(body: KeyCreate, principal: PrincipalDep, actor: ActorDep, session: SessionDep) -> KeyCreated:
+    """Create an API key for the caller; the key is in this response only."""
+    key, raw = await keys.create(
+        session, actor=actor, user_id=principal.user_id, name=body.name, expires_at=body.expires_at
+    )
+    return _created(key, raw)
+
+
+@router.delete("/me/keys/{key_id}", response_model=KeyRead, tags=["me"], dependencies=USER)
+async def revoke_my_key(
+    key_id: IdPath, principal: PrincipalDep, actor: ActorDep, session: SessionDep, bus: BusDep
+) -> KeyRead:
+    """Revoke one of the caller's keys; it stops working on every replica at once."""
+    key = await keys.revoke_own(session, bus=bus, actor=actor, user_id=principal.user_id, key_id=key_id)
+    return KeyRead.model_validate(key)
+
+
+@router.get("/admin/keys", response_model=KeyPage, tags=["admin"], dependencies=ADMIN)
+async def list_keys(
+    session: SessionDep,
+    user_id: Annotated[int | None, Query(ge=1, le=MAX_DB_INT, description="Only this user's keys.")] = None,
+    state: Annotated[keys.KeyState | None, Query(description="active, revoked or expired.")] = None,
+    before: Annotated[int | None, Query(ge=1, le=MAX_DB_INT, description="The previous page's next_cursor.")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+) -> KeyPage:
+    """Every user's API keys, newest first, filtered by user and state, a page at a time."""
+    found = await keys.list_keys(session, user_id=user_id, state=state, before_id=before, limit=limit + 1)
+    page = found[:limit]
+    return KeyPage(
+        items=[KeyRead.model_validate(k) for k in page], next_cursor=page[-1].id if len(found) > limit else None
+    )
+
+
+@router.delete("/admin/keys/{key_id}", response_model=KeyRead, tags=["admin"], dependencies=ADMIN)
+async def revoke_key(
+    key_id: IdPath, principal: PrincipalDep, actor: ActorDep, session: SessionDep, bus: BusDep
+) -> KeyRead:
+    """Revoke any user's key (a superadmin's only as a superadmin); every replica refuses it at once."""
+    key = await keys.revoke_as_admin(session, bus=bus, actor=actor, actor_role=principal.role, key_id=key_id)
+    return KeyRead.model_validate(key)
+
+
+@router.post(
+    "/admin/users/{user_id}/keys",
+    response_model=KeyCreated,
+    status_code=status.HTTP_201_CREATED,
+    tags=["admin"],
+    dependencies=[*ADMIN, rate_limited("key_create")],
+)
+async def create_user_key(
+    user_id: IdPath, body: KeyCreate, principal: PrincipalDep, actor: ActorDep, session: SessionDep
+) -> KeyCreated:
+    """Create an API key for another user (e.g. a service account); the key is in this response only."""
+    key, raw = await keys.create_for_user(
+        session, actor=actor, actor_role=principal.role, user_id=user_id, name=body.name, expires_at=body.expires_at
+    )
+    return _created(key, raw)

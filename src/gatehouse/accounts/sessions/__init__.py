@@ -1,0 +1,1 @@
+"""Console sessions: login (lockout and backoff), logout."""

@@ -1,0 +1,1 @@
+"""Users: accounts, their profile, and their administration (roles, statuses, quotas, blocks)."""

@@ -1,0 +1,205 @@
+"""Routes: /me (the caller's account) and /admin/users (list, create, read, change, disable, enable, block,
+unblock). Thin: parse, call accounts.users, shape the answer."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, status
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gatehouse.accounts.users import moderation
+from gatehouse.accounts.users import service as users
+from gatehouse.accounts.users.schemas import (
+    BlockRequest,
+    UserAdminRead,
+    UserAdminUpdate,
+    UserCreate,
+    UserPage,
+    UserRead,
+)
+from gatehouse.auth.access import require
+from gatehouse.auth.actor import Actor
+from gatehouse.auth.principal import Principal
+from gatehouse.auth.roles import Role, UserStatus
+from gatehouse.core.bus import EventBus
+from gatehouse.core.feed import EventFeed
+from gatehouse.db.base import utcnow
+from gatehouse.deps import ActorDep, BusDep, FeedDep, PrincipalDep, SessionDep, SettingsDep
+from gatehouse.fields import MAX_DB_INT, IdPath
+from gatehouse.limits import quotas, usage
+from gatehouse.settings import Settings
+
+router = APIRouter()
+admin = APIRouter(prefix="/admin/users", tags=["admin"])
+ADMIN = [require(Role.ADMIN)]
+MONITOR = [require(Role.MONITOR)]
+
+
+@router.get("/me", response_model=UserRead, tags=["me"], dependencies=[require(Role.USER)])
+async def me(principal: PrincipalDep, session: SessionDep) -> UserRead:
+    """The caller's own account."""
+    return UserRead.model_validate(await users.get_or_raise(session, user_id=principal.user_id))
+
+
+def _read(row: moderation.UserWithUsage) -> UserAdminRead:
+    user = row.user
+    now = utcnow()
+    blocked = user.blocked_at is not None and (user.blocked_until is None or user.blocked_until > now)
+    return UserAdminRead.model_validate(
+        {
+            **{k: getattr(user, k) for k in UserAdminRead.model_fields if hasattr(user, k)},
+            "blocked": blocked,
+            "messages_today": row.messages,
+            "tokens_today": row.tokens,
+            "messages_percent": usage.percent(row.messages, user.messages_per_day),
+            "tokens_percent": usage.percent(row.tokens, user.tokens_per_day),
+        }
+    )
+
+
+async def _read_one(session: AsyncSession, settings: Settings, user_id: int) -> UserAdminRead:
+    day = quotas.quota_day(settings.quota_timezone)
+    return _read(await moderation.with_usage(session, user_id=user_id, day=day))
+
+
+@admin.get("", response_model=UserPage, dependencies=ADMIN)
+async def list_users(
+    session: SessionDep,
+    settings: SettingsDep,
+    q: Annotated[str | None, Query(max_length=320, description="Part of an email or display name.")] = None,
+    role: Role | None = None,
+    status: UserStatus | None = None,
+    before: Annotated[
+        int | None, Query(ge=1, le=MAX_DB_INT, description="Cursor: the `next_cursor` of a page.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> UserPage:
+    """Users, newest first, with today's usage and the percentage of their quotas."""
+    day = quotas.quota_day(settings.quota_timezone)
+    rows = await moderation.list_users(
+        session, day=day, search=q, role=role, status=status, before_id=before, limit=limit + 1
+    )
+    page = rows[:limit]
+    return UserPage(items=[_read(r) for r in page], next_cursor=page[-1].user.id if len(rows) > limit else None)
+
+
+@admin.post("", response_model=UserAdminRead, status_code=status.HTTP_201_CREATED, dependencies=ADMIN)
+async def create_user(
+    body: UserCreate, principal: PrincipalDep, actor: ActorDep, session: SessionDep, settings: SettingsDep
+) -> UserAdminRead:
+    """Create a user (only a superadmin creates superadmins); quotas default to DEFAULT_*_PER_DAY."""
+    user = await users.create(
+        session,
+        actor=actor,
+        actor_role=principal.role,
+        email=body.email,
+        role=body.role,
+        password=body.password,
+        display_name=body.display_name,
+        messages_per_day=settings.default_messages_per_day,
+        tokens_per_day=settings.default_tokens_per_day,
+    )
+    return _read(moderation.UserWithUsage(user, 0, 0))
+
+
+@admin.get("/{user_id}", response_model=UserAdminRead, dependencies=ADMIN)
+async def get_user(user_id: IdPath, session: SessionDep, settings: SettingsDep) -> UserAdminRead:
+    """One user, with today's usage."""
+    return await _read_one(session, settings, user_id)
+
+
+async def _update(
+    session: AsyncSession,
+    settings: Settings,
+    bus: EventBus,
+    feed: EventFeed,
+    actor: Actor,
+    by: Principal,
+    user_id: int,
+    changes: dict[str, Any],
+) -> UserAdminRead:
+    await moderation.update_user(session, bus=bus, feed=feed, actor=actor, by=by, user_id=user_id, changes=changes)
+    return await _read_one(session, settings, user_id)
+
+
+@admin.patch("/{user_id}", response_model=UserAdminRead, dependencies=ADMIN)
+async def update_user(
+    user_id: IdPath,
+    body: UserAdminUpdate,
+    principal: PrincipalDep,
+    actor: ActorDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    bus: BusDep,
+    feed: FeedDep,
+) -> UserAdminRead:
+    """Change a user's name, role, status or daily quotas (null: unlimited); each change is audited."""
+    changes = body.model_dump(include=body.model_fields_set)
+    return await _update(session, settings, bus, feed, actor, principal, user_id, changes)
+
+
+@admin.post("/{user_id}/disable", response_model=UserAdminRead, dependencies=ADMIN)
+async def disable_user(
+    user_id: IdPath,
+    principal: PrincipalDep,
+    actor: ActorDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    bus: BusDep,
+    feed: FeedDep,
+) -> UserAdminRead:
+    """Disable a user: their sessions end and their keys stop working on every replica at once."""
+    changes: dict[str, Any] = {"status": UserStatus.DISABLED}
+    return await _update(session, settings, bus, feed, actor, principal, user_id, changes)
+
+
+@admin.post("/{user_id}/enable", response_model=UserAdminRead, dependencies=ADMIN)
+async def enable_user(
+    user_id: IdPath,
+    principal: PrincipalDep,
+    actor: ActorDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    bus: BusDep,
+    feed: FeedDep,
+) -> UserAdminRead:
+    """Re-enable a disabled user."""
+    changes: dict[str, Any] = {"status": UserStatus.ACTIVE}
+    return await _update(session, settings, bus, feed, actor, principal, user_id, changes)
+
+
+@admin.post("/{user_id}/block", response_model=UserAdminRead, dependencies=MONITOR)
+async def block_user(
+    user_id: IdPath,
+    body: BlockRequest,
+    principal: PrincipalDep,
+    actor: ActorDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    bus: BusDep,
+    feed: FeedDep,
+) -> UserAdminRead:
+    """Block a user at once on every replica (403 account_blocked), for good or `until` a time."""
+    await moderation.block(
+        session, bus=bus, feed=feed, actor=actor, by=principal, user_id=user_id, reason=body.reason, until=body.until
+    )
+    return await _read_one(session, settings, user_id)
+
+
+@admin.post("/{user_id}/unblock", response_model=UserAdminRead, dependencies=MONITOR)
+async def unblock_user(
+    user_id: IdPath,
+    principal: PrincipalDep,
+    actor: ActorDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    bus: BusDep,
+    feed: FeedDep,
+) -> UserAdminRead:
+    """Lift a block."""
+    await moderation.unblock(session, bus=bus, feed=feed, actor=actor, by=principal, user_id=user_id)
+    return await _read_one(session, settings, user_id)
+
+
+router.include_router(admin)

@@ -1,0 +1,53 @@
+"""Ending a live stream from any replica: audited, then the bus carries it to the replica that holds it, which
+closes the upstream connection (the relay answers `terminated_by_operator` and settles usage as usual)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gatehouse.audit.service import record
+from gatehouse.auth.actor import Actor
+from gatehouse.core.bus import EventBus, Signal
+from gatehouse.core.feed import EventFeed
+from gatehouse.db.session import signal_after_commit
+from gatehouse.gateway.errors import StreamNotFound
+from gatehouse.gateway.events import StreamTerminated
+from gatehouse.gateway.streams.registry import StreamRegistry
+
+
+async def terminate(
+    session: AsyncSession,
+    *,
+    streams: StreamRegistry,
+    bus: EventBus,
+    feed: EventFeed | None,
+    actor: Actor,
+    stream_id: str,
+    reason: str,
+) -> dict[str, Any]:
+    """End a stream wherever it runs: {id, status (terminated here, or terminating elsewhere), replica}."""
+    local = streams.get_local(stream_id)
+    target: dict[str, Any] | None
+    if local is not None:
+        target = local.public()
+    else:
+        target = next((s for s in await streams.all() if s["id"] == stream_id), None)
+        if target is None:
+            raise StreamNotFound(f"No live stream {stream_id}: it may have ended (see GET /admin/streams).")
+    event = StreamTerminated(
+        stream_id=stream_id,
+        reason=reason,
+        user_id=target["user_id"],
+        model=target["model"],
+        replica=target["replica"],
+    )
+    await record(session, event, actor=actor, feed=feed)
+    # Once the audit row is committed: the bus delivers locally at once and to the replica holding the stream.
+    signal_after_commit(session, bus, Signal.STREAM_TERMINATE, {"id": stream_id, "reason": reason})
+    return {
+        "id": stream_id,
+        "status": "terminated" if local is not None else "terminating",
+        "replica": target["replica"],
+    }
