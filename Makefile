@@ -32,6 +32,7 @@ check: install
 	$(UV) run --frozen ruff check src tests bench
 	$(UV) run --frozen ruff format --check src tests bench
 	$(UV) run --frozen mypy
+	$(UV) run --frozen lint-imports
 
 test: install services check
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
