@@ -76,3 +76,39 @@ def test_every_route_is_in_the_readme() -> None:
                 or path.rsplit("/", 1)[0] + "/{}" in documented
                 or any(d.startswith(path) for d in documented)
             ), f"document {route.path} in README.md's API overview"
+
+
+def _import_every_module() -> None:
+    """Import all of gatehouse, so that every error class and audit event is defined."""
+    import importlib
+    import pkgutil
+
+    import gatehouse
+
+    for module in pkgutil.walk_packages(gatehouse.__path__, "gatehouse."):
+        if ".migrations" not in module.name and not module.name.endswith("__main__"):
+            importlib.import_module(module.name)
+
+
+def _subclasses(cls: type) -> set[type]:
+    found = set(cls.__subclasses__())
+    return found.union(*(_subclasses(sub) for sub in found)) if found else found
+
+
+def test_every_error_code_is_documented() -> None:
+    from gatehouse.errors import GatehouseError
+
+    _import_every_module()
+    documented = set(re.findall(r"^\| `([a-z_]+)` \|", (ROOT / "docs" / "errors.md").read_text(), flags=re.M))
+    codes = {cls.code for cls in {GatehouseError, *_subclasses(GatehouseError)}}
+    assert codes - documented == set(), "document these error codes in docs/errors.md"
+    assert documented - codes == set(), "these codes in docs/errors.md are raised nowhere"
+
+
+def test_every_audit_action_is_documented() -> None:
+    from gatehouse.audit.events import EVENTS, LEGACY_ACTIONS
+
+    _import_every_module()
+    documented = set(re.findall(r"`([a-z_]+\.[a-z_]+|signup|logout)`", (ROOT / "docs" / "audit.md").read_text()))
+    actions = set(EVENTS) | set(LEGACY_ACTIONS)
+    assert actions - documented == set(), "document these audit actions in docs/audit.md"
