@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.services import create_postgres_database, drop_postgres_database, redis_server
+from tests.support.services import create_postgres_database, drop_postgres_database, redis_server
 
 from gatehouse.accounts.users import service as users
 from gatehouse.db.engine import create_autocommit_engine, create_engine, create_sessionmaker

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Check and unit-test the Prometheus alerting rules (deploy/prometheus/alerts.yml) with promtool.
 #
-# Run by `make test` through tests/test_alert_rules.py. promtool comes from PATH, else
+# Run by `make test` through tests/integration/monitoring/test_alert_rules.py. promtool comes from PATH, else
 # /usr/bin/promtool; when neither exists and we are root on a Debian-like system, Debian's
 # `prometheus` package is installed for it (about 19 MB download, ~10 s). That package also ships a
 # Prometheus server: its start is blocked during the install and, if the install enabled the

@@ -3,7 +3,7 @@
 #
 # Run by `make test` before pytest. Servers already answering on the standard local ports are used
 # as they are; otherwise this only guarantees the server binaries are installed. It never starts a
-# server itself: tests/services.py starts throwaway ones so they die with the test session.
+# server itself: tests/support/services.py starts throwaway ones so they die with the test session.
 # Idempotent, and quick (well under a second) when everything is already there.
 set -euo pipefail
 
@@ -28,7 +28,7 @@ tcp_answers() {  # host port
 }
 
 # PostgreSQL is usable when it accepts connections and, if psql is here to tell, lets the test
-# suite in with trust auth as `postgres` or `root` (what tests/services.py tries).
+# suite in with trust auth as `postgres` or `root` (what tests/support/services.py tries).
 pg_usable() {
     if have pg_isready; then
         with_deadline 3 pg_isready -q -h "$PG_HOST" -p "$PG_PORT" -t 2 || return 1

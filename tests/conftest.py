@@ -16,9 +16,9 @@ from fastapi import FastAPI
 from gatehouse.app import create_app
 from gatehouse.runtime import Runtime
 from gatehouse.settings import Settings
-from tests.server import ADMIN_EMAIL, ADMIN_KEY, ADMIN_PASSWORD, JWT_SECRET
+from tests.support.server import ADMIN_EMAIL, ADMIN_KEY, ADMIN_PASSWORD, JWT_SECRET
 
-pytest_plugins = ["tests.services"]
+pytest_plugins = ["tests.support.services"]
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
@@ -29,7 +29,7 @@ def fresh_database(kind: str, directory: Path) -> Iterator[str]:
     if kind == "sqlite":
         yield f"sqlite+aiosqlite:///{directory}/gatehouse.db"
         return
-    from tests.services import create_postgres_database, drop_postgres_database
+    from tests.support.services import create_postgres_database, drop_postgres_database
 
     url = create_postgres_database()
     try:
@@ -109,7 +109,7 @@ LEAKS = pytest.StashKey[list[str]]()
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Fail the run when a server log of this session holds a known password, key, token or message text."""
-    from tests.known_secrets import leaks
+    from tests.support.known_secrets import leaks
 
     found = leaks()
     session.config.stash[LEAKS] = found

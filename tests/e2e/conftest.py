@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from tests.conftest import BACKENDS, fresh_database
-from tests.fake_upstream import FakeUpstream, run_fake_upstream
-from tests.server import GatehouseServer, base_env, run_gatehouse
-from tests.services import flush_redis_prefix, redis_server, unique_redis_prefix
+from tests.support.fake_upstream import FakeUpstream, run_fake_upstream
+from tests.support.server import GatehouseServer, base_env, run_gatehouse
+from tests.support.services import flush_redis_prefix, redis_server, unique_redis_prefix
 
 UPSTREAM_KEY = "upstream-secret-key"
 FAKE_MODELS = ["chat", "embed", "slow", "error", "hang", "midfail", "nousage", "long"]

@@ -26,7 +26,8 @@ from gatehouse.gateway.models import RequestLog
 from gatehouse.monitoring import health
 from gatehouse.settings import normalise_database_url
 from tests.conftest import Harness, make_settings, running_app
-from tests.server import ADMIN_EMAIL, ADMIN_PASSWORD
+from tests.support.request_log import log_row
+from tests.support.server import ADMIN_EMAIL, ADMIN_PASSWORD
 
 TOO_BIG = "99999999999999999999"  # beyond int64 too
 UNREACHABLE_DATABASE = "postgresql+asyncpg://gatehouse:not-this-password@127.0.0.1:1/nowhere"
@@ -186,29 +187,6 @@ async def test_incoming_request_ids_fit_the_request_log(harness: Harness) -> Non
 
 
 # --- the request log -------------------------------------------------------------------------------
-
-
-def log_row(**overrides: Any) -> dict[str, Any]:
-    """A request-log row as the gateway queues one."""
-    row: dict[str, Any] = {
-        "request_id": "r1",
-        "user_id": None,
-        "key_id": None,
-        "endpoint": "chat",
-        "protocol": "openai",
-        "model": "demo",
-        "upstream": "demo",
-        "stream": False,
-        "status_code": 200,
-        "error_code": None,
-        "prompt_tokens": 1,
-        "completion_tokens": 1,
-        "usage_reported": True,
-        "latency_ms": 1.0,
-        "ttft_ms": None,
-    }
-    row.update(overrides)
-    return row
 
 
 async def logged(harness: Harness) -> list[RequestLog]:

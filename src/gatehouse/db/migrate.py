@@ -48,7 +48,7 @@ def head_revisions() -> tuple[str, ...]:
 
     Read from the migration files' `revision` / `down_revision` assignments (any quoting, as the template
     writes them); a file where they cannot be read makes this ask Alembic itself.
-    tests/integration/test_migrations.py checks the result against Alembic's ScriptDirectory.
+    tests/integration/db/test_migrations.py checks the result against Alembic's ScriptDirectory.
     """
     revisions: set[str] = set()
     parents: set[str] = set()

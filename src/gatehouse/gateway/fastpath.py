@@ -5,7 +5,7 @@ handlers); this only skips the machinery between the outer middleware and the ha
 against every route in turn, the exception and exit-stack middlewares, and solving dependencies. A
 profile put that at about a third of the gateway's CPU per request. The handler runs with the same access
 check (`Access(Role.USER)`), the same arguments, and its errors go through the app's own exception
-handlers, so a caller cannot tell the two paths apart (tests/integration/test_fastpath.py compares them).
+handlers, so a caller cannot tell the two paths apart (tests/integration/gateway/test_fastpath.py compares them).
 """
 
 from __future__ import annotations
