@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from gatehouse import __version__
 from gatehouse.accounts.bootstrap import BootstrapResult, bootstrap_admin, describe
@@ -53,7 +53,7 @@ from gatehouse.upstreams.config import load_config
 from gatehouse.upstreams.registry import UpstreamRegistry
 from gatehouse.upstreams.scheduled import probe_job
 from gatehouse.upstreams.seeding import sync_from_config
-from gatehouse.upstreams.service import Upstreams
+from gatehouse.upstreams.service import UpstreamChanges
 
 log = get_logger("gatehouse.runtime")
 PREPARED_ENV = "GATEHOUSE_PREPARED"  # set by `gatehouse serve` once it migrated and bootstrapped
@@ -126,7 +126,7 @@ class Runtime:
     gateway: Gateway
     jobs: JobRunner
     components: Components
-    started_at: float = field(default_factory=time.time)
+    started_at: float  # when the start began (the health detail's uptime)
 
     @property
     def replica(self) -> str:
@@ -157,8 +157,10 @@ async def _started(
 @asynccontextmanager
 async def running(settings: Settings, components: Components | None = None) -> AsyncIterator[Runtime]:
     """Build and start everything, provide it to the routes, and yield the Runtime; close it all afterwards."""
+    started_at = time.time()
     components = components if components is not None else Components()
     async with AsyncExitStack() as stack:
+        stack.callback(components.clear)  # registered first, so undone last: the parts stay findable to the end
         # Built now, off the loop and without holding up readiness: the first login with an unknown email costs
         # what a known one does (a login arriving before it is ready builds it itself).
         dummy_hash = asyncio.create_task(prepare_dummy_hash(), name="gatehouse-dummy-hash")
@@ -193,7 +195,7 @@ async def running(settings: Settings, components: Components | None = None) -> A
             secret=settings.effective_jwt_secret(),
         )
         bus.subscribe(auth.cache.on_event)
-        upstreams = UpstreamRegistry(load_config(settings), settings, sessionmaker=db.read_sessionmaker, events=feed)
+        upstreams = UpstreamRegistry(load_config(settings), settings, sessionmaker=db.read_sessionmaker, feed=feed)
         bus.subscribe(upstreams.on_event)
         await _started(stack, upstreams.start, upstreams.close)
         request_log = RequestLogWriter(
@@ -202,11 +204,11 @@ async def running(settings: Settings, components: Components | None = None) -> A
             sqlite=statements if isinstance(statements, SqliteStore) else None,
         )
         await _started(stack, request_log.start, request_log.close)
-        rate_limiter = RateLimiter(settings, db.sessionmaker, events=feed)
+        rate_limiter = RateLimiter(settings, db.sessionmaker, feed=feed)
         bus.subscribe(rate_limiter.on_event)
         await _started(stack, rate_limiter.start, rate_limiter.close)
         streams = StreamRegistry(
-            replica=bus.origin, redis_url=settings.redis_url, prefix=settings.redis_prefix, events=feed
+            replica=bus.origin, redis_url=settings.redis_url, prefix=settings.redis_prefix, feed=feed
         )
         bus.subscribe(streams.on_event)
         await _started(stack, streams.start, streams.close_all)
@@ -241,6 +243,7 @@ async def running(settings: Settings, components: Components | None = None) -> A
             gateway=gateway,
             jobs=jobs,
             components=components,
+            started_at=started_at,
         )
         await _started(stack, jobs.start, jobs.close)
         health = HealthCheck(
@@ -250,13 +253,12 @@ async def running(settings: Settings, components: Components | None = None) -> A
             upstreams=upstreams,
             replica=Replica(id=bus.origin, started_at=runtime.started_at),
         )
-        changes = Upstreams(db.sessionmaker, registry=upstreams, bus=bus, feed=feed, settings=settings)
+        changes = UpstreamChanges(db.sessionmaker, registry=upstreams, bus=bus, feed=feed, settings=settings)
         for part in (settings, db, auth, upstreams, changes, request_log, rate_limiter, streams, gateway, jobs, health):
             components.add(part)
         components.add(statements, StatementStore)
         components.add(bus, EventBus)
         components.add(feed, EventFeed)
-        stack.callback(components.clear)
         # Everything built so far lives as long as the process: keep it out of the garbage collector's
         # full passes, which would otherwise walk it again and again, a pause of tens of ms under load.
         gc.collect()

@@ -10,7 +10,7 @@ from gatehouse.audit.events import Event
 Change = dict[str, Any]  # {"before": ..., "after": ...}
 
 
-class UserCreated(Event):
+class UserCreatedEvent(Event):
     """An account was created (by an administrator, the CLI or the bootstrap)."""
 
     action = "user.created"
@@ -23,7 +23,7 @@ class UserCreated(Event):
     tokens_per_day: int | None = None
 
 
-class UserSignedUp(Event):
+class UserSignedUpEvent(Event):
     """Someone created their own account (with an invite, or as SIGNUP_MODE=open allows)."""
 
     action = "user.signed_up"
@@ -36,7 +36,7 @@ class UserSignedUp(Event):
     invite_id: int | None
 
 
-class UserUpdated(Event):
+class UserUpdatedEvent(Event):
     """An administrator changed a user; `changes` holds each changed field before and after."""
 
     action = "user.updated"
@@ -46,7 +46,7 @@ class UserUpdated(Event):
     changes: dict[str, Change]
 
 
-class UserRoleChanged(Event):
+class UserRoleChangedEvent(Event):
     """A user's role changed (also in the user.updated event of the same change)."""
 
     action = "user.role_changed"
@@ -57,7 +57,7 @@ class UserRoleChanged(Event):
     after: str
 
 
-class UserQuotaChanged(Event):
+class UserQuotaChangedEvent(Event):
     """A user's daily quotas changed: the changed ones, before and after (null: unlimited)."""
 
     action = "user.quota_changed"
@@ -82,19 +82,19 @@ class _StatusChanged(Event):
         return {"user_id": self.user_id, "by": actor.label}
 
 
-class UserEnabled(_StatusChanged):
+class UserEnabledEvent(_StatusChanged):
     """A user was enabled again."""
 
     action = feed_kind = "user.enabled"
 
 
-class UserDisabled(_StatusChanged):
+class UserDisabledEvent(_StatusChanged):
     """A user was disabled: their sessions ended and their keys stopped on every replica."""
 
     action = feed_kind = "user.disabled"
 
 
-class UserBlocked(Event):
+class UserBlockedEvent(Event):
     """A user was blocked, for good or until a time; the reason is an internal note."""
 
     action = feed_kind = "user.blocked"
@@ -105,7 +105,7 @@ class UserBlocked(Event):
     until: datetime | None
 
 
-class UserUnblocked(Event):
+class UserUnblockedEvent(Event):
     """A block was lifted; `was` holds its reason and end."""
 
     action = feed_kind = "user.unblocked"
@@ -118,7 +118,7 @@ class UserUnblocked(Event):
         return {"user_id": self.user_id, "by": actor.label}
 
 
-class KeyCreated(Event):
+class KeyCreatedEvent(Event):
     """An API key was created (its prefix only: the key itself is never stored)."""
 
     action = "key.created"
@@ -131,7 +131,7 @@ class KeyCreated(Event):
     expires_at: datetime | None
 
 
-class KeyRevoked(Event):
+class KeyRevokedEvent(Event):
     """An API key was revoked: every replica refuses it from the next request on."""
 
     action = "key.revoked"
@@ -143,7 +143,7 @@ class KeyRevoked(Event):
     user_id: int
 
 
-class LoginSucceeded(Event):
+class LoginSucceededEvent(Event):
     """A console login: a session was opened."""
 
     action = "login.succeeded"
@@ -152,7 +152,7 @@ class LoginSucceeded(Event):
     user_id: int
 
 
-class LoginFailed(Event):
+class LoginFailedEvent(Event):
     """A failed console login: wrong credentials, a lockout, or an account that may not log in. The attempted
     email is kept only when it names an account (people type passwords into the email field); `email_hash`
     groups attempts either way."""
@@ -172,7 +172,7 @@ class LoginFailed(Event):
         return details
 
 
-class SessionEnded(Event):
+class SessionEndedEvent(Event):
     """A console session was ended by its user (logout)."""
 
     action = "session.ended"
@@ -181,7 +181,7 @@ class SessionEnded(Event):
     user_id: int
 
 
-class InviteCreated(Event):
+class InviteCreatedEvent(Event):
     """An invite was created (its hash only is stored)."""
 
     action = "invite.created"
@@ -194,7 +194,7 @@ class InviteCreated(Event):
     expires_at: datetime | None
 
 
-class InviteRevoked(Event):
+class InviteRevokedEvent(Event):
     """An invite was revoked: nobody can sign up with it any more."""
 
     action = "invite.revoked"
@@ -207,7 +207,7 @@ class InviteRevoked(Event):
     max_uses: int
 
 
-class InviteRedeemed(Event):
+class InviteRedeemedEvent(Event):
     """An invite was used to sign up."""
 
     action = "invite.redeemed"

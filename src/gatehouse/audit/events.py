@@ -17,6 +17,7 @@ import dataclasses
 from datetime import date, datetime
 from typing import Any, ClassVar, cast, dataclass_transform
 
+from gatehouse.audit.chain import PURGE_ACTION
 from gatehouse.auth.actor import Actor
 
 # Actions written by earlier releases -> the name the same event has now.
@@ -95,3 +96,13 @@ def stored_names_under(prefix: str) -> set[str]:
         if old.startswith(prefix) or new.startswith(prefix):
             names |= {old, new}
     return names
+
+
+class AuditPurgedEvent(Event):
+    """The oldest events were removed by the retention purge; the hash of the last one anchors what remains."""
+
+    action = PURGE_ACTION
+    last_purged_hash: str
+    last_purged_id: int
+    purged: int
+    before: datetime

@@ -12,7 +12,7 @@ from sqlalchemy import delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gatehouse.audit.chain import GENESIS, PURGE_ACTION, Break, Verifier, canonical_details, purge_anchor, row_hash
-from gatehouse.audit.events import Event, stored_names, stored_names_under
+from gatehouse.audit.events import AuditPurgedEvent, Event, stored_names, stored_names_under
 from gatehouse.audit.models import AuditEvent, AuditHead
 from gatehouse.auth.actor import Actor
 from gatehouse.core.feed import EventFeed
@@ -21,16 +21,6 @@ from gatehouse.db.session import after_commit
 
 HEAD_ID = 1
 VERIFY_BATCH = 2000
-
-
-class AuditPurged(Event):
-    """The oldest events were removed by the retention purge; the hash of the last one anchors what remains."""
-
-    action = PURGE_ACTION
-    last_purged_hash: str
-    last_purged_id: int
-    purged: int
-    before: datetime
 
 
 async def record(session: AsyncSession, event: Event, *, actor: Actor, feed: EventFeed | None = None) -> AuditEvent:
@@ -228,6 +218,6 @@ async def purge_before(session: AsyncSession, *, cutoff: datetime, actor: Actor,
     last_id, last_hash = last
     result = await session.execute(delete(AuditEvent).where(AuditEvent.id <= last_id))
     removed = int(getattr(result, "rowcount", 0) or 0)
-    event = AuditPurged(last_purged_hash=last_hash, last_purged_id=last_id, purged=removed, before=cutoff)
+    event = AuditPurgedEvent(last_purged_hash=last_hash, last_purged_id=last_id, purged=removed, before=cutoff)
     await record(session, event, actor=actor)
     return Purge(removed=removed, last_removed_id=last_id)

@@ -18,7 +18,7 @@ from gatehouse.auth.actor import Actor
 from gatehouse.backups import postgres, sqlite
 from gatehouse.backups.create import create_backup
 from gatehouse.backups.errors import BackupRevisionUnknown, BackupUnusable, BackupWrongDatabase, DatabaseInUse
-from gatehouse.backups.events import BackupRestored
+from gatehouse.backups.events import BackupRestoredEvent
 from gatehouse.backups.key import backup_key
 from gatehouse.backups.manifest import Manifest, compare_rows, describe_revision, get_backup
 from gatehouse.backups.snapshot import Progress
@@ -145,7 +145,7 @@ async def _settle(
                 )
             )
             await session.execute(update(JobLock).values(holder=None, expires_at=None, run_id=None))
-            event = BackupRestored(
+            event = BackupRestoredEvent(
                 name=manifest.name,
                 taken_at=manifest.created_at.isoformat(),
                 revision=list(manifest.revision),

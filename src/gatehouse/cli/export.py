@@ -22,6 +22,7 @@ from gatehouse.db.base import utcnow
 from gatehouse.db.engine import create_engine, create_sessionmaker, read_only
 from gatehouse.errors import ValidationFailed
 from gatehouse.exports import service, writer
+from gatehouse.exports.entities import ENTITY_NAMES, PiiMode
 from gatehouse.exports.files import Format
 from gatehouse.settings import Settings
 
@@ -65,7 +66,7 @@ async def write_export(
     out: Path | None,
     entities: list[str],
     format: Format = "csv",
-    pii_mode: service.PiiMode = "masked",
+    pii_mode: PiiMode = "masked",
     since: datetime | None = None,
     until: datetime | None = None,
     user: str | int | None = None,
@@ -141,9 +142,7 @@ def summary(written: Written) -> None:
 
 
 def export(
-    entities: str = typer.Option(
-        ",".join(service.ENTITY_NAMES), help=f"Comma-separated, any of: {', '.join(service.ENTITY_NAMES)}."
-    ),
+    entities: str = typer.Option(",".join(ENTITY_NAMES), help=f"Comma-separated, any of: {', '.join(ENTITY_NAMES)}."),
     since: str | None = typer.Option(None, help="From this date or time on (2026-11-01 or 2026-11-01T08:00:00Z)."),
     until: str | None = typer.Option(None, help="Before this date or time."),
     user: str | None = typer.Option(None, "--user", help="Only this user's rows (their email or id)."),
@@ -181,7 +180,7 @@ def export(
             out=target,
             entities=names,
             format=cast("Format", format),
-            pii_mode=cast("service.PiiMode", pii),
+            pii_mode=cast("PiiMode", pii),
             since=since_at,
             until=until_at,
             user=user,

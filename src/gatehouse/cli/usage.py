@@ -9,6 +9,7 @@ from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gatehouse.accounts.users import service as users
+from gatehouse.auth.errors import UserNotFound
 from gatehouse.cli.common import console, db_session, err_console, load_settings, run
 from gatehouse.limits import quotas, usage
 
@@ -28,7 +29,10 @@ def _parse_day(value: str | None, timezone: str) -> date:
 async def _user_id(session: AsyncSession, email: str | None) -> int | None:
     if email is None:
         return None
-    return (await users.get_by_email_or_raise(session, email=email)).id
+    user = await users.get_by_email(session, email=email)
+    if user is None:
+        raise UserNotFound(f"No user with email {email}.")
+    return user.id
 
 
 def _limit(value: int | None) -> str:

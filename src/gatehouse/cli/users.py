@@ -23,7 +23,7 @@ from gatehouse.cli.common import (
 )
 from gatehouse.db.base import utcnow
 from gatehouse.exports import erasure
-from gatehouse.exports import service as exports
+from gatehouse.exports.entities import ENTITY_NAMES, PiiMode
 
 app = typer.Typer(no_args_is_help=True, help="Users: create accounts, and delete them on request.")
 
@@ -125,7 +125,7 @@ def delete(
 
     async def find() -> tuple[int, str]:
         async with db_session(settings) as session:
-            user = await users.get_by_email_or_raise(session, email=address)
+            user = await users.get_by_email_or_raise(session, email=address, hint="check the address")
             return user.id, user.role
 
     user_id, role = run(find, settings)
@@ -145,8 +145,8 @@ def delete(
             written = await export.write_export(
                 settings,
                 out=out or export.default_path(stamp, stem=f"gatehouse-user-{user_id}"),
-                entities=list(exports.ENTITY_NAMES),
-                pii_mode=cast("exports.PiiMode", pii),
+                entities=list(ENTITY_NAMES),
+                pii_mode=cast("PiiMode", pii),
                 user=user_id,
                 reason=reason or f"deletion request for user {user_id}",
             )

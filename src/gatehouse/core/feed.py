@@ -64,12 +64,12 @@ def _iso(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds")
 
 
-def _key(event: Event) -> EventKey:
+def _key(event: FeedEvent) -> EventKey:
     return event.key
 
 
 @dataclass(slots=True, eq=False)
-class Event:
+class FeedEvent:
     """One published event; what a follower receives is `public()`."""
 
     id: str
@@ -100,7 +100,7 @@ class Event:
 class Batch:
     """What follows a cursor: the events, where to read next, and whether some were lost in between."""
 
-    events: list[Event]
+    events: list[FeedEvent]
     cursor: str | None  # None: not known yet (Redis has not answered since the start)
     gap: bool = False
 
@@ -110,7 +110,7 @@ class EventFeed:
 
     def __init__(self, *, replica: str, buffer: int = BUFFER) -> None:
         self.replica = replica
-        self._ring: collections.deque[Event] = collections.deque(maxlen=buffer)
+        self._ring: collections.deque[FeedEvent] = collections.deque(maxlen=buffer)
         # Every event with a later id than the floor is in the ring (None: not known yet).
         self._floor: EventKey | None = (0, 0, 0)
         self._floor_id: str | None = "0"
@@ -127,11 +127,11 @@ class EventFeed:
         try:
             number = self._next
             self._next = number + 1
-            self._append(Event(str(number), (number, 0, 0), kind, time.time(), self.replica, data))
+            self._append(FeedEvent(str(number), (number, 0, 0), kind, time.time(), self.replica, data))
         except Exception:  # the caller is serving a request: losing an event beats failing it
             log.exception("event_publish_failed", kind=kind)
 
-    def _append(self, event: Event) -> None:
+    def _append(self, event: FeedEvent) -> None:
         ring = self._ring
         if len(ring) == ring.maxlen:
             dropped = ring[0]
@@ -174,7 +174,7 @@ class EventFeed:
         events = list(itertools.islice(ring, start, start + limit))
         return Batch(events, events[-1].id if events else cursor)
 
-    def _first(self, limit: int) -> list[Event]:
+    def _first(self, limit: int) -> list[FeedEvent]:
         return list(itertools.islice(self._ring, 0, limit))
 
     async def _older(self, key: EventKey, cursor: str, limit: int) -> Batch:

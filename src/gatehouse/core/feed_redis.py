@@ -18,9 +18,9 @@ from gatehouse.core.feed import (
     JSON_OPTIONS,
     READ_LIMIT,
     Batch,
-    Event,
     EventFeed,
     EventKey,
+    FeedEvent,
     parse_id,
 )
 from gatehouse.core.logging import get_logger
@@ -183,14 +183,14 @@ class RedisEventFeed(EventFeed):
         self._loaded.set()
         self._notify(always=True)
 
-    def _decode(self, entry_id: bytes | str, fields: dict[bytes, bytes]) -> list[Event]:
+    def _decode(self, entry_id: bytes | str, fields: dict[bytes, bytes]) -> list[FeedEvent]:
         ident = _text(entry_id)
         ms, seq, _ = parse_id(ident) or (0, 0, 0)
         try:
             payload = orjson.loads(fields[b"e"])
             replica = str(payload["replica"])
             return [
-                Event(f"{ident}.{index}", (ms, seq, index), str(kind), float(at), replica, dict(data))
+                FeedEvent(f"{ident}.{index}", (ms, seq, index), str(kind), float(at), replica, dict(data))
                 for index, (kind, at, data) in enumerate(payload["events"])
             ]
         except Exception:  # not ours (someone wrote to the key by hand): skipped
@@ -209,7 +209,7 @@ class RedisEventFeed(EventFeed):
         except Exception as exc:
             log.warning("event_history_failed", error=f"{type(exc).__name__}: {exc}")
             return await super()._older(key, cursor, limit)
-        events: list[Event] = []
+        events: list[FeedEvent] = []
         for entry_id, fields in entries:
             events += (e for e in self._decode(entry_id, fields) if e.key > key)
             if len(events) >= limit:

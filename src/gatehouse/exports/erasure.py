@@ -36,7 +36,7 @@ from gatehouse.auth.roles import Role, UserStatus
 from gatehouse.core.bus import EventBus
 from gatehouse.db.base import utcnow
 from gatehouse.exports.entities import audit_of_user
-from gatehouse.exports.events import UserAnonymised, UserDeleted
+from gatehouse.exports.events import UserAnonymisedEvent, UserDeletedEvent
 from gatehouse.gateway.models import RequestLog
 from gatehouse.gateway.requestlog import RequestLogWriter
 from gatehouse.limits.models import UsageCounter
@@ -146,6 +146,6 @@ async def erase_user(
         audit_events_kept=kept,
     )
     counts = {k: v for k, v in asdict(erasure).items() if k != "mode"}
-    event = UserDeleted if mode == "delete" else UserAnonymised
+    event = UserDeletedEvent if mode == "delete" else UserAnonymisedEvent
     await record(session, event(**counts, reason=reason, export=export), actor=actor)
     return erasure

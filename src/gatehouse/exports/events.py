@@ -7,7 +7,7 @@ from typing import Any
 from gatehouse.audit.events import Event
 
 
-class ExportCreated(Event):
+class ExportCreatedEvent(Event):
     """An export was asked for; recorded (and committed) before its first byte. Its target is the one user it
     covers, when it covers one."""
 
@@ -23,7 +23,7 @@ class ExportCreated(Event):
     filters: dict[str, Any]
 
 
-class ExportCompleted(Event):
+class ExportCompletedEvent(Event):
     """An export's last byte went out: its rows per entity, size and SHA-256 (an export cut short has none)."""
 
     action = "export.completed"
@@ -50,14 +50,14 @@ class _Erased(Event):
     export: dict[str, Any] | None
 
 
-class UserDeleted(_Erased):
+class UserDeletedEvent(_Erased):
     """A deletion request: the user and their keys, sessions, usage and request log were deleted; `export` names
     the export made first, if any."""
 
     action = "user.deleted"
 
 
-class UserAnonymised(_Erased):
+class UserAnonymisedEvent(_Erased):
     """A deletion request kept as numbers: the account became `deleted-<id>@invalid`, disabled, keys revoked."""
 
     action = "user.anonymised"

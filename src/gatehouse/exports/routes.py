@@ -13,6 +13,7 @@ from gatehouse.auth.access import require
 from gatehouse.auth.roles import Role
 from gatehouse.deps import ActorDep, DatabaseDep, PrincipalDep, SessionDep
 from gatehouse.exports import service as export
+from gatehouse.exports.entities import ENTITY_NAMES, EntityName
 from gatehouse.exports.erasure_routes import router as erasure_router
 from gatehouse.exports.writer import stream
 from gatehouse.fields import MAX_DB_INT, Text
@@ -26,8 +27,8 @@ class ExportCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    entities: list[export.EntityName] = Field(
-        min_length=1, max_length=len(export.ENTITY_NAMES) * 2, description=", ".join(export.ENTITY_NAMES)
+    entities: list[EntityName] = Field(
+        min_length=1, max_length=len(ENTITY_NAMES) * 2, description=", ".join(ENTITY_NAMES)
     )
     since: AwareDatetime | None = Field(None, description="From this time on (requests, audit, invites; usage days).")
     until: AwareDatetime | None = Field(None, description="Before this time.")

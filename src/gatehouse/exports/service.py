@@ -27,12 +27,9 @@ from gatehouse.auth.errors import UserNotFound
 from gatehouse.auth.roles import Role
 from gatehouse.db.base import utcnow
 from gatehouse.errors import BadRequest, ValidationFailed
-from gatehouse.exports.entities import ENTITIES
-from gatehouse.exports.entities import ENTITY_NAMES as ENTITY_NAMES
-from gatehouse.exports.entities import EntityName as EntityName
-from gatehouse.exports.entities import PiiMode as PiiMode
+from gatehouse.exports.entities import ENTITIES, ENTITY_NAMES, PiiMode
 from gatehouse.exports.errors import RawExportForbidden
-from gatehouse.exports.events import ExportCompleted, ExportCreated
+from gatehouse.exports.events import ExportCompletedEvent, ExportCreatedEvent
 from gatehouse.exports.files import Format, iso
 from gatehouse.fields import MAX_DB_INT
 
@@ -155,7 +152,7 @@ async def prepare(
         reason=reason.strip() if reason else None,
         created_by=actor.label,
     )
-    event = ExportCreated(
+    event = ExportCreatedEvent(
         user_id=user_id,
         export_id=spec.export_id,
         entities=list(spec.entities),
@@ -170,7 +167,7 @@ async def prepare(
 
 async def record_completed(session: AsyncSession, *, actor: Actor, spec: ExportSpec, result: ExportResult) -> None:
     """Audit `export.completed`: the row counts, and the SHA-256 of the file the recipient got."""
-    event = ExportCompleted(
+    event = ExportCompletedEvent(
         user_id=spec.user_id,
         export_id=spec.export_id,
         rows=result.rows,

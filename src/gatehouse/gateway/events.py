@@ -7,7 +7,7 @@ from typing import Any
 from gatehouse.audit.events import Event
 
 
-class StreamTerminated(Event):
+class StreamTerminatedEvent(Event):
     """An operator ended an in-flight request on whichever replica held it; on the live feed too."""
 
     action = feed_kind = "stream.terminated"

@@ -7,7 +7,7 @@ from typing import Any
 from gatehouse.audit.events import Event
 
 
-class JobFinished(Event):
+class JobFinishedEvent(Event):
     """A job run ended (status ok or failed): where it ran, who asked, what it did or why it failed."""
 
     action = "job.finished"

@@ -25,7 +25,7 @@ from gatehouse.core.tasks import every, logged
 from gatehouse.db.base import utcnow
 from gatehouse.jobs import lease, runs, scheduler
 from gatehouse.jobs.errors import JobNotFound, JobNotHere, JobRunning
-from gatehouse.jobs.events import JobFinished
+from gatehouse.jobs.events import JobFinishedEvent
 from gatehouse.jobs.job import Job, JobContext
 from gatehouse.jobs.lease import LEASE_SECONDS, Holder
 from gatehouse.jobs.models import JobRun
@@ -244,7 +244,7 @@ class JobRunner:
                 .where(JobRun.id == run.id)
                 .values(finished_at=run.finished_at, status=run.status, counts=run.counts, error=error)
             )
-            event = JobFinished(
+            event = JobFinishedEvent(
                 job=job.name,
                 run_id=run.id,
                 trigger=run.trigger,

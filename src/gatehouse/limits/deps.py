@@ -25,6 +25,8 @@ async def _identity(request: Request, per: str) -> str:
 
 def _counter(rule: str) -> Callable[[Request], Awaitable[Limit]]:
     spec = RULES[rule]  # an unknown rule fails at import, not at the first request
+    if spec.per not in ("ip", "user"):
+        raise ValueError(f"rule {rule} counts per {spec.per}: a route cannot declare it (lockout.py counts it)")
 
     async def counter(request: Request) -> Limit:
         limiter = components_of(request).get(RateLimiter)

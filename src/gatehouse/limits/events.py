@@ -7,7 +7,7 @@ from typing import Any
 from gatehouse.audit.events import Event
 
 
-class RateLimitChanged(Event):
+class RateLimitChangedEvent(Event):
     """Rate limits were changed at runtime: each changed rule before and after (null: no limit, or the default),
     and the rules returned to their defaults."""
 

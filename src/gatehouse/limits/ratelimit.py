@@ -240,10 +240,10 @@ class RateLimiter:
     """Checks named rules for an identity (a user id or a client IP)."""
 
     def __init__(
-        self, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], *, events: EventFeed | None = None
+        self, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], *, feed: EventFeed | None = None
     ) -> None:
         self.settings = settings
-        self.events = events
+        self.feed = feed
         self._announced: dict[tuple[str, str], float] = {}
         self._sessionmaker = sessionmaker
         self._memory: MemoryWindows | None = None
@@ -336,7 +336,7 @@ class RateLimiter:
 
     def _announce(self, spec: RuleSpec, limit: int, identity: str) -> None:
         """Tell the live feed, once per rule and identity every HIT_EVENT_SECONDS."""
-        if self.events is None:
+        if self.feed is None:
             return
         now = time.monotonic()
         pair = (spec.name, identity)
@@ -345,7 +345,7 @@ class RateLimiter:
         if len(self._announced) >= HIT_EVENT_MEMORY:
             self._announced.clear()
         self._announced[pair] = now
-        self.events.publish(
+        self.feed.publish(
             HIT_EVENT,
             {"action": spec.name, "subject": identity, "per": spec.per, "limit": limit, "window": spec.window},
         )

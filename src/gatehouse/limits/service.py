@@ -13,7 +13,7 @@ from gatehouse.db.base import utcnow
 from gatehouse.db.session import signal_after_commit, transaction
 from gatehouse.errors import BadRequest
 from gatehouse.limits.errors import UnknownRateLimit
-from gatehouse.limits.events import RateLimitChanged
+from gatehouse.limits.events import RateLimitChangedEvent
 from gatehouse.limits.models import RateLimitOverride
 from gatehouse.limits.ratelimit import RULES, RateLimiter, RuleState
 
@@ -50,7 +50,7 @@ async def set_overrides(
     await session.flush()
     if changes:
         details = {name: {"before": before, "after": after} for name, (before, after) in changes.items()}
-        await record(session, RateLimitChanged(changes=details, reset=sorted(reset)), actor=actor)
+        await record(session, RateLimitChangedEvent(changes=details, reset=sorted(reset)), actor=actor)
     signal_after_commit(session, bus, Signal.LIMITS_CHANGED, {"names": sorted(changes)})
     return changes
 

@@ -15,7 +15,7 @@ class _UpstreamEvent(Event):
     upstream_id: int
 
 
-class UpstreamCreated(_UpstreamEvent):
+class UpstreamCreatedEvent(_UpstreamEvent):
     """An upstream was provisioned through the API (`checked`: its URL answered first)."""
 
     action = "upstream.created"
@@ -27,7 +27,7 @@ class UpstreamCreated(_UpstreamEvent):
         return {"name": self.name, **self.settings, "checked": self.checked}
 
 
-class UpstreamUpdated(_UpstreamEvent):
+class UpstreamUpdatedEvent(_UpstreamEvent):
     """An API-provisioned upstream changed: each changed setting before and after."""
 
     action = "upstream.updated"
@@ -37,7 +37,7 @@ class UpstreamUpdated(_UpstreamEvent):
         return dict(self.changes)
 
 
-class UpstreamDeleted(_UpstreamEvent):
+class UpstreamDeletedEvent(_UpstreamEvent):
     """An API-provisioned upstream was removed (requests already on it finished)."""
 
     action = "upstream.deleted"
@@ -48,7 +48,7 @@ class UpstreamDeleted(_UpstreamEvent):
         return {"name": self.name, **self.settings}
 
 
-class UpstreamOverrideSet(_UpstreamEvent):
+class UpstreamOverrideSetEvent(_UpstreamEvent):
     """An operator forced an upstream's state (down, drain or up); on the live feed as `upstream.override`."""
 
     action = "upstream.override_set"
@@ -68,7 +68,7 @@ class UpstreamOverrideSet(_UpstreamEvent):
         }
 
 
-class UpstreamOverrideCleared(_UpstreamEvent):
+class UpstreamOverrideClearedEvent(_UpstreamEvent):
     """An override was lifted: the upstream follows its probes again."""
 
     action = feed_kind = "upstream.override_cleared"
@@ -88,19 +88,19 @@ class _Seeding(_UpstreamEvent):
         return {"name": self.name, **self.settings}
 
 
-class UpstreamSeeded(_Seeding):
+class UpstreamSeededEvent(_Seeding):
     """An upstream of GATEHOUSE_CONFIG or the env shortcuts was stored at start."""
 
     action = "upstream.seeded"
 
 
-class UpstreamReseeded(_Seeding):
+class UpstreamReseededEvent(_Seeding):
     """A stored upstream was changed to what GATEHOUSE_CONFIG or the env now say."""
 
     action = "upstream.reseeded"
 
 
-class UpstreamUnseeded(_UpstreamEvent):
+class UpstreamUnseededEvent(_UpstreamEvent):
     """A stored upstream was removed because GATEHOUSE_CONFIG and the env no longer have it."""
 
     action = "upstream.unseeded"

@@ -64,12 +64,12 @@ class UpstreamRegistry:
         settings: Settings,
         *,
         sessionmaker: async_sessionmaker[AsyncSession] | None = None,
-        events: EventFeed | None = None,
+        feed: EventFeed | None = None,
     ) -> None:
         self.file_config = config
         self.settings = settings
         self.sessionmaker = sessionmaker
-        self.events = events
+        self.feed = feed
         self.upstreams: dict[str, Upstream] = {}
         self._retired: list[Upstream] = []
         self._routes: dict[str, list[Route]] = {}
@@ -287,8 +287,8 @@ class UpstreamRegistry:
         if upstream.retired and upstream in self._retired:
             self._retired.remove(upstream)
             self._close_later(upstream)
-        elif upstream.health.state is State.DRAIN and self.events is not None:
-            self.events.publish("upstream.drained", {"upstream": upstream.name})
+        elif upstream.health.state is State.DRAIN and self.feed is not None:
+            self.feed.publish("upstream.drained", {"upstream": upstream.name})
 
     def request_ok(self, upstream: Upstream) -> None:
         health = upstream.health
@@ -345,8 +345,8 @@ class UpstreamRegistry:
             return
         health = upstream.health
         log.info("upstream_state_changed", upstream=upstream.name, state=state.value, previous=previous.value)
-        if self.events is not None:
-            self.events.publish(
+        if self.feed is not None:
+            self.feed.publish(
                 "upstream.state",
                 {
                     "upstream": upstream.name,

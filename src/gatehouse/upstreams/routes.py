@@ -16,11 +16,11 @@ from gatehouse.upstreams import service
 from gatehouse.upstreams.models import UpstreamRow
 from gatehouse.upstreams.registry import UpstreamRegistry
 from gatehouse.upstreams.schemas import OverrideRequest, UpstreamCreate, UpstreamRead, UpstreamUpdate
-from gatehouse.upstreams.service import Upstreams
+from gatehouse.upstreams.service import UpstreamChanges
 
 router = APIRouter(prefix="/admin/upstreams", tags=["upstreams"])
 RegistryDep = Annotated[UpstreamRegistry, provided(UpstreamRegistry)]
-UpstreamsDep = Annotated[Upstreams, provided(Upstreams)]
+ChangesDep = Annotated[UpstreamChanges, provided(UpstreamChanges)]
 MONITOR = [require(Role.MONITOR)]
 ADMIN = [require(Role.ADMIN)]
 
@@ -81,11 +81,11 @@ async def list_upstreams(session: SessionDep, registry: RegistryDep, bus: BusDep
 
 
 @router.post("", response_model=UpstreamRead, status_code=201, dependencies=ADMIN)
-async def create_upstream(body: UpstreamCreate, upstreams: UpstreamsDep, actor: ActorDep, bus: BusDep) -> UpstreamRead:
+async def create_upstream(body: UpstreamCreate, changes: ChangesDep, actor: ActorDep, bus: BusDep) -> UpstreamRead:
     """Provision an upstream: validated (unique name, known kind, the URL answers unless `skip_check`)."""
     values = {"name": body.name, **body.values()}
-    row = await upstreams.create(actor=actor, values=values, skip_check=body.skip_check)
-    return _read(row, upstreams.registry, bus.origin)
+    row = await changes.create(actor=actor, values=values, skip_check=body.skip_check)
+    return _read(row, changes.registry, bus.origin)
 
 
 @router.get("/{upstream_id}", response_model=UpstreamRead, dependencies=MONITOR)
@@ -96,31 +96,31 @@ async def get_upstream(upstream_id: IdPath, session: SessionDep, registry: Regis
 
 @router.patch("/{upstream_id}", response_model=UpstreamRead, dependencies=ADMIN)
 async def update_upstream(
-    upstream_id: IdPath, body: UpstreamUpdate, upstreams: UpstreamsDep, actor: ActorDep, bus: BusDep
+    upstream_id: IdPath, body: UpstreamUpdate, changes: ChangesDep, actor: ActorDep, bus: BusDep
 ) -> UpstreamRead:
     """Change an API-provisioned upstream (requests already on it finish on the old settings)."""
-    row = await upstreams.update(upstream_id, actor=actor, changes=body.values(), skip_check=body.skip_check)
-    return _read(row, upstreams.registry, bus.origin)
+    row = await changes.update(upstream_id, actor=actor, changes=body.values(), skip_check=body.skip_check)
+    return _read(row, changes.registry, bus.origin)
 
 
 @router.delete("/{upstream_id}", status_code=204, dependencies=ADMIN)
-async def delete_upstream(upstream_id: IdPath, upstreams: UpstreamsDep, actor: ActorDep) -> Response:
+async def delete_upstream(upstream_id: IdPath, changes: ChangesDep, actor: ActorDep) -> Response:
     """Remove an API-provisioned upstream; requests already on it finish."""
-    await upstreams.delete(upstream_id, actor=actor)
+    await changes.delete(upstream_id, actor=actor)
     return Response(status_code=204)
 
 
 @router.put("/{upstream_id}/override", response_model=UpstreamRead, dependencies=ADMIN)
 async def put_override(
-    upstream_id: IdPath, body: OverrideRequest, upstreams: UpstreamsDep, actor: ActorDep, bus: BusDep
+    upstream_id: IdPath, body: OverrideRequest, changes: ChangesDep, actor: ActorDep, bus: BusDep
 ) -> UpstreamRead:
     """Force a state: `down` stops new requests at once, `drain` lets requests on it finish, `up` ignores probes."""
-    row = await upstreams.set_override(upstream_id, actor=actor, state=body.state, reason=body.reason)
-    return _read(row, upstreams.registry, bus.origin)
+    row = await changes.set_override(upstream_id, actor=actor, state=body.state, reason=body.reason)
+    return _read(row, changes.registry, bus.origin)
 
 
 @router.delete("/{upstream_id}/override", response_model=UpstreamRead, dependencies=ADMIN)
-async def delete_override(upstream_id: IdPath, upstreams: UpstreamsDep, actor: ActorDep, bus: BusDep) -> UpstreamRead:
+async def delete_override(upstream_id: IdPath, changes: ChangesDep, actor: ActorDep, bus: BusDep) -> UpstreamRead:
     """Return the upstream to its probed state."""
-    row = await upstreams.clear_override(upstream_id, actor=actor)
-    return _read(row, upstreams.registry, bus.origin)
+    row = await changes.clear_override(upstream_id, actor=actor)
+    return _read(row, changes.registry, bus.origin)

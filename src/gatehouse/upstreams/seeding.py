@@ -11,7 +11,7 @@ from gatehouse.auth.actor import Actor
 from gatehouse.core.logging import get_logger
 from gatehouse.db.base import utcnow
 from gatehouse.upstreams.config import GatewayConfig, UpstreamKind
-from gatehouse.upstreams.events import UpstreamReseeded, UpstreamSeeded, UpstreamUnseeded
+from gatehouse.upstreams.events import UpstreamReseededEvent, UpstreamSeededEvent, UpstreamUnseededEvent
 from gatehouse.upstreams.models import UpstreamRow
 from gatehouse.upstreams.service import audit_view, stored_fields
 
@@ -37,12 +37,12 @@ async def _sync(sessionmaker: async_sessionmaker[AsyncSession], config: GatewayC
         for name, upstream in wanted.items():
             fields = stored_fields(upstream, with_key=False)
             row = rows.get(name)
-            event: type[UpstreamSeeded | UpstreamReseeded]
+            event: type[UpstreamSeededEvent | UpstreamReseededEvent]
             if row is None:
                 row = UpstreamRow(name=name, source="config", **fields)
                 session.add(row)
                 await session.flush()
-                event = UpstreamSeeded
+                event = UpstreamSeededEvent
             elif row.source != "config" or any(getattr(row, k) != v for k, v in fields.items()):
                 if row.source != "config":
                     log.warning("upstream_taken_over_by_config", upstream=name)
@@ -50,7 +50,7 @@ async def _sync(sessionmaker: async_sessionmaker[AsyncSession], config: GatewayC
                 for key, value in fields.items():
                     setattr(row, key, value)
                 row.updated_at = utcnow()
-                event = UpstreamReseeded
+                event = UpstreamReseededEvent
             else:
                 continue
             await record(
@@ -58,7 +58,7 @@ async def _sync(sessionmaker: async_sessionmaker[AsyncSession], config: GatewayC
             )
         for name, row in rows.items():
             if row.source == "config" and name not in wanted:
-                gone = UpstreamUnseeded(
+                gone = UpstreamUnseededEvent(
                     upstream_id=row.id, name=name, reason="no longer in GATEHOUSE_CONFIG or the env"
                 )
                 await record(session, gone, actor=CONFIG_ACTOR)

@@ -1,7 +1,7 @@
-"""Upstreams as managed resources: provisioning (validated), changes, overrides.
+"""UpstreamChanges as managed resources: provisioning (validated), changes, overrides.
 
 Every change is audited, runs as a transaction of its own and is in force on this replica when it returns (the
-others reload when the bus tells them). Overrides also go on the live feed. Upstreams seeded from
+others reload when the bus tells them). Overrides also go on the live feed. UpstreamChanges seeded from
 GATEHOUSE_CONFIG or the env shortcuts (upstreams/seeding.py) belong to that file: the API refuses to edit or
 delete them (change the file and restart), but overrides apply to every upstream.
 """
@@ -32,11 +32,11 @@ from gatehouse.upstreams.errors import (
     UpstreamNotFound,
 )
 from gatehouse.upstreams.events import (
-    UpstreamCreated,
-    UpstreamDeleted,
-    UpstreamOverrideCleared,
-    UpstreamOverrideSet,
-    UpstreamUpdated,
+    UpstreamCreatedEvent,
+    UpstreamDeletedEvent,
+    UpstreamOverrideClearedEvent,
+    UpstreamOverrideSetEvent,
+    UpstreamUpdatedEvent,
 )
 from gatehouse.upstreams.health import OverrideState
 from gatehouse.upstreams.models import UpstreamRow
@@ -170,6 +170,14 @@ def _api_owned(row: UpstreamRow) -> None:
         )
 
 
+def _connection_changed(before: UpstreamConfig, after: UpstreamConfig) -> bool:
+    return any(getattr(after, f) != getattr(before, f) for f in CONNECTION_FIELDS)
+
+
+def _same_connection(config: UpstreamConfig, checked: UpstreamConfig | None) -> bool:
+    return checked is not None and not _connection_changed(checked, config)
+
+
 def _announce(session: AsyncSession, bus: EventBus, upstream_id: int) -> None:
     signal_after_commit(session, bus, Signal.UPSTREAMS_CHANGED, {"id": upstream_id})
 
@@ -177,7 +185,7 @@ def _announce(session: AsyncSession, bus: EventBus, upstream_id: int) -> None:
 # --- changes, each its own transaction, in force here when it returns -----------------------------------
 
 
-class Upstreams:
+class UpstreamChanges:
     """The changes operators make to upstreams; each applies on this replica before it returns."""
 
     def __init__(
@@ -209,7 +217,7 @@ class Upstreams:
                 await session.flush()
             except IntegrityError as exc:  # a concurrent create of the same name
                 raise UpstreamNameTaken(f"An upstream named {config.name!r} already exists.") from exc
-            event = UpstreamCreated(
+            event = UpstreamCreatedEvent(
                 upstream_id=row.id, name=config.name, settings=audit_view(config), checked=not skip_check
             )
             await record(session, event, actor=actor)
@@ -218,23 +226,25 @@ class Upstreams:
         return row
 
     async def update(self, upstream_id: int, *, actor: Actor, changes: dict[str, Any], skip_check: bool) -> UpstreamRow:
-        """Change an API-provisioned upstream (a changed connection is checked again unless `skip_check`)."""
+        """Change an API-provisioned upstream (a changed connection is checked again unless `skip_check`).
+
+        The check runs outside the writing transaction (no lock is held while a URL is tried); the transaction
+        then applies the change to the row as it is by then, and checks again only if someone changed the
+        connection in between.
+        """
         async with self.sessionmaker() as session:
-            row = await get_row(session, upstream_id)
-            _api_owned(row)
-            before = config_from_row(row)
-            config = validated({**before.model_dump(), **changes})
-            if config == before:
-                return row
-            if config.name != row.name:
-                await _unique_name(session, config.name, except_id=row.id)
-        if not skip_check and any(getattr(config, f) != getattr(before, f) for f in CONNECTION_FIELDS):
-            await check_answers(config, self.settings)  # outside the transaction: no lock is held meanwhile
+            before, config = await self._changed(session, upstream_id, changes)
+        checked = None
+        if not skip_check and config is not None and _connection_changed(before, config):
+            await check_answers(config, self.settings)
+            checked = config
         async with transaction(self.sessionmaker) as session:
+            before, config = await self._changed(session, upstream_id, changes)
             row = await get_row(session, upstream_id)
-            _api_owned(row)
-            before = config_from_row(row)
-            config = validated({**before.model_dump(), **changes})
+            if config is None:
+                return row
+            if not skip_check and _connection_changed(before, config) and not _same_connection(config, checked):
+                await check_answers(config, self.settings)  # changed meanwhile: rare, and then checked again
             row.name = config.name
             for name, value in stored_fields(config, with_key=True).items():
                 setattr(row, name, value)
@@ -244,17 +254,32 @@ class Upstreams:
             if before.name != config.name:
                 diff["name"] = {"before": before.name, "after": config.name}
             await session.flush()
-            await record(session, UpstreamUpdated(upstream_id=row.id, changes=diff), actor=actor)
+            await record(session, UpstreamUpdatedEvent(upstream_id=row.id, changes=diff), actor=actor)
             _announce(session, self.bus, row.id)
         await self.registry.reload()
         return row
+
+    @staticmethod
+    async def _changed(
+        session: AsyncSession, upstream_id: int, changes: dict[str, Any]
+    ) -> tuple[UpstreamConfig, UpstreamConfig | None]:
+        """The upstream's configuration now, and with `changes` (None: they change nothing)."""
+        row = await get_row(session, upstream_id)
+        _api_owned(row)
+        before = config_from_row(row)
+        config = validated({**before.model_dump(), **changes})
+        if config == before:
+            return before, None
+        if config.name != row.name:
+            await _unique_name(session, config.name, except_id=row.id)
+        return before, config
 
     async def delete(self, upstream_id: int, *, actor: Actor) -> None:
         """Remove an API-provisioned upstream; requests already on it finish."""
         async with transaction(self.sessionmaker) as session:
             row = await get_row(session, upstream_id)
             _api_owned(row)
-            event = UpstreamDeleted(upstream_id=row.id, name=row.name, settings=audit_view(config_from_row(row)))
+            event = UpstreamDeletedEvent(upstream_id=row.id, name=row.name, settings=audit_view(config_from_row(row)))
             await record(session, event, actor=actor)
             await session.delete(row)
             _announce(session, self.bus, row.id)
@@ -269,11 +294,13 @@ class Upstreams:
             row.override_state, row.override_reason = state.value, reason
             row.override_by, row.override_at = actor.label or actor.type, utcnow()
             await session.flush()
-            event = UpstreamOverrideSet(
+            event = UpstreamOverrideSetEvent(
                 upstream_id=row.id, name=row.name, state=state.value, before=before, reason=reason
             )
-            await record(session, event, actor=actor, feed=self.feed)
+            # The bus first (this replica reloads), then the feed: a console that reacts to the event reads the
+            # new state (after-commit callbacks run in the order they were registered).
             _announce(session, self.bus, row.id)
+            await record(session, event, actor=actor, feed=self.feed)
         await self.registry.reload()
         return row
 
@@ -287,8 +314,8 @@ class Upstreams:
             row.override_state = row.override_reason = row.override_by = None
             row.override_at = None
             await session.flush()
-            event = UpstreamOverrideCleared(upstream_id=row.id, name=row.name, before=before, reason_was=reason)
+            event = UpstreamOverrideClearedEvent(upstream_id=row.id, name=row.name, before=before, reason_was=reason)
+            _announce(session, self.bus, row.id)  # before the feed event, as in set_override
             await record(session, event, actor=actor, feed=self.feed)
-            _announce(session, self.bus, row.id)
         await self.registry.reload()
         return row

@@ -194,7 +194,8 @@ async def test_verify_notices_rows_deleted_at_the_end(harness: Harness, tmp_path
 
 async def test_a_purge_that_records_its_anchor_leaves_the_rest_verifiable(harness: Harness, tmp_path: Path) -> None:
     """The design a retention purge will use: delete the oldest rows, then record (chained) the last hash removed."""
-    from gatehouse.audit.service import AuditPurged, record, verify_chain
+    from gatehouse.audit.events import AuditPurgedEvent
+    from gatehouse.audit.service import record, verify_chain
     from gatehouse.auth.actor import Actor
 
     ids = await _make_events(harness, 4)
@@ -202,7 +203,7 @@ async def test_a_purge_that_records_its_anchor_leaves_the_rest_verifiable(harnes
         last_purged = (await session.execute(select(AuditEvent).where(AuditEvent.id == ids[1]))).scalar_one()
         anchor = last_purged.hash
         await session.execute(delete(AuditEvent).where(AuditEvent.id <= ids[1]))
-        event = AuditPurged(last_purged_hash=anchor, last_purged_id=ids[1], purged=2, before=datetime.now(UTC))
+        event = AuditPurgedEvent(last_purged_hash=anchor, last_purged_id=ids[1], purged=2, before=datetime.now(UTC))
         await record(session, event, actor=Actor.job("purge"))
     async with harness.runtime.db.sessionmaker() as session:
         assert (await verify_chain(session)).ok

@@ -21,8 +21,7 @@ from gatehouse.accounts.errors import (
     InviteUsedUp,
     SignupClosed,
 )
-from gatehouse.accounts.events import InviteCreated, InviteRedeemed, UserSignedUp
-from gatehouse.accounts.events import InviteRevoked as InviteRevokedEvent
+from gatehouse.accounts.events import InviteCreatedEvent, InviteRedeemedEvent, InviteRevokedEvent, UserSignedUpEvent
 from gatehouse.accounts.invites.models import Invite
 from gatehouse.accounts.users import service as users
 from gatehouse.audit.service import record
@@ -114,7 +113,7 @@ async def create(
     )
     session.add(invite)
     await session.flush()
-    event = InviteCreated(
+    event = InviteCreatedEvent(
         invite_id=invite.id, email=invite.email, role=invite.role, max_uses=max_uses, expires_at=invite.expires_at
     )
     await record(session, event, actor=actor)
@@ -247,10 +246,12 @@ async def sign_up(
     )
     newcomer = replace(actor, type="user", user_id=user.id, key_id=None, label=user.email)
     invite_id = redemption.invite_id if redemption else None
-    signed_up = UserSignedUp(user_id=user.id, email=user.email, role=user.role, mode=mode.value, invite_id=invite_id)
+    signed_up = UserSignedUpEvent(
+        user_id=user.id, email=user.email, role=user.role, mode=mode.value, invite_id=invite_id
+    )
     await record(session, signed_up, actor=newcomer)
     if redemption is not None:
-        redeemed = InviteRedeemed(
+        redeemed = InviteRedeemedEvent(
             invite_id=redemption.invite_id,
             user_id=user.id,
             email=user.email,

@@ -10,7 +10,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gatehouse.accounts.errors import InvalidExpiry, KeyNotFound
-from gatehouse.accounts.events import KeyCreated, KeyRevoked
+from gatehouse.accounts.events import KeyCreatedEvent, KeyRevokedEvent
 from gatehouse.accounts.users import service as users
 from gatehouse.audit.service import record
 from gatehouse.auth.actor import Actor
@@ -48,7 +48,7 @@ async def create(
     key = ApiKey(user_id=user_id, name=name, prefix=key_prefix(raw), key_hash=hash_token(raw), expires_at=expires_at)
     session.add(key)
     await session.flush()
-    event = KeyCreated(key_id=key.id, prefix=key.prefix, name=name, user_id=user_id, expires_at=expires_at)
+    event = KeyCreatedEvent(key_id=key.id, prefix=key.prefix, name=name, user_id=user_id, expires_at=expires_at)
     await record(session, event, actor=actor)
     return key, raw
 
@@ -125,7 +125,7 @@ async def revoke(session: AsyncSession, *, bus: EventBus, actor: Actor, key: Api
     if key.revoked_at is None:
         key.revoked_at = utcnow()
         await session.flush()
-        event = KeyRevoked(key_id=key.id, prefix=key.prefix, name=key.name, user_id=key.user_id)
+        event = KeyRevokedEvent(key_id=key.id, prefix=key.prefix, name=key.name, user_id=key.user_id)
         await record(session, event, actor=actor)
     signal_after_commit(session, bus, Signal.KEY_CHANGED, {"key_id": key.id})
     return key

@@ -11,7 +11,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gatehouse.accounts.errors import InvalidCredentials, LoginLocked
-from gatehouse.accounts.events import LoginFailed, LoginSucceeded, SessionEnded
+from gatehouse.accounts.events import LoginFailedEvent, LoginSucceededEvent, SessionEndedEvent
 from gatehouse.accounts.sessions import lockout
 from gatehouse.accounts.users import service as users
 from gatehouse.audit.service import record
@@ -70,7 +70,7 @@ async def log_in(
         raise
     row, token = await create_session(session, user=user, ttl=ttl, ip=actor.ip, user_agent=user_agent)
     as_user = dataclasses.replace(actor, type="user", user_id=user.id, label=user.email)
-    await record(session, LoginSucceeded(user_id=user.id), actor=as_user)
+    await record(session, LoginSucceededEvent(user_id=user.id), actor=as_user)
     return user, row, token
 
 
@@ -101,7 +101,7 @@ async def log_out(session: AsyncSession, *, token: str, actor: Actor) -> bool:
     if user_id is None:
         return False
     await session.execute(delete(UserSession).where(UserSession.token_hash == token_hash))
-    await record(session, SessionEnded(user_id=user_id), actor=actor)
+    await record(session, SessionEndedEvent(user_id=user_id), actor=actor)
     return True
 
 
@@ -129,7 +129,7 @@ async def _login_failed(
     await session.rollback()
     async with sessionmaker() as own, own.begin():
         user = await users.get_by_email(own, email=email)
-        event = LoginFailed(
+        event = LoginFailedEvent(
             user_id=user.id if user is not None else None,
             email_hash=lockout.email_hash(email)[:16],
             reason=reason,

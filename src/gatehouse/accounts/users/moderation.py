@@ -23,13 +23,13 @@ from gatehouse.accounts.errors import (
     SelfRoleChange,
 )
 from gatehouse.accounts.events import (
-    UserBlocked,
-    UserDisabled,
-    UserEnabled,
-    UserQuotaChanged,
-    UserRoleChanged,
-    UserUnblocked,
-    UserUpdated,
+    UserBlockedEvent,
+    UserDisabledEvent,
+    UserEnabledEvent,
+    UserQuotaChangedEvent,
+    UserRoleChangedEvent,
+    UserUnblockedEvent,
+    UserUpdatedEvent,
 )
 from gatehouse.accounts.users import service as users
 from gatehouse.audit.service import record
@@ -166,16 +166,16 @@ async def update_user(
     if not changed:
         return user
     fields = {name: {"before": _plain(b), "after": _plain(a)} for name, (b, a) in changed.items()}
-    await record(session, UserUpdated(user_id=user.id, changes=fields), actor=actor)
+    await record(session, UserUpdatedEvent(user_id=user.id, changes=fields), actor=actor)
     if "role" in changed:
-        await record(session, UserRoleChanged(user_id=user.id, **fields["role"]), actor=actor)
+        await record(session, UserRoleChangedEvent(user_id=user.id, **fields["role"]), actor=actor)
         users.announce_changed(session, bus, user.id)
     if "status" in changed:
-        became = UserEnabled if changed["status"][1] == UserStatus.ACTIVE.value else UserDisabled
+        became = UserEnabledEvent if changed["status"][1] == UserStatus.ACTIVE.value else UserDisabledEvent
         await record(session, became(user_id=user.id, **fields["status"]), actor=actor, feed=feed)
     quota = {name: fields[name] for name in QUOTA_FIELDS if name in fields}
     if quota:
-        await record(session, UserQuotaChanged(user_id=user.id, **quota), actor=actor)
+        await record(session, UserQuotaChangedEvent(user_id=user.id, **quota), actor=actor)
     return user
 
 
@@ -206,7 +206,7 @@ async def block(
     user.blocked_at, user.blocked_until, user.block_reason, user.blocked_by = utcnow(), until, reason, by.user_id
     await session.flush()
     users.announce_changed(session, bus, user.id)
-    await record(session, UserBlocked(user_id=user.id, reason=reason, until=until), actor=actor, feed=feed)
+    await record(session, UserBlockedEvent(user_id=user.id, reason=reason, until=until), actor=actor, feed=feed)
     return user
 
 
@@ -226,7 +226,7 @@ async def unblock(
     user.blocked_at = user.blocked_until = user.block_reason = user.blocked_by = None
     await session.flush()
     users.announce_changed(session, bus, user.id)
-    await record(session, UserUnblocked(user_id=user.id, was=was), actor=actor, feed=feed)
+    await record(session, UserUnblockedEvent(user_id=user.id, was=was), actor=actor, feed=feed)
     return user
 
 

@@ -3,9 +3,10 @@ unblock). Thin: parse, call accounts.users, shape the answer."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Depends, Query, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gatehouse.accounts.users import moderation
@@ -109,97 +110,88 @@ async def get_user(user_id: IdPath, session: SessionDep, settings: SettingsDep) 
     return await _read_one(session, settings, user_id)
 
 
-async def _update(
-    session: AsyncSession,
-    settings: Settings,
-    bus: EventBus,
-    feed: EventFeed,
-    actor: Actor,
-    by: Principal,
-    user_id: int,
-    changes: dict[str, Any],
-) -> UserAdminRead:
-    await moderation.update_user(session, bus=bus, feed=feed, actor=actor, by=by, user_id=user_id, changes=changes)
-    return await _read_one(session, settings, user_id)
+@dataclass(frozen=True)
+class Moderator:
+    """What every change to a user needs: the transaction, who changes it (and with what role), where the change
+    is told (the bus, the live feed), and the settings (the quota day of the answer)."""
+
+    session: AsyncSession
+    actor: Actor
+    by: Principal
+    settings: Settings
+    bus: EventBus
+    feed: EventFeed
+
+
+async def _moderator(
+    session: SessionDep, actor: ActorDep, principal: PrincipalDep, settings: SettingsDep, bus: BusDep, feed: FeedDep
+) -> Moderator:
+    """The caller as a moderator of users."""
+    return Moderator(session, actor, principal, settings, bus, feed)
+
+
+ModeratorDep = Annotated[Moderator, Depends(_moderator)]
+
+
+async def _update(moderator: Moderator, user_id: int, changes: dict[str, Any]) -> UserAdminRead:
+    await moderation.update_user(
+        moderator.session,
+        bus=moderator.bus,
+        feed=moderator.feed,
+        actor=moderator.actor,
+        by=moderator.by,
+        user_id=user_id,
+        changes=changes,
+    )
+    return await _read_one(moderator.session, moderator.settings, user_id)
 
 
 @admin.patch("/{user_id}", response_model=UserAdminRead, dependencies=ADMIN)
-async def update_user(
-    user_id: IdPath,
-    body: UserAdminUpdate,
-    principal: PrincipalDep,
-    actor: ActorDep,
-    session: SessionDep,
-    settings: SettingsDep,
-    bus: BusDep,
-    feed: FeedDep,
-) -> UserAdminRead:
+async def update_user(user_id: IdPath, body: UserAdminUpdate, moderator: ModeratorDep) -> UserAdminRead:
     """Change a user's name, role, status or daily quotas (null: unlimited); each change is audited."""
-    changes = body.model_dump(include=body.model_fields_set)
-    return await _update(session, settings, bus, feed, actor, principal, user_id, changes)
+    return await _update(moderator, user_id, body.model_dump(include=body.model_fields_set))
 
 
 @admin.post("/{user_id}/disable", response_model=UserAdminRead, dependencies=ADMIN)
-async def disable_user(
-    user_id: IdPath,
-    principal: PrincipalDep,
-    actor: ActorDep,
-    session: SessionDep,
-    settings: SettingsDep,
-    bus: BusDep,
-    feed: FeedDep,
-) -> UserAdminRead:
+async def disable_user(user_id: IdPath, moderator: ModeratorDep) -> UserAdminRead:
     """Disable a user: their sessions end and their keys stop working on every replica at once."""
-    changes: dict[str, Any] = {"status": UserStatus.DISABLED}
-    return await _update(session, settings, bus, feed, actor, principal, user_id, changes)
+    return await _update(moderator, user_id, {"status": UserStatus.DISABLED})
 
 
 @admin.post("/{user_id}/enable", response_model=UserAdminRead, dependencies=ADMIN)
-async def enable_user(
-    user_id: IdPath,
-    principal: PrincipalDep,
-    actor: ActorDep,
-    session: SessionDep,
-    settings: SettingsDep,
-    bus: BusDep,
-    feed: FeedDep,
-) -> UserAdminRead:
+async def enable_user(user_id: IdPath, moderator: ModeratorDep) -> UserAdminRead:
     """Re-enable a disabled user."""
-    changes: dict[str, Any] = {"status": UserStatus.ACTIVE}
-    return await _update(session, settings, bus, feed, actor, principal, user_id, changes)
+    return await _update(moderator, user_id, {"status": UserStatus.ACTIVE})
 
 
 @admin.post("/{user_id}/block", response_model=UserAdminRead, dependencies=MONITOR)
-async def block_user(
-    user_id: IdPath,
-    body: BlockRequest,
-    principal: PrincipalDep,
-    actor: ActorDep,
-    session: SessionDep,
-    settings: SettingsDep,
-    bus: BusDep,
-    feed: FeedDep,
-) -> UserAdminRead:
+async def block_user(user_id: IdPath, body: BlockRequest, moderator: ModeratorDep) -> UserAdminRead:
     """Block a user at once on every replica (403 account_blocked), for good or `until` a time."""
     await moderation.block(
-        session, bus=bus, feed=feed, actor=actor, by=principal, user_id=user_id, reason=body.reason, until=body.until
+        moderator.session,
+        bus=moderator.bus,
+        feed=moderator.feed,
+        actor=moderator.actor,
+        by=moderator.by,
+        user_id=user_id,
+        reason=body.reason,
+        until=body.until,
     )
-    return await _read_one(session, settings, user_id)
+    return await _read_one(moderator.session, moderator.settings, user_id)
 
 
 @admin.post("/{user_id}/unblock", response_model=UserAdminRead, dependencies=MONITOR)
-async def unblock_user(
-    user_id: IdPath,
-    principal: PrincipalDep,
-    actor: ActorDep,
-    session: SessionDep,
-    settings: SettingsDep,
-    bus: BusDep,
-    feed: FeedDep,
-) -> UserAdminRead:
+async def unblock_user(user_id: IdPath, moderator: ModeratorDep) -> UserAdminRead:
     """Lift a block."""
-    await moderation.unblock(session, bus=bus, feed=feed, actor=actor, by=principal, user_id=user_id)
-    return await _read_one(session, settings, user_id)
+    await moderation.unblock(
+        moderator.session,
+        bus=moderator.bus,
+        feed=moderator.feed,
+        actor=moderator.actor,
+        by=moderator.by,
+        user_id=user_id,
+    )
+    return await _read_one(moderator.session, moderator.settings, user_id)
 
 
 router.include_router(admin)

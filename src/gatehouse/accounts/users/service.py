@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gatehouse.accounts.errors import EmailTaken, RoleNotAllowed, WeakPassword
-from gatehouse.accounts.events import UserCreated
+from gatehouse.accounts.events import UserCreatedEvent
 from gatehouse.audit.service import record
 from gatehouse.auth.actor import Actor
 from gatehouse.auth.errors import UserNotFound
@@ -53,11 +53,11 @@ async def get_by_email(session: AsyncSession, *, email: str) -> User | None:
     return (await session.execute(select(User).where(User.email == normalise_email(email)))).scalar_one_or_none()
 
 
-async def get_by_email_or_raise(session: AsyncSession, *, email: str, hint: str = "check the address") -> User:
+async def get_by_email_or_raise(session: AsyncSession, *, email: str, hint: str | None = None) -> User:
     """A user by email, or 404 (`hint`: what to do about it)."""
     user = await get_by_email(session, email=email)
     if user is None:
-        raise UserNotFound(f"No user with email {normalise_email(email)}: {hint}.")
+        raise UserNotFound(f"No user with email {normalise_email(email)}" + (f": {hint}." if hint else "."))
     return user
 
 
@@ -127,7 +127,7 @@ async def create(
         actor_role=actor_role,
     )
     await session.flush()
-    event = UserCreated(
+    event = UserCreatedEvent(
         user_id=user.id,
         email=user.email,
         role=user.role,

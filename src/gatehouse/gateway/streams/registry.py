@@ -81,10 +81,10 @@ class StreamRegistry:
     """This replica's live requests, plus (with Redis) every replica's latest snapshot."""
 
     def __init__(
-        self, *, replica: str, redis_url: str = "", prefix: str = "gatehouse:", events: EventFeed | None = None
+        self, *, replica: str, redis_url: str = "", prefix: str = "gatehouse:", feed: EventFeed | None = None
     ) -> None:
         self.replica = replica
-        self.events = events
+        self.feed = feed
         self._live: dict[str, LiveStream] = {}
         self._redis: Any = None
         self._key = f"{prefix}streams:{replica}"
@@ -101,8 +101,8 @@ class StreamRegistry:
         self._live[live.id] = live
         if live.stream:
             ACTIVE_STREAMS.inc()
-        if self.events is not None:
-            self.events.publish(
+        if self.feed is not None:
+            self.feed.publish(
                 STARTED,
                 {
                     "id": live.id,
@@ -128,8 +128,8 @@ class StreamRegistry:
             return
         if live.stream:
             ACTIVE_STREAMS.dec()
-        if self.events is not None:
-            self.events.publish(
+        if self.feed is not None:
+            self.feed.publish(
                 ENDED,
                 {
                     "id": live.id,

@@ -13,7 +13,7 @@ from gatehouse.core.bus import EventBus, Signal
 from gatehouse.core.feed import EventFeed
 from gatehouse.db.session import signal_after_commit
 from gatehouse.gateway.errors import StreamNotFound
-from gatehouse.gateway.events import StreamTerminated
+from gatehouse.gateway.events import StreamTerminatedEvent
 from gatehouse.gateway.streams.registry import StreamRegistry
 
 
@@ -36,16 +36,17 @@ async def terminate(
         target = next((s for s in await streams.all() if s["id"] == stream_id), None)
         if target is None:
             raise StreamNotFound(f"No live stream {stream_id}: it may have ended (see GET /admin/streams).")
-    event = StreamTerminated(
+    event = StreamTerminatedEvent(
         stream_id=stream_id,
         reason=reason,
         user_id=target["user_id"],
         model=target["model"],
         replica=target["replica"],
     )
-    await record(session, event, actor=actor, feed=feed)
-    # Once the audit row is committed: the bus delivers locally at once and to the replica holding the stream.
+    # Once the audit row is committed: the bus delivers locally at once and to the replica holding the stream,
+    # then the live feed says it was done (after-commit callbacks run in the order they were registered).
     signal_after_commit(session, bus, Signal.STREAM_TERMINATE, {"id": stream_id, "reason": reason})
+    await record(session, event, actor=actor, feed=feed)
     return {
         "id": stream_id,
         "status": "terminated" if local is not None else "terminating",
