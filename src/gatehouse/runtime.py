@@ -126,12 +126,6 @@ class Runtime:
     gateway: Gateway
     jobs: JobRunner
     components: Components
-    started_at: float  # when the start began (the health detail's uptime)
-
-    @property
-    def replica(self) -> str:
-        """This process's id among the replicas (as the bus, the feed and the heartbeat name it)."""
-        return self.bus.origin
 
 
 def _logged(step: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
@@ -243,7 +237,6 @@ async def running(settings: Settings, components: Components | None = None) -> A
             gateway=gateway,
             jobs=jobs,
             components=components,
-            started_at=started_at,
         )
         await _started(stack, jobs.start, jobs.close)
         health = HealthCheck(
@@ -251,7 +244,7 @@ async def running(settings: Settings, components: Components | None = None) -> A
             settings=settings,
             streams=streams,
             upstreams=upstreams,
-            replica=Replica(id=bus.origin, started_at=runtime.started_at),
+            replica=Replica(id=bus.origin, started_at=started_at),  # the uptime counts from the start of the start
         )
         changes = UpstreamChanges(db.sessionmaker, registry=upstreams, bus=bus, feed=feed, settings=settings)
         for part in (settings, db, auth, upstreams, changes, request_log, rate_limiter, streams, gateway, jobs, health):

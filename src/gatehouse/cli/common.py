@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gatehouse.auth.actor import Actor
 from gatehouse.core.bus import EventBus, create_bus
 from gatehouse.db.engine import create_engine, create_sessionmaker
-from gatehouse.db.session import run_after_commit
+from gatehouse.db.session import transaction
 from gatehouse.errors import GatehouseError
 from gatehouse.settings import Settings, get_settings
 
@@ -103,10 +103,8 @@ async def session_and_bus(settings: Settings) -> AsyncIterator[tuple[AsyncSessio
     engine = create_engine(settings)
     bus = create_bus(settings.redis_url, settings.redis_prefix)
     try:
-        async with create_sessionmaker(engine)() as session:
-            async with session.begin():
-                yield session, bus
-            await run_after_commit(session)
+        async with transaction(create_sessionmaker(engine)) as session:
+            yield session, bus
     finally:
         await bus.close()
         await engine.dispose()

@@ -18,6 +18,7 @@ from gatehouse.gateway.streams.registry import LiveStream
 from gatehouse.limits import quotas
 from gatehouse.limits.errors import QuotaExceeded
 from gatehouse.limits.quotas import Reservation
+from gatehouse.limits.ratelimit import user_identity
 from gatehouse.upstreams.upstream import Upstream
 
 log = get_logger("gatehouse.gateway")
@@ -95,7 +96,7 @@ class Call:
 
 async def admit(gateway: Gateway, call: Call, *, prompt_bound: int, want_completion: int) -> None:
     """Rate limits (per minute, per action), then the quota reservation; raises 429 when refused."""
-    user = f"u{call.principal.user_id}"
+    user = user_identity(call.principal.user_id)
     limiter = gateway.rate_limiter
     try:
         await limiter.hit("user_per_minute", user)

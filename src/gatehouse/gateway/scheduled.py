@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from gatehouse.gateway.models import RequestLog
@@ -11,9 +10,8 @@ from gatehouse.jobs.purge import PurgeContext, delete_in_batches
 
 async def purge_request_log(context: PurgeContext) -> dict[str, Any]:
     """Request-log rows older than REQUEST_LOG_RETENTION_DAYS (0: kept forever)."""
-    days = context.settings.request_log_retention_days
-    if not days:
+    cutoff = context.cutoff(context.settings.request_log_retention_days)
+    if cutoff is None:
         return {}
-    cutoff = context.now - timedelta(days=days)
     rows = await delete_in_batches(context.sessionmaker, RequestLog.id, RequestLog.created_at < cutoff)
     return {"request_log_rows": rows, "request_log_before": cutoff.isoformat()}

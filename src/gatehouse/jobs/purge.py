@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, delete, select
@@ -36,6 +36,10 @@ class PurgeContext:
     sessionmaker: async_sessionmaker[AsyncSession]
     actor: Actor
     now: datetime
+
+    def cutoff(self, days: int) -> datetime | None:
+        """What is older than this is past a retention of `days` (None: 0 days, kept forever)."""
+        return self.now - timedelta(days=days) if days else None
 
 
 PurgeStep = Callable[[PurgeContext], Awaitable[dict[str, Any]]]  # returns what it removed, by kind

@@ -10,7 +10,7 @@ import asyncio
 import os
 import socket
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -26,6 +26,13 @@ log = get_logger("gatehouse.replicas")
 HEARTBEAT_SECONDS = 5.0
 STALE_SECONDS = 20.0  # four missed heartbeats: the process is gone (or cannot reach the database)
 FORGET_SECONDS = 24 * 3600.0  # stale rows older than this are deleted by the next heartbeat of any replica
+
+
+async def forget_stale(session: AsyncSession, now: datetime) -> int:
+    """Delete the rows of processes gone for more than FORGET_SECONDS; how many went."""
+    forgotten = ReplicaBeat.seen_at < now - timedelta(seconds=FORGET_SECONDS)
+    result = await session.execute(delete(ReplicaBeat).where(forgotten))
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 async def live_replicas(session: AsyncSession) -> Sequence[ReplicaBeat]:
@@ -82,6 +89,4 @@ class Heartbeat:
                         seen_at=now,
                     )
                 )
-                await session.execute(
-                    delete(ReplicaBeat).where(ReplicaBeat.seen_at < now - timedelta(seconds=FORGET_SECONDS))
-                )
+                await forget_stale(session, now)

@@ -6,25 +6,21 @@ the oldest prefix of the hash chain, in batches, each anchored by a chained `aud
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete
-
 from gatehouse.audit.service import purge_before
-from gatehouse.jobs.models import JobRun, ReplicaBeat
+from gatehouse.jobs.models import JobRun
 from gatehouse.jobs.purge import PurgeContext, delete_in_batches
-from gatehouse.jobs.replicas import FORGET_SECONDS
+from gatehouse.jobs.replicas import forget_stale
 
 AUDIT_BATCH = 20000  # events per purge transaction, each anchored by its own audit.purged event
 
 
 async def purge_job_runs(context: PurgeContext) -> dict[str, Any]:
     """Finished runs older than REQUEST_LOG_RETENTION_DAYS (0: kept forever)."""
-    days = context.settings.request_log_retention_days
-    if not days:
+    cutoff = context.cutoff(context.settings.request_log_retention_days)
+    if cutoff is None:
         return {}
-    cutoff = context.now - timedelta(days=days)
     where = (JobRun.started_at < cutoff) & (JobRun.status != "running")
     return {"job_runs": await delete_in_batches(context.sessionmaker, JobRun.id, where)}
 
@@ -32,18 +28,14 @@ async def purge_job_runs(context: PurgeContext) -> dict[str, Any]:
 async def forget_stale_replicas(context: PurgeContext) -> dict[str, Any]:
     """Heartbeats of processes gone for more than a day."""
     async with context.sessionmaker() as session, session.begin():
-        result = await session.execute(
-            delete(ReplicaBeat).where(ReplicaBeat.seen_at < context.now - timedelta(seconds=FORGET_SECONDS))
-        )
-    return {"stale_replicas": int(getattr(result, "rowcount", 0) or 0)}
+        return {"stale_replicas": await forget_stale(session, context.now)}
 
 
 async def purge_audit(context: PurgeContext) -> dict[str, Any]:
     """Audit events past AUDIT_RETENTION_DAYS (0: kept forever)."""
-    days = context.settings.audit_retention_days
-    if not days:
+    cutoff = context.cutoff(context.settings.audit_retention_days)
+    if cutoff is None:
         return {}
-    cutoff = context.now - timedelta(days=days)
     removed = 0
     while True:
         async with context.sessionmaker() as session, session.begin():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from gatehouse.jobs.purge import PurgeContext, delete_in_batches
@@ -12,8 +11,7 @@ from gatehouse.monitoring.models import OpsSample
 async def purge_ops_samples(context: PurgeContext) -> dict[str, Any]:
     """Statement samples older than REQUEST_LOG_RETENTION_DAYS (0: kept forever), like the request log they
     explain."""
-    days = context.settings.request_log_retention_days
-    if not days:
+    cutoff = context.cutoff(context.settings.request_log_retention_days)
+    if cutoff is None:
         return {}
-    cutoff = context.now - timedelta(days=days)
     return {"ops_samples": await delete_in_batches(context.sessionmaker, OpsSample.id, OpsSample.created_at < cutoff)}
