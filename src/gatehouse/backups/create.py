@@ -1,6 +1,7 @@
 """Creating a backup: a consistent copy of the database (backups/sqlite.py, backups/postgres.py), encrypted
 or not, its digests, the file published into BACKUP_DIR and its manifest written last (backups/manifest.py),
-then the generations beyond BACKUP_KEEP pruned.
+then the generations beyond BACKUP_KEEP pruned. The name is claimed by an empty `.<name>.partial` file kept
+until the manifest is in place, so a listing tells a backup being written from one whose manifest is missing.
 """
 
 from __future__ import annotations
@@ -18,7 +19,15 @@ from gatehouse import __version__
 from gatehouse.backups import postgres, sqlite
 from gatehouse.backups.crypto import Digests, encrypt_file
 from gatehouse.backups.key import backup_key
-from gatehouse.backups.manifest import KINDS, SUFFIXES, Manifest, backup_dir, read_manifests, write_manifest
+from gatehouse.backups.manifest import (
+    STALE_PARTIAL_SECONDS,
+    SUFFIXES,
+    Manifest,
+    backup_dir,
+    read_inventory,
+    write_manifest,
+)
+from gatehouse.backups.manifest_schema import KINDS
 from gatehouse.backups.snapshot import Progress
 from gatehouse.backups.stored import sha256_file
 from gatehouse.core.logging import get_logger
@@ -27,8 +36,6 @@ from gatehouse.errors import GatehouseError
 from gatehouse.settings import Settings
 
 log = get_logger("gatehouse.backup")
-
-STALE_PARTIAL_SECONDS = 24 * 3600.0  # leftovers of a backup that crashed are removed after a day
 
 
 async def create_backup(
@@ -41,11 +48,13 @@ async def create_backup(
     directory = backup_dir(settings)
     started, created_at = time.monotonic(), utcnow()
     database = "sqlite" if settings.is_sqlite else "postgresql"
-    name, partial = await asyncio.to_thread(_reserve, directory, created_at, kind)
+    name, claim = await asyncio.to_thread(_reserve, directory, created_at, kind)
     suffix = ".sqlite" if settings.is_sqlite else ".pgdump"
     final: Path | None = None
+    partial = directory / f".{name}.copy.partial"
     sealed = directory / f".{name}.enc.partial"
     try:
+        await asyncio.to_thread(_create_private, partial)
         if settings.is_sqlite:
             live = sqlite.sqlite_path(settings.database_url)
             snapshot = await asyncio.to_thread(sqlite.sqlite_copy, live, partial, progress=progress)
@@ -83,13 +92,14 @@ async def create_backup(
     finally:
         partial.unlink(missing_ok=True)
         sealed.unlink(missing_ok=True)
+        claim.unlink(missing_ok=True)  # last: until the manifest is in place, the backup is being written
     removed = await asyncio.to_thread(_prune, directory, kind, settings.backup_keep)
     log.info("backup_created", **manifest.counts(), kind=kind, seconds=manifest.duration_seconds, pruned=removed)
     return manifest
 
 
 def _reserve(directory: Path, created_at: datetime, kind: str) -> tuple[str, Path]:
-    """A name no other backup has, claimed by creating its partial file exclusively."""
+    """A name no other backup has, claimed by creating its claim `.<name>.partial` exclusively."""
     stamp = f"gatehouse-{created_at:%Y%m%dT%H%M%SZ}"
     tail = "-safety" if kind == "safety" else ""
     # After the highest number taken in this second, so a name freed by pruning is never given out again.
@@ -99,13 +109,18 @@ def _reserve(directory: Path, created_at: datetime, kind: str) -> tuple[str, Pat
         name = f"{stamp}{'' if attempt == 1 else f'-{attempt}'}{tail}"
         if any((directory / f"{name}{suffix}").exists() for suffix in SUFFIXES):
             continue
-        partial = directory / f".{name}.partial"
+        claim = directory / f".{name}.partial"
         try:
-            os.close(os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            _create_private(claim)
         except FileExistsError:
             continue
-        return name, partial
+        return name, claim
     raise GatehouseError(f"No free backup name for {stamp} in {directory}")
+
+
+def _create_private(path: Path) -> None:
+    """A new empty file only its owner can read (FileExistsError if there is one)."""
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
 def _encrypt(source: Path, target: Path, key: str, progress: Progress | None) -> Digests:
@@ -131,9 +146,13 @@ def _publish(partial: Path, final: Path) -> None:
 
 
 def _prune(directory: Path, kind: str, keep: int) -> list[str]:
-    """Remove backups of `kind` beyond the newest `keep`, and leftovers of crashed runs; the names removed."""
+    """Remove intact backups of `kind` beyond the newest `keep`, and leftovers of crashed runs; the names removed.
+
+    A damaged backup is neither counted nor removed: it never pushes an intact one out, and it stays for a person
+    to look at (the backup job fails while there is one, see backups/scheduled.py).
+    """
     removed = []
-    for manifest in [m for m in read_manifests(directory) if m.kind == kind][keep:]:
+    for manifest in [m for m in read_inventory(directory).intact if m.kind == kind][keep:]:
         (directory / f"{manifest.name}.json").unlink(missing_ok=True)  # first: a listed backup always has its file
         (directory / manifest.file).unlink(missing_ok=True)
         removed.append(manifest.name)

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from gatehouse.backups.crypto import DecryptionError, Digests, decrypt_file
-from gatehouse.backups.manifest import Manifest, backup_dir
+from gatehouse.backups.manifest import Manifest, backup_dir, size_problem
 from gatehouse.backups.snapshot import Progress
 from gatehouse.settings import Settings
 
@@ -38,9 +38,8 @@ async def plaintext(
     if not await asyncio.to_thread(path.exists):
         raise Unusable(f"its file {path} is missing")
     size, sha = await asyncio.to_thread(sha256_file, path, progress)
-    if size != manifest.size:
-        cut = "it is truncated" if size < manifest.size else "it was changed"
-        raise Unusable(f"its file is {size} bytes, the manifest says {manifest.size}: {cut}")
+    if problem := size_problem(manifest, size):
+        raise Unusable(problem)
     if sha != manifest.sha256:
         raise Unusable("its file's SHA-256 does not match the manifest: the file is corrupted")
     if key is None:

@@ -19,7 +19,7 @@ from gatehouse.backups.errors import (
     OutputExists,
 )
 from gatehouse.backups.key import backup_key
-from gatehouse.backups.manifest import Manifest, compare_rows, describe_revision, get_backup
+from gatehouse.backups.manifest import Damaged, Manifest, compare_rows, describe_revision, find_backup, get_backup
 from gatehouse.backups.snapshot import Progress
 from gatehouse.backups.stored import Unusable, plaintext, scratch_dir
 from gatehouse.settings import Settings
@@ -41,8 +41,11 @@ class VerifyResult:
 
 
 async def verify_backup(settings: Settings, name: str, *, progress: Progress | None = None) -> VerifyResult:
-    """Check a backup end to end: its file against the manifest, then restored into a scratch database."""
-    manifest = await get_backup(settings, name)
+    """Check a backup end to end: its file against the manifest, then restored into a scratch database; a damaged
+    one (its manifest unreadable or missing, its file missing or cut short) fails, saying what is wrong."""
+    manifest = await find_backup(settings, name)
+    if isinstance(manifest, Damaged):
+        return VerifyResult(manifest.name, (manifest.problem,))
     key = backup_key(settings) if manifest.encrypted else None
     if manifest.database == "postgresql" and settings.is_sqlite:
         raise BackupWrongDatabase(

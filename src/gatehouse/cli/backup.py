@@ -10,13 +10,14 @@ from typing import TypeVar
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.measure import Measurement
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy.engine import make_url
 
 from gatehouse.backups.create import create_backup
-from gatehouse.backups.manifest import get_backup, list_backups
+from gatehouse.backups.manifest import Damaged, get_backup, inventory
 from gatehouse.backups.restore import in_use, restore_backup, serving_processes
 from gatehouse.backups.snapshot import Progress as StepProgress
 from gatehouse.backups.verify import decrypt_backup, verify_backup
@@ -87,43 +88,56 @@ def create(
 
 @app.command("list")
 def list_() -> None:
-    """List the backups in BACKUP_DIR, newest first."""
+    """List the backups in BACKUP_DIR, newest first; a damaged one is marked, with what is wrong."""
     settings = quiet_settings()
-    manifests = run(lambda: list_backups(settings), settings)
-    if not manifests:
+    found = run(lambda: inventory(settings), settings)
+    backups = found.newest_first()
+    if not backups:
         console.print(f"No backups in {settings.backup_dir}: `gatehouse backup create` makes one", highlight=False)
         return
     table = Table(title=f"Backups in {settings.backup_dir}", title_justify="left", box=box.SIMPLE_HEAD)
-    for column in ("name", "created (UTC)", "kind", "database", "size", "encrypted", "revision", "rows"):
+    columns = ("name", "created (UTC)", "kind", "database", "size", "encrypted", "revision", "rows", "state")
+    for column in columns:
         table.add_column(column, justify="right" if column in ("size", "rows") else "left", no_wrap=True)
-    for m in manifests:
-        table.add_row(
-            m.name,
-            f"{m.created_at:%Y-%m-%d %H:%M}",
-            m.kind,
-            m.database,
-            _size(m.size),
-            "yes" if m.encrypted else "no",
-            ", ".join(m.revision) or "-",
-            str(m.total_rows),
-        )
+    for b in backups:
+        created = f"{b.created_at:%Y-%m-%d %H:%M}"
+        if isinstance(b, Damaged):
+            table.add_row(b.name, created, b.kind, "-", "-", "-", "-", "-", "DAMAGED")
+            continue
+        encrypted = "yes" if b.encrypted else "no"
+        revision = ", ".join(b.revision) or "-"
+        table.add_row(b.name, created, b.kind, b.database, _size(b.size), encrypted, revision, str(b.total_rows), "ok")
     # Every row on one line, however narrow the terminal (or a pipe): names are copied from here.
     width = max(console.width, Measurement.get(console, console.options.update_width(10_000), table).maximum)
     Console(width=width, force_terminal=console.is_terminal, no_color=console.no_color).print(table, highlight=False)
+    if found.damaged:
+        console.print(
+            f"{len(found.damaged)} damaged (not usable as they are, kept until you move them away; RUNBOOK, "
+            "Backups and restore):",
+            highlight=False,
+            soft_wrap=True,
+        )
+        for d in found.damaged:
+            line = f"  {d.name}: {d.problem} (files: {', '.join(d.files)})"
+            console.print(escape(line), highlight=False, soft_wrap=True)
 
 
 @app.command()
 def verify(
     name: str | None = typer.Argument(None, help="The backup to check (default: the newest)."),
 ) -> None:
-    """Restore a backup into a scratch database and check it: integrity, revision, row counts. Exit 1 if not OK."""
+    """Restore a backup into a scratch database and check it: integrity, revision, row counts. Exit 1 if not OK
+    (a damaged backup, e.g. one whose manifest cannot be read, is not OK)."""
     settings = quiet_settings()
+    others: tuple[Damaged, ...] = ()
     if name is None:
-        manifests = run(lambda: list_backups(settings), settings)
-        if not manifests:
+        found = run(lambda: inventory(settings), settings)
+        backups = found.newest_first()
+        if not backups:
             err_console.print(f"[red]Error:[/red] no backups in {settings.backup_dir}", highlight=False)
             raise typer.Exit(1)
-        name = manifests[0].name
+        name = backups[0].name
+        others = tuple(d for d in found.damaged if d.name != name)
     chosen = name
     result = _with_progress("Verifying", settings, lambda progress: verify_backup(settings, chosen, progress=progress))
     if result.ok:
@@ -131,11 +145,19 @@ def verify(
             f"OK: {result.name} restores, {result.rows} rows in {result.tables} tables match its manifest",
             highlight=False,
         )
-        return
-    err_console.print(f"[red]FAILED:[/red] {result.name}", highlight=False)
-    for problem in result.problems:
-        err_console.print(f"  - {problem}", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
+    else:
+        err_console.print(f"[red]FAILED:[/red] {result.name}", highlight=False)
+        for problem in result.problems:
+            err_console.print(f"  - {escape(problem)}", highlight=False, soft_wrap=True)
+    if others:
+        err_console.print(
+            f"[yellow]Also damaged:[/yellow] {', '.join(d.name for d in others)} (`gatehouse backup list` says "
+            "what is wrong)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if not result.ok:
+        raise typer.Exit(1)
 
 
 @app.command()

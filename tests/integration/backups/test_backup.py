@@ -21,7 +21,7 @@ from typer.testing import CliRunner, Result
 from gatehouse.audit.service import AuditFilter, list_events, verify_chain
 from gatehouse.auth.models import User
 from gatehouse.backups.create import create_backup
-from gatehouse.backups.manifest import get_backup, list_backups
+from gatehouse.backups.manifest import get_backup, inventory, list_backups
 from gatehouse.backups.restore import restore_backup
 from gatehouse.backups.verify import verify_backup
 from gatehouse.cli import app as cli_app
@@ -278,6 +278,111 @@ async def test_unknown_names_and_a_missing_key_are_explained(settings: Settings)
     assert [p.name for p in settings.backup_dir.iterdir() if p.name.startswith(".")] == []  # no leftovers
 
 
+# --- damaged backups ---------------------------------------------------------------------------------------
+
+
+def _break_json(directory: Path, name: str) -> None:
+    (directory / f"{name}.json").write_text('{"format": 1, "name": ')
+
+
+def _truncate_json(directory: Path, name: str) -> None:
+    path = directory / f"{name}.json"
+    path.write_text(path.read_text()[: len(path.read_text()) // 2])
+
+
+def _delete_json(directory: Path, name: str) -> None:
+    (directory / f"{name}.json").unlink()
+
+
+def _wrong_fields(directory: Path, name: str) -> None:
+    path = directory / f"{name}.json"
+    data = json.loads(path.read_text())
+    data["rows"] = "many"
+    del data["sha256"]
+    path.write_text(json.dumps(data))
+
+
+# What each damage does to a backup, and what `gatehouse backup list` and `verify` then say is wrong.
+DAMAGE = {
+    "invalid JSON": (_break_json, "is not valid JSON (Expecting value at line 1, column 23)"),
+    "truncated": (_truncate_json, "is not valid JSON ("),
+    "deleted": (_delete_json, "is missing: the backup never finished, or the manifest was deleted"),
+    "wrong fields": (_wrong_fields, "lacks sha256"),
+}
+
+
+async def test_a_damaged_backup_is_listed_refused_and_never_counted_as_a_generation(settings: Settings) -> None:
+    keep = settings.model_copy(update={"backup_keep": 2})
+    await upgrade(settings.database_url)
+    good = await create_backup(keep, encrypt=True)
+    damaged = []
+    for damage, (make, _) in DAMAGE.items():
+        made = await create_backup(keep, encrypt=damage == "truncated")
+        make(keep.backup_dir, made.name)
+        damaged.append(made.name)
+    cut = await create_backup(keep, encrypt=False)  # a file cut short is damage seen without reading it
+    (keep.backup_dir / cut.file).write_bytes((keep.backup_dir / cut.file).read_bytes()[:1000])
+    damaged.append(cut.name)
+
+    found = await inventory(keep)
+    # Four damaged backups came after it, and BACKUP_KEEP is 2: the intact one is still there.
+    assert [m.name for m in found.intact] == [good.name]
+    assert [d.name for d in found.damaged] == damaged[::-1]
+    for (_, problem), backup in zip(DAMAGE.values(), found.damaged[::-1], strict=False):
+        assert backup.problem.startswith(f"its manifest {backup.name}.json "), backup.problem
+        assert problem in backup.problem, backup.problem
+    assert (
+        found.damaged[0].problem == f"its file {cut.file} is 1000 bytes, the manifest says {cut.size}: it is truncated"
+    )
+    assert [b.name for b in found.newest_first()] == [*damaged[::-1], good.name]
+    assert [m.name for m in await list_backups(keep)] == [good.name]
+
+    for name in damaged:
+        result = await verify_backup(keep, name)
+        assert not result.ok and result.name == name
+        (problem,) = result.problems
+        assert name in problem
+        before = await _counts(keep)
+        with pytest.raises(BadRequest, match=rf"^Backup {name} is damaged: its (manifest|file) .*Nothing was changed"):
+            await restore_backup(keep, name, force=False)
+        assert await _counts(keep) == before
+    assert (await verify_backup(keep, good.name)).ok
+    with pytest.raises(BadRequest, match="is damaged: its manifest"):
+        await get_backup(keep, damaged[0])
+
+    # Later backups prune intact ones only: the damaged stay until a person moves them away.
+    newer = [await create_backup(keep, encrypt=False) for _ in range(3)]
+    found = await inventory(keep)
+    assert [m.name for m in found.intact] == [newer[2].name, newer[1].name]
+    assert [d.name for d in found.damaged] == damaged[::-1]
+
+
+async def test_the_backup_job_fails_while_a_damaged_backup_is_there_and_its_metrics_say_so(settings: Settings) -> None:
+    failed = 'gatehouse_job_runs_total{job_name="backup",status="failed"}'
+
+    def value(metrics: str, series: str) -> float:
+        return float(next(line for line in metrics.splitlines() if line.startswith(series + " ")).split()[-1])
+
+    async with running_app(settings) as harness:
+        broken = await create_backup(settings, encrypt=False)
+        _truncate_json(settings.backup_dir, broken.name)
+        before = value((await harness.client.get("/metrics")).text, failed)
+
+        run = (await harness.client.post("/admin/jobs/backup/run")).json()
+        assert run["status"] == "failed", run
+        assert run["error"].startswith("DamagedBackupsFound: backup gatehouse-"), run["error"]
+        assert f"1 backup(s) in {settings.backup_dir} are damaged" in run["error"]
+        assert f"{broken.name}: its manifest {broken.name}.json is not valid JSON" in run["error"]
+        assert value((await harness.client.get("/metrics")).text, failed) == before + 1
+        jobs = (await harness.client.get("/admin/jobs")).json()["jobs"]
+        last = next(job for job in jobs if job["name"] == "backup")["last_run"]
+        assert last["status"] == "failed" and broken.name in last["error"]
+
+        # The backup itself was taken, and is intact: only the damaged one is wrong.
+        (taken,) = (await inventory(settings)).intact
+        assert (await verify_backup(settings, taken.name)).ok
+
+
 # --- the CLI ---------------------------------------------------------------------------------------------
 
 
@@ -362,6 +467,54 @@ def test_cli_create_list_verify_restore(environment: Path) -> None:
     assert f"FAILED: {name}" in failed.stderr and "manifest says 1" in failed.stderr
     missing = gatehouse("backup", "restore", "gatehouse-20000101T000000Z", "--yes")
     assert missing.exit_code == 1 and "No backup named" in missing.stderr
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_cli_list_and_verify_name_a_damaged_backup_and_the_job_fails_on_it(environment: Path, damage: str) -> None:
+    assert gatehouse("db", "upgrade").exit_code == 0
+    good = gatehouse("backup", "create").stdout.split()[2].rstrip(":")
+    broken = gatehouse("backup", "create", "--encrypt").stdout.split()[2].rstrip(":")
+    make, problem = DAMAGE[damage]
+    make(environment, broken)
+
+    listed = gatehouse("backup", "list")
+    assert listed.exit_code == 0, listed.output
+    rows = {line.split()[0]: line.split() for line in listed.stdout.splitlines() if "  gatehouse-" in line}
+    assert rows[broken][-1] == "DAMAGED" and rows[good][-1] == "ok"
+    assert "1 damaged" in listed.stdout
+    assert f"  {broken}: its manifest {broken}.json " in listed.stdout and problem in listed.stdout
+
+    newest = gatehouse("backup", "verify")
+    assert newest.exit_code == 1
+    assert newest.stdout == ""
+    assert newest.stderr.startswith(f"FAILED: {broken}\n  - its manifest {broken}.json "), newest.stderr
+    assert problem in newest.stderr
+    named = gatehouse("backup", "verify", broken)
+    assert named.exit_code == 1 and named.stderr == newest.stderr
+    earlier = gatehouse("backup", "verify", good)
+    assert earlier.exit_code == 0, earlier.output
+    assert earlier.stdout.startswith(f"OK: {good} restores")
+
+    refused = gatehouse("backup", "restore", broken, "--yes")
+    assert refused.exit_code == 1
+    assert refused.stderr.startswith(f"Error: Backup {broken} is damaged: its manifest {broken}.json "), refused.stderr
+    assert "Nothing was changed" in refused.stderr and "Replace all data" not in refused.stdout
+
+    # The backup job takes its backup, then fails while a damaged one is there, naming it.
+    job = gatehouse("jobs", "run", "backup")
+    assert job.exit_code == 1
+    assert "backup failed" in job.stderr and f"{broken}: its manifest {broken}.json" in job.stderr
+    found = asyncio.run(inventory(get_settings()))
+    assert len(found.intact) == 2 and [d.name for d in found.damaged] == [broken]
+    newest = gatehouse("backup", "verify")  # the job's backup, intact; the damaged one is still pointed out
+    assert newest.exit_code == 0, newest.output
+    assert newest.stdout.startswith(f"OK: {found.intact[0].name} restores")
+    assert newest.stderr.startswith(f"Also damaged: {broken}")
+
+    # Moved away (as the RUNBOOK says): the job succeeds again.
+    for path in environment.glob(f"{broken}.*"):
+        path.rename(environment.parent / path.name)
+    assert gatehouse("jobs", "run", "backup").exit_code == 0
 
 
 def test_cli_never_shows_the_database_password(environment: Path, monkeypatch: pytest.MonkeyPatch) -> None:
