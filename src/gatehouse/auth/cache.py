@@ -1,4 +1,9 @@
-"""The principal cache: a warm API key costs no database read; bus signals empty it on every replica."""
+"""The principal cache: a warm API key costs no database read; bus signals empty it on every replica.
+
+While Redis is unreachable those signals cannot arrive: entries then live at most OUTAGE_TTL_SECONDS, so a key
+revoked (or a user disabled) on another replica is refused here within seconds all the same; once the bus is
+subscribed again (Signal.RECONNECTED) the cache starts over.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ from typing import Any
 
 from gatehouse.auth.principal import Principal
 from gatehouse.core.bus import Signal
+
+OUTAGE_TTL_SECONDS = 5.0  # the longest an entry lives while Redis (and so the bus) is unreachable
 
 
 class AuthCache:
@@ -28,6 +35,7 @@ class AuthCache:
         max_negative_entries: int = 10_000,
     ):
         self.ttl = ttl_seconds
+        self.normal_ttl = ttl_seconds
         self.negative_ttl = negative_ttl_seconds
         self.max_entries = max_entries
         self.max_negative_entries = max_negative_entries
@@ -138,6 +146,21 @@ class AuthCache:
         self._negative.clear()
         self._by_user.clear()
         self._by_key.clear()
+
+    def on_redis(self, up: bool) -> None:
+        """The shared Redis state switched: while it is down, no entry outlives OUTAGE_TTL_SECONDS (those cached
+        already included), since the signals that would empty it cannot arrive."""
+        if up:
+            self.ttl = self.normal_ttl
+            return
+        self.ttl = min(self.normal_ttl, OUTAGE_TTL_SECONDS)
+        deadline = time.monotonic() + self.ttl
+        for key_hash, (principal, expires) in list(self._entries.items()):
+            if expires > deadline:
+                self._entries[key_hash] = (principal, deadline)
+        for key_hash, expires in list(self._negative.items()):
+            if expires > deadline:
+                self._negative[key_hash] = deadline
 
     def on_event(self, kind: str, data: dict[str, Any]) -> None:
         """Bus handler."""

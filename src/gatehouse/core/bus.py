@@ -1,11 +1,16 @@
 """The event bus for cross-replica signals: in-process when alone, Redis pub/sub when REDIS_URL is set.
 
 Caches subscribe here, so a revoked key or a disabled user takes effect on the next request everywhere.
+
+While Redis is unreachable (core/redis_state.py), a signal is delivered here at once and held back for the
+others (no request waits for Redis); the held signals go out as soon as Redis answers again. The listener
+resubscribes then too, and announces Signal.RECONNECTED locally: whatever it missed, caches start over.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import uuid
@@ -16,6 +21,7 @@ from typing import Any
 import orjson
 
 from gatehouse.core.logging import get_logger
+from gatehouse.core.redis_state import RedisState, describe
 from gatehouse.core.tasks import stop as stop_task
 
 log = get_logger("gatehouse.bus")
@@ -35,10 +41,10 @@ class Signal(StrEnum):
     RECONNECTED = "bus.reconnected"  # delivered locally after a Redis outage: caches must drop everything
 
 
-PUBLISH_TIMEOUT = 2.0  # seconds: connect and answer, for one PUBLISH
 HEARTBEAT_SECONDS = 10.0  # a quiet subscription is pinged this often, and dropped when a PING goes unanswered as long
 POLL_SECONDS = 1.0
 MAX_RETRY_SECONDS = 5.0
+MAX_HELD = 10_000  # signals held back while Redis is unreachable; the oldest go first beyond that
 
 
 class EventBus:
@@ -75,21 +81,28 @@ class EventBus:
 class RedisEventBus(EventBus):
     """Redis pub/sub: every replica hears every event; its own echo is skipped (already delivered)."""
 
-    def __init__(self, url: str, *, prefix: str, heartbeat_seconds: float = HEARTBEAT_SECONDS) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
+        state: RedisState | None = None,
+    ) -> None:
         super().__init__()
         import redis.asyncio as redis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
+        self._owns_state = state is None
+        self.state = state if state is not None else RedisState(url)
         # Publishing runs inside an admin's request (a revoke, a disable): it must fail fast, not hang.
-        self._redis = redis.Redis.from_url(
-            url, socket_connect_timeout=PUBLISH_TIMEOUT, socket_timeout=PUBLISH_TIMEOUT, retry=Retry(NoBackoff(), 1)
-        )
+        self._redis = redis.Redis.from_url(url, **self.state.client_options())
         # The listener's errors must reach _listen, which resubscribes and announces RECONNECTED: redis-py's
         # own retries would reconnect silently, and the events missed meanwhile would go unnoticed.
         self._listener = redis.Redis.from_url(
             url,
-            socket_connect_timeout=5,
+            socket_connect_timeout=self.state.timeout,
             socket_timeout=5,
             retry=Retry(NoBackoff(), 0),
             client_name=f"gatehouse-bus-{self.origin}",
@@ -98,22 +111,64 @@ class RedisEventBus(EventBus):
         self._heartbeat = heartbeat_seconds
         self._poll = min(POLL_SECONDS, heartbeat_seconds / 2)
         self._task: asyncio.Task[None] | None = None
+        self._sending: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self._held: collections.deque[tuple[str, dict[str, Any]]] = collections.deque(maxlen=MAX_HELD)
+        self._closed = False
+        self.state.subscribe(self._on_redis)
 
     async def publish(self, kind: Signal, data: dict[str, Any]) -> None:
         await self._deliver(kind, data)
-        payload = orjson.dumps({"kind": kind, "data": data, "origin": self.origin})
+        if not self.state.up or self._held:  # after what is held, in order
+            self._hold(kind, data)
+            log.warning("bus_publish_held", kind=kind, held=len(self._held), reason="Redis is unavailable")
+            if self.state.up:  # nothing is sending what is held (a failure while closing): send it now
+                self._on_redis(True)
+            return
         try:
-            async with asyncio.timeout(PUBLISH_TIMEOUT + 0.5):
-                await self._redis.publish(self._channel, payload)
+            await self._send(kind, data)
         except Exception as exc:
-            # Other replicas miss this event; their caches expire (AUTH_CACHE_SECONDS) or flush on reconnect.
-            log.error("bus_publish_failed", kind=kind, error=f"{type(exc).__name__}: {exc}")
+            # Held, and sent once Redis answers; other replicas' caches meanwhile expire within seconds
+            # (auth/cache.py) and start over when their subscription comes back.
+            self.state.failed(exc, by="bus")
+            self._hold(kind, data)
+            log.error("bus_publish_failed", kind=kind, error=describe(exc), held=len(self._held))
+
+    async def _send(self, kind: str, data: dict[str, Any]) -> None:
+        payload = orjson.dumps({"kind": kind, "data": data, "origin": self.origin})
+        async with asyncio.timeout(self.state.timeout * 2 + 0.5):
+            await self._redis.publish(self._channel, payload)
+
+    def _hold(self, kind: str, data: dict[str, Any]) -> None:
+        if len(self._held) == self._held.maxlen:
+            log.warning("bus_held_dropped", kind=self._held[0][0], reason=f"more than {MAX_HELD} held")
+        self._held.append((kind, data))
+
+    def _on_redis(self, up: bool) -> None:
+        if up and self._held and not self._closed and (self._sending is None or self._sending.done()):
+            self._sending = asyncio.get_running_loop().create_task(self._send_held(), name="gatehouse-bus-held")
+
+    async def _send_held(self) -> None:
+        """Send what was held back while Redis was unreachable, oldest first."""
+        sent = 0
+        while self._held and self.state.up:
+            kind, data = self._held[0]
+            try:
+                await self._send(kind, data)
+            except Exception as exc:
+                self.state.failed(exc, by="bus")
+                log.error("bus_publish_failed", kind=kind, error=describe(exc), held=len(self._held))
+                return
+            self._held.popleft()
+            sent += 1
+        if sent:
+            log.info("bus_held_sent", count=sent)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._listen(), name="gatehouse-bus")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._ready.wait(), timeout=5)
+        if self.state.up:  # a replica starting while Redis is away serves at once (it subscribes when Redis is back)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ready.wait(), timeout=5)
 
     async def _listen(self) -> None:
         # True after any time without a subscription, the very first start included: events may have been
@@ -135,8 +190,11 @@ class RedisEventBus(EventBus):
                 raise
             except Exception as exc:
                 missed = True
+                self.state.failed(exc, by="bus listener")
                 log.warning("bus_disconnected", error=f"{type(exc).__name__}: {exc}", retry_in=delay)
-                await asyncio.sleep(delay)
+                # Back at once when the shared probe hears Redis again, so caches catch up within a second.
+                await asyncio.sleep(min(delay, POLL_SECONDS / 4))
+                await self.state.wait_up(delay)
                 delay = min(delay * 2, MAX_RETRY_SECONDS)
 
     async def _subscribe(self, pubsub: Any) -> None:
@@ -161,6 +219,10 @@ class RedisEventBus(EventBus):
             connection = pubsub.connection
             if connection is None or not connection.is_connected:
                 raise ConnectionError("the subscription's connection was closed")
+            if not self.state.up:
+                # Another client found Redis unreachable: this connection may be as dead yet still quiet. Start
+                # over, so that once the probe hears Redis the subscription is new and caches catch up at once.
+                raise ConnectionError("Redis was found unreachable")
             message = await pubsub.get_message(timeout=self._poll)
             now = loop.time()
             if message is not None:
@@ -185,11 +247,17 @@ class RedisEventBus(EventBus):
         await self._deliver(str(event.get("kind")), dict(event.get("data") or {}))
 
     async def close(self) -> None:
+        self._closed = True
         await stop_task(self._task)
+        await stop_task(self._sending)
+        if self._held:
+            log.warning("bus_held_lost", count=len(self._held), reason="stopping while Redis was unavailable")
+        if self._owns_state:
+            await self.state.close()
         await self._redis.aclose()
         await self._listener.aclose()
 
 
-def create_bus(redis_url: str, prefix: str) -> EventBus:
-    """The right bus for this deployment."""
-    return RedisEventBus(redis_url, prefix=prefix) if redis_url else EventBus()
+def create_bus(redis_url: str, prefix: str, state: RedisState | None = None) -> EventBus:
+    """The right bus for this deployment (sharing `state` with the process's other Redis clients)."""
+    return RedisEventBus(redis_url, prefix=prefix, state=state) if redis_url else EventBus()

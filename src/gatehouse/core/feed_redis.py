@@ -1,5 +1,8 @@
 """The live feed shared by every replica (REDIS_URL): a Redis Stream each replica appends its events to in
-batches, and follows with one reader task that fills its ring (core/feed.py) for its local followers."""
+batches, and follows with one reader task that fills its ring (core/feed.py) for its local followers.
+
+While Redis is unreachable (core/redis_state.py) events wait in memory, and both tasks wait for the shared probe
+to hear Redis again: then what waited goes out at once, each event with the time it happened."""
 
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from gatehouse.core.feed import (
     parse_id,
 )
 from gatehouse.core.logging import get_logger
+from gatehouse.core.redis_state import RedisState, describe
 from gatehouse.core.tasks import stop as stop_task
 
 log = get_logger("gatehouse.events")
@@ -41,9 +45,14 @@ FUTURE_SLACK_MS = 60_000  # a stream id further ahead of our clock than this was
 class RedisEventFeed(EventFeed):
     """The feed shared by every replica through a Redis Stream; the ring mirrors its newest events."""
 
-    def __init__(self, url: str, *, prefix: str, replica: str, buffer: int = BUFFER) -> None:
+    def __init__(
+        self, url: str, *, prefix: str, replica: str, buffer: int = BUFFER, state: RedisState | None = None
+    ) -> None:
         super().__init__(replica=replica, buffer=buffer)
         import redis.asyncio as redis
+
+        self._owns_state = state is None
+        self.state = state if state is not None else RedisState(url)
 
         self._key = prefix + STREAM
         self._floor = self._floor_id = None
@@ -52,11 +61,10 @@ class RedisEventFeed(EventFeed):
         self._dropped = 0
         self._flush_wake = asyncio.Event()
         self._loaded = asyncio.Event()
-        self._redis = redis.Redis.from_url(url, socket_connect_timeout=REDIS_TIMEOUT, socket_timeout=REDIS_TIMEOUT)
+        # Sends in the background, except a replay older than the ring (a follower's request): short timeouts.
+        self._redis = redis.Redis.from_url(url, **self.state.client_options(read_timeout=REDIS_TIMEOUT))
         # XREAD blocks for BLOCK_MS: its socket waits longer, and a dead connection still shows within seconds.
-        self._reader = redis.Redis.from_url(
-            url, socket_connect_timeout=REDIS_TIMEOUT, socket_timeout=BLOCK_MS / 1000 + 5
-        )
+        self._reader = redis.Redis.from_url(url, **self.state.client_options(read_timeout=BLOCK_MS / 1000 + 5))
         self._tasks: list[asyncio.Task[None]] = []
 
     def publish(self, kind: str, data: dict[str, Any]) -> None:
@@ -77,17 +85,21 @@ class RedisEventFeed(EventFeed):
             asyncio.create_task(self._read_forever(), name="gatehouse-events-read"),
         ]
         # Followers joining right after the start know where "now" is; a Redis that is away delays nothing.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(REDIS_TIMEOUT):
-                await self._loaded.wait()
+        if self.state.up:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(REDIS_TIMEOUT):
+                    await self._loaded.wait()
 
     async def close(self) -> None:
         await super().close()
         for task in self._tasks:
             await stop_task(task)
-        with contextlib.suppress(Exception):  # a last chance for what was published during shutdown
-            async with asyncio.timeout(REDIS_TIMEOUT):
-                await self._flush()
+        if self.state.up:
+            with contextlib.suppress(Exception):  # a last chance for what was published during shutdown
+                async with asyncio.timeout(REDIS_TIMEOUT):
+                    await self._flush()
+        if self._owns_state:
+            await self.state.close()
         await self._redis.aclose()
         await self._reader.aclose()
 
@@ -99,11 +111,14 @@ class RedisEventFeed(EventFeed):
         delay = 0.5
         while not _cancelled():
             await self._flush_wake.wait()
+            if not await self.state.wait_up(MAX_RETRY_SECONDS):
+                continue  # still down: the events keep waiting (bounded), nothing is tried meanwhile
             self._flush_wake.clear()
             try:
                 await self._flush()
             except Exception as exc:
-                log.warning("event_feed_send_failed", error=f"{type(exc).__name__}: {exc}", retry_in=delay)
+                self.state.failed(exc, by="live feed")
+                log.warning("event_feed_send_failed", error=describe(exc), retry_in=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_RETRY_SECONDS)
                 self._flush_wake.set()
@@ -164,8 +179,10 @@ class RedisEventFeed(EventFeed):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("event_feed_read_failed", error=f"{type(exc).__name__}: {exc}", retry_in=delay)
-                await asyncio.sleep(delay)
+                self.state.failed(exc, by="live feed")
+                log.warning("event_feed_read_failed", error=describe(exc), retry_in=delay)
+                await asyncio.sleep(min(delay, 0.25))
+                await self.state.wait_up(delay)  # back at once when the shared probe hears Redis again
                 delay = min(delay * 2, MAX_RETRY_SECONDS)
 
     async def _load_recent(self) -> None:
@@ -200,14 +217,17 @@ class RedisEventFeed(EventFeed):
     async def _older(self, key: EventKey, cursor: str, limit: int) -> Batch:
         """Older than the ring: read the stream itself, and whether it still holds everything after `cursor`."""
         entry = f"{key[0]}-{key[1]}"
-        try:
-            async with asyncio.timeout(REDIS_TIMEOUT + 0.5):
+        if not self.state.up:
+            return await super()._older(key, cursor, limit)
+        try:  # a follower's request waits: no longer than the state's short timeouts
+            async with asyncio.timeout(self.state.timeout * 3):
                 pipe = self._redis.pipeline(transaction=False)
                 pipe.xinfo_stream(self._key)
                 pipe.xrange(self._key, min=entry, max="+", count=limit)
                 info, entries = await pipe.execute()
         except Exception as exc:
-            log.warning("event_history_failed", error=f"{type(exc).__name__}: {exc}")
+            self.state.failed(exc, by="live feed")
+            log.warning("event_history_failed", error=describe(exc))
             return await super()._older(key, cursor, limit)
         events: list[FeedEvent] = []
         for entry_id, fields in entries:
@@ -255,6 +275,8 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def create_feed(redis_url: str, prefix: str, replica: str) -> EventFeed:
-    """The feed for this deployment: shared through Redis when REDIS_URL is set."""
-    return RedisEventFeed(redis_url, prefix=prefix, replica=replica) if redis_url else EventFeed(replica=replica)
+def create_feed(redis_url: str, prefix: str, replica: str, state: RedisState | None = None) -> EventFeed:
+    """The feed for this deployment: shared through Redis when REDIS_URL is set (with the process's Redis state)."""
+    if not redis_url:
+        return EventFeed(replica=replica)
+    return RedisEventFeed(redis_url, prefix=prefix, replica=replica, state=state)

@@ -116,3 +116,10 @@ class StreamNotFound(NotFound):
     """No live stream with this id: it may have ended (GET /admin/streams lists them)."""
 
     code = "stream_not_found"
+
+
+class StreamsUnavailable(Unavailable):
+    """The stream is not on this replica, and while Redis is unreachable the other replicas' streams can be neither
+    listed nor reached: retry once Redis is back (Retry-After), or send the request to the replica holding it."""
+
+    code = "streams_unavailable"

@@ -3,17 +3,25 @@
 In-process for one replica; in Redis (REDIS_URL) for many, where the `limits` library's Lua scripts make
 each check atomic, so three replicas together admit the limit, not three times it. Overrides live in the
 database and every replica reloads them when the bus says they changed (and every RELOAD_SECONDS anyway).
+
+While Redis is unreachable (core/redis_state.py), no request waits for it: RATE_LIMIT_REDIS_FALLBACK decides.
+`local` (the default): each replica enforces its share of every limit in memory, ceil(limit / live replicas),
+the replicas counted from the heartbeat table when the outage begins and every REPLICAS_REFRESH_SECONDS during
+it, so together they still admit about the limit. `refuse`: what a rate limit applies to is refused with 503
+`rate_limiter_unavailable`. Either way the bookkeeping of failed logins goes on in the local shares. Windows
+start afresh at each switch (Redis does not hear of what was counted without it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -21,17 +29,23 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from gatehouse.core.bus import Signal
 from gatehouse.core.feed import EventFeed
 from gatehouse.core.logging import get_logger
-from gatehouse.core.metrics import RATE_LIMIT_HITS
+from gatehouse.core.metrics import RATE_LIMIT_FALLBACK, RATE_LIMIT_HITS, child
+from gatehouse.core.redis_state import RedisState, RedisUnavailable, outage_errors
 from gatehouse.core.tasks import stop as stop_task
-from gatehouse.limits.errors import RateLimited
+from gatehouse.jobs.replicas import live_replicas
+from gatehouse.limits.errors import RateLimited, RateLimiterUnavailable
 from gatehouse.limits.models import RateLimitOverride
-from gatehouse.settings import Settings
+from gatehouse.settings import RedisFallback, Settings
 
 log = get_logger("gatehouse.ratelimit")
 RELOAD_SECONDS = 30.0
 HIT_EVENT = "rate_limit.hit"  # live feed event
 HIT_EVENT_SECONDS = 10.0  # one client retrying in a loop announces itself this often at most, not per refusal
 HIT_EVENT_MEMORY = 10000  # (rule, identity) pairs remembered for that; forgotten all at once beyond
+REPLICAS_REFRESH_SECONDS = 5.0  # while Redis is down, the live replicas are counted again this often
+REPLICAS_WAIT_SECONDS = 2.0  # the first requests of an outage wait at most this long for the first count
+REFUSE_RETRY_SECONDS = 5  # Retry-After of a 503 rate_limiter_unavailable
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,10 +147,11 @@ class Windows(Protocol):
 class RedisWindows:
     """Moving windows in Redis, shared by every replica: the `limits` library's atomic Lua scripts.
 
-    Imported only with REDIS_URL: one process on SQLite never loads `limits` (a tenth of a second at start).
+    Imported only with REDIS_URL: one process on SQLite never loads `limits` (a tenth of a second at start). Every
+    call gives up after the shared state's short timeouts and raises RedisUnavailable, so the caller falls back.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, state: RedisState) -> None:
         from limits.aio.storage import RedisStorage
         from limits.aio.strategies import MovingWindowRateLimiter
 
@@ -144,11 +159,13 @@ class RedisWindows:
             _async_uri(settings.redis_url),
             implementation="redispy",
             key_prefix=settings.redis_prefix + "rl",
-            socket_connect_timeout=5,
-            socket_timeout=5,
+            **state.client_options(),
         )
         self._limiter = MovingWindowRateLimiter(self.storage)
         self._items: dict[Item, Any] = {}
+        self._errors = outage_errors()
+        # A script that was not loaded yet costs a second round trip: both fit in the deadline.
+        self._deadline = state.timeout * 3
 
     def _limits_item(self, item: Item) -> Any:
         found = self._items.get(item)
@@ -159,18 +176,25 @@ class RedisWindows:
             found = self._items[item] = cls(item.amount, namespace=item.namespace)
         return found
 
+    async def _call(self, work: Awaitable[T]) -> T:
+        try:
+            async with asyncio.timeout(self._deadline):
+                return await work
+        except self._errors as exc:
+            raise RedisUnavailable(str(exc)) from exc
+
     async def hit(self, item: Item, identity: str) -> bool:
-        return bool(await self._limiter.hit(self._limits_item(item), identity))
+        return bool(await self._call(self._limiter.hit(self._limits_item(item), identity)))
 
     async def test(self, item: Item, identity: str) -> bool:
-        return bool(await self._limiter.test(self._limits_item(item), identity))
+        return bool(await self._call(self._limiter.test(self._limits_item(item), identity)))
 
     async def get_window_stats(self, item: Item, identity: str) -> WindowStats:
-        stats = await self._limiter.get_window_stats(self._limits_item(item), identity)
+        stats = await self._call(self._limiter.get_window_stats(self._limits_item(item), identity))
         return WindowStats(stats.reset_time, stats.remaining)
 
     async def reset(self) -> None:
-        await self.storage.reset()
+        await self._call(self.storage.reset())
 
 
 class MemoryWindows:
@@ -186,8 +210,11 @@ class MemoryWindows:
     def __init__(self) -> None:
         self._windows: dict[tuple[str, int, str], tuple[deque[float], float]] = {}
 
+    def _key(self, item: Item, identity: str) -> tuple[str, int, str]:
+        return item.namespace, item.amount, identity
+
     def _window(self, item: Item, identity: str, now: float) -> deque[float]:
-        key = (item.namespace, item.amount, identity)
+        key = self._key(item, identity)
         entry = self._windows.get(key)
         seconds = float(item.get_expiry())
         if entry is None:
@@ -227,6 +254,14 @@ class MemoryWindows:
         self._windows.clear()
 
 
+class ShareWindows(MemoryWindows):
+    """A replica's share of each limit while Redis is down: kept per rule, limit and identity whatever the share,
+    so that when the share changes (a replica joined or left) what was already admitted still counts."""
+
+    def _key(self, item: Item, identity: str) -> tuple[str, int, str]:
+        return item.namespace, 0, identity
+
+
 @dataclass(frozen=True, slots=True)
 class RuleState:
     """A rule with its limit in force."""
@@ -240,18 +275,32 @@ class RateLimiter:
     """Checks named rules for an identity (a user id or a client IP)."""
 
     def __init__(
-        self, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], *, feed: EventFeed | None = None
+        self,
+        settings: Settings,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        *,
+        feed: EventFeed | None = None,
+        redis: RedisState | None = None,
     ) -> None:
         self.settings = settings
         self.feed = feed
         self._announced: dict[tuple[str, str], float] = {}
         self._sessionmaker = sessionmaker
         self._memory: MemoryWindows | None = None
-        self._limiter: Windows
+        self._redis: RedisWindows | None = None
+        self._owns_state = redis is None
+        self.redis_state = redis if redis is not None else RedisState(settings.redis_url)
         if settings.redis_url:
-            self._limiter = RedisWindows(settings)
+            self._redis = RedisWindows(settings, self.redis_state)
+            self.redis_state.subscribe(self._on_redis)
         else:
-            self._memory = self._limiter = MemoryWindows()
+            self._memory = MemoryWindows()
+        self.fallback = settings.rate_limit_redis_fallback
+        self._shares = ShareWindows()  # used only while Redis is down
+        self.replicas = 1  # live replicas the local shares divide by (counted while Redis is down)
+        self._counted = asyncio.Event()
+        self._counting: asyncio.Task[None] | None = None
+        self._closed = False
         self._overrides: dict[str, int | None] = {}
         self._items: dict[tuple[str, int], Item] = {}
         self._task: asyncio.Task[None] | None = None
@@ -285,18 +334,86 @@ class RateLimiter:
         self._task = asyncio.create_task(self._reload_forever(), name="gatehouse-ratelimit-reload")
 
     async def close(self) -> None:
-        """Stop reloading."""
+        """Stop reloading (and counting replicas)."""
+        self._closed = True
         await stop_task(self._task)
+        await stop_task(self._counting)
+        if self._owns_state:
+            await self.redis_state.close()
 
     async def _reload_forever(self) -> None:
         while True:
             await asyncio.sleep(RELOAD_SECONDS)
-            if self._memory is not None:
-                self._memory.sweep()
+            self.sweep()
             try:
                 await self.reload()
             except Exception as exc:
                 log.warning("rate_limit_reload_failed", error=str(exc))
+
+    # --- without Redis ---------------------------------------------------------------------------
+
+    @property
+    def mode(self) -> Literal["memory", "redis", "local", "refuse"]:
+        """Where limits are counted now: `memory` (one replica), `redis`, or the fallback in use (`local`, `refuse`)."""
+        if self._redis is None:
+            return "memory"
+        if self.redis_state.up:
+            return "redis"
+        return "refuse" if self.fallback is RedisFallback.REFUSE else "local"
+
+    def _on_redis(self, up: bool) -> None:
+        """The shared Redis state switched: count the live replicas while Redis is down."""
+        if self._counting is not None:
+            self._counting.cancel()
+            self._counting = None
+        if not up and not self._closed:
+            self._counted.clear()
+            self._counting = asyncio.get_running_loop().create_task(
+                self._count_replicas_forever(), name="gatehouse-ratelimit-replicas"
+            )
+
+    async def _count_replicas_forever(self) -> None:
+        while True:
+            try:
+                async with self._sessionmaker() as session:
+                    self.replicas = max(1, len(await live_replicas(session)))
+                log.info("rate_limit_fallback", policy=str(self.fallback), replicas=self.replicas)
+            except Exception as exc:  # the database too: the last count stands (the quota refuses meanwhile)
+                log.warning("rate_limit_replicas_unknown", error=f"{type(exc).__name__}: {exc}", replicas=self.replicas)
+            self._counted.set()
+            await asyncio.sleep(REPLICAS_REFRESH_SECONDS)
+
+    async def _share(self, spec: RuleSpec, limit: int, *, admission: bool) -> Item:
+        """This replica's share of a limit while Redis is down; refused (503) under `refuse` when admitting."""
+        if admission and self.fallback is RedisFallback.REFUSE:
+            child(RATE_LIMIT_FALLBACK, spec.name, "refused").inc()
+            raise RateLimiterUnavailable(
+                "Rate limits cannot be checked right now (Redis is unavailable and RATE_LIMIT_REDIS_FALLBACK=refuse). "
+                f"Retry in {REFUSE_RETRY_SECONDS} s.",
+                param=spec.name,
+                headers={"retry-after": str(REFUSE_RETRY_SECONDS)},
+            )
+        if not self._counted.is_set():  # the first requests of an outage wait for one count, not one each
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(REPLICAS_WAIT_SECONDS):
+                    await self._counted.wait()
+        return Item(f"{spec.name}:{limit}", math.ceil(limit / self.replicas), spec.window_seconds)
+
+    async def _counted_in(
+        self, spec: RuleSpec, limit: int, call: Callable[[Windows, Item], Awaitable[T]], *, admission: bool
+    ) -> tuple[T, Windows, Item]:
+        """Run `call` on the windows in force: Redis while it answers, else this replica's share (or memory)."""
+        if self._redis is not None and self.redis_state.up:
+            item = self._item(spec, limit)
+            try:
+                return await call(self._redis, item), self._redis, item
+            except RedisUnavailable as exc:
+                self.redis_state.failed(exc, by="rate limiter")
+        if self._memory is not None:
+            item = self._item(spec, limit)
+            return await call(self._memory, item), self._memory, item
+        item = await self._share(spec, limit, admission=admission)
+        return await call(self._shares, item), self._shares, item
 
     # --- enforcement -----------------------------------------------------------------------------
 
@@ -308,23 +425,32 @@ class RateLimiter:
         return item
 
     async def hit(self, name: str, identity: str) -> None:
-        """Count one request against rule `name` for `identity`; raise a 429 when over the limit."""
+        """Count one request against rule `name` for `identity`; raise a 429 when over the limit (a 503 when Redis
+        is down and RATE_LIMIT_REDIS_FALLBACK=refuse)."""
         limit = self.limit_of(name)
         if limit is None:
             return
         spec = RULES[name]
-        item = self._item(spec, limit)
-        if limit > 0 and await self._limiter.hit(item, identity):
-            return
+        if limit > 0:
+            admitted, windows, item = await self._counted_in(
+                spec, limit, lambda w, i: w.hit(i, identity), admission=True
+            )
+            if windows is self._shares:
+                child(RATE_LIMIT_FALLBACK, name, "admitted" if admitted else "limited").inc()
+            if admitted:
+                return
         RATE_LIMIT_HITS.labels(action=name).inc()
         self._announce(spec, limit, identity)
         reset = spec.window_seconds
+        share = ""
         if limit > 0:
-            stats = await self._limiter.get_window_stats(item, identity)
+            stats = await windows.get_window_stats(item, identity)
             reset = max(1, math.ceil(stats.reset_time - time.time()))
+            if windows is self._shares:
+                share = f" (Redis is unavailable: this replica admits its share, {item.amount})"
         who = "you" if spec.per == "user" else "your address"
         raise RateLimited(
-            f"Rate limit `{name}` reached: {limit} per {spec.window} for {who}. Retry in {reset} s.",
+            f"Rate limit `{name}` reached: {limit} per {spec.window} for {who}{share}. Retry in {reset} s.",
             param=name,
             headers={
                 "retry-after": str(reset),
@@ -355,21 +481,30 @@ class RateLimiter:
         limit = self.limit_of(name)
         if limit is None:
             return True
-        return limit > 0 and await self._limiter.test(self._item(RULES[name], limit), identity)
+        if limit <= 0:
+            return False
+        allowed, _, _ = await self._counted_in(RULES[name], limit, lambda w, i: w.test(i, identity), admission=True)
+        return allowed
 
     async def count(self, name: str, identity: str) -> None:
         """Count one event (e.g. a failed login) without refusing anything; a full window stays full."""
         limit = self.limit_of(name)
         if limit is not None and limit > 0:
-            await self._limiter.hit(self._item(RULES[name], limit), identity)
+            await self._counted_in(RULES[name], limit, lambda w, i: w.hit(i, identity), admission=False)
+
+    async def _stats(self, spec: RuleSpec, limit: int, identity: str) -> tuple[WindowStats, Item]:
+        stats, _, item = await self._counted_in(
+            spec, limit, lambda w, i: w.get_window_stats(i, identity), admission=False
+        )
+        return stats, item
 
     async def used(self, name: str, identity: str) -> int:
         """How many events rule `name` holds for `identity` in its current window (0 when unlimited)."""
         limit = self.limit_of(name)
         if limit is None or limit <= 0:
             return 0
-        stats = await self._limiter.get_window_stats(self._item(RULES[name], limit), identity)
-        return max(0, limit - stats.remaining)
+        stats, item = await self._stats(RULES[name], limit, identity)
+        return max(0, item.amount - stats.remaining)
 
     async def retry_in(self, name: str, identity: str) -> int:
         """Seconds until rule `name` admits `identity` again (at least 1)."""
@@ -377,15 +512,14 @@ class RateLimiter:
         limit = self.limit_of(name)
         if limit is None or limit <= 0:
             return spec.window_seconds
-        stats = await self._limiter.get_window_stats(self._item(spec, limit), identity)
+        stats, _ = await self._stats(spec, limit, identity)
         return max(1, math.ceil(stats.reset_time - time.time()))
 
     def sweep(self) -> int:
-        """Drop this process's stale rate-limit data: empty windows (memory) and old live-feed throttle entries.
-
-        Redis windows expire by themselves (each key carries its window as TTL), so there is nothing to sweep there.
-        """
+        """Drop this process's stale rate-limit data: empty windows (memory, local shares) and old live-feed throttle
+        entries. Redis windows expire by themselves (each key carries its window as TTL): nothing to sweep there."""
         removed = self._memory.sweep() if self._memory is not None else 0
+        removed += self._shares.sweep()
         cutoff = time.monotonic() - HIT_EVENT_SECONDS
         stale = [pair for pair, at in self._announced.items() if at < cutoff]
         for pair in stale:
@@ -394,7 +528,14 @@ class RateLimiter:
 
     async def clear(self) -> None:
         """Forget every window (tests and `gatehouse` repairs)."""
-        await self._limiter.reset()
+        await self._shares.reset()
+        if self._memory is not None:
+            await self._memory.reset()
+        if self._redis is not None and self.redis_state.up:
+            try:
+                await self._redis.reset()
+            except RedisUnavailable as exc:
+                self.redis_state.failed(exc, by="rate limiter")
 
 
 def _async_uri(url: str) -> str:

@@ -7,16 +7,19 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gatehouse import __version__
 from gatehouse.core.logging import get_logger
+from gatehouse.core.redis_state import RedisState
 from gatehouse.db.database import Database
 from gatehouse.db.migrate import current_revisions
 from gatehouse.gateway.streams.registry import StreamRegistry
+from gatehouse.limits.ratelimit import RateLimiter
 from gatehouse.monitoring.schemas import DatabaseCheck, HealthReport, MigrationsCheck, RedisCheck, StreamsCheck
 from gatehouse.settings import Settings
 from gatehouse.upstreams.registry import UpstreamRegistry
@@ -64,36 +67,61 @@ async def check_database(engine: AsyncEngine, head: tuple[str, ...]) -> tuple[Da
     return database, MigrationsCheck(status=status, current=list(current), head=list(head))
 
 
-async def check_redis(url: str) -> RedisCheck:
-    """A PING on a fresh connection (connected first, so the latency is the round trip); never waits long."""
-    if not url:
-        return RedisCheck(status="not configured", latency_ms=None, error=None)
+async def check_redis(state: RedisState, limiter: RateLimiter) -> RedisCheck:
+    """A PING on a fresh connection (connected first, so the latency is the round trip), never waiting long; with
+    what this replica's requests go by (the shared state) and where its rate limits are counted."""
+    mode = limiter.mode
+    replicas = limiter.replicas if mode == "local" else None
+    if not state.configured:
+        return RedisCheck(
+            status="not configured",
+            latency_ms=None,
+            error=None,
+            state="not configured",
+            down_since=None,
+            down_error=None,
+            rate_limits="memory",
+            rate_limit_replicas=None,
+        )
     import redis.asyncio as redis
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
 
     client = redis.Redis.from_url(
-        url, socket_connect_timeout=REDIS_TIMEOUT, socket_timeout=REDIS_TIMEOUT, retry=Retry(NoBackoff(), 0)
+        state.url, socket_connect_timeout=REDIS_TIMEOUT, socket_timeout=REDIS_TIMEOUT, retry=Retry(NoBackoff(), 0)
     )
+    status: Literal["ok", "error"] = "ok"
+    latency: float | None = None
+    error: str | None = None
     try:
         async with asyncio.timeout(REDIS_TIMEOUT * 2 + 0.5):
             await client.ping()
             latency = await _timed(client.ping)
-        return RedisCheck(status="ok", latency_ms=latency, error=None)
     except Exception as exc:
-        return RedisCheck(status="error", latency_ms=None, error=_describe(exc))
+        status, error = "error", _describe(exc)
     finally:
         await client.aclose()
+    since = state.down_since
+    return RedisCheck(
+        status=status,
+        latency_ms=latency,
+        error=error,
+        state="up" if state.up else "down",
+        down_since=datetime.fromtimestamp(since, UTC) if since is not None else None,
+        down_error=state.error,
+        rate_limits=mode,
+        rate_limit_replicas=replicas,
+    )
 
 
 async def _count_streams(streams: StreamRegistry) -> StreamsCheck:
     local = len(streams.local())
     try:
         async with asyncio.timeout(STREAMS_TIMEOUT):
-            everywhere = len(await streams.all())
+            everywhere, complete = await streams.everywhere()
     except TimeoutError:
         return StreamsCheck(local=local, all=None)
-    return StreamsCheck(local=local, all=everywhere)
+    return StreamsCheck(local=local, all=len(everywhere) if complete else None)
 
 
 @dataclass(frozen=True)
@@ -115,12 +143,16 @@ class HealthCheck:
         streams: StreamRegistry,
         upstreams: UpstreamRegistry,
         replica: Replica,
+        redis: RedisState,
+        rate_limiter: RateLimiter,
     ) -> None:
         self.database = database
         self.settings = settings
         self.streams = streams
         self.upstreams = upstreams
         self.replica = replica
+        self.redis = redis
+        self.rate_limiter = rate_limiter
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
         """(ready, body): the database answers and its schema is at the code's migration head, or the failed
@@ -151,13 +183,17 @@ class HealthCheck:
         """Every dependency's state, checked concurrently; database or schema trouble is `failing`."""
         (database, migrations), redis_check, streams = await asyncio.gather(
             check_database(self.database.read_engine, self.database.head_revisions),
-            check_redis(self.settings.redis_url),
+            check_redis(self.redis, self.rate_limiter),
             _count_streams(self.streams),
         )
         upstreams = self.upstreams.status()
         if database.status != "ok" or migrations.status != "ok":
             status = "failing"
-        elif redis_check.status == "error" or any(u.get("state") in TROUBLED_UPSTREAM for u in upstreams):
+        elif (
+            redis_check.status == "error"
+            or redis_check.state == "down"
+            or any(u.get("state") in TROUBLED_UPSTREAM for u in upstreams)
+        ):
             status = "degraded"
         else:
             status = "ok"

@@ -80,6 +80,20 @@ class RedisCheck(BaseModel):
     status: Literal["ok", "error", "not configured"]
     latency_ms: float | None = Field(description="A PING, round trip.")
     error: str | None
+    state: Literal["up", "down", "not configured"] = Field(
+        description="What this replica's requests go by: `down` once a Redis call failed, until the probe (a PING "
+        "every second) hears Redis again; meanwhile they skip Redis."
+    )
+    down_since: datetime | None = Field(description="When this replica found Redis unreachable; null while up.")
+    down_error: str | None = Field(description="Why it is down: the failed call's error, then the probe's latest.")
+    rate_limits: Literal["memory", "redis", "local", "refuse"] = Field(
+        description="Where rate limits are counted now: `memory` (no REDIS_URL), `redis`, or while Redis is down "
+        "RATE_LIMIT_REDIS_FALLBACK: `local` (each replica admits ceil(limit / live replicas)) or `refuse` (503 "
+        "`rate_limiter_unavailable`)."
+    )
+    rate_limit_replicas: int | None = Field(
+        description="Under `local`: the live replicas each limit is shared by (from the heartbeat table); else null."
+    )
 
 
 class StreamsCheck(BaseModel):
@@ -90,7 +104,7 @@ class StreamsCheck(BaseModel):
 class HealthReport(BaseModel):
     status: Literal["ok", "degraded", "failing"] = Field(
         description="`failing`: the database does not answer or its schema is not at head; "
-        "`degraded`: an upstream is not up, or Redis fails; `ok` otherwise."
+        "`degraded`: an upstream is not up, or Redis fails (or this replica found it down); `ok` otherwise."
     )
     version: str
     replica: str

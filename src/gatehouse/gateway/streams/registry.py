@@ -4,6 +4,9 @@ Each replica keeps its own registry in memory. With Redis, it also publishes a s
 (expiring after a few seconds), so any replica can list all streams; a termination travels on the bus to
 the replica that holds the stream, which closes the upstream connection: the relay then ends the client's
 stream with a `terminated_by_operator` error and settles usage as for any other ending.
+
+While Redis is unreachable (core/redis_state.py) only this replica's streams can be seen: `everywhere` says the
+list is incomplete, and a termination of a stream held elsewhere is refused with a 503 rather than a 404.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from gatehouse.core.feed import EventFeed
 from gatehouse.core.ids import new_id
 from gatehouse.core.logging import get_logger
 from gatehouse.core.metrics import ACTIVE_STREAMS
+from gatehouse.core.redis_state import RedisState, describe
 from gatehouse.core.tasks import stop as stop_task
 
 log = get_logger("gatehouse.streams")
@@ -81,7 +85,13 @@ class StreamRegistry:
     """This replica's live requests, plus (with Redis) every replica's latest snapshot."""
 
     def __init__(
-        self, *, replica: str, redis_url: str = "", prefix: str = "gatehouse:", feed: EventFeed | None = None
+        self,
+        *,
+        replica: str,
+        redis_url: str = "",
+        prefix: str = "gatehouse:",
+        feed: EventFeed | None = None,
+        redis_state: RedisState | None = None,
     ) -> None:
         self.replica = replica
         self.feed = feed
@@ -90,10 +100,12 @@ class StreamRegistry:
         self._key = f"{prefix}streams:{replica}"
         self._pattern = f"{prefix}streams:*"
         self._task: asyncio.Task[None] | None = None
+        self._owns_state = redis_state is None
+        self.redis_state = redis_state if redis_state is not None else RedisState(redis_url)
         if redis_url:
             import redis.asyncio as redis
 
-            self._redis = redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=2)
+            self._redis = redis.Redis.from_url(redis_url, **self.redis_state.client_options())
 
     def open(self, **fields: Any) -> LiveStream:
         """Register a request; its id is new."""
@@ -156,18 +168,31 @@ class StreamRegistry:
 
     async def all(self) -> list[dict[str, Any]]:
         """Every replica's live requests (this one's current, the others' as of their last snapshot)."""
+        return (await self.everywhere())[0]
+
+    async def everywhere(self) -> tuple[list[dict[str, Any]], bool]:
+        """Every replica's live requests, and whether the other replicas' could be read (not while Redis is
+        unreachable: then only this replica's are listed)."""
         streams = {s.id: s.public() for s in self._live.values()}
+        complete = True
         if self._redis is not None:
-            try:
+            complete = self.redis_state.up and await self._read_others(streams)
+        return sorted(streams.values(), key=lambda s: s["started_at"]), complete
+
+    async def _read_others(self, streams: dict[str, dict[str, Any]]) -> bool:
+        try:
+            async with asyncio.timeout(self.redis_state.timeout * 4):
                 async for key in self._redis.scan_iter(match=self._pattern, count=100):
                     if key.decode() == self._key:
                         continue
                     raw = await self._redis.get(key)
                     for item in orjson.loads(raw) if raw else []:
                         streams.setdefault(item["id"], item)
-            except Exception as exc:
-                log.warning("stream_snapshot_read_failed", error=str(exc))
-        return sorted(streams.values(), key=lambda s: s["started_at"])
+        except Exception as exc:
+            self.redis_state.failed(exc, by="stream registry")
+            log.warning("stream_snapshot_read_failed", error=describe(exc))
+            return False
+        return True
 
     def on_event(self, kind: str, data: dict[str, Any]) -> None:
         """Bus handler: terminate a stream this replica holds."""
@@ -183,16 +208,25 @@ class StreamRegistry:
         """Stop publishing and remove this replica's snapshot."""
         await stop_task(self._task)
         if self._redis is not None:
-            with contextlib.suppress(Exception):
-                await self._redis.delete(self._key)
+            if self.redis_state.up:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(self.redis_state.timeout * 2):
+                        await self._redis.delete(self._key)
             await self._redis.aclose()
+        if self._owns_state:
+            await self.redis_state.close()
 
     async def _publish_forever(self) -> None:
         while True:
             started = time.monotonic()
-            try:
-                snapshot = orjson.dumps([s.public() for s in self._live.values()])
-                await self._redis.set(self._key, snapshot, ex=SNAPSHOT_TTL_SECONDS)
-            except Exception as exc:
-                log.warning("stream_snapshot_failed", error=str(exc))
+            # While Redis is down nothing is sent (the shared probe watches it); the first snapshot after goes
+            # out as soon as it answers.
+            if await self.redis_state.wait_up(SNAPSHOT_SECONDS):
+                try:
+                    snapshot = orjson.dumps([s.public() for s in self._live.values()])
+                    async with asyncio.timeout(self.redis_state.timeout * 2):
+                        await self._redis.set(self._key, snapshot, ex=SNAPSHOT_TTL_SECONDS)
+                except Exception as exc:
+                    self.redis_state.failed(exc, by="stream registry")
+                    log.warning("stream_snapshot_failed", error=describe(exc))
             await asyncio.sleep(max(0.0, SNAPSHOT_SECONDS - (time.monotonic() - started)))

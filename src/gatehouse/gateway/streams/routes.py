@@ -27,8 +27,10 @@ class TerminateRequest(BaseModel):
 
 @router.get("", dependencies=MONITOR)
 async def list_streams(streams: StreamsDep) -> dict[str, Any]:
-    """Every in-flight gateway request: id, user, key, model, upstream, start, tokens so far, replica."""
-    return {"items": await streams.all()}
+    """Every in-flight gateway request: id, user, key, model, upstream, start, tokens so far, replica; `complete` is
+    false while Redis is unavailable (only this replica's are listed then)."""
+    items, complete = await streams.everywhere()
+    return {"items": items, "complete": complete}
 
 
 @router.post("/{stream_id}/terminate", dependencies=MONITOR)

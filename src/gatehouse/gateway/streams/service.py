@@ -1,5 +1,8 @@
 """Ending a live stream from any replica: audited, then the bus carries it to the replica that holds it, which
-closes the upstream connection (the relay answers `terminated_by_operator` and settles usage as usual)."""
+closes the upstream connection (the relay answers `terminated_by_operator` and settles usage as usual).
+
+While Redis is unreachable a stream held by another replica can be neither found nor reached: the answer is a
+503 `streams_unavailable` (nothing is recorded), never a 404 that would say the stream ended."""
 
 from __future__ import annotations
 
@@ -12,9 +15,11 @@ from gatehouse.auth.actor import Actor
 from gatehouse.core.bus import EventBus, Signal
 from gatehouse.core.feed import EventFeed
 from gatehouse.db.session import signal_after_commit
-from gatehouse.gateway.errors import StreamNotFound
+from gatehouse.gateway.errors import StreamNotFound, StreamsUnavailable
 from gatehouse.gateway.events import StreamTerminatedEvent
 from gatehouse.gateway.streams.registry import StreamRegistry
+
+UNAVAILABLE_RETRY_SECONDS = 5  # Retry-After of a 503 streams_unavailable
 
 
 async def terminate(
@@ -33,7 +38,15 @@ async def terminate(
     if local is not None:
         target = local.public()
     else:
-        target = next((s for s in await streams.all() if s["id"] == stream_id), None)
+        everywhere, complete = await streams.everywhere()
+        target = next((s for s in everywhere if s["id"] == stream_id), None)
+        if target is None and not complete:
+            raise StreamsUnavailable(
+                f"Stream {stream_id} is not on this replica, and Redis is unavailable, so the other replicas' streams "
+                f"can be neither found nor reached. Retry in {UNAVAILABLE_RETRY_SECONDS} s, or send this request to "
+                "the replica that holds the stream.",
+                headers={"retry-after": str(UNAVAILABLE_RETRY_SECONDS)},
+            )
         if target is None:
             raise StreamNotFound(f"No live stream {stream_id}: it may have ended (see GET /admin/streams).")
     event = StreamTerminatedEvent(
