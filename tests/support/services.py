@@ -44,6 +44,7 @@ __all__ = [
     "redis_key_prefix",
     "redis_server",
     "redis_url",
+    "start_throwaway_redis",
     "unique_redis_prefix",
 ]
 
@@ -479,8 +480,14 @@ def drop_postgres_database(url: str) -> None:
 # Redis
 
 
-def _start_throwaway_redis() -> ThrowawayServer:
-    """Start a private, non-persistent redis-server on a free port, stopped at exit."""
+def start_throwaway_redis(port: int | None = None) -> ThrowawayServer:
+    """A private redis-server of the caller's own, which it may stop and start again on the same `port` (an
+    outage): never the shared one."""
+    return _start_throwaway_redis(port)
+
+
+def _start_throwaway_redis(port: int | None = None) -> ThrowawayServer:
+    """Start a private, non-persistent redis-server on a free port (or on `port`), stopped at exit."""
     exe = shutil.which("redis-server")
     if exe is None:
         raise ServiceUnavailable(
@@ -492,8 +499,9 @@ def _start_throwaway_redis() -> ThrowawayServer:
     log_path = base / "redis.log"
     log: IO[bytes] = log_path.open("wb")
     try:
+        wanted = port
         for _ in range(_START_ATTEMPTS):
-            port = _free_port()
+            port = wanted or _free_port()
             proc = subprocess.Popen(
                 [
                     exe,
@@ -530,6 +538,8 @@ def _start_throwaway_redis() -> ThrowawayServer:
                 raise ServiceUnavailable(f"redis-server did not answer PING within 10 s:\n{_tail(log_path)}")
             if "Address already in use" not in _tail(log_path, 50):  # only a lost port race is retried
                 raise ServiceUnavailable(f"redis-server exited with {proc.returncode}:\n{_tail(log_path)}")
+            if wanted:  # the port asked for is taken (a previous server's socket may linger a moment)
+                time.sleep(0.2)
         else:
             raise ServiceUnavailable(f"redis-server found no free port:\n{_tail(log_path)}")
     except BaseException:

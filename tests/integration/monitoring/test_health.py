@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from gatehouse import __version__
+from gatehouse.core.redis_state import RedisState
 from gatehouse.monitoring.health import HealthCheck
 from tests.conftest import Harness, make_settings, running_app
 from tests.support.server import free_port
@@ -41,7 +42,16 @@ async def test_health_reports_every_dependency(harness: Harness) -> None:
         "current": list(runtime.db.head_revisions),
         "head": list(runtime.db.head_revisions),
     }
-    assert body["redis"] == {"status": "not configured", "latency_ms": None, "error": None}
+    assert body["redis"] == {
+        "status": "not configured",
+        "latency_ms": None,
+        "error": None,
+        "state": "not configured",
+        "down_since": None,
+        "down_error": None,
+        "rate_limits": "memory",
+        "rate_limit_replicas": None,
+    }
     assert body["upstreams"] == runtime.upstreams.status() and body["upstreams"]
     assert body["streams"] == {"local": 0, "all": 0}
 
@@ -53,21 +63,23 @@ async def test_health_with_redis(database_url: str, tmp_path: Path, redis_url: s
     assert body["status"] == "ok", body
     redis = body["redis"]
     assert redis["status"] == "ok" and redis["latency_ms"] >= 0 and redis["error"] is None
+    assert (redis["state"], redis["down_since"], redis["rate_limits"]) == ("up", None, "redis")
 
 
 async def test_unreachable_redis_is_reported_not_waited_for(harness: Harness) -> None:
     # As when Redis goes away under a running replica: the settings name a port nobody listens on.
     health = harness.runtime.components.get(HealthCheck)
-    settings = health.settings
-    health.settings = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    state = health.redis
+    health.redis = RedisState(f"redis://127.0.0.1:{free_port()}/0")
     try:
         body = await _health(harness)
     finally:
-        health.settings = settings
+        health.redis = state
     assert body["status"] == "degraded", body
     redis = body["redis"]
     assert redis["status"] == "error" and redis["latency_ms"] is None
     assert redis["error"].startswith("ConnectionError"), redis
+    assert redis["state"] == "up"  # the PING failed; no request of this replica's has yet
     assert body["database"]["status"] == "ok"
 
 

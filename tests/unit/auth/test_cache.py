@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from gatehouse.auth.cache import AuthCache
+from gatehouse.auth.cache import OUTAGE_TTL_SECONDS, AuthCache
 from gatehouse.auth.principal import Principal
 from gatehouse.auth.roles import Role, UserStatus
 from gatehouse.core.bus import Signal
@@ -158,3 +158,21 @@ async def test_a_caller_that_goes_away_does_not_cancel_the_shared_read() -> None
     release.set()
     assert await patient == principal(1)
     assert impatient.cancelled()
+
+
+def test_while_redis_is_down_entries_live_seconds_and_then_as_long_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr("gatehouse.auth.cache.time.monotonic", lambda: now[0])
+    cache = AuthCache(ttl_seconds=300)
+    remember(cache, "cached-before", principal(1))
+    remember(cache, "unknown", None)
+    cache.on_redis(False)  # the signals that would empty the cache cannot arrive now
+    remember(cache, "cached-during", principal(2))
+    now[0] += OUTAGE_TTL_SECONDS - 0.1
+    assert cache.get("cached-before")[0] and cache.get("cached-during")[0] and cache.get("unknown")[0]
+    now[0] += 0.2
+    assert cache.get("cached-before") == cache.get("cached-during") == cache.get("unknown") == (False, None)
+    cache.on_redis(True)
+    remember(cache, "cached-after", principal(3))
+    now[0] += 299
+    assert cache.get("cached-after") == (True, principal(3))

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from gatehouse.limits.ratelimit import Item, MemoryWindows
+from gatehouse.limits.ratelimit import Item, MemoryWindows, ShareWindows
 
 
 async def test_admits_exactly_the_limit_then_frees_one_slot_per_expired_hit(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -47,3 +47,12 @@ async def test_a_hit_costs_the_same_however_full_the_window() -> None:
         await windows.hit(item, "u1")
     stats = await windows.get_window_stats(item, "u1")
     assert stats.remaining == 10**9 - 100_000
+
+
+async def test_a_replicas_share_keeps_counting_when_the_share_changes() -> None:
+    windows = ShareWindows()
+    share_of_three, share_of_two = Item("chat:30", 10, 60), Item("chat:30", 15, 60)
+    assert [await windows.hit(share_of_three, "u1") for _ in range(11)] == [True] * 10 + [False]
+    # A replica left: the share grows, and what was admitted already still counts.
+    assert [await windows.hit(share_of_two, "u1") for _ in range(6)] == [True] * 5 + [False]
+    assert await windows.hit(Item("chat:60", 20, 60), "u1")  # another limit is another window
