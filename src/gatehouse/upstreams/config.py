@@ -66,6 +66,11 @@ class ModelAlias(BaseModel):
 
     upstream: str
     model: str
+    max_output_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="The most tokens the model can produce: what a request that names no max_tokens reserves.",
+    )
 
 
 class GatewayConfig(BaseModel):

@@ -136,6 +136,8 @@ class Provider:
         self.config = config
         self.name = config.name
         self.kind = config.kind
+        # (most output tokens, context length) of the models whose list entry says (see `model_limits`).
+        self.model_limits: dict[str, tuple[int | None, int | None]] = {}
 
     async def start(self) -> None:
         """Open connection pools."""
@@ -222,7 +224,29 @@ class HttpProvider(Provider):
             raise UpstreamUnreachable(f"cannot list models of {self.name}: {exc or type(exc).__name__}") from exc
         if self.kind is UpstreamKind.OLLAMA:
             return [str(m.get("name") or m.get("model")) for m in data.get("models", [])]
-        return [str(m["id"]) for m in data.get("data", []) if "id" in m]
+        entries = [m for m in data.get("data", []) if isinstance(m, dict) and "id" in m]
+        self.model_limits = {str(m["id"]): limits for m in entries if any(limits := model_limits(m))}
+        return [str(m["id"]) for m in entries]
+
+
+def model_limits(entry: JSON) -> tuple[int | None, int | None]:
+    """(most output tokens, context length) of a model, from its entry in an OpenAI-compatible model list, where
+    the server says: OpenRouter's `top_provider.max_completion_tokens` and `context_length`, vLLM's `max_model_len`,
+    LM Studio's `max_context_length`, llama.cpp's `meta.n_ctx_train`."""
+    top = entry.get("top_provider")
+    meta = entry.get("meta")
+    output = _first_count(top.get("max_completion_tokens") if isinstance(top, dict) else None)
+    context = _first_count(
+        entry.get("context_length"),
+        entry.get("max_model_len"),
+        entry.get("max_context_length"),
+        meta.get("n_ctx_train") if isinstance(meta, dict) else None,
+    )
+    return output, context
+
+
+def _first_count(*values: Any) -> int | None:
+    return next((v for v in values if isinstance(v, int) and not isinstance(v, bool) and v > 0), None)
 
 
 # --- the built-in demo ---------------------------------------------------------------------------

@@ -114,8 +114,9 @@ class UpstreamRegistry:
     # --- loading -----------------------------------------------------------------------------------
 
     async def on_event(self, kind: str, data: dict[str, Any]) -> None:
-        """Bus handler: another replica (or this one) changed the stored upstreams."""
-        if kind == Signal.UPSTREAMS_CHANGED:
+        """Bus handler: another replica (or this one) changed the stored upstreams, or the bus is back after a Redis
+        outage (an override or a change made meanwhile was not heard)."""
+        if kind in (Signal.UPSTREAMS_CHANGED, Signal.RECONNECTED):
             await self.reload()
 
     async def _stored(self) -> list[UpstreamRow]:
@@ -227,7 +228,7 @@ class UpstreamRegistry:
         for alias, targets in self.file_config.models.items():
             chain = targets if isinstance(targets, list) else [targets]
             routes[alias] = [
-                Route(self.upstreams[t.upstream], t.model)
+                Route(self.upstreams[t.upstream], t.model, t.max_output_tokens)
                 for t in chain
                 if isinstance(t, ModelAlias) and t.upstream in self.upstreams
             ]

@@ -44,10 +44,23 @@ class Route:
 
     upstream: Upstream
     model: str
+    max_output: int | None = None  # from the configuration (a model alias's max_output_tokens)
 
     @property
     def provider(self) -> Provider:
         return self.upstream.provider
+
+    def completion_limit(self, requested: int | None, default: int) -> int:
+        """The completion tokens a request may produce here: what the client asked for, else the model's output
+        cap (configured, else from its upstream's model list), else `default`; never more than that cap or the
+        model's context length."""
+        output, context = self.upstream.provider.model_limits.get(self.model, (None, None))
+        cap = self.max_output or output
+        want = requested if requested is not None else cap or default
+        for bound in (cap, context):
+            if bound:
+                want = min(want, bound)
+        return want
 
 
 @dataclass
