@@ -25,7 +25,7 @@ from gatehouse.accounts.users import service as users
 from gatehouse.db.engine import create_autocommit_engine, create_engine, create_sessionmaker
 from gatehouse.db.migrate import upgrade
 from gatehouse.db.statements import EngineStore, StatementStore, create_store
-from gatehouse.limits import quotas
+from gatehouse.limits.quotas import Quotas
 from gatehouse.limits.ratelimit import RateLimiter
 from gatehouse.settings import Settings
 
@@ -58,17 +58,18 @@ async def measure(database_url: str, redis_url: str, requests: int) -> dict[str,
         user = await users.new_user(
             session, email=f"bench-{time.time_ns()}@example.com", messages_per_day=10**9, tokens_per_day=10**12
         )
-    day = quotas.quota_day("UTC")
     autocommit = create_autocommit_engine(settings)
     statements = create_store(autocommit)  # what the gateway uses (Runtime.statements)
     await statements.start()
 
     def reserve_and_settle(target: StatementStore) -> Callable[[], Awaitable[None]]:
+        ledger = Quotas(target, replica="bench", timezone="UTC", wait_seconds=0, checkpoint_seconds=2)
+
         async def step() -> None:
-            reservation = await quotas.reserve(
-                target, user_id=user.id, day=day, messages=1, prompt=120, want_completion=256, timezone="UTC"
+            reservation = await ledger.reserve(
+                user_id=user.id, messages=1, prompt_bound=120, prompt_estimate=60, want_completion=256
             )
-            await quotas.settle(target, reservation, tokens=150)
+            await ledger.settle(reservation, tokens=150)
 
         return step
 

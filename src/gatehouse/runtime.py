@@ -30,6 +30,7 @@ from gatehouse.core.feed import EventFeed
 from gatehouse.core.feed_redis import create_feed
 from gatehouse.core.logging import get_logger
 from gatehouse.core.metrics import instrument_engine, mark_started, mark_stopped
+from gatehouse.core.redis_state import RedisState
 from gatehouse.db.database import Database, open_database
 from gatehouse.db.engine import create_engine, create_sessionmaker
 from gatehouse.db.migrate import current_revisions, head_revisions, upgrade
@@ -43,7 +44,9 @@ from gatehouse.jobs.purge import purge_job
 from gatehouse.jobs.replicas import Heartbeat
 from gatehouse.jobs.runner import JobRunner
 from gatehouse.jobs.scheduled import forget_stale_replicas, purge_audit, purge_job_runs
+from gatehouse.limits.quotas import Quotas
 from gatehouse.limits.ratelimit import RateLimiter
+from gatehouse.limits.recovery import ReservationRecovery
 from gatehouse.limits.scheduled import sweep_rate_limits
 from gatehouse.monitoring.health import HealthCheck, Replica
 from gatehouse.monitoring.sampler import OpsSampler
@@ -117,6 +120,7 @@ class Runtime:
     db: Database
     statements: StatementStore  # runs the quota reservation and settlement (db/statements.py)
     bus: EventBus
+    redis: RedisState  # whether Redis answers, shared by every Redis client (not configured: always up)
     feed: EventFeed  # the live feed behind GET /admin/events
     auth: Authenticator
     upstreams: UpstreamRegistry
@@ -174,12 +178,17 @@ async def running(settings: Settings, components: Components | None = None) -> A
         # refusal's explanation) that still go through it.
         statements = create_store(db.autocommit_engine, size=max(1, min(4, settings.db_pool_size // 2 - 1)))
         await _started(stack, statements.start, statements.close)
-        bus = create_bus(settings.redis_url, settings.redis_prefix)
-        heartbeat = Heartbeat(db.sessionmaker, replica=bus.origin)
+        # One view of Redis for all its clients: once one finds it unreachable, requests skip it (rate limits fall
+        # back, signals are held) until the state's probe hears it again.
+        redis_state = RedisState(settings.redis_url)
+        await _started(stack, redis_state.start, redis_state.close)
+        bus = create_bus(settings.redis_url, settings.redis_prefix, redis_state)
+        heartbeat = Heartbeat(db.sessionmaker, replica=bus.origin, interval_seconds=settings.replica_heartbeat_seconds)
         await _started(stack, heartbeat.start, heartbeat.close)
         await _started(stack, bus.start, bus.close)
-        feed = create_feed(settings.redis_url, settings.redis_prefix, bus.origin)
+        feed = create_feed(settings.redis_url, settings.redis_prefix, bus.origin, redis_state)
         await _started(stack, feed.start, feed.close)
+        redis_state.announce_on(feed)
         sampler = OpsSampler(db.engine, replica=bus.origin)
         await _started(stack, sampler.start, sampler.close)
         auth = Authenticator(
@@ -189,6 +198,7 @@ async def running(settings: Settings, components: Components | None = None) -> A
             secret=settings.effective_jwt_secret(),
         )
         bus.subscribe(auth.cache.on_event)
+        redis_state.subscribe(auth.cache.on_redis)
         upstreams = UpstreamRegistry(load_config(settings), settings, sessionmaker=db.read_sessionmaker, feed=feed)
         bus.subscribe(upstreams.on_event)
         await _started(stack, upstreams.start, upstreams.close)
@@ -198,17 +208,38 @@ async def running(settings: Settings, components: Components | None = None) -> A
             sqlite=statements if isinstance(statements, SqliteStore) else None,
         )
         await _started(stack, request_log.start, request_log.close)
-        rate_limiter = RateLimiter(settings, db.sessionmaker, feed=feed)
+        rate_limiter = RateLimiter(settings, db.sessionmaker, feed=feed, redis=redis_state)
         bus.subscribe(rate_limiter.on_event)
         await _started(stack, rate_limiter.start, rate_limiter.close)
         streams = StreamRegistry(
-            replica=bus.origin, redis_url=settings.redis_url, prefix=settings.redis_prefix, feed=feed
+            replica=bus.origin,
+            redis_url=settings.redis_url,
+            prefix=settings.redis_prefix,
+            feed=feed,
+            redis_state=redis_state,
         )
         bus.subscribe(streams.on_event)
         await _started(stack, streams.start, streams.close_all)
+        quotas = Quotas(
+            statements,
+            replica=bus.origin,
+            timezone=settings.quota_timezone,
+            wait_seconds=settings.quota_wait_seconds,
+            checkpoint_seconds=settings.quota_checkpoint_seconds,
+        )
+        await _started(stack, quotas.start, quotas.close)
+        # Before serving: a process restarted after a crash settles what its previous self held at once.
+        recovery = ReservationRecovery(
+            db.sessionmaker,
+            replica=bus.origin,
+            interval_seconds=settings.replica_heartbeat_seconds,
+            checkpoint_seconds=settings.quota_checkpoint_seconds,
+            feed=feed,
+        )
+        await _started(stack, recovery.start, recovery.close)
         gateway = Gateway(
             settings=settings,
-            statements=statements,
+            quotas=quotas,
             rate_limiter=rate_limiter,
             upstreams=upstreams,
             streams=streams,
@@ -228,6 +259,7 @@ async def running(settings: Settings, components: Components | None = None) -> A
             db=db,
             statements=statements,
             bus=bus,
+            redis=redis_state,
             feed=feed,
             auth=auth,
             upstreams=upstreams,
@@ -245,12 +277,15 @@ async def running(settings: Settings, components: Components | None = None) -> A
             streams=streams,
             upstreams=upstreams,
             replica=Replica(id=bus.origin, started_at=started_at),  # the uptime counts from the start of the start
+            redis=redis_state,
+            rate_limiter=rate_limiter,
         )
         changes = UpstreamChanges(db.sessionmaker, registry=upstreams, bus=bus, feed=feed, settings=settings)
         for part in (settings, db, auth, upstreams, changes, request_log, rate_limiter, streams, gateway, jobs, health):
             components.add(part)
         components.add(statements, StatementStore)
         components.add(bus, EventBus)
+        components.add(redis_state)
         components.add(feed, EventFeed)
         # Everything built so far lives as long as the process: keep it out of the garbage collector's
         # full passes, which would otherwise walk it again and again, a pause of tens of ms under load.

@@ -47,6 +47,11 @@ class Environment(StrEnum):
     PROD = "prod"
 
 
+class RedisFallback(StrEnum):
+    LOCAL = "local"  # while Redis is down, each replica enforces its share of a rate limit in memory
+    REFUSE = "refuse"  # while Redis is down, rate-limited requests are refused (503 rate_limiter_unavailable)
+
+
 class SignupMode(StrEnum):
     INVITE = "invite"  # POST /auth/signup needs an invite
     OPEN = "open"  # anyone may sign up; an invite, when given, sets the role
@@ -136,8 +141,15 @@ class Settings(BaseSettings):
     quota_timezone: str = "UTC"
     default_completion_allowance: int = Field(default=4096, ge=1)
     image_token_allowance: int = Field(default=2048, ge=0)
+    # A request held back only by the caller's other requests in progress waits this long for them (0: refuse).
+    quota_wait_seconds: float = Field(default=10.0, ge=0, le=300)
+    # In-flight reservations' progress is written this often (what a dead replica's requests are settled to).
+    quota_checkpoint_seconds: float = Field(default=2.0, gt=0, le=60)
+    # Each replica's heartbeat; it is presumed dead after 4 missed ones (its reservations are then recovered).
+    replica_heartbeat_seconds: float = Field(default=5.0, ge=0.2, le=60)
     rate_limit_per_minute: int | None = Field(default=60, ge=0)
     rate_limit_ip_per_minute: int | None = Field(default=30, ge=0)
+    rate_limit_redis_fallback: RedisFallback = RedisFallback.LOCAL  # what rate limits do while Redis is unreachable
 
     max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     auth_cache_seconds: float = Field(default=300.0, ge=0)

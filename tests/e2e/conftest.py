@@ -27,8 +27,9 @@ def fake_upstream() -> Iterator[FakeUpstream]:
         yield upstream
 
 
-def write_config(path: Path, upstream_url: str) -> Path:
-    """A GATEHOUSE_CONFIG with one upstream per protocol and an alias per fake behaviour."""
+def write_config(path: Path, upstream_url: str, *, output_caps: dict[str, int] | None = None) -> Path:
+    """A GATEHOUSE_CONFIG with one upstream per protocol and an alias per fake behaviour (`output_caps`: the
+    `max_output_tokens` of some aliases)."""
     config = {
         "upstreams": [
             {
@@ -52,6 +53,8 @@ def write_config(path: Path, upstream_url: str) -> Path:
             for m in FAKE_MODELS
         },
     }
+    for alias, cap in (output_caps or {}).items():
+        config["models"][alias]["max_output_tokens"] = cap
     path.write_text(yaml.safe_dump(config))
     return path
 

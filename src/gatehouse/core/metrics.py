@@ -54,8 +54,33 @@ ACTIVE_STREAMS = Gauge(
 STREAM_DURATION = Histogram(
     "gatehouse_stream_duration_seconds", "Streamed gateway calls, start to end", ["endpoint"], buckets=SLOW_BUCKETS
 )
-QUOTA_BLOCKS = Counter("quota_blocks_total", "Requests refused because a daily quota was used up", ["kind"])
+QUOTA_BLOCKS = Counter(
+    "quota_blocks_total",
+    "Requests refused by a daily quota (kind: messages or tokens used up; busy: held by requests in progress)",
+    ["kind"],
+)
+QUOTA_WAIT = Histogram(
+    "gatehouse_quota_wait_seconds",
+    "How long requests waited for the caller's other requests to release quota (admitted or refused after)",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+QUOTA_RECOVERED = Counter(
+    "gatehouse_quota_reservations_recovered_total",
+    "Reservations of dead replicas settled from their checkpoints (limits/recovery.py)",
+)
 RATE_LIMIT_HITS = Counter("rate_limit_hits_total", "Requests refused by a rate limit", ["action"])
+# Only with REDIS_URL: the lowest of the live workers' values, so one worker that cannot reach Redis shows.
+REDIS_UP = Gauge(
+    "gatehouse_redis_up",
+    "1 while this process's requests use Redis, 0 while it is unreachable (they skip it and a probe PINGs it)",
+    multiprocess_mode="livemin",
+)
+RATE_LIMIT_FALLBACK = Counter(
+    "gatehouse_rate_limit_fallback",
+    "Rate-limit decisions taken without Redis (RATE_LIMIT_REDIS_FALLBACK), by rule and outcome: admitted or "
+    "limited by this replica's share (local), refused with 503 (refuse)",
+    ["rule", "outcome"],
+)
 SSE_PINGS = Counter("sse_pings_total", "Keep-alive pings sent on streams")
 DB_STATEMENT_DURATION = Histogram(
     "gatehouse_db_statement_duration_seconds",

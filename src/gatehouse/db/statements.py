@@ -95,6 +95,16 @@ class StatementStore:
     async def scalar(self, statement: Executable, params: dict[str, Any]) -> Any:
         raise NotImplementedError
 
+    async def chain(self, first: Executable, then: Executable, params: dict[str, Any]) -> Any:
+        """Run `first`, and when it returns a row run `then` too (with `p_prev` bound to that row's first column),
+        in one transaction; returns `first`'s value. For databases whose statements cannot do both at once
+        (SQLite has no data-modifying CTE: on PostgreSQL the quotas use one statement instead)."""
+        raise NotImplementedError
+
+    async def many(self, statement: Executable, rows: list[dict[str, Any]]) -> None:
+        """Run `statement` once per row of named values, all in one transaction (background batches)."""
+        raise NotImplementedError
+
 
 class EngineStore(StatementStore):
     """Through an SQLAlchemy engine (in autocommit, see db.engine.create_autocommit_engine)."""
@@ -107,6 +117,34 @@ class EngineStore(StatementStore):
         async with self.engine.connect() as conn:
             result = await conn.execute(statement, params)
             return result.scalar_one_or_none() if result.returns_rows else None
+
+    async def chain(self, first: Executable, then: Executable, params: dict[str, Any]) -> Any:
+        async with self.engine.connect() as conn:
+            # The engine is in autocommit: the transaction is opened and ended by hand.
+            await conn.exec_driver_sql("BEGIN IMMEDIATE" if self.dialect_name == "sqlite" else "BEGIN")
+            try:
+                value = (await conn.execute(first, params)).scalar_one_or_none()
+                if value is not None:
+                    await conn.execute(then, {**params, "p_prev": value})
+                await conn.exec_driver_sql("COMMIT")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await conn.exec_driver_sql("ROLLBACK")
+                raise
+            return value
+
+    async def many(self, statement: Executable, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        async with self.engine.connect() as conn:
+            await conn.exec_driver_sql("BEGIN IMMEDIATE" if self.dialect_name == "sqlite" else "BEGIN")
+            try:
+                await conn.execute(statement, rows)
+                await conn.exec_driver_sql("COMMIT")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await conn.exec_driver_sql("ROLLBACK")
+                raise
 
 
 class CompilingStore(StatementStore):
@@ -205,6 +243,29 @@ class SqliteStore(CompilingStore):
         self._written = True
         return rows[0][0] if rows else None
 
+    async def chain(self, first: Executable, then: Executable, params: dict[str, Any]) -> Any:
+        head, tail = self._compile(first), self._compile(then)
+        conn = self._connection()
+
+        def run() -> Any:
+            rows = conn.execute(head.sql, head.arguments(params)).fetchall()
+            if rows:
+                conn.execute(tail.sql, tail.arguments({**params, "p_prev": rows[0][0]})).fetchall()
+            return rows[0][0] if rows else None
+
+        value = await self._transaction(run, head.sql, head.kind)
+        if self.trace is not None:
+            self.trace(head.sql)
+            if value is not None:
+                self.trace(tail.sql)
+        return value
+
+    async def many(self, statement: Executable, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        compiled = self._compile(statement)
+        await self._many(compiled, [compiled.arguments(row) for row in rows])
+
     async def insert_many(self, table: Table, rows: list[dict[str, Any]]) -> None:
         """Insert rows that all carry the same columns, in one transaction on this connection (the request-log
         writer's batches: through aiosqlite they held the write lock across several loop turns, and quota
@@ -215,24 +276,34 @@ class SqliteStore(CompilingStore):
             compiled = compile_statement(insert(table), self.dialect, column_keys=list(keys))
             self._inserts[(table.name, keys)] = compiled
         pairs = tuple(zip(compiled.names, compiled.processors, strict=True))
-        arguments = [tuple([row[n] if p is None else p(row[n]) for n, p in pairs]) for row in rows]
+        await self._many(compiled, [tuple([row[n] if p is None else p(row[n]) for n, p in pairs]) for row in rows])
+
+    async def _many(self, compiled: Compiled, arguments: list[tuple[Any, ...]]) -> None:
+        conn = self._connection()
+        await self._transaction(lambda: conn.executemany(compiled.sql, arguments), compiled.sql, compiled.kind)
+        if self.trace is not None:
+            self.trace(compiled.sql)
+
+    async def _transaction(self, run: Callable[[], T], sql: str, kind: str) -> T:
+        """`run()` (plain sqlite3 calls, no await in between) inside BEGIN IMMEDIATE ... COMMIT on this connection:
+        the write lock is taken first (retried after asyncio sleeps while another connection holds it), so nothing
+        inside waits."""
         conn = self._connection()
         await self._unlocked(lambda: conn.execute("BEGIN IMMEDIATE"), "BEGIN IMMEDIATE", ())
         started = time.perf_counter()
         try:
-            conn.executemany(compiled.sql, arguments)
+            value = run()
             conn.execute("COMMIT")
         except BaseException as exc:  # not only sqlite3.Error: a value it cannot bind (OverflowError...) too
             if conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
-                raise DBAPIError.instance(compiled.sql, arguments[:1], exc, sqlite3.Error) from exc
+                raise DBAPIError.instance(sql, (), exc, sqlite3.Error) from exc
             raise
-        observe_statement("INSERT", time.perf_counter() - started)
-        if self.trace is not None:
-            self.trace(compiled.sql)
+        observe_statement(kind, time.perf_counter() - started)
         self._written = True
+        return value
 
     async def _checkpoint_loop(self) -> None:
         while True:
@@ -319,6 +390,31 @@ class AsyncpgStore(CompilingStore):
             if self.trace is not None:
                 self.trace(compiled.sql)
             return value
+        finally:
+            self._idle.put_nowait(slot)
+
+    async def many(self, statement: Executable, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        compiled = self._compile(statement)
+        arguments = [compiled.arguments(row) for row in rows]
+        slot = await self._idle.get()
+        try:
+            if slot is None:
+                slot = await self._connect()
+            started = time.perf_counter()
+            try:
+                # asyncpg's executemany runs in one implicit transaction and pipelines the rows.
+                await slot[1].executemany(compiled.sql, arguments)
+            except self._broken as exc:
+                broken, slot = slot, None
+                self._held.remove(broken[0])
+                with contextlib.suppress(Exception):
+                    await broken[0].invalidate()
+                raise OperationalError(compiled.sql, arguments[:1], exc) from exc
+            except self._failed as exc:
+                raise DBAPIError(compiled.sql, arguments[:1], exc) from exc
+            observe_statement(compiled.kind, time.perf_counter() - started)
         finally:
             self._idle.put_nowait(slot)
 

@@ -15,8 +15,7 @@ from gatehouse.errors import GatehouseError
 from gatehouse.gateway.context import Gateway
 from gatehouse.gateway.errors import CLIENT_DISCONNECTED
 from gatehouse.gateway.streams.registry import LiveStream
-from gatehouse.limits import quotas
-from gatehouse.limits.errors import QuotaExceeded
+from gatehouse.limits.errors import QuotaBusy, QuotaExceeded
 from gatehouse.limits.quotas import Reservation
 from gatehouse.limits.ratelimit import user_identity
 from gatehouse.upstreams.upstream import Upstream
@@ -85,6 +84,17 @@ class Call:
         else:
             self.status_code, self.error_code = 500, "internal_error"
 
+    def progress(self) -> tuple[int, int]:
+        """(prompt, completion) tokens so far, as settling now would count them (the quota's checkpoints)."""
+        if self.usage_reported:
+            return self.prompt_tokens, self.completion_tokens
+        return self.prompt_estimate, self.chunks
+
+    def reservation_lost(self) -> None:
+        """Another replica recovered this request's reservation (this one was presumed dead): stop producing."""
+        if self.live is not None:
+            self.live.terminate("its quota reservation was recovered after this replica missed its heartbeats")
+
     @property
     def produced_nothing(self) -> bool:
         """The upstream sent no output at all (a failure before the first byte, or a refusal)."""
@@ -101,24 +111,23 @@ async def admit(gateway: Gateway, call: Call, *, prompt_bound: int, want_complet
     try:
         await limiter.hit("user_per_minute", user)
         await limiter.hit(call.endpoint, user)
-        settings = gateway.settings
-        call.reservation = await quotas.reserve(
-            gateway.statements,
+        call.reservation = await gateway.quotas.reserve(
             user_id=call.principal.user_id,
-            day=quotas.quota_day(settings.quota_timezone),
             messages=1 if call.endpoint == "chat" else 0,
-            prompt=prompt_bound,
+            prompt_bound=prompt_bound,
+            prompt_estimate=min(call.prompt_estimate, prompt_bound) if call.prompt_estimate else prompt_bound,
             want_completion=want_completion,
-            timezone=settings.quota_timezone,
         )
     except GatehouseError as exc:
         call.fail(exc)
-        if isinstance(exc, QuotaExceeded):  # rate-limit refusals are announced by the limiter itself
+        if isinstance(exc, QuotaExceeded | QuotaBusy):  # rate-limit refusals are announced by the limiter itself
             gateway.feed.publish(
-                "quota.blocked", {"user_id": call.principal.user_id, "quota": exc.param, "model": call.model}
+                "quota.blocked",
+                {"user_id": call.principal.user_id, "quota": exc.param, "model": call.model, "code": exc.code},
             )
         await finish(gateway, call)
         raise
+    gateway.quotas.track(call.reservation, progress=call.progress, lost=call.reservation_lost)
     principal = call.principal
     call.live = gateway.streams.open(
         user_id=principal.user_id,
@@ -194,8 +203,7 @@ async def finish(gateway: Gateway, call: Call) -> None:
         # A request that got nothing from the upstream (it failed before its first byte) costs no message;
         # one the client walked away from still does.
         refund = call.produced_nothing and call.error_code not in (None, CLIENT_DISCONNECTED)
-        await quotas.settle(
-            gateway.statements,
+        await gateway.quotas.settle(
             call.reservation,
             tokens=call.prompt_tokens + call.completion_tokens,
             refund_message=refund,

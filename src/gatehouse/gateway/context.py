@@ -1,5 +1,5 @@
-"""What serving a gateway request takes, in one object the composition root builds: the settings, the quota
-statements, the rate limiter, the upstreams, the live streams, the request log and the live feed; and the
+"""What serving a gateway request takes, in one object the composition root builds: the settings, the quotas,
+the rate limiter, the upstreams, the live streams, the request log and the live feed; and the
 settlements still running, which the shutdown waits for."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import asyncio
 from dataclasses import dataclass, field
 
 from gatehouse.core.feed import EventFeed
-from gatehouse.db.statements import StatementStore
 from gatehouse.gateway.requestlog import RequestLogWriter
 from gatehouse.gateway.streams.registry import StreamRegistry
+from gatehouse.limits.quotas import Quotas
 from gatehouse.limits.ratelimit import RateLimiter
 from gatehouse.settings import Settings
 from gatehouse.upstreams.registry import UpstreamRegistry
@@ -21,7 +21,7 @@ class Gateway:
     """The gateway's collaborators (one per process)."""
 
     settings: Settings
-    statements: StatementStore  # the quota reservation and settlement (db/statements.py)
+    quotas: Quotas  # the quota reservation, its progress and its settlement
     rate_limiter: RateLimiter
     upstreams: UpstreamRegistry
     streams: StreamRegistry

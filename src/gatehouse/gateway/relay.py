@@ -219,6 +219,13 @@ def requested_completion(body: JSON, protocol: Protocol) -> int | None:
     return value if value > 0 else None  # Ollama's -1 (no limit) and -2 (fill the context)
 
 
+def completion_allowance(gateway: Gateway, routes: list[Route], requested: int | None) -> int:
+    """The completion tokens to reserve: the most that any route that may serve the request lets it produce
+    (the client's max_tokens, the model's output cap, DEFAULT_COMPLETION_ALLOWANCE; see Route.completion_limit)."""
+    default = gateway.settings.default_completion_allowance
+    return max((route.completion_limit(requested, default) for route in routes), default=requested or default)
+
+
 def with_completion_cap(body: JSON, protocol: Protocol, cap: int) -> JSON:
     """The body with its completion limit lowered to `cap` (what the quota reservation covers)."""
     if protocol == "ollama":
@@ -237,9 +244,7 @@ async def chat(gateway: Gateway, call: Call, body: JSON) -> Response:
     bound = quotas.prompt_bound(
         messages, extra=body.get("tools"), image_allowance=gateway.settings.image_token_allowance
     )
-    await admit(
-        gateway, call, prompt_bound=bound, want_completion=requested or gateway.settings.default_completion_allowance
-    )
+    await admit(gateway, call, prompt_bound=bound, want_completion=completion_allowance(gateway, routes, requested))
     cap = call.reservation.completion_cap if call.reservation else None
     if cap is not None and (requested is None or cap < requested):
         body = with_completion_cap(body, call.protocol, cap)

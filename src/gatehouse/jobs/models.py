@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Float, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gatehouse.db.base import Base, UTCDateTime, utcnow
@@ -53,6 +53,9 @@ class ReplicaBeat(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     host: Mapped[str] = mapped_column(String(255))
     pid: Mapped[int] = mapped_column(Integer)
+    # The machine and process namespace it runs in (replicas.host_identity): where `pid` means this process.
+    host_id: Mapped[str | None] = mapped_column(String(64))
+    heartbeat_seconds: Mapped[float | None] = mapped_column(Float)  # it is stale after STALE_BEATS of these
     version: Mapped[str] = mapped_column(String(32))
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

@@ -1,16 +1,21 @@
 """Which Gatehouse processes are serving a database: each writes a heartbeat row every few seconds.
 
 `gatehouse backup restore` reads it to refuse overwriting a database that is in use; `GET /admin/jobs` shows
-it. A process that stops cleanly deletes its row; one that crashed goes stale after STALE_SECONDS.
+it; quota recovery (limits/recovery.py) settles the reservations of the processes it finds dead. A process that
+stops cleanly deletes its row; one that crashed goes stale after STALE_BEATS of its own heartbeat intervals, or
+is known dead at once by a process on the same host (its pid no longer runs, or is the new process's own).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import os
 import socket
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -23,9 +28,48 @@ from gatehouse.db.base import utcnow
 from gatehouse.jobs.models import ReplicaBeat
 
 log = get_logger("gatehouse.replicas")
-HEARTBEAT_SECONDS = 5.0
-STALE_SECONDS = 20.0  # four missed heartbeats: the process is gone (or cannot reach the database)
+HEARTBEAT_SECONDS = 5.0  # REPLICA_HEARTBEAT_SECONDS
+STALE_BEATS = 4  # heartbeats missed in a row: the process is gone (or cannot reach the database)
 FORGET_SECONDS = 24 * 3600.0  # stale rows older than this are deleted by the next heartbeat of any replica
+
+
+@functools.cache
+def host_identity() -> str:
+    """Where a pid means one process: the host name, its boot and (Linux) the pid namespace. Two containers with
+    the same host name but their own pid namespaces differ; a process restarted in its container does not."""
+    parts = [socket.gethostname()]
+    for source in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
+        try:
+            parts.append(Path(source).read_text().strip() if "boot_id" in source else str(os.stat(source).st_ino))
+        except OSError:
+            parts.append("")
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
+
+
+def stale_after(row: ReplicaBeat) -> timedelta:
+    """How long after its last heartbeat a replica counts as gone."""
+    return timedelta(seconds=STALE_BEATS * (row.heartbeat_seconds or HEARTBEAT_SECONDS))
+
+
+def is_live(row: ReplicaBeat, now: datetime) -> bool:
+    """Whether the replica wrote a heartbeat recently enough."""
+    return row.seen_at >= now - stale_after(row)
+
+
+def known_dead(row: ReplicaBeat, *, me: str) -> bool:
+    """Whether a replica is certainly gone before its heartbeat goes stale: it ran on this host (same pid
+    namespace) and its pid no longer runs, or is this very process's (which is not that replica)."""
+    if row.id == me or row.host_id is None or row.host_id != host_identity():
+        return False
+    if row.pid == os.getpid():
+        return True
+    try:
+        os.kill(row.pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists, and belongs to someone else
+        return False
+    return False
 
 
 async def forget_stale(session: AsyncSession, now: datetime) -> int:
@@ -36,10 +80,10 @@ async def forget_stale(session: AsyncSession, now: datetime) -> int:
 
 
 async def live_replicas(session: AsyncSession) -> Sequence[ReplicaBeat]:
-    """The processes that wrote a heartbeat within STALE_SECONDS, oldest first."""
-    fresh_since = utcnow() - timedelta(seconds=STALE_SECONDS)
-    query = select(ReplicaBeat).where(ReplicaBeat.seen_at >= fresh_since).order_by(ReplicaBeat.started_at)
-    return (await session.execute(query)).scalars().all()
+    """The processes whose heartbeat is fresh (within STALE_BEATS of their own intervals), oldest first."""
+    now = utcnow()
+    query = select(ReplicaBeat).order_by(ReplicaBeat.started_at)
+    return [row for row in (await session.execute(query)).scalars().all() if is_live(row, now)]
 
 
 class Heartbeat:
@@ -83,7 +127,9 @@ class Heartbeat:
                     ReplicaBeat(
                         id=self.replica,
                         host=socket.gethostname()[:255],
+                        host_id=host_identity(),
                         pid=os.getpid(),
+                        heartbeat_seconds=self._interval,
                         version=__version__,
                         started_at=now,
                         seen_at=now,

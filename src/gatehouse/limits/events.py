@@ -15,3 +15,18 @@ class RateLimitChangedEvent(Event):
     target_type = "rate_limit"
     changes: dict[str, dict[str, Any]]
     reset: list[str]
+
+
+class QuotaReservationsRecoveredEvent(Event):
+    """A replica died with requests in flight: its reservations were settled from their last checkpoints by the
+    replica that noticed first (limits/recovery.py), and the tokens they held released."""
+
+    action = feed_kind = "quota.reservations_recovered"
+    target_type = "replica"
+    target = "replica"
+    replica: str
+    reason: str  # "heartbeat stale" or "process gone"
+    reservations: int
+    users: list[int]
+    tokens_released: int  # what the reservations held
+    tokens_charged: int  # what the recovered requests were counted as having used

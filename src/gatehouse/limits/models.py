@@ -25,6 +25,27 @@ class UsageCounter(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
+class QuotaReservation(Base):
+    """One admitted request's hold on a usage counter, until it settles: which replica holds it, what it was
+    granted, and its progress as last checkpointed (limits/reservations.py). A replica that dies leaves its rows
+    behind; whichever replica notices first settles them from these checkpoints (limits/recovery.py)."""
+
+    __tablename__ = "quota_reservation"
+
+    # Random 63-bit ids (no sequence to share between replicas), and no index but the key: the table only ever
+    # holds the requests in flight, and each index would be one more B-tree written twice per request.
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False)
+    user_id: Mapped[int] = mapped_column(Integer)
+    day: Mapped[date] = mapped_column(Date)
+    replica: Mapped[str] = mapped_column(String(64))
+    messages: Mapped[int] = mapped_column(Integer, default=0)
+    granted: Mapped[int] = mapped_column(BigInteger, default=0)  # tokens held on the counter
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)  # an estimate until the upstream reports it
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)  # as of the last checkpoint
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    checkpoint_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 class RateLimitOverride(Base):
     """An operator's value for a named rate limit (absent: the default from settings applies)."""
 

@@ -1,14 +1,24 @@
 """Daily quotas: reserve before calling the upstream, settle to the actual usage afterwards.
 
-Both are single atomic UPDATE statements against `usage_counter`, checked against the user's limits
-*inside* the statement (a correlated subquery), so they are exact on any number of replicas and see a
-changed limit at once. A request is admitted only if it fits what remains:
+Each is one atomic write: the conditional UPDATE of `usage_counter`, checked against the user's limits
+*inside* the statement (a correlated subquery), so it is exact on any number of replicas and sees a changed
+limit at once, together with the request's own `quota_reservation` row (who holds what; see
+limits/recovery.py for what happens when its replica dies). On PostgreSQL that is one statement (a
+data-modifying CTE); on SQLite, two statements in one transaction on the loop's own connection.
+
+A request is admitted only if it fits what remains:
 
 - messages: `messages + 1 <= messages_per_day`;
-- tokens: `tokens + reserved_tokens + need <= tokens_per_day`, where `need` is an upper bound of the
-  prompt plus one completion token. The reservation grants `min(want, what remains)`; the completion
-  cap sent upstream (`max_tokens` / `num_predict`) is the grant minus the prompt bound, so the upstream
-  cannot produce more than was reserved.
+- tokens: it wants `want` (its prompt bound plus the completion it may produce: the client's max_tokens, the
+  model's output cap, or DEFAULT_COMPLETION_ALLOWANCE). Its *target* is `min(want, limit - used)`: never more
+  than remains. It is admitted when the target is at least `need` (the prompt bound plus one token) and no more
+  than what other requests' holds leave free; the grant is the target. The completion cap sent upstream
+  (`max_tokens` / `num_predict`) is the grant minus the prompt bound, so the upstream cannot produce more than
+  was reserved.
+
+When the target does not fit only because of other requests' holds, the request waits for them to settle,
+first come first served, for at most QUOTA_WAIT_SECONDS (`quota_busy` after that); when what remains is below
+`need`, the quota is used up (`quota_exceeded`).
 
 The prompt bound counts UTF-8 bytes (a byte-level BPE token covers at least one byte) plus framing per
 message, plus IMAGE_TOKEN_ALLOWANCE per image: it is never below the real prompt for text. Settlement
@@ -18,29 +28,55 @@ the grant, so the recorded total still never passes the quota.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
+import secrets
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from time import monotonic
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Table, and_, bindparam, case, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    Date,
+    Integer,
+    String,
+    Table,
+    and_,
+    bindparam,
+    case,
+    delete,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gatehouse.auth.models import User
 from gatehouse.core.logging import get_logger
-from gatehouse.core.metrics import QUOTA_BLOCKS
+from gatehouse.core.metrics import QUOTA_BLOCKS, QUOTA_WAIT
+from gatehouse.db.base import UTCDateTime
 from gatehouse.db.statements import StatementStore
-from gatehouse.limits.errors import QuotaExceeded
-from gatehouse.limits.models import UsageCounter
+from gatehouse.limits.errors import QuotaBusy, QuotaExceeded
+from gatehouse.limits.models import QuotaReservation, UsageCounter
 
 log = get_logger("gatehouse.quotas")
 MESSAGE_FRAMING_TOKENS = 8  # role markers and separators a chat template adds per message
 REQUEST_FRAMING_TOKENS = 16  # the template's fixed start and the assistant's turn marker
 
+POLL_SECONDS = 0.25  # the first waiter re-checks this often: other replicas' settlements wake nobody here
+BUSY_RETRY_SECONDS = 2  # Retry-After of a quota_busy refusal
+
 _uc: Table = UsageCounter.__table__  # type: ignore[assignment]
+_res: Table = QuotaReservation.__table__  # type: ignore[assignment]
 _users: Table = User.__table__  # type: ignore[assignment]
 _message_limit = select(_users.c.messages_per_day).where(_users.c.id == _uc.c.user_id).scalar_subquery()
 _token_limit = select(_users.c.tokens_per_day).where(_users.c.id == _uc.c.user_id).scalar_subquery()
@@ -50,6 +86,7 @@ _token_limit = select(_users.c.tokens_per_day).where(_users.c.id == _uc.c.user_i
 class Reservation:
     """What one admitted request holds until it settles."""
 
+    id: int
     user_id: int
     day: date
     messages: int
@@ -121,18 +158,34 @@ def embedding_bound(value: Any) -> int:
 # --- reserve and settle -----------------------------------------------------------------------------
 
 
-# The statements are built once, with bind parameters: building a SQLAlchemy expression costs more than
-# executing it, and a statement object reused keeps its compiled form in SQLAlchemy's cache.
-# (Names prefixed: SQLAlchemy reserves column names for the SET clause's own parameters.)
-_PARAMS = ("user_id", "day", "messages", "need", "want", "now", "tokens", "grant")
-_p: dict[str, Any] = {name: bindparam("p_" + name) for name in _PARAMS}
-_available = _token_limit - _uc.c.tokens - _uc.c.reserved_tokens
-_grant = case((_token_limit.is_(None), 0), (_available < _p["want"], _available), else_=_p["want"])
-_RESERVE = (
+# The statements are built once, with typed bind parameters: building a SQLAlchemy expression costs more than
+# executing it, and a statement object reused keeps its compiled form in SQLAlchemy's cache (and the stores'
+# own, db/statements.py). Names are prefixed: SQLAlchemy reserves column names for the SET clause's parameters.
+_TYPES: dict[str, Any] = {
+    "id": BigInteger(),
+    "replica": String(64),
+    "user_id": Integer(),
+    "day": Date(),
+    "messages": Integer(),
+    "need": BigInteger(),
+    "want": BigInteger(),
+    "tokens": BigInteger(),
+    "prompt": BigInteger(),
+    "completion": BigInteger(),
+    "prev": BigInteger(),  # the first statement's value, in a two-statement chain (SQLite)
+    "now": UTCDateTime(),
+}
+_p: dict[str, Any] = {name: bindparam("p_" + name, type_=kind) for name, kind in _TYPES.items()}
+_remaining = _token_limit - _uc.c.tokens
+_available = _remaining - _uc.c.reserved_tokens
+_target = case((_remaining < _p["want"], _remaining), else_=_p["want"])
+_grant = case((_token_limit.is_(None), 0), else_=_target)
+_this_counter = and_(_uc.c.user_id == _p["user_id"], _uc.c.day == _p["day"])
+_RESERVE_COUNTER = (
     update(_uc)
-    .where(_uc.c.user_id == _p["user_id"], _uc.c.day == _p["day"])
+    .where(_this_counter)
     .where(or_(_message_limit.is_(None), _uc.c.messages + _p["messages"] <= _message_limit))
-    .where(or_(_token_limit.is_(None), _available >= _p["need"]))
+    .where(or_(_token_limit.is_(None), and_(_remaining >= _p["need"], _available >= _target)))
     .values(
         messages=_uc.c.messages + _p["messages"],
         reserved_tokens=_uc.c.reserved_tokens + _grant,
@@ -141,18 +194,61 @@ _RESERVE = (
     )
     .returning(_uc.c.last_grant)
 )
-_released = _uc.c.reserved_tokens - _p["grant"]
-_settle_values: dict[str, Any] = {
-    "tokens": _uc.c.tokens + _p["tokens"],
-    # Never below zero: a counter reset (`gatehouse usage reset`) may have dropped the reservation.
-    "reserved_tokens": case((_released < 0, 0), else_=_released),
-    "updated_at": _p["now"],
-}
-_SETTLE = update(_uc).where(_uc.c.user_id == _p["user_id"], _uc.c.day == _p["day"]).values(**_settle_values)
-_SETTLE_REFUND = _SETTLE.values(
-    messages=case((_uc.c.messages >= _p["messages"], _uc.c.messages - _p["messages"]), else_=0)
+_RESERVATION_COLUMNS = (
+    *("id", "user_id", "day", "replica", "messages"),
+    *("granted", "prompt_tokens", "completion_tokens", "created_at"),
 )
-_INSERT = {
+
+
+def _reservation_values(granted: Any) -> list[Any]:
+    zero = literal(0, BigInteger())
+    return [_p["id"], _p["user_id"], _p["day"], _p["replica"], _p["messages"], granted, _p["prompt"], zero, _p["now"]]
+
+
+# SQLite: the counter's UPDATE, then (when it admitted the request) the reservation's row with its grant.
+_INSERT_RESERVATION = insert(_res).values(dict(zip(_RESERVATION_COLUMNS, _reservation_values(_p["prev"]), strict=True)))
+# PostgreSQL: both in one statement.
+_admitted = _RESERVE_COUNTER.cte("admitted")
+_RESERVE_PG = (
+    insert(_res)
+    .from_select(list(_RESERVATION_COLUMNS), select(*_reservation_values(_admitted.c.last_grant)))
+    .returning(_res.c.granted)
+)
+
+
+def _settled_counter(granted: Any, messages: Any, *, refund: bool) -> dict[str, Any]:
+    released = _uc.c.reserved_tokens - granted
+    values: dict[str, Any] = {
+        "tokens": _uc.c.tokens + _p["tokens"],
+        # Never below zero: a counter reset (`gatehouse usage reset`) may have dropped the reservation.
+        "reserved_tokens": case((released < 0, 0), else_=released),
+        "updated_at": _p["now"],
+    }
+    if refund:
+        values["messages"] = case((_uc.c.messages >= messages, _uc.c.messages - messages), else_=0)
+    return values
+
+
+# Settling removes the reservation's row and applies it to the counter only if the row was still there: a
+# replica presumed dead whose reservations were recovered (limits/recovery.py) cannot settle them twice.
+_DELETE_RESERVATION = delete(_res).where(_res.c.id == _p["id"]).returning(_res.c.granted)
+_SETTLE_AFTER_DELETE = {
+    refund: update(_uc).where(_this_counter).values(**_settled_counter(_p["prev"], _p["messages"], refund=refund))
+    for refund in (False, True)
+}
+_released = (
+    delete(_res)
+    .where(_res.c.id == _p["id"])
+    .returning(_res.c.user_id, _res.c.day, _res.c.granted, _res.c.messages)
+    .cte("released")
+)
+_SETTLE_PG = {
+    refund: update(_uc)
+    .where(_uc.c.user_id == _released.c.user_id, _uc.c.day == _released.c.day)
+    .values(**_settled_counter(_released.c.granted, _released.c.messages, refund=refund))
+    for refund in (False, True)
+}
+_INSERT_COUNTER = {
     dialect: builder(_uc)
     .values(
         user_id=_p["user_id"],
@@ -166,50 +262,265 @@ _INSERT = {
     .on_conflict_do_nothing(index_elements=["user_id", "day"])
     for dialect, builder in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
 }
+_CHECKPOINT = (
+    update(_res)
+    .where(_res.c.id == _p["id"])
+    .values(prompt_tokens=_p["prompt"], completion_tokens=_p["completion"], checkpoint_at=_p["now"])
+)
 
 
 def _bind(**values: Any) -> dict[str, Any]:
     return {"p_" + name: value for name, value in values.items()}
 
 
-async def reserve(
-    store: StatementStore, *, user_id: int, day: date, messages: int, prompt: int, want_completion: int, timezone: str
-) -> Reservation:
-    """Admit a request if it fits today's quotas, holding its tokens; else raise QuotaExceeded (429)."""
-    need = prompt + (1 if messages else 0)
-    params = _bind(
-        user_id=user_id, day=day, messages=messages, need=need, want=prompt + want_completion, now=datetime.now(UTC)
-    )
-    # The store runs each statement in autocommit (db/statements.py): each is atomic on its own.
-    grant = await store.scalar(_RESERVE, params)
-    if grant is None:
-        # No row yet today (the first request of the day), or over quota: create the row, try once more.
-        await store.scalar(_INSERT[store.dialect_name], params)
-        grant = await store.scalar(_RESERVE, params)
-    if grant is None:
-        raise await _refusal(store.engine, user_id=user_id, day=day, messages=messages, need=need, timezone=timezone)
-    return Reservation(user_id=user_id, day=day, messages=messages, grant=int(grant), prompt_bound=prompt)
+@dataclass(slots=True)
+class _Hold:
+    """A reservation this replica holds, with how to read its progress and what to do if it is taken away."""
+
+    reservation: Reservation
+    progress: Callable[[], tuple[int, int]]  # (prompt, completion) tokens so far, as settling now would count
+    lost: Callable[[], None]
+    checkpointed: tuple[int, int] = (-1, -1)
 
 
-async def settle(store: StatementStore, reservation: Reservation, *, tokens: int, refund_message: bool = False) -> None:
-    """Replace the reservation by the actual usage (on success, failure, disconnect or termination)."""
-    if reservation.grant and tokens > reservation.grant:
-        log.warning("usage_exceeded_reservation", user_id=reservation.user_id, tokens=tokens, grant=reservation.grant)
-    params = _bind(
-        user_id=reservation.user_id,
-        day=reservation.day,
-        tokens=tokens,
-        grant=reservation.grant,
-        messages=reservation.messages,
-        now=datetime.now(UTC),
-    )
-    statement = _SETTLE_REFUND if refund_message and reservation.messages else _SETTLE
-    await store.scalar(statement, params)
+class Quotas:
+    """Reserves and settles this replica's requests, makes the ones that only wait for others' holds queue, and
+    checkpoints the progress of those in flight (one batched statement per interval, off the request path)."""
+
+    def __init__(
+        self,
+        store: StatementStore,
+        *,
+        replica: str,
+        timezone: str,
+        wait_seconds: float,
+        checkpoint_seconds: float,
+    ) -> None:
+        self.store = store
+        self.replica = replica
+        self.timezone = timezone
+        self.wait_seconds = wait_seconds
+        self.checkpoint_seconds = checkpoint_seconds
+        self._pg = store.dialect_name == "postgresql"
+        self._queues: dict[int, deque[asyncio.Event]] = {}
+        self._holds: dict[int, _Hold] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    # --- admission ---------------------------------------------------------------------------------
+
+    async def reserve(
+        self, *, user_id: int, messages: int, prompt_bound: int, prompt_estimate: int, want_completion: int
+    ) -> Reservation:
+        """Admit a request if it fits today's quotas, holding its tokens; wait (first come, first served) while it
+        does not fit only because of other requests' holds; raise QuotaExceeded or QuotaBusy (429) otherwise."""
+        day = quota_day(self.timezone)
+        need = prompt_bound + (1 if messages else 0)
+        attempt = _Attempt(user_id, day, messages, need, prompt_bound, prompt_estimate, prompt_bound + want_completion)
+        if user_id not in self._queues:  # nobody of this user waiting here: try at once (the hot path)
+            reservation = await self._try(attempt)
+            if reservation is not None:
+                return reservation
+            if self.wait_seconds <= 0:
+                raise self._busy(attempt, waited=0.0)
+        return await self._wait(attempt)
+
+    async def _try(self, attempt: _Attempt) -> Reservation | None:
+        """One attempt: the reservation, or None when only other holds stand in the way; raises QuotaExceeded."""
+        params = _bind(
+            id=secrets.randbits(63),
+            replica=self.replica,
+            user_id=attempt.user_id,
+            day=attempt.day,
+            messages=attempt.messages,
+            need=attempt.need,
+            want=attempt.want,
+            prompt=attempt.prompt_estimate,
+            now=datetime.now(UTC),
+        )
+        grant = await self._reserve(params)
+        if grant is None:
+            # No row yet today (the first request of the day), or it does not fit: create the row, try once more.
+            await self.store.scalar(_INSERT_COUNTER[self.store.dialect_name], params)
+            grant = await self._reserve(params)
+        if grant is not None:
+            return Reservation(
+                id=params["p_id"],
+                user_id=attempt.user_id,
+                day=attempt.day,
+                messages=attempt.messages,
+                grant=int(grant),
+                prompt_bound=attempt.prompt_bound,
+            )
+        state = await _counter_state(self.store.engine, attempt.user_id, attempt.day)
+        attempt.state = state
+        if state.used_up(attempt.messages, attempt.need):
+            raise _exceeded(state, attempt, self.timezone)
+        return None
+
+    async def _reserve(self, params: dict[str, Any]) -> Any:
+        if self._pg:
+            return await self.store.scalar(_RESERVE_PG, params)
+        return await self.store.chain(_RESERVE_COUNTER, _INSERT_RESERVATION, params)
+
+    async def _wait(self, attempt: _Attempt) -> Reservation:
+        """Queue behind this user's earlier waiters; the first in line retries whenever one of the user's requests
+        settles here, and every POLL_SECONDS (for settlements on other replicas)."""
+        queue = self._queues.setdefault(attempt.user_id, deque())
+        ticket = asyncio.Event()
+        queue.append(ticket)
+        started = monotonic()
+        deadline = started + self.wait_seconds
+        try:
+            while True:
+                if queue[0] is ticket:
+                    reservation = await self._try(attempt)
+                    if reservation is not None:
+                        QUOTA_WAIT.observe(monotonic() - started)
+                        return reservation
+                left = deadline - monotonic()
+                if left <= 0:
+                    QUOTA_WAIT.observe(monotonic() - started)
+                    raise self._busy(attempt, waited=monotonic() - started)
+                ticket.clear()
+                try:
+                    async with asyncio.timeout(min(POLL_SECONDS, left) if queue[0] is ticket else left):
+                        await ticket.wait()
+                except TimeoutError:
+                    pass
+        finally:
+            queue.remove(ticket)
+            if queue:
+                queue[0].set()  # the next in line tries now
+            else:
+                del self._queues[attempt.user_id]
+
+    def _busy(self, attempt: _Attempt, *, waited: float) -> QuotaBusy:
+        QUOTA_BLOCKS.labels(kind="busy").inc()
+        state = attempt.state
+        detail = ""
+        if state is not None and state.token_limit is not None:
+            left = max(0, state.token_limit - state.tokens)
+            detail = (
+                f"{left} of your {state.token_limit} daily tokens remain, but {state.reserved} are held by your "
+                "requests in progress"
+            )
+        message = (
+            (detail or "Your requests in progress hold the rest of your quota")
+            + (f"; this request waited {waited:.1f} s for them to finish" if waited else "")
+            + f". Retry in {BUSY_RETRY_SECONDS} s, or send fewer requests at once."
+        )
+        return QuotaBusy(message, headers={"retry-after": str(BUSY_RETRY_SECONDS)}, param="tokens")
+
+    # --- settlement --------------------------------------------------------------------------------
+
+    async def settle(self, reservation: Reservation, *, tokens: int, refund_message: bool = False) -> None:
+        """Replace the reservation by the actual usage (on success, failure, disconnect or termination), once."""
+        self._holds.pop(reservation.id, None)
+        if reservation.grant and tokens > reservation.grant:
+            log.warning(
+                "usage_exceeded_reservation", user_id=reservation.user_id, tokens=tokens, grant=reservation.grant
+            )
+        params = _bind(
+            id=reservation.id,
+            user_id=reservation.user_id,
+            day=reservation.day,
+            tokens=tokens,
+            messages=reservation.messages,
+            now=datetime.now(UTC),
+        )
+        refund = refund_message and bool(reservation.messages)
+        try:
+            if self._pg:
+                await self.store.scalar(_SETTLE_PG[refund], params)
+            else:
+                await self.store.chain(_DELETE_RESERVATION, _SETTLE_AFTER_DELETE[refund], params)
+        finally:
+            queue = self._queues.get(reservation.user_id)
+            if queue:
+                queue[0].set()  # the first of this user's waiters tries again now
+
+    # --- progress ----------------------------------------------------------------------------------
+
+    def track(
+        self, reservation: Reservation, *, progress: Callable[[], tuple[int, int]], lost: Callable[[], None]
+    ) -> None:
+        """Checkpoint this reservation's progress until it settles; call `lost()` if another replica recovered it
+        (this one was presumed dead: its heartbeat went stale), so that the request stops producing."""
+        self._holds[reservation.id] = _Hold(reservation, progress, lost)
+
+    async def checkpoint(self) -> int:
+        """Write the progress of the reservations that moved since their last checkpoint, in one batch; stop the
+        requests whose reservation is gone. How many were written."""
+        rows, now = [], datetime.now(UTC)
+        for hold in list(self._holds.values()):
+            progress = hold.progress()
+            if progress != hold.checkpointed:
+                hold.checkpointed = progress
+                rows.append(_bind(id=hold.reservation.id, prompt=progress[0], completion=progress[1], now=now))
+        if rows:
+            await self.store.many(_CHECKPOINT, rows)
+        if self._holds:
+            await self._find_lost()
+        return len(rows)
+
+    async def _find_lost(self) -> None:
+        ours = list(self._holds)
+        async with self.store.engine.connect() as conn:
+            present = set((await conn.execute(select(_res.c.id).where(_res.c.replica == self.replica))).scalars().all())
+        for reservation_id in ours:
+            hold = self._holds.get(reservation_id)
+            if hold is not None and reservation_id not in present:
+                log.error("quota_reservation_lost", reservation=reservation_id, user_id=hold.reservation.user_id)
+                self._holds.pop(reservation_id, None)
+                hold.lost()
+
+    async def _checkpoint_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.checkpoint_seconds)
+            try:
+                await self.checkpoint()
+            except Exception as exc:
+                log.warning("quota_checkpoint_failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._checkpoint_forever(), name="gatehouse-quota-checkpoints")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
 
 
-async def _refusal(
-    engine: AsyncEngine, *, user_id: int, day: date, messages: int, need: int, timezone: str
-) -> QuotaExceeded:
+@dataclass(slots=True)
+class _CounterState:
+    messages: int
+    tokens: int
+    reserved: int
+    message_limit: int | None
+    token_limit: int | None
+
+    def used_up(self, messages: int, need: int) -> bool:
+        """Refused by what was used (not by what others hold): the messages, or fewer tokens left than `need`."""
+        if self.message_limit is not None and self.messages + messages > self.message_limit:
+            return True
+        return self.token_limit is not None and self.token_limit - self.tokens < need
+
+
+@dataclass(slots=True)
+class _Attempt:
+    user_id: int
+    day: date
+    messages: int
+    need: int
+    prompt_bound: int
+    prompt_estimate: int
+    want: int
+    state: _CounterState | None = None
+
+
+async def _counter_state(engine: AsyncEngine, user_id: int, day: date) -> _CounterState:
     async with engine.connect() as conn:
         row = (
             await conn.execute(
@@ -224,17 +535,16 @@ async def _refusal(
                 .where(_users.c.id == user_id)
             )
         ).one()
-    used_messages, used_tokens, reserved, message_limit, token_limit = (
-        row[0] or 0,
-        row[1] or 0,
-        row[2] or 0,
-        row[3],
-        row[4],
-    )
-    reset = resets_at(timezone, day)
+    return _CounterState(row[0] or 0, row[1] or 0, row[2] or 0, row[3], row[4])
+
+
+def _exceeded(state: _CounterState, attempt: _Attempt, timezone: str) -> QuotaExceeded:
+    used_messages, used_tokens, reserved = state.messages, state.tokens, state.reserved
+    message_limit, token_limit, need = state.message_limit, state.token_limit, attempt.need
+    reset = resets_at(timezone, attempt.day)
     retry_after = max(1, math.ceil((reset - datetime.now(UTC)).total_seconds()))
     when = reset.strftime("%Y-%m-%d %H:%M UTC")
-    if message_limit is not None and used_messages + messages > message_limit:
+    if message_limit is not None and used_messages + attempt.messages > message_limit:
         kind, message = (
             "messages",
             (

@@ -1,0 +1,172 @@
+"""Reservations that survive their replica: recovered once the replica is gone (stale heartbeat, or a pid that no
+longer runs on this host), exactly once however many replicas try, never settled twice, and a replica that finds
+its reservation recovered stops the request. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from datetime import timedelta
+from types import SimpleNamespace
+from typing import Any
+
+from sqlalchemy import delete, select
+
+from gatehouse.db.base import utcnow
+from gatehouse.jobs.models import ReplicaBeat
+from gatehouse.jobs.replicas import host_identity
+from gatehouse.limits.models import QuotaReservation, UsageCounter
+from gatehouse.limits.quotas import Quotas
+from gatehouse.limits.recovery import charged_tokens, recover
+from tests.conftest import Harness
+
+QUOTA = 10_000
+
+
+async def _user(harness: Harness) -> int:
+    user = (await harness.client.post("/admin/users", json={"email": f"r-{os.urandom(4).hex()}@example.com"})).json()
+    response = await harness.client.patch(f"/admin/users/{user['id']}", json={"tokens_per_day": QUOTA})
+    assert response.status_code == 200
+    return int(user["id"])
+
+
+def _quotas(harness: Harness, replica: str) -> Quotas:
+    return Quotas(harness.runtime.statements, replica=replica, timezone="UTC", wait_seconds=0, checkpoint_seconds=60)
+
+
+async def _beat(harness: Harness, replica: str, *, age: float, host_id: str = "elsewhere", pid: int = 1) -> None:
+    async with harness.runtime.db.sessionmaker() as session, session.begin():
+        seen = utcnow() - timedelta(seconds=age)
+        session.add(
+            ReplicaBeat(
+                id=replica,
+                host="other-host",
+                host_id=host_id,
+                pid=pid,
+                version="test",
+                started_at=seen,
+                seen_at=seen,
+                heartbeat_seconds=1.0,
+            )
+        )
+
+
+async def _counter(harness: Harness, user_id: int) -> tuple[int, int]:
+    async with harness.runtime.db.sessionmaker() as session:
+        row = (await session.execute(select(UsageCounter).where(UsageCounter.user_id == user_id))).scalar_one()
+        return row.tokens, row.reserved_tokens
+
+
+async def _reservations(harness: Harness) -> list[Any]:
+    async with harness.runtime.db.sessionmaker() as session:
+        return list((await session.execute(select(QuotaReservation))).scalars())
+
+
+async def test_a_stale_replicas_reservation_is_recovered_once_and_never_settled_again(harness: Harness) -> None:
+    user_id = await _user(harness)
+    dead = _quotas(harness, "dead-replica")
+    await _beat(harness, "dead-replica", age=60)  # 4 heartbeats of 1 s missed long ago
+    reservation = await dead.reserve(
+        user_id=user_id, messages=1, prompt_bound=100, prompt_estimate=40, want_completion=900
+    )
+    assert reservation.grant == 1000 and await _counter(harness, user_id) == (0, 1000)
+    dead.track(reservation, progress=lambda: (40, 200), lost=lambda: None)
+    assert await dead.checkpoint() == 1
+
+    sessionmaker = harness.runtime.db.sessionmaker
+    recovered = await recover(sessionmaker, me="live-replica", checkpoint_seconds=1)
+    assert [(r.replica, r.reason, r.reservations, r.users) for r in recovered] == [
+        ("dead-replica", "heartbeat stale", 1, [user_id])
+    ]
+    tokens, reserved = await _counter(harness, user_id)
+    # The checkpoint (40 + 200) plus what it could have produced at its rate up to the replica's last sign of life.
+    assert reserved == 0 and 240 <= tokens <= 1000
+    assert recovered[0].tokens_charged == tokens and recovered[0].tokens_released == 1000
+
+    await dead.settle(reservation, tokens=999)  # the dead replica comes back and settles: nothing happens
+    assert await _counter(harness, user_id) == (tokens, 0)
+    assert await recover(sessionmaker, me="live-replica", checkpoint_seconds=1) == []
+
+    events = (await harness.client.get("/admin/audit", params={"action": "quota.reservations_recovered"})).json()
+    assert len(events["items"]) == 1
+    assert events["items"][0]["target_id"] == "dead-replica"
+    assert events["items"][0]["details"]["tokens_charged"] == tokens
+    assert (await harness.client.get("/admin/audit/verify")).json()["ok"] is True
+
+
+async def test_a_live_replicas_reservations_are_left_alone(harness: Harness) -> None:
+    user_id = await _user(harness)
+    alive = _quotas(harness, "alive-replica")
+    await _beat(harness, "alive-replica", age=0)
+    reservation = await alive.reserve(
+        user_id=user_id, messages=1, prompt_bound=10, prompt_estimate=5, want_completion=90
+    )
+    assert await recover(harness.runtime.db.sessionmaker, me="live-replica", checkpoint_seconds=1) == []
+    assert await _counter(harness, user_id) == (0, 100)
+    await alive.settle(reservation, tokens=30)
+    assert await _counter(harness, user_id) == (30, 0)
+    assert await _reservations(harness) == []
+
+
+async def test_a_process_gone_from_this_host_is_recovered_before_its_heartbeat_goes_stale(harness: Harness) -> None:
+    user_id = await _user(harness)
+    gone_pid = subprocess.Popen(["true"])  # a pid that no longer runs once it has been waited for
+    gone_pid.wait()
+    gone = _quotas(harness, "gone-replica")
+    await _beat(harness, "gone-replica", age=0, host_id=host_identity(), pid=gone_pid.pid)
+    await gone.reserve(user_id=user_id, messages=1, prompt_bound=10, prompt_estimate=5, want_completion=90)
+    recovered = await recover(harness.runtime.db.sessionmaker, me="live-replica", checkpoint_seconds=1)
+    assert [(r.replica, r.reason) for r in recovered] == [("gone-replica", "process gone")]
+    # No checkpoint yet: charged its prompt estimate only (it produced nothing anyone saw).
+    assert await _counter(harness, user_id) == (5, 0)
+
+
+async def test_replicas_recovering_at_the_same_time_settle_each_reservation_once(harness: Harness) -> None:
+    user_id = await _user(harness)
+    dead = _quotas(harness, "dead-twice")
+    await _beat(harness, "dead-twice", age=60)
+    for _ in range(20):
+        await dead.reserve(user_id=user_id, messages=1, prompt_bound=10, prompt_estimate=5, want_completion=40)
+    sessionmaker = harness.runtime.db.sessionmaker
+    results = await asyncio.gather(
+        *(recover(sessionmaker, me=f"live-{n}", checkpoint_seconds=1) for n in range(4)), return_exceptions=True
+    )
+    recovered = [r for result in results if isinstance(result, list) for r in result]
+    assert sum(r.reservations for r in recovered) == 20, results
+    assert await _counter(harness, user_id) == (20 * 5, 0)
+    events = (await harness.client.get("/admin/audit", params={"action": "quota.reservations_recovered"})).json()
+    assert len(events["items"]) == len(recovered)
+
+
+async def test_a_replica_whose_reservation_was_recovered_stops_the_request(harness: Harness) -> None:
+    user_id = await _user(harness)
+    mine = _quotas(harness, "presumed-dead")
+    reservation = await mine.reserve(
+        user_id=user_id, messages=1, prompt_bound=10, prompt_estimate=5, want_completion=90
+    )
+    stopped: list[int] = []
+    mine.track(reservation, progress=lambda: (5, 3), lost=lambda: stopped.append(reservation.id))
+    assert await mine.checkpoint() == 1 and stopped == []
+    async with harness.runtime.db.sessionmaker() as session, session.begin():  # another replica recovered it
+        await session.execute(delete(QuotaReservation).where(QuotaReservation.id == reservation.id))
+    await mine.checkpoint()
+    assert stopped == [reservation.id]
+
+
+def test_what_a_recovered_request_is_charged() -> None:
+    now = utcnow()
+    row = SimpleNamespace(
+        prompt_tokens=50,
+        completion_tokens=100,
+        granted=1_000,
+        created_at=now - timedelta(seconds=10),
+        checkpoint_at=now - timedelta(seconds=2),
+    )
+    assert charged_tokens(row, now - timedelta(seconds=2)) == 150  # died at its checkpoint
+    assert charged_tokens(row, now) == 150 + 25  # 12.5 tokens a second for 2 more seconds
+    assert charged_tokens(row, now + timedelta(hours=1)) == 1_000  # never more than the grant
+    unlimited = SimpleNamespace(**{**vars(row), "granted": 0})
+    assert charged_tokens(unlimited, now) == 175
+    fresh = SimpleNamespace(**{**vars(row), "checkpoint_at": None, "completion_tokens": 0})
+    assert charged_tokens(fresh, now) == 50
