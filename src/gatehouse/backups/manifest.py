@@ -32,7 +32,7 @@ from gatehouse.backups.manifest_schema import MANIFEST_FORMAT, ManifestError, re
 from gatehouse.settings import Settings
 
 # Written by serving processes on their own (heartbeats, job leases): not compared after a restore.
-OPERATIONAL_TABLES = frozenset({"replica", "job_lock"})
+OPERATIONAL_TABLES = frozenset({"replica", "job_lock", "quota_reservation"})
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 SUFFIXES = (".json", ".sqlite.enc", ".pgdump.enc", ".sqlite", ".pgdump")
 # The names create_backup gives: the UTC second, and the number of the backup within it (1 when absent).

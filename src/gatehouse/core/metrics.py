@@ -8,6 +8,7 @@ per-process file there and a scrape, whichever worker answers it, sums the files
 from __future__ import annotations
 
 import os
+import re
 import time
 from typing import Any
 
@@ -62,7 +63,7 @@ QUOTA_BLOCKS = Counter(
 QUOTA_WAIT = Histogram(
     "gatehouse_quota_wait_seconds",
     "How long requests waited for the caller's other requests to release quota (admitted or refused after)",
-    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 QUOTA_RECOVERED = Counter(
     "gatehouse_quota_reservations_recovered_total",
@@ -158,9 +159,25 @@ def route_label(scope: dict[str, Any] | Any) -> str:
 
 
 def statement_kind(statement: str) -> str:
-    """The SQL verb of a statement, for the kind label."""
+    """The SQL verb of a statement, for the kind label; for `WITH ...`, the verb of the statement its common table
+    expressions serve (the first verb outside their parentheses)."""
     verb = statement.lstrip()[:6].upper()
-    return verb if verb in STATEMENT_KINDS else "OTHER"
+    if verb in STATEMENT_KINDS:
+        return verb
+    if verb[:4] == "WITH":
+        depth = 0
+        for match in _TOKENS.finditer(statement):
+            word = match.group(0)
+            if word == "(":
+                depth += 1
+            elif word == ")":
+                depth -= 1
+            elif depth == 0 and word.upper() in STATEMENT_KINDS:
+                return word.upper()
+    return "OTHER"
+
+
+_TOKENS = re.compile(r"[()]|[A-Za-z]+")
 
 
 def _before_statement(conn: Any, _cursor: Any, _statement: str, _params: Any, _context: Any, _many: bool) -> None:

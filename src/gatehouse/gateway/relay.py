@@ -226,6 +226,16 @@ def completion_allowance(gateway: Gateway, routes: list[Route], requested: int |
     return max((route.completion_limit(requested, default) for route in routes), default=requested or default)
 
 
+def within_route(body: JSON, protocol: Protocol, route: Route) -> JSON:
+    """The body with its completion limit lowered to what this route's model can produce, when it names one (a
+    failover target may be smaller than the model the reservation was sized for)."""
+    current = requested_completion(body, protocol)
+    if current is None:
+        return body
+    limit = route.completion_limit(current, current)
+    return with_completion_cap(body, protocol, limit) if limit < current else body
+
+
 def with_completion_cap(body: JSON, protocol: Protocol, cap: int) -> JSON:
     """The body with its completion limit lowered to `cap` (what the quota reservation covers)."""
     if protocol == "ollama":
@@ -250,7 +260,9 @@ async def chat(gateway: Gateway, call: Call, body: JSON) -> Response:
         body = with_completion_cap(body, call.protocol, cap)
     streaming = False
     try:
-        opening = open_upstream(gateway, call, routes, CHAT_PATH, lambda r: _chat_body_for(call, body, r))
+        opening = open_upstream(
+            gateway, call, routes, CHAT_PATH, lambda r: _chat_body_for(call, within_route(body, call.protocol, r), r)
+        )
         ping = gateway.settings.stream_ping_seconds
         if call.stream and ping > 0:
             # A stream whose upstream is slow to answer at all (a model loading) starts with keep-alives.

@@ -14,10 +14,10 @@ import hashlib
 import os
 import socket
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gatehouse import __version__
@@ -34,16 +34,25 @@ FORGET_SECONDS = 24 * 3600.0  # stale rows older than this are deleted by the ne
 
 
 @functools.cache
-def host_identity() -> str:
-    """Where a pid means one process: the host name, its boot and (Linux) the pid namespace. Two containers with
-    the same host name but their own pid namespaces differ; a process restarted in its container does not."""
-    parts = [socket.gethostname()]
-    for source in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
-        try:
-            parts.append(Path(source).read_text().strip() if "boot_id" in source else str(os.stat(source).st_ino))
-        except OSError:
-            parts.append("")
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
+def host_identity() -> str | None:
+    """Where a pid means one process: the host name, its boot and the pid namespace (Linux). Two containers with
+    the same host name but their own pid namespaces differ; a process restarted in its container does not. None
+    where the kernel does not say (then only a stale heartbeat tells a replica is gone)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+    return hashlib.sha256(f"{socket.gethostname()}\0{boot}\0{namespace}".encode()).hexdigest()[:32]
+
+
+async def database_now(session: AsyncSession) -> datetime:
+    """The database server's clock (PostgreSQL), so that replicas whose clocks differ judge heartbeats alike; on
+    SQLite, which only ever serves one machine, this machine's."""
+    if session.get_bind().dialect.name == "postgresql":
+        now = (await session.execute(select(func.now()))).scalar_one()
+        return now.astimezone(UTC) if isinstance(now, datetime) else utcnow()
+    return utcnow()
 
 
 def stale_after(row: ReplicaBeat) -> timedelta:
@@ -60,7 +69,7 @@ def known_dead(row: ReplicaBeat, *, me: str) -> bool:
     """Whether a replica is certainly gone before its heartbeat goes stale: it ran on this host (same pid
     namespace) and its pid no longer runs, or is this very process's (which is not that replica)."""
     if row.id == me or row.host_id is None or row.host_id != host_identity():
-        return False
+        return False  # another host, or one that cannot tell (host_identity() is None there)
     if row.pid == os.getpid():
         return True
     try:
@@ -81,7 +90,7 @@ async def forget_stale(session: AsyncSession, now: datetime) -> int:
 
 async def live_replicas(session: AsyncSession) -> Sequence[ReplicaBeat]:
     """The processes whose heartbeat is fresh (within STALE_BEATS of their own intervals), oldest first."""
-    now = utcnow()
+    now = await database_now(session)
     query = select(ReplicaBeat).order_by(ReplicaBeat.started_at)
     return [row for row in (await session.execute(query)).scalars().all() if is_live(row, now)]
 
@@ -117,8 +126,8 @@ class Heartbeat:
 
     async def beat(self) -> None:
         """Refresh this process's row (creating it if a restore or a purge removed it)."""
-        now = utcnow()
         async with self._sessionmaker() as session, session.begin():
+            now = await database_now(session)
             result = await session.execute(
                 update(ReplicaBeat).where(ReplicaBeat.id == self.replica).values(seen_at=now)
             )

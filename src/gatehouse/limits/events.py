@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from gatehouse.audit.events import Event
@@ -25,8 +26,21 @@ class QuotaReservationsRecoveredEvent(Event):
     target_type = "replica"
     target = "replica"
     replica: str
-    reason: str  # "heartbeat stale" or "process gone"
+    reason: str  # "heartbeat stale", "process gone" or "no heartbeat"
     reservations: int
     users: list[int]
     tokens_released: int  # what the reservations held
     tokens_charged: int  # what the recovered requests were counted as having used
+
+
+class QuotaHoldsReconciledEvent(Event):
+    """A counter held tokens that no reservation backs (or fewer than its reservations hold): its holds were set to
+    the grants of its reservations (limits/recovery.py)."""
+
+    action = "quota.holds_reconciled"
+    target_type = "user"
+    target = "user_id"
+    user_id: int
+    day: date
+    before: int
+    after: int

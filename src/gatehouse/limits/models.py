@@ -27,7 +27,7 @@ class UsageCounter(Base):
 
 class QuotaReservation(Base):
     """One admitted request's hold on a usage counter, until it settles: which replica holds it, what it was
-    granted, and its progress as last checkpointed (limits/reservations.py). A replica that dies leaves its rows
+    granted, and its progress as last checkpointed (limits/quotas.py). A replica that dies leaves its rows
     behind; whichever replica notices first settles them from these checkpoints (limits/recovery.py)."""
 
     __tablename__ = "quota_reservation"

@@ -60,6 +60,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gatehouse.auth.errors import InvalidApiKey
 from gatehouse.auth.models import User
 from gatehouse.core.logging import get_logger
 from gatehouse.core.metrics import QUOTA_BLOCKS, QUOTA_WAIT
@@ -304,6 +305,8 @@ class Quotas:
         self._pg = store.dialect_name == "postgresql"
         self._queues: dict[int, deque[asyncio.Event]] = {}
         self._holds: dict[int, _Hold] = {}
+        self._unsettled: list[tuple[dict[str, Any], bool]] = []  # settlements that failed, retried by `checkpoint`
+        self._background: set[asyncio.Future[Any]] = set()
         self._task: asyncio.Task[None] | None = None
 
     # --- admission ---------------------------------------------------------------------------------
@@ -313,9 +316,8 @@ class Quotas:
     ) -> Reservation:
         """Admit a request if it fits today's quotas, holding its tokens; wait (first come, first served) while it
         does not fit only because of other requests' holds; raise QuotaExceeded or QuotaBusy (429) otherwise."""
-        day = quota_day(self.timezone)
         need = prompt_bound + (1 if messages else 0)
-        attempt = _Attempt(user_id, day, messages, need, prompt_bound, prompt_estimate, prompt_bound + want_completion)
+        attempt = _Attempt(user_id, messages, need, prompt_bound, prompt_estimate, prompt_bound + want_completion)
         if user_id not in self._queues:  # nobody of this user waiting here: try at once (the hot path)
             reservation = await self._try(attempt)
             if reservation is not None:
@@ -326,6 +328,7 @@ class Quotas:
 
     async def _try(self, attempt: _Attempt) -> Reservation | None:
         """One attempt: the reservation, or None when only other holds stand in the way; raises QuotaExceeded."""
+        attempt.day = quota_day(self.timezone)  # each attempt: a wait may cross midnight
         params = _bind(
             id=secrets.randbits(63),
             replica=self.replica,
@@ -339,28 +342,57 @@ class Quotas:
         )
         grant = await self._reserve(params)
         if grant is None:
-            # No row yet today (the first request of the day), or it does not fit: create the row, try once more.
-            await self.store.scalar(_INSERT_COUNTER[self.store.dialect_name], params)
-            grant = await self._reserve(params)
-        if grant is not None:
-            return Reservation(
-                id=params["p_id"],
-                user_id=attempt.user_id,
-                day=attempt.day,
-                messages=attempt.messages,
-                grant=int(grant),
-                prompt_bound=attempt.prompt_bound,
-            )
-        state = await _counter_state(self.store.engine, attempt.user_id, attempt.day)
-        attempt.state = state
-        if state.used_up(attempt.messages, attempt.need):
-            raise _exceeded(state, attempt, self.timezone)
-        return None
+            state = await _counter_state(self.store.engine, attempt.user_id, attempt.day)
+            if state.missing:  # the first request of the user's day: create the counter, then try again
+                await self.store.scalar(_INSERT_COUNTER[self.store.dialect_name], params)
+                grant = await self._reserve(params)
+                if grant is None:
+                    state = await _counter_state(self.store.engine, attempt.user_id, attempt.day)
+            if grant is None:
+                attempt.state = state
+                if state.used_up(attempt.messages, attempt.need):
+                    raise _exceeded(state, attempt, self.timezone)
+                return None
+        return Reservation(
+            id=params["p_id"],
+            user_id=attempt.user_id,
+            day=attempt.day,
+            messages=attempt.messages,
+            grant=int(grant),
+            prompt_bound=attempt.prompt_bound,
+        )
 
     async def _reserve(self, params: dict[str, Any]) -> Any:
-        if self._pg:
-            return await self.store.scalar(_RESERVE_PG, params)
-        return await self.store.chain(_RESERVE_COUNTER, _INSERT_RESERVATION, params)
+        """The reservation's statement(s), shielded: a request cancelled while they run (its client gone, the
+        shutdown) must not leave behind a committed reservation that nobody settles."""
+        task = asyncio.ensure_future(
+            self.store.scalar(_RESERVE_PG, params)
+            if self._pg
+            else self.store.chain(_RESERVE_COUNTER, _INSERT_RESERVATION, params)
+        )
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(lambda done: self._release_orphan(done, params))
+            self._background.add(task)  # the shutdown waits for it, and for what it gives back
+            task.add_done_callback(self._background.discard)
+            raise
+
+    def _release_orphan(self, task: asyncio.Future[Any], params: dict[str, Any]) -> None:
+        """A reservation taken for a request that was cancelled meanwhile: give it back at once."""
+        if task.cancelled() or task.exception() is not None or task.result() is None:
+            return
+        orphan = Reservation(
+            id=params["p_id"],
+            user_id=params["p_user_id"],
+            day=params["p_day"],
+            messages=params["p_messages"],
+            grant=int(task.result()),
+            prompt_bound=params["p_need"],
+        )
+        settling = asyncio.ensure_future(self.settle(orphan, tokens=0, refund_message=True))
+        self._background.add(settling)
+        settling.add_done_callback(self._background.discard)
 
     async def _wait(self, attempt: _Attempt) -> Reservation:
         """Queue behind this user's earlier waiters; the first in line retries whenever one of the user's requests
@@ -373,6 +405,7 @@ class Quotas:
         try:
             while True:
                 if queue[0] is ticket:
+                    ticket.clear()  # before trying: a settlement during the attempt wakes it again
                     reservation = await self._try(attempt)
                     if reservation is not None:
                         QUOTA_WAIT.observe(monotonic() - started)
@@ -381,18 +414,18 @@ class Quotas:
                 if left <= 0:
                     QUOTA_WAIT.observe(monotonic() - started)
                     raise self._busy(attempt, waited=monotonic() - started)
-                ticket.clear()
                 try:
                     async with asyncio.timeout(min(POLL_SECONDS, left) if queue[0] is ticket else left):
                         await ticket.wait()
                 except TimeoutError:
                     pass
         finally:
+            was_first = queue[0] is ticket
             queue.remove(ticket)
-            if queue:
-                queue[0].set()  # the next in line tries now
-            else:
+            if not queue:
                 del self._queues[attempt.user_id]
+            elif was_first:
+                queue[0].set()  # the next in line tries now
 
     def _busy(self, attempt: _Attempt, *, waited: float) -> QuotaBusy:
         QUOTA_BLOCKS.labels(kind="busy").inc()
@@ -409,7 +442,11 @@ class Quotas:
             + (f"; this request waited {waited:.1f} s for them to finish" if waited else "")
             + f". Retry in {BUSY_RETRY_SECONDS} s, or send fewer requests at once."
         )
-        return QuotaBusy(message, headers={"retry-after": str(BUSY_RETRY_SECONDS)}, param="tokens")
+        headers = {"retry-after": str(BUSY_RETRY_SECONDS), "x-ratelimit-reset": str(BUSY_RETRY_SECONDS)}
+        if state is not None and state.token_limit is not None:
+            headers["x-ratelimit-limit"] = str(state.token_limit)
+            headers["x-ratelimit-remaining"] = str(max(0, state.token_limit - state.tokens - state.reserved))
+        return QuotaBusy(message, headers=headers, param="tokens")
 
     # --- settlement --------------------------------------------------------------------------------
 
@@ -430,14 +467,34 @@ class Quotas:
         )
         refund = refund_message and bool(reservation.messages)
         try:
-            if self._pg:
-                await self.store.scalar(_SETTLE_PG[refund], params)
-            else:
-                await self.store.chain(_DELETE_RESERVATION, _SETTLE_AFTER_DELETE[refund], params)
+            await self._settle(params, refund)
+        except Exception:
+            # Kept for the checkpoint loop to retry: settling twice is harmless (the first deletes the reservation,
+            # a second finds nothing), but a settlement lost would hold its tokens for good.
+            self._unsettled.append((params, refund))
+            raise
         finally:
             queue = self._queues.get(reservation.user_id)
             if queue:
                 queue[0].set()  # the first of this user's waiters tries again now
+
+    async def _settle(self, params: dict[str, Any], refund: bool) -> None:
+        if self._pg:
+            await self.store.scalar(_SETTLE_PG[refund], params)
+        else:
+            await self.store.chain(_DELETE_RESERVATION, _SETTLE_AFTER_DELETE[refund], params)
+
+    async def retry_settlements(self) -> int:
+        """Settle again what failed to settle (the database was away); how many are still waiting."""
+        pending, self._unsettled = self._unsettled, []
+        for number, (params, refund) in enumerate(pending):
+            try:
+                await self._settle(params, refund)
+            except Exception:
+                self._unsettled.extend(pending[number:])
+                raise
+            log.info("quota_settlement_retried", reservation=params["p_id"], user_id=params["p_user_id"])
+        return len(self._unsettled)
 
     # --- progress ----------------------------------------------------------------------------------
 
@@ -451,14 +508,18 @@ class Quotas:
     async def checkpoint(self) -> int:
         """Write the progress of the reservations that moved since their last checkpoint, in one batch; stop the
         requests whose reservation is gone. How many were written."""
-        rows, now = [], datetime.now(UTC)
+        if self._unsettled:
+            await self.retry_settlements()
+        moved, rows, now = [], [], datetime.now(UTC)
         for hold in list(self._holds.values()):
             progress = hold.progress()
             if progress != hold.checkpointed:
-                hold.checkpointed = progress
+                moved.append((hold, progress))
                 rows.append(_bind(id=hold.reservation.id, prompt=progress[0], completion=progress[1], now=now))
         if rows:
             await self.store.many(_CHECKPOINT, rows)
+            for hold, progress in moved:
+                hold.checkpointed = progress
         if self._holds:
             await self._find_lost()
         return len(rows)
@@ -491,6 +552,13 @@ class Quotas:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        while self._background:  # a reservation finishing after its request was cancelled, then its release
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+        if self._unsettled:
+            try:
+                await self.retry_settlements()
+            except Exception as exc:  # recovered by the other replicas, or at the next start
+                log.error("quota_settlements_unsent", count=len(self._unsettled), error=f"{type(exc).__name__}: {exc}")
 
 
 @dataclass(slots=True)
@@ -500,6 +568,7 @@ class _CounterState:
     reserved: int
     message_limit: int | None
     token_limit: int | None
+    missing: bool  # no counter yet for this user and day
 
     def used_up(self, messages: int, need: int) -> bool:
         """Refused by what was used (not by what others hold): the messages, or fewer tokens left than `need`."""
@@ -511,12 +580,12 @@ class _CounterState:
 @dataclass(slots=True)
 class _Attempt:
     user_id: int
-    day: date
     messages: int
     need: int
     prompt_bound: int
     prompt_estimate: int
     want: int
+    day: date = date.min  # set by each attempt
     state: _CounterState | None = None
 
 
@@ -534,8 +603,10 @@ async def _counter_state(engine: AsyncEngine, user_id: int, day: date) -> _Count
                 .select_from(_users.outerjoin(_uc, and_(_uc.c.user_id == _users.c.id, _uc.c.day == day)))
                 .where(_users.c.id == user_id)
             )
-        ).one()
-    return _CounterState(row[0] or 0, row[1] or 0, row[2] or 0, row[3], row[4])
+        ).one_or_none()
+    if row is None:  # deleted since its key was cached here
+        raise InvalidApiKey("This account no longer exists.")
+    return _CounterState(row[0] or 0, row[1] or 0, row[2] or 0, row[3], row[4], missing=row[0] is None)
 
 
 def _exceeded(state: _CounterState, attempt: _Attempt, timezone: str) -> QuotaExceeded:

@@ -1,19 +1,27 @@
-"""Recovering the quota reservations of a replica that died with requests in flight.
+"""Recovering the quota reservations of a replica that died with requests in flight, and repairing holds that no
+reservation backs.
 
 Every replica checks, at its start and then every heartbeat interval, whether the reservations in
-`quota_reservation` belong to a replica that is gone: its heartbeat is stale (STALE_BEATS intervals), or it ran on
-this host and its pid no longer runs (a restarted process knows at once). It then settles them in one transaction
-(DELETE ... RETURNING the rows, the counters updated from them, an audit event): on PostgreSQL a second replica
-doing the same finds the rows already gone, and the dead replica's own settlement, should it come back, finds
-nothing to settle either (limits/quotas.py), so each reservation is settled exactly once.
+`quota_reservation` belong to a replica that is gone: its heartbeat is stale (STALE_BEATS intervals, judged by the
+database's clock), it ran on this host and its pid no longer runs (a process restarted in place knows at once), or
+it has no heartbeat row and wrote nothing for as long. It then settles them in one transaction (DELETE ...
+RETURNING the rows, the counters updated from them, an audit event): on PostgreSQL a second replica doing the same
+finds the rows already gone, and the dead replica's own settlement, should it come back, finds nothing to settle
+either (limits/quotas.py), so each reservation is settled exactly once.
 
 What a recovered request is counted as having used: its last checkpoint (the prompt, and the completion tokens
-relayed so far, written every QUOTA_CHECKPOINT_SECONDS), plus what it could have produced since at the rate it was
-producing, up to the latest moment its replica can have been alive (one checkpoint interval after the replica's
-last checkpoint, and one heartbeat after its last heartbeat), never more than its grant. At a steady rate the
-count is therefore high by at most one checkpoint interval's worth of that request's tokens (50 tokens for a
-stream of 25 tokens a second at the default 2 s), and it is low only when a request sped up in its last interval,
-by what it produced beyond its former rate. It never exceeds the grant, so the quota is never passed.
+relayed so far; its replica writes every moving reservation's progress every QUOTA_CHECKPOINT_SECONDS), plus what
+it could have produced after its replica's last checkpoint batch, at the rate it was producing, for one
+checkpoint interval (the replica would have written again had it lived longer), never more than its grant. All
+these times come from the dead replica's own clock, so they agree with each other. At a steady rate the count is
+high by at most one checkpoint interval's worth of that request's tokens (50 for a stream of 25 tokens a second at
+the default 2 s); it is low only by what a request produced beyond its former rate in that last interval, and for a
+request not streamed, whose answer is never relayed piecewise, by its answer (it is charged its prompt). It never
+exceeds the grant, so the quota is never passed.
+
+A counter whose `reserved_tokens` differs from the grants of its reservations (left by a release that kept no
+reservation rows, by a counter reset, by a settlement that failed for good) is set to the sum of those grants, under
+the counter's lock so no reservation in progress is missed, and audited as `quota.holds_reconciled`.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from time import monotonic
 from typing import Any
 
 from sqlalchemy import case, delete, func, select, update
@@ -36,24 +45,37 @@ from gatehouse.core.logging import get_logger
 from gatehouse.core.metrics import QUOTA_RECOVERED
 from gatehouse.db.base import UTCDateTime, utcnow
 from gatehouse.jobs.models import ReplicaBeat
-from gatehouse.jobs.replicas import HEARTBEAT_SECONDS, is_live, known_dead
-from gatehouse.limits.events import QuotaReservationsRecoveredEvent
+from gatehouse.jobs.replicas import HEARTBEAT_SECONDS, STALE_BEATS, database_now, is_live, known_dead
+from gatehouse.limits.events import QuotaHoldsReconciledEvent, QuotaReservationsRecoveredEvent
 from gatehouse.limits.models import QuotaReservation, UsageCounter
 
 log = get_logger("gatehouse.quotas")
 ACTOR = Actor.system("quota-recovery")
+RECONCILE_SECONDS = 60.0  # how often the holds are compared with the reservations
+RECONCILE_DAYS = 2  # counters of this many past days (and today) are compared
 
 
-def charged_tokens(row: Any, alive_until: datetime) -> int:
-    """What a recovered reservation's request is counted as having used (see the module docstring)."""
-    completion = row.completion_tokens
+def charged_tokens(row: Any, *, last_batch: datetime | None, checkpoint_seconds: float) -> int:
+    """What a recovered reservation's request is counted as having used (see the module docstring): `last_batch` is
+    its replica's newest checkpoint (a row not rewritten then had not moved since its own)."""
+    completion = int(row.completion_tokens)
     extra = 0.0
     if row.checkpoint_at is not None and completion:
         elapsed = (row.checkpoint_at - row.created_at).total_seconds()
         if elapsed > 0:
-            extra = completion / elapsed * max(0.0, (alive_until - row.checkpoint_at).total_seconds())
-    used = int(row.prompt_tokens) + int(completion) + math.ceil(extra)
+            since = max(row.checkpoint_at, last_batch or row.checkpoint_at)
+            until = since + timedelta(seconds=checkpoint_seconds)
+            extra = completion / elapsed * (until - since).total_seconds()
+    used = int(row.prompt_tokens) + completion + math.ceil(extra)
     return min(used, int(row.granted)) if row.granted else used
+
+
+@dataclass(frozen=True, slots=True)
+class DeadReplica:
+    """A replica found gone, holding reservations."""
+
+    replica: str
+    reason: str  # "heartbeat stale", "process gone", "no heartbeat"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,50 +90,50 @@ class Recovered:
     tokens_charged: int
 
 
-async def dead_holders(session: AsyncSession, *, me: str, checkpoint_seconds: float) -> dict[str, tuple[str, datetime]]:
-    """The replicas other than `me` that hold reservations and are gone: {replica: (why, alive until)}.
-
-    "Alive until" is the latest moment the replica can have been producing: no later than one heartbeat after its
-    last, and no later than one checkpoint interval after its last checkpoint (it writes one per interval while
-    its requests make progress)."""
-    last_written = func.max(
-        func.coalesce(QuotaReservation.checkpoint_at, QuotaReservation.created_at), type_=UTCDateTime()
-    )
+async def dead_holders(session: AsyncSession, *, me: str) -> list[DeadReplica]:
+    """The replicas other than `me` that hold reservations and are gone."""
     rows = await session.execute(
-        select(QuotaReservation.replica, last_written)
+        select(
+            QuotaReservation.replica,
+            func.max(func.coalesce(QuotaReservation.checkpoint_at, QuotaReservation.created_at), type_=UTCDateTime()),
+        )
         .where(QuotaReservation.replica != me)
         .group_by(QuotaReservation.replica)
     )
     holders: dict[str, datetime] = {replica: written for replica, written in rows}
     if not holders:
-        return {}
-    now = utcnow()
+        return []
+    now = await database_now(session)
     beats = {
         row.id: row for row in (await session.execute(select(ReplicaBeat).where(ReplicaBeat.id.in_(holders)))).scalars()
     }
-    dead: dict[str, tuple[str, datetime]] = {}
-    for replica, written in holders.items():
+    dead: list[DeadReplica] = []
+    for replica, written in sorted(holders.items()):
         beat = beats.get(replica)
-        until = min(now, written + timedelta(seconds=checkpoint_seconds))
         if beat is None:
-            dead[replica] = ("no heartbeat", until)
-            continue
-        until = min(until, beat.seen_at + timedelta(seconds=beat.heartbeat_seconds or HEARTBEAT_SECONDS))
-        if known_dead(beat, me=me):
-            dead[replica] = ("process gone", until)
+            # A replica serves only once its heartbeat is written; without one, it is gone (or its first beats
+            # failed): only once it has written nothing for as long as a heartbeat takes to go stale.
+            if written < now - timedelta(seconds=STALE_BEATS * HEARTBEAT_SECONDS):
+                dead.append(DeadReplica(replica, "no heartbeat"))
+        elif known_dead(beat, me=me):
+            dead.append(DeadReplica(replica, "process gone"))
         elif not is_live(beat, now):
-            dead[replica] = ("heartbeat stale", until)
+            dead.append(DeadReplica(replica, "heartbeat stale"))
     return dead
 
 
 async def recover_replica(
-    session: AsyncSession, replica: str, *, reason: str, alive_until: datetime, feed: EventFeed | None = None
+    session: AsyncSession,
+    dead: DeadReplica,
+    *,
+    checkpoint_seconds: float,
+    feed: EventFeed | None = None,
 ) -> Recovered | None:
     """Settle a dead replica's reservations in the session's transaction; None when another replica did first."""
     taken = (
         await session.execute(
             delete(QuotaReservation)
-            .where(QuotaReservation.replica == replica)
+            .where(QuotaReservation.replica == dead.replica)
             .returning(
                 QuotaReservation.user_id,
                 QuotaReservation.day,
@@ -125,11 +147,12 @@ async def recover_replica(
     ).all()
     if not taken:
         return None
+    last_batch = max((row.checkpoint_at for row in taken if row.checkpoint_at is not None), default=None)
     counters: dict[tuple[int, date], list[int]] = defaultdict(lambda: [0, 0])
     for row in taken:
         totals = counters[(row.user_id, row.day)]
         totals[0] += row.granted
-        totals[1] += charged_tokens(row, alive_until)
+        totals[1] += charged_tokens(row, last_batch=last_batch, checkpoint_seconds=checkpoint_seconds)
     for (user_id, day), (granted, charged) in sorted(counters.items()):
         released = UsageCounter.reserved_tokens - granted
         await session.execute(
@@ -142,8 +165,8 @@ async def recover_replica(
             )
         )
     recovered = Recovered(
-        replica=replica,
-        reason=reason,
+        replica=dead.replica,
+        reason=dead.reason,
         reservations=len(taken),
         users=sorted({user_id for user_id, _ in counters}),
         tokens_released=sum(granted for granted, _ in counters.values()),
@@ -152,8 +175,8 @@ async def recover_replica(
     await record(
         session,
         QuotaReservationsRecoveredEvent(
-            replica=replica,
-            reason=reason,
+            replica=dead.replica,
+            reason=dead.reason,
             reservations=recovered.reservations,
             users=recovered.users,
             tokens_released=recovered.tokens_released,
@@ -174,17 +197,17 @@ async def recover(
 ) -> list[Recovered]:
     """Settle the reservations of every dead replica (each in its own transaction)."""
     async with sessionmaker() as session:
-        dead = await dead_holders(session, me=me, checkpoint_seconds=checkpoint_seconds)
+        dead = await dead_holders(session, me=me)
     done = []
-    for replica, (reason, alive_until) in sorted(dead.items()):
+    for replica in dead:
         async with sessionmaker() as session, session.begin():
-            recovered = await recover_replica(session, replica, reason=reason, alive_until=alive_until, feed=feed)
+            recovered = await recover_replica(session, replica, checkpoint_seconds=checkpoint_seconds, feed=feed)
         if recovered is not None:
             QUOTA_RECOVERED.inc(recovered.reservations)
             log.warning(
                 "quota_reservations_recovered",
-                replica=replica,
-                reason=reason,
+                replica=replica.replica,
+                reason=replica.reason,
                 reservations=recovered.reservations,
                 users=recovered.users,
                 tokens_released=recovered.tokens_released,
@@ -194,8 +217,72 @@ async def recover(
     return done
 
 
+# --- holds that no reservation backs --------------------------------------------------------------
+
+
+async def reconcile_counter(session: AsyncSession, user_id: int, day: date) -> tuple[int, int] | None:
+    """Set one counter's `reserved_tokens` to the grants of its reservations, in the session's transaction; (before,
+    after) when they differed. The counter's row is locked first (SQLite: the session's write transaction), so no
+    reservation can be taken or settled on it meanwhile: each does so under the same lock."""
+    locked = select(UsageCounter.reserved_tokens).where(UsageCounter.user_id == user_id, UsageCounter.day == day)
+    if session.get_bind().dialect.name == "postgresql":
+        locked = locked.with_for_update()
+    before = (await session.execute(locked)).scalar_one_or_none()
+    if before is None:
+        return None
+    held = (
+        await session.execute(
+            select(func.coalesce(func.sum(QuotaReservation.granted), 0)).where(
+                QuotaReservation.user_id == user_id, QuotaReservation.day == day
+            )
+        )
+    ).scalar_one()
+    if int(held) == before:
+        return None
+    await session.execute(
+        update(UsageCounter)
+        .where(UsageCounter.user_id == user_id, UsageCounter.day == day)
+        .values(reserved_tokens=int(held), updated_at=utcnow())
+    )
+    return before, int(held)
+
+
+async def reconcile(sessionmaker: async_sessionmaker[AsyncSession], *, feed: EventFeed | None = None) -> int:
+    """Repair the recent counters whose holds differ from their reservations; how many were repaired."""
+    since = utcnow().date() - timedelta(days=RECONCILE_DAYS)
+    held = func.coalesce(func.sum(QuotaReservation.granted), 0)
+    candidates = (
+        select(UsageCounter.user_id, UsageCounter.day)
+        .outerjoin(
+            QuotaReservation,
+            (QuotaReservation.user_id == UsageCounter.user_id) & (QuotaReservation.day == UsageCounter.day),
+        )
+        .where(UsageCounter.day >= since)
+        .group_by(UsageCounter.user_id, UsageCounter.day, UsageCounter.reserved_tokens)
+        .having(UsageCounter.reserved_tokens != held)
+    )
+    async with sessionmaker() as session:
+        found = (await session.execute(candidates)).all()
+    repaired = 0
+    for user_id, day in found:
+        async with sessionmaker() as session, session.begin():
+            changed = await reconcile_counter(session, user_id, day)
+            if changed is not None:
+                await record(
+                    session,
+                    QuotaHoldsReconciledEvent(user_id=user_id, day=day, before=changed[0], after=changed[1]),
+                    actor=ACTOR,
+                    feed=feed,
+                )
+        if changed is not None:
+            repaired += 1
+            log.warning("quota_holds_reconciled", user_id=user_id, day=str(day), before=changed[0], after=changed[1])
+    return repaired
+
+
 class ReservationRecovery:
-    """Runs `recover` at the start (before serving) and then every `interval_seconds`."""
+    """Runs `recover` at the start (before serving) and then every `interval_seconds`; `reconcile` every
+    RECONCILE_SECONDS."""
 
     def __init__(
         self,
@@ -212,11 +299,16 @@ class ReservationRecovery:
         self.checkpoint_seconds = checkpoint_seconds
         self.feed = feed
         self._task: asyncio.Task[None] | None = None
+        self._reconciled_at = 0.0
 
     async def run_once(self) -> list[Recovered]:
-        return await recover(
+        recovered = await recover(
             self._sessionmaker, me=self.replica, checkpoint_seconds=self.checkpoint_seconds, feed=self.feed
         )
+        if monotonic() - self._reconciled_at >= RECONCILE_SECONDS:
+            self._reconciled_at = monotonic()
+            await reconcile(self._sessionmaker, feed=self.feed)
+        return recovered
 
     async def start(self) -> None:
         try:

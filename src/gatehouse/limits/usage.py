@@ -13,6 +13,7 @@ from gatehouse.auth.errors import UserNotFound
 from gatehouse.auth.models import User
 from gatehouse.errors import BadRequest
 from gatehouse.limits.models import UsageCounter
+from gatehouse.limits.recovery import reconcile_counter
 
 MAX_RANGE_DAYS = 366
 
@@ -94,12 +95,18 @@ async def usage_for(session: AsyncSession, *, user_id: int, day: date) -> UsageR
 
 
 async def reset_usage(session: AsyncSession, *, day: date, user_id: int | None = None) -> int:
-    """Zero the counters of a day (one user or everyone): the repair for a corrupted day. Returns rows reset."""
+    """Zero the counters of a day (one user or everyone): the repair for a corrupted day. Returns rows reset.
+
+    What requests in progress hold stays held (they settle against it), and holds that no reservation backs are
+    dropped (limits/recovery.py `reconcile_counter`)."""
     statement = update(UsageCounter).where(UsageCounter.day == day)
     if user_id is not None:
         statement = statement.where(UsageCounter.user_id == user_id)
-    result = await session.execute(statement.values(messages=0, tokens=0, reserved_tokens=0))
-    return int(getattr(result, "rowcount", 0) or 0)
+    result = await session.execute(statement.values(messages=0, tokens=0).returning(UsageCounter.user_id))
+    users = list(result.scalars())
+    for user in users:
+        await reconcile_counter(session, user, day)
+    return len(users)
 
 
 async def usage_between(session: AsyncSession, *, start: date, end: date, user_id: int | None = None) -> list[UsageRow]:

@@ -6,6 +6,7 @@ PostgreSQL + Redis."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 from collections import Counter
@@ -50,7 +51,9 @@ def servers(
         env = base_env(
             database_url,
             workdir / "data",
-            GATEHOUSE_CONFIG=str(write_config(workdir / "gatehouse.yaml", upstream.url, output_caps={"oa-slow": 30})),
+            GATEHOUSE_CONFIG=str(
+                write_config(workdir / "gatehouse.yaml", upstream.url, output_caps={"oa-slow": 30, "oa-hang": 30})
+            ),
             QUOTA_WAIT_SECONDS=str(WAIT_SECONDS),
             RATE_LIMIT_PER_MINUTE="100000",
             UPSTREAM_READ_TIMEOUT="30",
@@ -138,9 +141,9 @@ def test_a_request_held_back_too_long_is_refused_as_busy_not_exceeded(servers: l
     user_id, key = _user(servers[0], tokens_per_day=5_000)
     with httpx.Client(headers={"authorization": f"Bearer {key}"}, timeout=60) as client:
 
-        async def hold() -> None:  # holds its grant (prompt + 4,096) until the upstream's read timeout
+        async def hold() -> None:  # holds its grant (prompt + 4,096: ol-hang has no output cap) until cancelled
             async with httpx.AsyncClient(headers={"authorization": f"Bearer {key}"}, timeout=60) as holder:
-                await holder.post(servers[0].url + "/v1/chat/completions", json={"model": "oa-hang", "messages": HI})
+                await holder.post(servers[0].url + "/v1/chat/completions", json={"model": "ol-hang", "messages": HI})
 
         async def refused() -> httpx.Response:
             task = asyncio.create_task(hold())
@@ -165,13 +168,32 @@ def test_a_request_held_back_too_long_is_refused_as_busy_not_exceeded(servers: l
 def test_a_models_output_cap_sizes_what_its_requests_reserve(
     servers: list[GatehouseServer], upstream: FakeUpstream
 ) -> None:
-    # oa-slow has max_output_tokens: 30 in the configuration: a request naming no max_tokens reserves its prompt
-    # bound plus 30, not plus DEFAULT_COMPLETION_ALLOWANCE, so ten of them run at once within 1,000 tokens.
+    # oa-slow and oa-hang have max_output_tokens: 30 in the configuration: a request naming no max_tokens reserves
+    # its prompt bound plus 30 (56), not plus DEFAULT_COMPLETION_ALLOWANCE, so ten of them hold 560 of 1,000 at
+    # once (with the allowance, the first would hold all 1,000 and the others wait).
     user_id, key = _user(servers[0], tokens_per_day=1_000)
     upstream.reset()
-    results = _burst(servers, key, {"model": "oa-slow", "messages": HI, "stream": True}, 10)
-    assert results == Counter({(200, "stop"): 10}), results
-    bodies = [r["body"] for r in upstream.requests() if r["path"] == "/v1/chat/completions"]
-    assert [b["max_tokens"] for b in bodies] == [30] * 10, "the upstream is asked for at most the model's cap"
-    assert upstream.stats()["max_in_flight"] == 10, "all ten ran at once: none waited for another's hold"
-    assert _usage(servers[0], user_id)["reserved_tokens"] == 0
+    with httpx.Client(headers={"authorization": f"Bearer {key}"}, timeout=60) as client:
+        answer = client.post(servers[-1].url + "/v1/chat/completions", json={"model": "oa-slow", "messages": HI})
+    assert answer.status_code == 200, answer.text
+    assert upstream.requests()[-1]["body"]["max_tokens"] == 30, "the upstream is asked for at most the model's cap"
+
+    async def hang(client: httpx.AsyncClient, url: str) -> None:
+        with contextlib.suppress(httpx.HTTPError):
+            await client.post(url + "/v1/chat/completions", json={"model": "oa-hang", "messages": HI})
+
+    async def held_at_once() -> int:
+        urls = itertools.cycle([s.url for s in servers])
+        async with httpx.AsyncClient(headers={"authorization": f"Bearer {key}"}, timeout=60) as client:
+            tasks = [asyncio.create_task(hang(client, next(urls))) for _ in range(10)]
+            deadline = time.monotonic() + 20
+            held = 0
+            while held < 560 and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+                held = (await asyncio.to_thread(_usage, servers[0], user_id))["reserved_tokens"]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            return int(held)
+
+    assert asyncio.run(held_at_once()) == 10 * (PROMPT_BOUND + 30)

@@ -19,6 +19,7 @@ from gatehouse.accounts.bootstrap import BOOTSTRAP_KEY_NAME
 from gatehouse.auth import passwords
 from gatehouse.auth.access import CSRF_COOKIE, SESSION_COOKIE
 from gatehouse.auth.models import ApiKey, User, UserSession
+from gatehouse.core.metrics import statement_kind
 from gatehouse.gateway.models import RequestLog
 from tests.conftest import Harness, make_settings, running_app
 from tests.support.accounts import create_member, create_user, error_of
@@ -481,7 +482,9 @@ async def test_request_id_echoed_or_generated(harness: Harness) -> None:
 
 
 async def test_warm_key_chat_reads_nothing_and_log_is_batched(database_url: str, tmp_path: Path) -> None:
-    async with running_app(make_settings(database_url, tmp_path, request_log_flush_seconds=3600)) as harness:
+    # No background statement (a heartbeat, a checkpoint, a recovery check) within the test: only the request's own.
+    quiet = {"request_log_flush_seconds": 3600, "quota_checkpoint_seconds": 60, "replica_heartbeat_seconds": 60}
+    async with running_app(make_settings(database_url, tmp_path, **quiet)) as harness:
         member = await create_member(harness)
         key = harness.as_key(member.key)
         warm = await harness.client.post("/v1/chat/completions", json=CHAT, headers=key)
@@ -504,13 +507,25 @@ async def test_warm_key_chat_reads_nothing_and_log_is_batched(database_url: str,
             assert hot.status_code == 200, hot.text
             # SQLite's explicit BEGIN (db/engine.py) is transaction control, not a read.
             hot_path = [s for s in statements if not s.upper().startswith("BEGIN")]
-            reads = [s for s in hot_path if not s.upper().startswith(("INSERT", "UPDATE", "DELETE"))]
+            reads = [s for s in hot_path if statement_kind(s) not in ("INSERT", "UPDATE", "DELETE")]
             assert reads == [], "a warm-key chat request read the database"
-            # The budget (DESIGN.md): one atomic write to reserve the quota and one to settle it, nothing else.
-            assert len(hot_path) == 2, hot_path
-            assert hot_path[0].startswith("UPDATE usage_counter SET messages="), hot_path
-            assert "RETURNING" in hot_path[0] and "last_grant" in hot_path[0], hot_path
-            assert hot_path[1].startswith("UPDATE usage_counter SET tokens="), hot_path
+            # The budget (DESIGN.md): one atomic write to reserve the quota and one to settle it, nothing else. Each
+            # is the counter's conditional UPDATE and the reservation's row: one statement on PostgreSQL (a
+            # data-modifying CTE), one transaction of two on SQLite (db/statements.py `chain`).
+            if database_url.startswith("postgresql"):
+                assert len(hot_path) == 2, hot_path
+                reserve, settle = hot_path
+                assert reserve.startswith("WITH admitted AS (UPDATE usage_counter SET messages="), reserve
+                assert "INSERT INTO quota_reservation" in reserve and "RETURNING" in reserve, reserve
+                assert settle.startswith("WITH released AS (DELETE FROM quota_reservation"), settle
+                assert "UPDATE usage_counter SET tokens=" in settle, settle
+            else:
+                assert len(hot_path) == 4, hot_path
+                assert hot_path[0].startswith("UPDATE usage_counter SET messages="), hot_path
+                assert "RETURNING" in hot_path[0] and "last_grant" in hot_path[0], hot_path
+                assert hot_path[1].startswith("INSERT INTO quota_reservation "), hot_path
+                assert hot_path[2].startswith("DELETE FROM quota_reservation "), hot_path
+                assert hot_path[3].startswith("UPDATE usage_counter SET tokens="), hot_path
             assert harness.runtime.request_log.pending == 1
             statements.clear()
             assert await harness.runtime.request_log.flush() == 1

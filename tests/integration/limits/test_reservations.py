@@ -11,14 +11,16 @@ from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import delete, select
+import pytest
+from sqlalchemy import delete, select, update
 
 from gatehouse.db.base import utcnow
 from gatehouse.jobs.models import ReplicaBeat
 from gatehouse.jobs.replicas import host_identity
 from gatehouse.limits.models import QuotaReservation, UsageCounter
 from gatehouse.limits.quotas import Quotas
-from gatehouse.limits.recovery import charged_tokens, recover
+from gatehouse.limits.recovery import charged_tokens, reconcile, recover
+from gatehouse.limits.usage import reset_usage
 from tests.conftest import Harness
 
 QUOTA = 10_000
@@ -161,12 +163,92 @@ def test_what_a_recovered_request_is_charged() -> None:
         completion_tokens=100,
         granted=1_000,
         created_at=now - timedelta(seconds=10),
-        checkpoint_at=now - timedelta(seconds=2),
+        checkpoint_at=now - timedelta(seconds=2),  # 100 tokens in 8 s: 12.5 a second
     )
-    assert charged_tokens(row, now - timedelta(seconds=2)) == 150  # died at its checkpoint
-    assert charged_tokens(row, now) == 150 + 25  # 12.5 tokens a second for 2 more seconds
-    assert charged_tokens(row, now + timedelta(hours=1)) == 1_000  # never more than the grant
+    # One more checkpoint interval at its rate after the replica's last batch (its own checkpoint here).
+    assert charged_tokens(row, last_batch=row.checkpoint_at, checkpoint_seconds=2) == 150 + 25
+    # The replica wrote later batches without this row: it had stopped moving; still one interval at most.
+    assert charged_tokens(row, last_batch=now + timedelta(hours=1), checkpoint_seconds=2) == 175
+    assert charged_tokens(row, last_batch=None, checkpoint_seconds=2) == 175
+    assert charged_tokens(row, last_batch=row.checkpoint_at, checkpoint_seconds=1000) == 1_000  # at most the grant
     unlimited = SimpleNamespace(**{**vars(row), "granted": 0})
-    assert charged_tokens(unlimited, now) == 175
+    assert charged_tokens(unlimited, last_batch=row.checkpoint_at, checkpoint_seconds=2) == 175
     fresh = SimpleNamespace(**{**vars(row), "checkpoint_at": None, "completion_tokens": 0})
-    assert charged_tokens(fresh, now) == 50
+    assert charged_tokens(fresh, last_batch=None, checkpoint_seconds=2) == 50
+
+
+async def test_holds_that_no_reservation_backs_are_reconciled(harness: Harness) -> None:
+    user_id = await _user(harness)
+    quotas = _quotas(harness, "live-replica")
+    reservation = await quotas.reserve(
+        user_id=user_id, messages=1, prompt_bound=10, prompt_estimate=5, want_completion=90
+    )
+    async with harness.runtime.db.sessionmaker() as session, session.begin():  # a hold from an older release
+        await session.execute(update(UsageCounter).where(UsageCounter.user_id == user_id).values(reserved_tokens=QUOTA))
+    assert await reconcile(harness.runtime.db.sessionmaker) == 1
+    assert await _counter(harness, user_id) == (0, 100), "the request in flight still holds its grant"
+    assert await reconcile(harness.runtime.db.sessionmaker) == 0
+    events = (await harness.client.get("/admin/audit", params={"action": "quota.holds_reconciled"})).json()
+    assert [(e["target_id"], e["details"]["before"], e["details"]["after"]) for e in events["items"]] == [
+        (str(user_id), QUOTA, 100)
+    ]
+    await quotas.settle(reservation, tokens=40)
+    assert await _counter(harness, user_id) == (40, 0)
+
+
+async def test_a_usage_reset_keeps_what_requests_in_flight_hold(harness: Harness) -> None:
+    user_id = await _user(harness)
+    quotas = _quotas(harness, "live-replica")
+    done = await quotas.reserve(user_id=user_id, messages=1, prompt_bound=10, prompt_estimate=5, want_completion=40)
+    await quotas.settle(done, tokens=30)
+    flying = await quotas.reserve(user_id=user_id, messages=1, prompt_bound=10, prompt_estimate=5, want_completion=90)
+    async with harness.runtime.db.sessionmaker() as session, session.begin():
+        assert await reset_usage(session, day=flying.day, user_id=user_id) == 1
+    assert await _counter(harness, user_id) == (0, 100)
+    await quotas.settle(flying, tokens=60)
+    assert await _counter(harness, user_id) == (60, 0)
+
+
+async def test_a_settlement_that_failed_is_retried(harness: Harness) -> None:
+    user_id = await _user(harness)
+    quotas = _quotas(harness, "live-replica")
+    reservation = await quotas.reserve(
+        user_id=user_id, messages=1, prompt_bound=10, prompt_estimate=5, want_completion=90
+    )
+    real = quotas._settle
+    calls = 0
+
+    async def flaky(params: dict[str, Any], refund: bool) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("the database went away for a moment")
+        await real(params, refund)
+
+    quotas._settle = flaky  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError):
+        await quotas.settle(reservation, tokens=70)
+    assert await _counter(harness, user_id) == (0, 100)
+    await quotas.checkpoint()  # the checkpoint loop retries it
+    assert await _counter(harness, user_id) == (70, 0)
+    assert await quotas.retry_settlements() == 0
+
+
+async def test_a_reservation_whose_request_was_cancelled_meanwhile_is_given_back(harness: Harness) -> None:
+    user_id = await _user(harness)
+    quotas = _quotas(harness, "live-replica")
+    first = await quotas.reserve(user_id=user_id, messages=1, prompt_bound=10, prompt_estimate=5, want_completion=90)
+    await quotas.settle(first, tokens=0, refund_message=True)  # the day's counter exists: the next ones take holds
+    for _ in range(5):
+        task = asyncio.create_task(
+            quotas.reserve(user_id=user_id, messages=1, prompt_bound=10, prompt_estimate=5, want_completion=90)
+        )
+        await asyncio.sleep(0)  # into the statement, then cancelled (a client gone, a shutdown)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    await quotas.close()  # waits for what it is giving back
+    assert await _reservations(harness) == []
+    async with harness.runtime.db.sessionmaker() as session:
+        row = (await session.execute(select(UsageCounter).where(UsageCounter.user_id == user_id))).scalar_one()
+    assert (row.messages, row.tokens, row.reserved_tokens) == (0, 0, 0)

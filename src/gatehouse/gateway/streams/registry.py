@@ -70,8 +70,11 @@ class LiveStream:
         }
 
     def on_terminate(self, cancel: Callable[[], None]) -> None:
-        """What to do when an operator ends this request (close the upstream connection)."""
+        """What to do when an operator ends this request (close the upstream connection); done at once if it was
+        ended before its upstream connection was open."""
         self._cancel = cancel
+        if self.terminated_reason is not None:
+            cancel()
 
     def terminate(self, reason: str) -> None:
         """End the request: the relay reports `terminated_by_operator` to the client."""
