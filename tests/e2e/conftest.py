@@ -15,7 +15,7 @@ from tests.support.server import GatehouseServer, base_env, run_gatehouse
 from tests.support.services import flush_redis_prefix, redis_server, unique_redis_prefix
 
 UPSTREAM_KEY = "upstream-secret-key"
-FAKE_MODELS = ["chat", "embed", "slow", "error", "hang", "midfail", "nousage", "long"]
+FAKE_MODELS = ["chat", "embed", "slow", "error", "hang", "midfail", "nousage", "long", "floats"]
 # Client-facing aliases: "oa-<x>" reaches fake-<x> through the OpenAI protocol, "ol-<x>" through Ollama's.
 KINDS = {"oa": "up-openai", "ol": "up-ollama"}
 

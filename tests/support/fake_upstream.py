@@ -20,10 +20,11 @@ Behaviour is chosen by the model name:
 * ``fake-midfail``: sends 3 tokens (or a partial JSON body) and then drops the connection.
 * ``fake-nousage``: like ``fake-chat`` but never reports token usage.
 * ``fake-long``: 200 tokens, at least 0.01 s apart.
+* ``fake-floats``: an embedding model that answers floats even when asked for base64, as some servers do.
 
 Endpoints: ``GET /v1/models[/{id}]``, ``POST /v1/chat/completions``, ``POST /v1/embeddings``,
-``GET /api/tags``, ``GET /api/version``, ``POST /api/chat``, ``POST /api/generate``, ``POST /api/embed``,
-``POST /api/embeddings`` and ``GET /`` ("Ollama is running").
+``GET /api/tags``, ``GET /api/version``, ``POST /api/show``, ``POST /api/chat``, ``POST /api/generate``,
+``POST /api/embed``, ``POST /api/embeddings`` and ``GET /`` ("Ollama is running").
 
 Control endpoints (never authenticated): ``GET /_stats``, ``GET /_requests``, ``POST /_reset``, and
 ``POST /_fail/{ok|error|hang}``, which makes every /v1 and /api request (model lists included) answer
@@ -122,6 +123,7 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("fake-midfail", behaviour="midfail"),
         ModelSpec("fake-nousage", usage=False),
         ModelSpec("fake-long", token_delay=0.01, tokens=200),
+        ModelSpec("fake-floats", behaviour="floats"),
     )
 }
 MIDFAIL_TOKENS = 3
@@ -398,6 +400,7 @@ class FakeUpstreamApp:
             ("POST", "/api/embeddings"): self._ollama_embed,
             ("GET", "/api/tags"): self._static(self._tags_body),
             ("GET", "/api/version"): self._static(self._version_body),
+            ("POST", "/api/show"): self._ollama_show,
         }
 
     # ---- entry point -------------------------------------------------------------------------
@@ -751,7 +754,7 @@ class FakeUpstreamApp:
         self.stats.prompt_tokens += n_tokens
         if self.latency > 0 and not await self._wait_latency(receive):
             return
-        as_base64 = body.get("encoding_format") == "base64"
+        as_base64 = body.get("encoding_format") == "base64" and spec.behaviour != "floats"
         data = []
         for i, (text, _) in enumerate(inputs):
             vec = _embedding(text)
@@ -761,6 +764,34 @@ class FakeUpstreamApp:
         if spec.usage:
             result["usage"] = {"prompt_tokens": n_tokens, "total_tokens": n_tokens}
         await self._send_json(send, 200, orjson.dumps(result))
+
+    async def _ollama_show(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Ollama's model details, in the shape of its /api/show."""
+        body = await self._read_body(scope, receive)
+        model = (body or {}).get("model") or (body or {}).get("name")
+        spec = MODELS.get(model) if isinstance(model, str) else None
+        if spec is None:
+            await self._send_json(send, 404, orjson.dumps({"error": f"model '{model}' not found"}))
+            return
+        embeds = "embed" in spec.name or spec.behaviour == "floats"
+        details = {
+            "parent_model": "",
+            "format": "gguf",
+            "family": "fake",
+            "families": ["fake"],
+            "parameter_size": "1B",
+            "quantization_level": "Q4_0",
+        }
+        answer = {
+            "modelfile": f"# fake upstream model {spec.name}\nFROM {spec.name}\n",
+            "parameters": "num_ctx 4096",
+            "template": "{{ .Prompt }}",
+            "details": details,
+            "model_info": {"general.architecture": "fake", "fake.context_length": 4096},
+            "capabilities": ["embedding"] if embeds else ["completion", "tools"],
+            "modified_at": "2026-01-01T00:00:00Z",
+        }
+        await self._send_json(send, 200, orjson.dumps(answer))
 
     async def _wait_latency(self, receive: Receive) -> bool:
         watch = _ClientWatch(receive)

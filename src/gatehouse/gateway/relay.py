@@ -41,13 +41,14 @@ from gatehouse.gateway.translate.chat import (
 )
 from gatehouse.gateway.translate.common import TranslationError, UpstreamStreamError
 from gatehouse.gateway.translate.embeddings import (
+    in_encoding,
     ollama_embed_request_to_openai,
     ollama_embed_response_to_openai,
     openai_embed_request_to_ollama,
     openai_embed_response_to_ollama,
 )
 from gatehouse.gateway.translate.usage import usage_from_ollama, usage_from_openai
-from gatehouse.gateway.validate import require_messages, validate_chat, validate_embed_input
+from gatehouse.gateway.validate import require_messages, validate_chat, validate_dimensions, validate_embed_input
 from gatehouse.limits import quotas
 from gatehouse.upstreams.config import UpstreamKind
 from gatehouse.upstreams.providers import (
@@ -382,9 +383,11 @@ def _embed_input_estimate(body: JSON) -> int:
     return sum(len(i) // 3 + 1 if isinstance(i, str) else len(i) if isinstance(i, list) else 1 for i in items)
 
 
-async def embeddings(gateway: Gateway, call: Call, body: JSON) -> Response:
-    """Serve an embeddings request (OpenAI or Ollama client, any upstream)."""
+async def embeddings(gateway: Gateway, call: Call, body: JSON, *, legacy: bool = False) -> Response:
+    """Serve an embeddings request (OpenAI or Ollama client, any upstream); `legacy`: Ollama's /api/embeddings,
+    one prompt and one vector (the body is in /api/embed's shape by then)."""
     value = validate_embed_input(body)
+    validate_dimensions(body)
     call.prompt_estimate = _embed_input_estimate(body)
     routes = resolve_routes(gateway, call.model)
     bound = quotas.embedding_bound(value)
@@ -393,7 +396,7 @@ async def embeddings(gateway: Gateway, call: Call, body: JSON) -> Response:
         route, response = await open_upstream(
             gateway, call, routes, EMBED_PATH, lambda r: _embed_body_for(call, body, r)
         )
-        return await _embed_whole(call, body, route, response)
+        return await _embed_whole(call, body, route, response, legacy)
     except BaseException as exc:
         call.fail(exc)
         raise
@@ -401,29 +404,43 @@ async def embeddings(gateway: Gateway, call: Call, body: JSON) -> Response:
         await finish_shielded(gateway, call)
 
 
-async def _embed_whole(call: Call, body: JSON, route: Route, response: UpstreamResponse) -> Response:
+async def _embed_whole(call: Call, body: JSON, route: Route, response: UpstreamResponse, legacy: bool) -> Response:
     raw = await _read_whole(route, response)
     data = _parse_answer(route, raw)
     call.first_token_at = time.perf_counter()
     call.chunks = 1
     try:
-        return _embed_answer(call, body, route, raw, data)
+        return _embed_answer(call, body, route, raw, data, legacy)
     except (TypeError, ValueError, AttributeError, KeyError, UpstreamStreamError) as exc:
         log.error("upstream_answer_malformed", upstream=route.provider.name, error_type=type(exc).__name__)
         raise UpstreamBadResponse(f"Upstream {route.provider.name} sent a malformed answer.") from exc
 
 
-def _embed_answer(call: Call, body: JSON, route: Route, raw: bytes, data: JSON) -> Response:
+def _legacy_embedding(data: JSON) -> JSON:
+    """Ollama's /api/embed answer as its legacy /api/embeddings one: one prompt, one vector."""
+    vectors = data.get("embeddings")
+    if not isinstance(vectors, list) or not vectors:
+        raise ValueError("no embedding in the answer")
+    return {"embedding": vectors[0]}
+
+
+def _embed_answer(call: Call, body: JSON, route: Route, raw: bytes, data: JSON, legacy: bool) -> Response:
     if route.provider.kind is UpstreamKind.OPENAI:
         usage = data.get("usage")
         if isinstance(usage, dict) and "prompt_tokens" in usage:
             call.set_usage((int(usage.get("prompt_tokens") or 0), 0))
         if call.protocol == "openai":
+            converted = in_encoding(data, str(body.get("encoding_format") or "float"))
+            if converted is not None:
+                return _json({**converted, "model": call.model})
             return _same_protocol(call, route, raw, data)
-        return _json(openai_embed_response_to_ollama(data, model=call.model))
+        ollama = openai_embed_response_to_ollama(data, model=call.model)
+        return _json(_legacy_embedding(ollama) if legacy else ollama)
     if "prompt_eval_count" in data:
         call.set_usage((int(data.get("prompt_eval_count") or 0), 0))
     if call.protocol == "ollama":
+        if legacy:
+            return _json(_legacy_embedding(data))
         return _same_protocol(call, route, raw, data)
     return _json(
         ollama_embed_response_to_openai(

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 from gatehouse import __version__
 from gatehouse.auth.access import public, require
 from gatehouse.auth.roles import Role
 from gatehouse.core.components import provided
 from gatehouse.deps import PrincipalDep
-from gatehouse.gateway import relay
+from gatehouse.gateway import catalog, relay
 from gatehouse.gateway.call import Call, Protocol
 from gatehouse.gateway.context import Gateway
-from gatehouse.gateway.errors import ModelNotFound
+from gatehouse.gateway.errors import InvalidField, MissingField, ModelNotFound
+from gatehouse.gateway.streams.registry import StreamRegistry
 from gatehouse.gateway.streams.routes import router as streams_router
 from gatehouse.gateway.validate import parse_body, require_model, stream_flag
 from gatehouse.upstreams.registry import UpstreamRegistry
@@ -26,6 +26,8 @@ router = APIRouter()
 USER = [require(Role.USER)]
 GatewayDep = Annotated[Gateway, provided(Gateway)]
 UpstreamsDep = Annotated[UpstreamRegistry, provided(UpstreamRegistry)]
+StreamsDep = Annotated[StreamRegistry, provided(StreamRegistry)]
+OLLAMA_IS_RUNNING = "Ollama is running"  # what Ollama answers at its root, and what its clients look for
 
 
 def _call(
@@ -84,10 +86,6 @@ async def openai_embeddings(request: Request, principal: PrincipalDep, gateway: 
 # --- Ollama-compatible ------------------------------------------------------------------------------
 
 
-def _digest(name: str) -> str:
-    return hashlib.sha256(name.encode()).hexdigest()
-
-
 @router.get("/api/tags", tags=["ollama"], dependencies=USER)
 async def ollama_tags(upstreams: UpstreamsDep) -> dict[str, object]:
     """The models callers can use (Ollama's list shape)."""
@@ -100,7 +98,7 @@ async def ollama_tags(upstreams: UpstreamsDep) -> dict[str, object]:
                 "model": info.name,
                 "modified_at": modified,
                 "size": 0,
-                "digest": _digest(info.name),
+                "digest": catalog.digest(info.name),
                 "details": {
                     "format": "",
                     "family": info.owned_by,
@@ -132,6 +130,44 @@ async def ollama_embed(request: Request, principal: PrincipalDep, gateway: Gatew
     """Ollama embeddings, to any upstream."""
     body = parse_body(await request.body())
     return await relay.embeddings(gateway, _call(request, principal, "ollama", "embeddings", body, stream=False), body)
+
+
+@router.post("/api/embeddings", tags=["ollama"], dependencies=USER)
+async def ollama_embeddings(request: Request, principal: PrincipalDep, gateway: GatewayDep) -> Response:
+    """Ollama's legacy embeddings ({"model", "prompt"} -> {"embedding": [...]}), to any upstream."""
+    body = parse_body(await request.body())
+    prompt = body.get("prompt", "")
+    if not isinstance(prompt, str):
+        raise InvalidField("Field `prompt` must be a string (the text to embed).", param="prompt")
+    if not prompt:  # what Ollama answers too: clients send it to check that the model loads
+        require_model(body)
+        return Response(b'{"embedding":[]}', media_type="application/json")
+    embed = {"model": body.get("model"), "input": prompt}
+    embed.update({k: body[k] for k in ("options", "keep_alive", "truncate") if k in body})
+    call = _call(request, principal, "ollama", "embeddings", embed, stream=False)
+    return await relay.embeddings(gateway, call, embed, legacy=True)
+
+
+@router.post("/api/show", tags=["ollama"], dependencies=USER)
+async def ollama_show(request: Request, upstreams: UpstreamsDep) -> dict[str, object]:
+    """A model's details (Ollama's shape): the Ollama upstream's own, else what Gatehouse knows of it."""
+    body = parse_body(await request.body())
+    model = body.get("model") or body.get("name")  # `name`: older clients
+    if not isinstance(model, str) or not model.strip():
+        raise MissingField("Field `model` is required: a model name from GET /api/tags.", param="model")
+    return await catalog.show(upstreams, model, verbose=body.get("verbose") is True)
+
+
+@router.get("/api/ps", tags=["ollama"], dependencies=USER)
+async def ollama_ps(upstreams: UpstreamsDep, streams: StreamsDep) -> dict[str, object]:
+    """The models serving requests now, on every replica (Ollama's shape)."""
+    return await catalog.running(upstreams, streams)
+
+
+@router.api_route("/", methods=["GET", "HEAD"], tags=["ollama"], dependencies=[public()])
+async def ollama_root() -> PlainTextResponse:
+    """What Ollama answers at its root: clients and front-ends check it to detect an Ollama server."""
+    return PlainTextResponse(OLLAMA_IS_RUNNING)
 
 
 router.include_router(streams_router)

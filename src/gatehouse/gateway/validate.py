@@ -139,3 +139,10 @@ def validate_embed_input(body: JSON) -> Any:
     ):
         return value
     raise _bad("Field `input` must be a string, a non-empty list of strings, or token arrays.", "input")
+
+
+def validate_dimensions(body: JSON) -> None:
+    """`dimensions` of an embeddings request, when given: a positive integer (passed on to the upstream)."""
+    value = body.get("dimensions")
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise _bad("Field `dimensions` must be a positive integer (the length of each vector).", "dimensions")

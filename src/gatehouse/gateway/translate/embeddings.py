@@ -10,6 +10,7 @@ from typing import Any
 from gatehouse.gateway.translate.common import JSON, TranslationError
 
 __all__ = [
+    "in_encoding",
     "ollama_embed_request_to_openai",
     "ollama_embed_response_to_openai",
     "openai_embed_request_to_ollama",
@@ -52,6 +53,27 @@ def _base64_to_floats(data: str) -> list[float]:
     if sys.byteorder != "little":  # pragma: no cover - big-endian hosts only
         packed.byteswap()
     return packed.tolist()
+
+
+def in_encoding(data: JSON, encoding_format: str) -> JSON | None:
+    """An OpenAI embedding list with its vectors in the encoding the client asked for, or None when they already
+    are: some OpenAI-compatible servers ignore `encoding_format` and always answer floats, and the OpenAI SDKs
+    (the Node one by default) decode base64."""
+    items = data.get("data")
+    if not isinstance(items, list):
+        return None
+    want_text = encoding_format == "base64"
+    if all(isinstance(item.get("embedding"), str) == want_text for item in items if isinstance(item, dict)):
+        return None
+    converted = []
+    for item in items:
+        vector = item.get("embedding") if isinstance(item, dict) else None
+        if want_text and isinstance(vector, list):
+            item = {**item, "embedding": _floats_to_base64(vector)}
+        elif not want_text and isinstance(vector, str):
+            item = {**item, "embedding": _base64_to_floats(vector)}
+        converted.append(item)
+    return {**data, "data": converted}
 
 
 def ollama_embed_response_to_openai(resp: JSON, *, model: str, encoding_format: str = "float") -> JSON:
