@@ -1,4 +1,4 @@
-"""Fake LLM upstream speaking the OpenAI and Ollama HTTP protocols, for tests and benchmarks.
+"""Fake LLM upstream speaking the OpenAI, Ollama and Anthropic HTTP protocols, for tests and benchmarks.
 
 Run it as its own process::
 
@@ -11,26 +11,62 @@ on SIGTERM/SIGINT. From Python, use :func:`run_fake_upstream`.
 The app is plain ASGI (no framework) served by uvicorn with uvloop + httptools, because benchmarks
 use it as the upstream and it must never be the bottleneck.
 
-Behaviour is chosen by the model name:
+Behaviour is chosen by the model name, the same for all three protocols:
 
 * ``fake-chat`` / ``fake-embed``: normal deterministic replies / embeddings.
 * ``fake-slow``: at least 0.05 s before each token.
 * ``fake-error``: HTTP 500 at once.
 * ``fake-hang``: never sends a response head; waits until the client goes away.
 * ``fake-midfail``: sends 3 tokens (or a partial JSON body) and then drops the connection.
-* ``fake-nousage``: like ``fake-chat`` but never reports token usage.
+* ``fake-nousage``: like ``fake-chat`` but never reports token usage (an Anthropic answer then has no
+  ``usage`` at all, which Anthropic itself never does).
 * ``fake-long``: 200 tokens, at least 0.01 s apart.
 * ``fake-floats``: an embedding model that answers floats even when asked for base64, as some servers do.
 
 Endpoints: ``GET /v1/models[/{id}]``, ``POST /v1/chat/completions``, ``POST /v1/embeddings``,
-``GET /api/tags``, ``GET /api/version``, ``POST /api/show``, ``POST /api/chat``, ``POST /api/generate``,
-``POST /api/embed``, ``POST /api/embeddings`` and ``GET /`` ("Ollama is running").
+``POST /v1/messages``, ``POST /v1/messages/count_tokens``, ``GET /api/tags``, ``GET /api/version``,
+``POST /api/show``, ``POST /api/chat``, ``POST /api/generate``, ``POST /api/embed``,
+``POST /api/embeddings`` and ``GET /`` ("Ollama is running").
+
+With ``--api-key KEY`` every /v1 and /api request needs ``Authorization: Bearer KEY`` or
+``x-api-key: KEY``.
+
+Anthropic's Messages API (shapes from the official ``anthropic`` package's types):
+
+* ``POST /v1/messages`` checks the request as Anthropic does (``max_tokens`` required; ``system`` a
+  string or text blocks; content a string or text, image, document, tool_use and tool_result blocks;
+  every tool_use answered by a tool_result in the next message, and no other) and answers a Message,
+  or with ``"stream": true`` the documented events: ``message_start``, ``content_block_start``,
+  ``ping``, ``content_block_delta`` (``text_delta``, ``input_json_delta``), ``content_block_stop``,
+  ``message_delta``, ``message_stop``. ``stop_reason`` is ``end_turn``, ``max_tokens``,
+  ``stop_sequence`` (a text reply is cut before the first of ``stop_sequences`` it contains) or
+  ``tool_use``. A message id is ``msg_...``; usage carries zero cache counts, ``message_start`` one
+  output token, ``message_delta`` the final totals.
+* Tool calls: when the request has ``tools``, ``tool_choice`` is not ``none`` and the last message is a
+  user turn without tool_result blocks, the model calls a tool if ``tool_choice`` says ``any`` or
+  ``tool``, or if the last user text names a tool or says "tool"/"tools": the named tool, else the
+  first one. The answer is 2 words of text then a tool_use block (id ``toolu_...``, input from
+  :func:`tool_call_input`), stop_reason ``tool_use``; streamed, the input arrives as an empty
+  ``input_json_delta`` then pieces of 1 to 8 characters cut anywhere. Each piece and each word is
+  one output token. A call that does not fit in ``max_tokens`` is not made: the answer is
+  ``max_tokens`` words, stop_reason ``max_tokens``. A last user turn carrying tool_result blocks is
+  answered with text.
+* Prompt tokens are counted as for the other protocols (:func:`prompt_token_count` over
+  :func:`anthropic_chat_messages`: the system prompt is one message; text blocks and tool_result
+  text count, images and tool_use inputs do not); ``POST /v1/messages/count_tokens`` answers that
+  number as ``{"input_tokens": N}``.
+* Errors are ``{"type": "error", "error": {"type", "message"}}``: 400 invalid_request_error,
+  401 authentication_error, 404 not_found_error, 500 api_error, 529 overloaded_error.
+* ``GET /v1/models[/{id}]`` answers Anthropic's shape (``type: model``, ``display_name``,
+  ``created_at``, ``lifecycle: active``, ``max_input_tokens`` 4096, ``max_tokens`` 1024 (advertised,
+  not enforced); ``has_more``, ``first_id``, ``last_id``; ``limit``, ``after_id`` and ``before_id``
+  pages) when the request carries ``anthropic-version`` or ``x-api-key``, OpenAI's otherwise.
 
 Control endpoints (never authenticated): ``GET /_stats``, ``GET /_requests``, ``POST /_reset``, and
-``POST /_fail/{ok|error|hang}``, which makes every /v1 and /api request (model lists included) answer
-normally, answer 500, or never answer, until changed.
+``POST /_fail/{ok|error|overloaded|hang}``, which makes every /v1 and /api request (model lists
+included) answer normally, answer 500, answer 529, or never answer, until changed.
 ``--token-delay`` paces streamed tokens; a non-streamed reply waits the same total time before it is
-sent. ``--latency`` delays the start of chat/generate/embedding responses.
+sent. ``--latency`` delays the start of chat/generate/messages/embedding responses.
 """
 
 from __future__ import annotations
@@ -42,8 +78,10 @@ import collections
 import contextlib
 import hashlib
 import itertools
+import json
 import logging
 import os
+import re
 import select
 import signal
 import socket
@@ -52,11 +90,12 @@ import subprocess
 import sys
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import parse_qs
 
 import httpx
 import orjson
@@ -68,6 +107,7 @@ __all__ = [
     "WORDS",
     "FakeUpstream",
     "FakeUpstreamApp",
+    "anthropic_chat_messages",
     "fake_embedding",
     "last_user_text",
     "main",
@@ -75,6 +115,7 @@ __all__ = [
     "reply_text",
     "reply_tokens",
     "run_fake_upstream",
+    "tool_call_input",
 ]
 
 Scope = dict[str, Any]
@@ -218,6 +259,328 @@ def _embed_inputs(raw: Any) -> list[tuple[str, int]] | None:
 
 
 # --------------------------------------------------------------------------------------------------
+# Anthropic Messages: the request checked as Anthropic checks it, and what the fake model makes of it.
+# --------------------------------------------------------------------------------------------------
+
+TOOL_PREAMBLE_TOKENS = 2  # words of text before a tool_use block, as Claude usually says something first
+ANTHROPIC_MAX_INPUT_TOKENS = 4096  # the context length /api/show reports too
+ANTHROPIC_MAX_TOKENS = 1024
+_MODEL_CREATED_AT = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(MODEL_CREATED))
+_IMAGE_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+_TOOL_WORD = re.compile(r"\btools?\b", re.IGNORECASE)
+_TOOL_CHOICES = frozenset({"auto", "any", "tool", "none"})
+# The HTTP status Anthropic gives each error type it names.
+_ANTHROPIC_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "not_found_error": 404,
+    "api_error": 500,
+    "overloaded_error": 529,
+}
+
+_Proto = Literal["openai", "ollama", "anthropic"]
+
+
+class _InvalidRequestError(Exception):
+    """A request Anthropic would refuse with 400 invalid_request_error; the message says where."""
+
+
+def _block_text(block: Mapping[str, Any]) -> str:
+    """What a content block adds to the prompt's text: a text block's text, a tool result's text."""
+    if block.get("type") == "text":
+        return str(block.get("text", ""))
+    if block.get("type") == "tool_result":
+        return _content_text(block.get("content"))
+    return ""
+
+
+def anthropic_chat_messages(system: Any, messages: Sequence[Any]) -> list[dict[str, str]]:
+    """Chat-style view of an Anthropic request, which the fake counts and answers like an OpenAI chat.
+
+    The system prompt (a string or text blocks) is a first "system" message; each message keeps its
+    role and the text of its text blocks and tool results.
+    """
+    chat = [{"role": "system", "content": _content_text(system)}] if system else []
+    for msg in messages:
+        content = msg.get("content") if isinstance(msg, Mapping) else None
+        if isinstance(content, list):
+            text = " ".join(t for t in (_block_text(b) for b in content if isinstance(b, Mapping)) if t)
+        else:
+            text = content if isinstance(content, str) else ""
+        chat.append({"role": str(msg.get("role")) if isinstance(msg, Mapping) else "", "content": text})
+    return chat
+
+
+def tool_call_input(tool: Mapping[str, Any], text: str) -> dict[str, Any]:
+    """The input the fake model gives `tool` when the last user message is `text`.
+
+    One value per property of the tool's input_schema: the first enum value, else by type a
+    number derived from the property name, true, {}, null, [text], or (strings and the rest) `text`.
+    """
+    schema = tool.get("input_schema")
+    props = schema.get("properties") if isinstance(schema, Mapping) else None
+    out: dict[str, Any] = {}
+    for name, prop in (props if isinstance(props, Mapping) else {}).items():
+        spec = prop if isinstance(prop, Mapping) else {}
+        kind = spec.get("type")
+        seed = zlib.crc32(str(name).encode())
+        if isinstance(spec.get("enum"), list) and spec["enum"]:
+            out[name] = spec["enum"][0]
+        elif kind == "integer":
+            out[name] = seed % 100
+        elif kind == "number":
+            out[name] = seed % 1000 / 10
+        elif kind == "boolean":
+            out[name] = True
+        elif kind == "object":
+            out[name] = {}
+        elif kind == "null":
+            out[name] = None
+        elif kind == "array":
+            out[name] = [text]
+        else:
+            out[name] = text
+    return out
+
+
+def _json_pieces(raw: str) -> tuple[str, ...]:
+    """`raw` cut into pieces of 1 to 8 characters, anywhere (inside strings and escapes too)."""
+    state = zlib.crc32(raw.encode("utf-8", "surrogatepass"))
+    pieces = []
+    i = 0
+    while i < len(raw):
+        state = (state * 1103515245 + 12345) & 0x7FFFFFFF
+        size = 1 + (state >> 16) % 8
+        pieces.append(raw[i : i + size])
+        i += size
+    return tuple(pieces)
+
+
+def _cut_at_stop(tokens: tuple[str, ...], stops: Sequence[str]) -> tuple[tuple[str, ...], str | None]:
+    """The tokens up to the first stop sequence in their text (left out), and that sequence."""
+    text = "".join(tokens)
+    found = min(((text.find(s), i) for i, s in enumerate(stops) if s and s in text), default=None)
+    if found is None:
+        return tokens, None
+    cut, which = found
+    kept: list[str] = []
+    pos = 0
+    for tok in tokens:
+        if pos >= cut:
+            break
+        kept.append(tok[: cut - pos])
+        pos += len(tok)
+    return tuple(kept), stops[which]
+
+
+@dataclass(slots=True)
+class _AnthropicRequest:
+    """A checked /v1/messages (or count_tokens) request."""
+
+    model: str
+    max_tokens: int
+    stream: bool
+    chat: list[dict[str, str]]  # anthropic_chat_messages(): what is counted and what seeds the reply
+    tools: list[dict[str, Any]]
+    tool_choice: dict[str, Any]
+    stop_sequences: list[str]
+    answers_tool: bool  # the last message is a user turn carrying tool_result blocks
+
+    def chosen_tool(self) -> dict[str, Any] | None:
+        """The tool the fake model calls now, if any (see the module docstring)."""
+        choice = self.tool_choice.get("type", "auto")
+        if not self.tools or choice == "none" or self.answers_tool or self.chat[-1]["role"] != "user":
+            return None
+        if choice == "tool":
+            return next(t for t in self.tools if t.get("name") == self.tool_choice.get("name"))
+        text = self.chat[-1]["content"]
+        named = next((t for t in self.tools if str(t.get("name")) in text), None)
+        if named is not None:
+            return named
+        return self.tools[0] if choice == "any" or _TOOL_WORD.search(text) else None
+
+
+def _check_source(source: Any, where: str) -> None:
+    if not isinstance(source, Mapping):
+        raise _InvalidRequestError(f"{where}.source: Field required")
+    kind = source.get("type")
+    if kind == "base64":
+        if source.get("media_type") not in _IMAGE_MEDIA_TYPES:
+            raise _InvalidRequestError(
+                f"{where}.source.media_type: Input should be 'image/jpeg', 'image/png', 'image/gif' or 'image/webp'"
+            )
+        try:
+            base64.b64decode(str(source.get("data", "")), validate=True)
+        except ValueError:
+            raise _InvalidRequestError(f"{where}.source.data: The image data is not valid base64") from None
+    elif kind == "url":
+        if not isinstance(source.get("url"), str):
+            raise _InvalidRequestError(f"{where}.source.url: Field required")
+    elif kind != "file":
+        raise _InvalidRequestError(f"{where}.source.type: Input should be 'base64', 'url' or 'file'")
+
+
+def _check_text_blocks(content: Any, where: str) -> None:
+    """`content` must be a string or a list of text blocks (a system prompt, a system message)."""
+    if isinstance(content, str):
+        return
+    if not isinstance(content, list):
+        raise _InvalidRequestError(f"{where}: Input should be a valid string or a list of text blocks")
+    for j, block in enumerate(content):
+        if not isinstance(block, Mapping) or block.get("type") != "text" or not isinstance(block.get("text"), str):
+            raise _InvalidRequestError(f"{where}.{j}: Input should be a text block")
+
+
+def _check_blocks(content: Any, where: str, role: str) -> tuple[list[str], list[str]]:
+    """Check one message's content; return the ids of its tool_use blocks and of its tool_result blocks."""
+    if isinstance(content, str):
+        return [], []
+    if not isinstance(content, list) or not content:
+        raise _InvalidRequestError(f"{where}: Input should be a valid string or a non-empty list of content blocks")
+    uses: list[str] = []
+    results: list[str] = []
+    for j, block in enumerate(content):
+        at = f"{where}.{j}"
+        kind = block.get("type") if isinstance(block, Mapping) else None
+        if kind == "text":
+            if not isinstance(block.get("text"), str):
+                raise _InvalidRequestError(f"{at}.text: Field required")
+        elif kind == "image":
+            _check_source(block.get("source"), at)
+        elif kind == "document":
+            if not isinstance(block.get("source"), Mapping):
+                raise _InvalidRequestError(f"{at}.source: Field required")
+        elif kind == "tool_use" and role == "assistant":
+            if not (isinstance(block.get("id"), str) and isinstance(block.get("name"), str)):
+                raise _InvalidRequestError(f"{at}: tool_use blocks need an id and a name")
+            if not isinstance(block.get("input"), Mapping):
+                raise _InvalidRequestError(f"{at}.input: Input should be a valid dictionary")
+            uses.append(block["id"])
+        elif kind == "tool_result" and role == "user":
+            if not isinstance(block.get("tool_use_id"), str):
+                raise _InvalidRequestError(f"{at}.tool_use_id: Field required")
+            inner = block.get("content", "")
+            if not isinstance(inner, str):
+                if not isinstance(inner, list):
+                    raise _InvalidRequestError(f"{at}.content: Input should be a valid string or list")
+                for k, part in enumerate(inner):
+                    part_kind = part.get("type") if isinstance(part, Mapping) else None
+                    if part_kind == "image":
+                        _check_source(part.get("source"), f"{at}.content.{k}")
+                    elif part_kind != "text" or not isinstance(part.get("text"), str):
+                        raise _InvalidRequestError(f"{at}.content.{k}: Input should be a text or image block")
+            results.append(block["tool_use_id"])
+        elif kind in ("thinking", "redacted_thinking") and role == "assistant":
+            pass
+        else:
+            raise _InvalidRequestError(f"{at}.type: a {role} message cannot hold a {kind!r} block")
+    return uses, results
+
+
+def _unanswered(index: int, tool_id: str) -> _InvalidRequestError:
+    return _InvalidRequestError(
+        f"messages.{index}: `tool_use` ids were found without `tool_result` blocks immediately after: {tool_id}. "
+        "Each `tool_use` block must have a corresponding `tool_result` block in the next message."
+    )
+
+
+def _parse_anthropic(body: Mapping[str, Any], *, generation: bool) -> _AnthropicRequest:
+    """Check a /v1/messages body (count_tokens when not `generation`) as Anthropic does."""
+    model = body.get("model")
+    if not isinstance(model, str):
+        raise _InvalidRequestError("model: Field required")
+    max_tokens = body.get("max_tokens")
+    if generation:
+        if max_tokens is None:
+            raise _InvalidRequestError("max_tokens: Field required")
+        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+            raise _InvalidRequestError("max_tokens: Input should be an integer greater than or equal to 1")
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        raise _InvalidRequestError("messages: Field required")
+    if not messages:
+        raise _InvalidRequestError("messages: at least one message is required")
+    system = body.get("system")
+    if system is not None:
+        _check_text_blocks(system, "system")
+
+    pending: list[str] = []  # tool_use ids the next message must answer
+    answers_tool = False
+    for i, msg in enumerate(messages):
+        role = msg.get("role") if isinstance(msg, Mapping) else None
+        if role not in ("user", "assistant", "system"):
+            raise _InvalidRequestError(f"messages.{i}.role: Input should be 'user', 'assistant' or 'system'")
+        if role == "system":
+            _check_text_blocks(msg.get("content"), f"messages.{i}.content")
+            uses: list[str] = []
+            results: list[str] = []
+        else:
+            uses, results = _check_blocks(msg.get("content"), f"messages.{i}.content", role)
+        unexpected = [r for r in results if r not in pending]
+        if unexpected:
+            raise _InvalidRequestError(
+                f"messages.{i}.content: unexpected `tool_use_id` found in `tool_result` blocks: {unexpected[0]}. "
+                "Each `tool_result` block must have a corresponding `tool_use` block in the previous message."
+            )
+        missing = [p for p in pending if p not in results]
+        if missing:
+            raise _unanswered(i - 1, missing[0])
+        pending = uses
+        answers_tool = bool(results)
+    if pending:
+        raise _unanswered(len(messages) - 1, pending[0])
+
+    tools = body.get("tools", [])
+    if not isinstance(tools, list):
+        raise _InvalidRequestError("tools: Input should be a valid list")
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, Mapping) or not isinstance(tool.get("name"), str):
+            raise _InvalidRequestError(f"tools.{i}.name: Field required")
+        if tool.get("type") in (None, "custom") and not isinstance(tool.get("input_schema"), Mapping):
+            raise _InvalidRequestError(f"tools.{i}.custom.input_schema: Field required")
+    tool_choice = body.get("tool_choice", {"type": "auto"})
+    if not isinstance(tool_choice, Mapping) or tool_choice.get("type") not in _TOOL_CHOICES:
+        raise _InvalidRequestError("tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'")
+    if tool_choice["type"] in ("any", "tool") and not tools:
+        raise _InvalidRequestError(f"tool_choice: tool_choice.type {tool_choice['type']!r} needs tools")
+    if tool_choice["type"] == "tool" and tool_choice.get("name") not in {t["name"] for t in tools}:
+        raise _InvalidRequestError(f"tool_choice.name: no tool is named {tool_choice.get('name')!r}")
+    stops = body.get("stop_sequences", [])
+    if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+        raise _InvalidRequestError("stop_sequences: Input should be a valid list of strings")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise _InvalidRequestError("stream: Input should be a valid boolean")
+    return _AnthropicRequest(
+        model=model,
+        max_tokens=max_tokens if isinstance(max_tokens, int) and generation else 0,
+        stream=stream,
+        chat=anthropic_chat_messages(system, messages),
+        tools=tools,
+        tool_choice=dict(tool_choice),
+        stop_sequences=stops,
+        answers_tool=answers_tool,
+    )
+
+
+def _anthropic_error(type_: str, message: str) -> tuple[int, bytes]:
+    """Anthropic's error body for `type_`, with the HTTP status Anthropic gives it."""
+    return _ANTHROPIC_STATUS[type_], orjson.dumps({"type": "error", "error": {"type": type_, "message": message}})
+
+
+def _speaks_anthropic(scope: Scope) -> bool:
+    """Whether a /v1 request comes from an Anthropic client (its paths, or the headers its SDKs send)."""
+    if scope["path"].startswith("/v1/messages"):
+        return True
+    return any(name in (b"anthropic-version", b"x-api-key") for name, _ in scope["headers"])
+
+
+def _sse_event(name: bytes, data: Mapping[str, Any]) -> bytes:
+    """One server-sent event with its `event:` line, as Anthropic streams them."""
+    return b"event: " + name + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+# --------------------------------------------------------------------------------------------------
 # ASGI app
 # --------------------------------------------------------------------------------------------------
 
@@ -227,6 +590,7 @@ _HDR_SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cac
 _HDR_JSON_TRUNCATED = [_HDR_JSON, (b"content-length", b"4096")]
 _HDR_NDJSON = [(b"content-type", b"application/x-ndjson")]
 _SSE_DONE = b"data: [DONE]\n\n"
+_SSE_PING = b'event: ping\ndata: {"type": "ping"}\n\n'
 
 
 class _AbortConnectionError(Exception):
@@ -340,7 +704,7 @@ def _openai_error(message: str, type_: str, code: str | None) -> bytes:
 
 
 class FakeUpstreamApp:
-    """Pure-ASGI fake LLM upstream (OpenAI + Ollama protocols on one port)."""
+    """Pure-ASGI fake LLM upstream (OpenAI, Ollama and Anthropic protocols on one port)."""
 
     def __init__(
         self,
@@ -351,11 +715,12 @@ class FakeUpstreamApp:
         latency: float = 0.0,
     ) -> None:
         self.auth = f"Bearer {api_key}".encode("latin-1") if api_key else None
+        self.key = api_key.encode("latin-1") if api_key else None  # as Anthropic clients send it, in x-api-key
         self.token_delay = token_delay
         self.tokens = tokens
         self.latency = latency
         self.stats = _Stats()
-        self.failing = "ok"  # POST /_fail/{ok|error|hang}
+        self.failing = "ok"  # POST /_fail/{ok|error|overloaded|hang}
         # (path, body, raw headers): headers are decoded only when /_requests asks, off the hot path.
         self.request_log: collections.deque[tuple[str, Any, list[tuple[bytes, bytes]]]] = collections.deque(
             maxlen=REQUEST_LOG_SIZE
@@ -368,6 +733,18 @@ class FakeUpstreamApp:
                 "data": [{"id": m, "object": "model", "created": MODEL_CREATED, "owned_by": "fake"} for m in MODELS],
             }
         )
+        self._anthropic_models = [
+            {
+                "type": "model",
+                "id": m,
+                "display_name": m.replace("-", " ").title(),
+                "created_at": _MODEL_CREATED_AT,
+                "lifecycle": "active",
+                "max_input_tokens": ANTHROPIC_MAX_INPUT_TOKENS,
+                "max_tokens": ANTHROPIC_MAX_TOKENS,
+            }
+            for m in MODELS
+        ]
         self._tags_body = orjson.dumps(
             {
                 "models": [
@@ -393,7 +770,9 @@ class FakeUpstreamApp:
         self._routes: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
             ("POST", "/v1/chat/completions"): self._openai_chat,
             ("POST", "/v1/embeddings"): self._openai_embeddings,
-            ("GET", "/v1/models"): self._static(self._models_body),
+            ("GET", "/v1/models"): self._models,
+            ("POST", "/v1/messages"): self._anthropic_messages,
+            ("POST", "/v1/messages/count_tokens"): self._anthropic_count_tokens,
             ("POST", "/api/chat"): self._ollama_chat,
             ("POST", "/api/generate"): self._ollama_chat,
             ("POST", "/api/embed"): self._ollama_embed,
@@ -427,8 +806,8 @@ class FakeUpstreamApp:
 
         stats = self.stats
         stats.requests += 1
-        if self.failing == "error":
-            await self._send_json(send, 500, b'{"error":"the upstream is failing (POST /_fail/error)"}')
+        if self.failing in ("error", "overloaded"):
+            await self._send_failing(scope, send, is_v1=is_v1)
             return
         if self.failing == "hang":
             await _wait_disconnect(receive)
@@ -438,21 +817,27 @@ class FakeUpstreamApp:
             stats.max_in_flight = stats.in_flight
         try:
             if self.auth is not None and not self._authorized(scope):
-                if is_v1:
+                if is_v1 and _speaks_anthropic(scope):
+                    status, body = _anthropic_error("authentication_error", "invalid x-api-key")
+                elif is_v1:
+                    status = 401
                     body = _openai_error("Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
                 else:
-                    body = b'{"error":"unauthorized"}'
-                await self._send_json(send, 401, body)
+                    status, body = 401, b'{"error":"unauthorized"}'
+                await self._send_json(send, status, body)
                 return
             handler = self._routes.get((method, path))
             if handler is None and is_v1 and method == "GET" and path.startswith("/v1/models/"):
-                handler = self._openai_model
+                handler = self._model
             if handler is None:
-                if is_v1:
+                if is_v1 and _speaks_anthropic(scope):
+                    status, body = _anthropic_error("not_found_error", f"Not Found: {method} {path}")
+                elif is_v1:
+                    status = 404
                     body = _openai_error(f"Unknown request URL: {method} {path}", "invalid_request_error", None)
                 else:
-                    body = b'{"error":"404 page not found"}'
-                await self._send_json(send, 404, body)
+                    status, body = 404, b'{"error":"404 page not found"}'
+                await self._send_json(send, status, body)
                 return
             await handler(scope, receive, send)
         finally:
@@ -469,9 +854,20 @@ class FakeUpstreamApp:
 
     def _authorized(self, scope: Scope) -> bool:
         for name, value in scope["headers"]:
-            if name == b"authorization":
-                return bool(value == self.auth)
+            if (name == b"authorization" and value == self.auth) or (name == b"x-api-key" and value == self.key):
+                return True
         return False
+
+    async def _send_failing(self, scope: Scope, send: Send, *, is_v1: bool) -> None:
+        """Answer as POST /_fail/error (500) or /_fail/overloaded (529) says, in the request's protocol."""
+        error = self.failing == "error"
+        if is_v1 and _speaks_anthropic(scope):
+            kind = "api_error" if error else "overloaded_error"
+            status, body = _anthropic_error(kind, f"the upstream is failing (POST /_fail/{self.failing})")
+        else:
+            status = 500 if error else 529
+            body = orjson.dumps({"error": f"the upstream is failing (POST /_fail/{self.failing})"})
+        await self._send_json(send, status, body)
 
     # ---- helpers -----------------------------------------------------------------------------
 
@@ -501,13 +897,54 @@ class FakeUpstreamApp:
 
         return handler
 
-    async def _openai_model(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """GET /v1/models: Anthropic's page shape for Anthropic clients, OpenAI's list otherwise."""
+        if not _speaks_anthropic(scope):
+            await self._send_json(send, 200, self._models_body)
+            return
+        query = parse_qs(scope["query_string"].decode("latin-1"))
+        models = self._anthropic_models
+        ids = [m["id"] for m in models]
+        limit_arg = query.get("limit", ["20"])[-1]
+        after, before = query.get("after_id", [None])[-1], query.get("before_id", [None])[-1]
+        if not limit_arg.isdigit() or not 1 <= int(limit_arg) <= 1000:
+            status, body = _anthropic_error("invalid_request_error", "limit: Input should be between 1 and 1000")
+        elif (after is not None and after not in ids) or (before is not None and before not in ids):
+            status, body = _anthropic_error("invalid_request_error", "after_id/before_id: no such model")
+        else:
+            limit = int(limit_arg)
+            if before is not None:  # the page just before `before`, in list order
+                end = ids.index(before)
+                page, has_more = models[max(end - limit, 0) : end], end - limit > 0
+            else:
+                start = ids.index(after) + 1 if after is not None else 0
+                page, has_more = models[start : start + limit], start + limit < len(models)
+            status = 200
+            body = orjson.dumps(
+                {
+                    "data": page,
+                    "has_more": has_more,
+                    "first_id": page[0]["id"] if page else None,
+                    "last_id": page[-1]["id"] if page else None,
+                }
+            )
+        await self._send_json(send, status, body)
+
+    async def _model(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """GET /v1/models/{id}, in the shape of the client's protocol."""
         name = scope["path"][len("/v1/models/") :]
-        if name in MODELS:
+        anthropic = _speaks_anthropic(scope)
+        if name not in MODELS:
+            if anthropic:
+                await self._send_json(send, *_anthropic_error("not_found_error", f"model: {name}"))
+            else:
+                await self._send_json(send, 404, self._not_found_body(name, proto="openai"))
+        elif anthropic:
+            info = next(m for m in self._anthropic_models if m["id"] == name)
+            await self._send_json(send, 200, orjson.dumps(info))
+        else:
             payload = {"id": name, "object": "model", "created": MODEL_CREATED, "owned_by": "fake"}
             await self._send_json(send, 200, orjson.dumps(payload))
-        else:
-            await self._send_json(send, 404, self._not_found_body(name, openai=True))
 
     async def _read_body(self, scope: Scope, receive: Receive) -> Any:
         """Read and parse the JSON request body, logging it; returns None for bad JSON."""
@@ -529,25 +966,34 @@ class FakeUpstreamApp:
         return body if isinstance(body, dict) else None
 
     @staticmethod
-    def _not_found_body(model: Any, *, openai: bool) -> bytes:
-        if openai:
+    def _not_found_body(model: Any, *, proto: _Proto) -> bytes:
+        if proto == "openai":
             return _openai_error(f"model '{model}' not found", "invalid_request_error", "model_not_found")
+        if proto == "anthropic":
+            return _anthropic_error("not_found_error", f"model: {model}")[1]
         return orjson.dumps({"error": f'model "{model}" not found, try pulling it first'})
 
-    async def _bad_request(self, send: Send, message: str, *, openai: bool) -> None:
-        body = _openai_error(message, "invalid_request_error", None) if openai else orjson.dumps({"error": message})
+    async def _bad_request(self, send: Send, message: str, *, proto: _Proto) -> None:
+        if proto == "openai":
+            body = _openai_error(message, "invalid_request_error", None)
+        elif proto == "anthropic":
+            body = _anthropic_error("invalid_request_error", message)[1]
+        else:
+            body = orjson.dumps({"error": message})
         await self._send_json(send, 400, body)
 
-    async def _gate(self, body: dict[str, Any], receive: Receive, send: Send, *, openai: bool) -> ModelSpec | None:
+    async def _gate(self, body: dict[str, Any], receive: Receive, send: Send, *, proto: _Proto) -> ModelSpec | None:
         """Resolve the model and act out error/hang behaviours; None means the response is done."""
         model = body.get("model")
         spec = MODELS.get(model) if isinstance(model, str) else None
         if spec is None:
-            await self._send_json(send, 404, self._not_found_body(model, openai=openai))
+            await self._send_json(send, 404, self._not_found_body(model, proto=proto))
             return None
         if spec.behaviour == "error":
-            if openai:
+            if proto == "openai":
                 payload = _openai_error("The fake upstream failed on purpose.", "server_error", "fake_error")
+            elif proto == "anthropic":
+                payload = _anthropic_error("api_error", "The fake upstream failed on purpose.")[1]
             else:
                 payload = b'{"error":"the fake upstream failed on purpose"}'
             await self._send_json(send, 500, payload)
@@ -605,9 +1051,9 @@ class FakeUpstreamApp:
         self.stats.chat_requests += 1
         body = await self._read_body(scope, receive)
         if body is None:
-            await self._bad_request(send, "request body must be a JSON object", openai=True)
+            await self._bad_request(send, "request body must be a JSON object", proto="openai")
             return
-        spec = await self._gate(body, receive, send, openai=True)
+        spec = await self._gate(body, receive, send, proto="openai")
         if spec is None:
             return
         messages = body.get("messages")
@@ -713,9 +1159,21 @@ class FakeUpstreamApp:
         midfail_partial: bytes,
     ) -> bool:
         """Send one chunk per token; False if the client went away (counted once here)."""
+        return await self._stream_pieces(map(render, plan.tokens), plan, watch, send, midfail_partial=midfail_partial)
+
+    async def _stream_pieces(
+        self,
+        pieces: Iterable[bytes],
+        plan: _Plan,
+        watch: _ClientWatch,
+        send: Send,
+        *,
+        midfail_partial: bytes,
+    ) -> bool:
+        """Send each piece (one token's worth) after the token delay; False if the client went away."""
         stats = self.stats
         midfail = plan.spec.behaviour == "midfail"
-        for i, tok in enumerate(plan.tokens):
+        for i, piece in enumerate(pieces):
             if midfail and i == MIDFAIL_TOKENS:
                 break
             await watch.pause(plan.delay)
@@ -723,7 +1181,7 @@ class FakeUpstreamApp:
                 stats.disconnects += 1
                 return False
             try:
-                await send({"type": "http.response.body", "body": render(tok), "more_body": True})
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
             except OSError:  # other servers (and future uvicorn) raise instead of dropping the write
                 stats.disconnects += 1
                 return False
@@ -739,13 +1197,13 @@ class FakeUpstreamApp:
         self.stats.embed_requests += 1
         body = await self._read_body(scope, receive)
         if body is None:
-            await self._bad_request(send, "request body must be a JSON object", openai=True)
+            await self._bad_request(send, "request body must be a JSON object", proto="openai")
             return
         inputs = _embed_inputs(body.get("input"))
         if inputs is None:
-            await self._bad_request(send, "'input' must be a string or a list", openai=True)
+            await self._bad_request(send, "'input' must be a string or a list", proto="openai")
             return
-        spec = await self._gate(body, receive, send, openai=True)
+        spec = await self._gate(body, receive, send, proto="openai")
         if spec is None:
             return
         if spec.behaviour == "midfail":
@@ -812,9 +1270,9 @@ class FakeUpstreamApp:
         start_ns = time.perf_counter_ns()
         body = await self._read_body(scope, receive)
         if body is None:
-            await self._bad_request(send, "invalid request body", openai=False)
+            await self._bad_request(send, "invalid request body", proto="ollama")
             return
-        spec = await self._gate(body, receive, send, openai=False)
+        spec = await self._gate(body, receive, send, proto="ollama")
         if spec is None:
             return
         is_chat = scope["path"] == "/api/chat"
@@ -907,15 +1365,15 @@ class FakeUpstreamApp:
         start_ns = time.perf_counter_ns()
         body = await self._read_body(scope, receive)
         if body is None:
-            await self._bad_request(send, "invalid request body", openai=False)
+            await self._bad_request(send, "invalid request body", proto="ollama")
             return
         legacy = scope["path"] == "/api/embeddings"
         raw = body.get("prompt", "") if legacy else body.get("input")
         inputs = _embed_inputs(raw if raw is not None else [])
         if inputs is None or (legacy and not isinstance(raw, str)):
-            await self._bad_request(send, "invalid input type", openai=False)
+            await self._bad_request(send, "invalid input type", proto="ollama")
             return
-        spec = await self._gate(body, receive, send, openai=False)
+        spec = await self._gate(body, receive, send, proto="ollama")
         if spec is None:
             return
         if spec.behaviour == "midfail":
@@ -935,6 +1393,162 @@ class FakeUpstreamApp:
                 result["prompt_eval_count"] = n_tokens
         await self._send_json(send, 200, orjson.dumps(result))
 
+    # ---- Anthropic ---------------------------------------------------------------------------
+
+    async def _anthropic_request(
+        self, scope: Scope, receive: Receive, send: Send, *, generation: bool
+    ) -> _AnthropicRequest | None:
+        """Read and check a Messages request; None means a 400 was sent."""
+        body = await self._read_body(scope, receive)
+        if body is None:
+            await self._bad_request(send, "request body must be a JSON object", proto="anthropic")
+            return None
+        try:
+            return _parse_anthropic(body, generation=generation)
+        except _InvalidRequestError as exc:
+            await self._bad_request(send, str(exc), proto="anthropic")
+            return None
+
+    async def _anthropic_count_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
+        req = await self._anthropic_request(scope, receive, send, generation=False)
+        if req is None:
+            return
+        if req.model not in MODELS:
+            await self._send_json(send, 404, self._not_found_body(req.model, proto="anthropic"))
+            return
+        await self._send_json(send, 200, orjson.dumps({"input_tokens": prompt_token_count(req.chat)}))
+
+    async def _anthropic_messages(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.stats.chat_requests += 1
+        req = await self._anthropic_request(scope, receive, send, generation=True)
+        if req is None:
+            return
+        spec = await self._gate({"model": req.model}, receive, send, proto="anthropic")
+        if spec is None:
+            return
+        text = last_user_text(req.chat)
+        plan = self._plan(spec, text, prompt_token_count(req.chat), req.max_tokens)
+        stop_reason = "max_tokens" if plan.finish_reason == "length" else "end_turn"
+        stop_sequence: str | None = None
+        tool_use: dict[str, Any] | None = None
+        tool = req.chosen_tool()
+        if tool is not None:
+            arguments = tool_call_input(tool, text)
+            units = reply_tokens(text, TOOL_PREAMBLE_TOKENS) + _json_pieces(json.dumps(arguments, ensure_ascii=False))
+            if len(units) <= req.max_tokens:
+                tool_id = f"toolu_fake{next(self._ids):014d}"
+                tool_use = {"type": "tool_use", "id": tool_id, "name": tool["name"], "input": arguments}
+                plan = replace(plan, tokens=units)
+                stop_reason = "tool_use"
+            else:  # the call does not fit: the model talks until max_tokens instead
+                plan = replace(plan, tokens=reply_tokens(text, req.max_tokens))
+                stop_reason = "max_tokens"
+        elif req.stop_sequences:
+            kept, stop_sequence = _cut_at_stop(plan.tokens, req.stop_sequences)
+            if stop_sequence is not None:
+                plan = replace(plan, tokens=kept)
+                stop_reason = "stop_sequence"
+        n_text = TOOL_PREAMBLE_TOKENS if tool_use is not None else len(plan.tokens)
+        message_id = f"msg_fake{next(self._ids):016d}"
+        model = spec.name
+        usage = {
+            "input_tokens": plan.prompt_tokens,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "output_tokens": len(plan.tokens),
+        }
+
+        if not req.stream:
+            if spec.behaviour == "midfail":
+                await self._abort_midway(send, b'{"id":"' + message_id.encode() + b'","type":"message","role":"assis')
+            if not await self._wait_before_full_response(plan, receive):
+                return
+            content: list[dict[str, Any]] = [{"type": "text", "text": "".join(plan.tokens[:n_text])}]
+            if tool_use is not None:
+                content.append(tool_use)
+            message: dict[str, Any] = {
+                "id": message_id,
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": content,
+                "stop_reason": stop_reason,
+                "stop_sequence": stop_sequence,
+            }
+            if spec.usage:
+                message["usage"] = usage
+            await self._send_json(send, 200, orjson.dumps(message))
+            self.stats.completion_tokens_served += len(plan.tokens)
+            return
+
+        def delta(index: int, payload: dict[str, Any]) -> bytes:
+            return _sse_event(b"content_block_delta", {"type": "content_block_delta", "index": index, "delta": payload})
+
+        def pieces() -> Iterator[bytes]:
+            for i, tok in enumerate(plan.tokens):
+                if i < n_text:
+                    yield delta(0, {"type": "text_delta", "text": tok})
+                    continue
+                lead = b""
+                if i == n_text and tool_use is not None:
+                    # The tool_use block opens with an empty input, then an empty input_json_delta, as Anthropic's do.
+                    lead = (
+                        _sse_event(b"content_block_stop", {"type": "content_block_stop", "index": 0})
+                        + _sse_event(
+                            b"content_block_start",
+                            {"type": "content_block_start", "index": 1, "content_block": {**tool_use, "input": {}}},
+                        )
+                        + delta(1, {"type": "input_json_delta", "partial_json": ""})
+                    )
+                yield lead + delta(1, {"type": "input_json_delta", "partial_json": tok})
+
+        start: dict[str, Any] = {
+            "id": message_id,
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+        }
+        if spec.usage:
+            start["usage"] = {**usage, "output_tokens": 1}  # Anthropic's message_start counts one output token
+        head = (
+            _sse_event(b"message_start", {"type": "message_start", "message": start})
+            + _sse_event(
+                b"content_block_start",
+                {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            )
+            + _SSE_PING
+        )
+        end: dict[str, Any] = {
+            "type": "message_delta",
+            "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
+        }
+        if spec.usage:
+            end["usage"] = usage  # cumulative totals, as Anthropic's message_delta carries them
+        tail = (
+            _sse_event(b"content_block_stop", {"type": "content_block_stop", "index": 1 if tool_use else 0})
+            + _sse_event(b"message_delta", end)
+            + _sse_event(b"message_stop", {"type": "message_stop"})
+        )
+
+        watch = _ClientWatch(receive)
+        try:
+            await watch.pause(self.latency)
+            if watch.gone:
+                self.stats.disconnects += 1
+                return
+            await send({"type": "http.response.start", "status": 200, "headers": _HDR_SSE})
+            await send({"type": "http.response.body", "body": head, "more_body": True})
+            if not await self._stream_pieces(
+                pieces(), plan, watch, send, midfail_partial=b'event: content_block_delta\ndata: {"type":"conte'
+            ):
+                return
+            await send({"type": "http.response.body", "body": tail, "more_body": False})
+        finally:
+            watch.close()
+
     # ---- control -----------------------------------------------------------------------------
 
     async def _control(self, method: str, path: str, send: Send) -> None:
@@ -945,12 +1559,16 @@ class FakeUpstreamApp:
                 {
                     "path": logged_path,
                     "body": body,
-                    "headers": {k.decode("latin-1"): v.decode("latin-1") for k, v in headers if k != b"authorization"},
+                    "headers": {
+                        k.decode("latin-1"): v.decode("latin-1")
+                        for k, v in headers
+                        if k not in (b"authorization", b"x-api-key")
+                    },
                 }
                 for logged_path, body, headers in self.request_log
             ]
             await self._send_json(send, 200, orjson.dumps(logged))
-        elif method == "POST" and path in ("/_fail/ok", "/_fail/error", "/_fail/hang"):
+        elif method == "POST" and path in ("/_fail/ok", "/_fail/error", "/_fail/overloaded", "/_fail/hang"):
             self.failing = path.removeprefix("/_fail/")
             await self._send_json(send, 200, b'{"ok":true}')
         elif method == "POST" and path == "/_reset":
@@ -967,10 +1585,12 @@ class FakeUpstreamApp:
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Fake OpenAI/Ollama upstream for Gatehouse tests and benchmarks.")
+    p = argparse.ArgumentParser(description="Fake OpenAI/Ollama/Anthropic upstream for Gatehouse tests and benchmarks.")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0 picks a free port (printed on the READY line)")
-    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1 and /api")
+    p.add_argument(
+        "--api-key", default=None, help="require 'Authorization: Bearer KEY' or 'x-api-key: KEY' on /v1 and /api"
+    )
     p.add_argument("--token-delay", type=float, default=0.0, help="seconds before each token, every model")
     p.add_argument("--tokens", type=int, default=DEFAULT_TOKENS, help="default completion length")
     p.add_argument("--latency", type=float, default=0.0, help="seconds before a generation response starts")
