@@ -65,7 +65,7 @@ from gatehouse.auth.models import User
 from gatehouse.core.logging import get_logger
 from gatehouse.core.metrics import QUOTA_BLOCKS, QUOTA_WAIT
 from gatehouse.db.base import UTCDateTime
-from gatehouse.db.statements import StatementStore
+from gatehouse.db.statements import SqliteStore, StatementStore
 from gatehouse.limits.errors import QuotaBusy, QuotaExceeded
 from gatehouse.limits.models import QuotaReservation, UsageCounter
 
@@ -303,6 +303,7 @@ class Quotas:
         self.wait_seconds = wait_seconds
         self.checkpoint_seconds = checkpoint_seconds
         self._pg = store.dialect_name == "postgresql"
+        self._unyielding = isinstance(store, SqliteStore)
         self._queues: dict[int, deque[asyncio.Event]] = {}
         self._holds: dict[int, _Hold] = {}
         self._unsettled: list[tuple[dict[str, Any], bool]] = []  # settlements that failed, retried by `checkpoint`
@@ -364,7 +365,11 @@ class Quotas:
 
     async def _reserve(self, params: dict[str, Any]) -> Any:
         """The reservation's statement(s), shielded: a request cancelled while they run (its client gone, the
-        shutdown) must not leave behind a committed reservation that nobody settles."""
+        shutdown) must not leave behind a committed reservation that nobody settles. SQLite's store needs no
+        shield (and is spared a task per request): it can only be cancelled while it waits for the write lock,
+        before anything was written; from BEGIN to COMMIT it runs without yielding."""
+        if self._unyielding:
+            return await self.store.chain(_RESERVE_COUNTER, _INSERT_RESERVATION, params)
         task = asyncio.ensure_future(
             self.store.scalar(_RESERVE_PG, params)
             if self._pg
