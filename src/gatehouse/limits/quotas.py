@@ -29,7 +29,6 @@ the grant, so the recorded total still never passes the quota.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import secrets
 from collections import deque
@@ -64,6 +63,8 @@ from gatehouse.auth.errors import InvalidApiKey
 from gatehouse.auth.models import User
 from gatehouse.core.logging import get_logger
 from gatehouse.core.metrics import QUOTA_BLOCKS, QUOTA_WAIT
+from gatehouse.core.tasks import every
+from gatehouse.core.tasks import stop as stop_task
 from gatehouse.db.base import UTCDateTime
 from gatehouse.db.statements import SqliteStore, StatementStore
 from gatehouse.limits.errors import QuotaBusy, QuotaExceeded
@@ -540,23 +541,15 @@ class Quotas:
                 self._holds.pop(reservation_id, None)
                 hold.lost()
 
-    async def _checkpoint_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.checkpoint_seconds)
-            try:
-                await self.checkpoint()
-            except Exception as exc:
-                log.warning("quota_checkpoint_failed", error=f"{type(exc).__name__}: {exc}")
-
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._checkpoint_forever(), name="gatehouse-quota-checkpoints")
+        self._task = asyncio.create_task(
+            every(self.checkpoint_seconds, self.checkpoint, log=log, event="quota_checkpoint_failed"),
+            name="gatehouse-quota-checkpoints",
+        )
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
         while self._background:  # a reservation finishing after its request was cancelled, then its release
             await asyncio.gather(*list(self._background), return_exceptions=True)
         if self._unsettled:

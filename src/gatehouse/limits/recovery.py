@@ -27,7 +27,6 @@ the counter's lock so no reservation in progress is missed, and audited as `quot
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -43,6 +42,8 @@ from gatehouse.auth.actor import Actor
 from gatehouse.core.feed import EventFeed
 from gatehouse.core.logging import get_logger
 from gatehouse.core.metrics import QUOTA_RECOVERED
+from gatehouse.core.tasks import every, logged
+from gatehouse.core.tasks import stop as stop_task
 from gatehouse.db.base import UTCDateTime, utcnow
 from gatehouse.jobs.models import ReplicaBeat
 from gatehouse.jobs.replicas import HEARTBEAT_SECONDS, STALE_BEATS, database_now, is_live, known_dead
@@ -311,23 +312,12 @@ class ReservationRecovery:
         return recovered
 
     async def start(self) -> None:
-        try:
-            await self.run_once()
-        except Exception as exc:  # the database may be away at the start: the loop tries again
-            log.warning("quota_recovery_failed", error=f"{type(exc).__name__}: {exc}")
-        self._task = asyncio.create_task(self._forever(), name="gatehouse-quota-recovery")
+        # The database may be away at the start: the loop tries again.
+        await logged(self.run_once, log=log, event="quota_recovery_failed")
+        self._task = asyncio.create_task(
+            every(self.interval, self.run_once, log=log, event="quota_recovery_failed"), name="gatehouse-quota-recovery"
+        )
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                await self.run_once()
-            except Exception as exc:
-                log.warning("quota_recovery_failed", error=f"{type(exc).__name__}: {exc}")
+        await stop_task(self._task)
+        self._task = None
