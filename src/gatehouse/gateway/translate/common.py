@@ -15,6 +15,10 @@ __all__ = [
     "UpstreamStreamError",
     "args_to_object",
     "args_to_string",
+    "error_message",
+    "image_mime",
+    "image_url",
+    "parse_data_url",
     "rfc3339_now",
 ]
 
@@ -70,3 +74,41 @@ def args_to_string(raw: Any) -> str:
     if raw is None:
         return "{}"
     return _dumps(raw).decode()
+
+
+def error_message(err: Any) -> str:
+    """The human message of an upstream error value (a string, or an object with a message)."""
+    if isinstance(err, dict):
+        inner = err.get("error")
+        if isinstance(inner, dict):  # Anthropic: {"type": "error", "error": {"type", "message"}}
+            err = inner
+        return str(err.get("message") or err)
+    return str(err)
+
+
+def image_mime(b64: str) -> str:
+    """Guess an image MIME type from the first base64 characters (the file's magic bytes)."""
+    if b64.startswith("/9j/"):
+        return "image/jpeg"
+    if b64.startswith("R0lGOD"):
+        return "image/gif"
+    if b64.startswith("UklGR"):
+        return "image/webp"
+    return "image/png"
+
+
+def parse_data_url(url: str) -> tuple[str, str] | None:
+    """(media type, base64 payload) of a base64 data: URL; None for any other URL."""
+    if not url.startswith("data:"):
+        return None
+    header, sep, payload = url.partition(",")
+    if not sep or not header.endswith(";base64"):
+        raise TranslationError("an image data: URL must be base64-encoded (data:<mime>;base64,...)")
+    return header[5:].removesuffix(";base64") or image_mime(payload), payload
+
+
+def image_url(image: Any) -> str:
+    """An ir.Image as a URL: its own, or a data: URL of its inline bytes."""
+    if image.url is not None:
+        return str(image.url)
+    return f"data:{image.media_type};base64,{image.data}"
