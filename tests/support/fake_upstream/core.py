@@ -1,0 +1,394 @@
+"""The fake's ASGI plumbing shared by every protocol: reading requests, gating models, pacing tokens, control."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+from .content import DEFAULT_TOKENS, MIDFAIL_TOKENS, MODELS, ModelSpec, reply_tokens
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
+Proto = Literal["openai", "ollama", "anthropic"]
+
+REQUEST_LOG_SIZE = 100
+# The HTTP status Anthropic gives each error type it names.
+ANTHROPIC_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "not_found_error": 404,
+    "api_error": 500,
+    "overloaded_error": 529,
+}
+
+JSON = b"application/json"
+HDR_JSON = (b"content-type", JSON)
+HDR_SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+HDR_JSON_TRUNCATED = [HDR_JSON, (b"content-length", b"4096")]
+HDR_NDJSON = [(b"content-type", b"application/x-ndjson")]
+SSE_DONE = b"data: [DONE]\n\n"
+
+
+class AbortConnectionError(Exception):
+    """Raised on purpose so uvicorn drops the connection mid-body (fake-midfail)."""
+
+
+class QuietExpectedErrors(logging.Filter):
+    """Hide uvicorn's traceback logs for deliberate aborts and shutdown cancellations."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, AbortConnectionError | asyncio.CancelledError):
+            return False
+        # fake-hang requests are expected to outlive the shutdown grace period.
+        return not str(record.msg).startswith("Cancel %s running task(s)")
+
+
+async def wait_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class ClientWatch:
+    """Notices the client going away while we sleep between tokens.
+
+    uvicorn's httptools `send` silently drops writes after a disconnect instead of raising, so the
+    only reliable signal is `receive()` returning http.disconnect; a background task waits on it.
+    It also completes when our response completes, so only consult `gone` before the final send.
+    """
+
+    __slots__ = ("_task",)
+
+    def __init__(self, receive: Receive) -> None:
+        self._task = asyncio.ensure_future(wait_disconnect(receive))
+
+    @property
+    def gone(self) -> bool:
+        return self._task.done()
+
+    async def pause(self, delay: float) -> None:
+        """Sleep for `delay` seconds, waking early if the client disconnects."""
+        if delay > 0 and not self._task.done():
+            await asyncio.wait((self._task,), timeout=delay)
+
+    def close(self) -> None:
+        self._task.cancel()
+
+
+@dataclass(slots=True)
+class Stats:
+    requests: int = 0
+    chat_requests: int = 0
+    embed_requests: int = 0
+    completion_tokens_served: int = 0
+    prompt_tokens: int = 0
+    disconnects: int = 0
+    aborted: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "requests": self.requests,
+            "chat_requests": self.chat_requests,
+            "embed_requests": self.embed_requests,
+            "completion_tokens_served": self.completion_tokens_served,
+            "prompt_tokens": self.prompt_tokens,
+            "disconnects": self.disconnects,
+            "aborted": self.aborted,
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
+        }
+
+    def reset(self) -> None:
+        # in_flight is a live gauge, not a counter: zeroing it would go negative as requests finish.
+        live = self.in_flight
+        for name in self.__slots__:
+            setattr(self, name, 0)
+        self.in_flight = self.max_in_flight = live
+
+
+@dataclass(slots=True)
+class Plan:
+    """What a generation request will produce."""
+
+    spec: ModelSpec
+    tokens: tuple[str, ...]
+    finish_reason: str
+    prompt_tokens: int
+    delay: float  # per-token delay
+
+
+def iso_now() -> str:
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
+
+
+def json_response(status: int, payload: bytes) -> tuple[Message, Message]:
+    return (
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [HDR_JSON, (b"content-length", b"%d" % len(payload))],
+        },
+        {"type": "http.response.body", "body": payload},
+    )
+
+
+def openai_error(message: str, type_: str, code: str | None) -> bytes:
+    return orjson.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}})
+
+
+def anthropic_error(type_: str, message: str) -> tuple[int, bytes]:
+    """Anthropic's error body for `type_`, with the HTTP status Anthropic gives it."""
+    return ANTHROPIC_STATUS[type_], orjson.dumps({"type": "error", "error": {"type": type_, "message": message}})
+
+
+def sse_event(name: bytes, data: Mapping[str, Any]) -> bytes:
+    """One server-sent event with its `event:` line, as Anthropic and OpenAI's Responses API stream them."""
+    return b"event: " + name + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+class Core:
+    """State and helpers every protocol's handlers share; FakeUpstreamApp mixes the protocols over it."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        token_delay: float = 0.0,
+        tokens: int = DEFAULT_TOKENS,
+        latency: float = 0.0,
+    ) -> None:
+        self.auth = f"Bearer {api_key}".encode("latin-1") if api_key else None
+        self.key = api_key.encode("latin-1") if api_key else None  # as Anthropic clients send it, in x-api-key
+        self.token_delay = token_delay
+        self.tokens = tokens
+        self.latency = latency
+        self.stats = Stats()
+        self.failing = "ok"  # POST /_fail/{ok|error|overloaded|hang}
+        # (path, body, raw headers): headers are decoded only when /_requests asks, off the hot path.
+        self.request_log: collections.deque[tuple[str, Any, list[tuple[bytes, bytes]]]] = collections.deque(
+            maxlen=REQUEST_LOG_SIZE
+        )
+        self._ids = itertools.count(1)
+
+    # ---- helpers -----------------------------------------------------------------------------
+
+    @staticmethod
+    async def _send_json(send: Send, status: int, payload: bytes) -> None:
+        start, body = json_response(status, payload)
+        await send(start)
+        await send(body)
+
+    @staticmethod
+    async def _send_raw(send: Send, status: int, payload: bytes, content_type: bytes) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", content_type), (b"content-length", b"%d" % len(payload))],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+    def _static(self, payload: bytes) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+        start, body = json_response(200, payload)
+
+        async def handler(scope: Scope, receive: Receive, send: Send) -> None:
+            await send(start)
+            await send(body)
+
+        return handler
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> Any:
+        """Read and parse the JSON request body, logging it; returns None for bad JSON."""
+        msg = await receive()
+        raw: bytes = msg.get("body", b"")
+        if msg.get("more_body"):
+            chunks = [raw]
+            while msg.get("more_body"):
+                msg = await receive()
+                chunks.append(msg.get("body", b""))
+            raw = b"".join(chunks)
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = None
+        self.request_log.append(
+            (scope["path"], body if body is not None else raw.decode("utf-8", "replace"), scope["headers"])
+        )
+        return body if isinstance(body, dict) else None
+
+    @staticmethod
+    def _not_found_body(model: Any, *, proto: Proto) -> bytes:
+        if proto == "openai":
+            return openai_error(f"model '{model}' not found", "invalid_request_error", "model_not_found")
+        if proto == "anthropic":
+            return anthropic_error("not_found_error", f"model: {model}")[1]
+        return orjson.dumps({"error": f'model "{model}" not found, try pulling it first'})
+
+    async def _bad_request(self, send: Send, message: str, *, proto: Proto) -> None:
+        if proto == "openai":
+            body = openai_error(message, "invalid_request_error", None)
+        elif proto == "anthropic":
+            body = anthropic_error("invalid_request_error", message)[1]
+        else:
+            body = orjson.dumps({"error": message})
+        await self._send_json(send, 400, body)
+
+    async def _gate(self, body: dict[str, Any], receive: Receive, send: Send, *, proto: Proto) -> ModelSpec | None:
+        """Resolve the model and act out error/hang behaviours; None means the response is done."""
+        model = body.get("model")
+        spec = MODELS.get(model) if isinstance(model, str) else None
+        if spec is None:
+            await self._send_json(send, 404, self._not_found_body(model, proto=proto))
+            return None
+        if spec.behaviour == "error":
+            if proto == "openai":
+                payload = openai_error("The fake upstream failed on purpose.", "server_error", "fake_error")
+            elif proto == "anthropic":
+                payload = anthropic_error("api_error", "The fake upstream failed on purpose.")[1]
+            else:
+                payload = b'{"error":"the fake upstream failed on purpose"}'
+            await self._send_json(send, 500, payload)
+            return None
+        if spec.behaviour == "hang":
+            # Never start the response; the body is already read, so receive() now only returns
+            # when the client disconnects (or the server shuts down and cancels us).
+            await wait_disconnect(receive)
+            self.stats.disconnects += 1
+            return None
+        return spec
+
+    def _plan(self, spec: ModelSpec, text: str, prompt_tokens: int, cap: Any) -> Plan:
+        n = spec.tokens if spec.tokens is not None else self.tokens
+        finish = "stop"
+        # bool is an int subclass; a JSON `true` is not a token limit. Negative means unlimited
+        # (Ollama's num_predict=-1).
+        if isinstance(cap, int) and not isinstance(cap, bool) and 0 <= cap < n:
+            n, finish = cap, "length"
+        self.stats.prompt_tokens += prompt_tokens
+        return Plan(
+            spec=spec,
+            tokens=reply_tokens(text, n),
+            finish_reason=finish,
+            prompt_tokens=prompt_tokens,
+            delay=max(spec.token_delay, self.token_delay),
+        )
+
+    async def _abort_midway(self, send: Send, partial: bytes) -> None:
+        """Start a JSON response, send part of it, then make uvicorn drop the connection."""
+        self.stats.aborted += 1
+        # The announced length is never reached, so every HTTP client sees a truncated body.
+        await send({"type": "http.response.start", "status": 200, "headers": HDR_JSON_TRUNCATED})
+        await send({"type": "http.response.body", "body": partial, "more_body": True})
+        raise AbortConnectionError
+
+    async def _wait_before_full_response(self, plan: Plan, receive: Receive) -> bool:
+        """Non-stream: simulate latency + generation time; False if the client left meanwhile."""
+        wait = self.latency + plan.delay * len(plan.tokens)
+        if wait <= 0:
+            return True  # fast path: no watcher task, this is what benchmarks hit
+        watch = ClientWatch(receive)
+        try:
+            await watch.pause(wait)
+            if watch.gone:
+                self.stats.disconnects += 1
+                return False
+            return True
+        finally:
+            watch.close()
+
+    async def _stream_tokens(
+        self,
+        plan: Plan,
+        watch: ClientWatch,
+        send: Send,
+        render: Callable[[str], bytes],
+        *,
+        midfail_partial: bytes,
+    ) -> bool:
+        """Send one chunk per token; False if the client went away (counted once here)."""
+        return await self._stream_pieces(map(render, plan.tokens), plan, watch, send, midfail_partial=midfail_partial)
+
+    async def _stream_pieces(
+        self,
+        pieces: Iterable[bytes],
+        plan: Plan,
+        watch: ClientWatch,
+        send: Send,
+        *,
+        midfail_partial: bytes,
+    ) -> bool:
+        """Send each piece (one token's worth) after the token delay; False if the client went away."""
+        stats = self.stats
+        midfail = plan.spec.behaviour == "midfail"
+        for i, piece in enumerate(pieces):
+            if midfail and i == MIDFAIL_TOKENS:
+                break
+            await watch.pause(plan.delay)
+            if watch.gone:
+                stats.disconnects += 1
+                return False
+            try:
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+            except OSError:  # other servers (and future uvicorn) raise instead of dropping the write
+                stats.disconnects += 1
+                return False
+            stats.completion_tokens_served += 1
+        if midfail:
+            stats.aborted += 1
+            # A half-written event makes the breakage visible even to lenient line parsers.
+            await send({"type": "http.response.body", "body": midfail_partial, "more_body": True})
+            raise AbortConnectionError
+        return True
+
+    async def _wait_latency(self, receive: Receive) -> bool:
+        watch = ClientWatch(receive)
+        try:
+            await watch.pause(self.latency)
+            if watch.gone:
+                self.stats.disconnects += 1
+                return False
+            return True
+        finally:
+            watch.close()
+
+    async def _control(self, method: str, path: str, send: Send) -> None:
+        if method == "GET" and path == "/_stats":
+            await self._send_json(send, 200, orjson.dumps(self.stats.as_dict()))
+        elif method == "GET" and path == "/_requests":
+            logged = [
+                {
+                    "path": logged_path,
+                    "body": body,
+                    "headers": {
+                        k.decode("latin-1"): v.decode("latin-1")
+                        for k, v in headers
+                        if k not in (b"authorization", b"x-api-key")
+                    },
+                }
+                for logged_path, body, headers in self.request_log
+            ]
+            await self._send_json(send, 200, orjson.dumps(logged))
+        elif method == "POST" and path in ("/_fail/ok", "/_fail/error", "/_fail/overloaded", "/_fail/hang"):
+            self.failing = path.removeprefix("/_fail/")
+            await self._send_json(send, 200, b'{"ok":true}')
+        elif method == "POST" and path == "/_reset":
+            self.stats.reset()
+            self.request_log.clear()
+            await self._send_json(send, 200, b'{"ok":true}')
+        else:
+            await self._send_json(send, 404, b'{"error":"unknown control endpoint"}')
