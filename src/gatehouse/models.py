@@ -5,6 +5,7 @@ from gatehouse.audit import models as audit_models
 from gatehouse.auth import models as auth_models
 from gatehouse.db.base import Base
 from gatehouse.gateway import models as gateway_models
+from gatehouse.gateway.stored import models as stored_models
 from gatehouse.jobs import models as jobs_models
 from gatehouse.limits import models as limits_models
 from gatehouse.monitoring import models as monitoring_models
@@ -19,5 +20,6 @@ __all__ = [
     "jobs_models",
     "limits_models",
     "monitoring_models",
+    "stored_models",
     "upstreams_models",
 ]

@@ -38,6 +38,8 @@ from gatehouse.db.statements import SqliteStore, StatementStore, create_store
 from gatehouse.gateway.context import Gateway
 from gatehouse.gateway.requestlog import RequestLogWriter
 from gatehouse.gateway.scheduled import purge_request_log
+from gatehouse.gateway.stored.scheduled import purge_stored_responses
+from gatehouse.gateway.stored.service import StoredResponses
 from gatehouse.gateway.streams.registry import StreamRegistry
 from gatehouse.jobs.job import Job
 from gatehouse.jobs.purge import purge_job
@@ -103,6 +105,7 @@ def job_definitions(
     steps = [
         purge_audit,
         purge_request_log,
+        purge_stored_responses,
         purge_ops_samples,
         purge_job_runs,
         purge_expired,
@@ -237,6 +240,7 @@ async def running(settings: Settings, components: Components | None = None) -> A
             feed=feed,
         )
         await _started(stack, recovery.start, recovery.close)
+        stored_responses = StoredResponses(statements, db.sessionmaker, db.read_sessionmaker)
         gateway = Gateway(
             settings=settings,
             quotas=quotas,
@@ -245,6 +249,7 @@ async def running(settings: Settings, components: Components | None = None) -> A
             streams=streams,
             request_log=request_log,
             feed=feed,
+            stored_responses=stored_responses,
         )
         # Closed before the request log and the statements: settlements still under way write through them.
         stack.push_async_callback(_logged(gateway.drain))
@@ -283,6 +288,7 @@ async def running(settings: Settings, components: Components | None = None) -> A
         changes = UpstreamChanges(db.sessionmaker, registry=upstreams, bus=bus, feed=feed, settings=settings)
         for part in (settings, db, auth, upstreams, changes, request_log, rate_limiter, streams, gateway, jobs, health):
             components.add(part)
+        components.add(stored_responses)
         components.add(statements, StatementStore)
         components.add(bus, EventBus)
         components.add(redis_state)

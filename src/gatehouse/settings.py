@@ -171,6 +171,7 @@ class Settings(BaseSettings):
     purge_schedule: str = "daily@04:00"  # the retention purge; empty: only when run by hand or an external scheduler
     audit_retention_days: int = Field(default=90, ge=0)  # 0: keep forever
     request_log_retention_days: int = Field(default=90, ge=0)  # 0: keep forever
+    responses_retention_days: int = Field(default=30, ge=0)  # stored Responses API answers, as OpenAI's; 0: forever
     job_token: SecretStr = SecretStr("")  # X-Job-Token for POST /admin/jobs/{name}/run (an external scheduler)
 
     @classmethod

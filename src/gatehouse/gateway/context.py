@@ -1,6 +1,6 @@
 """What serving a gateway request takes, in one object the composition root builds: the settings, the quotas,
-the rate limiter, the upstreams, the live streams, the request log and the live feed; and the
-settlements still running, which the shutdown waits for."""
+the rate limiter, the upstreams, the live streams, the request log, the live feed and the stored responses; and
+the settlements still running, which the shutdown waits for."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from gatehouse.core.feed import EventFeed
 from gatehouse.gateway.requestlog import RequestLogWriter
+from gatehouse.gateway.stored.service import StoredResponses
 from gatehouse.gateway.streams.registry import StreamRegistry
 from gatehouse.limits.quotas import Quotas
 from gatehouse.limits.ratelimit import RateLimiter
@@ -27,6 +28,7 @@ class Gateway:
     streams: StreamRegistry
     request_log: RequestLogWriter
     feed: EventFeed
+    stored_responses: StoredResponses  # the Responses API's stored responses, per user
     background: set[asyncio.Task[None]] = field(default_factory=set)
 
     def track(self, task: asyncio.Task[None]) -> None:

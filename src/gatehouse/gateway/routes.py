@@ -17,6 +17,7 @@ from gatehouse.gateway import catalog, relay
 from gatehouse.gateway.call import Call, Protocol
 from gatehouse.gateway.context import Gateway
 from gatehouse.gateway.errors import InvalidField, MissingField, ModelNotFound
+from gatehouse.gateway.stored.routes import router as stored_router
 from gatehouse.gateway.streams.registry import StreamRegistry
 from gatehouse.gateway.streams.routes import router as streams_router
 from gatehouse.gateway.validate import parse_body, require_model, stream_flag
@@ -171,3 +172,4 @@ async def ollama_root() -> PlainTextResponse:
 
 
 router.include_router(streams_router)
+router.include_router(stored_router)

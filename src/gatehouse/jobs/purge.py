@@ -1,10 +1,10 @@
 """The retention purge: what is past its retention period is removed, and nothing else.
 
-Each domain says what of its own data expires (its scheduled.py: audit events, request-log rows, ops samples, job
-runs, expired sessions and invites, stale replicas, this process's empty rate-limit windows); the purge job runs
-those steps in order and reports what each removed. Large deletes go in batches (`delete_in_batches`), each its
-own short transaction, so a purge of millions of rows never holds SQLite's write lock (or PostgreSQL row locks)
-for long while the gateway serves.
+Each domain says what of its own data expires (its scheduled.py: audit events, request-log rows, stored responses,
+ops samples, job runs, expired sessions and invites, stale replicas, this process's empty rate-limit windows); the
+purge job runs those steps in order and reports what each removed. Large deletes go in batches
+(`delete_in_batches`), each its own short transaction, so a purge of millions of rows never holds SQLite's write
+lock (or PostgreSQL row locks) for long while the gateway serves.
 """
 
 from __future__ import annotations
@@ -87,7 +87,8 @@ def purge_job(settings: Settings, steps: Sequence[PurgeStep]) -> Job:
         "purge",
         "Removes audit events, request-log rows and other data past retention "
         f"(AUDIT_RETENTION_DAYS={settings.audit_retention_days}, "
-        f"REQUEST_LOG_RETENTION_DAYS={settings.request_log_retention_days}; 0 keeps forever).",
+        f"REQUEST_LOG_RETENTION_DAYS={settings.request_log_retention_days}, "
+        f"RESPONSES_RETENTION_DAYS={settings.responses_retention_days}; 0 keeps forever).",
         run,
         parse_schedule(settings.purge_schedule) if settings.purge_schedule else None,
     )
