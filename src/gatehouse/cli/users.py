@@ -131,9 +131,9 @@ def delete(
     user_id, role = run(find, settings)
     mode: erasure.Mode = "anonymise" if anonymise else "delete"
     what = (
-        "anonymise (usage and requests kept without PII; account disabled, keys revoked)"
+        "anonymise (usage and requests kept without PII; account disabled, keys revoked, stored responses deleted)"
         if anonymise
-        else "delete (account, keys, sessions, usage and request log)"
+        else "delete (account, keys, sessions, usage, request log and stored responses)"
     )
     if not yes and not typer.confirm(f"{what.capitalize()}: user {user_id} <{address}> ({role})?"):
         raise typer.Exit(1)
@@ -176,7 +176,8 @@ def delete(
         export.summary(written)
     verb = "anonymised" if anonymise else "deleted"
     console.print(
-        f"{verb} user {user_id}: {done.keys} key(s), {done.sessions} session(s), {done.invites} invite(s)"
+        f"{verb} user {user_id}: {done.keys} key(s), {done.sessions} session(s), {done.invites} invite(s), "
+        f"{done.stored_responses} stored response(s)"
         + ("" if anonymise else f", {done.usage_days} usage day(s), {done.requests:,} request-log row(s)"),
         highlight=False,
         soft_wrap=True,

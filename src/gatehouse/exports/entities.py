@@ -1,5 +1,9 @@
 """What an export holds: per entity its columns (and how each is masked), its keyset, its time column, and
-which of its rows belong to one user. Secrets are simply not listed: no password, key or token hash."""
+which of its rows belong to one user. Secrets are simply not listed: no password, key or token hash.
+
+Message contents (what stored responses hold: the items sent, the Response answered) are in raw exports only:
+masking finds emails, phone numbers and addresses, not what else a conversation may give away (names, health,
+a pasted secret), and nobody but its user may read a stored response through the API either."""
 
 from __future__ import annotations
 
@@ -14,9 +18,10 @@ from gatehouse.accounts.invites.models import Invite
 from gatehouse.audit.models import AuditEvent
 from gatehouse.auth.models import ApiKey, User
 from gatehouse.gateway.models import RequestLog
+from gatehouse.gateway.stored.models import StoredResponse
 from gatehouse.limits.models import UsageCounter
 
-EntityName = Literal["users", "usage", "requests", "audit", "invites", "keys"]
+EntityName = Literal["users", "usage", "requests", "audit", "invites", "keys", "responses"]
 ENTITY_NAMES: tuple[str, ...] = get_args(EntityName)
 PiiMode = Literal["masked", "raw"]
 Kind = Literal["plain", "bool", "time", "email", "ip", "text", "json"]
@@ -45,6 +50,7 @@ class Entity:
     keyset: tuple[str, ...]
     time_column: str | None
     of_user: Callable[[int, str], ColumnElement[bool]]
+    batch_rows: int | None = None  # rows read at a time, when fewer than the writer's (large rows)
 
     def columns(self, pii_mode: PiiMode) -> tuple[Field, ...]:
         return tuple(f for f in self.fields if pii_mode == "raw" or not f.raw_only)
@@ -186,6 +192,23 @@ ENTITIES: dict[str, Entity] = {
             keyset=("id",),
             time_column=None,  # the current state, like users
             of_user=lambda uid, _email: ApiKey.user_id == uid,
+        ),
+        Entity(
+            "responses",
+            (
+                Field("id", StoredResponse.id),
+                Field("created_at", StoredResponse.created_at, "time"),
+                Field("user_id", StoredResponse.user_id),
+                Field("key_id", StoredResponse.key_id),
+                Field("model", StoredResponse.model, "text"),  # what the client asked for, as it wrote it
+                Field("previous_response_id", StoredResponse.previous_response_id),
+                Field("input_items", StoredResponse.input_items, "json", raw_only=True),  # message contents
+                Field("response", StoredResponse.response, "json", raw_only=True),  # message contents
+            ),
+            keyset=("created_at", "id"),
+            time_column="created_at",
+            of_user=lambda uid, _email: StoredResponse.user_id == uid,
+            batch_rows=200,  # a raw export's rows hold whole conversations, tens of KB each
         ),
     )
 }

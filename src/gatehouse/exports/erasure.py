@@ -3,8 +3,9 @@
 Delete: the user row goes, and with it their keys, console sessions and daily usage counters, and their
 request-log rows. Anonymise: usage and request rows stay (they are counted in totals), the account becomes
 `deleted-<id>@invalid` with no name, password or block note, disabled, its keys revoked and renamed, its
-sessions deleted. Either way invites addressed to their email lose the address (and are revoked when still
-open), and every replica stops accepting their keys and sessions at once (through the bus).
+sessions deleted. Either way their stored responses (the Responses API's conversations) are deleted, invites
+addressed to their email lose the address (and are revoked when still open), and every replica stops accepting
+their keys and sessions at once (through the bus).
 
 The audit log is hash-chained and never edited: events about them (where they acted, that target them or
 their keys or invites, or labelled with their email) keep what they recorded, their email among it, until
@@ -39,6 +40,7 @@ from gatehouse.exports.entities import audit_of_user
 from gatehouse.exports.events import UserAnonymisedEvent, UserDeletedEvent
 from gatehouse.gateway.models import RequestLog
 from gatehouse.gateway.requestlog import RequestLogWriter
+from gatehouse.gateway.stored import service as stored
 from gatehouse.limits.models import UsageCounter
 
 Mode = Literal["delete", "anonymise"]
@@ -51,6 +53,7 @@ class Erasure:
     user_id: int
     mode: Mode
     requests: int  # request-log rows deleted (0 when anonymised: kept)
+    stored_responses: int  # stored responses deleted (their conversations: deleted either way)
     usage_days: int  # usage counters deleted (0 when anonymised: kept)
     keys: int  # keys deleted, or revoked when anonymised
     sessions: int
@@ -112,6 +115,7 @@ async def erase_user(
         await session.execute(update(Invite).where(Invite.email == email).values(email=placeholder_email(user.id)))
     )
     sessions = _rows(await session.execute(delete(UserSession).where(UserSession.user_id == user.id)))
+    stored_responses = await stored.delete_of_user(session, user_id=user.id)
     if mode == "anonymise":
         keys = _rows(
             await session.execute(
@@ -139,6 +143,7 @@ async def erase_user(
         user_id=user_id,
         mode=mode,
         requests=requests,
+        stored_responses=stored_responses,
         usage_days=usage_days,
         keys=keys,
         sessions=sessions,

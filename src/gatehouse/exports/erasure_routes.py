@@ -24,6 +24,7 @@ class ErasureRead(BaseModel):
     user_id: int
     mode: Literal["delete", "anonymise"]
     requests: int
+    stored_responses: int = Field(description="Stored responses (Responses API) deleted, in either mode.")
     usage_days: int
     keys: int
     sessions: int
@@ -50,7 +51,8 @@ async def delete_user(
         Text | None, Query(max_length=500, description="Why (e.g. a ticket number), for the audit log.")
     ] = None,
 ) -> ErasureRead:
-    """Delete a user (keys, sessions, usage, request log) or anonymise them; audited; their keys stop at once."""
+    """Delete a user (keys, sessions, usage, request log, stored responses) or anonymise them (stored responses
+    deleted too); audited; their keys stop at once."""
     done = await erasure.erase_user(
         session,
         bus=bus,

@@ -41,6 +41,7 @@ class _Erased(Event):
     target = "user_id"
     user_id: int
     requests: int
+    stored_responses: int
     usage_days: int
     keys: int
     sessions: int
@@ -51,13 +52,14 @@ class _Erased(Event):
 
 
 class UserDeletedEvent(_Erased):
-    """A deletion request: the user and their keys, sessions, usage and request log were deleted; `export` names
-    the export made first, if any."""
+    """A deletion request: the user and their keys, sessions, usage, request log and stored responses were deleted;
+    `export` names the export made first, if any."""
 
     action = "user.deleted"
 
 
 class UserAnonymisedEvent(_Erased):
-    """A deletion request kept as numbers: the account became `deleted-<id>@invalid`, disabled, keys revoked."""
+    """A deletion request kept as numbers: the account became `deleted-<id>@invalid`, disabled, keys revoked; their
+    stored responses were deleted."""
 
     action = "user.anonymised"

@@ -53,17 +53,21 @@ def _converter(kind: Kind, pii_mode: PiiMode, fmt: Format) -> Callable[[Any], An
     return None
 
 
-def _json_column(value: str | None, *, masked: bool, as_text: bool) -> Any:
+def _json_column(value: Any, *, masked: bool, as_text: bool) -> Any:
+    """JSON text (audit details), or a value the driver decoded already (a JSON column's list or object)."""
     if value is None:
         return None
-    try:
-        decoded = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return pii.mask_text(value) if masked else value
+    if not isinstance(value, str):
+        decoded = value
+    else:
+        try:
+            decoded = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return pii.mask_text(value) if masked else value
+        if not masked and as_text:
+            return value
     if masked:
         decoded = pii.mask_json(decoded)
-    elif as_text:
-        return value
     return orjson.dumps(decoded, option=orjson.OPT_SORT_KEYS).decode() if as_text else decoded
 
 

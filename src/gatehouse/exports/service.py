@@ -7,7 +7,8 @@ by nothing but the disk or the client at the other end.
 
 PII is masked by default (exports/pii.py); `raw` is for a superadmin with a reason. Every export is audited
 before its first byte (`export.created`) and once complete (`export.completed`, with its row counts and the
-SHA-256 of the whole file). Secrets never leave: no password, key or token hash, no session, no message.
+SHA-256 of the whole file). Secrets never leave: no password, key or token hash, no session; message contents
+(stored responses' items) only in raw exports.
 """
 
 from __future__ import annotations

@@ -71,7 +71,8 @@ async def _batches(
     names = [f.name for f in fields]
     key_index = [names.index(k) for k in entity.keyset]
     order = [entity.field(k).column for k in entity.keyset]
-    base = select(*(f.column.label(f.name) for f in fields)).order_by(*order).limit(BATCH_ROWS)
+    size = min(entity.batch_rows or BATCH_ROWS, BATCH_ROWS)
+    base = select(*(f.column.label(f.name) for f in fields)).order_by(*order).limit(size)
     conditions = _where(entity, spec)
     last: tuple[Any, ...] | None = None
     while True:
@@ -82,7 +83,7 @@ async def _batches(
         if not rows:
             return
         yield rows
-        if len(rows) < BATCH_ROWS:
+        if len(rows) < size:
             return
         last = tuple(rows[-1][i] for i in key_index)
 
@@ -129,7 +130,13 @@ def manifest(spec: ExportSpec, result: ExportResult) -> dict[str, Any]:
             "text": "emails, phone numbers and IP addresses in free text masked as above",
             "names": "users.display_name and block_reason: the email's local part in them masked as in the email; "
             "audit.details display_name values: first two characters, then ***",
-            "left_out": ["audit.prev_hash", "audit.hash", "audit.details *_hash values"],
+            "left_out": [
+                "audit.prev_hash",
+                "audit.hash",
+                "audit.details *_hash values",
+                "responses.input_items",  # message contents: raw exports only
+                "responses.response",
+            ],
         },
         "csv_formulas": None
         if spec.format != "csv"

@@ -47,7 +47,7 @@ EMAILS = [
 ]
 PHONES = ["+1 (555) 123-4567", "0049 30 1234567", "555-987-6543"]
 IPS = ["203.0.113.7", "198.51.100.23", "2001:db8:1:2::7", "192.0.2.55", "127.0.0.1"]
-ALL = ["users", "usage", "requests", "audit", "invites", "keys"]
+ALL = ["users", "usage", "requests", "audit", "invites", "keys", "responses"]
 
 # What a raw email, phone number or IP address looks like, whoever wrote it.
 EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
