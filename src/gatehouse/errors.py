@@ -14,6 +14,21 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 OLLAMA_PREFIX = "/api/"
+ANTHROPIC_PREFIX = "/v1/messages"
+# Anthropic's error types by status (the official `anthropic` package's ErrorType).
+ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+}
 
 
 class GatehouseError(Exception):
@@ -116,25 +131,33 @@ class DatabaseUnavailable(Unavailable):
     code = "database_unavailable"
 
 
-def is_ollama_path(path: str) -> bool:
-    """Ollama-compatible routes answer errors in Ollama's shape."""
-    return path.startswith(OLLAMA_PREFIX)
+def error_style(path: str) -> str:
+    """The protocol a route answers errors in: Ollama's on /api, Anthropic's on /v1/messages, else OpenAI's."""
+    if path.startswith(OLLAMA_PREFIX):
+        return "ollama"
+    if path.startswith(ANTHROPIC_PREFIX):
+        return "anthropic"
+    return "openai"
 
 
-def error_body(error: GatehouseError, *, ollama: bool) -> dict[str, Any]:
-    """The JSON body for an error in the caller's protocol."""
-    if ollama:
+def error_body(error: GatehouseError, *, style: str) -> dict[str, Any]:
+    """The JSON body for an error in the caller's protocol. Anthropic's shape keeps Gatehouse's own code too
+    (`error.code`), which Anthropic clients ignore and people reading it need."""
+    if style == "ollama":
         return {"error": error.message}
+    if style == "anthropic":
+        kind = ANTHROPIC_ERROR_TYPES.get(error.status, "api_error")
+        return {"type": "error", "error": {"type": kind, "message": error.message, "code": error.code}}
     body: dict[str, Any] = {"type": error.type, "code": error.code, "message": error.message}
     if error.param:
         body["param"] = error.param
     return {"error": body}
 
 
-def error_response(error: GatehouseError, *, ollama: bool) -> Response:
+def error_response(error: GatehouseError, *, style: str) -> Response:
     """A complete response for an error."""
     return Response(
-        orjson.dumps(error_body(error, ollama=ollama)),
+        orjson.dumps(error_body(error, style=style)),
         status_code=error.status,
         headers=error.headers,
         media_type="application/json",
@@ -205,13 +228,13 @@ def install_handlers(app: FastAPI) -> None:
     async def on_gatehouse_error(request: Request, exc: Exception) -> Response:
         if not isinstance(exc, GatehouseError):
             raise exc
-        return error_response(exc, ollama=is_ollama_path(request.url.path))
+        return error_response(exc, style=error_style(request.url.path))
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         if not isinstance(exc, RequestValidationError):
             raise exc
         message, field = describe_validation(list(exc.errors()))
-        return error_response(ValidationFailed(message, param=field), ollama=is_ollama_path(request.url.path))
+        return error_response(ValidationFailed(message, param=field), style=error_style(request.url.path))
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         if not isinstance(exc, StarletteHTTPException):
@@ -223,7 +246,7 @@ def install_handlers(app: FastAPI) -> None:
         elif exc.status_code == 405:
             detail = f"Method {request.method} is not allowed on {request.url.path}"
         err = cls(detail, status=exc.status_code, headers=dict(exc.headers or {}))
-        return error_response(err, ollama=is_ollama_path(request.url.path))
+        return error_response(err, style=error_style(request.url.path))
 
     async def on_database_error(request: Request, exc: Exception) -> Response:
         if not database_unavailable(exc):
@@ -232,7 +255,7 @@ def install_handlers(app: FastAPI) -> None:
         err = DatabaseUnavailable(
             "The database is unavailable or out of connections: retry in a moment.", headers={"retry-after": "1"}
         )
-        return error_response(err, ollama=is_ollama_path(request.url.path))
+        return error_response(err, style=error_style(request.url.path))
 
     app.add_exception_handler(DBAPIError, on_database_error)
     app.add_exception_handler(ConnectionError, on_database_error)

@@ -18,6 +18,8 @@ UPSTREAM_KEY = "upstream-secret-key"
 FAKE_MODELS = ["chat", "embed", "slow", "error", "hang", "midfail", "nousage", "long", "floats"]
 # Client-facing aliases: "oa-<x>" reaches fake-<x> through the OpenAI protocol, "ol-<x>" through Ollama's.
 KINDS = {"oa": "up-openai", "ol": "up-ollama"}
+# ... and "an-<x>" through Anthropic's Messages API (the client surfaces are tested against all three).
+ALL_KINDS = {**KINDS, "an": "up-anthropic"}
 
 
 @pytest.fixture(scope="session")
@@ -46,10 +48,17 @@ def write_config(path: Path, upstream_url: str, *, output_caps: dict[str, int] |
                 "api_key": UPSTREAM_KEY,
                 "discover": False,
             },
+            {
+                "name": "up-anthropic",
+                "kind": "anthropic",
+                "base_url": upstream_url,
+                "api_key": UPSTREAM_KEY,
+                "discover": False,
+            },
         ],
         "models": {
             f"{prefix}-{m}": {"upstream": name, "model": f"fake-{m}"}
-            for prefix, name in KINDS.items()
+            for prefix, name in ALL_KINDS.items()
             for m in FAKE_MODELS
         },
     }

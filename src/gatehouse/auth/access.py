@@ -39,7 +39,8 @@ PRINCIPAL_SCOPE_KEY = "gatehouse.principal"
 MAX_KEY_LENGTH = 256
 INVALID_KEY = "Invalid API key: it does not exist or was revoked. Check the key, or create a new one."
 NO_CREDENTIALS = (
-    "Missing API key: send `Authorization: Bearer <your key>` (create one in the console or with POST /me/keys)"
+    "Missing API key: send `Authorization: Bearer <your key>` or `x-api-key: <your key>` (create one in the "
+    "console or with POST /me/keys)"
 )
 
 
@@ -134,7 +135,7 @@ class Authenticator:
         cached: Principal | None = request.scope.get(PRINCIPAL_SCOPE_KEY)
         if cached is not None:
             return cached
-        token = bearer_token(request)
+        token = bearer_token(request) or api_key_header(request)
         if token is not None:
             principal = await self.for_key(token)
         elif cookie := request.cookies.get(SESSION_COOKIE):
@@ -157,6 +158,12 @@ def bearer_token(request: Request) -> str | None:
     if scheme.lower() != "bearer" or not token.strip():
         raise InvalidApiKey("Malformed Authorization header: use `Authorization: Bearer <your key>`.")
     return token.strip()
+
+
+def api_key_header(request: Request) -> str | None:
+    """The key in `x-api-key` (how Anthropic's clients send it), if any."""
+    key = request.headers.get("x-api-key")
+    return key.strip() or None if key is not None else None
 
 
 def check_status(principal: Principal) -> None:

@@ -49,11 +49,20 @@ UPSTREAM_TTFT = Histogram(
 TOKENS = Counter(
     "gatehouse_tokens", "Tokens by model: direction in (prompt) or out (completion)", ["model", "direction"]
 )
+GATEWAY_REQUESTS = Counter(
+    "gatehouse_gateway_requests",
+    "Gateway requests by client surface (chat, responses, messages, completions, ollama_chat, generate, "
+    "embeddings) and status code",
+    ["surface", "status"],
+)
 ACTIVE_STREAMS = Gauge(
     "gatehouse_active_streams", "Streams being relayed now (all workers)", multiprocess_mode="livesum"
 )
 STREAM_DURATION = Histogram(
-    "gatehouse_stream_duration_seconds", "Streamed gateway calls, start to end", ["endpoint"], buckets=SLOW_BUCKETS
+    "gatehouse_stream_duration_seconds",
+    "Streamed gateway calls, start to end, by client surface (the `endpoint` label)",
+    ["endpoint"],
+    buckets=SLOW_BUCKETS,
 )
 QUOTA_BLOCKS = Counter(
     "quota_blocks_total",

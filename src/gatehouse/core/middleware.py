@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gatehouse.core.ids import new_id
 from gatehouse.core.logging import get_logger
 from gatehouse.core.metrics import HTTP_REQUEST_DURATION, child, http_method_label, route_label
-from gatehouse.errors import GatehouseError, PayloadTooLarge, error_body, is_ollama_path
+from gatehouse.errors import GatehouseError, PayloadTooLarge, error_body, error_style
 
 log = get_logger("gatehouse.access")
 REQUEST_ID_HEADER = b"x-request-id"
@@ -145,7 +145,7 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 async def _send_error(send: Send, error: GatehouseError, scope: Scope, request_id: bytes) -> None:
     """A complete JSON error response, in the caller's protocol, carrying the request id."""
-    body = orjson.dumps(error_body(error, ollama=is_ollama_path(scope["path"])))
+    body = orjson.dumps(error_body(error, style=error_style(scope["path"])))
     await send(
         {
             "type": "http.response.start",

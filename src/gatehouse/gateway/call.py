@@ -10,7 +10,14 @@ from typing import Any, Literal
 
 from gatehouse.auth.principal import Principal
 from gatehouse.core.logging import bind_context, get_logger
-from gatehouse.core.metrics import STREAM_DURATION, TOKENS, UPSTREAM_REQUEST_DURATION, UPSTREAM_TTFT, child
+from gatehouse.core.metrics import (
+    GATEWAY_REQUESTS,
+    STREAM_DURATION,
+    TOKENS,
+    UPSTREAM_REQUEST_DURATION,
+    UPSTREAM_TTFT,
+    child,
+)
 from gatehouse.errors import GatehouseError
 from gatehouse.gateway.context import Gateway
 from gatehouse.gateway.errors import CLIENT_DISCONNECTED
@@ -21,7 +28,7 @@ from gatehouse.limits.ratelimit import user_identity
 from gatehouse.upstreams.upstream import Upstream
 
 log = get_logger("gatehouse.gateway")
-Protocol = Literal["openai", "ollama"]
+Protocol = Literal["openai", "ollama", "anthropic"]
 JSON = dict[str, Any]
 # Endings that are the upstream's fault (after its response head arrived).
 UPSTREAM_FAILURES = frozenset({"upstream_error", "upstream_disconnected", "upstream_timeout", "upstream_bad_response"})
@@ -51,6 +58,10 @@ class Call:
     live: LiveStream | None = None  # in the stream registry from admission to settlement
     held: Upstream | None = None  # the upstream answering it, from its response head to settlement
     settled: bool = False
+    # The client surface (chat, responses, messages, completions, ollama_chat, generate, embeddings), for the
+    # request log and the metrics; and the client's protocol headers passed on to an upstream of its protocol.
+    surface: str = ""
+    passed_headers: dict[str, str] | None = None
 
     def set_upstream(self, name: str) -> None:
         """The upstream now being tried."""
@@ -184,6 +195,7 @@ async def finish(gateway: Gateway, call: Call) -> None:
             "key_id": principal.key_id,
             "endpoint": call.endpoint,
             "protocol": call.protocol,
+            "surface": call.surface or call.endpoint,
             "model": call.model,
             "upstream": call.upstream,
             "stream": call.stream,
@@ -211,13 +223,14 @@ async def finish(gateway: Gateway, call: Call) -> None:
 
 
 def _observe(call: Call, now: float) -> None:
-    """The call's metrics: upstream latency and time to first token, stream length, tokens by model."""
+    """The call's metrics: requests by surface, upstream latency and time to first token, stream length, tokens."""
+    child(GATEWAY_REQUESTS, call.surface or call.endpoint, str(call.status_code)).inc()
     if call.upstream is not None:
         child(UPSTREAM_REQUEST_DURATION, call.upstream, call.model).observe(now - call.started)
         if call.first_token_at is not None:
             child(UPSTREAM_TTFT, call.upstream, call.model).observe(call.first_token_at - call.started)
         if call.stream:
-            child(STREAM_DURATION, call.endpoint).observe(now - call.started)
+            child(STREAM_DURATION, call.surface or call.endpoint).observe(now - call.started)
     if call.prompt_tokens:
         child(TOKENS, call.model, "in").inc(call.prompt_tokens)
     if call.completion_tokens:

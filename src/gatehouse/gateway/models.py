@@ -19,7 +19,9 @@ class RequestLog(Base):
     user_id: Mapped[int | None] = mapped_column(Integer, index=True)
     key_id: Mapped[int | None] = mapped_column(Integer)
     endpoint: Mapped[str] = mapped_column(String(32))  # chat | embeddings
-    protocol: Mapped[str] = mapped_column(String(16))  # openai | ollama (the client's)
+    protocol: Mapped[str] = mapped_column(String(16))  # openai | ollama | anthropic (the client's)
+    # chat | responses | messages | completions | ollama_chat | generate | embeddings (the client's API)
+    surface: Mapped[str | None] = mapped_column(String(16))
     model: Mapped[str] = mapped_column(String(200))
     upstream: Mapped[str | None] = mapped_column(String(100))
     stream: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -4,6 +4,7 @@ streamed (see `streaming`), and settle it (see `call`)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,10 +17,10 @@ from gatehouse.errors import (
     GatehouseError,
     UpstreamTimeout,
 )
-from gatehouse.gateway.call import Call, Protocol, admit, finish_shielded
+from gatehouse.gateway import ir
+from gatehouse.gateway.call import Call, admit, finish_shielded
 from gatehouse.gateway.context import Gateway
 from gatehouse.gateway.errors import (
-    InvalidField,
     ModelNotFound,
     NoUsableUpstream,
     Terminated,
@@ -32,13 +33,18 @@ from gatehouse.gateway.errors import (
     UpstreamFailed,
     UpstreamRateLimited,
 )
-from gatehouse.gateway.streaming import Relay, late_relay_response, relay_response, stream_relay, upstream_message
-from gatehouse.gateway.translate.chat import (
-    ollama_chat_request_to_openai,
-    ollama_chat_response_to_openai,
-    openai_chat_request_to_ollama,
-    openai_chat_response_to_ollama,
+from gatehouse.gateway.streaming import (
+    Encoder,
+    Relay,
+    TranslatingRelay,
+    late_relay_response,
+    relay_response,
+    upstream_message,
 )
+from gatehouse.gateway.surfaces.base import Surface
+from gatehouse.gateway.surfaces.ollama import OllamaChatSurface
+from gatehouse.gateway.surfaces.openai import ChatSurface
+from gatehouse.gateway.translate import upstream
 from gatehouse.gateway.translate.common import TranslationError, UpstreamStreamError
 from gatehouse.gateway.translate.embeddings import (
     in_encoding,
@@ -47,12 +53,11 @@ from gatehouse.gateway.translate.embeddings import (
     openai_embed_request_to_ollama,
     openai_embed_response_to_ollama,
 )
-from gatehouse.gateway.translate.usage import usage_from_ollama, usage_from_openai
 from gatehouse.gateway.validate import require_messages, validate_chat, validate_dimensions, validate_embed_input
 from gatehouse.limits import quotas
+from gatehouse.limits.ratelimit import user_identity
 from gatehouse.upstreams.config import UpstreamKind
 from gatehouse.upstreams.providers import (
-    CHAT_PATH,
     EMBED_PATH,
     UpstreamResponse,
     UpstreamTimedOut,
@@ -67,18 +72,6 @@ RETRY_UNAVAILABLE_SECONDS = 10
 
 
 # --- request parsing -------------------------------------------------------------------------------
-
-
-def estimate_prompt_tokens(messages: list[JSON]) -> int:
-    """A deliberately generous prompt estimate (about 3 characters a token, plus framing per message)."""
-    chars = 0
-    for message in messages:
-        content = message.get("content")
-        if isinstance(content, str):
-            chars += len(content)
-        elif isinstance(content, list):
-            chars += sum(len(p.get("text", "")) for p in content if isinstance(p, dict))
-    return chars // 3 + 4 * len(messages) + 1
 
 
 def resolve_routes(gateway: Gateway, model: str) -> list[Route]:
@@ -139,8 +132,9 @@ async def open_upstream(
     gateway: Gateway,
     call: Call,
     routes: list[Route],
-    path_for: dict[UpstreamKind, str],
-    build: Callable[[Route], JSON],
+    build: Callable[[Route], tuple[str, JSON]],
+    *,
+    headers: dict[str, str] | None = None,
 ) -> tuple[Route, UpstreamResponse]:
     """Send to the first upstream that answers; fail over on connection errors, timeouts and 5xx (no byte sent
     to the client yet). Each outcome feeds that upstream's circuit breaker."""
@@ -152,9 +146,10 @@ async def open_upstream(
             last_error = last_error or NoUsableUpstream(f"Upstream {upstream.name} is not available.")
             continue
         call.set_upstream(upstream.name)
-        body = build(route)
+        path, body = build(route)
+        native_headers = headers if headers and route.provider.kind is UpstreamKind.ANTHROPIC else None
         try:
-            response = await route.provider.post(path_for[route.provider.kind], body, stream=call.stream)
+            response = await route.provider.post(path, body, stream=call.stream, headers=native_headers)
         except UpstreamUnreachable as exc:
             # Details (host, port, errno) go to the log for operators, not to API callers.
             last_error = UnreachableUpstream(f"Upstream {upstream.name} is unreachable.")
@@ -182,42 +177,9 @@ async def open_upstream(
     raise last_error or NoUsableUpstream(f"No upstream serves `{call.model}`.")
 
 
-# --- chat ------------------------------------------------------------------------------------------
+# --- generation (chat, Responses, Messages, completions, generate) ---------------------------------
 
-
-def _chat_body_for(call: Call, body: JSON, route: Route) -> JSON:
-    kind = route.provider.kind
-    if call.protocol == "openai":
-        if kind is UpstreamKind.OLLAMA:
-            try:
-                return openai_chat_request_to_ollama(body, model=route.model)
-            except TranslationError as exc:
-                raise UnsupportedForUpstream(str(exc)) from exc
-        upstream_body = {**body, "model": route.model}
-        if call.stream:
-            # Always ask for usage; the usage chunk is dropped again if the client did not ask for it.
-            upstream_body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-        return upstream_body
-    if kind is UpstreamKind.OLLAMA:
-        return {**body, "model": route.model, "stream": call.stream}
-    try:
-        return ollama_chat_request_to_openai(body, model=route.model, stream=call.stream)
-    except TranslationError as exc:
-        raise UnsupportedForUpstream(str(exc)) from exc
-
-
-def requested_completion(body: JSON, protocol: Protocol) -> int | None:
-    """The completion limit the client asked for, if any."""
-    if protocol == "openai":
-        value = body.get("max_completion_tokens", body.get("max_tokens"))
-    else:
-        value = (body.get("options") or {}).get("num_predict") if isinstance(body.get("options"), dict) else None
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool):
-        name = "options.num_predict" if protocol == "ollama" else "max_tokens"
-        raise InvalidField(f"`{name}` must be an integer.", param=name)
-    return value if value > 0 else None  # Ollama's -1 (no limit) and -2 (fill the context)
+DROPPED_HEADER = "x-gatehouse-dropped"
 
 
 def completion_allowance(gateway: Gateway, routes: list[Route], requested: int | None) -> int:
@@ -227,44 +189,65 @@ def completion_allowance(gateway: Gateway, routes: list[Route], requested: int |
     return max((route.completion_limit(requested, default) for route in routes), default=requested or default)
 
 
-def within_route(body: JSON, protocol: Protocol, route: Route) -> JSON:
-    """The body with its completion limit lowered to what this route's model can produce, when it names one (a
-    failover target may be smaller than the model the reservation was sized for)."""
-    current = requested_completion(body, protocol)
-    if current is None:
-        return body
-    limit = route.completion_limit(current, current)
-    return with_completion_cap(body, protocol, limit) if limit < current else body
+class _Plan:
+    """What is sent to each route, and what was dropped on the way (the answer's header names it)."""
 
+    def __init__(self, gateway: Gateway, call: Call, surface: Surface, limit: int | None) -> None:
+        self.gateway = gateway
+        self.call = call
+        self.surface = surface
+        self.limit = limit  # the completion limit the reservation covers (None: the client's own)
+        self.dropped: list[str] = []
 
-def with_completion_cap(body: JSON, protocol: Protocol, cap: int) -> JSON:
-    """The body with its completion limit lowered to `cap` (what the quota reservation covers)."""
-    if protocol == "ollama":
-        return {**body, "options": {**(body.get("options") or {}), "num_predict": cap}}
-    key = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
-    return {**body, key: cap}
+    def route_limit(self, route: Route) -> int | None:
+        """The completion limit to send this route: the reserved one (else the client's), lowered to what its model
+        can produce; None when neither says (the upstream's own default then applies, as without Gatehouse)."""
+        wanted = self.limit if self.limit is not None else self.surface.requested()
+        return route.completion_limit(wanted, wanted) if wanted is not None else None
+
+    def build(self, route: Route) -> tuple[str, JSON]:
+        kind = route.provider.kind
+        surface = self.surface
+        limit = self.route_limit(route)
+        if surface.is_native(route):
+            return surface.native_path, surface.native_body(route.model, limit)
+        if limit is None and kind is UpstreamKind.ANTHROPIC:  # max_tokens is required there
+            limit = route.completion_limit(None, self.gateway.settings.default_completion_allowance)
+        try:
+            request = surface.decode()
+            dropped: list[str] = []
+            built = upstream.request_for(kind, request, route.model, limit, dropped)
+        except TranslationError as exc:
+            raise UnsupportedForUpstream(f"{exc} (upstream {route.upstream.name}, kind {kind.value})") from exc
+        self.dropped = dropped
+        return built
+
+    def headers(self) -> dict[str, str] | None:
+        return {DROPPED_HEADER: ", ".join(self.dropped)} if self.dropped else None
 
 
 async def chat(gateway: Gateway, call: Call, body: JSON) -> Response:
-    """Serve a chat request (OpenAI or Ollama client, any upstream), streamed or not."""
-    messages = require_messages(body)
+    """Serve a chat request (OpenAI's /v1/chat/completions or Ollama's /api/chat), on any upstream."""
+    require_messages(body)
     validate_chat(body)
-    call.prompt_estimate = estimate_prompt_tokens(messages)
+    surface = ChatSurface(call, body) if call.protocol == "openai" else OllamaChatSurface(call, body)
+    return await generate(gateway, call, surface)
+
+
+async def generate(gateway: Gateway, call: Call, surface: Surface) -> Response:
+    """Serve a generation request from any client surface on any upstream, streamed or not."""
+    settings = gateway.settings
+    bound = surface.prompt_bound(settings.image_token_allowance)
+    call.prompt_estimate = surface.prompt_estimate(bound)
     routes = resolve_routes(gateway, call.model)
-    requested = requested_completion(body, call.protocol)
-    bound = quotas.prompt_bound(
-        messages, extra=body.get("tools"), image_allowance=gateway.settings.image_token_allowance
-    )
+    requested = surface.requested()
     await admit(gateway, call, prompt_bound=bound, want_completion=completion_allowance(gateway, routes, requested))
     cap = call.reservation.completion_cap if call.reservation else None
-    if cap is not None and (requested is None or cap < requested):
-        body = with_completion_cap(body, call.protocol, cap)
+    plan = _Plan(gateway, call, surface, cap if cap is not None and (requested is None or cap < requested) else None)
     streaming = False
     try:
-        opening = open_upstream(
-            gateway, call, routes, CHAT_PATH, lambda r: _chat_body_for(call, within_route(body, call.protocol, r), r)
-        )
-        ping = gateway.settings.stream_ping_seconds
+        opening = open_upstream(gateway, call, routes, plan.build, headers=call.passed_headers)
+        ping = settings.stream_ping_seconds
         if call.stream and ping > 0:
             # A stream whose upstream is slow to answer at all (a model loading) starts with keep-alives.
             task = asyncio.ensure_future(opening)
@@ -275,7 +258,13 @@ async def chat(gateway: Gateway, call: Call, body: JSON) -> Response:
                 raise
             if not task.done():
                 streaming = True
-                return late_relay_response(gateway, call, task, lambda route: _chat_relay(call, body, route))
+                if not surface.is_native(routes[0]):
+                    with contextlib.suppress(GatehouseError):
+                        plan.build(routes[0])  # what the first choice drops, for the header sent now
+                encoder = surface.encoder()
+                return late_relay_response(
+                    gateway, call, task, lambda route: _relay(surface, route, encoder), encoder, plan.headers()
+                )
             route, response = task.result()
         else:
             route, response = await opening
@@ -283,8 +272,8 @@ async def chat(gateway: Gateway, call: Call, body: JSON) -> Response:
             call.live.on_terminate(response.close)
         if call.stream:
             streaming = True
-            return relay_response(gateway, call, response, _chat_relay(call, body, route))
-        return await _chat_whole(call, body, route, response)
+            return relay_response(gateway, call, response, _relay(surface, route), plan.headers())
+        return await _whole(call, surface, route, response, plan.headers())
     except BaseException as exc:
         call.fail(exc)
         raise
@@ -293,11 +282,58 @@ async def chat(gateway: Gateway, call: Call, body: JSON) -> Response:
             await finish_shielded(gateway, call)
 
 
-def _chat_relay(call: Call, body: JSON, route: Route) -> Relay:
-    client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    relay = stream_relay(call, route.provider.kind, client_wants_usage)
-    relay.rename_model(route.model)
-    return relay
+COUNT_PATH = "/v1/messages/count_tokens"
+
+
+async def count_tokens(gateway: Gateway, call: Call, surface: Surface) -> Response:
+    """Anthropic's count_tokens on any upstream: an Anthropic upstream counts; any other is asked for a one-token
+    answer and its prompt count is read (rate limited as a request, charged to no quota)."""
+    await gateway.rate_limiter.hit("user_per_minute", user_identity(call.principal.user_id))
+    routes = resolve_routes(gateway, call.model)
+    plan = _Plan(gateway, call, surface, 1)
+
+    def build(route: Route) -> tuple[str, JSON]:
+        if route.provider.kind is UpstreamKind.ANTHROPIC:
+            body = {k: v for k, v in surface.body.items() if k not in ("max_tokens", "stream")}
+            return COUNT_PATH, {**body, "model": route.model}
+        return plan.build(route)
+
+    try:
+        route, response = await open_upstream(gateway, call, routes, build, headers=call.passed_headers)
+        raw = await _read_whole(route, response, call)
+    finally:
+        if call.held is not None:
+            gateway.upstreams.release(call.held)
+            call.held = None
+    data = _parse_answer(route, raw)
+    if route.provider.kind is UpstreamKind.ANTHROPIC:
+        count = data.get("input_tokens")
+    else:
+        try:
+            usage = upstream.result_of(route.provider.kind, data, call_prefix="").usage
+        except (TypeError, ValueError, AttributeError, KeyError, UpstreamStreamError) as exc:
+            raise UpstreamBadResponse(f"Upstream {route.provider.name} sent a malformed answer.") from exc
+        count = usage.input if usage is not None else None
+    if not isinstance(count, int):
+        count = surface.prompt_estimate(surface.prompt_bound(gateway.settings.image_token_allowance))
+    return Response(orjson.dumps({"input_tokens": count}), media_type="application/json")
+
+
+def _relay(surface: Surface, route: Route, encoder: Encoder | None = None) -> Relay:
+    kind = route.provider.kind
+    if surface.is_native(route):
+        relay = surface.native_relay()
+        relay.rename_model(route.model)
+        return relay
+    encoder = encoder or surface.encoder()
+    decoder = upstream.decoder_for(kind, call_prefix=f"call_{surface.call.request_id}_")
+
+    async def on_complete() -> None:
+        answer = surface.stream_completed(encoder)
+        if answer is not None:
+            await surface.answered(answer)
+
+    return TranslatingRelay(surface.call, decoder, encoder, on_complete)
 
 
 def _abandon(task: asyncio.Future[tuple[Route, UpstreamResponse]]) -> None:
@@ -308,47 +344,43 @@ def _abandon(task: asyncio.Future[tuple[Route, UpstreamResponse]]) -> None:
         task.result()[1].close()
 
 
-async def _chat_whole(call: Call, body: JSON, route: Route, response: UpstreamResponse) -> Response:
+async def _whole(
+    call: Call, surface: Surface, route: Route, response: UpstreamResponse, headers: dict[str, str] | None
+) -> Response:
     raw = await _read_whole(route, response, call)
     data = _parse_answer(route, raw)
     call.first_token_at = time.perf_counter()
     try:
-        return _chat_answer(call, route, raw, data)
+        if surface.is_native(route):
+            call.set_usage(surface.native_usage(data))
+            call.chunks = _completion_estimate(_answer_text(data))
+            passed = surface.native_answer(raw, data, route.model)
+            await surface.answered_native(data)
+            return Response(passed, media_type="application/json")
+        result = upstream.result_of(route.provider.kind, data, call_prefix=f"call_{call.request_id}_")
+        if result.usage is not None:
+            call.set_usage(result.usage.pair())
+        call.chunks = _completion_estimate(ir.text_of(result.parts))
+        answer = surface.render(result)
     except (TypeError, ValueError, AttributeError, KeyError, UpstreamStreamError) as exc:
         log.error("upstream_answer_malformed", upstream=route.provider.name, error_type=type(exc).__name__)
         raise UpstreamBadResponse(f"Upstream {route.provider.name} sent a malformed answer.") from exc
+    await surface.answered(answer)
+    return Response(orjson.dumps(answer), media_type="application/json", headers=headers)
 
 
-def _same_protocol(call: Call, route: Route, raw: bytes, data: JSON) -> Response:
-    """Pass the upstream's bytes through, showing the model name the client asked for (an alias)."""
-    if route.model == call.model:
-        return Response(raw, media_type="application/json")
-    return _json({**data, "model": call.model})
-
-
-def _chat_answer(call: Call, route: Route, raw: bytes, data: JSON) -> Response:
-    if route.provider.kind is UpstreamKind.OPENAI:
-        call.set_usage(usage_from_openai(data))
-        call.chunks = _completion_estimate(_openai_text(data))
-        if call.protocol == "openai":
-            return _same_protocol(call, route, raw, data)
-        return _json(openai_chat_response_to_ollama(data, model=call.model))
-    call.set_usage(usage_from_ollama(data))
-    message = data.get("message")
-    call.chunks = _completion_estimate(message.get("content") if isinstance(message, dict) else None)
-    if call.protocol == "ollama":
-        return _same_protocol(call, route, raw, data)
-    return _json(
-        ollama_chat_response_to_openai(data, model=call.model, request_id=call.request_id, created=int(time.time()))
-    )
-
-
-def _openai_text(data: JSON) -> Any:
+def _answer_text(data: JSON) -> Any:
+    """The text of a whole answer in any protocol (for an estimate when the upstream counts nothing)."""
     choices = data.get("choices")
     if isinstance(choices, list) and choices and isinstance(choices[0], dict):
         message = choices[0].get("message")
-        return message.get("content") if isinstance(message, dict) else None
-    return None
+        return message.get("content") if isinstance(message, dict) else choices[0].get("text")
+    message = data.get("message")
+    if isinstance(message, dict):
+        return message.get("content")
+    if isinstance(data.get("content"), list):
+        return "".join(str(b.get("text") or "") for b in data["content"] if isinstance(b, dict))
+    return data.get("response")
 
 
 def _completion_estimate(text: Any) -> int:
@@ -360,19 +392,32 @@ def _json(data: JSON) -> Response:
     return Response(orjson.dumps(data), media_type="application/json")
 
 
+def _same_protocol(call: Call, route: Route, raw: bytes, data: JSON) -> Response:
+    """Pass the upstream's bytes through, showing the model name the client asked for (an alias)."""
+    if route.model == call.model:
+        return Response(raw, media_type="application/json")
+    return _json({**data, "model": call.model})
+
+
 # --- embeddings ------------------------------------------------------------------------------------
 
 
-def _embed_body_for(call: Call, body: JSON, route: Route) -> JSON:
+def _embed_body_for(call: Call, body: JSON, route: Route) -> tuple[str, JSON]:
     kind = route.provider.kind
+    if kind not in EMBED_PATH:
+        raise UnsupportedForUpstream(
+            f"Upstream {route.upstream.name} ({kind.value}) has no embeddings API: serve `{call.model}` from an "
+            "OpenAI-compatible or Ollama upstream."
+        )
+    path = EMBED_PATH[kind]
     try:
         if call.protocol == "openai":
             if kind is UpstreamKind.OLLAMA:
-                return openai_embed_request_to_ollama(body, model=route.model)
-            return {**body, "model": route.model}
+                return path, openai_embed_request_to_ollama(body, model=route.model)
+            return path, {**body, "model": route.model}
         if kind is UpstreamKind.OLLAMA:
-            return {**body, "model": route.model}
-        return ollama_embed_request_to_openai(body, model=route.model)
+            return path, {**body, "model": route.model}
+        return path, ollama_embed_request_to_openai(body, model=route.model)
     except TranslationError as exc:
         raise UnsupportedForUpstream(str(exc)) from exc
 
@@ -393,9 +438,7 @@ async def embeddings(gateway: Gateway, call: Call, body: JSON, *, legacy: bool =
     bound = quotas.embedding_bound(value)
     await admit(gateway, call, prompt_bound=bound, want_completion=0)
     try:
-        route, response = await open_upstream(
-            gateway, call, routes, EMBED_PATH, lambda r: _embed_body_for(call, body, r)
-        )
+        route, response = await open_upstream(gateway, call, routes, lambda r: _embed_body_for(call, body, r))
         return await _embed_whole(call, body, route, response, legacy)
     except BaseException as exc:
         call.fail(exc)

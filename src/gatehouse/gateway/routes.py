@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import PlainTextResponse, Response
 
@@ -20,7 +21,21 @@ from gatehouse.gateway.errors import InvalidField, MissingField, ModelNotFound
 from gatehouse.gateway.stored.routes import router as stored_router
 from gatehouse.gateway.streams.registry import StreamRegistry
 from gatehouse.gateway.streams.routes import router as streams_router
-from gatehouse.gateway.validate import parse_body, require_model, stream_flag
+from gatehouse.gateway.surfaces.anthropic import MessagesSurface
+from gatehouse.gateway.surfaces.ollama import GenerateSurface
+from gatehouse.gateway.surfaces.openai import CompletionsSurface
+from gatehouse.gateway.surfaces.responses import ResponsesSurface
+from gatehouse.gateway.translate import responses as responses_codec
+from gatehouse.gateway.translate.common import TranslationError, rfc3339_now
+from gatehouse.gateway.validate import (
+    parse_body,
+    require_model,
+    stream_flag,
+    validate_completions,
+    validate_generate,
+    validate_messages,
+    validate_responses,
+)
 from gatehouse.upstreams.registry import UpstreamRegistry
 
 router = APIRouter()
@@ -39,14 +54,17 @@ def _call(
     body: dict[str, object],
     *,
     stream: bool,
+    surface: str | None = None,
 ) -> Call:
     return Call(
         request_id=request.state.request_id,
         principal=principal,
         protocol=protocol,
-        endpoint="chat" if endpoint == "chat" else "embeddings",
+        endpoint="embeddings" if endpoint == "embeddings" else "chat",
         model=require_model(body),
         stream=stream,
+        surface=surface
+        or ("embeddings" if endpoint == "embeddings" else "chat" if protocol == "openai" else "ollama_chat"),
     )
 
 
@@ -75,6 +93,75 @@ async def openai_chat(request: Request, principal: PrincipalDep, gateway: Gatewa
     body = parse_body(await request.body())
     call = _call(request, principal, "openai", "chat", body, stream=stream_flag(body, default=False))
     return await relay.chat(gateway, call, body)
+
+
+@router.post("/v1/completions", tags=["openai"], dependencies=USER)
+async def openai_completions(request: Request, principal: PrincipalDep, gateway: GatewayDep) -> Response:
+    """OpenAI legacy completions (a prompt continued), streamed (SSE) or not, to any upstream."""
+    body = parse_body(await request.body())
+    call = _call(
+        request, principal, "openai", "chat", body, stream=stream_flag(body, default=False), surface="completions"
+    )
+    validate_completions(body)
+    return await relay.generate(gateway, call, CompletionsSurface(call, body))
+
+
+@router.post("/v1/responses", tags=["openai"], dependencies=USER)
+async def openai_responses(request: Request, principal: PrincipalDep, gateway: GatewayDep) -> Response:
+    """OpenAI Responses, streamed (typed SSE events) or not, to any upstream; stored per user unless `store` is
+    false, and continued with `previous_response_id`."""
+    body = parse_body(await request.body())
+    call = _call(
+        request, principal, "openai", "chat", body, stream=stream_flag(body, default=False), surface="responses"
+    )
+    validate_responses(body)
+    stored = gateway.stored_responses
+    previous = body.get("previous_response_id")
+    history = await stored.conversation(principal.user_id, previous) if isinstance(previous, str) and previous else []
+    try:
+        items = responses_codec.input_items(body)
+    except TranslationError as exc:
+        raise InvalidField(str(exc), param="input") from exc
+
+    async def store(answer: dict[str, Any], inputs: list[dict[str, Any]]) -> None:
+        await stored.save(principal.user_id, principal.key_id, answer, inputs, previous or None)
+
+    surface = ResponsesSurface(
+        call, body, history=history, items=items, store=store if body.get("store") is not False else None
+    )
+    return await relay.generate(gateway, call, surface)
+
+
+# --- Anthropic-compatible ---------------------------------------------------------------------------
+
+ANTHROPIC_BETA = "anthropic-beta"
+
+
+@router.post("/v1/messages", tags=["anthropic"], dependencies=USER)
+async def anthropic_messages(request: Request, principal: PrincipalDep, gateway: GatewayDep) -> Response:
+    """Anthropic Messages, streamed (SSE events) or not, to any upstream; the key in `x-api-key` or
+    `Authorization: Bearer`; errors in Anthropic's shape."""
+    body = parse_body(await request.body())
+    call = _call(
+        request, principal, "anthropic", "chat", body, stream=stream_flag(body, default=False), surface="messages"
+    )
+    validate_messages(body)
+    beta = request.headers.get(ANTHROPIC_BETA)
+    surface = MessagesSurface(call, body)
+    if beta:
+        call.passed_headers = {ANTHROPIC_BETA: beta}
+        surface.hint(ANTHROPIC_BETA, beta)
+    return await relay.generate(gateway, call, surface)
+
+
+@router.post("/v1/messages/count_tokens", tags=["anthropic"], dependencies=USER)
+async def anthropic_count_tokens(request: Request, principal: PrincipalDep, gateway: GatewayDep) -> Response:
+    """The prompt's tokens as the model's upstream counts them: Anthropic's own count, or (other upstreams have no
+    count) the prompt tokens of a one-token generation, which is not charged to any quota."""
+    body = parse_body(await request.body())
+    call = _call(request, principal, "anthropic", "chat", body, stream=False, surface="count_tokens")
+    validate_messages({**body, "max_tokens": 1})
+    return await relay.count_tokens(gateway, call, MessagesSurface(call, {**body, "max_tokens": 1, "stream": False}))
 
 
 @router.post("/v1/embeddings", tags=["openai"], dependencies=USER)
@@ -124,6 +211,23 @@ async def ollama_chat(request: Request, principal: PrincipalDep, gateway: Gatewa
     body = parse_body(await request.body())
     call = _call(request, principal, "ollama", "chat", body, stream=stream_flag(body, default=True))
     return await relay.chat(gateway, call, body)
+
+
+@router.post("/api/generate", tags=["ollama"], dependencies=USER)
+async def ollama_generate(request: Request, principal: PrincipalDep, gateway: GatewayDep) -> Response:
+    """Ollama generate (a prompt, with a system prompt and images, or a raw continuation), NDJSON-streamed (the
+    default) or not, to any upstream. An empty prompt only loads the model, as Ollama answers it."""
+    body = parse_body(await request.body())
+    call = _call(request, principal, "ollama", "chat", body, stream=stream_flag(body, default=True), surface="generate")
+    validate_generate(body)
+    if not body.get("prompt") and not body.get("images"):
+        relay.resolve_routes(gateway, call.model)
+        loaded = {"model": call.model, "created_at": rfc3339_now(), "response": "", "done": True, "done_reason": "load"}
+        return Response(
+            orjson.dumps(loaded) + (b"\n" if call.stream else b""),
+            media_type="application/x-ndjson" if call.stream else "application/json",
+        )
+    return await relay.generate(gateway, call, GenerateSurface(call, body))
 
 
 @router.post("/api/embed", tags=["ollama"], dependencies=USER)

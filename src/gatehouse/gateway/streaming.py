@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from starlette.responses import Response, StreamingResponse
@@ -20,6 +18,7 @@ from starlette.responses import Response, StreamingResponse
 from gatehouse.core.logging import get_logger
 from gatehouse.core.metrics import SSE_PINGS
 from gatehouse.errors import GatehouseError, UpstreamTimeout
+from gatehouse.gateway import ir
 from gatehouse.gateway.call import Call, finish_shielded
 from gatehouse.gateway.context import Gateway
 from gatehouse.gateway.errors import (
@@ -30,14 +29,39 @@ from gatehouse.gateway.errors import (
     UpstreamDisconnected,
     UpstreamFailed,
 )
-from gatehouse.gateway.translate.common import UpstreamStreamError
-from gatehouse.gateway.translate.stream import OllamaToOpenAIStream, OpenAIToOllamaStream
+from gatehouse.gateway.translate import anthropic
+from gatehouse.gateway.translate.common import UpstreamStreamError, error_message
 from gatehouse.gateway.translate.usage import usage_from_ollama, usage_from_openai
-from gatehouse.upstreams.config import UpstreamKind
 from gatehouse.upstreams.providers import UpstreamResponse, UpstreamTimedOut, UpstreamUnreachable
 from gatehouse.upstreams.upstream import Route
 
 log = get_logger("gatehouse.gateway")
+JSON = dict[str, Any]
+
+
+class Decoder(Protocol):
+    """An upstream protocol's stream decoder (translate/<protocol>.py)."""
+
+    @property
+    def usage(self) -> ir.Usage | None: ...
+
+    def feed(self, line: bytes) -> list[ir.Event]: ...
+
+
+class Encoder(Protocol):
+    """A client protocol's stream encoder (translate/<protocol>.py)."""
+
+    media_type: str
+
+    def encode(self, events: list[ir.Event]) -> bytes: ...
+
+    def finish(self, usage: ir.Usage | None) -> bytes: ...
+
+    def ping(self) -> bytes: ...
+
+    def error(self, message: str, code: str) -> bytes: ...
+
+
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
@@ -58,11 +82,23 @@ def upstream_message(raw: bytes) -> str:
     return str(data)[:300]
 
 
+class Framing(Protocol):
+    """How a client protocol frames a stream: its media type, its keep-alive and its final error event (each
+    surface's stream encoder is one)."""
+
+    media_type: str
+
+    def ping(self) -> bytes: ...
+
+    def error(self, message: str, code: str) -> bytes: ...
+
+
 class Relay:
     """Turns upstream lines into client bytes for one protocol pair."""
 
-    def __init__(self, call: Call) -> None:
+    def __init__(self, call: Call, framing: Framing) -> None:
         self.call = call
+        self.framing = framing
         self.completed = False
         self.renames: list[tuple[bytes, bytes]] = []
 
@@ -83,32 +119,9 @@ class Relay:
     def finish(self) -> bytes:
         return b""
 
-
-def ping_bytes(call: Call) -> bytes:
-    """A keep-alive for a silent upstream: an SSE comment, or for NDJSON (Ollama) clients a chunk with empty
-    content, which every Ollama client parses as an ordinary, empty, piece of the answer."""
-    if call.protocol == "openai":
-        return b": ping\n\n"
-    return (
-        orjson.dumps(
-            {
-                "model": call.model,
-                "created_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-                "message": {"role": "assistant", "content": ""},
-                "done": False,
-            }
-        )
-        + b"\n"
-    )
-
-
-def error_bytes(call: Call, message: str, code: str) -> bytes:
-    """A final error event in the client's stream format."""
-    if call.protocol == "openai":
-        return (
-            b"data: " + orjson.dumps({"error": {"message": message, "type": "upstream_error", "code": code}}) + b"\n\n"
-        )
-    return orjson.dumps({"error": message}) + b"\n"
+    async def complete(self) -> None:
+        """Runs once the upstream's answer is whole, before its last bytes go to the client (a stored response is
+        written here, so a client that continues it at once finds it)."""
 
 
 def _sse_payload(line: bytes) -> bytes | None:
@@ -117,9 +130,11 @@ def _sse_payload(line: bytes) -> bytes | None:
     return None
 
 
-class _OpenAIPassthrough(Relay):
-    def __init__(self, call: Call, client_wants_usage: bool) -> None:
-        super().__init__(call)
+class OpenAIPassthrough(Relay):
+    """An OpenAI-compatible upstream's SSE to an OpenAI client: chat completions or legacy completions."""
+
+    def __init__(self, call: Call, framing: Framing, client_wants_usage: bool) -> None:
+        super().__init__(call, framing)
         self.client_wants_usage = client_wants_usage
 
     def feed(self, line: bytes) -> bytes:
@@ -139,14 +154,16 @@ class _OpenAIPassthrough(Relay):
                     self.call.set_usage(usage)
                     if not self.client_wants_usage and not obj.get("choices"):
                         return b""
-        if b'"content"' in payload or b'"tool_calls"' in payload:
+        if b'"content"' in payload or b'"tool_calls"' in payload or b'"text"' in payload:
             self.call.saw_token()
         if self.renames:
             payload = self._renamed(payload)
         return b"data: " + payload + b"\n\n"
 
 
-class _OllamaPassthrough(Relay):
+class OllamaPassthrough(Relay):
+    """Ollama's NDJSON to an Ollama client: chat or generate."""
+
     def feed(self, line: bytes) -> bytes:
         if not line.strip():
             return b""
@@ -163,66 +180,114 @@ class _OllamaPassthrough(Relay):
         return line + b"\n"
 
 
-class _OllamaToOpenAI(Relay):
-    def __init__(self, call: Call, client_wants_usage: bool) -> None:
-        super().__init__(call)
-        self.translator = OllamaToOpenAIStream(
-            model=call.model, request_id=call.request_id, created=int(time.time()), include_usage=client_wants_usage
-        )
+class AnthropicPassthrough(Relay):
+    """An Anthropic upstream's Messages stream to an Anthropic client: usage from message_start (the prompt) and
+    message_delta (the output, and the prompt again where the server says it last)."""
+
+    def __init__(self, call: Call, framing: Framing) -> None:
+        super().__init__(call, framing)
+        self.usage: dict[str, Any] = {}
 
     def feed(self, line: bytes) -> bytes:
-        if not line.strip():
-            return b""
-        event = orjson.loads(line)
-        chunks = self.translator.feed(event)
-        if not event.get("done"):
-            self.call.saw_token()
-        self.call.set_usage(self.translator.usage)
-        return b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks)
+        if line.startswith(b"data:"):
+            if b'"content_block_delta"' in line:
+                self.call.saw_token()
+            elif b'"message_start"' in line or b'"message_delta"' in line or b'"type":"error"' in line:
+                event = orjson.loads(line[5:])
+                kind = event.get("type")
+                if kind == "error":
+                    raise UpstreamStreamError(error_message(event))
+                usage = (event.get("message") or {}).get("usage") if kind == "message_start" else event.get("usage")
+                if isinstance(usage, dict):
+                    self.usage.update({k: v for k, v in usage.items() if v is not None})
+                    counted = anthropic.decode_usage(self.usage)
+                    if counted is not None:
+                        self.call.set_usage(counted.pair())
+            if self.renames:
+                line = self._renamed(line)
+        return line + b"\n"
 
-    def finish(self) -> bytes:
-        return b"data: [DONE]\n\n"
 
+class ResponsesPassthrough(Relay):
+    """An upstream's own Responses stream to a Responses client: usage and the whole Response from its final
+    event (response.completed or response.incomplete), which `on_final` stores."""
 
-class _OpenAIToOllama(Relay):
-    def __init__(self, call: Call) -> None:
-        super().__init__(call)
-        self.translator = OpenAIToOllamaStream(model=call.model)
+    def __init__(self, call: Call, framing: Framing, on_final: Callable[[JSON], Awaitable[None]]) -> None:
+        super().__init__(call, framing)
+        self.on_final = on_final
+        self.final: JSON | None = None
 
     def feed(self, line: bytes) -> bytes:
-        payload = _sse_payload(line)
-        if payload is None or payload == b"[DONE]":
+        if line.startswith(b"data:"):
+            if b'.delta"' in line:
+                self.call.saw_token()
+            elif b'"response.completed"' in line or b'"response.incomplete"' in line or b'"error"' in line:
+                event = orjson.loads(line[5:])
+                kind = event.get("type")
+                if kind == "error":
+                    raise UpstreamStreamError(error_message(event))
+                response = event.get("response")
+                if kind in ("response.completed", "response.incomplete") and isinstance(response, dict):
+                    usage = response.get("usage")
+                    if isinstance(usage, dict):
+                        self.call.set_usage((usage.get("input_tokens") or 0, usage.get("output_tokens") or 0))
+                    self.final = response
+            if self.renames:
+                line = self._renamed(line)
+        return line + b"\n"
+
+    async def complete(self) -> None:
+        if self.final is not None:
+            await self.on_final(self.final)
+
+
+class TranslatingRelay(Relay):
+    """Any upstream's stream to a client of another protocol: the upstream's decoder makes events of the
+    internal representation, the client's encoder makes its bytes."""
+
+    def __init__(
+        self, call: Call, decoder: Decoder, encoder: Encoder, on_complete: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        super().__init__(call, encoder)
+        self.decoder = decoder
+        self.encoder = encoder
+        self.on_complete = on_complete
+
+    def feed(self, line: bytes) -> bytes:
+        events = self.decoder.feed(line)
+        if not events:
             return b""
-        chunk = orjson.loads(payload)
-        events = self.translator.feed(chunk)
-        if events:
-            self.call.saw_token()
-        self.call.set_usage(self.translator.usage)
-        return b"".join(orjson.dumps(e) + b"\n" for e in events)
+        for event in events:
+            if isinstance(event, ir.CONTENT_EVENTS):
+                self.call.saw_token()
+        usage = self.decoder.usage
+        if usage is not None:
+            self.call.set_usage(usage.pair())
+        return self.encoder.encode(events)
 
     def finish(self) -> bytes:
-        events = self.translator.finish()
-        self.call.set_usage(self.translator.usage)
-        return b"".join(orjson.dumps(e) + b"\n" for e in events)
+        usage = self.decoder.usage
+        if usage is not None:
+            self.call.set_usage(usage.pair())
+        return self.encoder.finish(usage)
 
-
-def stream_relay(call: Call, upstream_kind: UpstreamKind, client_wants_usage: bool) -> Relay:
-    if call.protocol == "openai":
-        if upstream_kind is UpstreamKind.OPENAI:
-            return _OpenAIPassthrough(call, client_wants_usage)
-        return _OllamaToOpenAI(call, client_wants_usage)
-    if upstream_kind is UpstreamKind.OLLAMA:
-        return _OllamaPassthrough(call)
-    return _OpenAIToOllama(call)
+    async def complete(self) -> None:
+        if self.on_complete is not None:
+            await self.on_complete()
 
 
 class RelayResponse(StreamingResponse):
     """A streamed answer whose clean-up runs however the response ends, even if it never started."""
 
     def __init__(
-        self, content: AsyncIterator[bytes], *, on_close: Callable[[], Awaitable[None]], media_type: str
+        self,
+        content: AsyncIterator[bytes],
+        *,
+        on_close: Callable[[], Awaitable[None]],
+        media_type: str,
+        headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(content, media_type=media_type, headers=SSE_HEADERS)
+        super().__init__(content, media_type=media_type, headers={**SSE_HEADERS, **(headers or {})})
         self._on_close = on_close
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -232,7 +297,9 @@ class RelayResponse(StreamingResponse):
             await self._on_close()
 
 
-def relay_response(gateway: Gateway, call: Call, response: UpstreamResponse, relay: Relay) -> Response:
+def relay_response(
+    gateway: Gateway, call: Call, response: UpstreamResponse, relay: Relay, headers: dict[str, str] | None = None
+) -> Response:
     """The streamed answer: relayed line by line, settled when it ends however it ends."""
 
     if call.live is not None:
@@ -242,7 +309,7 @@ def relay_response(gateway: Gateway, call: Call, response: UpstreamResponse, rel
         await _settle(gateway, call, response, completed=relay.completed)
 
     stream = _relay_stream(call, response, relay, gateway.settings.stream_ping_seconds)
-    return RelayResponse(stream, on_close=on_close, media_type=_media(call))
+    return RelayResponse(stream, on_close=on_close, media_type=relay.framing.media_type, headers=headers)
 
 
 async def _settle(gateway: Gateway, call: Call, response: UpstreamResponse | None, *, completed: bool) -> None:
@@ -256,10 +323,6 @@ async def _settle(gateway: Gateway, call: Call, response: UpstreamResponse | Non
     await finish_shielded(gateway, call)
 
 
-def _media(call: Call) -> str:
-    return "text/event-stream" if call.protocol == "openai" else "application/x-ndjson"
-
-
 Opening = asyncio.Future[tuple[Route, UpstreamResponse]]
 
 
@@ -268,7 +331,12 @@ def _cancel(opening: Opening) -> None:
 
 
 def late_relay_response(
-    gateway: Gateway, call: Call, opening: Opening, make_relay: Callable[[Route], Relay]
+    gateway: Gateway,
+    call: Call,
+    opening: Opening,
+    make_relay: Callable[[Route], Relay],
+    framing: Framing,
+    headers: dict[str, str] | None = None,
 ) -> Response:
     """A streamed answer started before the upstream's response head arrived (a model still loading, say): the
     client gets keep-alives meanwhile, and an upstream failure (after any failover) as a final error event."""
@@ -290,7 +358,7 @@ def late_relay_response(
             await asyncio.wait({opening}, timeout=ping)
             if not opening.done():
                 SSE_PINGS.inc()
-                yield ping_bytes(call)
+                yield framing.ping()
         error: GatehouseError
         try:
             route, response = opening.result()
@@ -311,9 +379,9 @@ def late_relay_response(
             return
         call.fail(error)
         ended = True
-        yield error_bytes(call, error.message, error.code)
+        yield framing.error(error.message, error.code)
 
-    return RelayResponse(stream(), on_close=on_close, media_type=_media(call))
+    return RelayResponse(stream(), on_close=on_close, media_type=framing.media_type, headers=headers)
 
 
 async def _relay_stream(
@@ -327,7 +395,7 @@ async def _relay_stream(
                 break  # an in-process upstream (the demo) is not stopped by closing: stop reading it
             if batch is None:  # the upstream has been silent for ping_seconds
                 SSE_PINGS.inc()
-                yield ping_bytes(call)
+                yield relay.framing.ping()
                 continue
             if len(batch) == 1:
                 out = relay.feed(batch[0])
@@ -346,6 +414,7 @@ async def _relay_stream(
         if call.terminated:
             raise Terminated(call.terminated)
         tail = relay.finish()
+        await relay.complete()
         if tail:
             yield tail
         relay.completed = True
@@ -369,5 +438,5 @@ async def _relay_stream(
         log.exception("relay_failed", upstream=call.upstream)
         error = RelayFailed("The relay failed mid-stream; the request id identifies it in the log.")
     call.fail(error)
-    yield error_bytes(call, error.message, error.code)
+    yield relay.framing.error(error.message, error.code)
     relay.completed = True

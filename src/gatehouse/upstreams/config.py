@@ -16,6 +16,7 @@ from gatehouse.settings import Settings
 class UpstreamKind(StrEnum):
     OLLAMA = "ollama"
     OPENAI = "openai"  # any OpenAI-compatible server: vLLM, llama.cpp, LM Studio, OpenRouter, OpenAI
+    ANTHROPIC = "anthropic"  # Anthropic's API, or any server of its Messages API
     DEMO = "demo"
 
 
@@ -35,6 +36,16 @@ class UpstreamConfig(BaseModel):
     connect_timeout: float | None = Field(default=None, gt=0)
     read_timeout: float | None = Field(default=None, gt=0)
     max_connections: int = Field(default=256, ge=1, le=10_000)
+    responses: bool = Field(
+        default=False,
+        description="An openai upstream that serves /v1/responses itself: Responses requests pass through to it.",
+    )
+    anthropic_version: str = Field(
+        default="2023-06-01",
+        min_length=1,
+        max_length=40,
+        description="The anthropic-version header sent to an anthropic upstream.",
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -50,7 +61,7 @@ class UpstreamConfig(BaseModel):
             raise ValueError(f"upstream {self.name!r} needs a base_url")
         # OpenAI's own convention puts /v1 in the base URL (https://api.openai.com/v1); Gatehouse adds the
         # /v1/... paths itself, so either spelling works.
-        if self.kind is UpstreamKind.OPENAI and self.base_url.endswith("/v1"):
+        if self.kind in (UpstreamKind.OPENAI, UpstreamKind.ANTHROPIC) and self.base_url.endswith("/v1"):
             self.base_url = self.base_url.removesuffix("/v1")
         return self
 

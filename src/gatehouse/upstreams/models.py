@@ -18,7 +18,7 @@ class UpstreamRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
-    kind: Mapped[str] = mapped_column(String(16))  # ollama | openai
+    kind: Mapped[str] = mapped_column(String(16))  # ollama | openai | anthropic
     base_url: Mapped[str] = mapped_column(String(2000))
     # Stored only for upstreams created through the API; a file- or env-seeded one keeps its key where it is.
     api_key: Mapped[str] = mapped_column(Text, default="")

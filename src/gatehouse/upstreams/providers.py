@@ -22,7 +22,13 @@ JSON = dict[str, Any]
 # Paths per native protocol.
 CHAT_PATH = {UpstreamKind.OPENAI: "/v1/chat/completions", UpstreamKind.OLLAMA: "/api/chat"}
 EMBED_PATH = {UpstreamKind.OPENAI: "/v1/embeddings", UpstreamKind.OLLAMA: "/api/embed"}
-MODELS_PATH = {UpstreamKind.OPENAI: "/v1/models", UpstreamKind.OLLAMA: "/api/tags"}
+COMPLETIONS_PATH = "/v1/completions"
+MODELS_PATH = {
+    UpstreamKind.OPENAI: "/v1/models",
+    UpstreamKind.OLLAMA: "/api/tags",
+    UpstreamKind.ANTHROPIC: "/v1/models",
+}
+MODEL_PAGES = 20  # an Anthropic model list is paged (1000 a page): at most this many pages are read
 MAX_LINE_BYTES = 8 * 1024 * 1024
 
 
@@ -145,8 +151,11 @@ class Provider:
     async def close(self) -> None:
         """Close connection pools."""
 
-    async def post(self, path: str, body: JSON, *, stream: bool) -> UpstreamResponse:
-        """Send a request in the native protocol; returns once the response head arrived."""
+    async def post(
+        self, path: str, body: JSON, *, stream: bool, headers: dict[str, str] | None = None
+    ) -> UpstreamResponse:
+        """Send a request in the native protocol; returns once the response head arrived. `headers`: the
+        client's own protocol headers passed on to an upstream of its protocol (anthropic-beta)."""
         raise NotImplementedError
 
     async def list_models(self, within: float = 10.0) -> list[str]:
@@ -162,9 +171,15 @@ class HttpProvider(Provider):
         self.connect_timeout = config.connect_timeout or connect_timeout
         self.read_timeout = config.read_timeout or read_timeout
         self._session: aiohttp.ClientSession | None = None
-        self._headers = {"content-type": "application/json", **config.headers}
-        if key := config.resolved_api_key():
+        self._headers = {"content-type": "application/json"}
+        key = config.resolved_api_key()
+        if config.kind is UpstreamKind.ANTHROPIC:
+            self._headers["anthropic-version"] = config.anthropic_version
+            if key:
+                self._headers["x-api-key"] = key
+        elif key:
             self._headers["authorization"] = f"Bearer {key}"
+        self._headers.update(config.headers)
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -197,9 +212,11 @@ class HttpProvider(Provider):
             raise RuntimeError(f"upstream {self.name} used before start()")
         return self._session
 
-    async def post(self, path: str, body: JSON, *, stream: bool) -> UpstreamResponse:
+    async def post(
+        self, path: str, body: JSON, *, stream: bool, headers: dict[str, str] | None = None
+    ) -> UpstreamResponse:
         try:
-            response = await self.session.post(path.lstrip("/"), data=orjson.dumps(body))
+            response = await self.session.post(path.lstrip("/"), data=orjson.dumps(body), headers=headers)
         except aiohttp.ConnectionTimeoutError as exc:
             # No connection within the connect timeout: nothing was sent, so another upstream may take it.
             raise UpstreamUnreachable(f"no connection within {self.connect_timeout} s") from exc
@@ -210,6 +227,8 @@ class HttpProvider(Provider):
         return HttpUpstreamResponse(response)
 
     async def list_models(self, within: float = 10.0) -> list[str]:
+        if self.kind is UpstreamKind.ANTHROPIC:
+            return await self._anthropic_models(within)
         path = MODELS_PATH[self.kind]
         try:
             async with self.session.get(path.lstrip("/"), timeout=aiohttp.ClientTimeout(total=within)) as resp:
@@ -227,6 +246,44 @@ class HttpProvider(Provider):
         entries = [m for m in data.get("data", []) if isinstance(m, dict) and "id" in m]
         self.model_limits = {str(m["id"]): limits for m in entries if any(limits := model_limits(m))}
         return [str(m["id"]) for m in entries]
+
+    async def _anthropic_models(self, within: float) -> list[str]:
+        """Anthropic's model list, page by page (`has_more`, `last_id` -> `after_id`); its entries' `max_tokens`
+        and `max_input_tokens` are the models' output cap and context length."""
+        names: list[str] = []
+        after: str | None = None
+        deadline = asyncio.get_running_loop().time() + within
+        for _ in range(MODEL_PAGES):
+            params = {"limit": "1000", **({"after_id": after} if after else {})}
+            left = max(0.1, deadline - asyncio.get_running_loop().time())
+            data = await self._get_json("v1/models", params, left)
+            entries = [m for m in data.get("data", []) if isinstance(m, dict) and "id" in m]
+            for entry in entries:
+                names.append(str(entry["id"]))
+                output, context = _first_count(entry.get("max_tokens")), _first_count(entry.get("max_input_tokens"))
+                if output or context:
+                    self.model_limits[str(entry["id"])] = (output, context)
+            after = data.get("last_id")
+            if not data.get("has_more") or not after:
+                break
+        return names
+
+    async def _get_json(self, path: str, params: dict[str, str], within: float) -> JSON:
+        try:
+            timeout = aiohttp.ClientTimeout(total=within)
+            async with self.session.get(path, params=params, timeout=timeout) as resp:
+                if resp.status in (401, 403):
+                    raise UpstreamUnreachable(f"{self.name} refused Gatehouse's credentials ({resp.status})")
+                if resp.status != 200:
+                    raise UpstreamUnreachable(f"{self.name} answered {resp.status} to /{path}")
+                data = orjson.loads(await resp.read())
+        except TimeoutError as exc:
+            raise UpstreamTimedOut(f"{self.name} did not list its models within {within:g} s") from exc
+        except (aiohttp.ClientError, OSError, orjson.JSONDecodeError) as exc:
+            raise UpstreamUnreachable(f"cannot list models of {self.name}: {exc or type(exc).__name__}") from exc
+        if not isinstance(data, dict):
+            raise UpstreamUnreachable(f"{self.name} answered /{path} with something other than a JSON object")
+        return data
 
 
 def model_limits(entry: JSON) -> tuple[int | None, int | None]:
@@ -323,9 +380,13 @@ class DemoProvider(Provider):
     async def list_models(self, within: float = 10.0) -> list[str]:
         return [DEMO_MODEL, DEMO_EMBED_MODEL]
 
-    async def post(self, path: str, body: JSON, *, stream: bool) -> UpstreamResponse:
+    async def post(
+        self, path: str, body: JSON, *, stream: bool, headers: dict[str, str] | None = None
+    ) -> UpstreamResponse:
         if path == CHAT_PATH[UpstreamKind.OPENAI]:
             return self._chat(body, stream=stream)
+        if path == COMPLETIONS_PATH:
+            return self._completion(body, stream=stream)
         if path == EMBED_PATH[UpstreamKind.OPENAI]:
             return self._embed(body)
         return _DemoResponse(404, orjson.dumps({"error": {"message": f"demo has no {path}"}}))
@@ -407,6 +468,51 @@ class DemoProvider(Provider):
             yield b""
         yield b"data: [DONE]"
         yield b""
+
+    def _completion(self, body: JSON, *, stream: bool) -> UpstreamResponse:
+        """Legacy completions: the same deterministic reply, continuing the prompt."""
+        prompt = body.get("prompt")
+        messages = [{"role": "user", "content": prompt if isinstance(prompt, str) else ""}]
+        tokens = demo_reply(messages)
+        limit = body.get("max_tokens")
+        finish = "stop"
+        if isinstance(limit, int) and 0 < limit < len(tokens):
+            tokens, finish = tokens[:limit], "length"
+        prompt_tokens = _count_prompt_tokens(messages)
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": len(tokens),
+            "total_tokens": prompt_tokens + len(tokens),
+        }
+        head = {
+            "id": "cmpl-demo-" + hashlib.sha256(orjson.dumps(messages)).hexdigest()[:12],
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": body.get("model", DEMO_MODEL),
+        }
+        if not stream:
+            choice = {"text": "".join(tokens).rstrip(), "index": 0, "logprobs": None, "finish_reason": finish}
+            return _DemoResponse(200, orjson.dumps({**head, "choices": [choice], "usage": usage}))
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+        async def lines() -> AsyncIterator[bytes]:
+            for i, token in enumerate(tokens):
+                if self.token_seconds:
+                    await asyncio.sleep(self.token_seconds)
+                text = token if i < len(tokens) - 1 else token.rstrip()
+                choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": None}
+                yield b"data: " + orjson.dumps({**head, "choices": [choice]})
+                yield b""
+            last = {"text": "", "index": 0, "logprobs": None, "finish_reason": finish}
+            yield b"data: " + orjson.dumps({**head, "choices": [last]})
+            yield b""
+            if include_usage:
+                yield b"data: " + orjson.dumps({**head, "choices": [], "usage": usage})
+                yield b""
+            yield b"data: [DONE]"
+            yield b""
+
+        return _DemoResponse(200, lines=lines())
 
     def _embed(self, body: JSON) -> UpstreamResponse:
         raw = body.get("input", "")

@@ -16,15 +16,27 @@ class UpstreamFields(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: str | None = Field(None, description="`ollama` (Ollama's API) or `openai` (any OpenAI-compatible server).")
+    kind: str | None = Field(
+        None,
+        description="`ollama` (Ollama's API), `openai` (any OpenAI-compatible server) or `anthropic` (Anthropic's "
+        "Messages API).",
+    )
     base_url: Text | None = Field(
         None, max_length=2000, description="e.g. http://gpu-1:11434 or https://api.openai.com"
     )
-    api_key: SecretStr | None = Field(None, description="Sent as `Authorization: Bearer`; stored, never shown again.")
+    api_key: SecretStr | None = Field(
+        None,
+        description="Sent as `Authorization: Bearer` (as `x-api-key` to an anthropic upstream); stored, never shown "
+        "again.",
+    )
     api_key_env: Text | None = Field(None, max_length=200, description="Or: the environment variable holding the key.")
     models: list[Text] | None = Field(None, description="Models it serves; empty: discovered from the upstream.")
     discover: bool | None = None
-    headers: dict[str, Text] | None = Field(None, description="Extra request headers (values are never shown).")
+    headers: dict[str, Text] | None = Field(
+        None,
+        description="Extra request headers (values are never shown); `anthropic-version` here replaces the version "
+        "an anthropic upstream is sent.",
+    )
     connect_timeout: float | None = Field(None, gt=0, le=600)
     read_timeout: float | None = Field(None, gt=0, le=3600)
     max_connections: int | None = Field(None, ge=1, le=10_000)
@@ -40,7 +52,7 @@ class UpstreamFields(BaseModel):
 
 class UpstreamCreate(UpstreamFields):
     name: Text = Field(max_length=100, description="Unique; letters, digits, dots, dashes, underscores.")
-    kind: str | None = Field(description="`ollama` or `openai`.")
+    kind: str | None = Field(description="`ollama`, `openai` or `anthropic`.")
     base_url: Text | None = Field(max_length=2000)
 
 

@@ -58,7 +58,7 @@ EDITABLE = (
     "read_timeout",
     "max_connections",
 )
-PROVISIONED_KINDS = (UpstreamKind.OLLAMA.value, UpstreamKind.OPENAI.value)
+PROVISIONED_KINDS = (UpstreamKind.OLLAMA.value, UpstreamKind.OPENAI.value, UpstreamKind.ANTHROPIC.value)
 CONNECTION_FIELDS = ("kind", "base_url", "api_key", "api_key_env", "headers")  # a change is checked again
 
 
@@ -120,8 +120,8 @@ def validated(values: dict[str, Any]) -> UpstreamConfig:
     kind = values.get("kind")
     if kind not in PROVISIONED_KINDS:
         raise InvalidUpstream(
-            f"Unknown upstream kind {kind!r}: use `ollama` (Ollama's API) or `openai` (any OpenAI-compatible "
-            "server: vLLM, llama.cpp, LM Studio, OpenRouter, OpenAI).",
+            f"Unknown upstream kind {kind!r}: use `ollama` (Ollama's API), `openai` (any OpenAI-compatible "
+            "server: vLLM, llama.cpp, LM Studio, OpenRouter, OpenAI) or `anthropic` (Anthropic's Messages API).",
             param="kind",
         )
     try:

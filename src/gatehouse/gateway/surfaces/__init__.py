@@ -1,0 +1,1 @@
+"""The client surfaces: one adapter per API a client speaks (see `base.Surface`)."""

@@ -1,0 +1,126 @@
+"""OpenAI's chat completions and legacy completions, as client surfaces."""
+
+from __future__ import annotations
+
+from gatehouse.gateway import ir
+from gatehouse.gateway.streaming import OpenAIPassthrough, Relay
+from gatehouse.gateway.surfaces.base import Surface, bound_of, estimate_prompt_tokens, message_bound
+from gatehouse.gateway.translate import completions, openai
+from gatehouse.gateway.translate.common import JSON
+from gatehouse.gateway.translate.usage import usage_from_openai
+from gatehouse.upstreams.config import UpstreamKind
+
+
+def _limit_key(body: JSON) -> str:
+    return "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+
+
+class ChatSurface(Surface):
+    """POST /v1/chat/completions."""
+
+    name = "chat"
+    native = UpstreamKind.OPENAI
+    native_path = openai.CHAT_PATH
+
+    def prompt_bound(self, image_allowance: int) -> int:
+        body = self.body
+        return message_bound(body["messages"], extra=body.get("tools"), image_allowance=image_allowance)
+
+    def prompt_estimate(self, bound: int) -> int:
+        return estimate_prompt_tokens(self.body["messages"])
+
+    def requested(self) -> int | None:
+        value = self.body.get("max_completion_tokens", self.body.get("max_tokens"))
+        return value if isinstance(value, int) and value > 0 else None
+
+    def native_body(self, model: str, limit: int | None) -> JSON:
+        body = {**self.body, "model": model}
+        requested = self.requested()
+        if limit is not None and (requested is None or limit < requested):
+            body[_limit_key(self.body)] = limit
+        if self.call.stream:
+            # Always ask for usage; the usage chunk is dropped again if the client did not ask for it.
+            body["stream_options"] = {**(self.body.get("stream_options") or {}), "include_usage": True}
+        return body
+
+    def _wants_usage(self) -> bool:
+        return bool((self.body.get("stream_options") or {}).get("include_usage"))
+
+    def native_relay(self) -> Relay:
+        return OpenAIPassthrough(self.call, self.encoder(), self._wants_usage())
+
+    def native_usage(self, data: JSON) -> tuple[int, int] | None:
+        return usage_from_openai(data)
+
+    def _decode(self) -> ir.Request:
+        return openai.decode_request(self.body)
+
+    def render(self, result: ir.Result) -> JSON:
+        call = self.call
+        return openai.encode_result(
+            result, model=call.model, response_id=f"chatcmpl-{call.request_id}", created=self.created
+        )
+
+    def encoder(self) -> openai.ChatEncoder:
+        call = self.call
+        return openai.ChatEncoder(
+            model=call.model,
+            response_id=f"chatcmpl-{call.request_id}",
+            created=self.created,
+            include_usage=self._wants_usage(),
+        )
+
+
+class CompletionsSurface(Surface):
+    """POST /v1/completions (OpenAI's legacy completions): a raw prompt continued."""
+
+    name = "completions"
+    native = UpstreamKind.OPENAI
+    native_path = openai.COMPLETIONS_PATH
+
+    def prompt_bound(self, image_allowance: int) -> int:
+        return bound_of([self.body.get("prompt"), self.body.get("suffix")], image_allowance)
+
+    def requested(self) -> int | None:
+        value = self.body.get("max_tokens", completions.DEFAULT_MAX_TOKENS)
+        return value if isinstance(value, int) and value > 0 else None
+
+    def native_body(self, model: str, limit: int | None) -> JSON:
+        body = {**self.body, "model": model}
+        requested = self.requested()
+        if limit is not None and (requested is None or limit < requested):
+            body["max_tokens"] = limit
+        if self.call.stream:
+            body["stream_options"] = {**(self.body.get("stream_options") or {}), "include_usage": True}
+        return body
+
+    def _wants_usage(self) -> bool:
+        return bool((self.body.get("stream_options") or {}).get("include_usage"))
+
+    def native_relay(self) -> Relay:
+        return OpenAIPassthrough(self.call, self.encoder(), self._wants_usage())
+
+    def native_usage(self, data: JSON) -> tuple[int, int] | None:
+        return usage_from_openai(data)
+
+    def _decode(self) -> ir.Request:
+        return completions.decode_request(self.body)
+
+    def _echo(self) -> str | None:
+        return completions.prompt_text(self.body) if self.body.get("echo") else None
+
+    def render(self, result: ir.Result) -> JSON:
+        call = self.call
+        return completions.encode_result(
+            result, model=call.model, response_id=f"cmpl-{call.request_id}", created=self.created, echo=self._echo()
+        )
+
+    def encoder(self) -> completions.StreamEncoder:
+        call = self.call
+        return completions.StreamEncoder(
+            model=call.model,
+            response_id=f"cmpl-{call.request_id}",
+            created=self.created,
+            include_usage=self._wants_usage(),
+            echo=self._echo(),
+        )
