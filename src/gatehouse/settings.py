@@ -122,6 +122,8 @@ class Settings(BaseSettings):
     ollama_api_key: SecretStr = SecretStr("")  # for an Ollama behind an authenticating proxy
     openai_base_url: str = ""
     openai_api_key: SecretStr = SecretStr("")
+    anthropic_base_url: str = ""  # Anthropic's API (https://api.anthropic.com) or any Messages-compatible server
+    anthropic_api_key: SecretStr = SecretStr("")
     gatehouse_config: Path | None = None
     demo_upstream: bool | None = None  # None: on when no upstream is configured
     upstream_connect_timeout: float = Field(default=5.0, gt=0)
@@ -186,7 +188,7 @@ class Settings(BaseSettings):
         """Order: explicit arguments, environment, NAME_FILE, .env file."""
         return init_settings, env_settings, FileSecretsSource(settings_cls), dotenv_settings
 
-    @field_validator("ollama_base_url", "openai_base_url", "redis_url")
+    @field_validator("ollama_base_url", "openai_base_url", "anthropic_base_url", "redis_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.strip().rstrip("/")

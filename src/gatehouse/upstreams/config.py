@@ -134,6 +134,15 @@ def load_config(settings: Settings) -> GatewayConfig:
                 api_key=settings.openai_api_key.get_secret_value(),
             )
         )
+    if settings.anthropic_base_url and "anthropic" not in existing:
+        extra.append(
+            UpstreamConfig(
+                name="anthropic",
+                kind=UpstreamKind.ANTHROPIC,
+                base_url=settings.anthropic_base_url,
+                api_key=settings.anthropic_api_key.get_secret_value(),
+            )
+        )
     return GatewayConfig(upstreams=[*config.upstreams, *extra], models=config.models)
 
 
