@@ -474,7 +474,7 @@ class DemoProvider(Provider):
         prompt = body.get("prompt")
         messages = [{"role": "user", "content": prompt if isinstance(prompt, str) else ""}]
         tokens = demo_reply(messages)
-        limit = body.get("max_tokens")
+        limit = body.get("max_tokens", 16)  # OpenAI's default for legacy completions
         finish = "stop"
         if isinstance(limit, int) and 0 < limit < len(tokens):
             tokens, finish = tokens[:limit], "length"
