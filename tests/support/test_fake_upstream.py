@@ -1,12 +1,15 @@
-"""Checks the fake upstream against the official openai, ollama and anthropic clients and raw HTTP."""
+"""Checks the fake upstream against the official openai, ollama and anthropic clients (their types) and raw HTTP."""
 
 from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -18,16 +21,22 @@ import pytest
 
 from tests.support.fake_upstream import (
     MODELS,
+    THINKING_TOKENS,
     FakeUpstream,
     anthropic_chat_messages,
+    choose_tool,
     fake_embedding,
     last_user_text,
     prompt_token_count,
     reply_text,
     reply_tokens,
     run_fake_upstream,
+    schema_value,
+    thinking_signature,
+    thinking_tokens,
     tool_call_input,
 )
+from tests.support.fake_upstream.content import json_pieces
 
 API_KEY = "sk-fake-test"
 # typed loosely so the same list satisfies both the openai and ollama client signatures
@@ -675,6 +684,476 @@ def test_anthropic_ledger_counts_like_the_others(
     assert [r["path"] for r in logged] == ["/v1/messages", "/v1/messages", "/v1/chat/completions", "/api/chat"]
     assert logged[1]["body"]["stream"] is True
     assert logged[0]["headers"]["anthropic-version"]
+
+
+# ---- tool calls and reasoning: the shared rule, per protocol ------------------------------------
+
+# WEATHER and CLOCK in OpenAI chat's (and Ollama's) shape, and in the Responses API's.
+OAI_TOOLS: list[Any] = [
+    {
+        "type": "function",
+        "function": {"name": t["name"], "description": t["description"], "parameters": t["input_schema"]},
+    }
+    for t in TOOLS
+]
+RESP_TOOLS: list[Any] = [
+    {
+        "type": "function",
+        "name": t["name"],
+        "description": t["description"],
+        "parameters": t["input_schema"],
+        "strict": False,
+    }
+    for t in TOOLS
+]
+ASK = "What is the weather in Paris? Ask get_weather."
+THINK = MODELS["fake-think"].thinking
+
+
+def _pieces(tool: Any, text: str) -> tuple[str, ...]:
+    """The argument pieces the fake streams for a call of `tool` after `text`, one token each."""
+    return json_pieces(json.dumps(tool_call_input(tool, text), ensure_ascii=False))
+
+
+def test_tool_rule_and_shapes() -> None:
+    assert THINK == THINKING_TOKENS == 6
+    # the same tool in every protocol's shape gets the same input
+    for shaped in (WEATHER, OAI_TOOLS[0], RESP_TOOLS[0]):
+        assert tool_call_input(shaped, "x") == tool_call_input(WEATHER, "x")
+    for tools in (TOOLS, OAI_TOOLS, RESP_TOOLS):
+        assert choose_tool(tools, "the time please") is None
+        assert choose_tool(tools, "call get_time now") is tools[1]
+        assert choose_tool(tools, "use a tool") is tools[0]
+        assert choose_tool(tools, "the time please", required=True) is tools[0]
+        assert choose_tool(tools, "tool: get_weather", name="get_time") is tools[1]
+    schema = {"type": "object", "properties": {"city": {"type": "string"}, "ok": {"type": "boolean"}}}
+    assert schema_value(schema, "Oslo") == {"city": "Oslo", "ok": True}
+    assert thinking_tokens("hi") == reply_tokens("thinking about: hi", THINK)
+    assert thinking_signature("a b ") == thinking_signature("a b ") != thinking_signature("a c ")
+
+
+# ---- OpenAI chat: tool calls, reasoning, stop ---------------------------------------------------
+
+
+def test_openai_chat_tool_call_round_trip(up: FakeUpstream, oai: openai.OpenAI) -> None:
+    conversation: list[Any] = [{"role": "user", "content": ASK}]
+    first = oai.chat.completions.create(model="fake-chat", messages=conversation, tools=OAI_TOOLS)
+    choice = first.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content is None
+    assert choice.message.tool_calls is not None
+    (call,) = choice.message.tool_calls
+    assert isinstance(call, openai.types.chat.ChatCompletionMessageFunctionToolCall)
+    assert call.id.startswith("call_")
+    assert call.type == "function"
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == tool_call_input(WEATHER, ASK)
+    assert first.usage is not None
+    assert first.usage.completion_tokens == len(_pieces(WEATHER, ASK))
+    assert first.usage.prompt_tokens == prompt_token_count(conversation)
+
+    conversation += [
+        choice.message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "18 C and sunny"},
+    ]
+    second = oai.chat.completions.create(model="fake-chat", messages=conversation, tools=OAI_TOOLS)
+    assert second.choices[0].finish_reason == "stop"
+    assert second.choices[0].message.tool_calls is None
+    assert second.choices[0].message.content == reply_text(conversation, 8)
+    assert second.usage is not None
+    assert second.usage.prompt_tokens == prompt_token_count(conversation)  # the tool result counts, the call 4
+    logged = up.requests()[-1]["body"]
+    assert logged["messages"][1]["tool_calls"][0]["id"] == call.id
+
+
+def test_openai_chat_tool_choice(up: FakeUpstream, oai: openai.OpenAI) -> None:
+    def called(ask: str, **kwargs: Any) -> str | None:
+        resp = oai.chat.completions.create(
+            model="fake-chat", messages=[{"role": "user", "content": ask}], **{"tools": OAI_TOOLS, **kwargs}
+        )
+        calls = resp.choices[0].message.tool_calls
+        assert (resp.choices[0].finish_reason == "tool_calls") == bool(calls)
+        return calls[0].function.name if calls else None
+
+    assert called("Say hello") is None
+    assert called("Say hello with a tool") == "get_weather"
+    assert called("Say hello, get_time") == "get_time"
+    assert called("Say hello, get_time", tool_choice="none") is None
+    assert called("Say hello", tool_choice="required") == "get_weather"
+    assert called("Say hello", tool_choice="auto") is None
+    assert called("Say hello", tool_choice={"type": "function", "function": {"name": "get_time"}}) == "get_time"
+    only_clock = {"mode": "required", "tools": [{"type": "function", "function": {"name": "get_time"}}]}
+    assert called("Say hello", tool_choice={"type": "allowed_tools", "allowed_tools": only_clock}) == "get_time"
+    # a last message that is not a user turn is answered with text
+    after_tool: list[Any] = [
+        {"role": "user", "content": "Say hello with a tool"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "noon"},
+    ]
+    answer = oai.chat.completions.create(
+        model="fake-chat", messages=after_tool, tools=OAI_TOOLS, tool_choice="required"
+    )
+    assert answer.choices[0].finish_reason == "stop"
+
+    with pytest.raises(openai.BadRequestError) as no_tools:
+        oai.chat.completions.create(model="fake-chat", messages=MESSAGES, tool_choice="required")
+    assert no_tools.value.param == "tool_choice"
+    with pytest.raises(openai.BadRequestError) as unknown:
+        oai.chat.completions.create(
+            model="fake-chat",
+            messages=MESSAGES,
+            tools=OAI_TOOLS,
+            tool_choice={"type": "function", "function": {"name": "nope"}},
+        )
+    assert unknown.value.param == "tool_choice"
+
+
+def test_openai_chat_tool_call_stream(up: FakeUpstream, oai: openai.OpenAI) -> None:
+    def stream() -> list[Any]:
+        return list(
+            oai.chat.completions.create(
+                model="fake-chat",
+                messages=[{"role": "user", "content": TOOL_ASK}],
+                tools=OAI_TOOLS,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+
+    chunks = stream()
+    first = chunks[0].choices[0].delta
+    assert (first.role, first.content) == ("assistant", None)
+    assert first.tool_calls is not None
+    head = first.tool_calls[0]
+    assert (head.index, head.type) == (0, "function")
+    assert head.id is not None
+    assert head.id.startswith("call_")
+    assert head.function is not None
+    assert (head.function.name, head.function.arguments) == ("get_weather", "")
+    deltas = [c.choices[0].delta for c in chunks[1:-2]]
+    pieces = [d.tool_calls[0].function.arguments for d in deltas if d.tool_calls and d.tool_calls[0].function]
+    assert len(pieces) == len(deltas)  # every delta after the first is one piece of the arguments
+    assert all(d.tool_calls and d.tool_calls[0].index == 0 and d.tool_calls[0].id is None for d in deltas)
+    assert tuple(pieces) == _pieces(WEATHER, TOOL_ASK)
+    assert all(1 <= len(p) <= 8 for p in pieces)
+    assert json.loads("".join(pieces)) == tool_call_input(WEATHER, TOOL_ASK)
+    assert chunks[-2].choices[0].finish_reason == "tool_calls"
+    usage = chunks[-1].usage
+    assert usage is not None
+    assert usage.completion_tokens == len(pieces)
+    assert [c.choices[0].delta.tool_calls for c in stream()[1:-2]] == [d.tool_calls for d in deltas]  # deterministic
+    assert up.stats()["completion_tokens_served"] == 2 * len(pieces)
+
+    # the SDK's stream helper puts the call back together
+    with oai.chat.completions.stream(
+        model="fake-chat", messages=[{"role": "user", "content": TOOL_ASK}], tools=OAI_TOOLS
+    ) as helper:
+        final = helper.get_final_completion()
+    assert final.choices[0].finish_reason == "tool_calls"
+    calls = final.choices[0].message.tool_calls
+    assert calls is not None
+    assert calls[0].function.arguments == "".join(pieces)
+
+
+def test_openai_chat_tool_call_that_does_not_fit(up: FakeUpstream, oai: openai.OpenAI) -> None:
+    needed = len(_pieces(WEATHER, ASK))
+    ask: list[Any] = [{"role": "user", "content": ASK}]
+    cut = oai.chat.completions.create(model="fake-chat", messages=ask, tools=OAI_TOOLS, max_tokens=needed - 1)
+    assert cut.choices[0].finish_reason == "length"
+    assert cut.choices[0].message.tool_calls is None
+    assert cut.choices[0].message.content == "".join(reply_tokens(ASK, needed - 1))
+    fits = oai.chat.completions.create(model="fake-chat", messages=ask, tools=OAI_TOOLS, max_completion_tokens=needed)
+    assert fits.choices[0].finish_reason == "tool_calls"
+
+
+def test_openai_chat_stop(up: FakeUpstream, oai: openai.OpenAI) -> None:
+    words = reply_tokens(last_user_text(MESSAGES), 8)
+    stop = words[3].strip()
+    resp = oai.chat.completions.create(model="fake-chat", messages=MESSAGES, stop=["never", stop])
+    assert resp.choices[0].finish_reason == "stop"
+    assert resp.choices[0].message.content == "".join(words[:3])
+    assert resp.usage is not None
+    assert resp.usage.completion_tokens == 3
+    with pytest.raises(openai.BadRequestError):
+        oai.chat.completions.create(model="fake-chat", messages=MESSAGES, stop=["a", "b", "c", "d", "e"])
+
+
+def test_openai_chat_reasoning(up: FakeUpstream, oai: openai.OpenAI) -> None:
+    thinking = "".join(thinking_tokens(last_user_text(MESSAGES)))
+    resp = oai.chat.completions.create(model="fake-think", messages=MESSAGES)
+    message = resp.choices[0].message
+    assert message.model_extra is not None
+    assert message.model_extra["reasoning_content"] == thinking
+    assert message.content == reply_text(MESSAGES, 8)
+    assert resp.usage is not None
+    assert resp.usage.completion_tokens == THINK + 8
+    assert resp.usage.completion_tokens_details is not None
+    assert resp.usage.completion_tokens_details.reasoning_tokens == THINK
+
+    chunks = list(oai.chat.completions.create(model="fake-think", messages=MESSAGES, stream=True, max_tokens=THINK + 2))
+    extras = [c.choices[0].delta.model_extra or {} for c in chunks]
+    assert "".join(e.get("reasoning_content", "") for e in extras) == thinking
+    assert [i for i, e in enumerate(extras) if "reasoning_content" in e] == list(range(1, 1 + THINK))  # first
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == reply_text(MESSAGES, 2)
+    assert chunks[-1].choices[0].finish_reason == "length"
+
+    # the cap cuts the reasoning too; reasoning_effort "none" turns it off
+    short = oai.chat.completions.create(model="fake-think", messages=MESSAGES, max_tokens=4)
+    assert short.choices[0].message.model_extra is not None
+    assert short.choices[0].message.model_extra["reasoning_content"] == "".join(
+        thinking_tokens(last_user_text(MESSAGES), 4)
+    )
+    assert (short.choices[0].message.content, short.choices[0].finish_reason) == ("", "length")
+    off = oai.chat.completions.create(model="fake-think", messages=MESSAGES, reasoning_effort="none")
+    assert "reasoning_content" not in (off.choices[0].message.model_extra or {})
+    assert off.usage is not None
+    assert off.usage.completion_tokens == 8
+    plain = oai.chat.completions.create(model="fake-chat", messages=MESSAGES)
+    assert "reasoning_content" not in (plain.choices[0].message.model_extra or {})
+
+    # reasoning, then the call: the call's first delta comes after the reasoning
+    think_call = list(
+        oai.chat.completions.create(
+            model="fake-think", messages=[{"role": "user", "content": ASK}], tools=OAI_TOOLS, stream=True
+        )
+    )
+    assert think_call[0].choices[0].delta.content == ""
+    opened = think_call[1 + THINK].choices[0].delta.tool_calls
+    assert opened is not None
+    assert opened[0].id is not None
+    assert think_call[-1].choices[0].finish_reason == "tool_calls"
+
+
+# ---- Ollama: tool calls, thinking, generate -----------------------------------------------------
+
+
+def test_ollama_chat_tool_call_round_trip(up: FakeUpstream, oll: ollama.Client) -> None:
+    conversation: list[Any] = [{"role": "user", "content": ASK}]
+    first = oll.chat(model="fake-chat", messages=conversation, tools=OAI_TOOLS, stream=False)
+    assert first.done_reason == "stop"
+    assert first.message.content == ""
+    assert first.message.tool_calls is not None
+    (call,) = first.message.tool_calls
+    assert isinstance(call, ollama.Message.ToolCall)
+    assert call.function.name == "get_weather"
+    assert call.function.arguments == tool_call_input(WEATHER, ASK)
+    assert first.eval_count == len(_pieces(WEATHER, ASK))
+    assert first.prompt_eval_count == prompt_token_count(conversation)
+    raw = up.requests()[-1]
+    assert raw["body"]["tools"][0]["function"]["name"] == "get_weather"
+
+    conversation += [first.message, {"role": "tool", "content": "18 C and sunny", "tool_name": "get_weather"}]
+    second = oll.chat(model="fake-chat", messages=conversation, tools=OAI_TOOLS, stream=False)
+    assert second.message.tool_calls is None
+    assert second.message.content == "".join(reply_tokens(ASK, 8))
+    assert (second.done_reason, second.eval_count) == ("stop", 8)
+    assert oll.chat(model="fake-chat", messages=MESSAGES, tools=OAI_TOOLS, stream=False).message.tool_calls is None
+
+    # a call that does not fit in num_predict is not made
+    needed = len(_pieces(WEATHER, ASK))
+    short = oll.chat(
+        model="fake-chat", messages=[conversation[0]], tools=OAI_TOOLS, options={"num_predict": needed - 1}
+    )
+    assert (short.message.tool_calls, short.done_reason, short.eval_count) == (None, "length", needed - 1)
+
+
+def test_ollama_chat_tool_call_stream(up: FakeUpstream, oll: ollama.Client) -> None:
+    parts = list(
+        oll.chat(model="fake-chat", messages=[{"role": "user", "content": TOOL_ASK}], tools=OAI_TOOLS, stream=True)
+    )
+    assert len(parts) == 2  # the whole call in one line, then the final object
+    assert parts[0].message.tool_calls is not None
+    assert parts[0].message.tool_calls[0].function.arguments == tool_call_input(WEATHER, TOOL_ASK)
+    assert (parts[0].done, parts[0].message.content) == (False, "")
+    assert (parts[1].done, parts[1].done_reason, parts[1].eval_count) == (True, "stop", len(_pieces(WEATHER, TOOL_ASK)))
+    assert parts[1].message.tool_calls is None
+    with _http(up) as client:
+        body = {"model": "fake-chat", "messages": [{"role": "user", "content": TOOL_ASK}], "tools": OAI_TOOLS}
+        lines = [orjson.loads(line) for line in client.post("/api/chat", json=body).text.splitlines()]
+    # Ollama's Message.ToolCall (in the installed ollama package) has a function and nothing else: no id, no index
+    assert lines[0]["message"]["tool_calls"] == [
+        {"function": {"name": "get_weather", "arguments": tool_call_input(WEATHER, TOOL_ASK)}}
+    ]
+    assert up.stats()["completion_tokens_served"] == 2 * len(_pieces(WEATHER, TOOL_ASK))
+
+
+def test_ollama_thinking(up: FakeUpstream, oll: ollama.Client) -> None:
+    thinking = "".join(thinking_tokens(last_user_text(MESSAGES)))
+    whole = oll.chat(model="fake-think", messages=MESSAGES, stream=False, think=True)
+    assert whole.message.thinking == thinking
+    assert whole.message.content == reply_text(MESSAGES, 8)
+    assert whole.eval_count == THINK + 8
+    parts = list(oll.chat(model="fake-think", messages=MESSAGES, stream=True))
+    assert [p.message.thinking for p in parts[:THINK]] == list(thinking_tokens(last_user_text(MESSAGES)))
+    assert all(p.message.content == "" for p in parts[:THINK])
+    assert "".join(p.message.content or "" for p in parts) == reply_text(MESSAGES, 8)
+    assert parts[-1].eval_count == THINK + 8
+    off = oll.chat(model="fake-think", messages=MESSAGES, stream=False, think=False)
+    assert (off.message.thinking, off.eval_count) == (None, 8)
+    capped = oll.chat(model="fake-think", messages=MESSAGES, stream=False, options={"num_predict": 2})
+    assert (capped.message.thinking, capped.message.content, capped.done_reason) == (
+        "".join(thinking_tokens(last_user_text(MESSAGES), 2)),
+        "",
+        "length",
+    )
+    with pytest.raises(ollama.ResponseError) as unsupported:
+        oll.chat(model="fake-chat", messages=MESSAGES, stream=False, think=True)
+    assert (unsupported.value.status_code, unsupported.value.error) == (400, '"fake-chat" does not support thinking')
+    with _http(up) as client:
+        shown = client.post("/api/show", json={"model": "fake-think"}).json()
+    assert shown["capabilities"] == ["completion", "tools", "thinking"]
+
+
+def test_ollama_generate(up: FakeUpstream, oll: ollama.Client) -> None:
+    prompt = "Say hello to the gateway"
+    whole = oll.generate(model="fake-chat", prompt=prompt, system=SYSTEM, stream=False)
+    assert isinstance(whole, ollama.GenerateResponse)
+    assert whole.response == "".join(reply_tokens(prompt, 8))
+    assert (whole.done, whole.done_reason, whole.eval_count) == (True, "stop", 8)
+    assert whole.prompt_eval_count == PROMPT_TOKENS - 4  # system and prompt: one message
+    assert whole.thinking is None
+    assert whole.context is not None
+    assert len(whole.context) == 3 + 5 + 8  # the conversation so far, as token ids
+
+    # the context of an answer is counted when given back; raw ignores system and context, and returns none
+    follow = oll.generate(model="fake-chat", prompt="And again", context=whole.context, stream=False)
+    assert follow.prompt_eval_count == len(whole.context) + 2 + 4
+    assert follow.context is not None
+    assert follow.context[: len(whole.context)] == list(whole.context)
+    raw = oll.generate(model="fake-chat", prompt=prompt, system=SYSTEM, raw=True, context=[1, 2], stream=False)
+    assert (raw.prompt_eval_count, raw.context) == (5, None)
+
+    parts = list(
+        oll.generate(model="fake-think", prompt=prompt, think=True, options={"num_predict": THINK + 3}, stream=True)
+    )
+    assert "".join(p.thinking or "" for p in parts) == "".join(thinking_tokens(prompt))
+    assert "".join(p.response or "" for p in parts) == "".join(reply_tokens(prompt, 3))
+    assert (parts[-1].done_reason, parts[-1].eval_count) == ("length", THINK + 3)
+    assert parts[-1].context is not None
+
+    words = reply_tokens(prompt, 8)
+    stopped = oll.generate(model="fake-chat", prompt=prompt, options={"stop": [words[5].strip()]}, stream=False)
+    assert (stopped.response, stopped.done_reason, stopped.eval_count) == ("".join(words[:5]), "stop", 5)
+
+    with_image = oll.generate(model="fake-chat", prompt=prompt, images=[PNG], stream=False)
+    assert with_image.prompt_eval_count == whole.prompt_eval_count - 3  # images are not counted
+    assert up.requests()[-1]["body"]["images"] == [PNG]
+    with _http(up) as client:
+        bad = client.post("/api/generate", json={"model": "fake-chat", "prompt": prompt, "images": ["not base64!"]})
+        assert (bad.status_code, bad.json()) == (400, {"error": "illegal base64 data at input byte 3"})
+        bad_chat = {"model": "fake-chat", "messages": [{"role": "user", "content": "x", "images": ["@@"]}]}
+        assert client.post("/api/chat", json=bad_chat).status_code == 400
+        streamed = client.post("/api/generate", json={"model": "fake-chat", "prompt": prompt})  # streams by default
+    assert streamed.headers["content-type"] == "application/x-ndjson"
+    lines = [orjson.loads(line) for line in streamed.text.splitlines()]
+    assert [line["response"] for line in lines[:-1]] == list(words)
+    assert "context" not in lines[0]
+    assert (lines[-1]["done"], lines[-1]["eval_count"]) == (True, 8)
+    assert lines[-1]["context"] == whole.context[3:]  # no system prompt this time
+
+
+def test_ollama_format(up: FakeUpstream, oll: ollama.Client) -> None:
+    prompt = "Say hello to the gateway"
+    answer = "".join(reply_tokens(prompt, 8)).strip()
+    as_json = oll.generate(model="fake-chat", prompt=prompt, format="json", stream=False)
+    assert json.loads(as_json.response or "") == {"answer": answer}
+    pieces = json_pieces(json.dumps({"answer": answer}))
+    assert as_json.eval_count == len(pieces)
+    schema = {"type": "object", "properties": {"greeting": {"type": "string"}, "count": {"type": "integer"}}}
+    chat = oll.chat(model="fake-chat", messages=MESSAGES, format=schema, stream=False)
+    assert json.loads(chat.message.content or "") == schema_value(schema, answer)
+    streamed = list(
+        oll.generate(model="fake-chat", prompt=prompt, format="json", options={"num_predict": 3}, stream=True)
+    )
+    assert "".join(p.response or "" for p in streamed) == "".join(pieces[:3])  # cut JSON, as Ollama's at the cap
+    assert streamed[-1].done_reason == "length"
+    with _http(up) as client:
+        bad = client.post("/api/generate", json={"model": "fake-chat", "prompt": prompt, "format": "yaml"})
+    assert bad.status_code == 400
+
+
+# ---- Anthropic: thinking ------------------------------------------------------------------------
+
+
+def test_anthropic_thinking(up: FakeUpstream, claude: anthropic.Anthropic) -> None:
+    thinking = "".join(thinking_tokens(last_user_text(MESSAGES)))
+    msg = claude.messages.create(model="fake-think", max_tokens=100, system=SYSTEM, messages=CLAUDE_MESSAGES)
+    assert [b.type for b in msg.content] == ["thinking", "text"]
+    block = msg.content[0]
+    assert isinstance(block, anthropic.types.ThinkingBlock)
+    assert (block.thinking, block.signature) == (thinking, thinking_signature(thinking))
+    assert msg.content[1].type == "text"
+    assert msg.content[1].text == reply_text(MESSAGES, 8)
+    assert (msg.stop_reason, msg.usage.output_tokens) == ("end_turn", THINK + 8)
+
+    with claude.messages.stream(model="fake-think", max_tokens=100, messages=CLAUDE_MESSAGES) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    assert final.content[0] == block
+    assert final.content[1].type == "text"
+    assert final.content[1].text == reply_text(MESSAGES, 8)
+    deltas = [e.delta for e in events if e.type == "content_block_delta"]
+    assert [d.type for d in deltas] == ["thinking_delta"] * THINK + ["signature_delta"] + ["text_delta"] * 8
+    assert final.usage.output_tokens == THINK + 8
+
+    # the thinking block comes back in the next turn; disabled thinking makes none; the cap cuts it
+    conversation: list[Any] = [
+        *CLAUDE_MESSAGES,
+        {"role": "assistant", "content": msg.content},
+        {"role": "user", "content": "Again"},
+    ]
+    again = claude.messages.create(model="fake-think", max_tokens=100, messages=conversation)
+    assert again.usage.input_tokens == 5 + 8 + 1 + 3 * 4  # the thinking is not counted
+    off = claude.messages.create(
+        model="fake-think", max_tokens=100, messages=CLAUDE_MESSAGES, thinking={"type": "disabled"}
+    )
+    assert [b.type for b in off.content] == ["text"]
+    short = claude.messages.create(model="fake-think", max_tokens=3, messages=CLAUDE_MESSAGES)
+    assert [b.type for b in short.content] == ["thinking"]
+    assert (short.stop_reason, short.usage.output_tokens) == ("max_tokens", 3)
+
+
+def test_anthropic_thinking_then_tool_use_wire_format(up: FakeUpstream) -> None:
+    body = {"model": "fake-think", "max_tokens": 100, "tools": TOOLS, "messages": [{"role": "user", "content": ASK}]}
+    with _http(up) as client:
+        pairs = _sse_pairs(client.post("/v1/messages", json={**body, "stream": True}).text)
+    starts = [(d["index"], d["content_block"]["type"]) for n, d in pairs if n == "content_block_start"]
+    assert starts == [(0, "thinking"), (1, "text"), (2, "tool_use")]
+    assert pairs[1][1]["content_block"] == {"type": "thinking", "thinking": "", "signature": ""}
+    assert pairs[2][0] == "ping"
+    stops = [d["index"] for n, d in pairs if n == "content_block_stop"]
+    assert stops == [0, 1, 2]
+    signature = next(
+        i for i, (n, d) in enumerate(pairs) if n == "content_block_delta" and d["delta"]["type"] == "signature_delta"
+    )
+    assert pairs[signature + 1] == ("content_block_stop", {"type": "content_block_stop", "index": 0})
+    end = pairs[-2][1]
+    assert end["delta"]["stop_reason"] == "tool_use"
+    assert end["usage"]["output_tokens"] == THINK + 2 + len(_pieces(WEATHER, ASK))
+
+
+# ---- the command line ------------------------------------------------------------
+
+
+def test_runs_as_a_module() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.fake_upstream", "--port", "0"],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().decode().startswith("READY ")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()  # type: ignore[union-attr]
 
 
 # ---- failure modes -----------------------------------------------------------------------------

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import base64
-import json
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -15,14 +14,11 @@ import orjson
 from .content import (
     MODEL_CREATED,
     MODELS,
-    TOOL_WORD,
+    choose_tool,
     content_text,
-    cut_at_stop,
-    json_pieces,
     last_user_text,
     prompt_token_count,
-    reply_tokens,
-    tool_call_input,
+    thinking_signature,
 )
 from .core import HDR_SSE, ClientWatch, Core, Receive, Scope, Send, anthropic_error, sse_event
 
@@ -81,19 +77,16 @@ class AnthropicRequest:
     tool_choice: dict[str, Any]
     stop_sequences: list[str]
     answers_tool: bool  # the last message is a user turn carrying tool_result blocks
+    think: bool  # a reasoning model thinks unless `thinking` says "disabled"
 
     def chosen_tool(self) -> dict[str, Any] | None:
         """The tool the fake model calls now, if any (see the module docstring)."""
         choice = self.tool_choice.get("type", "auto")
         if not self.tools or choice == "none" or self.answers_tool or self.chat[-1]["role"] != "user":
             return None
-        if choice == "tool":
-            return next(t for t in self.tools if t.get("name") == self.tool_choice.get("name"))
-        text = self.chat[-1]["content"]
-        named = next((t for t in self.tools if str(t.get("name")) in text), None)
-        if named is not None:
-            return named
-        return self.tools[0] if choice == "any" or TOOL_WORD.search(text) else None
+        name = self.tool_choice.get("name") if choice == "tool" else None
+        tool = choose_tool(self.tools, self.chat[-1]["content"], required=choice == "any", name=name)
+        return dict(tool) if tool is not None else None
 
 
 def _check_source(source: Any, where: str) -> None:
@@ -247,6 +240,9 @@ def parse_anthropic(body: Mapping[str, Any], *, generation: bool) -> AnthropicRe
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise InvalidRequestError("stream: Input should be a valid boolean")
+    thinking = body.get("thinking")
+    if thinking is not None and (not isinstance(thinking, Mapping) or not isinstance(thinking.get("type"), str)):
+        raise InvalidRequestError("thinking.type: Field required")
     return AnthropicRequest(
         model=model,
         max_tokens=max_tokens if isinstance(max_tokens, int) and generation else 0,
@@ -256,6 +252,7 @@ def parse_anthropic(body: Mapping[str, Any], *, generation: bool) -> AnthropicRe
         tool_choice=dict(tool_choice),
         stop_sequences=stops,
         answers_tool=answers_tool,
+        think=thinking is None or thinking["type"] != "disabled",
     )
 
 
@@ -343,35 +340,37 @@ class AnthropicProtocol(Core):
         if spec is None:
             return
         text = last_user_text(req.chat)
-        plan = self._plan(spec, text, prompt_token_count(req.chat), req.max_tokens)
-        stop_reason = "max_tokens" if plan.finish_reason == "length" else "end_turn"
-        stop_sequence: str | None = None
-        tool_use: dict[str, Any] | None = None
-        tool = req.chosen_tool()
-        if tool is not None:
-            arguments = tool_call_input(tool, text)
-            units = reply_tokens(text, TOOL_PREAMBLE_TOKENS) + json_pieces(json.dumps(arguments, ensure_ascii=False))
-            if len(units) <= req.max_tokens:
-                tool_id = f"toolu_fake{next(self._ids):014d}"
-                tool_use = {"type": "tool_use", "id": tool_id, "name": tool["name"], "input": arguments}
-                plan = replace(plan, tokens=units)
-                stop_reason = "tool_use"
-            else:  # the call does not fit: the model talks until max_tokens instead
-                plan = replace(plan, tokens=reply_tokens(text, req.max_tokens))
-                stop_reason = "max_tokens"
-        elif req.stop_sequences:
-            kept, stop_sequence = cut_at_stop(plan.tokens, req.stop_sequences)
-            if stop_sequence is not None:
-                plan = replace(plan, tokens=kept)
-                stop_reason = "stop_sequence"
-        n_text = TOOL_PREAMBLE_TOKENS if tool_use is not None else len(plan.tokens)
+        plan = self._plan(
+            spec,
+            text,
+            prompt_token_count(req.chat),
+            req.max_tokens,
+            tool=req.chosen_tool(),
+            preamble=TOOL_PREAMBLE_TOKENS,
+            stops=req.stop_sequences,
+            think=req.think,
+        )
+        if plan.stop_sequence is not None:
+            stop_reason = "stop_sequence"
+        else:
+            stop_reason = {"length": "max_tokens", "tool_calls": "tool_use"}.get(plan.finish_reason, "end_turn")
         message_id = f"msg_fake{next(self._ids):016d}"
+        tool_use: dict[str, Any] | None = None
+        if plan.call is not None:
+            tool_id = f"toolu_fake{next(self._ids):014d}"
+            tool_use = {"type": "tool_use", "id": tool_id, "name": plan.call.name, "input": plan.call.arguments}
+        thinking: dict[str, Any] | None = None
+        if plan.thinking:
+            signature = thinking_signature(plan.thinking_text)
+            thinking = {"type": "thinking", "thinking": plan.thinking_text, "signature": signature}
+        # A text block unless the model ran out of tokens while it was thinking.
+        has_text = bool(plan.tokens) or not plan.thinking
         model = spec.name
         usage = {
             "input_tokens": plan.prompt_tokens,
             "cache_creation_input_tokens": 0,
             "cache_read_input_tokens": 0,
-            "output_tokens": len(plan.tokens),
+            "output_tokens": plan.completion_tokens,
         }
 
         if not req.stream:
@@ -379,7 +378,9 @@ class AnthropicProtocol(Core):
                 await self._abort_midway(send, b'{"id":"' + message_id.encode() + b'","type":"message","role":"assis')
             if not await self._wait_before_full_response(plan, receive):
                 return
-            content: list[dict[str, Any]] = [{"type": "text", "text": "".join(plan.tokens[:n_text])}]
+            content: list[dict[str, Any]] = [thinking] if thinking is not None else []
+            if has_text:
+                content.append({"type": "text", "text": plan.text})
             if tool_use is not None:
                 content.append(tool_use)
             message: dict[str, Any] = {
@@ -389,34 +390,58 @@ class AnthropicProtocol(Core):
                 "model": model,
                 "content": content,
                 "stop_reason": stop_reason,
-                "stop_sequence": stop_sequence,
+                "stop_sequence": plan.stop_sequence,
             }
             if spec.usage:
                 message["usage"] = usage
             await self._send_json(send, 200, orjson.dumps(message))
-            self.stats.completion_tokens_served += len(plan.tokens)
+            self.stats.completion_tokens_served += plan.completion_tokens
             return
+
+        # Blocks in order: (content_block_start's block, one delta per token, deltas before its stop).
+        blocks: list[tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]] = []
+        if thinking is not None:
+            deltas = [{"type": "thinking_delta", "thinking": tok} for tok in plan.thinking]
+            blocks.append(
+                (
+                    {"type": "thinking", "thinking": "", "signature": ""},
+                    deltas,
+                    [{"type": "signature_delta", "signature": thinking["signature"]}],
+                )
+            )
+        if has_text:
+            blocks.append(
+                ({"type": "text", "text": ""}, [{"type": "text_delta", "text": tok} for tok in plan.tokens], [])
+            )
+        if tool_use is not None and plan.call is not None:
+            # The tool_use block opens with an empty input, then an empty input_json_delta, as Anthropic's do.
+            pieces = [{"type": "input_json_delta", "partial_json": piece} for piece in plan.call.pieces]
+            blocks.append(({**tool_use, "input": {}}, [{"type": "input_json_delta", "partial_json": ""}, *pieces], []))
 
         def delta(index: int, payload: dict[str, Any]) -> bytes:
             return sse_event(b"content_block_delta", {"type": "content_block_delta", "index": index, "delta": payload})
 
-        def pieces() -> Iterator[bytes]:
-            for i, tok in enumerate(plan.tokens):
-                if i < n_text:
-                    yield delta(0, {"type": "text_delta", "text": tok})
-                    continue
-                lead = b""
-                if i == n_text and tool_use is not None:
-                    # The tool_use block opens with an empty input, then an empty input_json_delta, as Anthropic's do.
-                    lead = (
-                        sse_event(b"content_block_stop", {"type": "content_block_stop", "index": 0})
-                        + sse_event(
-                            b"content_block_start",
-                            {"type": "content_block_start", "index": 1, "content_block": {**tool_use, "input": {}}},
-                        )
-                        + delta(1, {"type": "input_json_delta", "partial_json": ""})
-                    )
-                yield lead + delta(1, {"type": "input_json_delta", "partial_json": tok})
+        def block_start(index: int, block: dict[str, Any]) -> bytes:
+            return sse_event(
+                b"content_block_start", {"type": "content_block_start", "index": index, "content_block": block}
+            )
+
+        def block_stop(index: int) -> bytes:
+            return sse_event(b"content_block_stop", {"type": "content_block_stop", "index": index})
+
+        # Each token's event goes out with the events that open its block (and close the one before).
+        events: list[bytes] = []
+        pending = b""
+        for index, (block, deltas, closing) in enumerate(blocks):
+            if index:
+                pending += block_start(index, block)
+            if block.get("type") == "tool_use":
+                pending += delta(index, deltas[0])
+                deltas = deltas[1:]
+            for payload in deltas:
+                events.append(pending + delta(index, payload))
+                pending = b""
+            pending += b"".join(delta(index, payload) for payload in closing) + block_stop(index)
 
         start: dict[str, Any] = {
             "id": message_id,
@@ -431,23 +456,16 @@ class AnthropicProtocol(Core):
             start["usage"] = {**usage, "output_tokens": 1}  # Anthropic's message_start counts one output token
         head = (
             sse_event(b"message_start", {"type": "message_start", "message": start})
-            + sse_event(
-                b"content_block_start",
-                {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-            )
+            + block_start(0, blocks[0][0])
             + _SSE_PING
         )
         end: dict[str, Any] = {
             "type": "message_delta",
-            "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
+            "delta": {"stop_reason": stop_reason, "stop_sequence": plan.stop_sequence},
         }
         if spec.usage:
             end["usage"] = usage  # cumulative totals, as Anthropic's message_delta carries them
-        tail = (
-            sse_event(b"content_block_stop", {"type": "content_block_stop", "index": 1 if tool_use else 0})
-            + sse_event(b"message_delta", end)
-            + sse_event(b"message_stop", {"type": "message_stop"})
-        )
+        tail = pending + sse_event(b"message_delta", end) + sse_event(b"message_stop", {"type": "message_stop"})
 
         watch = ClientWatch(receive)
         try:
@@ -458,7 +476,7 @@ class AnthropicProtocol(Core):
             await send({"type": "http.response.start", "status": 200, "headers": HDR_SSE})
             await send({"type": "http.response.body", "body": head, "more_body": True})
             if not await self._stream_pieces(
-                pieces(), plan, watch, send, midfail_partial=b'event: content_block_delta\ndata: {"type":"conte'
+                events, plan, watch, send, midfail_partial=b'event: content_block_delta\ndata: {"type":"conte'
             ):
                 return
             await send({"type": "http.response.body", "body": tail, "more_body": False})

@@ -12,7 +12,7 @@ from .openai_api import OPENAI_MODELS_BODY, OpenAIProtocol
 
 
 class FakeUpstreamApp(OpenAIProtocol, OllamaProtocol, AnthropicProtocol):
-    """Pure-ASGI fake LLM upstream (OpenAI, Ollama and Anthropic protocols on one port)."""
+    """Pure-ASGI fake LLM upstream (OpenAI, Ollama and Anthropic on one port)."""
 
     def __init__(
         self,

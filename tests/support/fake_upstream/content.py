@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 import struct
@@ -12,6 +13,7 @@ from functools import lru_cache
 from typing import Any
 
 DEFAULT_TOKENS = 8
+THINKING_TOKENS = 6  # fake-think's reasoning, before its answer
 EMBEDDING_DIM = 8
 # OpenAI-style "created" timestamps for the model list are fixed so responses are byte-stable.
 MODEL_CREATED = 1_700_000_000
@@ -36,8 +38,9 @@ class ModelSpec:
     name: str
     token_delay: float = 0.0  # minimum delay before each token; --token-delay wins if larger
     tokens: int | None = None  # completion length; None means --tokens
-    behaviour: str = "normal"  # normal | error | hang | midfail
+    behaviour: str = "normal"  # normal | error | hang | midfail | floats
     usage: bool = True
+    thinking: int = 0  # reasoning tokens produced before the answer (a reasoning model)
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -52,6 +55,7 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("fake-nousage", usage=False),
         ModelSpec("fake-long", token_delay=0.01, tokens=200),
         ModelSpec("fake-floats", behaviour="floats"),
+        ModelSpec("fake-think", thinking=THINKING_TOKENS),
     )
 }
 MIDFAIL_TOKENS = 3
@@ -62,6 +66,9 @@ MIDFAIL_TOKENS = 3
 # --------------------------------------------------------------------------------------------------
 
 
+_TEXT_PARTS = frozenset({"text", "input_text", "output_text"})  # chat's, and the Responses API's
+
+
 def content_text(content: Any) -> str:
     """Text of a message content: a string, or the text parts of a list of content parts."""
     if isinstance(content, str):
@@ -70,7 +77,7 @@ def content_text(content: Any) -> str:
         return " ".join(
             part["text"]
             for part in content
-            if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
+            if isinstance(part, dict) and part.get("type") in _TEXT_PARTS and isinstance(part.get("text"), str)
         )
     return ""
 
@@ -108,6 +115,17 @@ def reply_tokens(text: str, n: int) -> tuple[str, ...]:
 def reply_text(messages: Sequence[Any], n: int = DEFAULT_TOKENS) -> str:
     """Full reply content the fake model produces for `messages` with n tokens."""
     return "".join(reply_tokens(last_user_text(messages), n))
+
+
+def thinking_tokens(text: str, n: int = THINKING_TOKENS) -> tuple[str, ...]:
+    """The n reasoning tokens fake-think produces, before its answer, for a last user message `text`."""
+    return reply_tokens("thinking about: " + text, n)
+
+
+def thinking_signature(thinking: str) -> str:
+    """The signature of an Anthropic thinking block: opaque, deterministic, base64 as Anthropic's are."""
+    digest = hashlib.blake2b(thinking.encode("utf-8", "surrogatepass"), digest_size=48).digest()
+    return base64.b64encode(b"fake-signature:" + digest).decode()
 
 
 _EMBED_STRUCT = struct.Struct(f"<{EMBEDDING_DIM}H")
@@ -148,13 +166,28 @@ def embed_inputs(raw: Any) -> list[tuple[str, int]] | None:
 TOOL_WORD = re.compile(r"\btools?\b", re.IGNORECASE)
 
 
-def tool_call_input(tool: Mapping[str, Any], text: str) -> dict[str, Any]:
-    """The input the fake model gives `tool` when the last user message is `text`.
+def tool_name(tool: Mapping[str, Any]) -> str:
+    """A tool's name in any shape: {"name"} (Anthropic, Responses) or {"function": {"name"}} (chat, Ollama)."""
+    function = tool.get("function")
+    if isinstance(function, Mapping):
+        return str(function.get("name", ""))
+    return str(tool.get("name", ""))
 
-    One value per property of the tool's input_schema: the first enum value, else by type a
-    number derived from the property name, true, {}, null, [text], or (strings and the rest) `text`.
+
+def tool_schema(tool: Mapping[str, Any]) -> Any:
+    """A tool's JSON schema: input_schema (Anthropic), parameters (Responses), function.parameters (chat, Ollama)."""
+    function = tool.get("function")
+    if isinstance(function, Mapping):
+        return function.get("parameters")
+    return tool.get("input_schema", tool.get("parameters"))
+
+
+def schema_value(schema: Any, text: str) -> dict[str, Any]:
+    """The object the fake model makes for a JSON `schema` (an object schema): one value per property.
+
+    The first enum value, else by type a number derived from the property name, true, {}, null,
+    [text], or (strings and the rest) `text`.
     """
-    schema = tool.get("input_schema")
     props = schema.get("properties") if isinstance(schema, Mapping) else None
     out: dict[str, Any] = {}
     for name, prop in (props if isinstance(props, Mapping) else {}).items():
@@ -178,6 +211,32 @@ def tool_call_input(tool: Mapping[str, Any], text: str) -> dict[str, Any]:
         else:
             out[name] = text
     return out
+
+
+def tool_call_input(tool: Mapping[str, Any], text: str) -> dict[str, Any]:
+    """The input (arguments) the fake model gives `tool` when the last user message is `text`.
+
+    `tool` in any protocol's shape (see :func:`tool_schema`); the value is :func:`schema_value` of its schema.
+    """
+    return schema_value(tool_schema(tool), text)
+
+
+def choose_tool(
+    tools: Sequence[Mapping[str, Any]], text: str, *, required: bool = False, name: str | None = None
+) -> Mapping[str, Any] | None:
+    """The tool the fake model calls for a last user message `text`, once the protocol allows a call.
+
+    The tool called `name` if one is forced; else the first tool named in `text`; else, if a call is
+    `required` or `text` says "tool" or "tools", the first tool; else none.
+    """
+    if not tools:
+        return None
+    if name is not None:
+        return next((t for t in tools if tool_name(t) == name), None)
+    named = next((t for t in tools if tool_name(t) and tool_name(t) in text), None)
+    if named is not None:
+        return named
+    return tools[0] if required or TOOL_WORD.search(text) else None
 
 
 def json_pieces(raw: str) -> tuple[str, ...]:

@@ -5,15 +5,27 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
+import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
 
-from .content import DEFAULT_TOKENS, MIDFAIL_TOKENS, MODELS, ModelSpec, reply_tokens
+from .content import (
+    DEFAULT_TOKENS,
+    MIDFAIL_TOKENS,
+    MODELS,
+    ModelSpec,
+    cut_at_stop,
+    json_pieces,
+    reply_tokens,
+    thinking_tokens,
+    tool_call_input,
+    tool_name,
+)
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -119,15 +131,47 @@ class Stats:
         self.in_flight = self.max_in_flight = live
 
 
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A tool call the fake model makes: its arguments as an object and as the JSON text it streams."""
+
+    name: str
+    arguments: dict[str, Any]
+    raw: str  # json.dumps(arguments), what OpenAI-style protocols carry as a string
+    pieces: tuple[str, ...]  # raw cut anywhere into pieces of 1 to 8 characters, one token each
+
+    @classmethod
+    def make(cls, tool: Mapping[str, Any], text: str) -> ToolCall:
+        arguments = tool_call_input(tool, text)
+        raw = json.dumps(arguments, ensure_ascii=False)
+        return cls(name=tool_name(tool), arguments=arguments, raw=raw, pieces=json_pieces(raw))
+
+
 @dataclass(slots=True)
 class Plan:
-    """What a generation request will produce."""
+    """What a generation request will produce: reasoning, then text, then maybe a tool call."""
 
     spec: ModelSpec
-    tokens: tuple[str, ...]
-    finish_reason: str
+    tokens: tuple[str, ...]  # the answer's text, one token each
+    finish_reason: str  # stop | length | tool_calls
     prompt_tokens: int
     delay: float  # per-token delay
+    thinking: tuple[str, ...] = ()  # reasoning tokens, before the text
+    call: ToolCall | None = None  # made after the text
+    stop_sequence: str | None = None  # the stop sequence that ended the text
+
+    @property
+    def completion_tokens(self) -> int:
+        """Every token produced: reasoning, text and the call's argument pieces."""
+        return len(self.thinking) + len(self.tokens) + (len(self.call.pieces) if self.call is not None else 0)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.tokens)
+
+    @property
+    def thinking_text(self) -> str:
+        return "".join(self.thinking)
 
 
 def iso_now() -> str:
@@ -146,8 +190,8 @@ def json_response(status: int, payload: bytes) -> tuple[Message, Message]:
     )
 
 
-def openai_error(message: str, type_: str, code: str | None) -> bytes:
-    return orjson.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}})
+def openai_error(message: str, type_: str, code: str | None, param: str | None = None) -> bytes:
+    return orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
 
 
 def anthropic_error(type_: str, message: str) -> tuple[int, bytes]:
@@ -239,9 +283,9 @@ class Core:
             return anthropic_error("not_found_error", f"model: {model}")[1]
         return orjson.dumps({"error": f'model "{model}" not found, try pulling it first'})
 
-    async def _bad_request(self, send: Send, message: str, *, proto: Proto) -> None:
+    async def _bad_request(self, send: Send, message: str, *, proto: Proto, param: str | None = None) -> None:
         if proto == "openai":
-            body = openai_error(message, "invalid_request_error", None)
+            body = openai_error(message, "invalid_request_error", None, param)
         elif proto == "anthropic":
             body = anthropic_error("invalid_request_error", message)[1]
         else:
@@ -272,21 +316,55 @@ class Core:
             return None
         return spec
 
-    def _plan(self, spec: ModelSpec, text: str, prompt_tokens: int, cap: Any) -> Plan:
-        n = spec.tokens if spec.tokens is not None else self.tokens
-        finish = "stop"
+    def _reply_length(self, spec: ModelSpec) -> int:
+        """How many text tokens `spec` answers when nothing caps it."""
+        return spec.tokens if spec.tokens is not None else self.tokens
+
+    def _plan(
+        self,
+        spec: ModelSpec,
+        text: str,
+        prompt_tokens: int,
+        cap: Any,
+        *,
+        tool: Mapping[str, Any] | None = None,
+        preamble: int = 0,
+        stops: Sequence[str] = (),
+        think: bool = True,
+        answer: tuple[str, ...] | None = None,
+    ) -> Plan:
+        """What `spec` produces for a last user message `text`, in at most `cap` completion tokens.
+
+        A reasoning model (unless `think` is off) first reasons; then it calls `tool` (after `preamble`
+        words) if the whole call fits in what remains, else talks until the cap; or it answers
+        `answer` (its reply words by default), cut at the cap and before the first of `stops`.
+        """
         # bool is an int subclass; a JSON `true` is not a token limit. Negative means unlimited
         # (Ollama's num_predict=-1).
-        if isinstance(cap, int) and not isinstance(cap, bool) and 0 <= cap < n:
-            n, finish = cap, "length"
+        limit = cap if isinstance(cap, int) and not isinstance(cap, bool) and cap >= 0 else None
         self.stats.prompt_tokens += prompt_tokens
-        return Plan(
-            spec=spec,
-            tokens=reply_tokens(text, n),
-            finish_reason=finish,
-            prompt_tokens=prompt_tokens,
-            delay=max(spec.token_delay, self.token_delay),
-        )
+        delay = max(spec.token_delay, self.token_delay)
+        thinking = thinking_tokens(text, spec.thinking) if think and spec.thinking else ()
+        if limit is not None and limit < len(thinking):
+            return Plan(spec, (), "length", prompt_tokens, delay, thinking=thinking[:limit])
+        room = None if limit is None else limit - len(thinking)
+        if tool is not None:
+            call = ToolCall.make(tool, text)
+            words = reply_tokens(text, preamble)
+            if room is None or len(words) + len(call.pieces) <= room:
+                return Plan(spec, words, "tool_calls", prompt_tokens, delay, thinking=thinking, call=call)
+            # The call does not fit: the model talks until the cap instead.
+            return Plan(spec, reply_tokens(text, room), "length", prompt_tokens, delay, thinking=thinking)
+        tokens = answer if answer is not None else reply_tokens(text, self._reply_length(spec))
+        finish = "stop"
+        if room is not None and room < len(tokens):
+            tokens, finish = tokens[:room], "length"
+        stop_sequence = None
+        if stops:
+            kept, stop_sequence = cut_at_stop(tokens, stops)
+            if stop_sequence is not None:
+                tokens, finish = kept, "stop"
+        return Plan(spec, tokens, finish, prompt_tokens, delay, thinking=thinking, stop_sequence=stop_sequence)
 
     async def _abort_midway(self, send: Send, partial: bytes) -> None:
         """Start a JSON response, send part of it, then make uvicorn drop the connection."""
@@ -298,7 +376,7 @@ class Core:
 
     async def _wait_before_full_response(self, plan: Plan, receive: Receive) -> bool:
         """Non-stream: simulate latency + generation time; False if the client left meanwhile."""
-        wait = self.latency + plan.delay * len(plan.tokens)
+        wait = self.latency + plan.delay * plan.completion_tokens
         if wait <= 0:
             return True  # fast path: no watcher task, this is what benchmarks hit
         watch = ClientWatch(receive)
@@ -332,7 +410,9 @@ class Core:
         *,
         midfail_partial: bytes,
     ) -> bool:
-        """Send each piece (one token's worth) after the token delay; False if the client went away."""
+        """Send each piece (one token's worth) after the token delay; False if the client went away.
+
+        An empty piece is a token whose bytes go out with a later piece."""
         stats = self.stats
         midfail = plan.spec.behaviour == "midfail"
         for i, piece in enumerate(pieces):
@@ -343,7 +423,8 @@ class Core:
                 stats.disconnects += 1
                 return False
             try:
-                await send({"type": "http.response.body", "body": piece, "more_body": True})
+                if piece:  # an empty piece is a token produced but not sent yet (Ollama sends tool calls whole)
+                    await send({"type": "http.response.body", "body": piece, "more_body": True})
             except OSError:  # other servers (and future uvicorn) raise instead of dropping the write
                 stats.disconnects += 1
                 return False
