@@ -928,6 +928,75 @@ def test_openai_chat_reasoning(up: FakeUpstream, oai: openai.OpenAI) -> None:
     assert think_call[-1].choices[0].finish_reason == "tool_calls"
 
 
+# ---- OpenAI legacy completions ------------------------------------------------------------------
+
+PROMPT = "Once upon a time"
+
+
+def test_openai_completions(up: FakeUpstream, oai: openai.OpenAI) -> None:
+    resp = oai.completions.create(model="fake-chat", prompt=PROMPT)
+    assert isinstance(resp, openai.types.Completion)
+    assert resp.id.startswith("cmpl-")
+    assert (resp.object, resp.model) == ("text_completion", "fake-chat")
+    (choice,) = resp.choices
+    assert (choice.index, choice.finish_reason, choice.logprobs) == (0, "stop", None)
+    assert choice.text == "".join(reply_tokens(PROMPT, 8))
+    assert resp.usage is not None
+    assert (resp.usage.prompt_tokens, resp.usage.completion_tokens, resp.usage.total_tokens) == (4, 8, 12)
+
+    # max_tokens is 16 unless given, as OpenAI's
+    long = oai.completions.create(model="fake-long", prompt=PROMPT)
+    assert (long.choices[0].text, long.choices[0].finish_reason) == ("".join(reply_tokens(PROMPT, 16)), "length")
+    capped = oai.completions.create(model="fake-long", prompt=PROMPT, max_tokens=3)
+    assert capped.usage is not None
+    assert capped.usage.completion_tokens == 3
+
+    words = reply_tokens(PROMPT, 8)
+    stopped = oai.completions.create(model="fake-chat", prompt=PROMPT, stop=words[2].strip())
+    assert (stopped.choices[0].text, stopped.choices[0].finish_reason) == ("".join(words[:2]), "stop")
+    echoed = oai.completions.create(model="fake-chat", prompt=PROMPT, echo=True, max_tokens=2)
+    assert echoed.choices[0].text == PROMPT + "".join(words[:2])
+    assert echoed.usage is not None
+    assert echoed.usage.completion_tokens == 2
+
+    # a list of prompts: the first is answered; token arrays count their tokens
+    listed = oai.completions.create(model="fake-chat", prompt=[PROMPT, "ignored"])
+    assert listed.choices[0].text == choice.text
+    tokens = oai.completions.create(model="fake-chat", prompt=[1, 2, 3])
+    assert tokens.usage is not None
+    assert tokens.usage.prompt_tokens == 3
+    with pytest.raises(openai.BadRequestError) as many:
+        oai.completions.create(model="fake-chat", prompt=PROMPT, n=2)
+    assert many.value.param == "n"
+    assert [r["path"] for r in up.requests()][-1] == "/v1/completions"
+
+
+def test_openai_completions_stream(up: FakeUpstream, oai: openai.OpenAI) -> None:
+    chunks = list(
+        oai.completions.create(
+            model="fake-chat", prompt=PROMPT, stream=True, stream_options={"include_usage": True}, echo=True
+        )
+    )
+    assert all(isinstance(c, openai.types.Completion) and c.object == "text_completion" for c in chunks)
+    texts = [c.choices[0].text for c in chunks if c.choices]
+    assert texts == [PROMPT, *reply_tokens(PROMPT, 8), ""]
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert all(c.usage is None for c in chunks[:-1])
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage is not None
+    assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (4, 8)
+    assert len({c.id for c in chunks}) == 1
+
+    with _http(up) as client:
+        raw = client.post("/v1/completions", json={"model": "fake-long", "prompt": PROMPT, "stream": True}).text
+    assert raw.endswith("data: [DONE]\n\n")
+    plain = [orjson.loads(e) for e in _sse_events(raw.split("\n"))[:-1]]
+    assert len(plain) == 16 + 1
+    assert all("usage" not in c for c in plain)
+    assert plain[-1]["choices"][0] == {"text": "", "index": 0, "logprobs": None, "finish_reason": "length"}
+    assert up.stats()["completion_tokens_served"] == 8 + 16
+
+
 # ---- Ollama: tool calls, thinking, generate -----------------------------------------------------
 
 

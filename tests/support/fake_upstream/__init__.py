@@ -1,4 +1,4 @@
-"""Fake LLM upstream speaking the OpenAI, Ollama and Anthropic protocols, for tests.
+"""Fake LLM upstream speaking the OpenAI (chat, completions), Ollama and Anthropic protocols, for tests.
 
 Run it as its own process::
 
@@ -30,10 +30,10 @@ Behaviour is chosen by the model name, the same for every protocol:
 * ``fake-think``: a reasoning model: first :data:`THINKING_TOKENS` (6) tokens of reasoning
   (:func:`thinking_tokens` of the last user text), then its answer. See "Reasoning" below.
 
-Endpoints: ``GET /v1/models[/{id}]``, ``POST /v1/chat/completions``, ``POST /v1/embeddings``,
-``POST /v1/messages``, ``POST /v1/messages/count_tokens``, ``GET /api/tags``, ``GET /api/version``, ``POST /api/show``,
-``POST /api/chat``, ``POST /api/generate``, ``POST /api/embed``, ``POST /api/embeddings`` and
-``GET /`` ("Ollama is running").
+Endpoints: ``GET /v1/models[/{id}]``, ``POST /v1/chat/completions``, ``POST /v1/completions``,
+``POST /v1/embeddings``, ``POST /v1/messages``, ``POST /v1/messages/count_tokens``, ``GET /api/tags``,
+``GET /api/version``, ``POST /api/show``, ``POST /api/chat``, ``POST /api/generate``,
+``POST /api/embed``, ``POST /api/embeddings`` and ``GET /`` ("Ollama is running").
 
 With ``--api-key KEY`` every /v1 and /api request needs ``Authorization: Bearer KEY`` or
 ``x-api-key: KEY``.
@@ -64,7 +64,8 @@ off. Ollama as ``thinking`` (chat's message, generate's top level); ``think: fal
 and ``think`` on any other model is a 400 (``"<model>" does not support thinking``), as Ollama
 answers; /api/show lists the ``thinking`` capability. Anthropic as a ``thinking`` block with a
 ``signature`` (:func:`thinking_signature`) before the text, streamed as ``thinking_delta`` events
-then one ``signature_delta``; ``thinking: {"type": "disabled"}`` turns it off.
+then one ``signature_delta``; ``thinking: {"type": "disabled"}`` turns it off. Legacy
+completions never reason.
 
 OpenAI chat completions (``POST /v1/chat/completions``): a ``chat.completion`` (id
 ``chatcmpl-...``), or SSE chunks (a first ``{"role": "assistant", "content": ""}`` delta, one per
@@ -77,6 +78,14 @@ function/``allowed_tools``) is ``message.tool_calls`` ``[{"id": "call_...", "typ
 ``tool_calls``; streamed, a first delta carries the call's index, id, type, name and ``arguments:
 ""`` (with the role and a null content when nothing came before it), then one delta per piece of
 the arguments. ``tool_choice`` without tools, or naming a function that is not one of them, is a 400.
+
+OpenAI legacy completions (``POST /v1/completions``): ``prompt`` a string, a list of strings or
+token arrays (the first is answered; ``n`` other than 1 is a 400); prompt tokens are its words (or
+tokens), without the 4 a chat message adds; ``max_tokens`` 16 unless given (as OpenAI's), ``stop``,
+``echo`` (the prompt before the text; streamed, as a first chunk). A ``text_completion`` (id
+``cmpl-...``, ``choices[0].text``, finish_reason ``stop`` or ``length``), or SSE chunks of the same
+shape, one per token, a last one with ``text: ""`` and the finish_reason, the usage chunk (empty
+choices) when ``stream_options.include_usage``, ``data: [DONE]``.
 
 Ollama (``/api/chat`` and ``/api/generate``): NDJSON lines unless ``stream`` is false, a last
 ``done`` object with ``done_reason`` (``stop``, ``length``, ``load`` for an empty chat or prompt),

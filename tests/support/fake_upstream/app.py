@@ -12,7 +12,7 @@ from .openai_api import OPENAI_MODELS_BODY, OpenAIProtocol
 
 
 class FakeUpstreamApp(OpenAIProtocol, OllamaProtocol, AnthropicProtocol):
-    """Pure-ASGI fake LLM upstream (OpenAI, Ollama and Anthropic on one port)."""
+    """Pure-ASGI fake LLM upstream (OpenAI chat and completions, Ollama and Anthropic on one port)."""
 
     def __init__(
         self,
@@ -25,6 +25,7 @@ class FakeUpstreamApp(OpenAIProtocol, OllamaProtocol, AnthropicProtocol):
         super().__init__(api_key=api_key, token_delay=token_delay, tokens=tokens, latency=latency)
         self._routes: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/chat/completions"): self._openai_chat,
+            ("POST", "/v1/completions"): self._openai_completions,
             ("POST", "/v1/embeddings"): self._openai_embeddings,
             ("GET", "/v1/models"): self._models,
             ("POST", "/v1/messages"): self._anthropic_messages,

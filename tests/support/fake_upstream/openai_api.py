@@ -1,4 +1,4 @@
-"""OpenAI's protocol: chat completions (text, reasoning_content, tool calls), embeddings."""
+"""OpenAI's protocol: chat completions (text, reasoning_content, tool calls), legacy completions, embeddings."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ OPENAI_MODELS_BODY = orjson.dumps(
         "data": [{"id": m, "object": "model", "created": MODEL_CREATED, "owned_by": "fake"} for m in MODELS],
     }
 )
+LEGACY_MAX_TOKENS = 16  # what /v1/completions produces at most when max_tokens is not given, as OpenAI's
 
 
 class OpenAIRequestError(Exception):
@@ -131,7 +132,7 @@ def _data(obj: Mapping[str, Any]) -> bytes:
 
 
 class OpenAIProtocol(Core):
-    """POST /v1/chat/completions and /v1/embeddings."""
+    """POST /v1/chat/completions, /v1/completions and /v1/embeddings."""
 
     async def _openai_request(self, scope: Scope, receive: Receive, send: Send) -> dict[str, Any] | None:
         body: dict[str, Any] | None = await self._read_body(scope, receive)
@@ -262,6 +263,89 @@ class OpenAIProtocol(Core):
                     "choices": [],
                     "usage": usage,
                 }
+                tail.append(_data(final))
+            tail.append(SSE_DONE)
+            await send({"type": "http.response.body", "body": b"".join(tail), "more_body": False})
+        finally:
+            watch.close()
+
+    async def _openai_completions(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """POST /v1/completions, OpenAI's legacy text completions: the first prompt answered, n=1."""
+        self.stats.chat_requests += 1
+        body = await self._openai_request(scope, receive, send)
+        if body is None:
+            return
+        raw_prompt = body.get("prompt")
+        prompts = embed_inputs(raw_prompt if raw_prompt is not None else "")
+        try:
+            if not prompts:
+                raise OpenAIRequestError(
+                    "Invalid 'prompt': expected a string, an array of strings or tokens.", "prompt"
+                )
+            stops = stop_sequences(body.get("stop"))
+            if body.get("n") not in (None, 1):
+                raise OpenAIRequestError("The fake upstream answers n=1 only.", "n")
+        except OpenAIRequestError as exc:
+            await self._openai_refuse(send, exc)
+            return
+        spec = await self._gate(body, receive, send, proto="openai")
+        if spec is None:
+            return
+        prompt, prompt_tokens = prompts[0]
+        cap = body.get("max_tokens")
+        plan = self._plan(
+            spec, prompt, prompt_tokens, LEGACY_MAX_TOKENS if cap is None else cap, stops=stops, think=False
+        )
+        echo = prompt if body.get("echo") else ""
+        completion_id = f"cmpl-fake{next(self._ids):016d}"
+        created = int(time.time())
+        usage = _usage(plan)
+
+        def completion(text: str, finish_reason: str | None) -> dict[str, Any]:
+            return {
+                "id": completion_id,
+                "object": "text_completion",
+                "created": created,
+                "model": spec.name,
+                "system_fingerprint": "fp_fake",
+                "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason}],
+            }
+
+        if not body.get("stream"):
+            if spec.behaviour == "midfail":
+                await self._abort_midway(send, b'{"object":"text_completion","choices":[{"te')
+            if not await self._wait_before_full_response(plan, receive):
+                return
+            result = completion(echo + plan.text, plan.finish_reason)
+            if spec.usage:
+                result["usage"] = usage
+            await self._send_json(send, 200, orjson.dumps(result))
+            self.stats.completion_tokens_served += plan.completion_tokens
+            return
+
+        opts = body.get("stream_options")
+        include_usage = spec.usage and isinstance(opts, dict) and bool(opts.get("include_usage"))
+
+        def chunk(text: str, finish_reason: str | None = None) -> bytes:
+            obj = completion(text, finish_reason)
+            if include_usage:
+                obj["usage"] = None  # as on chat chunks: null on every chunk but the last
+            return _data(obj)
+
+        watch = ClientWatch(receive)
+        try:
+            await watch.pause(self.latency)
+            if watch.gone:
+                self.stats.disconnects += 1
+                return
+            await send({"type": "http.response.start", "status": 200, "headers": HDR_SSE})
+            if echo:
+                await send({"type": "http.response.body", "body": chunk(echo), "more_body": True})
+            if not await self._stream_tokens(plan, watch, send, chunk, midfail_partial=b'data: {"id'):
+                return
+            tail = [chunk("", plan.finish_reason)]
+            if include_usage:
+                final = {**completion("", None), "choices": [], "usage": usage}
                 tail.append(_data(final))
             tail.append(SSE_DONE)
             await send({"type": "http.response.body", "body": b"".join(tail), "more_body": False})
