@@ -1,4 +1,5 @@
-"""The gateway's four hot routes, dispatched without FastAPI's router and dependency injection.
+"""The gateway's hot routes (every generation surface, and embeddings), dispatched without FastAPI's router
+and dependency injection.
 
 FastAPI stays the source of these routes (their OpenAPI entries, their access declaration, their
 handlers); this only skips the machinery between the outer middleware and the handler: matching the path
@@ -29,7 +30,11 @@ Endpoint = Callable[[Request, Principal, Gateway], Awaitable[Response]]
 HOT: dict[str, Endpoint] = {
     "/v1/chat/completions": routes.openai_chat,
     "/v1/embeddings": routes.openai_embeddings,
+    "/v1/responses": routes.openai_responses,
+    "/v1/completions": routes.openai_completions,
+    "/v1/messages": routes.anthropic_messages,
     "/api/chat": routes.ollama_chat,
+    "/api/generate": routes.ollama_generate,
     "/api/embed": routes.ollama_embed,
 }
 ACCESS = Access(Role.USER)  # what `dependencies=USER` declares on each of them

@@ -16,7 +16,7 @@ EMBED = {"model": "demo-embed", "input": "hello there"}
 
 
 def _cases(key: str) -> list[tuple[str, str, dict[str, str], Any]]:
-    """(name, path, headers, body) for successes and refusals on all four routes."""
+    """(name, path, headers, body) for successes and refusals on every hot route."""
     auth = {"authorization": f"Bearer {key}"}
     return [
         ("openai chat", "/v1/chat/completions", auth, CHAT),
@@ -25,6 +25,21 @@ def _cases(key: str) -> list[tuple[str, str, dict[str, str], Any]]:
         ("ollama chat", "/api/chat", auth, {**CHAT, "stream": False}),
         ("ollama chat streamed", "/api/chat", auth, CHAT),
         ("ollama embed", "/api/embed", auth, EMBED),
+        ("responses", "/v1/responses", auth, {"model": "demo", "input": "hello there"}),
+        ("responses streamed", "/v1/responses", auth, {"model": "demo", "input": "hello there", "stream": True}),
+        ("completions", "/v1/completions", auth, {"model": "demo", "prompt": "hello there"}),
+        ("messages", "/v1/messages", auth, {**CHAT, "max_tokens": 20}),
+        ("messages streamed", "/v1/messages", auth, {**CHAT, "max_tokens": 20, "stream": True}),
+        ("messages, x-api-key", "/v1/messages", {"authorization": "", "x-api-key": key}, {**CHAT, "max_tokens": 20}),
+        ("messages without max_tokens", "/v1/messages", auth, CHAT),
+        (
+            "messages, wrong key",
+            "/v1/messages",
+            {"authorization": "", "x-api-key": "gh_nope"},
+            {**CHAT, "max_tokens": 20},
+        ),
+        ("generate", "/api/generate", auth, {"model": "demo", "prompt": "hello there", "stream": False}),
+        ("generate streamed", "/api/generate", auth, {"model": "demo", "prompt": "hello there"}),
         ("no key", "/v1/chat/completions", {"authorization": ""}, CHAT),
         ("wrong key", "/v1/chat/completions", {"authorization": "Bearer gh_nope"}, CHAT),
         ("malformed header", "/api/chat", {"authorization": "Basic abc"}, CHAT),

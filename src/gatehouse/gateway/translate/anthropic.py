@@ -512,7 +512,8 @@ class SseEncoder:
             # The prompt's count comes with message_delta at the end (an upstream of another kind says it last).
             "usage": {"input_tokens": self._prompt, "output_tokens": 0},
         }
-        return sse("message_start", {"type": "message_start", "message": message})
+        # Anthropic sends a ping right after message_start; clients that wait for one find it here too.
+        return sse("message_start", {"type": "message_start", "message": message}) + self.ping()
 
     def _open(self, kind: str, block: JSON) -> bytes:
         out = self._close()
