@@ -30,6 +30,7 @@ from tests.support.fake_upstream import (
     prompt_token_count,
     reply_text,
     reply_tokens,
+    responses_chat_messages,
     run_fake_upstream,
     schema_value,
     thinking_signature,
@@ -997,6 +998,236 @@ def test_openai_completions_stream(up: FakeUpstream, oai: openai.OpenAI) -> None
     assert up.stats()["completion_tokens_served"] == 8 + 16
 
 
+# ---- OpenAI Responses API -----------------------------------------------------------------------
+
+
+def test_responses_text(up: FakeUpstream, oai: openai.OpenAI) -> None:
+    resp = oai.responses.create(model="fake-chat", instructions=SYSTEM, input="Say hello to the gateway")
+    assert isinstance(resp, openai.types.responses.Response)
+    assert resp.id.startswith("resp_")
+    assert (resp.object, resp.status, resp.model, resp.incomplete_details) == (
+        "response",
+        "completed",
+        "fake-chat",
+        None,
+    )
+    (item,) = resp.output
+    assert isinstance(item, openai.types.responses.ResponseOutputMessage)
+    assert item.id.startswith("msg_")
+    assert (item.role, item.status) == ("assistant", "completed")
+    (part,) = item.content
+    assert isinstance(part, openai.types.responses.ResponseOutputText)
+    assert part.annotations == []
+    assert resp.output_text == reply_text(MESSAGES, 8)
+    assert resp.usage is not None
+    assert (resp.usage.input_tokens, resp.usage.output_tokens, resp.usage.total_tokens) == (
+        PROMPT_TOKENS,
+        8,
+        PROMPT_TOKENS + 8,
+    )
+    assert resp.usage.input_tokens_details.cached_tokens == 0
+    assert resp.usage.output_tokens_details.reasoning_tokens == 0
+    assert resp.model_extra is not None
+    assert resp.model_extra["store"] is True  # the API returns it; the SDK's Response type has no field for it
+
+    # items count as the chat they describe: the same conversation costs the same as in chat completions
+    items: list[Any] = [
+        {"role": "developer", "content": [{"type": "input_text", "text": SYSTEM}]},
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Say hello to the gateway"}]},
+    ]
+    assert responses_chat_messages(None, items) == [{"role": "developer", "content": SYSTEM}, MESSAGES[1]]
+    again = oai.responses.create(model="fake-chat", input=items, store=False)
+    assert again.output_text == resp.output_text
+    assert again.usage is not None
+    assert again.usage.input_tokens == PROMPT_TOKENS
+    assert again.model_extra is not None
+    assert again.model_extra["store"] is False
+
+    capped = oai.responses.create(model="fake-chat", input="Say hello to the gateway", max_output_tokens=3)
+    assert (capped.status, capped.max_output_tokens) == ("incomplete", 3)
+    assert capped.incomplete_details is not None
+    assert capped.incomplete_details.reason == "max_output_tokens"
+    assert capped.output_text == reply_text(MESSAGES, 3)
+    assert capped.output[0].type == "message"
+    assert capped.output[0].status == "incomplete"
+    assert up.stats()["completion_tokens_served"] == 8 + 8 + 3
+
+
+def test_responses_tool_call_round_trip(up: FakeUpstream, oai: openai.OpenAI) -> None:
+    first = oai.responses.create(model="fake-chat", input=ASK, tools=RESP_TOOLS)
+    (call,) = first.output
+    assert isinstance(call, openai.types.responses.ResponseFunctionToolCall)
+    assert call.id is not None
+    assert call.id.startswith("fc_")
+    assert call.call_id.startswith("call_")
+    assert (call.name, call.status) == ("get_weather", "completed")
+    assert json.loads(call.arguments) == tool_call_input(WEATHER, ASK)
+    assert first.status == "completed"
+    assert first.usage is not None
+    assert first.usage.output_tokens == len(_pieces(WEATHER, ASK))
+    assert first.tools[0].type == "function"
+
+    items: list[Any] = [
+        {"role": "user", "content": ASK},
+        call.model_dump(exclude_none=True),
+        {"type": "function_call_output", "call_id": call.call_id, "output": "18 C and sunny"},
+    ]
+    second = oai.responses.create(model="fake-chat", input=items, tools=RESP_TOOLS)
+    assert [o.type for o in second.output] == ["message"]
+    assert second.output_text == "".join(reply_tokens(ASK, 8))
+    assert second.usage is not None
+    assert second.usage.input_tokens == prompt_token_count(responses_chat_messages(None, items))
+
+    def called(ask: str, **kwargs: Any) -> str | None:
+        resp = oai.responses.create(model="fake-chat", input=ask, **{"tools": RESP_TOOLS, **kwargs})
+        return next((o.name for o in resp.output if o.type == "function_call"), None)
+
+    assert called("Say hello") is None
+    assert called("Say hello, get_time") == "get_time"
+    assert called("Say hello with tools", tool_choice="none") is None
+    assert called("Say hello", tool_choice="required") == "get_weather"
+    assert called("Say hello", tool_choice={"type": "function", "name": "get_time"}) == "get_time"
+    allowed = {"type": "allowed_tools", "mode": "required", "tools": [{"type": "function", "name": "get_time"}]}
+    assert called("Say hello", tool_choice=allowed) == "get_time"
+    needed = len(_pieces(WEATHER, "Say hello"))
+    short = oai.responses.create(
+        model="fake-chat", input="Say hello", tools=RESP_TOOLS, tool_choice="required", max_output_tokens=needed - 1
+    )
+    assert (short.status, [o.type for o in short.output]) == ("incomplete", ["message"])
+
+    with pytest.raises(openai.BadRequestError) as orphan:
+        oai.responses.create(
+            model="fake-chat", input=[{"type": "function_call_output", "call_id": "call_nope", "output": "x"}]
+        )
+    assert "call_nope" in orphan.value.message
+    with pytest.raises(openai.BadRequestError) as no_tools:
+        oai.responses.create(model="fake-chat", input="hi", tool_choice="required")
+    assert no_tools.value.param == "tool_choice"
+
+
+def test_responses_previous_response_id_is_unknown(up: FakeUpstream, oai: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as unknown:
+        oai.responses.create(model="fake-chat", input="hi", previous_response_id="resp_abc")
+    assert unknown.value.status_code == 400
+    assert (unknown.value.code, unknown.value.param) == ("previous_response_not_found", "previous_response_id")
+    assert unknown.value.body == {
+        "message": "Previous response with id 'resp_abc' not found.",
+        "type": "invalid_request_error",
+        "param": "previous_response_id",
+        "code": "previous_response_not_found",
+    }
+    assert up.requests()[-1]["body"]["previous_response_id"] == "resp_abc"  # logged, so a test can see it was sent
+    with pytest.raises(openai.NotFoundError):
+        oai.responses.create(model="nope", input="hi")
+
+
+def test_responses_stream(up: FakeUpstream, oai: openai.OpenAI) -> None:
+    with oai.responses.stream(model="fake-chat", instructions=SYSTEM, input="Say hello to the gateway") as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    kinds = [e.type for e in events]
+    assert kinds == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        *["response.output_text.delta"] * 8,
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    created = events[0]
+    assert isinstance(created, openai.types.responses.ResponseCreatedEvent)
+    assert (created.response.status, created.response.output, created.response.usage) == ("in_progress", [], None)
+    deltas = [e.delta for e in events if isinstance(e, openai.types.responses.ResponseTextDeltaEvent)]
+    assert deltas == list(reply_tokens(last_user_text(MESSAGES), 8))
+    done = events[-1]
+    assert isinstance(done, openai.types.responses.ResponseCompletedEvent)
+    assert done.response.usage is not None
+    assert (done.response.usage.input_tokens, done.response.usage.output_tokens) == (PROMPT_TOKENS, 8)
+    assert final.output_text == reply_text(MESSAGES, 8)
+    assert final.id == created.response.id
+
+    with oai.responses.stream(model="fake-chat", input=TOOL_ASK, tools=RESP_TOOLS) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    pieces = [e.delta for e in events if e.type == "response.function_call_arguments.delta"]
+    assert tuple(pieces) == _pieces(WEATHER, TOOL_ASK)
+    args_done = next(e for e in events if e.type == "response.function_call_arguments.done")
+    assert args_done.arguments == "".join(pieces)
+    added = next(e for e in events if e.type == "response.output_item.added")
+    assert added.item.type == "function_call"
+    assert (added.item.arguments, added.item.status) == ("", "in_progress")
+    assert final.output[0].type == "function_call"
+    assert final.output[0].arguments == "".join(pieces)
+
+    with oai.responses.stream(model="fake-long", input="hi", max_output_tokens=5) as stream:
+        events = list(stream)
+    assert events[-1].type == "response.incomplete"
+    assert events[-1].response.incomplete_details is not None
+    assert up.stats()["completion_tokens_served"] == 8 + len(pieces) + 5
+
+
+def test_responses_raw_stream_wire_format(up: FakeUpstream) -> None:
+    body = {"model": "fake-chat", "input": "Say hello to the gateway", "stream": True, "max_output_tokens": 2}
+    with _http(up) as client, client.stream("POST", "/v1/responses", json=body) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        raw = r.read().decode()
+    pairs = _sse_pairs(raw)
+    assert all(data["type"] == name for name, data in pairs)  # each event: line names its data's type
+    assert [data["sequence_number"] for _, data in pairs] == list(range(len(pairs)))
+    delta = next(data for name, data in pairs if name == "response.output_text.delta")
+    assert delta["content_index"] == 0
+    assert delta["output_index"] == 0
+    assert delta["logprobs"] == []
+    assert pairs[-1][0] == "response.incomplete"
+    assert "[DONE]" not in raw
+
+
+def test_responses_reasoning(up: FakeUpstream, oai: openai.OpenAI) -> None:
+    thinking = "".join(thinking_tokens("Say hello to the gateway"))
+    resp = oai.responses.create(model="fake-think", input="Say hello to the gateway")
+    assert [o.type for o in resp.output] == ["reasoning", "message"]
+    reasoning = resp.output[0]
+    assert isinstance(reasoning, openai.types.responses.ResponseReasoningItem)
+    assert reasoning.id.startswith("rs_")
+    assert reasoning.summary == []
+    assert reasoning.content is not None
+    assert [(c.type, c.text) for c in reasoning.content] == [("reasoning_text", thinking)]
+    assert resp.output_text == reply_text(MESSAGES, 8)
+    assert resp.usage is not None
+    assert (resp.usage.output_tokens, resp.usage.output_tokens_details.reasoning_tokens) == (THINK + 8, THINK)
+    assert resp.reasoning is not None
+    assert resp.reasoning.effort == "medium"
+
+    off = oai.responses.create(model="fake-think", input="Say hello to the gateway", reasoning={"effort": "none"})
+    assert [o.type for o in off.output] == ["message"]
+
+    with oai.responses.stream(model="fake-think", input="Say hello to the gateway", max_output_tokens=THINK) as s:
+        events = list(s)
+    kinds = [e.type for e in events]
+    assert kinds.count("response.reasoning_text.delta") == THINK
+    assert "response.output_text.delta" not in kinds
+    text_done = next(e for e in events if e.type == "response.reasoning_text.done")
+    assert text_done.text == thinking
+    assert events[-1].type == "response.incomplete"
+    assert [o.type for o in events[-1].response.output] == ["reasoning"]
+
+    # reasoning items given back in the input are accepted and not counted
+    items: list[Any] = [
+        {"role": "user", "content": "Say hello to the gateway"},
+        reasoning.model_dump(exclude_none=True),
+        {"role": "assistant", "content": [{"type": "output_text", "text": resp.output_text}]},
+        {"role": "user", "content": "Again"},
+    ]
+    again = oai.responses.create(model="fake-think", input=items)
+    assert again.output_text == "".join(reply_tokens("Again", 8))
+    assert again.usage is not None
+    assert again.usage.input_tokens == 5 + 8 + 1 + 3 * 4
+
+
 # ---- Ollama: tool calls, thinking, generate -----------------------------------------------------
 
 
@@ -1205,7 +1436,19 @@ def test_anthropic_thinking_then_tool_use_wire_format(up: FakeUpstream) -> None:
     assert end["usage"]["output_tokens"] == THINK + 2 + len(_pieces(WEATHER, ASK))
 
 
-# ---- the command line ------------------------------------------------------------
+# ---- the ledger and the command line ------------------------------------------------------------
+
+
+def test_new_endpoints_count_in_the_ledger(up: FakeUpstream, oai: openai.OpenAI) -> None:
+    oai.completions.create(model="fake-chat", prompt=PROMPT, max_tokens=2)
+    oai.responses.create(model="fake-think", input="Say hello to the gateway", max_output_tokens=THINK + 1)
+    with oai.responses.stream(model="fake-chat", input="Say hello to the gateway") as s:
+        s.until_done()
+    stats = up.stats()
+    assert stats["completion_tokens_served"] == 2 + THINK + 1 + 8
+    assert stats["prompt_tokens"] == 4 + 2 * (5 + 4)
+    assert stats["requests"] == stats["chat_requests"] == 3
+    assert [r["path"] for r in up.requests()] == ["/v1/completions", "/v1/responses", "/v1/responses"]
 
 
 def test_runs_as_a_module() -> None:

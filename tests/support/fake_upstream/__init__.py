@@ -1,4 +1,4 @@
-"""Fake LLM upstream speaking the OpenAI (chat, completions), Ollama and Anthropic protocols, for tests.
+"""Fake LLM upstream speaking the OpenAI (chat, completions, Responses), Ollama and Anthropic protocols, for tests.
 
 Run it as its own process::
 
@@ -13,7 +13,7 @@ on SIGTERM/SIGINT. From Python, use :func:`run_fake_upstream`.
 The app is plain ASGI (no framework) served by uvicorn with uvloop + httptools, because benchmarks
 use it as the upstream and it must never be the bottleneck. Modules: ``content`` (the models and what
 they answer), ``core`` (reading, gating, planning, pacing, control), one per protocol (``openai_api``,
-``ollama_api``, ``anthropic_api``), ``app`` (FakeUpstreamApp mixes them and routes), ``process`` (the
+``responses_api``, ``ollama_api``, ``anthropic_api``), ``app`` (FakeUpstreamApp mixes them and routes), ``process`` (the
 command line and :func:`run_fake_upstream`).
 
 Behaviour is chosen by the model name, the same for every protocol:
@@ -24,16 +24,17 @@ Behaviour is chosen by the model name, the same for every protocol:
 * ``fake-hang``: never sends a response head; waits until the client goes away.
 * ``fake-midfail``: sends 3 tokens (or a partial JSON body) and then drops the connection.
 * ``fake-nousage``: like ``fake-chat`` but never reports token usage (an Anthropic answer then has no
-  ``usage`` at all, which Anthropic itself never does).
+  ``usage`` at all, which Anthropic itself never does; a Responses answer has ``usage: null``).
 * ``fake-long``: 200 tokens, at least 0.01 s apart.
 * ``fake-floats``: an embedding model that answers floats even when asked for base64, as some servers do.
 * ``fake-think``: a reasoning model: first :data:`THINKING_TOKENS` (6) tokens of reasoning
   (:func:`thinking_tokens` of the last user text), then its answer. See "Reasoning" below.
 
 Endpoints: ``GET /v1/models[/{id}]``, ``POST /v1/chat/completions``, ``POST /v1/completions``,
-``POST /v1/embeddings``, ``POST /v1/messages``, ``POST /v1/messages/count_tokens``, ``GET /api/tags``,
-``GET /api/version``, ``POST /api/show``, ``POST /api/chat``, ``POST /api/generate``,
-``POST /api/embed``, ``POST /api/embeddings`` and ``GET /`` ("Ollama is running").
+``POST /v1/responses``, ``POST /v1/embeddings``, ``POST /v1/messages``,
+``POST /v1/messages/count_tokens``, ``GET /api/tags``, ``GET /api/version``, ``POST /api/show``,
+``POST /api/chat``, ``POST /api/generate``, ``POST /api/embed``, ``POST /api/embeddings`` and
+``GET /`` ("Ollama is running").
 
 With ``--api-key KEY`` every /v1 and /api request needs ``Authorization: Bearer KEY`` or
 ``x-api-key: KEY``.
@@ -47,9 +48,9 @@ conversation costs the same everywhere. Shapes come from the official ``openai``
 
 Tool calls, the same rule in every protocol: when the request has tools, does not forbid a call
 (``tool_choice`` ``none``) and its last message is a user turn (not a tool result: an OpenAI ``tool``
-message, an Ollama ``tool`` message, Anthropic tool_result blocks), the model calls a tool if the
-request forces one (OpenAI ``required`` or a named function, Anthropic ``any`` or ``tool``), or if
-the last user text names a tool or says
+message, an Ollama ``tool`` message, Anthropic tool_result blocks, a Responses
+``function_call_output``), the model calls a tool if the request forces one (OpenAI ``required`` or
+a named function, Anthropic ``any`` or ``tool``), or if the last user text names a tool or says
 "tool"/"tools": the named tool, else the first one (:func:`choose_tool`). The arguments are
 :func:`tool_call_input` (one value per property of the tool's schema); as a JSON text they are cut
 anywhere into pieces of 1 to 8 characters, each one completion token. A call that does not fit in
@@ -64,7 +65,9 @@ off. Ollama as ``thinking`` (chat's message, generate's top level); ``think: fal
 and ``think`` on any other model is a 400 (``"<model>" does not support thinking``), as Ollama
 answers; /api/show lists the ``thinking`` capability. Anthropic as a ``thinking`` block with a
 ``signature`` (:func:`thinking_signature`) before the text, streamed as ``thinking_delta`` events
-then one ``signature_delta``; ``thinking: {"type": "disabled"}`` turns it off. Legacy
+then one ``signature_delta``; ``thinking: {"type": "disabled"}`` turns it off. The Responses API as a
+``reasoning`` item (``content`` of ``reasoning_text``, ``summary`` empty) and
+``output_tokens_details.reasoning_tokens``; ``reasoning.effort: "none"`` turns it off. Legacy
 completions never reason.
 
 OpenAI chat completions (``POST /v1/chat/completions``): a ``chat.completion`` (id
@@ -86,6 +89,25 @@ tokens), without the 4 a chat message adds; ``max_tokens`` 16 unless given (as O
 ``cmpl-...``, ``choices[0].text``, finish_reason ``stop`` or ``length``), or SSE chunks of the same
 shape, one per token, a last one with ``text: ""`` and the finish_reason, the usage chunk (empty
 choices) when ``stream_options.include_usage``, ``data: [DONE]``.
+
+OpenAI Responses API (``POST /v1/responses``), stateless: ``input`` a string or a list of items
+(message items with string or input_text / output_text content, function_call, function_call_output
+answering a function_call of the same input, or a 400; reasoning and other items are accepted and
+not counted), ``instructions`` (the system message), ``tools`` (function tools), ``tool_choice``,
+``max_output_tokens``, ``stream``. A ``previous_response_id`` is always unknown: 400
+``previous_response_not_found``; ``store`` is echoed, nothing is stored. A Response (id
+``resp_...``, status ``completed``, or ``incomplete`` with ``incomplete_details.reason
+max_output_tokens`` at the cap) whose output is a ``reasoning`` item (fake-think), a ``message``
+item (id ``msg_...``, one ``output_text`` part, ``annotations: []``) unless the model called a
+function or ran out while reasoning, and a ``function_call`` item (id ``fc_...``, ``call_id``
+``call_...``, name, arguments) for a call; usage ``input_tokens`` (with zero cached and cache-write
+counts), ``output_tokens`` (with ``reasoning_tokens``), ``total_tokens``. Streamed, the typed events,
+each an ``event: <type>`` line and its data with ``type`` and ``sequence_number``:
+``response.created``, ``response.in_progress``, then per item ``response.output_item.added``,
+``response.content_part.added``, one ``response.reasoning_text.delta`` /
+``response.output_text.delta`` / ``response.function_call_arguments.delta`` per token, the matching
+``.done``, ``response.content_part.done``, ``response.output_item.done``; last
+``response.completed`` (or ``response.incomplete``) carrying the whole response with its usage.
 
 Ollama (``/api/chat`` and ``/api/generate``): NDJSON lines unless ``stream`` is false, a last
 ``done`` object with ``done_reason`` (``stop``, ``length``, ``load`` for an empty chat or prompt),
@@ -157,6 +179,7 @@ from .content import (
     tool_call_input,
 )
 from .process import FakeUpstream, main, run_fake_upstream
+from .responses_api import responses_chat_messages
 
 __all__ = [
     "DEFAULT_TOKENS",
@@ -174,6 +197,7 @@ __all__ = [
     "prompt_token_count",
     "reply_text",
     "reply_tokens",
+    "responses_chat_messages",
     "run_fake_upstream",
     "schema_value",
     "thinking_signature",

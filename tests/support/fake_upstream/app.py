@@ -9,10 +9,11 @@ from .content import DEFAULT_TOKENS, MODEL_CREATED, MODELS
 from .core import Handler, Receive, Scope, Send, anthropic_error, openai_error, wait_disconnect
 from .ollama_api import TAGS_BODY, VERSION_BODY, OllamaProtocol
 from .openai_api import OPENAI_MODELS_BODY, OpenAIProtocol
+from .responses_api import ResponsesProtocol
 
 
-class FakeUpstreamApp(OpenAIProtocol, OllamaProtocol, AnthropicProtocol):
-    """Pure-ASGI fake LLM upstream (OpenAI chat and completions, Ollama and Anthropic on one port)."""
+class FakeUpstreamApp(OpenAIProtocol, ResponsesProtocol, OllamaProtocol, AnthropicProtocol):
+    """Pure-ASGI fake LLM upstream (OpenAI chat, completions and Responses, Ollama and Anthropic on one port)."""
 
     def __init__(
         self,
@@ -26,6 +27,7 @@ class FakeUpstreamApp(OpenAIProtocol, OllamaProtocol, AnthropicProtocol):
         self._routes: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/chat/completions"): self._openai_chat,
             ("POST", "/v1/completions"): self._openai_completions,
+            ("POST", "/v1/responses"): self._responses,
             ("POST", "/v1/embeddings"): self._openai_embeddings,
             ("GET", "/v1/models"): self._models,
             ("POST", "/v1/messages"): self._anthropic_messages,
