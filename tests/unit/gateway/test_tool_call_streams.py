@@ -200,7 +200,10 @@ def read_anthropic(output: bytes) -> list[tuple[str, JSON]]:
     for line in output.split(b"\n"):
         if not line.startswith(b"data: "):
             continue
-        event = ANTHROPIC_EVENT.validate_python(orjson.loads(line[6:]))
+        data = orjson.loads(line[6:])
+        if data["type"] == "ping":  # the SDK reads pings apart from the typed events
+            continue
+        event = ANTHROPIC_EVENT.validate_python(data)
         if event.type == "content_block_start" and event.content_block.type == "tool_use":
             blocks[event.index] = [event.content_block.name, ""]
         elif event.type == "content_block_delta" and event.delta.type == "input_json_delta":
