@@ -15,11 +15,13 @@ from tests.support.server import GatehouseServer, base_env, run_gatehouse
 from tests.support.services import flush_redis_prefix, redis_server, unique_redis_prefix
 
 UPSTREAM_KEY = "upstream-secret-key"
-FAKE_MODELS = ["chat", "embed", "slow", "error", "hang", "midfail", "nousage", "long", "floats"]
+FAKE_MODELS = ["chat", "embed", "slow", "error", "hang", "midfail", "nousage", "long", "floats", "think"]
 # Client-facing aliases: "oa-<x>" reaches fake-<x> through the OpenAI protocol, "ol-<x>" through Ollama's.
 KINDS = {"oa": "up-openai", "ol": "up-ollama"}
 # ... and "an-<x>" through Anthropic's Messages API (the client surfaces are tested against all three).
 ALL_KINDS = {**KINDS, "an": "up-anthropic"}
+# "rp-<x>": an OpenAI-compatible upstream marked `responses: true` (Responses requests pass through to it).
+PASSTHROUGH_KINDS = {"rp": "up-responses"}
 
 
 @pytest.fixture(scope="session")
@@ -55,10 +57,18 @@ def write_config(path: Path, upstream_url: str, *, output_caps: dict[str, int] |
                 "api_key": UPSTREAM_KEY,
                 "discover": False,
             },
+            {
+                "name": "up-responses",
+                "kind": "openai",
+                "base_url": upstream_url,
+                "api_key": UPSTREAM_KEY,
+                "discover": False,
+                "responses": True,
+            },
         ],
         "models": {
             f"{prefix}-{m}": {"upstream": name, "model": f"fake-{m}"}
-            for prefix, name in ALL_KINDS.items()
+            for prefix, name in {**ALL_KINDS, **PASSTHROUGH_KINDS}.items()
             for m in FAKE_MODELS
         },
     }

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from gatehouse.gateway.models import RequestLog
 from tests.e2e.conftest import ALL_KINDS
-from tests.support.fake_upstream import FakeUpstream, reply_text
+from tests.support.fake_upstream import THINKING_TOKENS, FakeUpstream, reply_text, thinking_tokens
 from tests.support.server import GatehouseServer
 
 PREFIXES = list(ALL_KINDS)  # oa: an OpenAI-compatible upstream, ol: Ollama, an: Anthropic
@@ -404,3 +404,74 @@ def test_fake_upstream_counted_what_gatehouse_recorded(server: GatehouseServer, 
     list(ollama_client(server).generate(model="an-chat", prompt="three", stream=True))
     rows = rows_since(server, since, 3)
     assert sum(r.completion_tokens for r in rows) == fake_upstream.stats()["completion_tokens_served"] - served
+
+
+# --- reasoning -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prefix", PREFIXES)
+def test_reasoning_reaches_every_surface(server: GatehouseServer, prefix: str) -> None:
+    thinking = "".join(thinking_tokens("Think first")).strip()
+    model = f"{prefix}-think"
+    reply = openai_client(server).responses.create(model=model, input="Think first")
+    (reasoning,) = [item for item in reply.output if item.type == "reasoning"]
+    assert reasoning.content is not None and reasoning.content[0].text.strip() == thinking
+    assert reply.output_text.strip() == expected("Think first")
+    message = anthropic_client(server).messages.create(
+        model=model, max_tokens=100, messages=[{"role": "user", "content": "Think first"}]
+    )
+    assert [b.type for b in message.content] == ["thinking", "text"]
+    assert message.content[0].thinking.strip() == thinking  # type: ignore[union-attr]
+    generated = ollama_client(server).generate(model=model, prompt="Think first", stream=False)
+    assert (generated.thinking or "").strip() == thinking
+    # Reasoning tokens are completion tokens: counted as the upstream counted them.
+    assert message.usage.output_tokens == 8 + THINKING_TOKENS
+
+
+def test_anthropic_thinking_round_trips_with_its_signature(server: GatehouseServer) -> None:
+    """An Anthropic client's thinking block (with its signature) reaches an Anthropic upstream again intact."""
+    client = anthropic_client(server)
+    tools: Any = [{"name": "get_weather", "description": "Weather", "input_schema": WEATHER}]
+    ask: dict[str, Any] = {"model": "an-think", "max_tokens": 200, "tools": tools}
+    first = client.messages.create(**ask, messages=[{"role": "user", "content": "Weather? Use the tool."}])
+    assert first.content[0].type == "thinking" and first.stop_reason == "tool_use"
+    (use,) = [b for b in first.content if b.type == "tool_use"]
+    follow = client.messages.create(
+        **ask,
+        messages=[
+            {"role": "user", "content": "Weather? Use the tool."},
+            {"role": "assistant", "content": first.content},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "Sunny"}]},
+        ],
+    )
+    assert follow.stop_reason == "end_turn"
+
+
+# --- Responses passed through to an upstream that serves them ---------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_responses_pass_through_to_an_upstream_that_serves_them(
+    server: GatehouseServer, fake_upstream: FakeUpstream, stream: bool
+) -> None:
+    client = openai_client(server)
+    since = last_id(server)
+    fake_upstream.reset()
+    if stream:
+        with client.responses.stream(model="rp-chat", input="Tell me a story") as events:
+            for _ in events:
+                pass
+            first = events.get_final_response()
+    else:
+        first = client.responses.create(model="rp-chat", input="Tell me a story")
+    assert first.model == "rp-chat" and first.output_text.strip() == expected("Tell me a story")
+    second = client.responses.create(model="rp-chat", input="And then?", previous_response_id=first.id)
+    assert second.previous_response_id == first.id and client.responses.retrieve(second.id).id == second.id
+    sent = [r for r in fake_upstream.requests() if r.get("path") == "/v1/responses"]
+    assert len(sent) == 2
+    # The upstream got the conversation itself (it stores nothing), never Gatehouse's response ids.
+    assert all(r["body"]["store"] is False and "previous_response_id" not in r["body"] for r in sent)
+    assert len(sent[1]["body"]["input"]) == 3  # the first question, its answer, the second question
+    rows = rows_since(server, since, 2)
+    assert [(r.surface, r.upstream) for r in rows] == [("responses", "up-responses")] * 2
+    assert rows[0].completion_tokens == 8 and rows[0].prompt_tokens == first.usage.input_tokens  # type: ignore[union-attr]
