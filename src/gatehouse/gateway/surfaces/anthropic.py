@@ -27,10 +27,7 @@ class MessagesSurface(Surface):
 
     def native_body(self, model: str, limit: int | None) -> JSON:
         body = {**self.body, "model": model}
-        requested = self.requested()
-        if limit is not None and (requested is None or limit < requested):
-            body["max_tokens"] = limit
-        return body
+        return self._limited(body, "max_tokens", limit)
 
     def native_relay(self) -> Relay:
         return AnthropicPassthrough(self.call, self.encoder())

@@ -68,6 +68,14 @@ class Surface:
     def native_relay(self) -> Relay:
         raise NotImplementedError
 
+    def _limited(self, body: JSON, field: str, limit: int | None) -> JSON:
+        """`body` with its completion limit `field` lowered to `limit` where the client asked for more (or
+        nothing)."""
+        requested = self.requested()
+        if limit is not None and (requested is None or limit < requested):
+            body[field] = limit
+        return body
+
     def native_usage(self, data: JSON) -> tuple[int, int] | None:
         raise NotImplementedError
 

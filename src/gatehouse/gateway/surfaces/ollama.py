@@ -21,9 +21,9 @@ class _OllamaSurface(Surface):
 
     def native_body(self, model: str, limit: int | None) -> JSON:
         body = {**self.body, "model": model, "stream": self.call.stream}
-        requested = self.requested()
-        if limit is not None and (requested is None or limit < requested):
-            body["options"] = {**(self.body.get("options") or {}), "num_predict": limit}
+        options = self._limited(dict(self.body.get("options") or {}), "num_predict", limit)
+        if options:
+            body["options"] = options
         return body
 
     def native_relay(self) -> Relay:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gatehouse.gateway import ir
+from gatehouse.gateway.call import Call
 from gatehouse.gateway.streaming import OpenAIPassthrough, Relay
 from gatehouse.gateway.surfaces.base import Surface, bound_of, estimate_prompt_tokens, message_bound
 from gatehouse.gateway.translate import completions, openai
@@ -11,35 +12,16 @@ from gatehouse.gateway.translate.usage import usage_from_openai
 from gatehouse.upstreams.config import UpstreamKind
 
 
-def _limit_key(body: JSON) -> str:
-    return "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+class _OpenAISurface(Surface):
+    """What chat and legacy completions share: an SSE passthrough whose usage chunk is always asked for, and
+    dropped again unless the client asked for it."""
 
-
-class ChatSurface(Surface):
-    """POST /v1/chat/completions."""
-
-    name = "chat"
     native = UpstreamKind.OPENAI
-    native_path = openai.CHAT_PATH
-
-    def prompt_bound(self, image_allowance: int) -> int:
-        body = self.body
-        return message_bound(body["messages"], extra=body.get("tools"), image_allowance=image_allowance)
-
-    def prompt_estimate(self, bound: int) -> int:
-        return estimate_prompt_tokens(self.body["messages"])
-
-    def requested(self) -> int | None:
-        value = self.body.get("max_completion_tokens", self.body.get("max_tokens"))
-        return value if isinstance(value, int) and value > 0 else None
+    limit_field = "max_tokens"
 
     def native_body(self, model: str, limit: int | None) -> JSON:
-        body = {**self.body, "model": model}
-        requested = self.requested()
-        if limit is not None and (requested is None or limit < requested):
-            body[_limit_key(self.body)] = limit
+        body = self._limited({**self.body, "model": model}, self.limit_field, limit)
         if self.call.stream:
-            # Always ask for usage; the usage chunk is dropped again if the client did not ask for it.
             body["stream_options"] = {**(self.body.get("stream_options") or {}), "include_usage": True}
         return body
 
@@ -51,6 +33,29 @@ class ChatSurface(Surface):
 
     def native_usage(self, data: JSON) -> tuple[int, int] | None:
         return usage_from_openai(data)
+
+
+class ChatSurface(_OpenAISurface):
+    """POST /v1/chat/completions."""
+
+    name = "chat"
+    native_path = openai.CHAT_PATH
+
+    def __init__(self, call: Call, body: JSON) -> None:
+        super().__init__(call, body)
+        if "max_completion_tokens" in body:
+            self.limit_field = "max_completion_tokens"
+
+    def prompt_bound(self, image_allowance: int) -> int:
+        body = self.body
+        return message_bound(body["messages"], extra=body.get("tools"), image_allowance=image_allowance)
+
+    def prompt_estimate(self, bound: int) -> int:
+        return estimate_prompt_tokens(self.body["messages"])
+
+    def requested(self) -> int | None:
+        value = self.body.get("max_completion_tokens", self.body.get("max_tokens"))
+        return value if isinstance(value, int) and value > 0 else None
 
     def _decode(self) -> ir.Request:
         return openai.decode_request(self.body)
@@ -71,11 +76,10 @@ class ChatSurface(Surface):
         )
 
 
-class CompletionsSurface(Surface):
+class CompletionsSurface(_OpenAISurface):
     """POST /v1/completions (OpenAI's legacy completions): a raw prompt continued."""
 
     name = "completions"
-    native = UpstreamKind.OPENAI
     native_path = openai.COMPLETIONS_PATH
 
     def prompt_bound(self, image_allowance: int) -> int:
@@ -84,24 +88,6 @@ class CompletionsSurface(Surface):
     def requested(self) -> int | None:
         value = self.body.get("max_tokens", completions.DEFAULT_MAX_TOKENS)
         return value if isinstance(value, int) and value > 0 else None
-
-    def native_body(self, model: str, limit: int | None) -> JSON:
-        body = {**self.body, "model": model}
-        requested = self.requested()
-        if limit is not None and (requested is None or limit < requested):
-            body["max_tokens"] = limit
-        if self.call.stream:
-            body["stream_options"] = {**(self.body.get("stream_options") or {}), "include_usage": True}
-        return body
-
-    def _wants_usage(self) -> bool:
-        return bool((self.body.get("stream_options") or {}).get("include_usage"))
-
-    def native_relay(self) -> Relay:
-        return OpenAIPassthrough(self.call, self.encoder(), self._wants_usage())
-
-    def native_usage(self, data: JSON) -> tuple[int, int] | None:
-        return usage_from_openai(data)
 
     def _decode(self) -> ir.Request:
         return completions.decode_request(self.body)

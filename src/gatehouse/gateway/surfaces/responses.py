@@ -63,10 +63,7 @@ class ResponsesSurface(Surface):
         own_items = [{"role": "user", "content": own}] if isinstance(own, str) else list(own or ())
         body["input"] = [*self.history, *own_items]  # the client's items as it sent them (ids of ours left out)
         body["store"] = False
-        requested = self.requested()
-        if limit is not None and (requested is None or limit < requested):
-            body["max_output_tokens"] = limit
-        return body
+        return self._limited(body, "max_output_tokens", limit)
 
     def native_relay(self) -> Relay:
         return ResponsesPassthrough(self.call, self.encoder(), self.answered_native)

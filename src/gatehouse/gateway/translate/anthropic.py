@@ -594,28 +594,3 @@ def error_type_for_code(code: str) -> str:
     if code == "upstream_rate_limited":
         return "rate_limit_error"
     return "api_error"
-
-
-ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    402: "billing_error",
-    403: "permission_error",
-    404: "not_found_error",
-    409: "conflict_error",
-    413: "invalid_request_error",
-    422: "invalid_request_error",
-    429: "rate_limit_error",
-    500: "api_error",
-    502: "api_error",
-    503: "overloaded_error",
-    504: "timeout_error",
-}
-
-
-def error_body(status: int, message: str, request_id: str | None = None) -> JSON:
-    """An error in Anthropic's shape."""
-    body: JSON = {"type": "error", "error": {"type": ERROR_TYPES.get(status, "api_error"), "message": message}}
-    if request_id:
-        body["request_id"] = request_id
-    return body
