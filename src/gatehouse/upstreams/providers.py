@@ -28,7 +28,8 @@ MODELS_PATH = {
     UpstreamKind.OLLAMA: "/api/tags",
     UpstreamKind.ANTHROPIC: "/v1/models",
 }
-MODEL_PAGES = 20  # an Anthropic model list is paged (1000 a page): at most this many pages are read
+MODEL_PAGES = 20  # an Anthropic model list is paged: at most this many pages are read
+ANTHROPIC_PAGE = "1000"  # models a page (Anthropic's most)
 MAX_LINE_BYTES = 8 * 1024 * 1024
 
 
@@ -229,18 +230,7 @@ class HttpProvider(Provider):
     async def list_models(self, within: float = 10.0) -> list[str]:
         if self.kind is UpstreamKind.ANTHROPIC:
             return await self._anthropic_models(within)
-        path = MODELS_PATH[self.kind]
-        try:
-            async with self.session.get(path.lstrip("/"), timeout=aiohttp.ClientTimeout(total=within)) as resp:
-                if resp.status in (401, 403):
-                    raise UpstreamUnreachable(f"{self.name} refused Gatehouse's credentials ({resp.status})")
-                if resp.status != 200:
-                    raise UpstreamUnreachable(f"{self.name} answered {resp.status} to {path}")
-                data = orjson.loads(await resp.read())
-        except TimeoutError as exc:
-            raise UpstreamTimedOut(f"{self.name} did not list its models within {within:g} s") from exc
-        except (aiohttp.ClientError, OSError, orjson.JSONDecodeError) as exc:
-            raise UpstreamUnreachable(f"cannot list models of {self.name}: {exc or type(exc).__name__}") from exc
+        data = await self._get_json(MODELS_PATH[self.kind].lstrip("/"), {}, within)
         if self.kind is UpstreamKind.OLLAMA:
             return [str(m.get("name") or m.get("model")) for m in data.get("models", [])]
         entries = [m for m in data.get("data", []) if isinstance(m, dict) and "id" in m]
@@ -254,7 +244,7 @@ class HttpProvider(Provider):
         after: str | None = None
         deadline = asyncio.get_running_loop().time() + within
         for _ in range(MODEL_PAGES):
-            params = {"limit": "1000", **({"after_id": after} if after else {})}
+            params = {"limit": ANTHROPIC_PAGE, **({"after_id": after} if after else {})}
             left = max(0.1, deadline - asyncio.get_running_loop().time())
             data = await self._get_json("v1/models", params, left)
             entries = [m for m in data.get("data", []) if isinstance(m, dict) and "id" in m]
