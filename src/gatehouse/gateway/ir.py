@@ -12,7 +12,7 @@ The classes are plain slotted dataclasses: streamed events are made once per ups
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 JSON = dict[str, Any]
 
@@ -253,3 +253,26 @@ class Collector:
                     target.arguments += event.fragment
             else:
                 self.finish = event
+
+
+class Decoder(Protocol):
+    """An upstream protocol's stream decoder (translate/<protocol>.py): framed lines in, events out."""
+
+    @property
+    def usage(self) -> Usage | None: ...
+
+    def feed(self, line: bytes) -> list[Event]: ...
+
+
+class Encoder(Protocol):
+    """A client protocol's stream encoder (translate/<protocol>.py): events in, framed bytes out."""
+
+    media_type: str
+
+    def encode(self, events: list[Event]) -> bytes: ...
+
+    def finish(self, usage: Usage | None) -> bytes: ...
+
+    def ping(self) -> bytes: ...
+
+    def error(self, message: str, code: str) -> bytes: ...

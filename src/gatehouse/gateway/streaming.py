@@ -37,29 +37,8 @@ from gatehouse.upstreams.upstream import Route
 
 log = get_logger("gatehouse.gateway")
 JSON = dict[str, Any]
-
-
-class Decoder(Protocol):
-    """An upstream protocol's stream decoder (translate/<protocol>.py)."""
-
-    @property
-    def usage(self) -> ir.Usage | None: ...
-
-    def feed(self, line: bytes) -> list[ir.Event]: ...
-
-
-class Encoder(Protocol):
-    """A client protocol's stream encoder (translate/<protocol>.py)."""
-
-    media_type: str
-
-    def encode(self, events: list[ir.Event]) -> bytes: ...
-
-    def finish(self, usage: ir.Usage | None) -> bytes: ...
-
-    def ping(self) -> bytes: ...
-
-    def error(self, message: str, code: str) -> bytes: ...
+Decoder = ir.Decoder
+Encoder = ir.Encoder
 
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}

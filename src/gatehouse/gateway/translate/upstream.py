@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 from gatehouse.gateway import ir
-from gatehouse.gateway.streaming import Decoder
 from gatehouse.gateway.translate import anthropic, ollama, openai
 from gatehouse.gateway.translate.common import JSON
 from gatehouse.upstreams.config import UpstreamKind
@@ -42,7 +41,7 @@ def result_of(kind: UpstreamKind, data: JSON, *, call_prefix: str) -> ir.Result:
     return openai.decode_result(data)
 
 
-def decoder_for(kind: UpstreamKind, *, call_prefix: str) -> Decoder:
+def decoder_for(kind: UpstreamKind, *, call_prefix: str) -> ir.Decoder:
     """The stream decoder of an upstream of `kind`."""
     if kind is UpstreamKind.ANTHROPIC:
         return anthropic.SseDecoder()
