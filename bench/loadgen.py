@@ -27,7 +27,18 @@ EVENT = b"data: {"
 LATE = "no answer in time"
 
 
-def build_request(host: str, port: int, path: str, body: Any, key: str | None) -> bytes:
+def build_request(
+    host: str,
+    port: int,
+    path: str,
+    body: Any,
+    key: str | None,
+    *,
+    key_header: str = "Authorization",
+    headers: dict[str, str] | None = None,
+) -> bytes:
+    """A POST of `body` as JSON; the key as `Authorization: Bearer <key>`, or bare in another header
+    (`x-api-key`, as Anthropic's clients send it); `headers` added as they are."""
     payload = orjson.dumps(body)
     head = [
         f"POST {path} HTTP/1.1",
@@ -37,7 +48,8 @@ def build_request(host: str, port: int, path: str, body: Any, key: str | None) -
         f"Content-Length: {len(payload)}",
     ]
     if key:
-        head.append(f"Authorization: Bearer {key}")
+        head.append(f"Authorization: Bearer {key}" if key_header.lower() == "authorization" else f"{key_header}: {key}")
+    head += [f"{name}: {value}" for name, value in (headers or {}).items()]
     return ("\r\n".join(head) + "\r\n\r\n").encode() + payload
 
 
@@ -151,6 +163,80 @@ def check_chat(ex: Exchange) -> None:
         ex.error = "no choices in answer"
 
 
+def _answer_text(ex: Exchange, tokens: int, what: str, text: str | None) -> None:
+    """The fake upstream's answer is `tokens` tokens "tok0 tok1 ..."; a translated answer must carry them all."""
+    expected = "".join((" tok" if i else "tok") + str(i) for i in range(tokens))
+    if text != expected:
+        shown = text if text is None or len(text) < 60 else text[:57] + "..."
+        ex.error = f"{what}: text {shown!r}, expected the {tokens} tokens of the upstream's answer"
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _json_body(ex: Exchange) -> dict[str, Any] | None:
+    try:
+        obj = orjson.loads(ex.body)
+    except orjson.JSONDecodeError:
+        ex.error = "answer is not JSON"
+        return None
+    if not isinstance(obj, dict):
+        ex.error = "answer is not a JSON object"
+        return None
+    return obj
+
+
+def check_responses(ex: Exchange, tokens: int, store: bool) -> None:
+    """A non-streamed Response: object response, status completed, `store` as asked, one assistant message
+    whose output_text is the upstream's answer, usage in input/output tokens."""
+    if not ex.ok:
+        return
+    obj = _json_body(ex)
+    if obj is None:
+        return
+    output = obj.get("output")
+    message = output[0] if isinstance(output, list) and len(output) == 1 and isinstance(output[0], dict) else {}
+    content = message.get("content")
+    part = content[0] if isinstance(content, list) and len(content) == 1 and isinstance(content[0], dict) else {}
+    usage = _dict(obj.get("usage"))
+    if obj.get("object") != "response" or not str(obj.get("id", "")).startswith("resp_"):
+        ex.error = f"not a Response object: {bytes(ex.body[:120])!r}"
+    elif obj.get("status") != "completed":
+        ex.error = f"Response status {obj.get('status')!r}, expected 'completed'"
+    elif obj.get("store") is not store:
+        ex.error = f"Response store {obj.get('store')!r}, expected {store}"
+    elif message.get("type") != "message" or message.get("role") != "assistant" or part.get("type") != "output_text":
+        ex.error = f"Response output is not one assistant message with output_text: {output!r:.160}"
+    elif usage.get("output_tokens") != tokens or not usage.get("input_tokens"):
+        ex.error = f"Response usage {usage!r}, expected {tokens} output tokens and some input tokens"
+    else:
+        _answer_text(ex, tokens, "Response", part.get("text"))
+
+
+def check_messages(ex: Exchange, tokens: int) -> None:
+    """A non-streamed Anthropic Message: type message, role assistant, one text block holding the upstream's
+    answer, stop_reason end_turn, usage in input/output tokens."""
+    if not ex.ok:
+        return
+    obj = _json_body(ex)
+    if obj is None:
+        return
+    content = obj.get("content")
+    block = content[0] if isinstance(content, list) and len(content) == 1 and isinstance(content[0], dict) else {}
+    usage = _dict(obj.get("usage"))
+    if obj.get("type") != "message" or obj.get("role") != "assistant":
+        ex.error = f"not an assistant Message: {bytes(ex.body[:120])!r}"
+    elif block.get("type") != "text":
+        ex.error = f"Message content is not one text block: {content!r:.160}"
+    elif obj.get("stop_reason") != "end_turn":
+        ex.error = f"Message stop_reason {obj.get('stop_reason')!r}, expected 'end_turn'"
+    elif usage.get("output_tokens") != tokens or not usage.get("input_tokens"):
+        ex.error = f"Message usage {usage!r}, expected {tokens} output tokens and some input tokens"
+    else:
+        _answer_text(ex, tokens, "Message", block.get("text"))
+
+
 def check_embed(ex: Exchange) -> None:
     if ex.ok and b'"embedding"' not in ex.body:
         ex.error = "no embedding in answer"
@@ -191,11 +277,21 @@ def _errors(exchanges: list[Exchange]) -> tuple[int, list[str]]:
 
 
 async def sequential(
-    host: str, port: int, request: bytes, *, count: int = 0, seconds: float = 0.0, kind: str = "chat", tokens: int = 0
+    host: str,
+    port: int,
+    request: bytes,
+    *,
+    count: int = 0,
+    seconds: float = 0.0,
+    kind: str = "chat",
+    tokens: int = 0,
+    detail: bool = False,
 ) -> dict[str, Any]:
     """Requests one at a time on one keep-alive connection, for `count` requests or `seconds`.
 
-    kind: chat, embed or stream (then TTFT and total per stream are reported, in ms)."""
+    kind: chat, embed, stream (then TTFT and total per stream are reported, in ms), or the translated surfaces'
+    answers, each fully parsed (for probes): responses (stored), responses_nostore, messages. detail: an error
+    carries the start of the answer's body (for probes: bodies differ, so their errors would no longer group)."""
     conn = await connect(host, port)
     exchanges: list[Exchange] = []
     deadline = time.perf_counter() + seconds
@@ -214,8 +310,14 @@ async def sequential(
                 check_stream(ex, tokens)
             elif kind == "embed":
                 check_embed(ex)
+            elif kind in ("responses", "responses_nostore"):
+                check_responses(ex, tokens, store=kind == "responses")
+            elif kind == "messages":
+                check_messages(ex, tokens)
             else:
                 check_chat(ex)
+            if detail and ex.error and ex.body and not ex.stream:
+                ex.error += f": {bytes(ex.body[:300]).decode(errors='replace')}"
             exchanges.append(ex)
     finally:
         if conn.transport is not None:

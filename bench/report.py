@@ -10,6 +10,16 @@ from typing import Any
 GATEWAYS = ("gatehouse-sqlite", "gatehouse-pg")
 Result = dict[str, Any]
 
+# Translated client surfaces, one client at a time, beside the chat-completions passthrough (chat_seq); the
+# performance target: at most SURFACE_TARGET_MS more than chat_seq at p50.
+SURFACES = (
+    ("chat_seq", "chat completions (passthrough)"),
+    ("responses_seq", "Responses, `store: false`"),
+    ("responses_store_seq", "Responses, stored (default `store`)"),
+    ("messages_seq", "Anthropic Messages"),
+)
+SURFACE_TARGET_MS = 0.2
+
 
 @dataclass(frozen=True)
 class Metric:
@@ -20,6 +30,7 @@ class Metric:
     better: str  # "lower" or "higher"
     added: bool = False  # also show the difference with direct
     digits: int = 1
+    direct_scenario: str | None = None  # direct's scenario to compare with, when direct does not serve this one
 
 
 def _path(*keys: str) -> Callable[[Result], float | None]:
@@ -37,6 +48,24 @@ def _path(*keys: str) -> Callable[[Result], float | None]:
 METRICS = [
     Metric("chat_seq", _path("latency_ms", "p50"), "chat, one client at a time: p50", "ms", "lower", True, 2),
     Metric("chat_seq", _path("latency_ms", "p99"), "chat, one client at a time: p99", "ms", "lower", True, 2),
+    *(
+        Metric(
+            scenario,
+            _path("latency_ms", pct),
+            f"{what}, one client at a time: {pct}",
+            "ms",
+            "lower",
+            True,
+            2,
+            "chat_seq",
+        )
+        for scenario, what in (
+            ("responses_seq", "Responses (store: false) → chat"),
+            ("responses_store_seq", "Responses (stored) → chat"),
+            ("messages_seq", "Messages → chat"),
+        )
+        for pct in ("p50", "p99")
+    ),
     Metric("chat_open", _path("latency_ms", "p50"), "chat, 300 req/s open loop: p50", "ms", "lower", True, 2),
     Metric("chat_open", _path("latency_ms", "p99"), "chat, 300 req/s open loop: p99", "ms", "lower", True, 2),
     Metric("chat_sat", _path("rps"), "chat, saturation (64 connections): throughput", "req/s", "higher", False, 0),
@@ -68,11 +97,33 @@ def median(data: Result, target: str, m: Metric) -> float | None:
 
 
 def added(data: Result, target: str, m: Metric) -> float | None:
-    """Median over rounds of (target - direct) in the same round."""
-    mine = _values(data, target, m.scenario, m.get)
-    direct = _values(data, "direct", m.scenario, m.get)
-    diffs = [a - b for a, b in zip(mine, direct, strict=False) if a is not None and b is not None]
-    return statistics.median(diffs) if diffs else None
+    """Median over rounds of (target - direct) in the same round (direct's own scenario, or the one it serves)."""
+    return _paired(data, target, m.scenario, "direct", m.direct_scenario or m.scenario, m.get)
+
+
+def _paired(
+    data: Result,
+    target: str,
+    scenario: str,
+    other: str,
+    other_scenario: str,
+    get: Callable[[Result], float | None],
+) -> float | None:
+    """Median over rounds of (target's scenario - other's scenario) in the same round."""
+    return statistics.median(diffs) if (diffs := _diffs(data, target, scenario, other, other_scenario, get)) else None
+
+
+def _diffs(
+    data: Result,
+    target: str,
+    scenario: str,
+    other: str,
+    other_scenario: str,
+    get: Callable[[Result], float | None],
+) -> list[float]:
+    mine = _values(data, target, scenario, get)
+    theirs = _values(data, other, other_scenario, get)
+    return [a - b for a, b in zip(mine, theirs, strict=False) if a is not None and b is not None]
 
 
 def errors(data: Result, target: str, scenario: str | None = None) -> int:
@@ -135,24 +186,23 @@ def brief(scenario: str, result: Result) -> str:
     return ", ".join(parts)
 
 
-def render(data: Result) -> str:
+def _labels(data: Result) -> dict[str, str]:
+    """The targets measured, in the run's order, with their labels."""
     meta = data["meta"]
-    targets = [t for t in meta["targets"] if t in data["results"]]
-    labels = {t: meta["targets"][t]["label"] for t in targets}
+    labels = {t: meta["targets"][t]["label"] for t in meta["targets"] if t in data["results"]}
     if "litellm" in labels:
         labels["litellm"] = f"LiteLLM ({meta['targets']['litellm']['note']})"
-    gateways = [t for t in targets if t != "direct"]
-    gh = [t for t in gateways if t in GATEWAYS]
-    has_litellm = "litellm" in targets
+    return labels
+
+
+def _header(data: Result, title: str, intro: str) -> list[str]:
+    """The title, then when, where and with what the run was made."""
+    meta = data["meta"]
     m, v, prof = meta["machine"], meta["versions"], meta["profile"]
-    by = {(x.scenario, x.label): x for x in METRICS}
     out: list[str] = []
     w = out.append
-    w("# Benchmarks\n")
-    w(
-        "Written by `make bench` (`bench/run.py`; how it works: [bench/README.md](../bench/README.md)). "
-        "The latest run replaces this file; raw results are kept in `bench/results/`.\n"
-    )
+    w(f"# {title}\n")
+    w(intro + "\n")
     w(f"- **Date**: {meta['date']}; {prof['rounds']} round(s), run took {meta['wall_s'] / 60:.1f} min")
     w(
         f"- **Machine**: {m['nproc']} cores ({m['cpu']}), {m['ram_gb']} GB RAM, Linux {m['kernel']}; "
@@ -169,7 +219,7 @@ def render(data: Result) -> str:
             f"- **Note**: Gatehouse's source changed during the run (per round: {', '.join(code)}); each round "
             "restarts it from the working tree, so rounds measured different code."
         )
-    if has_litellm:
+    if "litellm" in data["results"]:
         w(f"- **LiteLLM mode**: {meta['targets']['litellm']['note']}")
     w(
         "- Every gateway runs one worker process in front of the same fake upstream; the load generators and all "
@@ -177,6 +227,108 @@ def render(data: Result) -> str:
         "(median over rounds)."
     )
     w("")
+    return out
+
+
+def has_surfaces(data: Result) -> bool:
+    """Whether the run measured a translated surface (Responses or Messages) on some target."""
+    return any(s in runs for runs in data["results"].values() for s, _ in SURFACES[1:])
+
+
+def surfaces_section(data: Result) -> list[str]:
+    """Translated surfaces beside the chat-completions passthrough, per Gatehouse target: p50 and p99 (medians over
+    rounds), added over direct's chat, and the difference to the same target's chat in the same round."""
+    labels = _labels(data)
+    prof = data["meta"]["profile"]
+    p50, p99 = _path("latency_ms", "p50"), _path("latency_ms", "p99")
+    gateways = [t for t in labels if t in GATEWAYS and any(s in data["results"][t] for s, _ in SURFACES[1:])]
+    out: list[str] = []
+    w = out.append
+    w("## Translated surfaces\n")
+    w(
+        f"One client at a time (`wrk -t1 -c1`, {prof['seq_s']:g} s after 1 s of warm-up), non-streamed, the same "
+        "system prompt, user prompt and completion cap in each surface's own shape, in front of the fake upstream, "
+        "which is OpenAI-compatible: a chat-completions request passes through, a Responses or Messages request is "
+        "translated to chat completions and its answer translated back. Every answer's status is checked, and before "
+        "each run one answer per surface is parsed in full (shape, text, usage; Messages also with the key as a "
+        "bearer token; a stored Response read back, a `store: false` one not found).\n"
+    )
+    w(
+        f"**Target**: a translated surface costs at most {SURFACE_TARGET_MS:g} ms more than the chat-completions "
+        "passthrough at p50. *Δ vs chat* = the surface minus chat on the same target in the same round (median over "
+        "rounds; *within* = rounds where it was within the target); *added* = the surface minus direct's chat in the "
+        "same round.\n"
+    )
+    if not gateways:
+        w("No Gatehouse target measured them in this run.\n")
+        return out
+    w(
+        "| target | surface | p50 (ms) | p99 (ms) | added p50 (ms) | Δ p50 vs chat (ms) | Δ p99 vs chat (ms) "
+        f"| ≤ {SURFACE_TARGET_MS:g} ms at p50 |"
+    )
+    w("|---|---|---:|---:|---:|---:|---:|---|")
+    for t in gateways:
+        for scenario, what in SURFACES:
+            if scenario not in data["results"][t]:
+                continue
+            m50 = Metric(scenario, p50, "", "ms", "lower")
+            m99 = Metric(scenario, p99, "", "ms", "lower")
+            add = _paired(data, t, scenario, "direct", "chat_seq", p50)
+            cells = [labels[t], what, fmt(median(data, t, m50), 2), fmt(median(data, t, m99), 2), fmt(add, 2)]
+            if scenario == "chat_seq":
+                cells += ["", "", ""]
+            else:
+                d50 = _diffs(data, t, scenario, t, "chat_seq", p50)
+                delta = statistics.median(d50) if d50 else None
+                cells += [_signed(delta), _signed(_paired(data, t, scenario, t, "chat_seq", p99))]
+                if delta is None:
+                    cells.append("n/a")
+                else:
+                    within = sum(d <= SURFACE_TARGET_MS for d in d50)
+                    verdict = "**met**" if delta <= SURFACE_TARGET_MS else "**missed**"
+                    cells.append(f"{verdict} ({within}/{len(d50)} rounds within)")
+            bad = errors(data, t, scenario)
+            if bad:
+                cells[1] += f" ({bad:,} errors)"
+            w("| " + " | ".join(cells) + " |")
+    w("")
+    return out
+
+
+def _signed(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:+,.{digits}f}"
+
+
+def render_surfaces(data: Result) -> str:
+    """A page of the translated surfaces alone (docs/benchmarks-surfaces.md), for a run of those scenarios."""
+    labels = _labels(data)
+    out = _header(
+        data,
+        "Benchmarks: translated client surfaces",
+        "Written by `python -m bench` (`bench/run.py`; how it works: [bench/README.md](../bench/README.md)) when a "
+        "run measures the Responses and Messages scenarios; the latest such run replaces this file. The other "
+        "scenarios' latest results: [benchmarks.md](benchmarks.md).",
+    )
+    out += surfaces_section(data)
+    out += _checks(data, list(labels), [s for s, _ in SURFACES])
+    return "\n".join(out)
+
+
+def render(data: Result) -> str:
+    labels = _labels(data)
+    targets = list(labels)
+    gateways = [t for t in targets if t != "direct"]
+    gh = [t for t in gateways if t in GATEWAYS]
+    has_litellm = "litellm" in targets
+    prof = data["meta"]["profile"]
+    by = {(x.scenario, x.label): x for x in METRICS}
+    out = _header(
+        data,
+        "Benchmarks",
+        "Written by `make bench` (`bench/run.py`; how it works: [bench/README.md](../bench/README.md)). "
+        "The latest run replaces this file; raw results are kept in `bench/results/`.",
+    )
+    w = out.append
 
     # Headline table.
     if gateways:
@@ -248,6 +400,9 @@ def render(data: Result) -> str:
                 "and time, above 1 for throughput.\n"
             )
 
+    if has_surfaces(data):
+        out += surfaces_section(data)
+
     # Full table.
     w("## All measurements\n")
     head = ["metric", "better", *(labels[t] for t in targets)]
@@ -274,40 +429,14 @@ def render(data: Result) -> str:
     for scenario in scenarios:
         w(
             f"| errors: {scenario} | lower | "
-            + " | ".join(str(errors(data, t, scenario)) for t in targets)
+            + " | ".join(str(errors(data, t, scenario)) if scenario in data["results"][t] else "n/a" for t in targets)
             + (" | " + " | ".join("" for _ in gh) if has_litellm else "")
             + " |"
         )
     w("")
     w("Latencies in a cell: the target's median, then (in brackets) what it adds over direct.\n")
 
-    # Checks.
-    w("## Checks\n")
-    for t in targets:
-        n = errors(data, t)
-        checked = sum(int(r.get("requests", r.get("streams", 0))) for runs in data["results"][t].values() for r in runs)
-        late = sum(int(r.get("late", 0)) for r in data["results"][t].get("chat_open", []))
-        note = (
-            f" The open loop also left {late:,} requests unanswered within their time limit (overloaded, not "
-            "counted as errors)."
-            if late
-            else ""
-        )
-        if n == 0:
-            w(f"- {labels[t]}: **passed**: {checked:,} responses, 0 errors.{note}")
-        else:
-            detail = []
-            for scenario, runs in data["results"][t].items():
-                bad = sum(int(r.get("errors", 0)) for r in runs)
-                if bad:
-                    samples = sorted({s for r in runs for s in r.get("error_samples", [])} | _wrk_detail(runs))
-                    detail.append(f"{scenario}: {bad} ({'; '.join(samples[:3])})")
-            w(f"- {labels[t]}: **FAILED**: {n:,} errors in {checked:,} responses; " + "; ".join(detail) + "." + note)
-    w(
-        "\nChecked: every response's status (wrk: non-2xx and socket errors; the Python load generator: 200), "
-        "one fully parsed answer before each wrk run, and for every stream the final `data: [DONE]` and the "
-        "number of content tokens.\n"
-    )
+    out += _checks(data, targets)
     w("## How it was measured\n")
     w(
         f"- Fake upstream (`bench/fakeup.py`): `bench-fast` answers at once ({prof['fast_tokens']} tokens, back to "
@@ -350,8 +479,58 @@ def render(data: Result) -> str:
     return "\n".join(out)
 
 
+def _checks(data: Result, targets: list[str], scenarios: list[str] | None = None) -> list[str]:
+    """Errors per target (of these scenarios only, when given), with samples of what went wrong."""
+    labels = _labels(data)
+    out: list[str] = []
+    w = out.append
+    w("## Checks\n")
+    for t in targets:
+        runs_of = {k: v for k, v in data["results"][t].items() if scenarios is None or k in scenarios}
+        if not runs_of:
+            continue
+        n = sum(errors(data, t, k) for k in runs_of)
+        checked = sum(int(r.get("requests", r.get("streams", 0))) for runs in runs_of.values() for r in runs)
+        late = sum(int(r.get("late", 0)) for r in runs_of.get("chat_open", []))
+        note = (
+            f" The open loop also left {late:,} requests unanswered within their time limit (overloaded, not "
+            "counted as errors)."
+            if late
+            else ""
+        )
+        if n == 0:
+            w(f"- {labels[t]}: **passed**: {checked:,} responses, 0 errors.{note}")
+        else:
+            detail = []
+            for scenario, runs in runs_of.items():
+                bad = sum(int(r.get("errors", 0)) for r in runs)
+                if bad:
+                    samples = sorted({s for r in runs for s in r.get("error_samples", [])} | _wrk_detail(runs))
+                    detail.append(f"{scenario}: {bad} ({'; '.join(samples[:3])})")
+            w(f"- {labels[t]}: **FAILED**: {n:,} errors in {checked:,} responses; " + "; ".join(detail) + "." + note)
+    w(
+        "\nChecked: every response's status (wrk: non-2xx and socket errors; the Python load generator: 200), "
+        "one fully parsed answer before each wrk run, and for every stream the final `data: [DONE]` and the "
+        "number of content tokens.\n"
+    )
+    return out
+
+
 def _scenario_order(name: str) -> int:
-    order = ["start", "idle", "chat_seq", "chat_open", "chat_sat", "stream64", "embed_seq", "embed_sat", "streams1000"]
+    order = [
+        "start",
+        "idle",
+        "chat_seq",
+        "responses_seq",
+        "responses_store_seq",
+        "messages_seq",
+        "chat_open",
+        "chat_sat",
+        "stream64",
+        "embed_seq",
+        "embed_sat",
+        "streams1000",
+    ]
     return order.index(name) if name in order else len(order)
 
 

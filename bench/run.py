@@ -1,11 +1,13 @@
 """`make bench`: Gatehouse against the fake upstream directly and against LiteLLM's proxy, interleaved.
 
     uv run --frozen python -m bench [--rounds N] [--quick] [--targets a,b] [--scenarios x,y]
-                                    [--litellm-db] [--output docs/benchmarks.md] [--no-docs]
+                                    [--litellm-db] [--output FILE] [--surfaces-output FILE] [--no-docs]
 
 Each round starts every target afresh (timing start to ready and reading idle memory), then runs each
 scenario against each target in turn, the order rotated from round to round, the 1,000-stream scenario
-last. The report shows medians over rounds. See bench/README.md.
+last; a target that does not serve a scenario's surface (Responses, Messages) is skipped. The report shows
+medians over rounds: docs/benchmarks.md from a run of every target and scenario, docs/benchmarks-surfaces.md
+from any run of the translated surfaces. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -24,21 +26,71 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import uvloop
 
 from bench import loadgen, procstat, report
-from bench.targets import ROOT, FakeUpstream, Floor, Gatehouse, LiteLLM, Target, ensure_litellm, which_uv
+from bench.targets import (
+    ROOT,
+    FakeUpstream,
+    Floor,
+    Gatehouse,
+    LiteLLM,
+    Target,
+    ensure_litellm,
+    http_json,
+    which_uv,
+)
 
 TARGETS = ("direct", "floor", "gatehouse-sqlite", "gatehouse-pg", "litellm")
-SCENARIOS = ("chat_seq", "chat_open", "chat_sat", "stream64", "embed_seq", "embed_sat", "streams1000")
+SCENARIOS = (
+    "chat_seq",
+    "responses_seq",
+    "responses_store_seq",
+    "messages_seq",
+    "chat_open",
+    "chat_sat",
+    "stream64",
+    "embed_seq",
+    "embed_sat",
+    "streams1000",
+)
 WRK_SCRIPT = ROOT / "bench" / "wrk" / "post.lua"
 
 SYSTEM = "You are a helpful assistant."
 PROMPT = "Say hello in one short sentence."
+ANTHROPIC_VERSION = "2023-06-01"
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A kind of request: where a target serves it (None: not served, its scenarios skip the target), how the key
+    is sent, and how the probe before a wrk run checks the answer (a `loadgen.sequential` kind)."""
+
+    path: Callable[[Target], str | None]
+    check: str
+    key_header: str = "Authorization"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+KINDS = {
+    "chat": Kind(lambda t: t.chat_path, "chat"),
+    "stream": Kind(lambda t: t.chat_path, "stream"),
+    "slow": Kind(lambda t: t.chat_path, "stream"),
+    "embed": Kind(lambda t: t.embed_path, "embed"),
+    # OpenAI Responses and Anthropic Messages, translated by Gatehouse to chat completions for an OpenAI-compatible
+    # upstream (the fake one) and back.
+    "responses": Kind(lambda t: t.responses_path, "responses_nostore"),
+    "responses_store": Kind(lambda t: t.responses_path, "responses"),
+    "messages": Kind(
+        lambda t: t.messages_path, "messages", key_header="x-api-key", headers={"anthropic-version": ANTHROPIC_VERSION}
+    ),
+}
+# The scenarios some targets do not serve, by the kind of request they send.
+SURFACE_SCENARIOS = {"responses_seq": "responses", "responses_store_seq": "responses_store", "messages_seq": "messages"}
 
 
 @dataclass
@@ -100,14 +152,40 @@ def bodies(p: Profile) -> dict[str, dict[str, Any]]:
             "stream_options": {"include_usage": True},
         },
         "embed": {"model": "bench-embed", "input": "The quick brown fox jumps over the lazy dog."},
+        # The chat body's conversation and completion cap in each surface's own shape. Responses: not stored, and
+        # stored (`store` left out: true by default, one INSERT per request).
+        "responses": {
+            "model": "bench-fast",
+            "instructions": SYSTEM,
+            "input": PROMPT,
+            "max_output_tokens": p.fast_tokens,
+            "store": False,
+        },
+        "responses_store": {
+            "model": "bench-fast",
+            "instructions": SYSTEM,
+            "input": PROMPT,
+            "max_output_tokens": p.fast_tokens,
+        },
+        "messages": {
+            "model": "bench-fast",
+            "max_tokens": p.fast_tokens,
+            "system": SYSTEM,
+            "messages": [{"role": "user", "content": PROMPT}],
+        },
     }
 
 
 # --- measurements ----------------------------------------------------------------------------------
 
 
-def run_wrk(target: Target, path: str, body_file: Path, conns: int, seconds: float) -> dict[str, Any]:
+def run_wrk(
+    target: Target, path: str, body_file: Path, conns: int, seconds: float, kind: Kind | None = None
+) -> dict[str, Any]:
     env = dict(os.environ, BENCH_BODY_FILE=str(body_file), BENCH_KEY=target.key or "")
+    if kind is not None:
+        env["BENCH_KEY_HEADER"] = kind.key_header
+        env["BENCH_HEADERS"] = "\n".join(f"{name}: {value}" for name, value in kind.headers.items())
     cmd = ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(seconds))}s", "--timeout", "30s", "-s", str(WRK_SCRIPT)]
     out = subprocess.run(
         [*cmd, f"http://127.0.0.1:{target.port}{path}"], env=env, capture_output=True, text=True, timeout=seconds + 90
@@ -225,25 +303,78 @@ class Bench:
 
     # --- scenarios -------------------------------------------------------------------------------
 
-    def request(self, t: Target, kind: str) -> bytes:
-        path = t.embed_path if kind == "embed" else t.chat_path
-        return loadgen.build_request("127.0.0.1", t.port, path, self.bodies[kind], t.key)
+    @staticmethod
+    def path(t: Target, kind: str) -> str:
+        path = KINDS[kind].path(t)
+        if path is None:
+            raise RuntimeError(f"{t.name} does not serve {kind} requests")
+        return path
+
+    def serves(self, t: Target, scenario: str) -> bool:
+        kind = SURFACE_SCENARIOS.get(scenario)
+        return kind is None or KINDS[kind].path(t) is not None
+
+    def request(self, t: Target, kind: str, key_header: str | None = None) -> bytes:
+        k = KINDS[kind]
+        return loadgen.build_request(
+            "127.0.0.1",
+            t.port,
+            self.path(t, kind),
+            self.bodies[kind],
+            t.key,
+            key_header=key_header or k.key_header,
+            headers=k.headers,
+        )
 
     def probe(self, t: Target, kind: str) -> dict[str, Any]:
-        """One fully checked request before a wrk run (wrk checks statuses only)."""
-        check = {"chat": "chat", "embed": "embed", "stream": "stream"}[kind]
-        return uvloop.run(
-            loadgen.sequential(
-                "127.0.0.1", t.port, self.request(t, kind), count=1, kind=check, tokens=self.p.fast_tokens
+        """Fully checked requests before a wrk run (wrk checks statuses only): one as wrk sends it; for Messages,
+        also one with the key as a bearer token; for Responses, whether the answer was stored as asked."""
+        requests = [self.request(t, kind)]
+        if KINDS[kind].key_header.lower() != "authorization":
+            requests.append(self.request(t, kind, key_header="Authorization"))
+        errors, samples = 0, []
+        for request in requests:
+            result = uvloop.run(
+                loadgen.sequential(
+                    "127.0.0.1",
+                    t.port,
+                    request,
+                    count=1,
+                    kind=KINDS[kind].check,
+                    tokens=self.p.fast_tokens,
+                    detail=True,
+                )
             )
-        )
+            errors += result["errors"]
+            samples += result["error_samples"]
+        if kind in ("responses", "responses_store"):
+            problem = self.check_stored(t, kind)
+            if problem:
+                errors += 1
+                samples.append(problem)
+        return {"errors": errors, "error_samples": samples}
+
+    def check_stored(self, t: Target, kind: str) -> str:
+        """A Response created with `store` (the default) can be read back with GET /v1/responses/{id}; one created
+        with `store: false` cannot (404). An empty string when so, else what went wrong."""
+        path = self.path(t, kind)
+        status, answer = http_json(t.port, "POST", path, self.bodies[kind], key=t.key)
+        if status != 200 or not isinstance(answer, dict) or not answer.get("id"):
+            return f"POST {path} ({kind}) answered {status}: {str(answer)[:200]}"
+        store = self.bodies[kind].get("store", True) is not False
+        status, stored = http_json(t.port, "GET", f"{path}/{answer['id']}", key=t.key)
+        if store and (status != 200 or not isinstance(stored, dict) or stored.get("output") != answer.get("output")):
+            return f"GET {path}/{answer['id']} after a stored Response answered {status}: {str(stored)[:200]}"
+        if not store and status != 404:
+            return f"GET {path}/{answer['id']} after store: false answered {status}, expected 404"
+        return ""
 
     def wrk_scenario(self, t: Target, kind: str, conns: int, seconds: float, warm: float) -> dict[str, Any]:
         probe = self.probe(t, kind)
-        path = t.embed_path if kind == "embed" else t.chat_path
+        path = self.path(t, kind)
         if warm:
-            run_wrk(t, path, self.body_files[kind], conns, warm)
-        result = run_wrk(t, path, self.body_files[kind], conns, seconds)
+            run_wrk(t, path, self.body_files[kind], conns, warm, KINDS[kind])
+        result = run_wrk(t, path, self.body_files[kind], conns, seconds, KINDS[kind])
         result["errors"] += probe["errors"]
         if probe["errors"]:
             result["error_samples"] = probe["error_samples"]
@@ -251,6 +382,15 @@ class Bench:
 
     def chat_seq(self, t: Target) -> dict[str, Any]:
         return self.wrk_scenario(t, "chat", 1, self.p.seq_s, 1.0)
+
+    def responses_seq(self, t: Target) -> dict[str, Any]:
+        return self.wrk_scenario(t, "responses", 1, self.p.seq_s, 1.0)
+
+    def responses_store_seq(self, t: Target) -> dict[str, Any]:
+        return self.wrk_scenario(t, "responses_store", 1, self.p.seq_s, 1.0)
+
+    def messages_seq(self, t: Target) -> dict[str, Any]:
+        return self.wrk_scenario(t, "messages", 1, self.p.seq_s, 1.0)
 
     def chat_sat(self, t: Target) -> dict[str, Any]:
         return self.wrk_scenario(t, "chat", self.p.sat_conns, self.p.sat_s, self.p.sat_warm_s)
@@ -321,6 +461,10 @@ class Bench:
                 for scenario in scenarios:
                     measure: Callable[[Target], dict[str, Any]] = getattr(self, scenario)
                     for t in order:
+                        if not self.serves(t, scenario):  # Responses or Messages on a chat-only target
+                            if r == 0:
+                                self.log(f"  {scenario:19} {t.name:17} skipped: not served")
+                            continue
                         time.sleep(self.p.pause_s)
                         began = time.perf_counter()
                         try:
@@ -329,7 +473,7 @@ class Bench:
                             result = {"errors": 1, "error_samples": [f"{type(exc).__name__}: {exc}"], "failed": True}
                         result["wall_s"] = time.perf_counter() - began
                         self.record(t, scenario, result)
-                        self.log(f"  {scenario:12} {t.name:17} {report.brief(scenario, result)}")
+                        self.log(f"  {scenario:19} {t.name:17} {report.brief(scenario, result)}")
             finally:
                 for t in reversed(started):
                     t.stop()
@@ -391,11 +535,17 @@ def versions(litellm: str) -> dict[str, str]:
 
 
 def src_fingerprint() -> str:
-    """The commit plus a hash of uncommitted changes under src/: tells whether the code changed between rounds
-    (each round restarts Gatehouse from the working tree)."""
-    sha = _cmd(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    """Gatehouse's source as a round runs it: the tree of src/ at HEAD, plus a hash of uncommitted changes and new
+    files under src/. Tells whether the code changed between rounds (each round restarts Gatehouse from the working
+    tree); a commit that leaves src/ as it was (tests, docs) does not count."""
+    tree = _cmd(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD:src"])
     diff = subprocess.run(["git", "-C", str(ROOT), "diff", "HEAD", "--", "src"], capture_output=True).stdout
-    return f"{sha}+{hashlib.sha256(diff).hexdigest()[:8]}" if diff else sha
+    new = _cmd(["git", "-C", str(ROOT), "ls-files", "--others", "--exclude-standard", "--", "src"]).split()
+    digest = hashlib.sha256(diff)
+    for name in sorted(new):
+        with contextlib.suppress(OSError):
+            digest.update(name.encode() + b"\0" + (ROOT / name).read_bytes())
+    return f"src {tree}+{digest.hexdigest()[:8]}" if diff or new else f"src {tree}"
 
 
 def services_answer() -> bool:
@@ -417,9 +567,37 @@ def command_line() -> str:
     return f"python -m bench {args}".strip()
 
 
+DOCS = ROOT / "docs" / "benchmarks.md"
+SURFACES_DOCS = ROOT / "docs" / "benchmarks-surfaces.md"
+
+
 def write_docs(path: Path, markdown: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(markdown)
+    print(f"bench: wrote {path}", file=sys.stderr)
+
+
+def complete(data: dict[str, Any]) -> bool:
+    """Whether a run measured every target and every scenario, as docs/benchmarks.md reports them."""
+    measured = {s for runs in data["results"].values() for s in runs}
+    return set(TARGETS) <= set(data["results"]) and set(SCENARIOS) <= measured
+
+
+def publish(data: dict[str, Any], markdown: str, args: argparse.Namespace) -> None:
+    """The report to --output (docs/benchmarks.md only from a complete run, so that a partial one does not drop
+    the other results); the translated surfaces' page to --surfaces-output whenever the run measured them."""
+    if args.no_docs:
+        return
+    if args.output or complete(data):
+        write_docs(Path(args.output or DOCS), markdown)
+    else:
+        print(
+            f"bench: a partial run (not every target and scenario) leaves {DOCS.relative_to(ROOT)} as it is; "
+            "--output FILE writes its report",
+            file=sys.stderr,
+        )
+    if report.has_surfaces(data):
+        write_docs(Path(args.surfaces_output), report.render_surfaces(data))
 
 
 def main() -> None:
@@ -429,15 +607,23 @@ def main() -> None:
     parser.add_argument("--targets", default=",".join(TARGETS), help=f"comma-separated subset of {','.join(TARGETS)}")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"subset of {','.join(SCENARIOS)}")
     parser.add_argument("--litellm-db", action="store_true", help="LiteLLM with PostgreSQL virtual keys (Prisma)")
-    parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"), help="the markdown report")
-    parser.add_argument("--no-docs", action="store_true", help="do not write --output (results/ only)")
+    parser.add_argument(
+        "--output",
+        help="the markdown report (default docs/benchmarks.md, written only by a run of every target and scenario)",
+    )
+    parser.add_argument(
+        "--surfaces-output",
+        default=str(SURFACES_DOCS),
+        help="the translated surfaces' page, written when the run measures them (default docs/benchmarks-surfaces.md)",
+    )
+    parser.add_argument("--no-docs", action="store_true", help="write no docs (results/ only)")
     parser.add_argument("--keep", action="store_true", help="keep the run directory (logs, databases)")
     parser.add_argument("--render", metavar="JSON", help="only re-render the report of a results file")
     args = parser.parse_args()
     if args.render:
-        markdown = report.render(json.loads(Path(args.render).read_text()))
-        if not args.no_docs:
-            write_docs(Path(args.output), markdown)
+        data = json.loads(Path(args.render).read_text())
+        markdown = report.render(data)
+        publish(data, markdown, args)
         print(markdown)
         return
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
@@ -484,9 +670,8 @@ def main() -> None:
     (results_dir / f"{stamp}.json").write_text(json.dumps(data, indent=1))
     markdown = report.render(data)
     (results_dir / f"{stamp}.md").write_text(markdown)
-    if not args.no_docs:
-        write_docs(Path(args.output), markdown)
     print(markdown)
+    publish(data, markdown, args)
     print(f"bench: raw results in {results_dir / (stamp + '.json')}", file=sys.stderr)
 
 

@@ -89,6 +89,10 @@ class Target:
     ready_path: str = "/health"
     chat_path: str = "/v1/chat/completions"
     embed_path: str = "/v1/embeddings"
+    # The translated client surfaces (Responses, Anthropic Messages) where the target serves them; None: the
+    # scenarios that need them skip this target.
+    responses_path: str | None = None
+    messages_path: str | None = None
     note: str = ""
 
     # to be provided by subclasses
@@ -189,6 +193,8 @@ class Gatehouse(Target):
     db_name: str = ""
     redis_prefix: str = ""
     ready_path: str = "/readyz"
+    responses_path: str | None = "/v1/responses"
+    messages_path: str | None = "/v1/messages"
 
     def __post_init__(self) -> None:
         tag = f"{os.getpid()}_{secrets.token_hex(3)}"
