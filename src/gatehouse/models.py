@@ -1,5 +1,6 @@
 """Every table, imported in one place so that Base.metadata knows them all (for Alembic and the tests)."""
 
+from gatehouse.accounts.access import models as access_models
 from gatehouse.accounts.invites import models as invite_models
 from gatehouse.audit import models as audit_models
 from gatehouse.auth import models as auth_models
@@ -13,6 +14,7 @@ from gatehouse.upstreams import models as upstreams_models
 
 __all__ = [
     "Base",
+    "access_models",
     "audit_models",
     "auth_models",
     "gateway_models",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from gatehouse.auth.roles import Role, UserStatus
@@ -53,8 +53,43 @@ class ApiKey(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A project or service key: its requests count against this group (and follow its access rules) rather than
+    # every group of its owner. RESTRICT: a group with keys bound to it cannot be deleted from under them.
+    group_id: Mapped[int | None] = mapped_column(ForeignKey("user_group.id", ondelete="RESTRICT"), index=True)
+    # A front-end's key: its requests name the person they are made for, who is then the caller.
+    acts_for_users: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The key's own restrictions (None: none): model patterns, client surfaces, client networks (CIDR), and
+    # requests per minute. They narrow what the user may do; they never widen it.
+    allowed_models: Mapped[list[str] | None] = mapped_column(JSON)
+    allowed_surfaces: Mapped[list[str] | None] = mapped_column(JSON)
+    allowed_networks: Mapped[list[str] | None] = mapped_column(JSON)
+    rate_per_minute: Mapped[int | None] = mapped_column(Integer)
 
     user: Mapped[User] = relationship(back_populates="keys", lazy="raise")
+
+
+class Group(Base):
+    """A team, a project or a cohort: members, access rules, and (through keys bound to it) project keys."""
+
+    __tablename__ = "user_group"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    description: Mapped[str] = mapped_column(String(500), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class GroupMember(Base):
+    """A user's membership of a group (a user may belong to several)."""
+
+    __tablename__ = "group_member"
+
+    group_id: Mapped[int] = mapped_column(ForeignKey("user_group.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("user_account.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class UserSession(Base):

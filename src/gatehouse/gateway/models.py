@@ -32,6 +32,9 @@ class RequestLog(Base):
     usage_reported: Mapped[bool] = mapped_column(Boolean, default=True)
     latency_ms: Mapped[float] = mapped_column(default=0.0)
     ttft_ms: Mapped[float | None] = mapped_column()
+    # What the request cost, in billionths of the price table's currency, at the price of its time; None when its
+    # model has no price (it then costs 0, and reports flag it).
+    cost_nanos: Mapped[int | None] = mapped_column(BigInteger)
 
 
 Index("ix_request_log_user_created", RequestLog.user_id, RequestLog.created_at)

@@ -1,10 +1,10 @@
-"""Daily usage counters (quotas) and persisted rate-limit overrides."""
+"""Daily usage counters (quotas), persisted rate-limit overrides, and the price table."""
 
 from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Date, ForeignKey, Integer, String
+from sqlalchemy import BigInteger, Date, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gatehouse.db.base import Base, UTCDateTime, utcnow
@@ -55,3 +55,25 @@ class RateLimitOverride(Base):
     limit: Mapped[int | None] = mapped_column(Integer)  # None: no limit
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     updated_by: Mapped[int | None] = mapped_column(Integer)
+
+
+class ModelPrice(Base):
+    """One version of a model's price: from `effective_from` on, until a later version of the same model. Rows
+    are never changed: a price change adds a version (a removal is a version without prices), so a request keeps
+    the price of its time. Prices are per million tokens, in millionths of `currency` (exact integers)."""
+
+    __tablename__ = "model_price"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model: Mapped[str] = mapped_column(String(200))  # a model name as clients use it, or a `*` pattern
+    currency: Mapped[str] = mapped_column(String(3))
+    input_micros: Mapped[int | None] = mapped_column(BigInteger)  # None: this version removes the price
+    output_micros: Mapped[int | None] = mapped_column(BigInteger)
+    cached_input_micros: Mapped[int | None] = mapped_column(BigInteger)
+    effective_from: Mapped[datetime] = mapped_column(UTCDateTime)
+    source: Mapped[str] = mapped_column(String(16))  # config | api
+    created_by: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+Index("ix_model_price_model_effective", ModelPrice.model, ModelPrice.effective_from)

@@ -1,0 +1,1 @@
+"""Model access: who may use which model, alias or upstream."""
