@@ -37,6 +37,8 @@ class Signal(StrEnum):
     USER_CHANGED = "user.changed"  # {"user_id"}: forget the user's cached keys (status, role, block, deletion)
     LIMITS_CHANGED = "limits.changed"  # {"names"}: reload the rate-limit overrides
     UPSTREAMS_CHANGED = "upstreams.changed"  # {"id"}: reload the upstreams from the database
+    ACCESS_CHANGED = "access.changed"  # {}: reload the model access rules (a rule or a group changed)
+    PRICES_CHANGED = "prices.changed"  # {}: reload the price table
     STREAM_TERMINATE = "stream.terminate"  # {"id", "reason"}: end this stream, on the replica that holds it
     RECONNECTED = "bus.reconnected"  # delivered locally after a Redis outage: caches must drop everything
 
