@@ -139,9 +139,11 @@ class RequestLogWriter:
                 while done < len(rows):
                     batch = rows[done : done + size]
                     try:
-                        await self._insert(batch)
+                        cancelled = await self._insert_whole(batch)
                         written += len(batch)
                         done += len(batch)
+                        if cancelled:
+                            raise asyncio.CancelledError
                         if self._sqlite is not None:
                             # SQLite batches run on the loop: a pause between them lets the requests in flight
                             # take their next steps (one loop turn is not enough for a request to finish).
@@ -184,6 +186,23 @@ class RequestLogWriter:
                         error=f"{type(reason).__name__}: {str(reason)[:200]}",
                     )
             return written
+
+    async def _insert_whole(self, rows: list[dict[str, Any]]) -> bool:
+        """`_insert`, carried to its end even when the flush is cancelled meanwhile (close() stops a flush in
+        progress): a cancellation between the commit and the return (the session closing its connection) would
+        otherwise put rows already written back in the buffer, and the next flush would write them twice.
+        Returns whether the flush was cancelled meanwhile (the rows are written: the caller counts them, then
+        stops)."""
+        task = asyncio.ensure_future(self._insert(rows))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            try:
+                await task
+            except Exception:
+                raise asyncio.CancelledError from None  # not written: the caller puts them back
+            return True
+        return False
 
     async def _insert(self, rows: list[dict[str, Any]]) -> None:
         if self._sqlite is not None and all(row.keys() == FULL_ROW for row in rows):
