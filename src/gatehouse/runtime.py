@@ -17,7 +17,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from gatehouse import __version__
+from gatehouse.accounts.access.policy import AccessPolicy
 from gatehouse.accounts.bootstrap import BootstrapResult, bootstrap_admin, describe
 from gatehouse.accounts.scheduled import purge_expired
 from gatehouse.auth.access import Authenticator
@@ -241,6 +244,10 @@ async def running(settings: Settings, components: Components | None = None) -> A
         )
         await _started(stack, recovery.start, recovery.close)
         stored_responses = StoredResponses(statements, db.sessionmaker, db.read_sessionmaker)
+        access = AccessPolicy(db.read_sessionmaker, default=settings.model_access_default)
+        bus.subscribe(access.on_event)
+        redis_state.subscribe(access.on_redis)
+        await _started(stack, access.start, access.close)
         gateway = Gateway(
             settings=settings,
             quotas=quotas,
@@ -248,8 +255,10 @@ async def running(settings: Settings, components: Components | None = None) -> A
             upstreams=upstreams,
             streams=streams,
             request_log=request_log,
+            prices=prices,
             feed=feed,
             stored_responses=stored_responses,
+            access=access,
         )
         # Closed before the request log and the statements: settlements still under way write through them.
         stack.push_async_callback(_logged(gateway.drain))
@@ -289,6 +298,7 @@ async def running(settings: Settings, components: Components | None = None) -> A
         for part in (settings, db, auth, upstreams, changes, request_log, rate_limiter, streams, gateway, jobs, health):
             components.add(part)
         components.add(stored_responses)
+        components.add(access)
         components.add(statements, StatementStore)
         components.add(bus, EventBus)
         components.add(redis_state)

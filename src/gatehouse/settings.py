@@ -8,7 +8,7 @@ import tempfile
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -136,6 +136,9 @@ class Settings(BaseSettings):
     upstream_degraded_ms: float = Field(default=2000.0, gt=0)
     upstream_breaker_failures: int = Field(default=5, ge=0)
     stream_ping_seconds: float = Field(default=15.0, ge=0)  # keep-alives on silent streams; 0: none
+
+    # Model access: what a caller may use when no access rule of theirs (user or group) matches the model.
+    model_access_default: Literal["allow", "deny"] = "allow"
 
     # Quotas and rate limits.
     default_messages_per_day: int | None = Field(default=None, ge=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ipaddress import ip_network
 from typing import Any
 
 import structlog
@@ -23,7 +24,7 @@ from gatehouse.auth.errors import (
     SessionExpired,
     TokenNotConfigured,
 )
-from gatehouse.auth.models import ApiKey, User, UserSession
+from gatehouse.auth.models import ApiKey, GroupMember, User, UserSession
 from gatehouse.auth.principal import Principal
 from gatehouse.auth.roles import Role, UserStatus
 from gatehouse.auth.tokens import csrf_token, hash_token, same
@@ -46,6 +47,56 @@ NO_CREDENTIALS = (
 
 # What a Principal needs of the user, loaded with its key or session in one query.
 _USER_COLUMNS = (User.id, User.email, User.role, User.status, User.blocked_at, User.blocked_until)
+
+
+# A key's own settings, loaded with it.
+_KEY_SETTINGS = (
+    ApiKey.group_id,
+    ApiKey.acts_for_users,
+    ApiKey.allowed_models,
+    ApiKey.allowed_surfaces,
+    ApiKey.allowed_networks,
+    ApiKey.rate_per_minute,
+)
+
+
+async def _groups_of(session: AsyncSession, user_id: int) -> tuple[int, ...]:
+    """The groups a user belongs to, in id order."""
+    query = select(GroupMember.group_id).where(GroupMember.user_id == user_id).order_by(GroupMember.group_id)
+    return tuple((await session.execute(query)).scalars())
+
+
+def _key_principal(key_row: Any, user: Any, groups: tuple[int, ...]) -> Principal:
+    key_id, expires_at, group_id, acts_for, models, surfaces, networks, rate = key_row
+    return _principal(
+        user,
+        key_id=key_id,
+        key_expires_at=expires_at,
+        group_ids=(group_id,) if group_id is not None else groups,
+        key_group_id=group_id,
+        key_models=tuple(models) if models is not None else None,
+        key_surfaces=frozenset(surfaces) if surfaces is not None else None,
+        key_networks=tuple(ip_network(n, strict=False) for n in networks) if networks is not None else None,
+        key_rate=rate,
+        acts_for_users=bool(acts_for),
+    )
+
+
+async def load_principal(session: AsyncSession, *, user_id: int, key_id: int | None = None) -> Principal | None:
+    """The Principal a user (through one of their keys, when `key_id` is given) would be: None when no such user,
+    or no such key of theirs."""
+    user = (await session.execute(select(*_USER_COLUMNS).where(User.id == user_id))).first()
+    if user is None:
+        return None
+    groups = await _groups_of(session, user_id)
+    if key_id is None:
+        return _principal(user, group_ids=groups)
+    key_row = (
+        await session.execute(
+            select(ApiKey.id, ApiKey.expires_at, *_KEY_SETTINGS).where(ApiKey.id == key_id, ApiKey.user_id == user_id)
+        )
+    ).first()
+    return _key_principal(key_row, user, groups) if key_row is not None else None
 
 
 def _principal(user: Any, **credentials: Any) -> Principal:
@@ -96,15 +147,17 @@ class Authenticator:
         async with self.sessionmaker() as session:
             row = (
                 await session.execute(
-                    select(ApiKey.id, ApiKey.expires_at, ApiKey.revoked_at, *_USER_COLUMNS)
+                    select(ApiKey.id, ApiKey.expires_at, ApiKey.revoked_at, *_KEY_SETTINGS, *_USER_COLUMNS)
                     .join(User, User.id == ApiKey.user_id)
                     .where(ApiKey.key_hash == key_hash)
                 )
             ).first()
-        if row is None or row[2] is not None:
-            return None
-        key_id, expires_at, _revoked, *user = row
-        return _principal(user, key_id=key_id, key_expires_at=expires_at)
+            if row is None or row[2] is not None:
+                return None
+            key_id, expires_at, _revoked, group_id, *rest = row
+            settings, user = rest[: len(_KEY_SETTINGS) - 1], rest[len(_KEY_SETTINGS) - 1 :]
+            groups = () if group_id is not None else await _groups_of(session, user[0])
+        return _key_principal((key_id, expires_at, group_id, *settings), user, groups)
 
     async def for_session(self, request: Request, token: str) -> Principal:
         """The caller behind a console session cookie; unsafe methods must carry the CSRF token."""
@@ -116,6 +169,7 @@ class Authenticator:
                     .where(UserSession.token_hash == hash_token(token))
                 )
             ).first()
+            groups = await _groups_of(session, row[2]) if row is not None else ()
         if row is None or row[1] <= utcnow():
             raise SessionExpired("Your session has ended: log in again.")
         if request.method not in SAFE_METHODS:
@@ -126,7 +180,7 @@ class Authenticator:
                     "returned at login (also in the gatehouse_csrf cookie)."
                 )
         session_id, _expires, *user = row
-        return _principal(user, session_id=session_id)
+        return _principal(user, session_id=session_id, group_ids=groups)
 
     async def resolve(self, request: Request) -> Principal:
         """Authenticate once per request (the result is kept in the request's own scope)."""

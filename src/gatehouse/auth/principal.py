@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from ipaddress import IPv4Network, IPv6Network
 
 from gatehouse.auth.roles import Role, UserStatus
 
@@ -21,6 +22,17 @@ class Principal:
     session_id: int | None = None
     blocked_at: datetime | None = None
     blocked_until: datetime | None = None
+    # The groups whose access rules (and limits) apply: the key's own group when it is bound to one, else every
+    # group the user belongs to.
+    group_ids: tuple[int, ...] = ()
+    key_group_id: int | None = None
+    # The key's own restrictions (None: none): model patterns, client surfaces, client networks, requests per
+    # minute; and whether it is a front-end's key that names the person each request is for.
+    key_models: tuple[str, ...] | None = None
+    key_surfaces: frozenset[str] | None = None
+    key_networks: tuple[IPv4Network | IPv6Network, ...] | None = None
+    key_rate: int | None = None
+    acts_for_users: bool = False
 
     @property
     def via_key(self) -> bool:

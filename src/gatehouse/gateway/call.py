@@ -24,7 +24,7 @@ from gatehouse.gateway.errors import CLIENT_DISCONNECTED
 from gatehouse.gateway.streams.registry import LiveStream
 from gatehouse.limits.errors import QuotaBusy, QuotaExceeded
 from gatehouse.limits.quotas import Reservation
-from gatehouse.limits.ratelimit import user_identity
+from gatehouse.limits.ratelimit import key_identity, user_identity
 from gatehouse.upstreams.upstream import Upstream
 
 log = get_logger("gatehouse.gateway")
@@ -121,6 +121,8 @@ async def admit(gateway: Gateway, call: Call, *, prompt_bound: int, want_complet
     limiter = gateway.rate_limiter
     try:
         await limiter.hit("user_per_minute", user)
+        if call.principal.key_id is not None and (call.principal.key_rate is not None or limiter.key_limited):
+            await limiter.hit("key_per_minute", key_identity(call.principal.key_id), own=call.principal.key_rate)
         await limiter.hit(call.endpoint, user)
         call.reservation = await gateway.quotas.reserve(
             user_id=call.principal.user_id,

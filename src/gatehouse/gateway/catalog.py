@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -112,9 +113,11 @@ async def _upstream_show(route: Route, *, verbose: bool) -> JSON | None:
     return data if isinstance(data, dict) else None
 
 
-async def running(upstreams: UpstreamRegistry, streams: StreamRegistry) -> JSON:
-    """The models with requests in flight (Ollama's /api/ps)."""
-    in_use = sorted({str(item["model"]) for item in await streams.all()})
+async def running(
+    upstreams: UpstreamRegistry, streams: StreamRegistry, *, shown: Callable[[str], bool] = lambda model: True
+) -> JSON:
+    """The models with requests in flight (Ollama's /api/ps), of those `shown` lets the caller see."""
+    in_use = sorted(model for model in {str(item["model"]) for item in await streams.all()} if shown(model))
     now = _now()
     models = []
     for name in in_use:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from gatehouse.accounts.access.policy import AccessPolicy
 from gatehouse.core.feed import EventFeed
 from gatehouse.gateway.requestlog import RequestLogWriter
 from gatehouse.gateway.stored.service import StoredResponses
@@ -27,8 +28,10 @@ class Gateway:
     upstreams: UpstreamRegistry
     streams: StreamRegistry
     request_log: RequestLogWriter
+    prices: PriceTable  # every price version, in memory: a request's cost at settlement
     feed: EventFeed
     stored_responses: StoredResponses  # the Responses API's stored responses, per user
+    access: AccessPolicy  # who may use which model
     background: set[asyncio.Task[None]] = field(default_factory=set)
 
     def track(self, task: asyncio.Task[None]) -> None:

@@ -17,7 +17,7 @@ from gatehouse.errors import (
     GatehouseError,
     UpstreamTimeout,
 )
-from gatehouse.gateway import ir
+from gatehouse.gateway import access, ir
 from gatehouse.gateway.call import Call, admit, finish_shielded
 from gatehouse.gateway.context import Gateway
 from gatehouse.gateway.errors import (
@@ -74,21 +74,28 @@ RETRY_UNAVAILABLE_SECONDS = 10
 # --- request parsing -------------------------------------------------------------------------------
 
 
-def resolve_routes(gateway: Gateway, model: str) -> list[Route]:
-    """The usable upstreams that serve `model`; else a 404 that says where to look, or a 503 saying why none is."""
+def resolve_routes(gateway: Gateway, call: Call) -> list[Route]:
+    """The usable upstreams that serve the call's model and that its caller may use; else a 404 that says where to
+    look, a 403 when the caller may not use the model, or a 503 saying why no upstream is usable."""
+    model, principal = call.model, call.principal
     routes = gateway.upstreams.routes(model)
     if routes:
-        return routes
+        routes = access.permitted(gateway.access, principal, model, routes)
+        if routes:
+            return routes
     every = gateway.upstreams.all_routes(model)
     if not every:
         raise ModelNotFound(
             f"The model `{model}` does not exist here: list the available ones with GET /v1/models (or /api/tags).",
             param="model",
         )
+    allowed = access.permitted(gateway.access, principal, model, every)
+    if not allowed:
+        raise access.refusal(gateway.access, principal, model, every)
     why = "; ".join(
         f"{r.upstream.name} is {r.upstream.health.state.value}"
         + (" (set by an operator)" if r.upstream.health.override else "")
-        for r in every
+        for r in allowed
     )
     raise NoUsableUpstream(
         f"No upstream serving `{model}` is available now: {why}. Retry later, or ask an operator.",
@@ -239,7 +246,7 @@ async def generate(gateway: Gateway, call: Call, surface: Surface) -> Response:
     settings = gateway.settings
     bound = surface.prompt_bound(settings.image_token_allowance)
     call.prompt_estimate = surface.prompt_estimate(bound)
-    routes = resolve_routes(gateway, call.model)
+    routes = resolve_routes(gateway, call)
     requested = surface.requested()
     await admit(gateway, call, prompt_bound=bound, want_completion=completion_allowance(gateway, routes, requested))
     cap = call.reservation.completion_cap if call.reservation else None
@@ -289,7 +296,7 @@ async def count_tokens(gateway: Gateway, call: Call, surface: Surface) -> Respon
     """Anthropic's count_tokens on any upstream: an Anthropic upstream counts; any other is asked for a one-token
     answer and its prompt count is read (rate limited as a request, charged to no quota)."""
     await gateway.rate_limiter.hit("user_per_minute", user_identity(call.principal.user_id))
-    routes = resolve_routes(gateway, call.model)
+    routes = resolve_routes(gateway, call)
     plan = _Plan(gateway, call, surface, 1)
 
     def build(route: Route) -> tuple[str, JSON]:
@@ -434,7 +441,7 @@ async def embeddings(gateway: Gateway, call: Call, body: JSON, *, legacy: bool =
     value = validate_embed_input(body)
     validate_dimensions(body)
     call.prompt_estimate = _embed_input_estimate(body)
-    routes = resolve_routes(gateway, call.model)
+    routes = resolve_routes(gateway, call)
     bound = quotas.embedding_bound(value)
     await admit(gateway, call, prompt_bound=bound, want_completion=0)
     try:

@@ -11,10 +11,11 @@ from starlette.responses import PlainTextResponse, Response
 
 from gatehouse import __version__
 from gatehouse.auth.access import public, require
+from gatehouse.auth.principal import Principal
 from gatehouse.auth.roles import Role
 from gatehouse.core.components import provided
 from gatehouse.deps import PrincipalDep
-from gatehouse.gateway import catalog, relay
+from gatehouse.gateway import access, catalog, relay
 from gatehouse.gateway.call import Call, Protocol
 from gatehouse.gateway.context import Gateway
 from gatehouse.gateway.errors import InvalidField, MissingField, ModelNotFound
@@ -36,12 +37,11 @@ from gatehouse.gateway.validate import (
     validate_messages,
     validate_responses,
 )
-from gatehouse.upstreams.registry import UpstreamRegistry
+from gatehouse.upstreams.upstream import ModelInfo
 
 router = APIRouter()
 USER = [require(Role.USER)]
 GatewayDep = Annotated[Gateway, provided(Gateway)]
-UpstreamsDep = Annotated[UpstreamRegistry, provided(UpstreamRegistry)]
 StreamsDep = Annotated[StreamRegistry, provided(StreamRegistry)]
 OLLAMA_IS_RUNNING = "Ollama is running"  # what Ollama answers at its root, and what its clients look for
 
@@ -56,7 +56,7 @@ def _call(
     stream: bool,
     surface: str | None = None,
 ) -> Call:
-    return Call(
+    call = Call(
         request_id=request.state.request_id,
         principal=principal,
         protocol=protocol,
@@ -66,23 +66,46 @@ def _call(
         surface=surface
         or ("embeddings" if endpoint == "embeddings" else "chat" if protocol == "openai" else "ollama_chat"),
     )
+    if principal.key_surfaces is not None or principal.key_networks is not None:
+        access.check_key(principal, call.surface, request.client.host if request.client else None)
+    return call
 
 
 # --- OpenAI-compatible ------------------------------------------------------------------------------
 
 
+def _visible(gateway: Gateway, principal: Principal) -> list[ModelInfo]:
+    """The models this caller may use (the model lists show no other)."""
+    models = gateway.upstreams.models()
+    policy = gateway.access
+    if policy.unrestricted and principal.key_models is None:
+        return models
+    return [info for info in models if policy.may_list(principal, info.name, info.upstreams)]
+
+
+def _check_model(gateway: Gateway, principal: Principal, model: str) -> None:
+    """A 403 when this caller may use none of the upstreams serving `model` (which exists)."""
+    routes = gateway.upstreams.all_routes(model)
+    if routes and not access.permitted(gateway.access, principal, model, routes):
+        raise access.refusal(gateway.access, principal, model, routes)
+
+
 @router.get("/v1/models", tags=["openai"], dependencies=USER)
-async def openai_models(upstreams: UpstreamsDep) -> dict[str, object]:
-    """The models callers can use (OpenAI's list shape)."""
-    data = [{"id": m.name, "object": "model", "created": m.created, "owned_by": m.owned_by} for m in upstreams.models()]
+async def openai_models(principal: PrincipalDep, gateway: GatewayDep) -> dict[str, object]:
+    """The models the caller may use (OpenAI's list shape)."""
+    data = [
+        {"id": m.name, "object": "model", "created": m.created, "owned_by": m.owned_by}
+        for m in _visible(gateway, principal)
+    ]
     return {"object": "list", "data": data}
 
 
 @router.get("/v1/models/{model:path}", tags=["openai"], dependencies=USER)
-async def openai_model(model: str, upstreams: UpstreamsDep) -> dict[str, object]:
-    """One model (OpenAI's retrieve shape)."""
-    for info in upstreams.models():
+async def openai_model(model: str, principal: PrincipalDep, gateway: GatewayDep) -> dict[str, object]:
+    """One model (OpenAI's retrieve shape); 403 when the caller may not use it."""
+    for info in gateway.upstreams.models():
         if info.name == model:
+            _check_model(gateway, principal, model)
             return {"id": info.name, "object": "model", "created": info.created, "owned_by": info.owned_by}
     raise ModelNotFound(f"The model `{model}` does not exist here: see GET /v1/models.")
 
@@ -175,10 +198,10 @@ async def openai_embeddings(request: Request, principal: PrincipalDep, gateway: 
 
 
 @router.get("/api/tags", tags=["ollama"], dependencies=USER)
-async def ollama_tags(upstreams: UpstreamsDep) -> dict[str, object]:
-    """The models callers can use (Ollama's list shape)."""
+async def ollama_tags(principal: PrincipalDep, gateway: GatewayDep) -> dict[str, object]:
+    """The models the caller may use (Ollama's list shape)."""
     models = []
-    for info in upstreams.models():
+    for info in _visible(gateway, principal):
         modified = datetime.fromtimestamp(info.created, UTC).isoformat().replace("+00:00", "Z")
         models.append(
             {
@@ -221,7 +244,7 @@ async def ollama_generate(request: Request, principal: PrincipalDep, gateway: Ga
     call = _call(request, principal, "ollama", "chat", body, stream=stream_flag(body, default=True), surface="generate")
     validate_generate(body)
     if not body.get("prompt") and not body.get("images"):
-        relay.resolve_routes(gateway, call.model)
+        relay.resolve_routes(gateway, call)
         loaded = {"model": call.model, "created_at": rfc3339_now(), "response": "", "done": True, "done_reason": "load"}
         return Response(
             orjson.dumps(loaded) + (b"\n" if call.stream else b""),
@@ -254,19 +277,28 @@ async def ollama_embeddings(request: Request, principal: PrincipalDep, gateway: 
 
 
 @router.post("/api/show", tags=["ollama"], dependencies=USER)
-async def ollama_show(request: Request, upstreams: UpstreamsDep) -> dict[str, object]:
-    """A model's details (Ollama's shape): the Ollama upstream's own, else what Gatehouse knows of it."""
+async def ollama_show(request: Request, principal: PrincipalDep, gateway: GatewayDep) -> dict[str, object]:
+    """A model's details (Ollama's shape): the Ollama upstream's own, else what Gatehouse knows of it; 403 when
+    the caller may not use it."""
     body = parse_body(await request.body())
     model = body.get("model") or body.get("name")  # `name`: older clients
     if not isinstance(model, str) or not model.strip():
         raise MissingField("Field `model` is required: a model name from GET /api/tags.", param="model")
-    return await catalog.show(upstreams, model, verbose=body.get("verbose") is True)
+    _check_model(gateway, principal, model)
+    return await catalog.show(gateway.upstreams, model, verbose=body.get("verbose") is True)
 
 
 @router.get("/api/ps", tags=["ollama"], dependencies=USER)
-async def ollama_ps(upstreams: UpstreamsDep, streams: StreamsDep) -> dict[str, object]:
-    """The models serving requests now, on every replica (Ollama's shape)."""
-    return await catalog.running(upstreams, streams)
+async def ollama_ps(principal: PrincipalDep, gateway: GatewayDep, streams: StreamsDep) -> dict[str, object]:
+    """The models serving requests now, on every replica, of those the caller may use (Ollama's shape)."""
+    policy = gateway.access
+    restricted = not policy.unrestricted or principal.key_models is not None
+
+    def shown(model: str) -> bool:
+        routes = gateway.upstreams.all_routes(model)
+        return not restricted or bool(access.permitted(policy, principal, model, routes))
+
+    return await catalog.running(gateway.upstreams, streams, shown=shown)
 
 
 @router.api_route("/", methods=["GET", "HEAD"], tags=["ollama"], dependencies=[public()])

@@ -53,7 +53,7 @@ class RuleSpec:
     """A named rate limit: what it counts, per whom, over which window."""
 
     name: str
-    per: Literal["user", "ip", "account"]  # account: a login email, hashed (lockout.account_identity)
+    per: Literal["user", "key", "ip", "account"]  # account: a login email, hashed (lockout.account_identity)
     window: Literal["minute", "hour"]
     description: str
     default: Callable[[Settings], int | None]
@@ -72,6 +72,13 @@ RULES: dict[str, RuleSpec] = {
             "minute",
             "Gateway requests (chat, embeddings) per user per minute (RATE_LIMIT_PER_MINUTE)",
             lambda s: s.rate_limit_per_minute,
+        ),
+        RuleSpec(
+            "key_per_minute",
+            "key",
+            "minute",
+            "Gateway requests per API key per minute, for every key (a key's own rate_per_minute applies when lower)",
+            lambda s: None,
         ),
         RuleSpec(
             "ip_per_minute",
@@ -108,6 +115,11 @@ RULES: dict[str, RuleSpec] = {
 def user_identity(user_id: int) -> str:
     """The rate-limit identity of a user (rules counted per user)."""
     return f"u{user_id}"
+
+
+def key_identity(key_id: int) -> str:
+    """The rate-limit identity of an API key (rules counted per key)."""
+    return f"k{key_id}"
 
 
 def ip_identity(ip: str | None) -> str:
@@ -307,6 +319,11 @@ class RateLimiter:
 
     # --- rules -----------------------------------------------------------------------------------
 
+    @property
+    def key_limited(self) -> bool:
+        """Whether every key has a rate limit (`key_per_minute` set): else only keys with their own are counted."""
+        return self.limit_of("key_per_minute") is not None
+
     def limit_of(self, name: str) -> int | None:
         """The limit in force for a rule (None: unlimited)."""
         if name in self._overrides:
@@ -424,10 +441,13 @@ class RateLimiter:
             item = self._items[key] = Item(spec.name, limit, spec.window_seconds)
         return item
 
-    async def hit(self, name: str, identity: str) -> None:
+    async def hit(self, name: str, identity: str, *, own: int | None = None) -> None:
         """Count one request against rule `name` for `identity`; raise a 429 when over the limit (a 503 when Redis
-        is down and RATE_LIMIT_REDIS_FALLBACK=refuse)."""
+        is down and RATE_LIMIT_REDIS_FALLBACK=refuse). `own`: the identity's own limit (a key's rate_per_minute),
+        which applies when it is lower than the rule's."""
         limit = self.limit_of(name)
+        if own is not None and (limit is None or own < limit):
+            limit = own
         if limit is None:
             return
         spec = RULES[name]
@@ -448,7 +468,7 @@ class RateLimiter:
             reset = max(1, math.ceil(stats.reset_time - time.time()))
             if windows is self._shares:
                 share = f" (Redis is unavailable: this replica admits its share, {item.amount})"
-        who = "you" if spec.per == "user" else "your address"
+        who = {"user": "you", "key": "this API key"}.get(spec.per, "your address")
         raise RateLimited(
             f"Rate limit `{name}` reached: {limit} per {spec.window} for {who}{share}. Retry in {reset} s.",
             param=name,

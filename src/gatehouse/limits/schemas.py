@@ -10,7 +10,9 @@ from pydantic import BaseModel, Field
 class RateLimitRead(BaseModel):
     name: str
     limit: int | None = Field(description="Requests allowed per window; null: no limit.")
-    per: str = Field(description="What is counted separately: `user`, `ip` or `account` (a login email).")
+    per: str = Field(
+        description="What is counted separately: `user`, `key` (an API key), `ip` or `account` (a login email)."
+    )
     window: str
     window_seconds: int
     overridden: bool = Field(description="True when an operator set this value; false: the default applies.")
