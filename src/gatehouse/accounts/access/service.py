@@ -11,6 +11,7 @@ from gatehouse.accounts.access.events import AccessRuleAddedEvent, AccessRuleEve
 from gatehouse.accounts.access.models import AccessRule
 from gatehouse.accounts.access.policy import AccessPolicy
 from gatehouse.accounts.access.schemas import AccessCheck, RouteDecision, RuleCreate
+from gatehouse.accounts.errors import GroupNotFound, KeyNotFound
 from gatehouse.audit.service import record
 from gatehouse.auth.access import load_principal
 from gatehouse.auth.actor import Actor
@@ -18,13 +19,8 @@ from gatehouse.auth.errors import UserNotFound
 from gatehouse.auth.models import Group, User
 from gatehouse.core.bus import EventBus, Signal
 from gatehouse.db.session import signal_after_commit
-from gatehouse.errors import NotFound
 
 MAX_RULES = 10_000  # in all: every replica holds them in memory
-
-
-class GroupMissing(NotFound):
-    code = "group_not_found"
 
 
 async def list_rules(
@@ -60,7 +56,7 @@ async def add_rule(session: AsyncSession, *, bus: EventBus, actor: Actor, rule: 
     if rule.user_id is not None and await session.get(User, rule.user_id) is None:
         raise UserNotFound(f"No user with id {rule.user_id}.", param="user_id")
     if rule.group_id is not None and await session.get(Group, rule.group_id) is None:
-        raise GroupMissing(f"No group with id {rule.group_id}: list them with GET /admin/groups.", param="group_id")
+        raise GroupNotFound(f"No group with id {rule.group_id}: list them with GET /admin/groups.", param="group_id")
     same = [
         r
         for r in await list_rules(session, user_id=rule.user_id, group_id=rule.group_id)
@@ -134,7 +130,7 @@ async def check(
     principal = await load_principal(session, user_id=user_id, key_id=key_id)
     if principal is None:
         if key_id is not None and await session.get(User, user_id) is not None:
-            raise NotFound(f"User {user_id} has no API key with id {key_id}.", param="key_id")
+            raise KeyNotFound(f"User {user_id} has no API key with id {key_id}.", param="key_id")
         raise UserNotFound(f"No user with id {user_id}.", param="user_id")
     routes = []
     for upstream in upstreams:
