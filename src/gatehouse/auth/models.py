@@ -27,6 +27,11 @@ class User(Base):
     # Daily quotas; None means unlimited. New users get DEFAULT_MESSAGES_PER_DAY / DEFAULT_TOKENS_PER_DAY.
     messages_per_day: Mapped[int | None] = mapped_column(Integer)
     tokens_per_day: Mapped[int | None] = mapped_column(BigInteger)
+    # Monthly quotas and spend limits (spend in billionths of PRICE_CURRENCY); None means unlimited.
+    messages_per_month: Mapped[int | None] = mapped_column(Integer)
+    tokens_per_month: Mapped[int | None] = mapped_column(BigInteger)
+    spend_per_day_nanos: Mapped[int | None] = mapped_column(BigInteger)
+    spend_per_month_nanos: Mapped[int | None] = mapped_column(BigInteger)
     # Moderation: blocked while blocked_at is set and blocked_until is empty or still ahead.
     blocked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     blocked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -64,6 +69,13 @@ class ApiKey(Base):
     allowed_surfaces: Mapped[list[str] | None] = mapped_column(JSON)
     allowed_networks: Mapped[list[str] | None] = mapped_column(JSON)
     rate_per_minute: Mapped[int | None] = mapped_column(Integer)
+    # Quotas and spend limits of its own (spend in billionths of PRICE_CURRENCY); None means unlimited.
+    messages_per_day: Mapped[int | None] = mapped_column(Integer)
+    tokens_per_day: Mapped[int | None] = mapped_column(BigInteger)
+    spend_per_day_nanos: Mapped[int | None] = mapped_column(BigInteger)
+    messages_per_month: Mapped[int | None] = mapped_column(Integer)
+    tokens_per_month: Mapped[int | None] = mapped_column(BigInteger)
+    spend_per_month_nanos: Mapped[int | None] = mapped_column(BigInteger)
 
     user: Mapped[User] = relationship(back_populates="keys", lazy="raise")
 
@@ -78,6 +90,14 @@ class Group(Base):
     description: Mapped[str] = mapped_column(String(500), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # Quotas and spend limits of the whole group, across its members and its keys (spend in billionths of
+    # PRICE_CURRENCY); None means unlimited.
+    messages_per_day: Mapped[int | None] = mapped_column(Integer)
+    tokens_per_day: Mapped[int | None] = mapped_column(BigInteger)
+    spend_per_day_nanos: Mapped[int | None] = mapped_column(BigInteger)
+    messages_per_month: Mapped[int | None] = mapped_column(Integer)
+    tokens_per_month: Mapped[int | None] = mapped_column(BigInteger)
+    spend_per_month_nanos: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class GroupMember(Base):

@@ -22,6 +22,29 @@ class UsageCounter(Base):
     reserved_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     # The grant of the latest reservation, so that one UPDATE ... RETURNING tells its request what it got.
     last_grant: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Spend, settled and held, in billionths of PRICE_CURRENCY.
+    cost_nanos: Mapped[int] = mapped_column(BigInteger, default=0)
+    reserved_cost: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class BudgetCounter(Base):
+    """Usage over one period of every other budget: a user's month, a group's or a key's day or month; kept only
+    for those with a quota or spend limit of that period (limits/budgets.py). `key` names it: scope (`u` user, `g`
+    group, `k` key), the subject's id, the period (`d` day, `m` month) and its first day, e.g. `g3m20261201`."""
+
+    __tablename__ = "budget_counter"
+
+    key: Mapped[str] = mapped_column(String(48), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(1))
+    subject_id: Mapped[int] = mapped_column(Integer)
+    period: Mapped[str] = mapped_column(String(1))
+    start: Mapped[date] = mapped_column(Date)
+    messages: Mapped[int] = mapped_column(Integer, default=0)
+    tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_nanos: Mapped[int] = mapped_column(BigInteger, default=0)
+    reserved_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    reserved_cost: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
@@ -44,6 +67,13 @@ class QuotaReservation(Base):
     completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)  # as of the last checkpoint
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     checkpoint_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # What it holds in money on each of its counters (billionths of PRICE_CURRENCY), the budget counters it holds
+    # beside the user's day (their keys, comma-separated; empty: none), and the price it was reserved at (per
+    # million tokens, in millionths; None: unpriced), so a recovery settles its cost as its replica would have.
+    cost: Mapped[int] = mapped_column(BigInteger, default=0)
+    budgets: Mapped[str] = mapped_column(String(1000), default="")
+    input_micros: Mapped[int | None] = mapped_column(BigInteger)
+    output_micros: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class RateLimitOverride(Base):
@@ -77,3 +107,6 @@ class ModelPrice(Base):
 
 
 Index("ix_model_price_model_effective", ModelPrice.model, ModelPrice.effective_from)
+
+
+Index("ix_budget_counter_subject", BudgetCounter.scope, BudgetCounter.subject_id, BudgetCounter.start)
