@@ -1,4 +1,4 @@
-"""Account errors: users, keys, sessions and invites (docs/errors.md lists every code)."""
+"""Account errors: users, keys, sessions, invites and groups (docs/errors.md lists every code)."""
 
 from __future__ import annotations
 
@@ -123,3 +123,42 @@ class SignupClosed(Forbidden):
     """SIGNUP_MODE=closed: nobody signs up; administrators create accounts."""
 
     code = "signup_closed"
+
+
+class KeySettingNotAllowed(Forbidden):
+    """The caller may not set this on a key: only an administrator marks a key `acts_for_users` or changes the group
+    of an existing key, and a user may only narrow the restrictions of their own keys (`param` names the field)."""
+
+    code = "key_setting_not_allowed"
+
+
+class GroupNotFound(NotFound):
+    """No group with this id."""
+
+    code = "group_not_found"
+
+
+class GroupExists(Conflict):
+    """A group with this name exists already (names are unique, whatever their case): choose another name."""
+
+    code = "group_exists"
+
+
+class GroupInUse(Conflict):
+    """Keys are bound to the group (or to the member's place in it): rebind them to another group, unbind or
+    revoke them first; the message names them."""
+
+    code = "group_in_use"
+
+
+class MembershipNotFound(NotFound):
+    """The user is not a member of this group."""
+
+    code = "membership_not_found"
+
+
+class NotGroupMember(Conflict):
+    """A key may be bound only to a group its owner belongs to: add the owner to the group first, or choose another
+    group."""
+
+    code = "not_group_member"

@@ -1,4 +1,4 @@
-"""The audit events of accounts: users, API keys, console sessions and invites (docs/audit.md)."""
+"""The audit events of accounts: users, API keys, console sessions, invites and groups (docs/audit.md)."""
 
 from __future__ import annotations
 
@@ -129,6 +129,27 @@ class KeyCreatedEvent(Event):
     name: str
     user_id: int
     expires_at: datetime | None
+    settings: dict[str, Any] | None = None  # the settings it was created with, when any (group, restrictions...)
+
+    def details(self) -> dict[str, Any]:
+        details = super().details()
+        if self.settings is None:
+            del details["settings"]
+        return details
+
+
+class KeySettingsChangedEvent(Event):
+    """A key's settings changed (group, acts_for_users, allowed models, surfaces, networks, rate): `changes` holds
+    each changed one before and after (null: no restriction)."""
+
+    action = "key.settings_changed"
+    target_type = "key"
+    target = "key_id"
+    key_id: int
+    prefix: str
+    name: str
+    user_id: int
+    changes: dict[str, Change]
 
 
 class KeyRevokedEvent(Event):
@@ -218,3 +239,72 @@ class InviteRedeemedEvent(Event):
     email: str
     uses: int
     max_uses: int
+
+
+class GroupCreatedEvent(Event):
+    """A group was created."""
+
+    action = "group.created"
+    target_type = "group"
+    target = "group_id"
+    group_id: int
+    name: str
+    description: str
+
+
+class GroupRenamedEvent(Event):
+    """A group was renamed."""
+
+    action = "group.renamed"
+    target_type = "group"
+    target = "group_id"
+    group_id: int
+    before: str
+    after: str
+
+
+class GroupUpdatedEvent(Event):
+    """A group's description changed."""
+
+    action = "group.updated"
+    target_type = "group"
+    target = "group_id"
+    group_id: int
+    name: str
+    description: Change
+
+
+class GroupDeletedEvent(Event):
+    """A group was deleted, with its memberships and access rules; `members` were its members, and revoked keys
+    still bound to it were unbound (`unbound_revoked_keys`)."""
+
+    action = "group.deleted"
+    target_type = "group"
+    target = "group_id"
+    group_id: int
+    name: str
+    description: str
+    members: list[int]
+    unbound_revoked_keys: list[int]
+
+
+class GroupMemberAddedEvent(Event):
+    """A user joined a group."""
+
+    action = "group.member_added"
+    target_type = "group"
+    target = "group_id"
+    group_id: int
+    group: str
+    user_id: int
+
+
+class GroupMemberRemovedEvent(Event):
+    """A user left a group (removed by an administrator)."""
+
+    action = "group.member_removed"
+    target_type = "group"
+    target = "group_id"
+    group_id: int
+    group: str
+    user_id: int

@@ -1,4 +1,4 @@
-"""Routes: /me/keys (the caller's API keys), /admin/keys (every user's: list, revoke) and
+"""Routes: /me/keys (the caller's API keys), /admin/keys (every user's: list, change settings, revoke) and
 /admin/users/{id}/keys (a key for another user)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from gatehouse.accounts.keys import service as keys
-from gatehouse.accounts.keys.schemas import KeyCreate, KeyCreated, KeyPage, KeyRead
+from gatehouse.accounts.keys.schemas import KeyCreate, KeyCreated, KeyPage, KeyRead, KeySettingsUpdate
 from gatehouse.auth.access import require
 from gatehouse.auth.models import ApiKey
 from gatehouse.auth.roles import Role
@@ -40,11 +40,36 @@ async def list_my_keys(principal: PrincipalDep, session: SessionDep) -> list[Key
     dependencies=[*USER, rate_limited("key_create")],
 )
 async def create_my_key(body: KeyCreate, principal: PrincipalDep, actor: ActorDep, session: SessionDep) -> KeyCreated:
-    """Create an API key for the caller; the key is in this response only."""
-    key, raw = await keys.create(
-        session, actor=actor, user_id=principal.user_id, name=body.name, expires_at=body.expires_at
+    """Create an API key for the caller, optionally bound to one of their groups and restricted; the key is in this
+    response only. Only administrators set acts_for_users."""
+    key, raw = await keys.create_own(
+        session,
+        actor=actor,
+        role=principal.role,
+        user_id=principal.user_id,
+        name=body.name,
+        expires_at=body.expires_at,
+        settings=body.settings(),
     )
     return _created(key, raw)
+
+
+@router.patch("/me/keys/{key_id}", response_model=KeyRead, tags=["me"], dependencies=USER)
+async def change_my_key(
+    key_id: IdPath, body: KeySettingsUpdate, principal: PrincipalDep, actor: ActorDep, session: SessionDep, bus: BusDep
+) -> KeyRead:
+    """Restrict one of the caller's keys further (models, surfaces, networks, rate); only administrators may lift a
+    restriction, change a key's group or set acts_for_users (on their own keys too)."""
+    key = await keys.change_own_settings(
+        session,
+        bus=bus,
+        actor=actor,
+        role=principal.role,
+        user_id=principal.user_id,
+        key_id=key_id,
+        changes=body.settings(),
+    )
+    return KeyRead.model_validate(key)
 
 
 @router.delete("/me/keys/{key_id}", response_model=KeyRead, tags=["me"], dependencies=USER)
@@ -60,16 +85,31 @@ async def revoke_my_key(
 async def list_keys(
     session: SessionDep,
     user_id: Annotated[int | None, Query(ge=1, le=MAX_DB_INT, description="Only this user's keys.")] = None,
+    group_id: Annotated[int | None, Query(ge=1, le=MAX_DB_INT, description="Only keys bound to this group.")] = None,
     state: Annotated[keys.KeyState | None, Query(description="active, revoked or expired.")] = None,
     before: Annotated[int | None, Query(ge=1, le=MAX_DB_INT, description="The previous page's next_cursor.")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
 ) -> KeyPage:
-    """Every user's API keys, newest first, filtered by user and state, a page at a time."""
-    found = await keys.list_keys(session, user_id=user_id, state=state, before_id=before, limit=limit + 1)
+    """Every user's API keys, newest first, filtered by user, group and state, a page at a time."""
+    found = await keys.list_keys(
+        session, user_id=user_id, group_id=group_id, state=state, before_id=before, limit=limit + 1
+    )
     page = found[:limit]
     return KeyPage(
         items=[KeyRead.model_validate(k) for k in page], next_cursor=page[-1].id if len(found) > limit else None
     )
+
+
+@router.patch("/admin/keys/{key_id}", response_model=KeyRead, tags=["admin"], dependencies=ADMIN)
+async def change_key(
+    key_id: IdPath, body: KeySettingsUpdate, principal: PrincipalDep, actor: ActorDep, session: SessionDep, bus: BusDep
+) -> KeyRead:
+    """Change any key's settings (group, acts_for_users, restrictions; null lifts one), audited and in force on
+    every replica from the next request; a superadmin's keys only as a superadmin."""
+    key = await keys.change_settings_as_admin(
+        session, bus=bus, actor=actor, actor_role=principal.role, key_id=key_id, changes=body.settings()
+    )
+    return KeyRead.model_validate(key)
 
 
 @router.delete("/admin/keys/{key_id}", response_model=KeyRead, tags=["admin"], dependencies=ADMIN)
@@ -91,8 +131,15 @@ async def revoke_key(
 async def create_user_key(
     user_id: IdPath, body: KeyCreate, principal: PrincipalDep, actor: ActorDep, session: SessionDep
 ) -> KeyCreated:
-    """Create an API key for another user (e.g. a service account); the key is in this response only."""
+    """Create an API key for another user (e.g. a service account, a project key bound to a group, a front-end's
+    key that acts for users); the key is in this response only."""
     key, raw = await keys.create_for_user(
-        session, actor=actor, actor_role=principal.role, user_id=user_id, name=body.name, expires_at=body.expires_at
+        session,
+        actor=actor,
+        actor_role=principal.role,
+        user_id=user_id,
+        name=body.name,
+        expires_at=body.expires_at,
+        settings=body.settings(),
     )
     return _created(key, raw)

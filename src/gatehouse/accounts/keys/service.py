@@ -1,16 +1,24 @@
-"""API keys: create (the key shown once, only its hash stored), list, revoke, rotate; every change audited, and
-every replica told at once. Services flush; the caller commits."""
+"""API keys: create (the key shown once, only its hash stored), list, change their settings, revoke, rotate; every
+change audited, and every replica told at once. Services flush; the caller commits.
+
+A key's settings (schemas.SETTINGS) are its group, whether it acts for users, and its own restrictions. A key may be
+bound only to a group its owner belongs to; only an administrator marks a key acts_for_users; a user may set the
+restrictions of their own keys, and afterwards only narrow them (narrowing.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gatehouse.accounts.errors import InvalidExpiry, KeyNotFound
-from gatehouse.accounts.events import KeyCreatedEvent, KeyRevokedEvent
+from gatehouse.accounts.errors import InvalidExpiry, KeyNotFound, KeySettingNotAllowed
+from gatehouse.accounts.events import KeyCreatedEvent, KeyRevokedEvent, KeySettingsChangedEvent
+from gatehouse.accounts.groups import service as groups
+from gatehouse.accounts.keys.narrowing import ensure_narrows
+from gatehouse.accounts.keys.schemas import SETTINGS
 from gatehouse.accounts.users import service as users
 from gatehouse.audit.service import record
 from gatehouse.auth.actor import Actor
@@ -34,8 +42,11 @@ async def create(
     name: str,
     expires_at: datetime | None = None,
     raw_key: str | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> tuple[ApiKey, str]:
-    """A new key for a user, audited: returns the row and the key itself, which is shown once and never stored."""
+    """A new key for a user, audited: returns the row and the key itself, which is shown once and never stored.
+    `settings` (group, acts_for_users, restrictions) are taken as given: the caller checked who may set them; a
+    group must be one of the user's (404 when it does not exist, 409 `not_group_member`)."""
     if expires_at is not None:
         now = utcnow()
         if expires_at <= now:
@@ -44,13 +55,52 @@ async def create(
             raise InvalidExpiry(
                 "expires_at must be within 100 years; omit it for a key that never expires.", param="expires_at"
             )
+    given = {name: value for name, value in (settings or {}).items() if value not in (None, False)}
+    if given.get("group_id") is not None:
+        await groups.ensure_member(session, group_id=given["group_id"], user_id=user_id)
     raw = raw_key or new_api_key()
-    key = ApiKey(user_id=user_id, name=name, prefix=key_prefix(raw), key_hash=hash_token(raw), expires_at=expires_at)
+    key = ApiKey(
+        user_id=user_id,
+        name=name,
+        prefix=key_prefix(raw),
+        key_hash=hash_token(raw),
+        expires_at=expires_at,
+        **{"acts_for_users": False, **given},
+    )
     session.add(key)
     await session.flush()
-    event = KeyCreatedEvent(key_id=key.id, prefix=key.prefix, name=name, user_id=user_id, expires_at=expires_at)
+    event = KeyCreatedEvent(
+        key_id=key.id, prefix=key.prefix, name=name, user_id=user_id, expires_at=expires_at, settings=given or None
+    )
     await record(session, event, actor=actor)
     return key, raw
+
+
+def ensure_may_set(*, role: Role | None, settings: Mapping[str, Any]) -> None:
+    """403 `key_setting_not_allowed` when `role` (None: the operator) may not set these settings: acts_for_users
+    is an administrator's."""
+    if settings.get("acts_for_users") and role is not None and not role.at_least(Role.ADMIN):
+        raise KeySettingNotAllowed(
+            "Only an administrator marks a key acts_for_users: ask one to create it for you "
+            "(POST /admin/users/{id}/keys).",
+            param="acts_for_users",
+        )
+
+
+async def create_own(
+    session: AsyncSession,
+    *,
+    actor: Actor,
+    role: Role,
+    user_id: int,
+    name: str,
+    expires_at: datetime | None = None,
+    settings: Mapping[str, Any] | None = None,
+) -> tuple[ApiKey, str]:
+    """A user creates a key for themselves, restricted as they choose (bound only to one of their groups;
+    acts_for_users only if they are an administrator)."""
+    ensure_may_set(role=role, settings=settings or {})
+    return await create(session, actor=actor, user_id=user_id, name=name, expires_at=expires_at, settings=settings)
 
 
 async def create_for_user(
@@ -61,11 +111,13 @@ async def create_for_user(
     user_id: int,
     name: str,
     expires_at: datetime | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> tuple[ApiKey, str]:
-    """An admin creates a key for another user (e.g. a service account); 404 when no such user."""
+    """An admin creates a key for another user (e.g. a service account or a front-end); 404 when no such user."""
     user = await users.get_or_raise(session, user_id=user_id)
     users.ensure_may_manage(actor_role=actor_role, target_role=user.role, doing="create keys for")
-    return await create(session, actor=actor, user_id=user.id, name=name, expires_at=expires_at)
+    ensure_may_set(role=actor_role, settings=settings or {})
+    return await create(session, actor=actor, user_id=user.id, name=name, expires_at=expires_at, settings=settings)
 
 
 async def list_for_user(session: AsyncSession, *, user_id: int, include_revoked: bool = True) -> list[ApiKey]:
@@ -80,14 +132,18 @@ async def list_keys(
     session: AsyncSession,
     *,
     user_id: int | None = None,
+    group_id: int | None = None,
     state: KeyState | None = None,
     before_id: int | None = None,
     limit: int = 100,
 ) -> list[ApiKey]:
-    """Keys of every user (or one), newest first, at most `limit`, optionally only those older than `before_id`."""
+    """Keys of every user (or one, or those bound to one group), newest first, at most `limit`, optionally only
+    those older than `before_id`."""
     query = select(ApiKey).order_by(ApiKey.id.desc()).limit(limit)
     if user_id is not None:
         query = query.where(ApiKey.user_id == user_id)
+    if group_id is not None:
+        query = query.where(ApiKey.group_id == group_id)
     now = utcnow()
     if state == "active":
         query = query.where(ApiKey.revoked_at.is_(None), (ApiKey.expires_at.is_(None)) | (ApiKey.expires_at > now))
@@ -118,6 +174,69 @@ async def get_or_raise(session: AsyncSession, *, key_id: int, user_id: int | Non
 async def get_by_raw(session: AsyncSession, *, raw_key: str) -> ApiKey | None:
     """The key row for a raw key, if it exists."""
     return (await session.execute(select(ApiKey).where(ApiKey.key_hash == hash_token(raw_key)))).scalar_one_or_none()
+
+
+def settings_of(key: ApiKey) -> dict[str, Any]:
+    """A key's settings, by name."""
+    return {name: getattr(key, name) for name in SETTINGS}
+
+
+async def change_settings(
+    session: AsyncSession, *, bus: EventBus, actor: Actor, key: ApiKey, changes: Mapping[str, Any]
+) -> ApiKey:
+    """Apply settings to a key as given (the caller checked who may); a group must be one of the owner's. Audited
+    when something changed; every replica forgets the cached key once committed."""
+    before = settings_of(key)
+    changed = {name: value for name, value in changes.items() if before[name] != value}
+    if changed.get("group_id") is not None:
+        await groups.ensure_member(session, group_id=changed["group_id"], user_id=key.user_id)
+    if not changed:
+        return key
+    for name, value in changed.items():
+        setattr(key, name, value)
+    await session.flush()
+    fields = {name: {"before": before[name], "after": value} for name, value in changed.items()}
+    event = KeySettingsChangedEvent(
+        key_id=key.id, prefix=key.prefix, name=key.name, user_id=key.user_id, changes=fields
+    )
+    await record(session, event, actor=actor)
+    signal_after_commit(session, bus, Signal.KEY_CHANGED, {"key_id": key.id})
+    return key
+
+
+async def change_settings_as_admin(
+    session: AsyncSession,
+    *,
+    bus: EventBus,
+    actor: Actor,
+    actor_role: Role | None,
+    key_id: int,
+    changes: Mapping[str, Any],
+) -> ApiKey:
+    """An administrator (or the operator: `actor_role` None) changes any key's settings; only a superadmin
+    changes a superadmin's."""
+    key = await get_or_raise(session, key_id=key_id)
+    owner = await users.get_or_raise(session, user_id=key.user_id)
+    users.ensure_may_manage(actor_role=actor_role, target_role=owner.role, doing="change keys of")
+    return await change_settings(session, bus=bus, actor=actor, key=key, changes=changes)
+
+
+async def change_own_settings(
+    session: AsyncSession,
+    *,
+    bus: EventBus,
+    actor: Actor,
+    role: Role,
+    user_id: int,
+    key_id: int,
+    changes: Mapping[str, Any],
+) -> ApiKey:
+    """A user changes the settings of one of their keys (404 for anyone else's): only narrowing its restrictions,
+    unless they are an administrator, who may set anything on their own keys."""
+    key = await get_or_raise(session, key_id=key_id, user_id=user_id)
+    if not role.at_least(Role.ADMIN):
+        ensure_narrows(key.id, settings_of(key), dict(changes))
+    return await change_settings(session, bus=bus, actor=actor, key=key, changes=changes)
 
 
 async def revoke(session: AsyncSession, *, bus: EventBus, actor: Actor, key: ApiKey) -> ApiKey:

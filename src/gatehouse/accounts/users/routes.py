@@ -9,10 +9,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gatehouse.accounts.groups import service as groups
+from gatehouse.accounts.groups.schemas import GroupRef
 from gatehouse.accounts.users import moderation
 from gatehouse.accounts.users import service as users
 from gatehouse.accounts.users.schemas import (
     BlockRequest,
+    MeRead,
     UserAdminRead,
     UserAdminUpdate,
     UserCreate,
@@ -37,10 +40,12 @@ ADMIN = [require(Role.ADMIN)]
 MONITOR = [require(Role.MONITOR)]
 
 
-@router.get("/me", response_model=UserRead, tags=["me"], dependencies=[require(Role.USER)])
-async def me(principal: PrincipalDep, session: SessionDep) -> UserRead:
-    """The caller's own account."""
-    return UserRead.model_validate(await users.get_or_raise(session, user_id=principal.user_id))
+@router.get("/me", response_model=MeRead, tags=["me"], dependencies=[require(Role.USER)])
+async def me(principal: PrincipalDep, session: SessionDep) -> MeRead:
+    """The caller's own account, with the groups they belong to."""
+    user = UserRead.model_validate(await users.get_or_raise(session, user_id=principal.user_id))
+    mine = await groups.groups_of(session, user_id=principal.user_id)
+    return MeRead(**user.model_dump(), groups=[GroupRef(id=g.id, name=g.name, added_at=m.added_at) for g, m in mine])
 
 
 def _read(row: moderation.UserWithUsage) -> UserAdminRead:

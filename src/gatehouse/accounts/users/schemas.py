@@ -6,6 +6,7 @@ from datetime import datetime
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field
 
+from gatehouse.accounts.groups.schemas import GroupRef
 from gatehouse.auth.roles import Role, UserStatus
 from gatehouse.fields import Text
 
@@ -22,6 +23,10 @@ class UserRead(BaseModel):
     last_login_at: datetime | None = None
     messages_per_day: int | None = Field(default=None, description="Daily message quota; null: unlimited.")
     tokens_per_day: int | None = Field(default=None, description="Daily token quota; null: unlimited.")
+
+
+class MeRead(UserRead):
+    groups: list[GroupRef] = Field(default_factory=list, description="The groups the caller belongs to, by name.")
 
 
 class UserCreate(BaseModel):
