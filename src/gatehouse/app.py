@@ -20,6 +20,7 @@ from gatehouse.exports.routes import router as exports
 from gatehouse.gateway.fastpath import FastPath
 from gatehouse.gateway.routes import router as gateway
 from gatehouse.jobs.routes import router as jobs
+from gatehouse.limits.prices.routes import router as prices
 from gatehouse.limits.routes import router as limits
 from gatehouse.monitoring.routes import router as monitoring
 from gatehouse.runtime import PREPARED_ENV, announce, check_settings, prepare, running
@@ -27,7 +28,7 @@ from gatehouse.settings import Settings, get_settings
 from gatehouse.upstreams.routes import router as upstreams
 
 # One router per domain; the order is the OpenAPI document's.
-ROUTERS = (monitoring, accounts, audit, upstreams, gateway, limits, exports, jobs)
+ROUTERS = (monitoring, accounts, audit, upstreams, gateway, limits, prices, exports, jobs)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

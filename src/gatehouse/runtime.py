@@ -49,6 +49,9 @@ from gatehouse.jobs.purge import purge_job
 from gatehouse.jobs.replicas import Heartbeat
 from gatehouse.jobs.runner import JobRunner
 from gatehouse.jobs.scheduled import forget_stale_replicas, purge_audit, purge_job_runs
+from gatehouse.limits.prices.config import apply_config
+from gatehouse.limits.prices.service import ServedModels
+from gatehouse.limits.prices.table import PriceTable
 from gatehouse.limits.quotas import Quotas
 from gatehouse.limits.ratelimit import RateLimiter
 from gatehouse.limits.recovery import ReservationRecovery
@@ -57,7 +60,7 @@ from gatehouse.monitoring.health import HealthCheck, Replica
 from gatehouse.monitoring.sampler import OpsSampler
 from gatehouse.monitoring.scheduled import purge_ops_samples
 from gatehouse.settings import Settings
-from gatehouse.upstreams.config import load_config
+from gatehouse.upstreams.config import GatewayConfig, load_config
 from gatehouse.upstreams.registry import UpstreamRegistry
 from gatehouse.upstreams.scheduled import probe_job
 from gatehouse.upstreams.seeding import sync_from_config
@@ -87,10 +90,23 @@ async def prepare(settings: Settings) -> BootstrapResult:
         if settings.run_migrations and set(await current_revisions(engine)) != set(head_revisions()):
             await upgrade(settings.database_url)
         sessionmaker = create_sessionmaker(engine)
-        await sync_from_config(sessionmaker, load_config(settings))
+        config = load_config(settings)
+        await sync_from_config(sessionmaker, config)
+        await _apply_config_prices(settings, sessionmaker, config)
         return await bootstrap_admin(sessionmaker, settings)
     finally:
         await engine.dispose()
+
+
+async def _apply_config_prices(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], config: GatewayConfig
+) -> None:
+    """The file's `prices:` into the price table; running replicas are told through Redis when it is configured."""
+    bus = create_bus(settings.redis_url, settings.redis_prefix)
+    try:
+        await apply_config(sessionmaker, config.prices, currency=settings.price_currency, bus=bus)
+    finally:
+        await bus.close()
 
 
 def announce(result: BootstrapResult) -> None:
@@ -214,6 +230,13 @@ async def running(settings: Settings, components: Components | None = None) -> A
             sqlite=statements if isinstance(statements, SqliteStore) else None,
         )
         await _started(stack, request_log.start, request_log.close)
+        prices = PriceTable(
+            db.read_sessionmaker,
+            currency=settings.price_currency,
+            signals_reach_us=lambda: redis_state.configured and redis_state.up,
+        )
+        bus.subscribe(prices.on_event)
+        await _started(stack, prices.start, prices.close)
         rate_limiter = RateLimiter(settings, db.sessionmaker, feed=feed, redis=redis_state)
         bus.subscribe(rate_limiter.on_event)
         await _started(stack, rate_limiter.start, rate_limiter.close)
@@ -303,6 +326,8 @@ async def running(settings: Settings, components: Components | None = None) -> A
         components.add(bus, EventBus)
         components.add(redis_state)
         components.add(feed, EventFeed)
+        components.add(prices)
+        components.add(ServedModels(lambda: [model.name for model in upstreams.models()]))
         # Everything built so far lives as long as the process: keep it out of the garbage collector's
         # full passes, which would otherwise walk it again and again, a pause of tens of ms under load.
         gc.collect()

@@ -155,6 +155,8 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int | None = Field(default=60, ge=0)
     rate_limit_ip_per_minute: int | None = Field(default=30, ge=0)
     rate_limit_redis_fallback: RedisFallback = RedisFallback.LOCAL  # what rate limits do while Redis is unreachable
+    # The one currency of the price table and of every cost (ISO 4217); a price in another is refused.
+    price_currency: str = "USD"
 
     max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     auth_cache_seconds: float = Field(default=300.0, ge=0)
@@ -206,6 +208,14 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"QUOTA_TIMEZONE {value!r} is not a known time zone (e.g. UTC, Europe/Berlin)") from exc
         return value
+
+    @field_validator("price_currency")
+    @classmethod
+    def _currency(cls, value: str) -> str:
+        code = value.strip().upper()
+        if len(code) != 3 or not code.isascii() or not code.isalpha():
+            raise ValueError(f"must be an ISO 4217 currency code of three letters, e.g. USD or EUR; got {value!r}")
+        return code
 
     @field_validator("backup_schedule", "purge_schedule")
     @classmethod

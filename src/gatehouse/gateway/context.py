@@ -1,6 +1,6 @@
 """What serving a gateway request takes, in one object the composition root builds: the settings, the quotas,
-the rate limiter, the upstreams, the live streams, the request log, the live feed and the stored responses; and
-the settlements still running, which the shutdown waits for."""
+the rate limiter, the upstreams, the live streams, the request log, the price table, the live feed and the stored
+responses; and the settlements still running, which the shutdown waits for."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from gatehouse.core.feed import EventFeed
 from gatehouse.gateway.requestlog import RequestLogWriter
 from gatehouse.gateway.stored.service import StoredResponses
 from gatehouse.gateway.streams.registry import StreamRegistry
+from gatehouse.limits.prices.table import PriceTable
 from gatehouse.limits.quotas import Quotas
 from gatehouse.limits.ratelimit import RateLimiter
 from gatehouse.settings import Settings

@@ -10,7 +10,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from gatehouse.fields import PriceAmount
 from gatehouse.settings import Settings
+
+MAX_MODEL_NAME = 200  # model_price.model
 
 
 class UpstreamKind(StrEnum):
@@ -84,6 +87,18 @@ class ModelAlias(BaseModel):
     )
 
 
+class PriceConfig(BaseModel):
+    """A model's (or `*` pattern's) price per million tokens, in PRICE_CURRENCY (limits/prices/config.py applies
+    it when it differs from the last price the file applied)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: PriceAmount
+    output: PriceAmount
+    cached_input: PriceAmount | None = None  # default: input
+    currency: str | None = None  # must be PRICE_CURRENCY when given
+
+
 class GatewayConfig(BaseModel):
     """The whole YAML file."""
 
@@ -91,6 +106,7 @@ class GatewayConfig(BaseModel):
 
     upstreams: list[UpstreamConfig] = Field(default_factory=list)
     models: dict[str, ModelAlias | list[ModelAlias]] = Field(default_factory=dict)
+    prices: dict[str, PriceConfig] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _consistent(self) -> GatewayConfig:
@@ -102,6 +118,9 @@ class GatewayConfig(BaseModel):
             for target in targets if isinstance(targets, list) else [targets]:
                 if target.upstream not in names:
                     raise ValueError(f"model {alias!r} points at unknown upstream {target.upstream!r}")
+        for model in self.prices:
+            if not model or model != model.strip() or len(model) > MAX_MODEL_NAME:
+                raise ValueError(f"prices: {model!r} is not a model name or `*` pattern (1 to 200 characters)")
         return self
 
 
@@ -114,6 +133,12 @@ def load_config(settings: Settings) -> GatewayConfig:
     config = GatewayConfig()
     if settings.gatehouse_config is not None:
         config = _read_yaml(settings.gatehouse_config)
+        for model, price in config.prices.items():
+            if price.currency is not None and price.currency.strip().upper() != settings.price_currency:
+                raise ConfigError(
+                    f"GATEHOUSE_CONFIG={settings.gatehouse_config}: prices.{model}.currency: {price.currency!r} is "
+                    f"not PRICE_CURRENCY ({settings.price_currency}); Gatehouse has no exchange rates"
+                )
     existing = {u.name for u in config.upstreams}
     extra: list[UpstreamConfig] = []
     if settings.ollama_base_url and "ollama" not in existing:
@@ -143,7 +168,7 @@ def load_config(settings: Settings) -> GatewayConfig:
                 api_key=settings.anthropic_api_key.get_secret_value(),
             )
         )
-    return GatewayConfig(upstreams=[*config.upstreams, *extra], models=config.models)
+    return GatewayConfig(upstreams=[*config.upstreams, *extra], models=config.models, prices=config.prices)
 
 
 DEMO_UPSTREAM = UpstreamConfig(name="demo", kind=UpstreamKind.DEMO)
