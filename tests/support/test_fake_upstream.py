@@ -1614,3 +1614,32 @@ def test_sigint_exits_cleanly_with_request_in_flight() -> None:
         assert not worker.is_alive()
         assert len(outcome) == 1
         assert outcome[0] == 500 or isinstance(outcome[0], httpx.HTTPError)
+
+
+# ---- prompt-cache reads (fake-cached) ------------------------------------------------------------
+
+
+def test_fake_cached_reports_half_the_prompt_as_read_from_a_cache(
+    up: FakeUpstream, oai: openai.OpenAI, claude: anthropic.Anthropic
+) -> None:
+    cached = PROMPT_TOKENS // 2
+    chat = oai.chat.completions.create(model="fake-cached", messages=MESSAGES)
+    assert chat.usage is not None and chat.usage.prompt_tokens == PROMPT_TOKENS
+    assert chat.usage.prompt_tokens_details is not None and chat.usage.prompt_tokens_details.cached_tokens == cached
+    chunks = list(
+        oai.chat.completions.create(
+            model="fake-cached", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    usage = chunks[-1].usage
+    assert usage is not None and usage.prompt_tokens_details is not None
+    assert usage.prompt_tokens_details.cached_tokens == cached
+    response = oai.responses.create(model="fake-cached", input=MESSAGES)
+    assert response.usage is not None and response.usage.input_tokens == PROMPT_TOKENS
+    assert response.usage.input_tokens_details.cached_tokens == cached
+    system, user = MESSAGES
+    message = claude.messages.create(model="fake-cached", system=system["content"], messages=[user], max_tokens=50)
+    # Anthropic's input_tokens leaves out what the cache read.
+    assert (message.usage.input_tokens, message.usage.cache_read_input_tokens) == (PROMPT_TOKENS - cached, cached)
+    plain = oai.chat.completions.create(model="fake-chat", messages=MESSAGES)
+    assert plain.usage is not None and plain.usage.prompt_tokens_details is None  # other models: unchanged

@@ -32,6 +32,9 @@ Protocol = Literal["openai", "ollama", "anthropic"]
 JSON = dict[str, Any]
 # Endings that are the upstream's fault (after its response head arrived).
 UPSTREAM_FAILURES = frozenset({"upstream_error", "upstream_disconnected", "upstream_timeout", "upstream_bad_response"})
+# An upstream's count: (prompt, completion), or (prompt, completion, cached) when it says how many of the prompt's
+# tokens it read from a prompt cache (they cost the cached-input price).
+UsageCounts = tuple[int, int] | tuple[int, int, int]
 
 
 @dataclass
@@ -45,9 +48,11 @@ class Call:
     model: str
     stream: bool
     started: float = field(default_factory=time.perf_counter)
+    started_at: float = field(default_factory=time.time)  # the wall clock: the request's price is the one then
     upstream: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # of the prompt tokens, those the upstream read from a prompt cache
     usage_reported: bool = False
     chunks: int = 0
     first_token_at: float | None = None
@@ -69,10 +74,11 @@ class Call:
         if self.live is not None:
             self.live.upstream = name
 
-    def set_usage(self, usage: tuple[int, int] | None) -> None:
+    def set_usage(self, usage: UsageCounts | None) -> None:
         """Record the upstream's own count."""
         if usage is not None:
-            self.prompt_tokens, self.completion_tokens = usage
+            self.prompt_tokens, self.completion_tokens = usage[0], usage[1]
+            self.cached_tokens = usage[2] if len(usage) == 3 else 0
             self.usage_reported = True
 
     def saw_token(self) -> None:
@@ -190,6 +196,10 @@ async def finish(gateway: Gateway, call: Call) -> None:
             gateway.upstreams.request_failed(call.held, call.error_code)
     principal = call.principal
     now = time.perf_counter()
+    # At the price in force when the request started; None when nothing prices its model (it costs 0).
+    cost = gateway.prices.cost(
+        call.model, call.started_at, call.prompt_tokens, call.cached_tokens, call.completion_tokens
+    )
     gateway.request_log.add(
         {
             "request_id": call.request_id,
@@ -208,6 +218,7 @@ async def finish(gateway: Gateway, call: Call) -> None:
             "usage_reported": call.usage_reported,
             "latency_ms": round((now - call.started) * 1000, 3),
             "ttft_ms": round((call.first_token_at - call.started) * 1000, 3) if call.first_token_at else None,
+            "cost_nanos": cost,
         }
     )
     if principal.key_id is not None:

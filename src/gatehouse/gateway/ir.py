@@ -163,6 +163,10 @@ class Usage:
     def pair(self) -> tuple[int, int]:
         return self.input, self.output
 
+    def counts(self) -> tuple[int, int, int]:
+        """(input, output, cached): what a request's cost is computed from."""
+        return self.input, self.output, self.cached
+
 
 @dataclass(slots=True)
 class Result:

@@ -181,7 +181,7 @@ class AnthropicPassthrough(Relay):
                     self.usage.update({k: v for k, v in usage.items() if v is not None})
                     counted = anthropic.decode_usage(self.usage)
                     if counted is not None:
-                        self.call.set_usage(counted.pair())
+                        self.call.set_usage(counted.counts())
             if self.renames:
                 line = self._renamed(line)
         return line + b"\n"
@@ -209,7 +209,9 @@ class ResponsesPassthrough(Relay):
                 if kind in ("response.completed", "response.incomplete") and isinstance(response, dict):
                     usage = response.get("usage")
                     if isinstance(usage, dict):
-                        self.call.set_usage((usage.get("input_tokens") or 0, usage.get("output_tokens") or 0))
+                        details = usage.get("input_tokens_details")
+                        cached = (details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
+                        self.call.set_usage((usage.get("input_tokens") or 0, usage.get("output_tokens") or 0, cached))
                     self.final = response
             if self.renames:
                 line = self._renamed(line)
@@ -241,13 +243,13 @@ class TranslatingRelay(Relay):
                 self.call.saw_token()
         usage = self.decoder.usage
         if usage is not None:
-            self.call.set_usage(usage.pair())
+            self.call.set_usage(usage.counts())
         return self.encoder.encode(events)
 
     def finish(self) -> bytes:
         usage = self.decoder.usage
         if usage is not None:
-            self.call.set_usage(usage.pair())
+            self.call.set_usage(usage.counts())
         return self.encoder.finish(usage)
 
     async def complete(self) -> None:

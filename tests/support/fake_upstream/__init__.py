@@ -29,6 +29,10 @@ Behaviour is chosen by the model name, the same for every protocol:
 * ``fake-floats``: an embedding model that answers floats even when asked for base64, as some servers do.
 * ``fake-think``: a reasoning model: first :data:`THINKING_TOKENS` (6) tokens of reasoning
   (:func:`thinking_tokens` of the last user text), then its answer. See "Reasoning" below.
+* ``fake-cached``: like ``fake-chat``, but half of every prompt (rounded down) is reported as read from a
+  prompt cache: OpenAI's ``usage.prompt_tokens_details.cached_tokens`` (chat and legacy completions), the
+  Responses API's ``input_tokens_details.cached_tokens``, Anthropic's ``cache_read_input_tokens`` (its
+  ``input_tokens`` then the rest); Ollama has no such count.
 
 Endpoints: ``GET /v1/models[/{id}]``, ``POST /v1/chat/completions``, ``POST /v1/completions``,
 ``POST /v1/responses``, ``POST /v1/embeddings``, ``POST /v1/messages``,
@@ -100,11 +104,11 @@ not counted), ``instructions`` (the system message), ``tools`` (function tools),
 max_output_tokens`` at the cap) whose output is a ``reasoning`` item (fake-think), a ``message``
 item (id ``msg_...``, one ``output_text`` part, ``annotations: []``) unless the model called a
 function or ran out while reasoning, and a ``function_call`` item (id ``fc_...``, ``call_id``
-``call_...``, name, arguments) for a call; usage ``input_tokens`` (with zero cached and cache-write
-counts), ``output_tokens`` (with ``reasoning_tokens``), ``total_tokens``. Streamed, the typed events,
-each an ``event: <type>`` line and its data with ``type`` and ``sequence_number``:
-``response.created``, ``response.in_progress``, then per item ``response.output_item.added``,
-``response.content_part.added``, one ``response.reasoning_text.delta`` /
+``call_...``, name, arguments) for a call; usage ``input_tokens`` (with a cached count, zero but for
+fake-cached, and a zero cache-write count), ``output_tokens`` (with ``reasoning_tokens``),
+``total_tokens``. Streamed, the typed events, each an ``event: <type>`` line and its data with
+``type`` and ``sequence_number``: ``response.created``, ``response.in_progress``, then per item
+``response.output_item.added``, ``response.content_part.added``, one ``response.reasoning_text.delta`` /
 ``response.output_text.delta`` / ``response.function_call_arguments.delta`` per token, the matching
 ``.done``, ``response.content_part.done``, ``response.output_item.done``; last
 ``response.completed`` (or ``response.incomplete``) carrying the whole response with its usage.
@@ -134,7 +138,8 @@ Anthropic's Messages API (shapes from the official ``anthropic`` package's types
   ``input_json_delta``), ``content_block_stop``, ``message_delta``, ``message_stop``.
   ``stop_reason`` is ``end_turn``, ``max_tokens``, ``stop_sequence`` (a text reply is cut before the
   first of ``stop_sequences`` it contains) or ``tool_use``. A message id is ``msg_...``; usage
-  carries zero cache counts, ``message_start`` one output token, ``message_delta`` the final totals.
+  carries zero cache counts (but fake-cached's cache reads), ``message_start`` one output token,
+  ``message_delta`` the final totals.
 * Tool calls (the rule above; ``tool_choice`` ``any`` or ``tool`` forces one): the answer is 2 words
   of text then a tool_use block (id ``toolu_...``, input from :func:`tool_call_input`), stop_reason
   ``tool_use``; streamed, the input arrives as an empty ``input_json_delta`` then the pieces. Each

@@ -367,9 +367,9 @@ class AnthropicProtocol(Core):
         has_text = bool(plan.tokens) or not plan.thinking
         model = spec.name
         usage = {
-            "input_tokens": plan.prompt_tokens,
+            "input_tokens": plan.prompt_tokens - plan.cached_tokens,  # Anthropic's excludes what the cache read
             "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
+            "cache_read_input_tokens": plan.cached_tokens,
             "output_tokens": plan.completion_tokens,
         }
 

@@ -41,6 +41,7 @@ class ModelSpec:
     behaviour: str = "normal"  # normal | error | hang | midfail | floats
     usage: bool = True
     thinking: int = 0  # reasoning tokens produced before the answer (a reasoning model)
+    cache_reads: bool = False  # reports half the prompt (rounded down) as read from a prompt cache
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -56,6 +57,7 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("fake-long", token_delay=0.01, tokens=200),
         ModelSpec("fake-floats", behaviour="floats"),
         ModelSpec("fake-think", thinking=THINKING_TOKENS),
+        ModelSpec("fake-cached", cache_reads=True),
     )
 }
 MIDFAIL_TOKENS = 3

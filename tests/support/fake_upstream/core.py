@@ -161,6 +161,11 @@ class Plan:
     stop_sequence: str | None = None  # the stop sequence that ended the text
 
     @property
+    def cached_tokens(self) -> int:
+        """The prompt tokens reported as read from a prompt cache (fake-cached: half the prompt)."""
+        return self.prompt_tokens // 2 if self.spec.cache_reads else 0
+
+    @property
     def completion_tokens(self) -> int:
         """Every token produced: reasoning, text and the call's argument pieces."""
         return len(self.thinking) + len(self.tokens) + (len(self.call.pieces) if self.call is not None else 0)

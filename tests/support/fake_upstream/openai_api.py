@@ -124,6 +124,8 @@ def _usage(plan: Plan) -> dict[str, Any]:
     }
     if plan.thinking:
         usage["completion_tokens_details"] = {"reasoning_tokens": len(plan.thinking)}
+    if plan.spec.cache_reads:
+        usage["prompt_tokens_details"] = {"cached_tokens": plan.cached_tokens}
     return usage
 
 

@@ -168,7 +168,7 @@ class ResponsesProtocol(Core):
             if done and spec.usage:
                 usage = {
                     "input_tokens": plan.prompt_tokens,
-                    "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+                    "input_tokens_details": {"cached_tokens": plan.cached_tokens, "cache_write_tokens": 0},
                     "output_tokens": plan.completion_tokens,
                     "output_tokens_details": {"reasoning_tokens": len(plan.thinking)},
                     "total_tokens": plan.prompt_tokens + plan.completion_tokens,

@@ -1138,11 +1138,12 @@ def test_embed_round_trip() -> None:
 
 
 def test_usage_from_openai() -> None:
-    assert usage_from_openai({"usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}}) == (
-        3,
-        4,
-    )
-    assert usage_from_openai({"usage": {"prompt_tokens": 3, "total_tokens": 3}}) == (3, 0)  # embeddings
+    assert usage_from_openai({"usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}}) == (3, 4, 0)
+    assert usage_from_openai({"usage": {"prompt_tokens": 3, "total_tokens": 3}}) == (3, 0, 0)  # embeddings
+    # The part of the prompt read from a prompt cache (it costs the cached-input price).
+    cached = {"prompt_tokens": 30, "completion_tokens": 4, "prompt_tokens_details": {"cached_tokens": 20}}
+    assert usage_from_openai({"usage": cached}) == (30, 4, 20)
+    assert usage_from_openai({"usage": {**cached, "prompt_tokens_details": None}}) == (30, 4, 0)
     assert usage_from_openai({"usage": None}) is None
     assert usage_from_openai({"choices": []}) is None
 

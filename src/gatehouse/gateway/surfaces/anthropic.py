@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gatehouse.gateway import ir
+from gatehouse.gateway.call import UsageCounts
 from gatehouse.gateway.streaming import AnthropicPassthrough, Relay
 from gatehouse.gateway.surfaces.base import Surface, bound_of
 from gatehouse.gateway.translate import anthropic
@@ -32,9 +33,9 @@ class MessagesSurface(Surface):
     def native_relay(self) -> Relay:
         return AnthropicPassthrough(self.call, self.encoder())
 
-    def native_usage(self, data: JSON) -> tuple[int, int] | None:
+    def native_usage(self, data: JSON) -> UsageCounts | None:
         usage = anthropic.decode_usage(data.get("usage"))
-        return usage.pair() if usage is not None else None
+        return usage.counts() if usage is not None else None
 
     def _decode(self) -> ir.Request:
         return anthropic.decode_request(self.body)

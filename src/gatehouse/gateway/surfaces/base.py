@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import orjson
 
 from gatehouse.gateway import ir
-from gatehouse.gateway.call import Call
+from gatehouse.gateway.call import Call, UsageCounts
 from gatehouse.gateway.streaming import Encoder, Relay
 from gatehouse.gateway.translate.common import JSON
 from gatehouse.limits.quotas import MESSAGE_FRAMING_TOKENS, REQUEST_FRAMING_TOKENS
@@ -76,7 +76,7 @@ class Surface:
             body[field] = limit
         return body
 
-    def native_usage(self, data: JSON) -> tuple[int, int] | None:
+    def native_usage(self, data: JSON) -> UsageCounts | None:
         raise NotImplementedError
 
     def native_answer(self, raw: bytes, data: JSON, upstream_model: str) -> bytes:

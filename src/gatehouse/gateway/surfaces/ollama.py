@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gatehouse.gateway import ir
+from gatehouse.gateway.call import UsageCounts
 from gatehouse.gateway.streaming import OllamaPassthrough, Relay
 from gatehouse.gateway.surfaces.base import Surface, bound_of, estimate_prompt_tokens, message_bound
 from gatehouse.gateway.translate import ollama
@@ -29,7 +30,7 @@ class _OllamaSurface(Surface):
     def native_relay(self) -> Relay:
         return OllamaPassthrough(self.call, self.encoder())
 
-    def native_usage(self, data: JSON) -> tuple[int, int] | None:
+    def native_usage(self, data: JSON) -> UsageCounts | None:
         return usage_from_ollama(data)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gatehouse.gateway import ir
-from gatehouse.gateway.call import Call
+from gatehouse.gateway.call import Call, UsageCounts
 from gatehouse.gateway.streaming import OpenAIPassthrough, Relay
 from gatehouse.gateway.surfaces.base import Surface, bound_of, estimate_prompt_tokens, message_bound
 from gatehouse.gateway.translate import completions, openai
@@ -31,7 +31,7 @@ class _OpenAISurface(Surface):
     def native_relay(self) -> Relay:
         return OpenAIPassthrough(self.call, self.encoder(), self._wants_usage())
 
-    def native_usage(self, data: JSON) -> tuple[int, int] | None:
+    def native_usage(self, data: JSON) -> UsageCounts | None:
         return usage_from_openai(data)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from gatehouse.gateway import ir
-from gatehouse.gateway.call import Call
+from gatehouse.gateway.call import Call, UsageCounts
 from gatehouse.gateway.streaming import Relay, ResponsesPassthrough
 from gatehouse.gateway.surfaces.base import Surface, bound_of
 from gatehouse.gateway.translate import responses
@@ -68,11 +68,13 @@ class ResponsesSurface(Surface):
     def native_relay(self) -> Relay:
         return ResponsesPassthrough(self.call, self.encoder(), self.answered_native)
 
-    def native_usage(self, data: JSON) -> tuple[int, int] | None:
+    def native_usage(self, data: JSON) -> UsageCounts | None:
         usage = data.get("usage")
         if not isinstance(usage, dict):
             return None
-        return usage.get("input_tokens") or 0, usage.get("output_tokens") or 0
+        details = usage.get("input_tokens_details")
+        cached = (details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
+        return usage.get("input_tokens") or 0, usage.get("output_tokens") or 0, cached
 
     def native_answer(self, raw: bytes, data: JSON, upstream_model: str) -> bytes:
         return orjson.dumps(self._as_ours(data))
