@@ -41,6 +41,7 @@ from gatehouse.db.statements import SqliteStore, StatementStore, create_store
 from gatehouse.gateway.context import Gateway
 from gatehouse.gateway.requestlog import RequestLogWriter
 from gatehouse.gateway.scheduled import purge_request_log
+from gatehouse.gateway.spend import spend_by_user
 from gatehouse.gateway.stored.scheduled import purge_stored_responses
 from gatehouse.gateway.stored.service import StoredResponses
 from gatehouse.gateway.streams.registry import StreamRegistry
@@ -56,6 +57,7 @@ from gatehouse.limits.quotas import Quotas
 from gatehouse.limits.ratelimit import RateLimiter
 from gatehouse.limits.recovery import ReservationRecovery
 from gatehouse.limits.scheduled import sweep_rate_limits
+from gatehouse.limits.usage import SpendReader
 from gatehouse.monitoring.health import HealthCheck, Replica
 from gatehouse.monitoring.sampler import OpsSampler
 from gatehouse.monitoring.scheduled import purge_ops_samples
@@ -328,6 +330,7 @@ async def running(settings: Settings, components: Components | None = None) -> A
         components.add(feed, EventFeed)
         components.add(prices)
         components.add(ServedModels(lambda: [model.name for model in upstreams.models()]))
+        components.add(SpendReader(spend_by_user))
         # Everything built so far lives as long as the process: keep it out of the garbage collector's
         # full passes, which would otherwise walk it again and again, a pause of tens of ms under load.
         gc.collect()

@@ -11,7 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gatehouse.accounts.users import service as users
 from gatehouse.auth.errors import UserNotFound
 from gatehouse.cli.common import console, db_session, err_console, load_settings, run
+from gatehouse.gateway.spend import spend_by_user
 from gatehouse.limits import quotas, usage
+from gatehouse.limits.prices.money import decimal_of_nanos
 
 app = typer.Typer(no_args_is_help=True, help="Daily usage against quotas.")
 
@@ -44,20 +46,24 @@ def show(
     user: str | None = typer.Option(None, "--user", help="Only this user (email)."),
     day: str | None = typer.Option(None, "--date", help="The quota day, YYYY-MM-DD (default: today)."),
 ) -> None:
-    """Show usage per user for one day, with quotas and percentages."""
+    """Show usage per user for one day, with quotas and percentages, and what it cost (settled requests)."""
     settings = load_settings()
     target = _parse_day(day, settings.quota_timezone)
 
     async def go() -> list[usage.UsageRow]:
         async with db_session(settings) as session:
             user_id = await _user_id(session, user)
-            return await usage.list_usage(session, start=target, end=target, user_id=user_id)
+            rows = await usage.list_usage(session, start=target, end=target, user_id=user_id)
+            return await usage.with_spend(
+                session, rows, spend=spend_by_user, timezone=settings.quota_timezone, user_id=user_id
+            )
 
     rows = run(go, settings)
     table = Table(title=f"Usage on {target.isoformat()} ({settings.quota_timezone})")
     table.add_column("user", no_wrap=True)  # an email cut in two is an email nobody can copy
-    for column in ("messages", "of", "%", "tokens", "of", "%", "in flight"):
+    for column in ("messages", "of", "%", "tokens", "of", "%", "in flight", f"spend ({settings.price_currency})"):
         table.add_column(column, justify="right")
+    table.add_column("unpriced", justify="right")  # requests for models without a price (they cost 0)
     for row in rows:
         table.add_row(
             row.email,
@@ -68,6 +74,8 @@ def show(
             _limit(row.tokens_per_day),
             str(row.tokens_percent or "-"),
             str(row.reserved_tokens),
+            f"{decimal_of_nanos(row.spend_nanos):f}",
+            str(row.unpriced_requests),
         )
     console.print(table if rows else f"No usage recorded on {target.isoformat()}.")
 

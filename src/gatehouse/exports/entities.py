@@ -24,7 +24,8 @@ from gatehouse.limits.models import UsageCounter
 EntityName = Literal["users", "usage", "requests", "audit", "invites", "keys", "responses"]
 ENTITY_NAMES: tuple[str, ...] = get_args(EntityName)
 PiiMode = Literal["masked", "raw"]
-Kind = Literal["plain", "bool", "time", "email", "ip", "text", "json"]
+# nanos: an amount in billionths of PRICE_CURRENCY, written as a decimal number (a request's cost).
+Kind = Literal["plain", "bool", "time", "email", "ip", "text", "json", "nanos"]
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,8 @@ ENTITIES: dict[str, Entity] = {
                 Field("usage_reported", RequestLog.usage_reported, "bool"),
                 Field("latency_ms", RequestLog.latency_ms),
                 Field("ttft_ms", RequestLog.ttft_ms),
+                # In PRICE_CURRENCY at the price of its time; empty (null) when its model had no price (cost 0).
+                Field("cost", RequestLog.cost_nanos, "nanos"),
             ),
             keyset=("id",),
             time_column="created_at",

@@ -19,6 +19,7 @@ from sqlalchemy import String
 
 from gatehouse.exports import pii
 from gatehouse.exports.entities import Field, Kind, PiiMode
+from gatehouse.limits.prices.money import decimal_of_nanos, json_number
 
 Format = Literal["csv", "jsonl"]
 Batch = Sequence[Sequence[Any]]  # rows, as the database driver returned them
@@ -50,6 +51,10 @@ def _converter(kind: Kind, pii_mode: PiiMode, fmt: Format) -> Callable[[Any], An
         return lambda v: None if v is None else cached(v)
     if kind == "json":
         return lambda v: _json_column(v, masked=masked, as_text=fmt == "csv")
+    if kind == "nanos":
+        if fmt == "csv":
+            return lambda v: None if v is None else f"{decimal_of_nanos(v):f}"
+        return lambda v: None if v is None else json_number(decimal_of_nanos(v))
     return None
 
 
@@ -78,7 +83,7 @@ FORMULA_STARTS = frozenset("=+-@\t\r")
 
 def _may_hold_text(field: Field) -> bool:
     """Whether a column's CSV cells are strings that could start like a formula (not numbers, times, bools)."""
-    if field.kind in ("time", "bool"):
+    if field.kind in ("time", "bool", "nanos"):
         return False
     return field.kind != "plain" or isinstance(getattr(field.column, "type", None), String)
 

@@ -13,11 +13,13 @@ from gatehouse.core.components import provided
 from gatehouse.deps import ActorDep, BusDep, DatabaseDep, PrincipalDep, SessionDep, SettingsDep
 from gatehouse.fields import MAX_DB_INT
 from gatehouse.limits import quotas, service, usage
+from gatehouse.limits.prices.money import decimal_of_nanos
 from gatehouse.limits.ratelimit import RateLimiter, RuleState
 from gatehouse.limits.schemas import MyUsage, RateLimitRead, RateLimitUpdate, UsageRead
 
 router = APIRouter()
 LimiterDep = Annotated[RateLimiter, provided(RateLimiter)]
+SpendDep = Annotated[usage.SpendReader, provided(usage.SpendReader)]
 
 
 def _rules(rules: list[RuleState]) -> list[RateLimitRead]:
@@ -56,7 +58,7 @@ async def put_rate_limits(
     return _rules(rules)
 
 
-def _row(row: usage.UsageRow) -> UsageRead:
+def _row(row: usage.UsageRow, currency: str) -> UsageRead:
     return UsageRead(
         user_id=row.user_id,
         email=row.email,
@@ -68,6 +70,10 @@ def _row(row: usage.UsageRow) -> UsageRead:
         tokens_per_day=row.tokens_per_day,
         tokens_percent=row.tokens_percent,
         reserved_tokens=row.reserved_tokens,
+        spend=decimal_of_nanos(row.spend_nanos),
+        spend_nanos=row.spend_nanos,
+        currency=currency,
+        unpriced_requests=row.unpriced_requests,
     )
 
 
@@ -75,20 +81,23 @@ def _row(row: usage.UsageRow) -> UsageRead:
 async def get_usage(
     session: SessionDep,
     settings: SettingsDep,
+    spend: SpendDep,
     start: Annotated[date | None, Query(alias="from", description="First day (YYYY-MM-DD); default: today.")] = None,
     end: Annotated[date | None, Query(alias="to", description="Last day, inclusive; default: `from`.")] = None,
     user_id: Annotated[int | None, Query(ge=1, le=MAX_DB_INT, description="Only this user.")] = None,
 ) -> list[UsageRead]:
-    """Usage per user per day, with each user's quotas and the percentage used."""
+    """Usage per user per day, with each user's quotas and the percentage used, and what it cost."""
     start = start or quotas.quota_day(settings.quota_timezone)
     rows = await usage.usage_between(session, start=start, end=end or start, user_id=user_id)
-    return [_row(r) for r in rows]
+    rows = await usage.with_spend(session, rows, spend=spend.read, timezone=settings.quota_timezone, user_id=user_id)
+    return [_row(r, settings.price_currency) for r in rows]
 
 
 @router.get("/me/usage", response_model=MyUsage, tags=["me"], dependencies=[require(Role.USER)])
-async def my_usage(principal: PrincipalDep, session: SessionDep, settings: SettingsDep) -> MyUsage:
-    """The caller's usage today, their quotas, and when the day resets."""
+async def my_usage(principal: PrincipalDep, session: SessionDep, settings: SettingsDep, spend: SpendDep) -> MyUsage:
+    """The caller's usage today, their quotas, what today's requests cost, and when the day resets."""
     timezone = settings.quota_timezone
     today = quotas.quota_day(timezone)
     row = await usage.usage_for(session, user_id=principal.user_id, day=today)
-    return MyUsage(**_row(row).model_dump(), resets_at=quotas.resets_at(timezone, today))
+    (row,) = await usage.with_spend(session, [row], spend=spend.read, timezone=timezone, user_id=principal.user_id)
+    return MyUsage(**_row(row, settings.price_currency).model_dump(), resets_at=quotas.resets_at(timezone, today))

@@ -6,6 +6,8 @@ from datetime import date, datetime
 
 from pydantic import BaseModel, Field
 
+from gatehouse.limits.prices.schemas import DecimalNumber
+
 
 class RateLimitRead(BaseModel):
     name: str
@@ -37,6 +39,15 @@ class UsageRead(BaseModel):
     tokens_per_day: int | None
     tokens_percent: float | None
     reserved_tokens: int = Field(description="Tokens held by requests still in progress.")
+    spend: DecimalNumber = Field(
+        description="What the day's requests cost, in `currency`, at the prices of their time (settled requests "
+        "only: one still in progress counts once it ends)."
+    )
+    spend_nanos: int = Field(description="`spend` in billionths of `currency` (exact).")
+    currency: str = Field(description="PRICE_CURRENCY.")
+    unpriced_requests: int = Field(
+        description="The day's requests for models without a price: they cost 0 and are not in `spend`."
+    )
 
 
 class MyUsage(UsageRead):

@@ -1,9 +1,11 @@
-"""Usage reports: what each user used on each quota day, against their quotas; and the repair for a corrupted day."""
+"""Usage reports: what each user used on each quota day, against their quotas, and what it cost; and the repair for
+a corrupted day."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import date, timedelta
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -13,6 +15,7 @@ from gatehouse.auth.errors import UserNotFound
 from gatehouse.auth.models import User
 from gatehouse.errors import BadRequest
 from gatehouse.limits.models import UsageCounter
+from gatehouse.limits.quotas import resets_at
 from gatehouse.limits.recovery import reconcile_counter
 
 MAX_RANGE_DAYS = 366
@@ -30,6 +33,8 @@ class UsageRow:
     reserved_tokens: int
     messages_per_day: int | None
     tokens_per_day: int | None
+    spend_nanos: int = 0  # what the day's settled requests cost, in billionths of PRICE_CURRENCY
+    unpriced_requests: int = 0  # the day's requests that used tokens of a model nothing prices (they cost 0)
 
     @property
     def messages_percent(self) -> float | None:
@@ -92,6 +97,47 @@ async def usage_for(session: AsyncSession, *, user_id: int, day: date) -> UsageR
         messages_per_day=user.messages_per_day,
         tokens_per_day=user.tokens_per_day,
     )
+
+
+@dataclass(frozen=True)
+class Spend:
+    """What one user's requests cost over a time range, from the request log."""
+
+    nanos: int = 0
+    unpriced_requests: int = 0
+
+
+# The request log's spend per user between two times, `[start, end)` (one user, or everyone): the gateway reads it
+# (gateway/spend.py), and the composition root hands it over, as limits does not import the gateway.
+SpendQuery = Callable[[AsyncSession, datetime, datetime, int | None], Awaitable[dict[int, Spend]]]
+
+
+@dataclass(frozen=True)
+class SpendReader:
+    """The request log's spend per user, as provided to the routes (limits does not import the gateway)."""
+
+    read: SpendQuery
+
+
+def day_bounds(timezone: str, day: date) -> tuple[datetime, datetime]:
+    """When a quota day starts and ends, in UTC."""
+    return resets_at(timezone, day - timedelta(days=1)), resets_at(timezone, day)
+
+
+async def with_spend(
+    session: AsyncSession, rows: list[UsageRow], *, spend: SpendQuery, timezone: str, user_id: int | None = None
+) -> list[UsageRow]:
+    """The rows with what each user's requests of that day cost (one request-log query per day shown). Requests in
+    flight are not in it yet: a request counts once it settled and its row was written (REQUEST_LOG_FLUSH_SECONDS)."""
+    spent: dict[date, dict[int, Spend]] = {}
+    for day in sorted({row.day for row in rows}):
+        start, end = day_bounds(timezone, day)
+        spent[day] = await spend(session, start, end, user_id)
+    found = []
+    for row in rows:
+        cost = spent[row.day].get(row.user_id, Spend())
+        found.append(replace(row, spend_nanos=cost.nanos, unpriced_requests=cost.unpriced_requests))
+    return found
 
 
 async def reset_usage(session: AsyncSession, *, day: date, user_id: int | None = None) -> int:

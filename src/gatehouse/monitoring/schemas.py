@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gatehouse.limits.prices.schemas import DecimalNumber
+
 
 class Percentiles(BaseModel):
     p50: float | None = Field(description="Milliseconds, nearest rank; null when there is no value.")
@@ -36,6 +38,11 @@ class TrafficStats(BaseModel):
     streams: StreamCounts
     tokens_in: int = Field(description="Prompt tokens.")
     tokens_out: int = Field(description="Completion tokens.")
+    cost: DecimalNumber = Field(description="What the requests cost, in PRICE_CURRENCY, at the prices of their time.")
+    cost_nanos: int = Field(description="`cost` in billionths of PRICE_CURRENCY (exact).")
+    unpriced_requests: int = Field(
+        description="Requests that used tokens of a model without a price: they cost 0 and are not in `cost`."
+    )
 
 
 class ModelStats(TrafficStats):

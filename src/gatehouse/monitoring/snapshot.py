@@ -20,6 +20,7 @@ from gatehouse.db.database import Database
 from gatehouse.gateway.errors import CLIENT_DISCONNECTED, Terminated
 from gatehouse.gateway.models import RequestLog
 from gatehouse.limits.errors import QuotaExceeded, RateLimited
+from gatehouse.limits.prices.money import decimal_of_nanos
 from gatehouse.monitoring.models import OpsSample
 from gatehouse.monitoring.schemas import (
     MetricsSnapshot,
@@ -59,6 +60,7 @@ def _ranked(key: ColumnElement[Any] | QueryableAttribute[Any] | None, *, since: 
             RequestLog.stream,
             RequestLog.prompt_tokens,
             RequestLog.completion_tokens,
+            RequestLog.cost_nanos,
             RequestLog.latency_ms,
             RequestLog.ttft_ms,
             func.row_number().over(partition_by=by_latency, order_by=RequestLog.latency_ms).label("latency_rank"),
@@ -105,6 +107,8 @@ def _aggregate(dimension: str, ranked: Subquery, *, grouped: bool) -> Select[Any
         count_if(and_(streamed, r.error == 1)).label("streams_failed"),
         func.coalesce(func.sum(r.prompt_tokens), 0).label("tokens_in"),
         func.coalesce(func.sum(r.completion_tokens), 0).label("tokens_out"),
+        func.coalesce(func.sum(r.cost_nanos), 0).label("cost_nanos"),
+        count_if(and_(r.cost_nanos.is_(None), r.prompt_tokens + r.completion_tokens > 0)).label("unpriced_requests"),
     )
     return query.group_by(r.key) if grouped else query
 
@@ -138,6 +142,9 @@ def _stats(values: Mapping[Any, Any]) -> dict[str, Any]:
         ),
         "tokens_in": number("tokens_in"),
         "tokens_out": number("tokens_out"),
+        "cost": decimal_of_nanos(number("cost_nanos")),
+        "cost_nanos": number("cost_nanos"),
+        "unpriced_requests": number("unpriced_requests"),
     }
 
 

@@ -1,19 +1,28 @@
 """The cost of every request through the gateway, in front of the fake upstream: the price in force when it
-started, cached prompt tokens at the cached price, patterns, unpriced models recorded as NULL."""
+started, cached prompt tokens at the cached price, patterns, unpriced models recorded as NULL; and the spend in
+/me/usage, /admin/usage, `gatehouse usage show`, /admin/metrics and exports."""
 
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
+import zipfile
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import yaml
 from sqlalchemy import select
+from typer.testing import CliRunner
 
+from gatehouse.cli import app as cli
 from gatehouse.gateway.models import RequestLog
+from gatehouse.settings import get_settings
 from tests.conftest import Harness, make_settings, running_app
 from tests.support.accounts import create_member
 from tests.support.fake_upstream import DEFAULT_TOKENS, FakeUpstream, prompt_token_count, run_fake_upstream
@@ -89,9 +98,14 @@ async def test_an_unpriced_model_records_no_cost(harness: Harness) -> None:
     await chat(harness, "demo")
     (row,) = await logged(harness)
     assert row.cost_nanos is None and row.prompt_tokens > 0
+    usage = (await harness.client.get("/me/usage")).json()
+    assert usage["spend"] == 0 and usage["spend_nanos"] == 0 and usage["unpriced_requests"] == 1
+    assert usage["currency"] == "USD"
 
 
-async def test_a_price_change_mid_day_leaves_earlier_costs_as_they_were(gateway: Harness) -> None:
+async def test_a_price_change_mid_day_leaves_earlier_costs_as_they_were(
+    gateway: Harness, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     member = await create_member(gateway)
     await put(gateway, "gpt", GPT)
     await chat(gateway, "gpt", member.key)
@@ -114,6 +128,30 @@ async def test_a_price_change_mid_day_leaves_earlier_costs_as_they_were(gateway:
     assert [r.cost_nanos for r in rows] == [first, first, second, second, second, third, None]
     assert first == 100_000  # 8 prompt tokens at 2.5 and 8 completion tokens at 10 per million: 0.0001 USD
     assert second == 120_001  # 8 x 3 + 8 x 12.000001 per million, rounded up to the next billionth
+
+    spent = first * 2 + second * 3 + third
+    mine = (await gateway.client.get("/me/usage", headers=gateway.as_key(member.key))).json()
+    assert mine["spend_nanos"] == spent and mine["unpriced_requests"] == 1
+    assert mine["spend"] == float(f"{spent}e-9")
+    (row,) = (await gateway.client.get("/admin/usage", params={"user_id": member.id})).json()
+    assert row["spend_nanos"] == spent and row["currency"] == "USD"
+    totals = (await gateway.client.get("/admin/metrics")).json()["totals"]
+    assert totals["cost_nanos"] == spent and totals["unpriced_requests"] == 1
+    by_model = {m["model"]: m for m in (await gateway.client.get("/admin/metrics")).json()["by_model"]}
+    assert by_model["gpt"]["cost_nanos"] == spent and by_model["gpt-mini"]["unpriced_requests"] == 1
+
+    # The same from the shell.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", gateway.settings.database_url)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("COLUMNS", "200")
+    get_settings.cache_clear()
+    try:
+        shown = await asyncio.to_thread(CliRunner().invoke, cli, ["usage", "show", "--user", member.email])
+    finally:
+        get_settings.cache_clear()
+    assert shown.exit_code == 0, shown.output
+    assert "spend (USD)" in shown.output and f"{Decimal(spent).scaleb(-9).normalize():f}" in shown.output
 
 
 async def test_cached_prompt_tokens_cost_the_cached_price(gateway: Harness) -> None:
@@ -151,3 +189,21 @@ async def test_a_pattern_prices_the_models_it_matches(gateway: Harness) -> None:
         nanos(PROMPT, 0, DEFAULT_TOKENS, (500_000, 1_000_000, 500_000)),
         nanos(PROMPT, 0, DEFAULT_TOKENS, (1_000_000, 2_000_000, 1_000_000)),
     ]
+
+
+async def test_exports_carry_the_cost(gateway: Harness) -> None:
+    await put(gateway, "gpt", GPT)
+    await chat(gateway, "gpt")
+    await chat(gateway, "gpt-mini")
+    await gateway.runtime.request_log.flush()
+    cost = nanos(PROMPT, 0, DEFAULT_TOKENS, GPT_MICROS)
+    for fmt in ("csv", "jsonl"):
+        response = await gateway.client.post("/admin/export", json={"entities": ["requests"], "format": fmt})
+        assert response.status_code == 200, response.text
+        text = zipfile.ZipFile(io.BytesIO(response.content)).read(f"requests.{fmt}").decode()
+        if fmt == "csv":
+            rows = list(csv.DictReader(io.StringIO(text)))
+            assert cost == 100_000 and [r["cost"] for r in rows] == ["0.0001", ""]
+        else:
+            values = [orjson.loads(line)["cost"] for line in text.splitlines()]
+            assert values == [float(f"{cost}e-9"), None]

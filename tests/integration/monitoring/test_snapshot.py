@@ -15,6 +15,7 @@ from sqlalchemy import func, insert, select, update
 from gatehouse.db.base import utcnow
 from gatehouse.db.engine import create_engine
 from gatehouse.gateway.models import RequestLog
+from gatehouse.limits.prices.money import decimal_of_nanos, json_number
 from gatehouse.monitoring.models import OpsSample
 from gatehouse.monitoring.sampler import OpsSampler
 from tests.conftest import Harness, make_settings, running_app
@@ -58,6 +59,7 @@ def _expected(rows: list[dict[str, Any]]) -> dict[str, Any]:
     latencies = [r["latency_ms"] for r in rows if r["upstream"] is not None]
     ttfts = [r["ttft_ms"] for r in rows if r["ttft_ms"] is not None]
     errors = count(is_error)
+    cost = sum(r["cost_nanos"] or 0 for r in rows)
     return {
         "requests": len(rows),
         "succeeded": count(lambda r: r["status_code"] < 400),
@@ -76,6 +78,11 @@ def _expected(rows: list[dict[str, Any]]) -> dict[str, Any]:
         },
         "tokens_in": sum(r["prompt_tokens"] for r in rows),
         "tokens_out": sum(r["completion_tokens"] for r in rows),
+        "cost": json_number(decimal_of_nanos(cost)),
+        "cost_nanos": cost,
+        "unpriced_requests": count(
+            lambda r: r["cost_nanos"] is None and r["prompt_tokens"] + r["completion_tokens"] > 0
+        ),
     }
 
 
@@ -105,6 +112,8 @@ def _rows(rng: random.Random, count: int, *, age: tuple[float, float]) -> list[d
                 "usage_reported": True,
                 "latency_ms": latency,
                 "ttft_ms": round(rng.uniform(0.5, latency), 3) if has_ttft else None,
+                # Priced (up to 10 units of the currency), or a model without a price.
+                "cost_nanos": rng.randint(0, 10**10) if rng.random() < 0.7 else None,
             }
         )
     return rows
