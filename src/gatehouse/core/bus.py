@@ -39,6 +39,7 @@ class Signal(StrEnum):
     UPSTREAMS_CHANGED = "upstreams.changed"  # {"id"}: reload the upstreams from the database
     ACCESS_CHANGED = "access.changed"  # {}: reload the model access rules (a rule or a group changed)
     PRICES_CHANGED = "prices.changed"  # {}: reload the price table
+    BUDGETS_CHANGED = "budgets.changed"  # {}: reload which budgets (user, group, key; day, month) have a limit
     STREAM_TERMINATE = "stream.terminate"  # {"id", "reason"}: end this stream, on the replica that holds it
     RECONNECTED = "bus.reconnected"  # delivered locally after a Redis outage: caches must drop everything
 

@@ -130,12 +130,20 @@ async def admit(gateway: Gateway, call: Call, *, prompt_bound: int, want_complet
         if call.principal.key_id is not None and (call.principal.key_rate is not None or limiter.key_limited):
             await limiter.hit("key_per_minute", key_identity(call.principal.key_id), own=call.principal.key_rate)
         await limiter.hit(call.endpoint, user)
+        principal = call.principal
+        budgets = gateway.budgets
+        version = gateway.prices.price_at(call.model, call.started_at)
         call.reservation = await gateway.quotas.reserve(
-            user_id=call.principal.user_id,
+            user_id=principal.user_id,
             messages=1 if call.endpoint == "chat" else 0,
             prompt_bound=prompt_bound,
             prompt_estimate=min(call.prompt_estimate, prompt_bound) if call.prompt_estimate else prompt_bound,
             want_completion=want_completion,
+            budgets=()
+            if budgets.empty
+            else budgets.budgets_of(principal.user_id, principal.key_id, principal.group_ids),
+            price=version.price if version is not None else None,
+            spend_limited=budgets.user_day_spend(principal.user_id),
         )
     except GatehouseError as exc:
         call.fail(exc)
@@ -231,6 +239,7 @@ async def finish(gateway: Gateway, call: Call) -> None:
         await gateway.quotas.settle(
             call.reservation,
             tokens=call.prompt_tokens + call.completion_tokens,
+            cost=cost or 0,
             refund_message=refund,
         )
 

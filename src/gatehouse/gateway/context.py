@@ -12,6 +12,7 @@ from gatehouse.core.feed import EventFeed
 from gatehouse.gateway.requestlog import RequestLogWriter
 from gatehouse.gateway.stored.service import StoredResponses
 from gatehouse.gateway.streams.registry import StreamRegistry
+from gatehouse.limits.budgets import BudgetRegistry
 from gatehouse.limits.prices.table import PriceTable
 from gatehouse.limits.quotas import Quotas
 from gatehouse.limits.ratelimit import RateLimiter
@@ -33,6 +34,7 @@ class Gateway:
     feed: EventFeed
     stored_responses: StoredResponses  # the Responses API's stored responses, per user
     access: AccessPolicy  # who may use which model
+    budgets: BudgetRegistry  # which budgets beside the user's day have a limit
     background: set[asyncio.Task[None]] = field(default_factory=set)
 
     def track(self, task: asyncio.Task[None]) -> None:

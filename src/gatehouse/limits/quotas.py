@@ -29,6 +29,7 @@ the grant, so the recorded total still never passes the quota.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import secrets
 from collections import deque
@@ -67,8 +68,12 @@ from gatehouse.core.tasks import every
 from gatehouse.core.tasks import stop as stop_task
 from gatehouse.db.base import UTCDateTime
 from gatehouse.db.statements import SqliteStore, StatementStore
+from gatehouse.limits import ledger
+from gatehouse.limits.budgets import Budget, period_end, period_start
 from gatehouse.limits.errors import QuotaBusy, QuotaExceeded
 from gatehouse.limits.models import QuotaReservation, UsageCounter
+from gatehouse.limits.prices.money import decimal_of_nanos
+from gatehouse.limits.prices.table import Price
 
 log = get_logger("gatehouse.quotas")
 MESSAGE_FRAMING_TOKENS = 8  # role markers and separators a chat template adds per message
@@ -76,6 +81,7 @@ REQUEST_FRAMING_TOKENS = 16  # the template's fixed start and the assistant's tu
 
 POLL_SECONDS = 0.25  # the first waiter re-checks this often: other replicas' settlements wake nobody here
 BUSY_RETRY_SECONDS = 2  # Retry-After of a quota_busy refusal
+GENERAL = "general"  # in a settlement's parameters: settle through limits/ledger.py
 
 _uc: Table = UsageCounter.__table__  # type: ignore[assignment]
 _res: Table = QuotaReservation.__table__  # type: ignore[assignment]
@@ -94,6 +100,8 @@ class Reservation:
     messages: int
     grant: int  # tokens reserved; 0 when the user has no token quota
     prompt_bound: int
+    cost: int = 0  # the money held on each of its counters (the grant's worst cost), in billionths
+    budgets: tuple[str, ...] = ()  # the budget counters it holds beside the user's day (their keys)
 
     @property
     def completion_cap(self) -> int | None:
@@ -172,6 +180,7 @@ _TYPES: dict[str, Any] = {
     "need": BigInteger(),
     "want": BigInteger(),
     "tokens": BigInteger(),
+    "cost": BigInteger(),
     "prompt": BigInteger(),
     "completion": BigInteger(),
     "prev": BigInteger(),  # the first statement's value, in a two-statement chain (SQLite)
@@ -198,13 +207,14 @@ _RESERVE_COUNTER = (
 )
 _RESERVATION_COLUMNS = (
     *("id", "user_id", "day", "replica", "messages"),
-    *("granted", "prompt_tokens", "completion_tokens", "created_at"),
+    *("granted", "prompt_tokens", "completion_tokens", "created_at", "cost", "budgets"),
 )
 
 
 def _reservation_values(granted: Any) -> list[Any]:
     zero = literal(0, BigInteger())
-    return [_p["id"], _p["user_id"], _p["day"], _p["replica"], _p["messages"], granted, _p["prompt"], zero, _p["now"]]
+    values = [_p["id"], _p["user_id"], _p["day"], _p["replica"], _p["messages"], granted, _p["prompt"], zero]
+    return [*values, _p["now"], zero, literal("", String(1000))]
 
 
 # SQLite: the counter's UPDATE, then (when it admitted the request) the reservation's row with its grant.
@@ -222,6 +232,7 @@ def _settled_counter(granted: Any, messages: Any, *, refund: bool) -> dict[str, 
     released = _uc.c.reserved_tokens - granted
     values: dict[str, Any] = {
         "tokens": _uc.c.tokens + _p["tokens"],
+        "cost_nanos": _uc.c.cost_nanos + _p["cost"],
         # Never below zero: a counter reset (`gatehouse usage reset`) may have dropped the reservation.
         "reserved_tokens": case((released < 0, 0), else_=released),
         "updated_at": _p["now"],
@@ -259,6 +270,8 @@ _INSERT_COUNTER = {
         tokens=0,
         reserved_tokens=0,
         last_grant=0,
+        cost_nanos=0,
+        reserved_cost=0,
         updated_at=_p["now"],
     )
     .on_conflict_do_nothing(index_elements=["user_id", "day"])
@@ -297,8 +310,10 @@ class Quotas:
         timezone: str,
         wait_seconds: float,
         checkpoint_seconds: float,
+        currency: str = "USD",
     ) -> None:
         self.store = store
+        self.currency = currency
         self.replica = replica
         self.timezone = timezone
         self.wait_seconds = wait_seconds
@@ -314,12 +329,25 @@ class Quotas:
     # --- admission ---------------------------------------------------------------------------------
 
     async def reserve(
-        self, *, user_id: int, messages: int, prompt_bound: int, prompt_estimate: int, want_completion: int
+        self,
+        *,
+        user_id: int,
+        messages: int,
+        prompt_bound: int,
+        prompt_estimate: int,
+        want_completion: int,
+        budgets: tuple[Budget, ...] = (),
+        price: Price | None = None,
+        spend_limited: bool = False,
     ) -> Reservation:
-        """Admit a request if it fits today's quotas, holding its tokens; wait (first come, first served) while it
-        does not fit only because of other requests' holds; raise QuotaExceeded or QuotaBusy (429) otherwise."""
+        """Admit a request if it fits its user's day and its other `budgets` (limits/ledger.py), holding its tokens
+        (and, at `price`, their worst cost); wait (first come, first served) while it does not fit only because of
+        other requests' holds; raise QuotaExceeded or QuotaBusy (429) otherwise. `spend_limited`: the user's day
+        has a spend limit."""
         need = prompt_bound + (1 if messages else 0)
         attempt = _Attempt(user_id, messages, need, prompt_bound, prompt_estimate, prompt_bound + want_completion)
+        attempt.budgets, attempt.price = budgets, price
+        attempt.general = bool(budgets) or (spend_limited and price is not None)
         if user_id not in self._queues:  # nobody of this user waiting here: try at once (the hot path)
             reservation = await self._try(attempt)
             if reservation is not None:
@@ -331,6 +359,8 @@ class Quotas:
     async def _try(self, attempt: _Attempt) -> Reservation | None:
         """One attempt: the reservation, or None when only other holds stand in the way; raises QuotaExceeded."""
         attempt.day = quota_day(self.timezone)  # each attempt: a wait may cross midnight
+        if attempt.general:
+            return await self._try_general(attempt)
         params = _bind(
             id=secrets.randbits(63),
             replica=self.replica,
@@ -400,6 +430,100 @@ class Quotas:
         self._background.add(settling)
         settling.add_done_callback(self._background.discard)
 
+    async def _try_general(self, attempt: _Attempt) -> Reservation | None:
+        """One attempt against several counters (limits/ledger.py), in one transaction; shielded from cancellation
+        as `_reserve` is."""
+        now = datetime.now(UTC)
+        keys = {
+            b.key(period_start(self.timezone, b.period, now)): (b, period_start(self.timezone, b.period, now))
+            for b in attempt.budgets
+        }
+        task = asyncio.ensure_future(self._general_transaction(attempt, keys))
+        try:
+            outcome, reservation_id = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(lambda done: self._release_general_orphan(done, attempt, sorted(keys)))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            raise
+        if outcome is None:  # the user is gone
+            raise InvalidApiKey("This account no longer exists.")
+        if outcome.refusal is not None:
+            attempt.refusal = outcome.refusal
+            if outcome.refusal.exceeded:
+                raise _budget_exceeded(outcome.refusal, attempt, self.timezone, self.currency)
+            return None
+        return Reservation(
+            id=reservation_id,
+            user_id=attempt.user_id,
+            day=attempt.day,
+            messages=attempt.messages,
+            grant=outcome.grant,
+            prompt_bound=attempt.prompt_bound,
+            cost=outcome.cost,
+            budgets=tuple(sorted(keys)),
+        )
+
+    async def _general_transaction(
+        self, attempt: _Attempt, keys: dict[str, tuple[Budget, date]]
+    ) -> tuple[ledger.Outcome | None, int]:
+        async with self.store.engine.connect() as conn:
+            await conn.exec_driver_sql("BEGIN" if self._pg else "BEGIN IMMEDIATE")
+            try:
+                counters = await ledger.lock_counters(
+                    conn, pg=self._pg, user_id=attempt.user_id, day=attempt.day, keys=keys
+                )
+                if counters is None:
+                    await conn.exec_driver_sql("ROLLBACK")
+                    return None, 0
+                outcome = ledger.decide(
+                    counters,
+                    messages=attempt.messages,
+                    need=attempt.need,
+                    want=attempt.want,
+                    prompt_bound=attempt.prompt_bound,
+                    price=attempt.price,
+                )
+                reservation_id = 0
+                if outcome.refusal is None:
+                    reservation_id = await ledger.hold(
+                        conn,
+                        replica=self.replica,
+                        user_id=attempt.user_id,
+                        day=attempt.day,
+                        keys=sorted(keys),
+                        messages=attempt.messages,
+                        outcome=outcome,
+                        prompt_estimate=attempt.prompt_estimate,
+                        price=attempt.price,
+                    )
+                await conn.exec_driver_sql("COMMIT")  # the counters created stay, whatever the outcome
+                return outcome, reservation_id
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await conn.exec_driver_sql("ROLLBACK")
+                raise
+
+    def _release_general_orphan(self, task: asyncio.Future[Any], attempt: _Attempt, keys: list[str]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            return
+        outcome, reservation_id = task.result()
+        if outcome is None or outcome.refusal is not None:
+            return
+        orphan = Reservation(
+            id=reservation_id,
+            user_id=attempt.user_id,
+            day=attempt.day,
+            messages=attempt.messages,
+            grant=outcome.grant,
+            prompt_bound=attempt.prompt_bound,
+            cost=outcome.cost,
+            budgets=tuple(keys),
+        )
+        settling = asyncio.ensure_future(self.settle(orphan, tokens=0, refund_message=True))
+        self._background.add(settling)
+        settling.add_done_callback(self._background.discard)
+
     async def _wait(self, attempt: _Attempt) -> Reservation:
         """Queue behind this user's earlier waiters; the first in line retries whenever one of the user's requests
         settles here, and every POLL_SECONDS (for settlements on other replicas)."""
@@ -435,6 +559,8 @@ class Quotas:
 
     def _busy(self, attempt: _Attempt, *, waited: float) -> QuotaBusy:
         QUOTA_BLOCKS.labels(kind="busy").inc()
+        if attempt.refusal is not None:
+            return _budget_busy(attempt.refusal, waited=waited, currency=self.currency)
         state = attempt.state
         detail = ""
         if state is not None and state.token_limit is not None:
@@ -456,21 +582,29 @@ class Quotas:
 
     # --- settlement --------------------------------------------------------------------------------
 
-    async def settle(self, reservation: Reservation, *, tokens: int, refund_message: bool = False) -> None:
-        """Replace the reservation by the actual usage (on success, failure, disconnect or termination), once."""
+    async def settle(
+        self, reservation: Reservation, *, tokens: int, cost: int = 0, refund_message: bool = False
+    ) -> None:
+        """Replace the reservation by the actual usage (tokens, and `cost` in billionths) on success, failure,
+        disconnect or termination, once."""
         self._holds.pop(reservation.id, None)
         if reservation.grant and tokens > reservation.grant:
             log.warning(
                 "usage_exceeded_reservation", user_id=reservation.user_id, tokens=tokens, grant=reservation.grant
             )
+        if reservation.cost and cost > reservation.cost:
+            log.warning("spend_exceeded_reservation", user_id=reservation.user_id, cost=cost, held=reservation.cost)
         params = _bind(
             id=reservation.id,
             user_id=reservation.user_id,
             day=reservation.day,
             tokens=tokens,
+            cost=cost,
             messages=reservation.messages,
             now=datetime.now(UTC),
         )
+        if reservation.budgets or reservation.cost:
+            params[GENERAL] = True
         refund = refund_message and bool(reservation.messages)
         try:
             await self._settle(params, refund)
@@ -485,10 +619,27 @@ class Quotas:
                 queue[0].set()  # the first of this user's waiters tries again now
 
     async def _settle(self, params: dict[str, Any], refund: bool) -> None:
+        if params.get(GENERAL):
+            await self._settle_general(params, refund)
+            return
         if self._pg:
             await self.store.scalar(_SETTLE_PG[refund], params)
         else:
             await self.store.chain(_DELETE_RESERVATION, _SETTLE_AFTER_DELETE[refund], params)
+
+    async def _settle_general(self, params: dict[str, Any], refund: bool) -> None:
+        """A reservation holding budget counters or money: released from all of them in one transaction."""
+        async with self.store.engine.connect() as conn:
+            await conn.exec_driver_sql("BEGIN" if self._pg else "BEGIN IMMEDIATE")
+            try:
+                await ledger.settle(
+                    conn, reservation_id=params["p_id"], tokens=params["p_tokens"], cost=params["p_cost"], refund=refund
+                )
+                await conn.exec_driver_sql("COMMIT")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await conn.exec_driver_sql("ROLLBACK")
+                raise
 
     async def retry_settlements(self) -> int:
         """Settle again what failed to settle (the database was away); how many are still waiting."""
@@ -585,6 +736,10 @@ class _Attempt:
     want: int
     day: date = date.min  # set by each attempt
     state: _CounterState | None = None
+    budgets: tuple[Budget, ...] = ()
+    price: Price | None = None
+    general: bool = False  # several counters, or money: limits/ledger.py
+    refusal: ledger.Refusal | None = None  # the general path's last refusal
 
 
 async def _counter_state(engine: AsyncEngine, user_id: int, day: date) -> _CounterState:
@@ -639,3 +794,88 @@ def _exceeded(state: _CounterState, attempt: _Attempt, timezone: str) -> QuotaEx
         "x-ratelimit-reset": str(retry_after),
     }
     return QuotaExceeded(message, headers=headers, param=kind)
+
+
+# --- the refusals of several counters (limits/ledger.py) ---------------------------------------------
+
+_LIMIT_NAMES = {"messages": "message quota", "tokens": "token quota", "spend": "spend limit"}
+
+
+def _amount(measure: str, value: int, currency: str) -> str:
+    if measure == "spend":
+        return f"{decimal_of_nanos(value)} {currency}"
+    return f"{value:,} {measure}"
+
+
+def _limit_of(refusal: ledger.Refusal) -> int:
+    limits = refusal.counter.limits
+    value = {"messages": limits.messages, "tokens": limits.tokens, "spend": limits.spend}[refusal.measure]
+    return value or 0
+
+
+def _used(refusal: ledger.Refusal) -> tuple[int, int]:
+    counter = refusal.counter
+    if refusal.measure == "messages":
+        return counter.messages, 0
+    if refusal.measure == "tokens":
+        return counter.tokens, counter.reserved_tokens
+    return counter.cost, counter.reserved_cost
+
+
+def _param(refusal: ledger.Refusal) -> str:
+    counter = refusal.counter
+    period = counter.measure_period
+    return f"spend_per_{period}" if refusal.measure == "spend" else f"{refusal.measure}_per_{period}"
+
+
+def _resets(refusal: ledger.Refusal, attempt: _Attempt, timezone: str) -> datetime:
+    counter = refusal.counter
+    if counter.budget is None or counter.start is None:
+        return resets_at(timezone, attempt.day)
+    return period_end(timezone, counter.budget.period, counter.start)
+
+
+def _budget_exceeded(refusal: ledger.Refusal, attempt: _Attempt, timezone: str, currency: str) -> QuotaExceeded:
+    """A budget used up: which one, how much of it, when it resets, what to do."""
+    limit = _limit_of(refusal)
+    used, held = _used(refusal)
+    reset = _resets(refusal, attempt, timezone)
+    retry_after = max(1, math.ceil((reset - datetime.now(UTC)).total_seconds()))
+    what = f"{refusal.counter.name}'s {_LIMIT_NAMES[refusal.measure]}"
+    message = (
+        f"The {what} is reached: {_amount(refusal.measure, used, currency)} of "
+        f"{_amount(refusal.measure, limit, currency)} used"
+        + (f", {_amount(refusal.measure, held, currency)} held by requests in progress" if held else "")
+        + (f"; this request needs up to {_amount(refusal.measure, refusal.need, currency)}" if refusal.need else "")
+        + f". It resets at {reset.strftime('%Y-%m-%d %H:%M UTC')}; "
+        + ("send a shorter prompt, use a cheaper model, or " if refusal.measure != "messages" else "")
+        + "ask an administrator to raise it."
+    )
+    QUOTA_BLOCKS.labels(kind=refusal.measure).inc()
+    remaining = max(0, limit - used - held)
+    headers = {
+        "retry-after": str(retry_after),
+        "x-ratelimit-limit": str(limit),
+        "x-ratelimit-remaining": str(remaining),
+        "x-ratelimit-reset": str(retry_after),
+    }
+    return QuotaExceeded(message.replace("The your", "Your"), headers=headers, param=_param(refusal))
+
+
+def _budget_busy(refusal: ledger.Refusal, *, waited: float, currency: str) -> QuotaBusy:
+    used, held = _used(refusal)
+    limit = _limit_of(refusal)
+    what = f"{refusal.counter.name}'s {_LIMIT_NAMES[refusal.measure]}"
+    message = (
+        f"{_amount(refusal.measure, max(0, limit - used), currency)} of the {what} remain, but "
+        f"{_amount(refusal.measure, held, currency)} are held by requests in progress"
+        + (f"; this request waited {waited:.1f} s for them to finish" if waited else "")
+        + f". Retry in {BUSY_RETRY_SECONDS} s, or send fewer requests at once."
+    ).replace("the your", "your")
+    headers = {
+        "retry-after": str(BUSY_RETRY_SECONDS),
+        "x-ratelimit-reset": str(BUSY_RETRY_SECONDS),
+        "x-ratelimit-limit": str(limit),
+        "x-ratelimit-remaining": str(max(0, limit - used - held)),
+    }
+    return QuotaBusy(message, headers=headers, param=_param(refusal))

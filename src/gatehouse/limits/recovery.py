@@ -34,7 +34,7 @@ from datetime import date, datetime, timedelta
 from time import monotonic
 from typing import Any
 
-from sqlalchemy import case, delete, func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gatehouse.audit.service import record
@@ -47,8 +47,9 @@ from gatehouse.core.tasks import stop as stop_task
 from gatehouse.db.base import UTCDateTime, utcnow
 from gatehouse.jobs.models import ReplicaBeat
 from gatehouse.jobs.replicas import HEARTBEAT_SECONDS, STALE_BEATS, database_now, is_live, known_dead
+from gatehouse.limits import ledger
 from gatehouse.limits.events import QuotaHoldsReconciledEvent, QuotaReservationsRecoveredEvent
-from gatehouse.limits.models import QuotaReservation, UsageCounter
+from gatehouse.limits.models import BudgetCounter, QuotaReservation, UsageCounter
 
 log = get_logger("gatehouse.quotas")
 ACTOR = Actor.system("quota-recovery")
@@ -143,6 +144,11 @@ async def recover_replica(
                 QuotaReservation.completion_tokens,
                 QuotaReservation.created_at,
                 QuotaReservation.checkpoint_at,
+                QuotaReservation.messages,
+                QuotaReservation.cost,
+                QuotaReservation.budgets,
+                QuotaReservation.input_micros,
+                QuotaReservation.output_micros,
             )
         )
     ).all()
@@ -150,20 +156,23 @@ async def recover_replica(
         return None
     last_batch = max((row.checkpoint_at for row in taken if row.checkpoint_at is not None), default=None)
     counters: dict[tuple[int, date], list[int]] = defaultdict(lambda: [0, 0])
-    for row in taken:
+    # In a stable order (user, day, budgets), so two recoveries cannot lock the same counters in different orders.
+    for row in sorted(taken, key=lambda r: (r.user_id, r.day, r.budgets)):
+        charged = charged_tokens(row, last_batch=last_batch, checkpoint_seconds=checkpoint_seconds)
         totals = counters[(row.user_id, row.day)]
         totals[0] += row.granted
-        totals[1] += charged_tokens(row, last_batch=last_batch, checkpoint_seconds=checkpoint_seconds)
-    for (user_id, day), (granted, charged) in sorted(counters.items()):
-        released = UsageCounter.reserved_tokens - granted
-        await session.execute(
-            update(UsageCounter)
-            .where(UsageCounter.user_id == user_id, UsageCounter.day == day)
-            .values(
-                tokens=UsageCounter.tokens + charged,
-                reserved_tokens=case((released < 0, 0), else_=released),
-                updated_at=utcnow(),
-            )
+        totals[1] += charged
+        await ledger.apply(
+            session,
+            user_id=row.user_id,
+            day=row.day,
+            budgets=row.budgets or "",
+            granted=row.granted,
+            held=row.cost or 0,
+            messages=row.messages,
+            tokens=charged,
+            cost=ledger.recovered_cost(row, charged),
+            refund=False,
         )
     recovered = Recovered(
         replica=dead.replica,
@@ -222,36 +231,90 @@ async def recover(
 
 
 async def reconcile_counter(session: AsyncSession, user_id: int, day: date) -> tuple[int, int] | None:
-    """Set one counter's `reserved_tokens` to the grants of its reservations, in the session's transaction; (before,
-    after) when they differed. The counter's row is locked first (SQLite: the session's write transaction), so no
-    reservation can be taken or settled on it meanwhile: each does so under the same lock."""
-    locked = select(UsageCounter.reserved_tokens).where(UsageCounter.user_id == user_id, UsageCounter.day == day)
+    """Set one counter's `reserved_tokens` (and `reserved_cost`) to the grants (and held costs) of its reservations,
+    in the session's transaction; (before, after) tokens when they differed. The counter's row is locked first
+    (SQLite: the session's write transaction), so no reservation can be taken or settled on it meanwhile: each does
+    so under the same lock."""
+    locked = select(UsageCounter.reserved_tokens, UsageCounter.reserved_cost).where(
+        UsageCounter.user_id == user_id, UsageCounter.day == day
+    )
     if session.get_bind().dialect.name == "postgresql":
         locked = locked.with_for_update()
-    before = (await session.execute(locked)).scalar_one_or_none()
-    if before is None:
+    found = (await session.execute(locked)).one_or_none()
+    if found is None:
         return None
-    held = (
+    before, before_cost = found
+    held, held_cost = (
         await session.execute(
-            select(func.coalesce(func.sum(QuotaReservation.granted), 0)).where(
-                QuotaReservation.user_id == user_id, QuotaReservation.day == day
-            )
+            select(
+                func.coalesce(func.sum(QuotaReservation.granted), 0), func.coalesce(func.sum(QuotaReservation.cost), 0)
+            ).where(QuotaReservation.user_id == user_id, QuotaReservation.day == day)
         )
-    ).scalar_one()
-    if int(held) == before:
+    ).one()
+    if int(held) == before and int(held_cost) == before_cost:
         return None
     await session.execute(
         update(UsageCounter)
         .where(UsageCounter.user_id == user_id, UsageCounter.day == day)
-        .values(reserved_tokens=int(held), updated_at=utcnow())
+        .values(reserved_tokens=int(held), reserved_cost=int(held_cost), updated_at=utcnow())
     )
     return before, int(held)
+
+
+async def _holds_by_budget(session: AsyncSession) -> dict[str, tuple[int, int]]:
+    """(tokens, cost) held on each budget counter by the reservations in flight."""
+    held: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    rows = await session.execute(
+        select(QuotaReservation.granted, QuotaReservation.cost, QuotaReservation.budgets).where(
+            QuotaReservation.budgets != ""
+        )
+    )
+    for granted, cost, budgets in rows:
+        for key in budgets.split(","):
+            if key:
+                held[key][0] += granted
+                held[key][1] += cost
+    return {key: (tokens, cost) for key, (tokens, cost) in held.items()}
+
+
+async def reconcile_budgets(sessionmaker: async_sessionmaker[AsyncSession], *, since: date) -> int:
+    """Repair the budget counters (periods starting on or after `since`, and any still holding something) whose
+    holds differ from their reservations'; how many were repaired."""
+    async with sessionmaker() as session:
+        held = await _holds_by_budget(session)
+        rows = await session.execute(
+            select(BudgetCounter.key, BudgetCounter.reserved_tokens, BudgetCounter.reserved_cost).where(
+                (BudgetCounter.start >= since)
+                | (BudgetCounter.reserved_tokens != 0)
+                | (BudgetCounter.reserved_cost != 0)
+            )
+        )
+        suspects = [key for key, tokens, cost in rows if held.get(key, (0, 0)) != (tokens, cost)]
+    repaired = 0
+    for key in suspects:
+        async with sessionmaker() as session, session.begin():
+            locked = select(BudgetCounter.reserved_tokens, BudgetCounter.reserved_cost).where(BudgetCounter.key == key)
+            if session.get_bind().dialect.name == "postgresql":
+                locked = locked.with_for_update()
+            found = (await session.execute(locked)).one_or_none()
+            now_held = (await _holds_by_budget(session)).get(key, (0, 0))
+            if found is None or tuple(found) == now_held:
+                continue
+            await session.execute(
+                update(BudgetCounter)
+                .where(BudgetCounter.key == key)
+                .values(reserved_tokens=now_held[0], reserved_cost=now_held[1], updated_at=utcnow())
+            )
+            log.warning("budget_holds_reconciled", key=key, before=list(found), after=list(now_held))
+            repaired += 1
+    return repaired
 
 
 async def reconcile(sessionmaker: async_sessionmaker[AsyncSession], *, feed: EventFeed | None = None) -> int:
     """Repair the recent counters whose holds differ from their reservations; how many were repaired."""
     since = utcnow().date() - timedelta(days=RECONCILE_DAYS)
     held = func.coalesce(func.sum(QuotaReservation.granted), 0)
+    held_cost = func.coalesce(func.sum(QuotaReservation.cost), 0)
     candidates = (
         select(UsageCounter.user_id, UsageCounter.day)
         .outerjoin(
@@ -259,8 +322,8 @@ async def reconcile(sessionmaker: async_sessionmaker[AsyncSession], *, feed: Eve
             (QuotaReservation.user_id == UsageCounter.user_id) & (QuotaReservation.day == UsageCounter.day),
         )
         .where(UsageCounter.day >= since)
-        .group_by(UsageCounter.user_id, UsageCounter.day, UsageCounter.reserved_tokens)
-        .having(UsageCounter.reserved_tokens != held)
+        .group_by(UsageCounter.user_id, UsageCounter.day, UsageCounter.reserved_tokens, UsageCounter.reserved_cost)
+        .having((UsageCounter.reserved_tokens != held) | (UsageCounter.reserved_cost != held_cost))
     )
     async with sessionmaker() as session:
         found = (await session.execute(candidates)).all()
@@ -278,7 +341,7 @@ async def reconcile(sessionmaker: async_sessionmaker[AsyncSession], *, feed: Eve
         if changed is not None:
             repaired += 1
             log.warning("quota_holds_reconciled", user_id=user_id, day=str(day), before=changed[0], after=changed[1])
-    return repaired
+    return repaired + await reconcile_budgets(sessionmaker, since=since - timedelta(days=31))
 
 
 class ReservationRecovery:
