@@ -50,6 +50,7 @@ from gatehouse.jobs.purge import purge_job
 from gatehouse.jobs.replicas import Heartbeat
 from gatehouse.jobs.runner import JobRunner
 from gatehouse.jobs.scheduled import forget_stale_replicas, purge_audit, purge_job_runs
+from gatehouse.limits.budgets import BudgetRegistry
 from gatehouse.limits.prices.config import apply_config
 from gatehouse.limits.prices.service import ServedModels
 from gatehouse.limits.prices.table import PriceTable
@@ -257,8 +258,13 @@ async def running(settings: Settings, components: Components | None = None) -> A
             timezone=settings.quota_timezone,
             wait_seconds=settings.quota_wait_seconds,
             checkpoint_seconds=settings.quota_checkpoint_seconds,
+            currency=settings.price_currency,
         )
         await _started(stack, quotas.start, quotas.close)
+        budgets = BudgetRegistry(db.read_sessionmaker)
+        bus.subscribe(budgets.on_event)
+        redis_state.subscribe(budgets.on_redis)
+        await _started(stack, budgets.start, budgets.close)
         # Before serving: a process restarted after a crash settles what its previous self held at once.
         recovery = ReservationRecovery(
             db.sessionmaker,
@@ -284,6 +290,7 @@ async def running(settings: Settings, components: Components | None = None) -> A
             feed=feed,
             stored_responses=stored_responses,
             access=access,
+            budgets=budgets,
         )
         # Closed before the request log and the statements: settlements still under way write through them.
         stack.push_async_callback(_logged(gateway.drain))
