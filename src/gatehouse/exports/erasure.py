@@ -41,7 +41,7 @@ from gatehouse.exports.events import UserAnonymisedEvent, UserDeletedEvent
 from gatehouse.gateway.models import RequestLog
 from gatehouse.gateway.requestlog import RequestLogWriter
 from gatehouse.gateway.stored import service as stored
-from gatehouse.limits.models import UsageCounter
+from gatehouse.limits.models import BudgetCounter, UsageCounter
 
 Mode = Literal["delete", "anonymise"]
 
@@ -133,6 +133,14 @@ async def erase_user(
     else:
         requests = _rows(await session.execute(delete(RequestLog).where(RequestLog.user_id == user.id)))
         usage_days = _rows(await session.execute(delete(UsageCounter).where(UsageCounter.user_id == user.id)))
+        key_ids = select(ApiKey.id).where(ApiKey.user_id == user.id).scalar_subquery()
+        # Their budgets' counters (their month, their keys' days and months): no foreign key holds them.
+        await session.execute(
+            delete(BudgetCounter).where(
+                ((BudgetCounter.scope == "u") & (BudgetCounter.subject_id == user.id))
+                | ((BudgetCounter.scope == "k") & BudgetCounter.subject_id.in_(key_ids))
+            )
+        )
         keys = _rows(await session.execute(delete(ApiKey).where(ApiKey.user_id == user.id)))
         # Core, not session.delete: the ORM would load relationships (lazy="raise") to null them out.
         await session.execute(delete(User).where(User.id == user.id))

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sqlalchemy import delete as sql_delete
 from sqlalchemy import func, select
 from sqlalchemy import update as update_rows
 from sqlalchemy.exc import IntegrityError
@@ -34,6 +35,7 @@ from gatehouse.auth.models import ApiKey, Group, GroupMember, User
 from gatehouse.core.bus import EventBus, Signal
 from gatehouse.db.session import signal_after_commit
 from gatehouse.errors import BadRequest
+from gatehouse.limits.models import BudgetCounter
 
 NAMED_KEYS = 10  # an in-use error names this many keys at most
 
@@ -275,6 +277,10 @@ async def delete(session: AsyncSession, *, bus: EventBus, actor: Actor, group_id
             await session.delete(group)
     except IntegrityError as exc:
         raise GroupInUse(f"Keys were bound to group {group_id} ({name}) meanwhile: look again, then retry.") from exc
+    # Its budgets' counters: no foreign key holds them.
+    await session.execute(
+        sql_delete(BudgetCounter).where(BudgetCounter.scope == "g", BudgetCounter.subject_id == group_id)
+    )
     event = GroupDeletedEvent(
         group_id=group_id,
         name=name,
