@@ -117,6 +117,7 @@ async def test_a_model_name_with_slashes_and_a_scheduled_change(harness: Harness
         ({"input": 1, "output": 1, "currency": "EUR"}, 400, "currency_mismatch", "currency"),
         ({"input": 1, "output": 1, "effective_from": "2020-01-01T00:00:00Z"}, 400, "effective_from_in_past", None),
         ({"input": 1, "output": 1, "effective_from": "2999-01-01T00:00:00"}, 422, "validation_error", None),
+        ({"input": 1, "output": 1, "effective_from": "9999-12-31T23:00:00-05:00"}, 400, "bad_request", None),
     ],
 )
 async def test_bad_input_is_refused_naming_the_field(

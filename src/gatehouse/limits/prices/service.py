@@ -27,6 +27,7 @@ MAX_NAME = 200  # model_price.model
 # A change "from now" sent by a client whose clock or network lags a little is taken as from now; earlier than
 # this is refused (requests served meanwhile were charged the price then in force).
 PAST_GRACE = timedelta(seconds=60)
+MAX_AHEAD = timedelta(days=3650)  # a change scheduled further ahead is surely a typo (and year 9999 would overflow)
 # Serializes price changes on PostgreSQL (each reads the version it replaces, then adds one); SQLite's writes are
 # serialized already (BEGIN IMMEDIATE).
 PRICES_LOCK_ID = 0x6761746570726963  # "gatepric"
@@ -88,6 +89,11 @@ def effective_time(effective_from: datetime | None, now: datetime) -> datetime:
         raise EffectiveFromInPast(
             f"effective_from {effective_from.isoformat()} is in the past: a price applies from now or later "
             "(requests already served keep their cost). Leave it out for now.",
+            param="effective_from",
+        )
+    if effective_from > now + MAX_AHEAD:
+        raise BadRequest(
+            f"effective_from {effective_from.isoformat()} is more than 10 years ahead: give a nearer time.",
             param="effective_from",
         )
     return max(effective_from, now).astimezone(UTC)
