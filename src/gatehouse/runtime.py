@@ -263,7 +263,7 @@ async def running(settings: Settings, components: Components | None = None) -> A
         await _started(stack, quotas.start, quotas.close)
         budgets = BudgetRegistry(db.read_sessionmaker)
         bus.subscribe(budgets.on_event)
-        redis_state.subscribe(budgets.on_redis)
+        budgets.signals_reach_us = lambda: redis_state.configured and redis_state.up
         await _started(stack, budgets.start, budgets.close)
         # Before serving: a process restarted after a crash settles what its previous self held at once.
         recovery = ReservationRecovery(
@@ -277,7 +277,7 @@ async def running(settings: Settings, components: Components | None = None) -> A
         stored_responses = StoredResponses(statements, db.sessionmaker, db.read_sessionmaker)
         access = AccessPolicy(db.read_sessionmaker, default=settings.model_access_default)
         bus.subscribe(access.on_event)
-        redis_state.subscribe(access.on_redis)
+        access.signals_reach_us = lambda: redis_state.configured and redis_state.up
         await _started(stack, access.start, access.close)
         gateway = Gateway(
             settings=settings,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from gatehouse.cli import access, audit, backup, db, export, groups, jobs, keys, prices, serve, usage, users
+from gatehouse.cli import access, audit, backup, budgets, db, export, groups, jobs, keys, prices, serve, usage, users
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -22,6 +22,7 @@ app.add_typer(groups.app, name="groups")
 app.add_typer(access.app, name="access")
 app.add_typer(usage.app, name="usage")
 app.add_typer(prices.app, name="prices")
+app.add_typer(budgets.app, name="budgets")
 app.add_typer(audit.app, name="audit")
 app.add_typer(backup.app, name="backup")
 app.add_typer(jobs.app, name="jobs")

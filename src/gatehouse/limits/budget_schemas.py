@@ -61,10 +61,10 @@ class LimitsRead(BaseModel):
 
     messages_per_day: int | None
     tokens_per_day: int | None
-    spend_per_day: float | None
+    spend_per_day: int | float | None
     messages_per_month: int | None
     tokens_per_month: int | None
-    spend_per_month: float | None
+    spend_per_month: int | float | None
     currency: str
 
     @classmethod
@@ -81,9 +81,9 @@ class LimitsRead(BaseModel):
 
 
 class Measure(BaseModel):
-    used: float = Field(description="Settled so far this period (spend in the currency).")
-    held: float = Field(description="Held by requests in progress (tokens and spend; 0 for messages).")
-    limit: float | None = Field(description="null: no limit.")
+    used: int | float = Field(description="Settled so far this period (spend in the currency).")
+    held: int | float = Field(description="Held by requests in progress (tokens and spend; 0 for messages).")
+    limit: int | float | None = Field(description="null: no limit.")
     percent: float | None = Field(description="Used (settled) share of the limit, in percent; null without limit.")
 
 

@@ -8,7 +8,8 @@ when the key is bound to one, else every group of the user). Budgets without any
 they used is in the request log (reports), and the request does not pay for them.
 
 Which budgets have a limit is kept in memory on every replica (`BudgetRegistry`), reloaded on the bus's
-BUDGETS_CHANGED signal and, while Redis is unreachable, every RELOAD_SECONDS: a budget newly given a limit counts
+BUDGETS_CHANGED signal and, whenever signals cannot reach it (Redis down, or no Redis and a change made by the CLI
+in another process), every RELOAD_SECONDS: a budget newly given a limit counts
 on every replica within a second. The limits' values are read by the reservation itself, in its transaction, so a
 changed value applies to the next request everywhere.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
@@ -100,7 +102,9 @@ class BudgetRegistry:
         self._users_day_spend: frozenset[int] = frozenset()
         self._groups: dict[int, tuple[Period, ...]] = {}
         self._keys: dict[int, tuple[Period, ...]] = {}
-        self._redis_up = True
+        # Whether bus signals reach this replica (Redis configured and up): else changes made elsewhere (another
+        # replica while Redis is down, the CLI without Redis) are picked up by reading again every RELOAD_SECONDS.
+        self.signals_reach_us: Callable[[], bool] = lambda: False
         self._task: asyncio.Task[None] | None = None
         self._reloading = asyncio.Lock()
         self.loaded = 0
@@ -143,7 +147,7 @@ class BudgetRegistry:
 
     async def start(self) -> None:
         await self.reload()
-        self._task = asyncio.create_task(self._reload_while_redis_down(), name="gatehouse-budgets-reload")
+        self._task = asyncio.create_task(self._reload_without_signals(), name="gatehouse-budgets-reload")
 
     async def close(self) -> None:
         if self._task is not None:
@@ -152,18 +156,15 @@ class BudgetRegistry:
                 await self._task
             self._task = None
 
-    async def _reload_while_redis_down(self) -> None:
+    async def _reload_without_signals(self) -> None:
         while True:
             await asyncio.sleep(RELOAD_SECONDS)
-            if self._redis_up:
+            if self.signals_reach_us():
                 continue
             try:
                 await self.reload()
             except Exception as exc:  # the database is away too: what is in memory stands
                 log.warning("budgets_reload_failed", error=f"{type(exc).__name__}: {exc}")
-
-    def on_redis(self, up: bool) -> None:
-        self._redis_up = up
 
     async def on_event(self, kind: str, data: dict[str, Any]) -> None:
         if kind in (Signal.BUDGETS_CHANGED, Signal.RECONNECTED):

@@ -16,7 +16,8 @@ least one of the upstreams serving it is allowed; a request is routed only to th
 
 Patterns use `*` (any characters) and `?` (one), matched case-sensitively as model names are routed. Every
 replica keeps all rules in memory (an organisation has hundreds, not millions), reloaded on the bus's
-ACCESS_CHANGED signal and, while Redis is unreachable (no signal can arrive), every RELOAD_SECONDS: a change is
+ACCESS_CHANGED signal and, whenever signals cannot reach it (Redis down, or no Redis and a change made by the CLI
+in another process), every RELOAD_SECONDS: a change is
 in force everywhere within a second.
 """
 
@@ -25,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from fnmatch import translate
@@ -40,7 +41,7 @@ from gatehouse.core.bus import Signal
 from gatehouse.core.logging import get_logger
 
 log = get_logger("gatehouse.access")
-RELOAD_SECONDS = 1.0  # while Redis is unreachable: how stale the rules may be at most
+RELOAD_SECONDS = 1.0  # without signals: how stale the rules may be at most
 
 
 class Level(StrEnum):
@@ -108,7 +109,9 @@ class AccessPolicy:
         self._users: dict[int, tuple[Rule, ...]] = {}
         self._groups: dict[int, tuple[Rule, ...]] = {}
         self._key_patterns: dict[tuple[str, ...], tuple[Pattern, ...]] = {}
-        self._redis_up = True
+        # Whether bus signals reach this replica (Redis configured and up): else changes made elsewhere (another
+        # replica while Redis is down, the CLI without Redis) are picked up by reading again every RELOAD_SECONDS.
+        self.signals_reach_us: Callable[[], bool] = lambda: False
         self._task: asyncio.Task[None] | None = None
         self._reloading: asyncio.Lock = asyncio.Lock()
         self.loaded = 0  # reloads so far (tests wait on it)
@@ -140,7 +143,7 @@ class AccessPolicy:
 
     async def start(self) -> None:
         await self.reload()
-        self._task = asyncio.create_task(self._reload_while_redis_down(), name="gatehouse-access-reload")
+        self._task = asyncio.create_task(self._reload_without_signals(), name="gatehouse-access-reload")
 
     async def close(self) -> None:
         if self._task is not None:
@@ -149,19 +152,15 @@ class AccessPolicy:
                 await self._task
             self._task = None
 
-    async def _reload_while_redis_down(self) -> None:
+    async def _reload_without_signals(self) -> None:
         while True:
             await asyncio.sleep(RELOAD_SECONDS)
-            if self._redis_up:
+            if self.signals_reach_us():
                 continue
             try:
                 await self.reload()
             except Exception as exc:  # the database is away too: the rules in memory stand
                 log.warning("access_rules_reload_failed", error=f"{type(exc).__name__}: {exc}")
-
-    def on_redis(self, up: bool) -> None:
-        """The shared Redis state switched: while it is down, signals cannot arrive, so the rules are polled."""
-        self._redis_up = up
 
     async def on_event(self, kind: str, data: dict[str, Any]) -> None:
         """Bus handler: a rule or a group changed somewhere (or signals may have been missed)."""

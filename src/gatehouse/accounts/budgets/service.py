@@ -89,7 +89,7 @@ class Subject:
 
 
 def _measure(used: int, held: int, limit: int | None, *, money: bool = False) -> Measure:
-    def shown(value: int) -> float:
+    def shown(value: int) -> int | float:
         return json_number(decimal_of_nanos(value)) if money else value
 
     return Measure(
