@@ -1,5 +1,8 @@
 """The principal cache: a warm API key costs no database read; bus signals empty it on every replica.
 
+The same cache keeps the people a front-end's key acts for (accounts/acting): there an entry is a key and an
+email, its principal the person's, and KEY_CHANGED drops every person cached under that key.
+
 While Redis is unreachable those signals cannot arrive: entries then live at most OUTAGE_TTL_SECONDS, so a key
 revoked (or a user disabled) on another replica is refused here within seconds all the same; once the bus is
 subscribed again (Signal.RECONNECTED) the cache starts over.
@@ -42,7 +45,7 @@ class AuthCache:
         self._entries: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
         self._negative: OrderedDict[str, float] = OrderedDict()
         self._by_user: dict[int, set[str]] = {}
-        self._by_key: dict[int, str] = {}
+        self._by_key: dict[int, set[str]] = {}  # several entries per key: the people a front-end's key acts for
         # Lookups under way: concurrent callers of one cold key share a single database read.
         self._loading: dict[str, tuple[int, asyncio.Future[Principal | None]]] = {}
         # Bumped by every invalidation: a lookup that started before one must not be cached after it.
@@ -81,7 +84,7 @@ class AuthCache:
         self._entries[key_hash] = (principal, now + self.ttl)
         self._by_user.setdefault(principal.user_id, set()).add(key_hash)
         if principal.key_id is not None:
-            self._by_key[principal.key_id] = key_hash
+            self._by_key.setdefault(principal.key_id, set()).add(key_hash)
         while len(self._entries) > self.max_entries:
             self._drop(next(iter(self._entries)))
 
@@ -126,8 +129,12 @@ class AuthCache:
             hashes.discard(key_hash)
             if not hashes:
                 del self._by_user[principal.user_id]
-        if principal.key_id is not None and self._by_key.get(principal.key_id) == key_hash:
-            del self._by_key[principal.key_id]
+        if principal.key_id is not None:
+            hashes = self._by_key.get(principal.key_id)
+            if hashes is not None:
+                hashes.discard(key_hash)
+                if not hashes:
+                    del self._by_key[principal.key_id]
 
     def forget_user(self, user_id: int) -> None:
         """Drop every cached key of a user."""
@@ -135,9 +142,8 @@ class AuthCache:
             self._drop(key_hash)
 
     def forget_key(self, key_id: int) -> None:
-        """Drop one cached key."""
-        key_hash = self._by_key.get(key_id)
-        if key_hash is not None:
+        """Drop one cached key (and every person cached under it)."""
+        for key_hash in list(self._by_key.get(key_id, ())):
             self._drop(key_hash)
 
     def clear(self) -> None:

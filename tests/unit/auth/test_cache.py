@@ -68,6 +68,19 @@ def test_a_found_key_replaces_its_negative_entry() -> None:
     assert cache.get("k") == (False, None)
 
 
+def test_a_key_change_forgets_every_person_cached_under_that_key() -> None:
+    # A front-end's key (accounts/acting) caches each person it acts for under the key: all go with the key.
+    cache = AuthCache(ttl_seconds=60)
+    for person in (1, 2, 3):
+        remember(cache, f"7:{person}", principal(7, user_id=person))
+    remember(cache, "8:1", principal(8, user_id=1))
+    cache.on_event(Signal.USER_CHANGED, {"user_id": 2})
+    assert [cache.get(f"7:{p}")[0] for p in (1, 2, 3)] == [True, False, True]
+    cache.on_event(Signal.KEY_CHANGED, {"key_id": 7})
+    assert [cache.get(f"7:{p}")[0] for p in (1, 2, 3)] == [False, False, False]
+    assert cache.get("8:1") == (True, principal(8, user_id=1))
+
+
 async def test_concurrent_cold_lookups_share_one_read() -> None:
     cache = AuthCache(ttl_seconds=60)
     calls = 0
