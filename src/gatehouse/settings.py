@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import tempfile
 from enum import StrEnum
@@ -40,6 +41,11 @@ MIN_SECRET_LENGTH = 32
 MIN_TOKEN_LENGTH = 16  # JOB_TOKEN, BACKUP_KEY
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./data/gatehouse.db"
 SSL_MODES = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})  # libpq's and asyncpg's
+# Where a front-end's key may name the person a request is for: a header, OpenAI's `user` (and the Responses API's
+# `safety_identifier`), Anthropic's `metadata.user_id`.
+ACTING_SOURCES = ("header", "user", "metadata")
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP header name (RFC 9110's token)
+DOMAIN_NAME = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}")
 
 
 class Environment(StrEnum):
@@ -140,6 +146,12 @@ class Settings(BaseSettings):
     # Model access: what a caller may use when no access rule of theirs (user or group) matches the model.
     model_access_default: Literal["allow", "deny"] = "allow"
 
+    # Front-ends acting for their users (a key marked acts_for_users names the person each request is for).
+    acts_for_users_header: str = "X-Gatehouse-User"  # a header name, or several separated by commas (first wins)
+    acts_for_users_sources: str = "header,user,metadata"  # where the person may be named (the header first)
+    acts_for_users_unnamed: Literal["refuse", "owner"] = "refuse"  # a request naming nobody: 400, or the key's owner
+    acts_for_users_create_domains: str = ""  # email domains whose unknown people are created on first sight
+
     # Quotas and rate limits.
     default_messages_per_day: int | None = Field(default=None, ge=0)
     default_tokens_per_day: int | None = Field(default=None, ge=0)
@@ -216,6 +228,27 @@ class Settings(BaseSettings):
         if len(code) != 3 or not code.isascii() or not code.isalpha():
             raise ValueError(f"must be an ISO 4217 currency code of three letters, e.g. USD or EUR; got {value!r}")
         return code
+
+    @field_validator("acts_for_users_header", "acts_for_users_sources", "acts_for_users_create_domains")
+    @classmethod
+    def _acting_lists(cls, value: str, info: Any) -> str:
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        name = info.field_name.upper()
+        if info.field_name == "acts_for_users_header":
+            bad = [item for item in items if not HEADER_NAME.fullmatch(item)]
+            if bad or not items:
+                raise ValueError(f"{name} must be header names separated by commas, e.g. X-Gatehouse-User")
+        elif info.field_name == "acts_for_users_sources":
+            bad = [item for item in (i.lower() for i in items) if item not in ACTING_SOURCES]
+            if bad or not items:
+                raise ValueError(f"{name} must be some of {', '.join(ACTING_SOURCES)}, separated by commas")
+            items = [item.lower() for item in items]
+        else:
+            items = [item.lower().removeprefix("@") for item in items]
+            bad = [item for item in items if not DOMAIN_NAME.fullmatch(item)]
+            if bad:
+                raise ValueError(f"{name}: {', '.join(bad)} is not an email domain (e.g. example.com)")
+        return ",".join(items)
 
     @field_validator("backup_schedule", "purge_schedule")
     @classmethod
