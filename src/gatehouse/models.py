@@ -2,6 +2,7 @@
 
 from gatehouse.accounts.access import models as access_models
 from gatehouse.accounts.invites import models as invite_models
+from gatehouse.alerts import models as alerts_models
 from gatehouse.audit import models as audit_models
 from gatehouse.auth import models as auth_models
 from gatehouse.db.base import Base
@@ -15,6 +16,7 @@ from gatehouse.upstreams import models as upstreams_models
 __all__ = [
     "Base",
     "access_models",
+    "alerts_models",
     "audit_models",
     "auth_models",
     "gateway_models",
