@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gatehouse import __version__
 from gatehouse.accounts.access.policy import AccessPolicy
+from gatehouse.accounts.acting.service import Acting
 from gatehouse.accounts.bootstrap import BootstrapResult, bootstrap_admin, describe
 from gatehouse.accounts.scheduled import purge_expired
 from gatehouse.auth.access import Authenticator
@@ -224,6 +225,12 @@ async def running(settings: Settings, components: Components | None = None) -> A
         )
         bus.subscribe(auth.cache.on_event)
         redis_state.subscribe(auth.cache.on_redis)
+        # The people front-ends' keys act for, cached as keys are and emptied by the same signals.
+        acting = Acting(
+            settings=settings, sessionmaker=db.sessionmaker, read_sessionmaker=db.read_sessionmaker, feed=feed
+        )
+        bus.subscribe(acting.on_event)
+        redis_state.subscribe(acting.on_redis)
         upstreams = UpstreamRegistry(load_config(settings), settings, sessionmaker=db.read_sessionmaker, feed=feed)
         bus.subscribe(upstreams.on_event)
         await _started(stack, upstreams.start, upstreams.close)
@@ -331,6 +338,7 @@ async def running(settings: Settings, components: Components | None = None) -> A
             components.add(part)
         components.add(stored_responses)
         components.add(access)
+        components.add(acting)
         components.add(statements, StatementStore)
         components.add(bus, EventBus)
         components.add(redis_state)

@@ -15,7 +15,8 @@ from gatehouse.auth.principal import Principal
 from gatehouse.auth.roles import Role
 from gatehouse.core.components import provided
 from gatehouse.deps import PrincipalDep
-from gatehouse.gateway import access, catalog, relay
+from gatehouse.gateway import access, acting, catalog, relay
+from gatehouse.gateway.acting import ViewerDep
 from gatehouse.gateway.call import Call, Protocol
 from gatehouse.gateway.context import Gateway
 from gatehouse.gateway.errors import InvalidField, MissingField, ModelNotFound
@@ -46,7 +47,7 @@ StreamsDep = Annotated[StreamRegistry, provided(StreamRegistry)]
 OLLAMA_IS_RUNNING = "Ollama is running"  # what Ollama answers at its root, and what its clients look for
 
 
-def _call(
+async def _call(
     request: Request,
     principal: PrincipalDep,
     protocol: Protocol,
@@ -68,6 +69,9 @@ def _call(
     )
     if principal.key_surfaces is not None or principal.key_networks is not None:
         access.check_key(principal, call.surface, request.client.host if request.client else None)
+    if acting.requested(request, principal):
+        # A front-end's key: served as the person the request names (their rules and limits, the key's on top).
+        call.principal = await acting.served_as(request, principal, body, call.surface)
     return call
 
 
@@ -91,7 +95,7 @@ def _check_model(gateway: Gateway, principal: Principal, model: str) -> None:
 
 
 @router.get("/v1/models", tags=["openai"], dependencies=USER)
-async def openai_models(principal: PrincipalDep, gateway: GatewayDep) -> dict[str, object]:
+async def openai_models(principal: ViewerDep, gateway: GatewayDep) -> dict[str, object]:
     """The models the caller may use (OpenAI's list shape)."""
     data = [
         {"id": m.name, "object": "model", "created": m.created, "owned_by": m.owned_by}
@@ -101,7 +105,7 @@ async def openai_models(principal: PrincipalDep, gateway: GatewayDep) -> dict[st
 
 
 @router.get("/v1/models/{model:path}", tags=["openai"], dependencies=USER)
-async def openai_model(model: str, principal: PrincipalDep, gateway: GatewayDep) -> dict[str, object]:
+async def openai_model(model: str, principal: ViewerDep, gateway: GatewayDep) -> dict[str, object]:
     """One model (OpenAI's retrieve shape); 403 when the caller may not use it."""
     for info in gateway.upstreams.models():
         if info.name == model:
@@ -114,7 +118,7 @@ async def openai_model(model: str, principal: PrincipalDep, gateway: GatewayDep)
 async def openai_chat(request: Request, principal: PrincipalDep, gateway: GatewayDep) -> Response:
     """OpenAI chat completions, streamed (SSE) or not, to any upstream."""
     body = parse_body(await request.body())
-    call = _call(request, principal, "openai", "chat", body, stream=stream_flag(body, default=False))
+    call = await _call(request, principal, "openai", "chat", body, stream=stream_flag(body, default=False))
     return await relay.chat(gateway, call, body)
 
 
@@ -122,7 +126,7 @@ async def openai_chat(request: Request, principal: PrincipalDep, gateway: Gatewa
 async def openai_completions(request: Request, principal: PrincipalDep, gateway: GatewayDep) -> Response:
     """OpenAI legacy completions (a prompt continued), streamed (SSE) or not, to any upstream."""
     body = parse_body(await request.body())
-    call = _call(
+    call = await _call(
         request, principal, "openai", "chat", body, stream=stream_flag(body, default=False), surface="completions"
     )
     validate_completions(body)
@@ -134,20 +138,21 @@ async def openai_responses(request: Request, principal: PrincipalDep, gateway: G
     """OpenAI Responses, streamed (typed SSE events) or not, to any upstream; stored per user unless `store` is
     false, and continued with `previous_response_id`."""
     body = parse_body(await request.body())
-    call = _call(
+    call = await _call(
         request, principal, "openai", "chat", body, stream=stream_flag(body, default=False), surface="responses"
     )
     validate_responses(body)
     stored = gateway.stored_responses
     previous = body.get("previous_response_id")
-    history = await stored.conversation(principal.user_id, previous) if isinstance(previous, str) and previous else []
+    owner = call.principal  # the person a front-end's key acts for: their stored conversation
+    history = await stored.conversation(owner.user_id, previous) if isinstance(previous, str) and previous else []
     try:
         items = responses_codec.input_items(body)
     except TranslationError as exc:
         raise InvalidField(str(exc), param="input") from exc
 
     async def store(answer: dict[str, Any], inputs: list[dict[str, Any]]) -> None:
-        await stored.save(principal.user_id, principal.key_id, answer, inputs, previous or None)
+        await stored.save(owner.user_id, owner.key_id, answer, inputs, previous or None)
 
     surface = ResponsesSurface(
         call, body, history=history, items=items, store=store if body.get("store") is not False else None
@@ -165,7 +170,7 @@ async def anthropic_messages(request: Request, principal: PrincipalDep, gateway:
     """Anthropic Messages, streamed (SSE events) or not, to any upstream; the key in `x-api-key` or
     `Authorization: Bearer`; errors in Anthropic's shape."""
     body = parse_body(await request.body())
-    call = _call(
+    call = await _call(
         request, principal, "anthropic", "chat", body, stream=stream_flag(body, default=False), surface="messages"
     )
     validate_messages(body)
@@ -182,7 +187,7 @@ async def anthropic_count_tokens(request: Request, principal: PrincipalDep, gate
     """The prompt's tokens as the model's upstream counts them: Anthropic's own count, or (other upstreams have no
     count) the prompt tokens of a one-token generation, which is not charged to any quota."""
     body = parse_body(await request.body())
-    call = _call(request, principal, "anthropic", "chat", body, stream=False, surface="count_tokens")
+    call = await _call(request, principal, "anthropic", "chat", body, stream=False, surface="count_tokens")
     validate_messages({**body, "max_tokens": 1})
     return await relay.count_tokens(gateway, call, MessagesSurface(call, {**body, "max_tokens": 1, "stream": False}))
 
@@ -191,14 +196,15 @@ async def anthropic_count_tokens(request: Request, principal: PrincipalDep, gate
 async def openai_embeddings(request: Request, principal: PrincipalDep, gateway: GatewayDep) -> Response:
     """OpenAI embeddings, to any upstream."""
     body = parse_body(await request.body())
-    return await relay.embeddings(gateway, _call(request, principal, "openai", "embeddings", body, stream=False), body)
+    call = await _call(request, principal, "openai", "embeddings", body, stream=False)
+    return await relay.embeddings(gateway, call, body)
 
 
 # --- Ollama-compatible ------------------------------------------------------------------------------
 
 
 @router.get("/api/tags", tags=["ollama"], dependencies=USER)
-async def ollama_tags(principal: PrincipalDep, gateway: GatewayDep) -> dict[str, object]:
+async def ollama_tags(principal: ViewerDep, gateway: GatewayDep) -> dict[str, object]:
     """The models the caller may use (Ollama's list shape)."""
     models = []
     for info in _visible(gateway, principal):
@@ -232,7 +238,7 @@ async def ollama_version() -> dict[str, str]:
 async def ollama_chat(request: Request, principal: PrincipalDep, gateway: GatewayDep) -> Response:
     """Ollama chat, NDJSON-streamed (the default) or not, to any upstream."""
     body = parse_body(await request.body())
-    call = _call(request, principal, "ollama", "chat", body, stream=stream_flag(body, default=True))
+    call = await _call(request, principal, "ollama", "chat", body, stream=stream_flag(body, default=True))
     return await relay.chat(gateway, call, body)
 
 
@@ -241,7 +247,9 @@ async def ollama_generate(request: Request, principal: PrincipalDep, gateway: Ga
     """Ollama generate (a prompt, with a system prompt and images, or a raw continuation), NDJSON-streamed (the
     default) or not, to any upstream. An empty prompt only loads the model, as Ollama answers it."""
     body = parse_body(await request.body())
-    call = _call(request, principal, "ollama", "chat", body, stream=stream_flag(body, default=True), surface="generate")
+    call = await _call(
+        request, principal, "ollama", "chat", body, stream=stream_flag(body, default=True), surface="generate"
+    )
     validate_generate(body)
     if not body.get("prompt") and not body.get("images"):
         relay.resolve_routes(gateway, call)
@@ -257,7 +265,8 @@ async def ollama_generate(request: Request, principal: PrincipalDep, gateway: Ga
 async def ollama_embed(request: Request, principal: PrincipalDep, gateway: GatewayDep) -> Response:
     """Ollama embeddings, to any upstream."""
     body = parse_body(await request.body())
-    return await relay.embeddings(gateway, _call(request, principal, "ollama", "embeddings", body, stream=False), body)
+    call = await _call(request, principal, "ollama", "embeddings", body, stream=False)
+    return await relay.embeddings(gateway, call, body)
 
 
 @router.post("/api/embeddings", tags=["ollama"], dependencies=USER)
@@ -272,12 +281,12 @@ async def ollama_embeddings(request: Request, principal: PrincipalDep, gateway: 
         return Response(b'{"embedding":[]}', media_type="application/json")
     embed = {"model": body.get("model"), "input": prompt}
     embed.update({k: body[k] for k in ("options", "keep_alive", "truncate") if k in body})
-    call = _call(request, principal, "ollama", "embeddings", embed, stream=False)
+    call = await _call(request, principal, "ollama", "embeddings", embed, stream=False)
     return await relay.embeddings(gateway, call, embed, legacy=True)
 
 
 @router.post("/api/show", tags=["ollama"], dependencies=USER)
-async def ollama_show(request: Request, principal: PrincipalDep, gateway: GatewayDep) -> dict[str, object]:
+async def ollama_show(request: Request, principal: ViewerDep, gateway: GatewayDep) -> dict[str, object]:
     """A model's details (Ollama's shape): the Ollama upstream's own, else what Gatehouse knows of it; 403 when
     the caller may not use it."""
     body = parse_body(await request.body())
@@ -289,7 +298,7 @@ async def ollama_show(request: Request, principal: PrincipalDep, gateway: Gatewa
 
 
 @router.get("/api/ps", tags=["ollama"], dependencies=USER)
-async def ollama_ps(principal: PrincipalDep, gateway: GatewayDep, streams: StreamsDep) -> dict[str, object]:
+async def ollama_ps(principal: ViewerDep, gateway: GatewayDep, streams: StreamsDep) -> dict[str, object]:
     """The models serving requests now, on every replica, of those the caller may use (Ollama's shape)."""
     policy = gateway.access
     restricted = not policy.unrestricted or principal.key_models is not None

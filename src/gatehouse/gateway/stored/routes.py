@@ -1,5 +1,6 @@
 """Routes: a user's stored responses (OpenAI's Responses API): retrieve, delete, list input items. Thin: parse,
-call StoredResponses, shape. Another user's id is answered as an unknown one (404 `response_not_found`)."""
+call StoredResponses, shape. Another user's id is answered as an unknown one (404 `response_not_found`); a
+front-end's key (acts_for_users) reaches those of the person its header names."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from pydantic import BaseModel
 from gatehouse.auth.access import require
 from gatehouse.auth.roles import Role
 from gatehouse.core.components import provided
-from gatehouse.deps import PrincipalDep
 from gatehouse.fields import Text
+from gatehouse.gateway.acting import ViewerDep
 from gatehouse.gateway.stored.service import Order, StoredResponses, not_found
 
 router = APIRouter(tags=["openai"])
@@ -46,7 +47,7 @@ class InputItemList(BaseModel):
 
 @router.get("/v1/responses/{response_id}", response_model=dict[str, Any], dependencies=USER)
 async def get_response(
-    response_id: ResponseId, principal: PrincipalDep, stored: StoredDep, include: Include = None
+    response_id: ResponseId, principal: ViewerDep, stored: StoredDep, include: Include = None
 ) -> dict[str, Any]:
     """One of the caller's stored responses: the Response object as it was answered."""
     response = await stored.get(principal.user_id, response_id)
@@ -56,7 +57,7 @@ async def get_response(
 
 
 @router.delete("/v1/responses/{response_id}", response_model=ResponseDeleted, dependencies=USER)
-async def delete_response(response_id: ResponseId, principal: PrincipalDep, stored: StoredDep) -> ResponseDeleted:
+async def delete_response(response_id: ResponseId, principal: ViewerDep, stored: StoredDep) -> ResponseDeleted:
     """Delete one of the caller's stored responses (a later one that continued from it keeps its own items)."""
     if not await stored.delete(principal.user_id, response_id):
         raise not_found(response_id)
@@ -66,7 +67,7 @@ async def delete_response(response_id: ResponseId, principal: PrincipalDep, stor
 @router.get("/v1/responses/{response_id}/input_items", response_model=InputItemList, dependencies=USER)
 async def list_input_items(
     response_id: ResponseId,
-    principal: PrincipalDep,
+    principal: ViewerDep,
     stored: StoredDep,
     after: Annotated[Text | None, Query(description="An item id: the page starts after it.")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
