@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from gatehouse import __version__
 from gatehouse.accounts.routes import router as accounts
+from gatehouse.alerts.routes import router as alerts
 from gatehouse.audit.routes import router as audit
 from gatehouse.core.components import Components
 from gatehouse.core.logging import configure_logging
@@ -28,7 +29,7 @@ from gatehouse.settings import Settings, get_settings
 from gatehouse.upstreams.routes import router as upstreams
 
 # One router per domain; the order is the OpenAPI document's.
-ROUTERS = (monitoring, accounts, audit, upstreams, gateway, limits, prices, exports, jobs)
+ROUTERS = (monitoring, accounts, audit, upstreams, gateway, limits, prices, exports, jobs, alerts)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -24,6 +24,8 @@ from gatehouse.accounts.access.policy import AccessPolicy
 from gatehouse.accounts.acting.service import Acting
 from gatehouse.accounts.bootstrap import BootstrapResult, bootstrap_admin, describe
 from gatehouse.accounts.scheduled import purge_expired
+from gatehouse.alerts.scheduled import purge_alerts
+from gatehouse.alerts.watcher import AlertWatcher
 from gatehouse.auth.access import Authenticator
 from gatehouse.auth.cache import AuthCache
 from gatehouse.auth.passwords import prepare_dummy_hash
@@ -132,6 +134,7 @@ def job_definitions(
         purge_ops_samples,
         purge_job_runs,
         purge_expired,
+        purge_alerts,
         forget_stale_replicas,
         sweep_rate_limits(rate_limiter),
     ]
@@ -324,6 +327,9 @@ async def running(settings: Settings, components: Components | None = None) -> A
             components=components,
         )
         await _started(stack, jobs.start, jobs.close)
+        # Off the request path: it reads the counters the requests write, every BUDGET_ALERT_CHECK_SECONDS.
+        alerts = AlertWatcher(settings, db.sessionmaker, replica=bus.origin, feed=feed)
+        await _started(stack, alerts.start, alerts.close)
         health = HealthCheck(
             database=db,
             settings=settings,
@@ -337,6 +343,7 @@ async def running(settings: Settings, components: Components | None = None) -> A
         for part in (settings, db, auth, upstreams, changes, request_log, rate_limiter, streams, gateway, jobs, health):
             components.add(part)
         components.add(stored_responses)
+        components.add(alerts)
         components.add(access)
         components.add(acting)
         components.add(statements, StatementStore)

@@ -193,6 +193,19 @@ class Settings(BaseSettings):
     responses_retention_days: int = Field(default=30, ge=0)  # stored Responses API answers, as OpenAI's; 0: forever
     job_token: SecretStr = SecretStr("")  # X-Job-Token for POST /admin/jobs/{name}/run (an external scheduler)
 
+    # Budget alerts (alerts/): percentages of a limit at which a budget alerts, once per budget, measure, threshold
+    # and period ("off": none), checked every BUDGET_ALERT_CHECK_SECONDS on each replica (0: not on this one).
+    budget_alert_thresholds: str = "80,100"
+    budget_alert_check_seconds: float = Field(default=5.0, ge=0, le=3600)
+    # A signed JSON webhook per alert (empty: none); retried with exponential backoff, from BACKOFF_SECONDS
+    # doubling, up to MAX_ATTEMPTS attempts within MAX_SECONDS of the alert.
+    alert_webhook_url: SecretStr = SecretStr("")  # a secret: such URLs often carry a token in their path
+    alert_webhook_secret: SecretStr = SecretStr("")  # signs each webhook (HMAC-SHA256); required with the URL
+    alert_webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)  # connect, and read, each
+    alert_webhook_max_attempts: int = Field(default=8, ge=1, le=50)
+    alert_webhook_backoff_seconds: float = Field(default=5.0, gt=0, le=3600)
+    alert_webhook_max_seconds: float = Field(default=3600.0, gt=0, le=7 * 24 * 3600)
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -269,6 +282,22 @@ class Settings(BaseSettings):
             raise ValueError("LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
 
+    @field_validator("budget_alert_thresholds")
+    @classmethod
+    def _thresholds(cls, value: str) -> str:
+        return ",".join(str(level) for level in parse_thresholds(value)) or "off"
+
+    @field_validator("alert_webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: SecretStr) -> SecretStr:
+        url = value.get_secret_value().strip()
+        if url:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                # The value itself is left out: a webhook URL may carry a token in its path or query.
+                raise ValueError("must be an http:// or https:// URL with a host, e.g. https://hooks.example.com/x")
+        return SecretStr(url)
+
     @field_validator("database_url")
     @classmethod
     def _normalise_database_url(cls, value: str) -> str:
@@ -326,7 +355,28 @@ class Settings(BaseSettings):
             key = self.bootstrap_admin_api_key.get_secret_value()
             if key and (key.lower() in PLACEHOLDER_SECRETS or len(key) < 24):
                 found.append("BOOTSTRAP_ADMIN_API_KEY is a default or short value: use 24+ random characters")
+        found.extend(self._webhook_problems())
         return found
+
+    def _webhook_problems(self) -> list[str]:
+        """An alert webhook needs its secret everywhere (receivers verify each one with it); prod wants a strong one."""
+        if not self.alert_webhook_url.get_secret_value():
+            return []
+        secret = self.alert_webhook_secret.get_secret_value()
+        if not secret:
+            return [
+                "ALERT_WEBHOOK_URL is set but ALERT_WEBHOOK_SECRET is not: set it (or ALERT_WEBHOOK_SECRET_FILE) to "
+                f"{MIN_TOKEN_LENGTH}+ random characters and give the same value to the receiver, which verifies "
+                "every webhook with it"
+            ]
+        if self.is_prod and (secret.lower() in PLACEHOLDER_SECRETS or len(secret) < MIN_TOKEN_LENGTH):
+            return [f"ALERT_WEBHOOK_SECRET is a default or short value: use {MIN_TOKEN_LENGTH}+ random characters"]
+        return []
+
+    @property
+    def alert_thresholds(self) -> tuple[int, ...]:
+        """BUDGET_ALERT_THRESHOLDS as percentages, lowest first (empty: no budget alerts)."""
+        return parse_thresholds(self.budget_alert_thresholds)
 
     def effective_jwt_secret(self) -> str:
         """The server secret; in dev, one generated once and kept in DATA_DIR when none is set."""
@@ -363,6 +413,20 @@ def _read_secret(path: Path) -> str:
     if not secret:
         raise RuntimeError(f"{path} is empty: delete it to have a new secret generated, or set JWT_SECRET")
     return secret
+
+
+def parse_thresholds(text: str) -> tuple[int, ...]:
+    """BUDGET_ALERT_THRESHOLDS: whole percentages from 1 to 100, comma-separated (`80,100`), or `off` for none."""
+    spec = text.strip().lower()
+    if spec in ("off", "none"):
+        return ()
+    levels: set[int] = set()
+    for part in spec.split(","):
+        part = part.strip().rstrip("%")
+        if not part.isascii() or not part.isdigit() or not 1 <= int(part) <= 100:
+            raise ValueError(f"{text!r}: give whole percentages from 1 to 100, comma-separated (e.g. 80,100), or off")
+        levels.add(int(part))
+    return tuple(sorted(levels))
 
 
 def normalise_database_url(url: str) -> str:

@@ -4,7 +4,22 @@ from __future__ import annotations
 
 import typer
 
-from gatehouse.cli import access, audit, backup, budgets, db, export, groups, jobs, keys, prices, serve, usage, users
+from gatehouse.cli import (
+    access,
+    alerts,
+    audit,
+    backup,
+    budgets,
+    db,
+    export,
+    groups,
+    jobs,
+    keys,
+    prices,
+    serve,
+    usage,
+    users,
+)
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -26,6 +41,7 @@ app.add_typer(budgets.app, name="budgets")
 app.add_typer(audit.app, name="audit")
 app.add_typer(backup.app, name="backup")
 app.add_typer(jobs.app, name="jobs")
+app.add_typer(alerts.app, name="alerts")
 
 
 def main() -> None:

@@ -124,6 +124,26 @@ JOB_SCHEDULED = Gauge(
     ["job_name"],
     multiprocess_mode="livemax",
 )
+# Budget alerts (alerts/): counted by the replica that recorded each one, so the sum over replicas is every alert.
+BUDGET_ALERTS = Counter(
+    "gatehouse_budget_alerts",
+    "Budgets that crossed an alert threshold (BUDGET_ALERT_THRESHOLDS), by scope (user, group, key), measure "
+    "(messages, tokens, spend) and threshold (percent)",
+    ["scope", "measure", "threshold"],
+)
+# Every replica computes the same values from the database (once a minute): the max over replicas is that value.
+BUDGET_USED_PERCENT = Gauge(
+    "gatehouse_budget_max_used_percent",
+    "The highest share of its limit (percent) that any budget of the scope has used in its current period, by "
+    "scope and measure",
+    ["scope", "measure"],
+    multiprocess_mode="livemax",
+)
+ALERT_WEBHOOKS = Counter(
+    "gatehouse_alert_webhook_attempts",
+    "Alert webhook delivery attempts by outcome (delivered, failed: answered other than 2xx or not at all)",
+    ["outcome"],
+)
 
 UPSTREAM_STATES = ("up", "degraded", "down", "drain")
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
