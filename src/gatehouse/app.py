@@ -24,12 +24,13 @@ from gatehouse.jobs.routes import router as jobs
 from gatehouse.limits.prices.routes import router as prices
 from gatehouse.limits.routes import router as limits
 from gatehouse.monitoring.routes import router as monitoring
+from gatehouse.reports.routes import router as reports
 from gatehouse.runtime import PREPARED_ENV, announce, check_settings, prepare, running
 from gatehouse.settings import Settings, get_settings
 from gatehouse.upstreams.routes import router as upstreams
 
 # One router per domain; the order is the OpenAPI document's.
-ROUTERS = (monitoring, accounts, audit, upstreams, gateway, limits, prices, exports, jobs, alerts)
+ROUTERS = (monitoring, accounts, audit, upstreams, gateway, limits, prices, reports, exports, jobs, alerts)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
