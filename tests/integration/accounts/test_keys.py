@@ -143,10 +143,13 @@ async def test_own_keys_and_bootstrap_key_creation_are_audited(harness: Harness)
     assert [e.target_id for e in await events(harness, "key.revoked")] == [str(mine.json()["id"])]
 
 
-def cli(settings_env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+async def cli(settings_env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI in a thread: the server in this process keeps running meanwhile (a blocked loop would keep any of
+    its write transactions open, and the CLI would find the database locked)."""
     env = {**os.environ, **settings_env, "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "gatehouse", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120
+    command = [sys.executable, "-m", "gatehouse", *args]
+    return await asyncio.to_thread(
+        subprocess.run, command, env=env, cwd=cwd, capture_output=True, text=True, timeout=120
     )
 
 
@@ -158,7 +161,7 @@ def new_key_in(output: str) -> str:
 async def test_rotate_bootstrap_without_redis(harness: Harness, tmp_path: Path) -> None:
     env = {"DATABASE_URL": harness.settings.database_url, "BOOTSTRAP_ADMIN_EMAIL": ADMIN_EMAIL, "REDIS_URL": ""}
     assert (await harness.client.get("/me")).status_code == 200  # the old key is warm in this server's cache
-    rotated = cli(env, tmp_path, "keys", "rotate-bootstrap")
+    rotated = await cli(env, tmp_path, "keys", "rotate-bootstrap")
     assert rotated.returncode == 0, rotated.stderr
     new_key = new_key_in(rotated.stdout)
     assert new_key != ADMIN_KEY and "revoked 1 old bootstrap key" in rotated.stdout
@@ -170,7 +173,7 @@ async def test_rotate_bootstrap_without_redis(harness: Harness, tmp_path: Path) 
     harness.runtime.auth.cache.clear()
     assert (await harness.client.get("/me")).status_code == 401
 
-    listed = cli(env, tmp_path, "keys", "list", "--user", ADMIN_EMAIL)
+    listed = await cli(env, tmp_path, "keys", "list", "--user", ADMIN_EMAIL)
     assert listed.returncode == 0, listed.stderr
     assert new_key[:10] in listed.stdout and ADMIN_KEY[:10] in listed.stdout and "revoked" in listed.stdout
     assert new_key not in listed.stdout
@@ -180,7 +183,7 @@ async def test_rotate_bootstrap_without_redis(harness: Harness, tmp_path: Path) 
     assert sorted(e.action for e in rows) == ["key.created", "key.revoked"]
     assert not [e for e in rows if new_key in e.details or ADMIN_KEY in e.details]
 
-    nobody = cli({**env, "BOOTSTRAP_ADMIN_EMAIL": "nobody@example.com"}, tmp_path, "keys", "rotate-bootstrap")
+    nobody = await cli({**env, "BOOTSTRAP_ADMIN_EMAIL": "nobody@example.com"}, tmp_path, "keys", "rotate-bootstrap")
     assert nobody.returncode == 1 and "nobody@example.com" in nobody.stderr
 
 
@@ -197,7 +200,7 @@ async def test_rotate_bootstrap_with_redis_refuses_the_old_key_at_once(
             "REDIS_URL": redis_url,
             "REDIS_PREFIX": redis_key_prefix,
         }
-        rotated = cli(env, tmp_path, "keys", "rotate-bootstrap")
+        rotated = await cli(env, tmp_path, "keys", "rotate-bootstrap")
         assert rotated.returncode == 0, rotated.stderr
         assert "through Redis" in rotated.stdout
         new_key = new_key_in(rotated.stdout)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -114,10 +115,13 @@ async def test_key_creation_is_rate_limited(harness: Harness) -> None:
     assert statuses == [201, 201, 429]
 
 
-def _cli(database_url: str, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+async def _cli(database_url: str, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI in a thread: the server in this process keeps running meanwhile (a blocked loop would keep any of
+    its write transactions open, and the CLI would find the database locked)."""
     env = {**os.environ, "DATABASE_URL": database_url, "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "gatehouse", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120
+    command = [sys.executable, "-m", "gatehouse", *args]
+    return await asyncio.to_thread(
+        subprocess.run, command, env=env, cwd=cwd, capture_output=True, text=True, timeout=120
     )
 
 
@@ -129,17 +133,17 @@ async def test_usage_cli_show_and_reset(harness: Harness, tmp_path: Path) -> Non
     ).status_code == 200
     url = harness.settings.database_url
     today = quotas.quota_day("UTC").isoformat()
-    shown = _cli(url, tmp_path, "usage", "show", "--user", email, "--date", today)
+    shown = await _cli(url, tmp_path, "usage", "show", "--user", email, "--date", today)
     assert shown.returncode == 0, shown.stderr
     assert email in shown.stdout and "10000" in shown.stdout
-    bad = _cli(url, tmp_path, "usage", "show", "--date", "21-11-2026")
+    bad = await _cli(url, tmp_path, "usage", "show", "--date", "21-11-2026")
     assert bad.returncode == 2 and "YYYY-MM-DD" in bad.stderr + bad.stdout
-    reset = _cli(url, tmp_path, "usage", "reset", "--date", today, "--user", email, "--yes")
+    reset = await _cli(url, tmp_path, "usage", "reset", "--date", today, "--user", email, "--yes")
     assert reset.returncode == 0, reset.stderr
     assert "reset 1 counter" in reset.stdout
     mine = (await harness.client.get("/me/usage", headers=harness.as_key(key))).json()
     assert (mine["messages"], mine["tokens"]) == (0, 0)
-    unknown = _cli(url, tmp_path, "usage", "reset", "--date", today, "--user", "nobody@example.com", "--yes")
+    unknown = await _cli(url, tmp_path, "usage", "reset", "--date", today, "--user", "nobody@example.com", "--yes")
     assert unknown.returncode == 1 and "nobody@example.com" in unknown.stderr + unknown.stdout
 
 
