@@ -366,7 +366,7 @@ async def _whole(
             return Response(passed, media_type="application/json")
         result = upstream.result_of(route.provider.kind, data, call_prefix=f"call_{call.request_id}_")
         if result.usage is not None:
-            call.set_usage(result.usage.pair())
+            call.set_usage(result.usage.counts())
         call.chunks = _completion_estimate(ir.text_of(result.parts))
         answer = surface.render(result)
     except (TypeError, ValueError, AttributeError, KeyError, UpstreamStreamError) as exc:

@@ -168,12 +168,13 @@ async def test_cached_prompt_tokens_cost_the_cached_price(gateway: Harness) -> N
     )
     assert streamed.status_code == 200, streamed.text
     await chat(gateway, "claude", stream=True)  # Anthropic's stream translated for an OpenAI client
+    await chat(gateway, "claude")  # and its whole answer
 
     rows = await logged(gateway)
-    assert [(r.prompt_tokens, r.completion_tokens) for r in rows] == [(PROMPT, DEFAULT_TOKENS)] * 5
+    assert [(r.prompt_tokens, r.completion_tokens) for r in rows] == [(PROMPT, DEFAULT_TOKENS)] * 6
     expected = nanos(PROMPT, CACHED, DEFAULT_TOKENS, GPT_MICROS)
     assert CACHED > 0 and expected < nanos(PROMPT, 0, DEFAULT_TOKENS, GPT_MICROS)
-    assert [r.cost_nanos for r in rows] == [expected] * 5
+    assert [r.cost_nanos for r in rows] == [expected] * 6
 
 
 async def test_a_pattern_prices_the_models_it_matches(gateway: Harness) -> None:
