@@ -11,11 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gatehouse.accounts.users import service as users
 from gatehouse.auth.errors import UserNotFound
 from gatehouse.cli.common import console, db_session, err_console, load_settings, run
+from gatehouse.cli.usage_report import report
 from gatehouse.gateway.spend import spend_by_user
 from gatehouse.limits import quotas, usage
 from gatehouse.limits.prices.money import decimal_of_nanos
 
-app = typer.Typer(no_args_is_help=True, help="Daily usage against quotas.")
+app = typer.Typer(no_args_is_help=True, help="Daily usage against quotas; usage and spend reports.")
 
 
 def _parse_day(value: str | None, timezone: str) -> date:
@@ -99,3 +100,6 @@ def reset(
 
     count = run(go, settings)
     console.print(f"reset {count} counter(s) for {who} on {target.isoformat()}")
+
+
+app.command()(report)  # cli/usage_report.py
