@@ -141,14 +141,15 @@ async def with_spend(
 
 
 async def reset_usage(session: AsyncSession, *, day: date, user_id: int | None = None) -> int:
-    """Zero the counters of a day (one user or everyone): the repair for a corrupted day. Returns rows reset.
+    """Zero the counters of a day (messages, tokens, spend; one user or everyone): the repair for a corrupted day.
+    Returns rows reset.
 
     What requests in progress hold stays held (they settle against it), and holds that no reservation backs are
     dropped (limits/recovery.py `reconcile_counter`)."""
     statement = update(UsageCounter).where(UsageCounter.day == day)
     if user_id is not None:
         statement = statement.where(UsageCounter.user_id == user_id)
-    result = await session.execute(statement.values(messages=0, tokens=0).returning(UsageCounter.user_id))
+    result = await session.execute(statement.values(messages=0, tokens=0, cost_nanos=0).returning(UsageCounter.user_id))
     users = list(result.scalars())
     for user in users:
         await reconcile_counter(session, user, day)
