@@ -19,7 +19,6 @@ Periods follow QUOTA_TIMEZONE: a day starts at its midnight, a month on its firs
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -32,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from gatehouse.auth.models import ApiKey, Group, User
 from gatehouse.core.bus import Signal
 from gatehouse.core.logging import get_logger
+from gatehouse.core.tasks import every, logged, stop
 
 log = get_logger("gatehouse.quotas")
 RELOAD_SECONDS = 1.0
@@ -147,31 +147,24 @@ class BudgetRegistry:
 
     async def start(self) -> None:
         await self.reload()
-        self._task = asyncio.create_task(self._reload_without_signals(), name="gatehouse-budgets-reload")
+        self._task = asyncio.create_task(
+            every(RELOAD_SECONDS, self._reload_unless_signalled, log=log, event="budgets_reload_failed"),
+            name="gatehouse-budgets-reload",
+        )
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop(self._task)
+        self._task = None
 
-    async def _reload_without_signals(self) -> None:
-        while True:
-            await asyncio.sleep(RELOAD_SECONDS)
-            if self.signals_reach_us():
-                continue
-            try:
-                await self.reload()
-            except Exception as exc:  # the database is away too: what is in memory stands
-                log.warning("budgets_reload_failed", error=f"{type(exc).__name__}: {exc}")
+    async def _reload_unless_signalled(self) -> None:
+        # A failure (the database away too) leaves what is in memory standing; the next round retries.
+        if not self.signals_reach_us():
+            await self.reload()
 
     async def on_event(self, kind: str, data: dict[str, Any]) -> None:
+        """Bus handler: a change somewhere (or signals that may have been missed)."""
         if kind in (Signal.BUDGETS_CHANGED, Signal.RECONNECTED):
-            try:
-                await self.reload()
-            except Exception as exc:
-                log.warning("budgets_reload_failed", error=f"{type(exc).__name__}: {exc}")
+            await logged(self.reload, log=log, event="budgets_reload_failed")
 
 
 async def _periods(session: AsyncSession, model: Any, *where: Any) -> dict[int, tuple[Period, ...]]:

@@ -24,7 +24,6 @@ in force everywhere within a second.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from gatehouse.accounts.access.models import AccessRule
 from gatehouse.auth.principal import Principal
 from gatehouse.core.bus import Signal
 from gatehouse.core.logging import get_logger
+from gatehouse.core.tasks import every, logged, stop
 
 log = get_logger("gatehouse.access")
 RELOAD_SECONDS = 1.0  # without signals: how stale the rules may be at most
@@ -143,32 +143,24 @@ class AccessPolicy:
 
     async def start(self) -> None:
         await self.reload()
-        self._task = asyncio.create_task(self._reload_without_signals(), name="gatehouse-access-reload")
+        self._task = asyncio.create_task(
+            every(RELOAD_SECONDS, self._reload_unless_signalled, log=log, event="access_rules_reload_failed"),
+            name="gatehouse-access-reload",
+        )
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop(self._task)
+        self._task = None
 
-    async def _reload_without_signals(self) -> None:
-        while True:
-            await asyncio.sleep(RELOAD_SECONDS)
-            if self.signals_reach_us():
-                continue
-            try:
-                await self.reload()
-            except Exception as exc:  # the database is away too: the rules in memory stand
-                log.warning("access_rules_reload_failed", error=f"{type(exc).__name__}: {exc}")
+    async def _reload_unless_signalled(self) -> None:
+        # A failure (the database away too) leaves what is in memory standing; the next round retries.
+        if not self.signals_reach_us():
+            await self.reload()
 
     async def on_event(self, kind: str, data: dict[str, Any]) -> None:
-        """Bus handler: a rule or a group changed somewhere (or signals may have been missed)."""
+        """Bus handler: a change somewhere (or signals that may have been missed)."""
         if kind in (Signal.ACCESS_CHANGED, Signal.RECONNECTED):
-            try:
-                await self.reload()
-            except Exception as exc:
-                log.warning("access_rules_reload_failed", error=f"{type(exc).__name__}: {exc}")
+            await logged(self.reload, log=log, event="access_rules_reload_failed")
 
     # --- decisions ---------------------------------------------------------------------------------
 
