@@ -33,7 +33,7 @@ import contextlib
 import math
 import secrets
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from time import monotonic
@@ -58,7 +58,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gatehouse.auth.errors import InvalidApiKey
 from gatehouse.auth.models import User
@@ -467,42 +467,42 @@ class Quotas:
     async def _general_transaction(
         self, attempt: _Attempt, keys: dict[str, tuple[Budget, date]]
     ) -> tuple[ledger.Outcome | None, int]:
-        async with self.store.engine.connect() as conn:
-            await conn.exec_driver_sql("BEGIN" if self._pg else "BEGIN IMMEDIATE")
-            try:
-                counters = await ledger.lock_counters(
-                    conn, pg=self._pg, user_id=attempt.user_id, day=attempt.day, keys=keys
-                )
-                if counters is None:
-                    await conn.exec_driver_sql("ROLLBACK")
-                    return None, 0
-                outcome = ledger.decide(
-                    counters,
+        try:
+            return await self._hold_general(attempt, keys)
+        except _Gone:  # the user was deleted meanwhile: nothing written
+            return None, 0
+
+    async def _hold_general(
+        self, attempt: _Attempt, keys: dict[str, tuple[Budget, date]]
+    ) -> tuple[ledger.Outcome | None, int]:
+        async with self._transaction() as conn:
+            counters = await ledger.lock_counters(
+                conn, pg=self._pg, user_id=attempt.user_id, day=attempt.day, keys=keys
+            )
+            if counters is None:
+                raise _Gone
+            outcome = ledger.decide(
+                counters,
+                messages=attempt.messages,
+                need=attempt.need,
+                want=attempt.want,
+                prompt_bound=attempt.prompt_bound,
+                price=attempt.price,
+            )
+            reservation_id = 0
+            if outcome.refusal is None:
+                reservation_id = await ledger.hold(
+                    conn,
+                    replica=self.replica,
+                    user_id=attempt.user_id,
+                    day=attempt.day,
+                    keys=sorted(keys),
                     messages=attempt.messages,
-                    need=attempt.need,
-                    want=attempt.want,
-                    prompt_bound=attempt.prompt_bound,
+                    outcome=outcome,
+                    prompt_estimate=attempt.prompt_estimate,
                     price=attempt.price,
                 )
-                reservation_id = 0
-                if outcome.refusal is None:
-                    reservation_id = await ledger.hold(
-                        conn,
-                        replica=self.replica,
-                        user_id=attempt.user_id,
-                        day=attempt.day,
-                        keys=sorted(keys),
-                        messages=attempt.messages,
-                        outcome=outcome,
-                        prompt_estimate=attempt.prompt_estimate,
-                        price=attempt.price,
-                    )
-                await conn.exec_driver_sql("COMMIT")  # the counters created stay, whatever the outcome
-                return outcome, reservation_id
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await conn.exec_driver_sql("ROLLBACK")
-                raise
+            return outcome, reservation_id  # committed: the counters created stay, whatever the outcome
 
     def _release_general_orphan(self, task: asyncio.Future[Any], attempt: _Attempt, keys: list[str]) -> None:
         if task.cancelled() or task.exception() is not None:
@@ -629,17 +629,24 @@ class Quotas:
 
     async def _settle_general(self, params: dict[str, Any], refund: bool) -> None:
         """A reservation holding budget counters or money: released from all of them in one transaction."""
+        async with self._transaction() as conn:
+            await ledger.settle(
+                conn, reservation_id=params["p_id"], tokens=params["p_tokens"], cost=params["p_cost"], refund=refund
+            )
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction on the autocommit engine (several statements of limits/ledger.py): committed when the block
+        ends, rolled back when it raises (cancellation included). SQLite takes the write lock at once."""
         async with self.store.engine.connect() as conn:
             await conn.exec_driver_sql("BEGIN" if self._pg else "BEGIN IMMEDIATE")
             try:
-                await ledger.settle(
-                    conn, reservation_id=params["p_id"], tokens=params["p_tokens"], cost=params["p_cost"], refund=refund
-                )
-                await conn.exec_driver_sql("COMMIT")
+                yield conn
             except BaseException:
                 with contextlib.suppress(Exception):
                     await conn.exec_driver_sql("ROLLBACK")
                 raise
+            await conn.exec_driver_sql("COMMIT")
 
     async def retry_settlements(self) -> int:
         """Settle again what failed to settle (the database was away); how many are still waiting."""
@@ -708,6 +715,10 @@ class Quotas:
                 await self.retry_settlements()
             except Exception as exc:  # recovered by the other replicas, or at the next start
                 log.error("quota_settlements_unsent", count=len(self._unsettled), error=f"{type(exc).__name__}: {exc}")
+
+
+class _Gone(Exception):
+    """The user was deleted while their request was being admitted (the transaction is rolled back)."""
 
 
 @dataclass(slots=True)
