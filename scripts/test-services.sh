@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Make sure the test suite can get real PostgreSQL and Redis servers.
+# Make sure the test suite can get real PostgreSQL and Redis servers, and Chromium for the console's tests.
 #
 # Run by `make test` before pytest. Servers already answering on the standard local ports are used
 # as they are; otherwise this only guarantees the server binaries are installed. It never starts a
@@ -125,6 +125,18 @@ main() {
     elif redis_usable; then
         log "Redis: using the server on $REDIS_HOST:$REDIS_PORT"
         need_redis=0
+    fi
+
+    # The console's browser tests drive Debian's Chromium (Playwright cannot download a browser here).
+    local -a browser=()
+    if [[ -z ${CHROMIUM_PATH:-} ]] && ! have chromium && ! have chromium-browser; then
+        browser=(chromium fonts-dejavu-core)
+    fi
+
+    if ((${#browser[@]})); then
+        install_packages "${browser[@]}"
+        have chromium || die "chromium still not found after install"
+        log "Chromium: installed $(chromium --version 2>/dev/null || echo chromium)"
     fi
 
     ((need_pg || need_redis)) || return 0

@@ -28,9 +28,12 @@ from gatehouse.reports.routes import router as reports
 from gatehouse.runtime import PREPARED_ENV, announce, check_settings, prepare, running
 from gatehouse.settings import Settings, get_settings
 from gatehouse.upstreams.routes import router as upstreams
+from gatehouse.web.routes import STATIC_PREFIX
+from gatehouse.web.routes import router as console
+from gatehouse.web.routes import static as console_static
 
-# One router per domain; the order is the OpenAPI document's.
-ROUTERS = (monitoring, accounts, audit, upstreams, gateway, limits, prices, reports, exports, jobs, alerts)
+# One router per domain; the order is the OpenAPI document's. The console's comes first: it owns `/`.
+ROUTERS = (console, monitoring, accounts, audit, upstreams, gateway, limits, prices, reports, exports, jobs, alerts)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -61,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    app.mount(STATIC_PREFIX, console_static, name="console-static")
     app.state.fast_path = fast_path = FastPath()
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes, fast_path=fast_path)
     return app

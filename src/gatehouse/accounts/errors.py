@@ -53,6 +53,12 @@ class SelfDelete(Forbidden):
     code = "self_delete"
 
 
+class WrongPassword(BadRequest):
+    """A password change named the wrong current password."""
+
+    code = "wrong_password"
+
+
 class InvalidCredentials(Unauthorized):
     """Wrong email or password (the answer is the same whether or not the email has an account)."""
 

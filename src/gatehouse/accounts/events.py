@@ -193,6 +193,16 @@ class LoginFailedEvent(Event):
         return details
 
 
+class PasswordChangedEvent(Event):
+    """A user changed their own password; their other console sessions were ended."""
+
+    action = "user.password_changed"
+    target_type = "user"
+    target = "user_id"
+    user_id: int
+    sessions_ended: int
+
+
 class SessionEndedEvent(Event):
     """A console session was ended by its user (logout)."""
 

@@ -9,9 +9,10 @@ from gatehouse.accounts.budgets.routes import router as budgets
 from gatehouse.accounts.groups.routes import router as groups
 from gatehouse.accounts.invites.routes import router as invites
 from gatehouse.accounts.keys.routes import router as keys
+from gatehouse.accounts.sessions.routes import me as password
 from gatehouse.accounts.sessions.routes import router as sessions
 from gatehouse.accounts.users.routes import router as users
 
 router = APIRouter()
-for part in (sessions, users, keys, invites, access, groups, budgets):
+for part in (sessions, users, password, keys, invites, access, groups, budgets):
     router.include_router(part)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import Response
 
 from gatehouse import __version__
 from gatehouse.auth.access import public, require
@@ -308,12 +308,6 @@ async def ollama_ps(principal: ViewerDep, gateway: GatewayDep, streams: StreamsD
         return not restricted or bool(access.permitted(policy, principal, model, routes))
 
     return await catalog.running(gateway.upstreams, streams, shown=shown)
-
-
-@router.api_route("/", methods=["GET", "HEAD"], tags=["ollama"], dependencies=[public()])
-async def ollama_root() -> PlainTextResponse:
-    """What Ollama answers at its root: clients and front-ends check it to detect an Ollama server."""
-    return PlainTextResponse(OLLAMA_IS_RUNNING)
 
 
 router.include_router(streams_router)

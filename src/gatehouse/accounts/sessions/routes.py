@@ -1,4 +1,5 @@
-"""Routes: /auth/login and /auth/logout, the console session (an HttpOnly cookie, and a CSRF token for changes)."""
+"""Routes: /auth/login and /auth/logout, the console session (an HttpOnly cookie, and a CSRF token for changes),
+and /me/password (a user changes their own password)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ from typing import Annotated
 from fastapi import APIRouter, Request, Response, status
 
 from gatehouse.accounts.sessions import service as sessions
-from gatehouse.accounts.sessions.schemas import LoginRequest, LoginResponse
+from gatehouse.accounts.sessions.schemas import LoginRequest, LoginResponse, PasswordChange, PasswordChanged
 from gatehouse.accounts.users.schemas import UserRead
 from gatehouse.auth.access import CSRF_COOKIE, SESSION_COOKIE, Authenticator, public, require
 from gatehouse.auth.actor import actor_for
 from gatehouse.auth.roles import Role
 from gatehouse.auth.tokens import csrf_token
 from gatehouse.core.components import provided
-from gatehouse.deps import ActorDep, DatabaseDep, SessionDep, SettingsDep
+from gatehouse.deps import ActorDep, DatabaseDep, PrincipalDep, SessionDep, SettingsDep
 from gatehouse.limits.deps import rate_limited
 from gatehouse.limits.ratelimit import RateLimiter
 
@@ -67,3 +68,27 @@ async def logout(request: Request, session: SessionDep, actor: ActorDep) -> Resp
     response.delete_cookie(SESSION_COOKIE)
     response.delete_cookie(CSRF_COOKIE)
     return response
+
+
+me = APIRouter(tags=["me"])
+
+
+@me.post("/me/password", response_model=PasswordChanged, dependencies=[require(Role.USER)])
+async def change_password(
+    body: PasswordChange,
+    session: SessionDep,
+    principal: PrincipalDep,
+    actor: ActorDep,
+    limiter: Annotated[RateLimiter, provided(RateLimiter)],
+) -> PasswordChanged:
+    """Change your own password (the current one is required); your other console sessions are signed out."""
+    ended = await sessions.change_password(
+        session,
+        limiter=limiter,
+        actor=actor,
+        user_id=principal.user_id,
+        current=body.current_password,
+        new=body.new_password,
+        keep_session_id=principal.session_id,
+    )
+    return PasswordChanged(sessions_ended=ended)

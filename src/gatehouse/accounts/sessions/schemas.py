@@ -17,6 +17,15 @@ class LoginRequest(BaseModel):
     password: str = Field(min_length=1, max_length=1024)
 
 
+class PasswordChange(BaseModel):
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=1, max_length=1024, description="8 to 1,024 characters.")
+
+
+class PasswordChanged(BaseModel):
+    sessions_ended: int = Field(description="Your other console sessions, signed out (this one stays).")
+
+
 class LoginResponse(BaseModel):
     user: UserRead
     csrf_token: str = Field(description="Send as X-CSRF-Token on state-changing requests made with the cookie.")

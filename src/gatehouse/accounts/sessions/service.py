@@ -10,15 +10,15 @@ from typing import Literal
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gatehouse.accounts.errors import InvalidCredentials, LoginLocked
-from gatehouse.accounts.events import LoginFailedEvent, LoginSucceededEvent, SessionEndedEvent
+from gatehouse.accounts.errors import InvalidCredentials, LoginLocked, WeakPassword, WrongPassword
+from gatehouse.accounts.events import LoginFailedEvent, LoginSucceededEvent, PasswordChangedEvent, SessionEndedEvent
 from gatehouse.accounts.sessions import lockout
 from gatehouse.accounts.users import service as users
 from gatehouse.audit.service import record
 from gatehouse.auth.access import check_status
 from gatehouse.auth.actor import Actor
 from gatehouse.auth.models import User, UserSession
-from gatehouse.auth.passwords import verify_password
+from gatehouse.auth.passwords import check_password_strength, hash_password, verify_password
 from gatehouse.auth.principal import Principal
 from gatehouse.auth.roles import Role, UserStatus
 from gatehouse.auth.tokens import hash_token, new_session_token
@@ -103,6 +103,36 @@ async def log_out(session: AsyncSession, *, token: str, actor: Actor) -> bool:
     await session.execute(delete(UserSession).where(UserSession.token_hash == token_hash))
     await record(session, SessionEndedEvent(user_id=user_id), actor=actor)
     return True
+
+
+async def change_password(
+    session: AsyncSession,
+    *,
+    limiter: RateLimiter,
+    actor: Actor,
+    user_id: int,
+    current: str,
+    new: str,
+    keep_session_id: int | None,
+) -> int:
+    """Change a user's own password: the current one must be right (wrong guesses count towards the sign-in
+    lockout, so a stolen session cannot find it), the new one strong enough; the user's other console sessions
+    end. Returns how many ended; audited."""
+    user = await users.get_or_raise(session, user_id=user_id)
+    ip = actor.ip or "unknown"
+    await lockout.ensure_not_locked(limiter, email=user.email, ip=ip)
+    if not await verify_password(user.password_hash, current):
+        await lockout.count_failure(limiter, email=user.email, ip=ip)
+        raise WrongPassword("The current password is wrong.", param="current_password")
+    if reason := check_password_strength(new):
+        raise WeakPassword(reason, param="new_password")
+    user.password_hash = await hash_password(new)
+    others = delete(UserSession).where(UserSession.user_id == user_id)
+    if keep_session_id is not None:
+        others = others.where(UserSession.id != keep_session_id)
+    ended = int(getattr(await session.execute(others), "rowcount", 0) or 0)
+    await record(session, PasswordChangedEvent(user_id=user_id, sessions_ended=ended), actor=actor)
+    return ended
 
 
 def _principal_of(user: User) -> Principal:

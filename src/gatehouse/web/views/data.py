@@ -1,0 +1,3 @@
+"""Console pages: data (see web/pages.py for how a page is declared)."""
+
+from __future__ import annotations

@@ -1,0 +1,151 @@
+"""The console in a real browser: Playwright driving headless Chromium (Debian's package, installed by
+scripts/test-services.sh when missing) against a real Gatehouse server on each backend.
+
+`console` is a module-scoped server with the fake upstream; `people` makes a user of each role with a password;
+`page_for(role)` opens a browser page already signed in as that person (signed in through the API's own
+/auth/login, as the sign-in page does); `sign_in` drives the sign-in page itself.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+
+from tests.support.server import GatehouseServer
+
+PASSWORD = "console-password-1"
+WIDTHS = {"wide": (1280, 860), "narrow": (390, 844)}
+SCREENSHOTS = Path(__file__).resolve().parents[3] / "docs" / "console"
+# The flags a headless Chromium needs on a machine without a network (docs: the machine's notes): without the
+# background-networking ones it keeps trying Google's hosts.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+_serial = itertools.count(1)
+
+
+def chromium_path() -> str:
+    """Debian's Chromium (or CHROMIUM_PATH): the suite fails, never skips, when it is missing."""
+    found = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        pytest.fail("Chromium is missing: `make test` installs it (scripts/test-services.sh: apt-get install chromium)")
+    return found
+
+
+@pytest.fixture(scope="session")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    launched = playwright.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS)
+    yield launched
+    launched.close()
+
+
+@dataclass
+class Person:
+    """Someone with a console account."""
+
+    id: int
+    email: str
+    role: str
+    password: str = PASSWORD
+
+
+@dataclass
+class Console:
+    """A running server and the ways in."""
+
+    server: GatehouseServer
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def admin(self) -> httpx.Client:
+        """The bootstrap superadmin's API client (for setting the stage; the page is what is tested)."""
+        return self.server.client()
+
+    def person(self, role: str = "user", *, password: str = PASSWORD) -> Person:
+        """A new active account of `role` with a password."""
+        email = f"console-{role}-{next(_serial)}-{os.getpid()}@example.com"
+        with self.admin() as client:
+            created = client.post("/admin/users", json={"email": email, "role": role, "password": password})
+            assert created.status_code == 201, created.text
+        return Person(created.json()["id"], email, role, password)
+
+    def key_for(self, person: Person, name: str = "test") -> str:
+        """An API key of that person's (made by the superadmin)."""
+        with self.admin() as client:
+            made = client.post(f"/admin/users/{person.id}/keys", json={"name": name})
+            assert made.status_code == 201, made.text
+            return str(made.json()["key"])
+
+
+@pytest.fixture(scope="module")
+def console(server: GatehouseServer) -> Console:
+    return Console(server)
+
+
+def signed_in(context: BrowserContext, console: Console, person: Person) -> None:
+    """Sign a browser context in through the API (the cookies the sign-in page would get)."""
+    answer = context.request.post(
+        f"{console.url}/auth/login", data={"email": person.email, "password": person.password}
+    )
+    assert answer.ok, answer.text()
+
+
+@pytest.fixture
+def new_page(browser: Browser) -> Iterator[Callable[..., Page]]:
+    """Open pages in fresh contexts (closed after the test): `new_page(width="wide"|"narrow")`."""
+    contexts: list[BrowserContext] = []
+
+    def open_page(width: str = "wide") -> Page:
+        w, h = WIDTHS[width]
+        context = browser.new_context(viewport={"width": w, "height": h}, locale="en-GB", timezone_id="UTC")
+        context.set_default_timeout(15_000)
+        contexts.append(context)
+        return context.new_page()
+
+    yield open_page
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture
+def page_for(console: Console, new_page: Callable[..., Page]) -> Callable[..., tuple[Page, Person]]:
+    """`page_for("admin")`: a page signed in as a new person of that role (or `person=`)."""
+
+    def open_as(role: str = "user", *, person: Person | None = None, width: str = "wide") -> tuple[Page, Person]:
+        who = person or console.person(role)
+        page = new_page(width)
+        signed_in(page.context, console, who)
+        return page, who
+
+    return open_as
+
+
+def screenshot(page: Page, name: str) -> None:
+    """Keep a screenshot of the page for docs/console/ (only on the SQLite run: one set is enough)."""
+    if os.environ.get("GATEHOUSE_SCREENSHOTS", "1") == "0":
+        return
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=False)
