@@ -102,6 +102,13 @@ async def test_monitors_block_users_but_not_admins(harness: Harness) -> None:
     uid, key = await _user(harness, "victim@example.com")
     admin_id, _ = await _user(harness, "adm@example.com", role="admin")
     as_monitor = harness.as_key(monitor_key)
+    # A monitor finds whom to block (list and read), but changes nothing else about a user.
+    found = await harness.client.get("/admin/users", params={"q": "victim@"}, headers=as_monitor)
+    assert found.status_code == 200 and [u["id"] for u in found.json()["items"]] == [uid]
+    assert (await harness.client.get(f"/admin/users/{uid}", headers=as_monitor)).json()["email"] == "victim@example.com"
+    assert (
+        await harness.client.patch(f"/admin/users/{uid}", json={"role": "admin"}, headers=as_monitor)
+    ).status_code == 403
     assert (
         await harness.client.post(f"/admin/users/{uid}/block", json={"reason": "r"}, headers=as_monitor)
     ).status_code == 200

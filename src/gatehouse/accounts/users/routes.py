@@ -69,7 +69,7 @@ async def _read_one(session: AsyncSession, settings: Settings, user_id: int) -> 
     return _read(await moderation.with_usage(session, user_id=user_id, day=day))
 
 
-@admin.get("", response_model=UserPage, dependencies=ADMIN)
+@admin.get("", response_model=UserPage, dependencies=MONITOR)
 async def list_users(
     session: SessionDep,
     settings: SettingsDep,
@@ -109,7 +109,7 @@ async def create_user(
     return _read(moderation.UserWithUsage(user, 0, 0))
 
 
-@admin.get("/{user_id}", response_model=UserAdminRead, dependencies=ADMIN)
+@admin.get("/{user_id}", response_model=UserAdminRead, dependencies=MONITOR)
 async def get_user(user_id: IdPath, session: SessionDep, settings: SettingsDep) -> UserAdminRead:
     """One user, with today's usage."""
     return await _read_one(session, settings, user_id)
