@@ -3,13 +3,38 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from gatehouse.auth.roles import Role
 from gatehouse.web.pages import View, page
+
+# The client surfaces a key may be restricted to (accounts/keys/schemas.py `Surface`), for the form's help text.
+SURFACES = ("chat", "responses", "messages", "completions", "ollama_chat", "generate", "embeddings")
 
 
 @page("/console/profile", title="Profile", role=Role.USER, section="You", template="pages/profile.html")
 async def profile(view: View) -> Mapping[str, Any]:
     """The viewer's account, their groups, and the password form."""
     return {"me": await view.get("/me")}
+
+
+def key_status(key: Mapping[str, Any], now: datetime) -> str:
+    """A key's state as a word: revoked, expired or active (from what the API says about it)."""
+    if key.get("revoked_at"):
+        return "revoked"
+    expires = key.get("expires_at")
+    if expires and datetime.fromisoformat(str(expires).replace("Z", "+00:00")) <= now:
+        return "expired"
+    return "active"
+
+
+@page("/console/keys", title="My keys", role=Role.USER, section="You", template="pages/keys.html")
+async def my_keys(view: View) -> Mapping[str, Any]:
+    """The viewer's API keys (prefixes only), the form to make one, and per key: narrow its limits, revoke it."""
+    me = await view.get("/me")
+    keys = await view.get("/me/keys")
+    now = datetime.now(UTC)
+    groups = {g["id"]: g["name"] for g in me.get("groups", [])}
+    rows = [{**k, "status": key_status(k, now), "group": groups.get(k.get("group_id"))} for k in keys]
+    return {"me": me, "keys": rows, "groups": me.get("groups", []), "surfaces": SURFACES}
