@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
@@ -17,15 +17,18 @@ from gatehouse.core.components import provided
 from gatehouse.core.metrics import scrape
 from gatehouse.db.base import utcnow
 from gatehouse.deps import DatabaseDep, FeedDep
+from gatehouse.errors import ValidationFailed
 from gatehouse.monitoring import snapshot
 from gatehouse.monitoring.feed import SSE_HEADERS, follow, kind_filter
 from gatehouse.monitoring.health import HealthCheck
-from gatehouse.monitoring.schemas import HealthReport, MetricsSnapshot
+from gatehouse.monitoring.schemas import HealthReport, MetricsSeries, MetricsSnapshot
 
 router = APIRouter()
 HealthDep = Annotated[HealthCheck, provided(HealthCheck)]
 MONITOR = [require(Role.MONITOR)]
 MAX_DAYS = 90
+MAX_MINUTES = 1440
+MAX_HOURLY_DAYS = 7
 
 
 @router.get("/healthz", tags=["health"], dependencies=[public()])
@@ -57,11 +60,38 @@ async def metrics() -> Response:
 @router.get("/admin/metrics", response_model=MetricsSnapshot, tags=["ops"], dependencies=MONITOR)
 async def get_metrics(
     database: DatabaseDep,
-    days: Annotated[int, Query(ge=1, le=MAX_DAYS, description=f"The last N days (1 to {MAX_DAYS}), ending now.")] = 1,
+    days: Annotated[
+        int | None, Query(ge=1, le=MAX_DAYS, description=f"The last N days (1 to {MAX_DAYS}), ending now; default 1.")
+    ] = None,
+    minutes: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=MAX_MINUTES,
+            description=f"Or: the last N minutes (1 to {MAX_MINUTES}), ending now (requests per minute, say). "
+            "Not with `days`.",
+        ),
+    ] = None,
 ) -> MetricsSnapshot:
     """Requests, errors, latency and time-to-first-token percentiles, streams and tokens: overall, per model and
     per upstream; plus the mean SQL statement latency. Every replica gives the same answer."""
-    return await snapshot.read(database, days=days, until=utcnow())
+    if minutes is not None and days is not None:
+        raise ValidationFailed("Give `days` or `minutes`, not both.", param="minutes")
+    return await snapshot.read(database, days=days, minutes=minutes, until=utcnow())
+
+
+@router.get("/admin/metrics/series", response_model=MetricsSeries, tags=["ops"], dependencies=MONITOR)
+async def get_metrics_series(
+    database: DatabaseDep,
+    days: Annotated[int, Query(ge=1, le=MAX_DAYS, description=f"The last N days (1 to {MAX_DAYS}), ending now.")] = 30,
+    bucket: Annotated[
+        Literal["day", "hour"], Query(description=f"Per UTC day, or per hour (at most {MAX_HOURLY_DAYS} days).")
+    ] = "day",
+) -> MetricsSeries:
+    """Requests, errors, tokens and cost per day or hour, from stored data: the console's charts."""
+    if bucket == "hour" and days > MAX_HOURLY_DAYS:
+        raise ValidationFailed(f"Per hour covers at most {MAX_HOURLY_DAYS} days.", param="days")
+    return await snapshot.read_series(database, days=days, unit=bucket, until=utcnow())
 
 
 @router.get("/admin/health", response_model=HealthReport, tags=["ops"], dependencies=MONITOR)

@@ -61,13 +61,34 @@ class SqlStats(BaseModel):
 class MetricsSnapshot(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
-    days: int
+    days: int | None = Field(description="The window in days; null when asked in `minutes`.")
+    minutes: int | None = Field(description="The window in minutes when asked so; else null.")
     from_: datetime = Field(alias="from")
     to: datetime
     totals: TrafficStats
     by_model: list[ModelStats]
     by_upstream: list[UpstreamStats]
     sql: SqlStats
+
+
+class SeriesPoint(BaseModel):
+    bucket: str = Field(description="The UTC day (`YYYY-MM-DD`) or hour (`YYYY-MM-DDTHH`).")
+    requests: int
+    errors: int = Field(description="As in /admin/metrics: status >= 500 or an `upstream_*` error code.")
+    tokens_in: int
+    tokens_out: int
+    cost: DecimalNumber
+    cost_nanos: int
+
+
+class MetricsSeries(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    days: int
+    bucket: Literal["day", "hour"]
+    from_: datetime = Field(alias="from")
+    to: datetime
+    points: list[SeriesPoint] = Field(description="Every bucket of the window, oldest first (zeros when idle).")
 
 
 class DatabaseCheck(BaseModel):

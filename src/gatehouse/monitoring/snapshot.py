@@ -8,7 +8,7 @@ functions, the same SQL on SQLite and PostgreSQL: no row of the request log is l
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, String, and_, case, func, literal, null, or_, select, union_all
@@ -23,9 +23,11 @@ from gatehouse.limits.errors import QuotaExceeded, RateLimited
 from gatehouse.limits.prices.money import decimal_of_nanos
 from gatehouse.monitoring.models import OpsSample
 from gatehouse.monitoring.schemas import (
+    MetricsSeries,
     MetricsSnapshot,
     ModelStats,
     Percentiles,
+    SeriesPoint,
     SqlStats,
     StreamCounts,
     TrafficStats,
@@ -180,18 +182,94 @@ async def sql_latency(session: AsyncSession, *, since: datetime, until: datetime
     return SqlStats(statements=count, mean_ms=float(seconds) * 1000 / count if count else None)
 
 
-async def metrics(session: AsyncSession, *, days: int, until: datetime) -> MetricsSnapshot:
-    """The snapshot of the `days` days before `until`."""
+# --- GET /admin/metrics/series ---------------------------------------------------------------------
+
+DAY, HOUR = "day", "hour"
+
+
+def _bucket(dialect: str, unit: str) -> ColumnElement[Any]:
+    """The request's UTC day (`YYYY-MM-DD`) or hour (`YYYY-MM-DDTHH`) as text, on either backend."""
+    if dialect == "postgresql":
+        utc = func.timezone("UTC", RequestLog.created_at)
+        return func.to_char(utc, "YYYY-MM-DD" if unit == DAY else 'YYYY-MM-DD"T"HH24')
+    return func.strftime("%Y-%m-%d" if unit == DAY else "%Y-%m-%dT%H", RequestLog.created_at)
+
+
+def _labels(since: datetime, until: datetime, unit: str) -> list[str]:
+    """Every bucket from `since` to `until`, oldest first, in the bucket's text form."""
+    step = timedelta(days=1) if unit == DAY else timedelta(hours=1)
+    moment = since.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    if unit == DAY:
+        moment = moment.replace(hour=0)
+    labels = []
+    while moment <= until:
+        labels.append(moment.strftime("%Y-%m-%d" if unit == DAY else "%Y-%m-%dT%H"))
+        moment += step
+    return labels
+
+
+async def series(session: AsyncSession, *, since: datetime, until: datetime, unit: str) -> list[SeriesPoint]:
+    """Requests, errors, tokens and cost per UTC day or hour in [since, until]; a point for every bucket (zeros
+    where nothing was logged), oldest first."""
+    bucket = _bucket(session.get_bind().dialect.name, unit).label("bucket")
+    query = (
+        select(
+            bucket,
+            func.count().label("requests"),
+            func.coalesce(func.sum(case((_IS_ERROR, 1), else_=0)), 0).label("errors"),
+            func.coalesce(func.sum(RequestLog.prompt_tokens), 0).label("tokens_in"),
+            func.coalesce(func.sum(RequestLog.completion_tokens), 0).label("tokens_out"),
+            func.coalesce(func.sum(RequestLog.cost_nanos), 0).label("cost_nanos"),
+        )
+        .where(RequestLog.created_at >= since, RequestLog.created_at <= until)
+        .group_by(bucket)
+    )
+    found = {str(row.bucket): row for row in (await session.execute(query)).all()}
+    points = []
+    for label in _labels(since, until, unit):
+        row = found.get(label)
+        nanos = int(row.cost_nanos) if row is not None else 0
+        points.append(
+            SeriesPoint(
+                bucket=label,
+                requests=int(row.requests) if row is not None else 0,
+                errors=int(row.errors) if row is not None else 0,
+                tokens_in=int(row.tokens_in) if row is not None else 0,
+                tokens_out=int(row.tokens_out) if row is not None else 0,
+                cost=decimal_of_nanos(nanos),
+                cost_nanos=nanos,
+            )
+        )
+    return points
+
+
+async def read_series(database: Database, *, days: int, unit: str, until: datetime) -> MetricsSeries:
+    """`series` over the last `days` days, read-only."""
     since = until - timedelta(days=days)
+    async with database.read_sessionmaker() as session:
+        points = await series(session, since=since, until=until, unit=unit)
+    return MetricsSeries(days=days, bucket=unit, from_=since, to=until, points=points)
+
+
+async def metrics(session: AsyncSession, *, days: int | None, minutes: int | None, until: datetime) -> MetricsSnapshot:
+    """The snapshot of the `days` days (or the `minutes` minutes) before `until`."""
+    since = until - (timedelta(minutes=minutes) if minutes is not None else timedelta(days=days or 1))
     totals, by_model, by_upstream = await traffic(session, since=since, until=until)
     sql = await sql_latency(session, since=since, until=until)
     return MetricsSnapshot(
-        days=days, from_=since, to=until, totals=totals, by_model=by_model, by_upstream=by_upstream, sql=sql
+        days=None if minutes is not None else days or 1,
+        minutes=minutes,
+        from_=since,
+        to=until,
+        totals=totals,
+        by_model=by_model,
+        by_upstream=by_upstream,
+        sql=sql,
     )
 
 
-async def read(database: Database, *, days: int, until: datetime) -> MetricsSnapshot:
+async def read(database: Database, *, days: int | None, minutes: int | None, until: datetime) -> MetricsSnapshot:
     """`metrics` in a read-only transaction: on SQLite it reads a snapshot and holds no write lock while the
     database sorts."""
     async with database.read_sessionmaker() as session:
-        return await metrics(session, days=days, until=until)
+        return await metrics(session, days=days, minutes=minutes, until=until)

@@ -6,7 +6,7 @@ import asyncio
 import os
 import random
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -148,8 +148,8 @@ async def test_snapshot_is_exact_overall_per_model_and_per_upstream(harness: Har
     day = await harness.client.get("/admin/metrics")
     assert day.status_code == 200, day.text
     body = day.json()
-    assert body["days"] == 1
-    assert set(body) == {"days", "from", "to", "totals", "by_model", "by_upstream", "sql"}
+    assert body["days"] == 1 and body["minutes"] is None
+    assert set(body) == {"days", "minutes", "from", "to", "totals", "by_model", "by_upstream", "sql"}
     _check(body, recent)
 
     three = (await harness.client.get("/admin/metrics", params={"days": 3})).json()
@@ -159,6 +159,33 @@ async def test_snapshot_is_exact_overall_per_model_and_per_upstream(harness: Har
     refused = next(u for u in three["by_upstream"] if u["upstream"] is None)
     assert refused["quota_blocks"] + refused["rate_limit_hits"] == refused["requests"] > 0
     assert refused["latency_ms"] == {"p50": None, "p95": None}
+
+
+async def test_a_window_of_minutes_counts_only_its_own_requests(harness: Harness) -> None:
+    rng = random.Random(20261123)
+    # Hours are 60 minutes: the last 10 minutes, the 10 to 50 minutes before them, and older.
+    last_ten = _rows(rng, 23, age=(0.0, 9.5 / 60))
+    earlier = _rows(rng, 31, age=(10.5 / 60, 50 / 60))
+    older = _rows(rng, 7, age=(2, 20))
+    await _store(harness, last_ten + earlier + older)
+
+    ten = await harness.client.get("/admin/metrics", params={"minutes": 10})
+    assert ten.status_code == 200, ten.text
+    body = ten.json()
+    assert body["minutes"] == 10 and body["days"] is None
+    assert datetime.fromisoformat(body["to"]) - datetime.fromisoformat(body["from"]) == timedelta(minutes=10)
+    _check(body, last_ten)
+    _check((await harness.client.get("/admin/metrics", params={"minutes": 60})).json(), last_ten + earlier)
+    _check((await harness.client.get("/admin/metrics", params={"minutes": 1440})).json(), last_ten + earlier + older)
+
+
+async def test_minutes_out_of_range_or_with_days_is_422(harness: Harness) -> None:
+    for minutes in ("0", "1441", "-5", "ten", "2.5"):
+        response = await harness.client.get("/admin/metrics", params={"minutes": minutes})
+        assert response.status_code == 422, (minutes, response.text)
+        assert response.json()["error"]["param"] == "minutes", response.text
+    both = await harness.client.get("/admin/metrics", params={"minutes": 5, "days": 1})
+    assert both.status_code == 422 and both.json()["error"]["param"] == "minutes", both.text
 
 
 async def test_an_empty_window_is_all_zeros(harness: Harness) -> None:
@@ -267,3 +294,51 @@ async def test_shutdown_stores_a_final_sample(database_url: str, tmp_path: Path)
     finally:
         await engine.dispose()
     assert count == 1
+
+
+async def test_series_has_every_day_or_hour_with_exact_sums(harness: Harness) -> None:
+    rng = random.Random(20261124)
+    rows = _rows(rng, 90, age=(0.01, 24 * 6.5))
+    await _store(harness, rows)
+
+    def expected(key: str) -> dict[str, dict[str, Any]]:
+        sums: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            label = r["created_at"].astimezone(UTC).strftime(key)
+            point = sums.setdefault(label, {"requests": 0, "errors": 0, "tokens_in": 0, "tokens_out": 0, "nanos": 0})
+            point["requests"] += 1
+            point["errors"] += int(r["status_code"] >= 500 or (r["error_code"] or "").startswith("upstream_"))
+            point["tokens_in"] += r["prompt_tokens"]
+            point["tokens_out"] += r["completion_tokens"]
+            point["nanos"] += r["cost_nanos"] or 0
+        return sums
+
+    for bucket, days, key, count in (("day", 7, "%Y-%m-%d", (8,)), ("hour", 7, "%Y-%m-%dT%H", (7 * 24 + 1,))):
+        answer = await harness.client.get("/admin/metrics/series", params={"days": days, "bucket": bucket})
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["bucket"] == bucket and body["days"] == days
+        points = body["points"]
+        assert len(points) in count, len(points)
+        labels = [p["bucket"] for p in points]
+        assert labels == sorted(labels) and len(set(labels)) == len(labels)
+        sums = expected(key)
+        assert set(sums) <= set(labels)
+        for point in points:
+            want = sums.get(point["bucket"], {"requests": 0, "errors": 0, "tokens_in": 0, "tokens_out": 0, "nanos": 0})
+            assert point["requests"] == want["requests"], point
+            assert point["errors"] == want["errors"], point
+            assert (point["tokens_in"], point["tokens_out"]) == (want["tokens_in"], want["tokens_out"]), point
+            assert point["cost_nanos"] == want["nanos"], point
+            assert point["cost"] == json_number(decimal_of_nanos(want["nanos"]))
+
+    default = (await harness.client.get("/admin/metrics/series")).json()
+    assert default["days"] == 30 and default["bucket"] == "day" and len(default["points"]) == 31
+    assert sum(p["requests"] for p in default["points"]) == len(rows)
+
+
+async def test_series_refuses_bad_windows(harness: Harness) -> None:
+    for params in ({"days": 0}, {"days": 91}, {"bucket": "week"}, {"days": 8, "bucket": "hour"}):
+        answer = await harness.client.get("/admin/metrics/series", params=params)
+        assert answer.status_code == 422, (params, answer.text)
+        assert answer.json()["error"]["param"] in ("days", "bucket"), answer.text
