@@ -9,7 +9,7 @@ PORT ?= 8000
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: run test check lint format install services bench clean
+.PHONY: run test check lint format install services bench clean screenshots
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -36,6 +36,10 @@ check: install
 
 test: install services check
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
+
+# The console's pages at 1280 and 390 px, taken by its browser tests on SQLite, into docs/console/.
+screenshots: install services
+	GATEHOUSE_SCREENSHOTS=1 $(UV) run --frozen pytest tests/e2e/console -q -k "sqlite and not replicas"
 
 # `make bench BENCH_ARGS="--quick"`: see bench/README.md. Installs wrk (apt, as root) and, once, LiteLLM into .tools/litellm.
 bench: install services
