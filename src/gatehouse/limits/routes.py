@@ -1,8 +1,8 @@
-"""Routes: /admin/rate-limits (read and change at runtime), /admin/usage and /me/usage."""
+"""Routes: /admin/rate-limits (read and change at runtime), /admin/usage, /me/usage and /me/usage/history."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -15,7 +15,7 @@ from gatehouse.fields import MAX_DB_INT
 from gatehouse.limits import quotas, service, usage
 from gatehouse.limits.prices.money import decimal_of_nanos
 from gatehouse.limits.ratelimit import RateLimiter, RuleState
-from gatehouse.limits.schemas import MyUsage, RateLimitRead, RateLimitUpdate, UsageRead
+from gatehouse.limits.schemas import MyUsage, MyUsageHistory, RateLimitRead, RateLimitUpdate, UsageDay, UsageRead
 
 router = APIRouter()
 LimiterDep = Annotated[RateLimiter, provided(RateLimiter)]
@@ -101,3 +101,35 @@ async def my_usage(principal: PrincipalDep, session: SessionDep, settings: Setti
     row = await usage.usage_for(session, user_id=principal.user_id, day=today)
     (row,) = await usage.with_spend(session, [row], spend=spend.read, timezone=timezone, user_id=principal.user_id)
     return MyUsage(**_row(row, settings.price_currency).model_dump(), resets_at=quotas.resets_at(timezone, today))
+
+
+@router.get("/me/usage/history", response_model=MyUsageHistory, tags=["me"], dependencies=[require(Role.USER)])
+async def my_usage_history(
+    principal: PrincipalDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    spend: SpendDep,
+    days: Annotated[int, Query(ge=1, le=usage.MAX_RANGE_DAYS, description="How many days, ending today.")] = 30,
+) -> MyUsageHistory:
+    """The caller's usage per day over the last `days` days (today included): messages, tokens and spend."""
+    end = quotas.quota_day(settings.quota_timezone)
+    start = end - timedelta(days=days - 1)
+    rows = await usage.history(
+        session, user_id=principal.user_id, start=start, end=end, spend=spend.read, timezone=settings.quota_timezone
+    )
+    return MyUsageHistory(
+        start=start,
+        end=end,
+        currency=settings.price_currency,
+        days=[
+            UsageDay(
+                day=r.day,
+                messages=r.messages,
+                tokens=r.tokens,
+                spend=decimal_of_nanos(r.spend_nanos),
+                spend_nanos=r.spend_nanos,
+                unpriced_requests=r.unpriced_requests,
+            )
+            for r in rows
+        ],
+    )

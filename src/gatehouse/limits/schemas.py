@@ -52,3 +52,19 @@ class UsageRead(BaseModel):
 
 class MyUsage(UsageRead):
     resets_at: datetime
+
+
+class UsageDay(BaseModel):
+    day: date
+    messages: int
+    tokens: int
+    spend: DecimalNumber = Field(description="What the day's settled requests cost, in `currency`.")
+    spend_nanos: int = Field(description="`spend` in billionths of `currency` (exact).")
+    unpriced_requests: int = Field(description="The day's requests for models without a price (they cost 0).")
+
+
+class MyUsageHistory(BaseModel):
+    start: date = Field(description="The first day shown (QUOTA_TIMEZONE).")
+    end: date = Field(description="The last day shown: today.")
+    currency: str = Field(description="PRICE_CURRENCY.")
+    days: list[UsageDay] = Field(description="Every day from `start` to `end`, oldest first (zeros on quiet days).")

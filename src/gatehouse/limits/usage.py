@@ -163,3 +163,26 @@ async def usage_between(session: AsyncSession, *, start: date, end: date, user_i
     if (end - start) > timedelta(days=MAX_RANGE_DAYS):
         raise BadRequest(f"Ask for at most {MAX_RANGE_DAYS} days at a time.", param="to")
     return await list_usage(session, start=start, end=end, user_id=user_id)
+
+
+@dataclass(frozen=True)
+class DayUsage:
+    """One user's usage on one quota day (zeros on a day without requests)."""
+
+    day: date
+    messages: int
+    tokens: int
+    spend_nanos: int
+    unpriced_requests: int
+
+
+async def history(
+    session: AsyncSession, *, user_id: int, start: date, end: date, spend: SpendQuery, timezone: str
+) -> list[DayUsage]:
+    """One user's usage per day from `start` to `end` (inclusive, oldest first, every day present), from the stored
+    daily counters, with what each day's settled requests cost (the request log)."""
+    found = {row.day: row for row in await usage_between(session, start=start, end=end, user_id=user_id)}
+    days = [start + timedelta(days=n) for n in range((end - start).days + 1)]
+    rows = [found.get(day) or UsageRow(user_id, "", day, 0, 0, 0, None, None) for day in days]
+    rows = await with_spend(session, rows, spend=spend, timezone=timezone, user_id=user_id)
+    return [DayUsage(r.day, r.messages, r.tokens, r.spend_nanos, r.unpriced_requests) for r in rows]

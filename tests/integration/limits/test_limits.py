@@ -181,3 +181,25 @@ async def test_refusals_are_counted_in_prometheus(harness: Harness) -> None:
     assert (await harness.client.post("/me/keys", json={"name": "x"})).status_code == 429
     assert sample("quota_blocks_total", {"kind": "messages"}) == quota_before + 1
     assert sample("rate_limit_hits_total", {"action": "key_create"}) == limit_before + 1
+
+
+async def test_me_usage_history_has_every_day_with_today_counted(harness: Harness) -> None:
+    _, key = await _user(harness, messages_per_day=10)
+    headers = harness.as_key(key)
+    for _ in range(2):
+        assert (await harness.client.post("/v1/chat/completions", json=CHAT, headers=headers)).status_code == 200
+    history = (await harness.client.get("/me/usage/history", headers=headers)).json()
+    today = quotas.quota_day("UTC")
+    assert history["end"] == today.isoformat() and len(history["days"]) == 30
+    assert [d["day"] for d in history["days"]][-1] == today.isoformat()
+    *before, last = history["days"]
+    assert last["messages"] == 2 and last["tokens"] > 0
+    assert all(d["messages"] == d["tokens"] == d["spend_nanos"] == 0 for d in before)
+    week = (await harness.client.get("/me/usage/history", params={"days": 7}, headers=headers)).json()
+    assert len(week["days"]) == 7 and week["days"][-1]["messages"] == 2
+    # Only the caller's own: a fresh user sees zeros.
+    _, other = await _user(harness)
+    theirs = (await harness.client.get("/me/usage/history", headers=harness.as_key(other))).json()
+    assert all(d["messages"] == 0 for d in theirs["days"])
+    too_many = await harness.client.get("/me/usage/history", params={"days": 367}, headers=headers)
+    assert too_many.status_code in (400, 422) and too_many.json()["error"]["param"] == "days"

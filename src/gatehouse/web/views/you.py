@@ -38,3 +38,31 @@ async def my_keys(view: View) -> Mapping[str, Any]:
     groups = {g["id"]: g["name"] for g in me.get("groups", [])}
     rows = [{**k, "status": key_status(k, now), "group": groups.get(k.get("group_id"))} for k in keys]
     return {"me": me, "keys": rows, "groups": me.get("groups", []), "surfaces": SURFACES}
+
+
+def budget_title(budget: Mapping[str, Any]) -> str:
+    """How a budget is named on the page: whose, and which period."""
+    period = "this month" if budget["period"] == "month" else "today"
+    whose = {"user": "You", "group": f"Group {budget['name']}", "key": f"Key {budget['name']}"}[budget["scope"]]
+    return f"{whose}, {period}"
+
+
+@page("/console/usage", title="My usage", role=Role.USER, section="You", template="pages/usage.html")
+async def my_usage(view: View) -> Mapping[str, Any]:
+    """Today against the viewer's quotas, every budget of theirs this period, and the last 30 days per day."""
+    today = await view.get("/me/usage")
+    budgets = await view.optional("/me/budgets", default=[])
+    history = await view.get("/me/usage/history", {"days": 30})
+    # Today's own budget is the quotas shown first; its spend limit (if any) is shown with them.
+    mine_today = next((b for b in budgets if b["scope"] == "user" and b["period"] == "day"), None)
+    others = [{**b, "title": budget_title(b)} for b in budgets if b is not mine_today]
+    days = history["days"]
+    return {
+        "today": today,
+        "today_spend": mine_today["spend"] if mine_today else None,
+        "budgets": others,
+        "history": history,
+        "messages_points": [(d["day"], d["messages"]) for d in days],
+        "tokens_points": [(d["day"], d["tokens"]) for d in days],
+        "spend_points": [(d["day"], d["spend_nanos"] / 1e9) for d in days],
+    }
