@@ -107,3 +107,87 @@ def test_usage_shows_today_against_the_quota_and_todays_bar(
     narrow.goto(console.url + "/console/usage")
     expect(narrow.locator("#today-messages")).to_have_text("2")
     screenshot(narrow, "usage-narrow")
+
+
+def test_playground_streams_an_answer_counts_its_tokens_and_stops_a_long_one(
+    console: Console, page_for: Callable[..., tuple[Page, Person]]
+) -> None:
+    page, person = page_for("user")
+    page.goto(console.url + "/console/playground")
+    expect(page.get_by_label("Model").locator("option", has_text="oa-long")).to_have_count(1)
+    page.get_by_label("Model").select_option("oa-chat")
+    page.get_by_label("System prompt (optional)").fill("Be brief.")
+    page.get_by_label("Message").fill("tell me about kestrels")
+    page.get_by_role("button", name="Send").click()
+    expect(page.locator("#pg-status")).to_have_text("Done.")
+    answer = page.locator("#pg-log .msg.assistant .msg-text").last.inner_text()
+    assert answer.strip()
+    # The tokens counted are the gateway's own: the same request through the API reports the same usage.
+    key = console.key_for(person)
+    same = httpx.post(
+        console.url + "/v1/chat/completions",
+        headers={"authorization": f"Bearer {key}"},
+        json={
+            "model": "oa-chat",
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "tell me about kestrels"},
+            ],
+        },
+    ).json()
+    assert same["choices"][0]["message"]["content"] == answer
+    expect(page.locator("#pg-prompt-tokens")).to_have_text(str(same["usage"]["prompt_tokens"]))
+    expect(page.locator("#pg-completion-tokens")).to_have_text(str(same["usage"]["completion_tokens"]))
+    screenshot(page, "playground-wide")
+
+    # A long answer, stopped while it streams.
+    page.get_by_label("Model").select_option("oa-long")
+    page.get_by_label("Message").fill("go on at length")
+    page.get_by_role("button", name="Send").click()
+    streaming = page.locator("#pg-log .msg.assistant .msg-text").last
+    expect(streaming).not_to_have_text("")
+    expect(page.locator("#pg-status")).to_have_text("Streaming…")
+    page.get_by_role("button", name="Stop").click()
+    expect(page.locator("#pg-status")).to_have_text("Stopped by you.")
+    stopped = streaming.inner_text()
+    page.wait_for_timeout(500)
+    assert streaming.inner_text() == stopped
+    assert 0 < len(stopped.split()) < 200
+    expect(page.locator("#pg-completion-tokens")).to_have_text("—")
+    expect(page.get_by_role("button", name="Send")).to_be_enabled()
+
+    # An API error in its own words.
+    page.get_by_label("Model").select_option("oa-error")
+    page.get_by_label("Message").fill("fail please")
+    page.get_by_role("button", name="Send").click()
+    expect(page.locator("#pg-status")).to_have_text("Failed.")
+    failure = page.locator("#pg-log .msg.error").last.inner_text()
+    direct = httpx.post(
+        console.url + "/v1/chat/completions",
+        headers={"authorization": f"Bearer {key}"},
+        json={"model": "oa-error", "messages": [{"role": "user", "content": "fail please"}], "stream": True},
+    )
+    assert direct.status_code >= 400
+    assert direct.json()["error"]["message"] in failure
+
+
+def test_the_playground_session_needs_its_csrf_header_on_the_fast_path(
+    console: Console, page_for: Callable[..., tuple[Page, Person]]
+) -> None:
+    page, _ = page_for("user", width="narrow")
+    page.goto(console.url + "/console/playground")
+    body = {"model": "oa-chat", "messages": [{"role": "user", "content": "hi"}]}
+    without = page.evaluate(
+        """async (body) => {
+            const r = await fetch("/v1/chat/completions", {method: "POST", credentials: "same-origin",
+                headers: {"content-type": "application/json"}, body: JSON.stringify(body)});
+            return [r.status, await r.json()];
+        }""",
+        body,
+    )
+    assert without[0] == 403 and without[1]["error"]["code"] == "csrf_failed"
+    page.get_by_label("Message").fill("hi")
+    page.get_by_role("button", name="Send").click()
+    expect(page.locator("#pg-status")).to_have_text("Done.")
+    expect(page.locator("#pg-log .msg.assistant")).to_have_count(1)
+    screenshot(page, "playground-narrow")

@@ -66,3 +66,11 @@ async def my_usage(view: View) -> Mapping[str, Any]:
         "tokens_points": [(d["day"], d["tokens"]) for d in days],
         "spend_points": [(d["day"], d["spend_nanos"] / 1e9) for d in days],
     }
+
+
+@page("/console/playground", title="Playground", role=Role.USER, section="You", template="pages/playground.html")
+async def playground(view: View) -> Mapping[str, Any]:
+    """Chat with any model the viewer may use (the models /v1/models lists for them); the page's script streams
+    the answer from /v1/chat/completions with the viewer's session."""
+    listed = await view.get("/v1/models")
+    return {"models": sorted(m["id"] for m in listed.get("data", []))}
