@@ -21,8 +21,8 @@ from gatehouse.app import create_app
 from gatehouse.auth.roles import Role
 from gatehouse.web.pages import PAGES
 from tests.conftest import make_settings
-from tests.integration.test_permissions import declarations_of, route_contexts
 from tests.e2e.console.conftest import Console, Person
+from tests.integration.test_permissions import declarations_of, route_contexts
 
 ROLES = [Role.USER, Role.MONITOR, Role.ADMIN, Role.SUPERADMIN]
 
@@ -83,13 +83,15 @@ def concrete_path(path: str, console: Console, person: Person) -> str:
 def test_every_role_on_every_page(
     role: Role, console: Console, page_for: Callable[..., tuple[Page, Person]], routes: list[ApiRoute]
 ) -> None:
-    page, person = page_for(role.value)
+    page, _viewer = page_for(role.value)
     target = console.person("user")  # someone to look at on pages about one user
     assert PAGES, "no console page is registered"
     allowed = {p.path for p in PAGES if p.nav and role.at_least(p.role)}
     page.goto(console.url + "/console/profile")
     listed = set(page.locator("nav.side a").evaluate_all("links => links.map(a => a.getAttribute('href'))"))
-    assert listed == allowed, f"{role.value}: the navigation lists {sorted(listed)}, the role may open {sorted(allowed)}"
+    assert listed == allowed, (
+        f"{role.value}: the navigation lists {sorted(listed)}, the role may open {sorted(allowed)}"
+    )
     for declared in PAGES:
         path = concrete_path(declared.path, console, target)
         response = page.goto(console.url + path)
