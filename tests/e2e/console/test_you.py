@@ -34,6 +34,7 @@ def test_a_key_made_on_the_page_works_is_shown_once_and_stops_working_when_revok
     expect(created).to_be_visible()
     expect(created).to_contain_text("Key laptop created")
     expect(created.get_by_role("button", name="Copy key")).to_be_visible()
+    expect(page.locator("#f-rate_per_minute")).not_to_have_attribute("aria-invalid", "true")
     secret = page.locator("#key-secret").inner_text()
     assert len(secret) > 20
     screenshot(page, "keys-wide")

@@ -140,6 +140,7 @@
     Array.prototype.forEach.call(buttons, function (b) { b.disabled = true; });
     var line = form.querySelector(".form-error");
     if (line) line.hidden = true;
+    Array.prototype.forEach.call(form.querySelectorAll("[aria-invalid]"), function (el) { el.removeAttribute("aria-invalid"); });
     try {
       var hasBody = method !== "GET" && method !== "DELETE" || Object.keys(request.body).length > 0;
       var options = { noCsrf: form.hasAttribute("data-no-csrf"), raw: form.hasAttribute("data-download") };
