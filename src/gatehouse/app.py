@@ -13,6 +13,7 @@ from gatehouse import __version__
 from gatehouse.accounts.routes import router as accounts
 from gatehouse.alerts.routes import router as alerts
 from gatehouse.audit.routes import router as audit
+from gatehouse.backups.routes import router as backups
 from gatehouse.core.components import Components
 from gatehouse.core.logging import configure_logging
 from gatehouse.core.middleware import RequestContextMiddleware
@@ -33,7 +34,21 @@ from gatehouse.web.routes import router as console
 from gatehouse.web.routes import static as console_static
 
 # One router per domain; the order is the OpenAPI document's. The console's comes first: it owns `/`.
-ROUTERS = (console, monitoring, accounts, audit, upstreams, gateway, limits, prices, reports, exports, jobs, alerts)
+ROUTERS = (
+    console,
+    monitoring,
+    accounts,
+    audit,
+    upstreams,
+    gateway,
+    limits,
+    prices,
+    reports,
+    exports,
+    jobs,
+    backups,
+    alerts,
+)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
