@@ -284,6 +284,9 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
+    // On a phone the menu starts folded (one tap opens it); on a wide screen it is always shown.
+    var menu = document.querySelector(".nav-toggle");
+    if (menu && window.matchMedia("(max-width: 760px)").matches) menu.removeAttribute("open");
     localTimes(document);
     try {
       var message = sessionStorage.getItem("gatehouse-toast");
