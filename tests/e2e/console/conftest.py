@@ -1,9 +1,11 @@
 """The console in a real browser: Playwright driving headless Chromium (Debian's package, installed by
 scripts/test-services.sh when missing) against a real Gatehouse server on each backend.
 
-`console` is a module-scoped server with the fake upstream; `people` makes a user of each role with a password;
-`page_for(role)` opens a browser page already signed in as that person (signed in through the API's own
-/auth/login, as the sign-in page does); `sign_in` drives the sign-in page itself.
+`console` is a module-scoped server with the fake upstream, once per backend: SQLite, PostgreSQL, and two
+replicas on PostgreSQL + Redis where every page is served by replica B while the stage is set (people, keys,
+overrides) through replica A's API, so what a page shows live has crossed replicas; `console.person(role)`
+makes someone of that role with a password; `page_for(role)` opens a browser page already signed in as that
+person (through the API's own /auth/login, as the sign-in page does); `new_page` opens one signed out.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
-from tests.support.server import GatehouseServer
+from tests.conftest import BACKENDS, fresh_database
+from tests.e2e.conftest import two_replicas, write_config
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.server import GatehouseServer, base_env, run_gatehouse
 
 PASSWORD = "console-password-1"
 WIDTHS = {"wide": (1280, 860), "narrow": (390, 844)}
@@ -72,9 +77,11 @@ class Person:
 
 @dataclass
 class Console:
-    """A running server and the ways in."""
+    """A running server (the one pages are opened on) and the ways in; `api` is the replica the stage is set
+    through (the same server, except with two replicas)."""
 
     server: GatehouseServer
+    api: GatehouseServer | None = None
 
     @property
     def url(self) -> str:
@@ -82,7 +89,7 @@ class Console:
 
     def admin(self) -> httpx.Client:
         """The bootstrap superadmin's API client (for setting the stage; the page is what is tested)."""
-        return self.server.client()
+        return (self.api or self.server).client()
 
     def person(self, role: str = "user", *, password: str = PASSWORD) -> Person:
         """A new active account of `role` with a password."""
@@ -100,9 +107,45 @@ class Console:
             return str(made.json()["key"])
 
 
+REPLICAS = "replicas"
+CONSOLE_BACKENDS = [*BACKENDS, pytest.param(REPLICAS, marks=[pytest.mark.postgres, pytest.mark.redis])]
+
+
+@pytest.fixture(scope="module", params=CONSOLE_BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """sqlite, postgres, or replicas (two on PostgreSQL + Redis): each console module runs on each."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def console(server: GatehouseServer) -> Console:
-    return Console(server)
+def servers(
+    backend: str, fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[GatehouseServer, GatehouseServer]]:
+    """(the replica the stage is set through, the replica pages are opened on): one server twice, or two."""
+    workdir = tmp_path_factory.mktemp(f"console-{backend}")
+    config = str(write_config(workdir / "gatehouse.yaml", fake_upstream.url))
+    settings = {"GATEHOUSE_CONFIG": config, "UPSTREAM_READ_TIMEOUT": "2", "REQUEST_LOG_FLUSH_SECONDS": "0.1"}
+    if backend == REPLICAS:
+        with two_replicas(workdir, **settings) as pair:
+            yield pair
+        return
+    with (
+        fresh_database(backend, workdir) as database_url,
+        run_gatehouse(base_env(database_url, workdir / "data", **settings), workdir=workdir) as running,
+    ):
+        yield running, running
+
+
+@pytest.fixture(scope="module")
+def server(servers: tuple[GatehouseServer, GatehouseServer]) -> GatehouseServer:
+    """The server pages are opened on."""
+    return servers[1]
+
+
+@pytest.fixture(scope="module")
+def console(servers: tuple[GatehouseServer, GatehouseServer]) -> Console:
+    api, pages = servers
+    return Console(pages, api=api if api is not pages else None)
 
 
 def signed_in(context: BrowserContext, console: Console, person: Person) -> None:
