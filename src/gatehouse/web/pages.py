@@ -43,6 +43,13 @@ class View:
     def path_params(self) -> Mapping[str, Any]:
         return self.request.path_params
 
+    def id(self, name: str) -> int:
+        """A numeric path parameter (`/console/users/{user_id}`); anything else is the page's 404, not a 500."""
+        value = str(self.path_params.get(name, ""))
+        if not value.isascii() or not value.isdigit() or len(value) > 18:
+            raise api.ApiError(404, {"error": {"message": f"No such page: {name} must be a number."}})
+        return int(value)
+
     def query(self, *names: str) -> dict[str, str]:
         """The page's own query parameters with these names (passed on to the API as they are)."""
         params = self.request.query_params

@@ -106,6 +106,10 @@ def test_every_role_on_every_page(
         assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), f"{path}: an inline script"
         assert not re.search(r"\sstyle=\"", html), f"{path}: an inline style attribute"
         assert not re.search(r"\son[a-z]+=\"", html), f"{path}: an inline event handler"
+        if "{" in declared.path:
+            # A path parameter that is not an id is the page's own 404, never a server error.
+            wrong = page.goto(console.url + re.sub(r"\{[^}]+\}", "not-a-number", declared.path))
+            assert wrong is not None and wrong.status == 404, f"{role.value} on {declared.path} with a bad id"
         offered = page.locator("form[data-api]").evaluate_all(
             "forms => forms.map(f => [(f.dataset.method || 'POST').toUpperCase(), f.dataset.api])"
         )

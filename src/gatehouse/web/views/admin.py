@@ -53,7 +53,7 @@ async def users(view: View) -> Mapping[str, Any]:
 )
 async def user(view: View) -> Mapping[str, Any]:
     """One user: usage, budgets and limits, groups, keys; and what the viewer may change about them."""
-    user_id = int(view.path_params["user_id"])
+    user_id = view.id("user_id")
     found = await view.get(f"/admin/users/{user_id}")
     keys = await view.optional("/admin/keys", {"user_id": user_id}) if view.can(Role.ADMIN) else None
     return {
@@ -112,7 +112,7 @@ async def groups(view: View) -> Mapping[str, Any]:
 )
 async def group(view: View) -> Mapping[str, Any]:
     """One group: members (add, remove), bound keys, limits and budgets, its access rules; rename or delete it."""
-    group_id = int(view.path_params["group_id"])
+    group_id = view.id("group_id")
     found = await view.get(f"/admin/groups/{group_id}")
     policy = await view.optional("/admin/access", {"group_id": group_id}, default={"default": "?", "rules": []})
     return {
