@@ -400,13 +400,18 @@ async def test_nobody_disables_themselves_and_admins_leave_superadmins_alone(har
 
 async def test_role_and_credential_checks(harness: Harness) -> None:
     user = await create_member(harness)
-    for response in (
-        await harness.client.post("/admin/users", json={"email": "x@example.com"}, headers=harness.as_key(user.key)),
-        await harness.client.get(f"/admin/users/{user.id}", headers=harness.as_key(user.key)),
+    for response, needed in (
+        (
+            await harness.client.post(
+                "/admin/users", json={"email": "x@example.com"}, headers=harness.as_key(user.key)
+            ),
+            "admin",
+        ),
+        (await harness.client.get(f"/admin/users/{user.id}", headers=harness.as_key(user.key)), "monitor"),
     ):
         assert response.status_code == 403
         assert error_of(response)["code"] == "forbidden"
-        assert "admin" in error_of(response)["message"]
+        assert f"needs the {needed} role" in error_of(response)["message"]
 
     async with browser(harness) as client:
         anonymous = await client.get("/me")
