@@ -40,6 +40,7 @@ class Signal(StrEnum):
     ACCESS_CHANGED = "access.changed"  # {}: reload the model access rules (a rule or a group changed)
     PRICES_CHANGED = "prices.changed"  # {}: reload the price table
     BUDGETS_CHANGED = "budgets.changed"  # {}: reload which budgets (user, group, key; day, month) have a limit
+    BLOCKLIST_CHANGED = "blocklist.changed"  # {}: reload the IP/CIDR blocklist
     STREAM_TERMINATE = "stream.terminate"  # {"id", "reason"}: end this stream, on the replica that holds it
     RECONNECTED = "bus.reconnected"  # delivered locally after a Redis outage: caches must drop everything
 
