@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     redis_prefix: str = Field(default="gatehouse:", min_length=1, max_length=64)
 
     jwt_secret: SecretStr = SecretStr("")
+    # A rotation window: the secret (or token) being replaced, still accepted while clients and peers move to the
+    # new one; new values are always made with the current one. Empty: no window.
+    jwt_secret_previous: SecretStr = SecretStr("")
     session_ttl_hours: int = Field(default=24 * 7, ge=1)
     login_backoff_max_seconds: float = Field(default=8.0, ge=0)  # 0: no delay after failed logins
 
@@ -175,6 +178,7 @@ class Settings(BaseSettings):
     request_log_flush_seconds: float = Field(default=1.0, gt=0)
 
     metrics_token: SecretStr = SecretStr("")  # GET /metrics also accepts `Authorization: Bearer <this>`
+    metrics_token_previous: SecretStr = SecretStr("")  # also accepted during a rotation window
 
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.JSON
@@ -192,6 +196,7 @@ class Settings(BaseSettings):
     request_log_retention_days: int = Field(default=90, ge=0)  # 0: keep forever
     responses_retention_days: int = Field(default=30, ge=0)  # stored Responses API answers, as OpenAI's; 0: forever
     job_token: SecretStr = SecretStr("")  # X-Job-Token for POST /admin/jobs/{name}/run (an external scheduler)
+    job_token_previous: SecretStr = SecretStr("")  # also accepted during a rotation window
 
     # Budget alerts (alerts/): percentages of a limit at which a budget alerts, once per budget, measure, threshold
     # and period ("off": none), checked every BUDGET_ALERT_CHECK_SECONDS on each replica (0: not on this one).
@@ -334,19 +339,21 @@ class Settings(BaseSettings):
             if not secret:
                 found.append(
                     "JWT_SECRET is not set: set it (or JWT_SECRET_FILE) to 32+ random characters, "
-                    "e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
+                    "e.g. `gatehouse secret generate --kind jwt`"
                 )
-            elif secret.lower() in PLACEHOLDER_SECRETS:
-                found.append("JWT_SECRET is a placeholder value: replace it with 32+ random characters")
-            elif len(secret) < MIN_SECRET_LENGTH:
-                found.append(f"JWT_SECRET is {len(secret)} characters: use at least {MIN_SECRET_LENGTH}")
+            for name in ("jwt_secret", "jwt_secret_previous"):
+                value = getattr(self, name).get_secret_value()
+                if value and value.lower() in PLACEHOLDER_SECRETS:
+                    found.append(f"{name.upper()} is a placeholder value: replace it with 32+ random characters")
+                elif value and len(value) < MIN_SECRET_LENGTH:
+                    found.append(f"{name.upper()} is {len(value)} characters: use at least {MIN_SECRET_LENGTH}")
             password = self.bootstrap_admin_password.get_secret_value()
             if password and (password.lower() in PLACEHOLDER_SECRETS or len(password) < 12):
                 found.append(
                     "BOOTSTRAP_ADMIN_PASSWORD is a default or weak value: set a strong one (12+ "
                     "characters), or leave it empty to have one generated and printed once"
                 )
-            for name in ("job_token", "backup_key"):
+            for name in ("job_token", "job_token_previous", "backup_key"):
                 value = getattr(self, name).get_secret_value()
                 if value and (value.lower() in PLACEHOLDER_SECRETS or len(value) < MIN_TOKEN_LENGTH):
                     found.append(
