@@ -126,8 +126,16 @@ class Authenticator:
     ) -> None:
         self.settings = settings
         self.cache = cache
-        self.secret = secret
+        self.secret = secret  # makes new CSRF tokens
+        self.previous_secret = settings.jwt_secret_previous.get_secret_value()  # still verifies them (rotation)
         self.sessionmaker = read_sessionmaker  # reads only: on SQLite it never waits for a writer
+
+    def apply_settings(self, settings: Settings) -> None:
+        """A reload: the tokens (JOB_TOKEN, METRICS_TOKEN and their previous values) and JWT_SECRET(_PREVIOUS)
+        checked from the next request on."""
+        self.settings = settings
+        self.secret = settings.effective_jwt_secret()
+        self.previous_secret = settings.jwt_secret_previous.get_secret_value()
 
     async def for_key(self, raw_key: str) -> Principal:
         """The caller behind an API key: from the cache when warm, else one database read (shared by callers)."""
@@ -174,13 +182,19 @@ class Authenticator:
             raise SessionExpired("Your session has ended: log in again.")
         if request.method not in SAFE_METHODS:
             sent = request.headers.get(CSRF_HEADER, "")
-            if not sent or not same(sent, csrf_token(self.secret, token)):
+            if not sent or not self._csrf_ok(sent, token):
                 raise CsrfFailed(
                     "Missing or wrong CSRF token: send the X-CSRF-Token header with the value "
                     "returned at login (also in the gatehouse_csrf cookie)."
                 )
         session_id, _expires, *user = row
         return _principal(user, session_id=session_id, group_ids=groups)
+
+    def _csrf_ok(self, sent: str, session_token: str) -> bool:
+        """Made with JWT_SECRET, or with JWT_SECRET_PREVIOUS during a rotation window (both always compared)."""
+        current = same(sent, csrf_token(self.secret, session_token))
+        previous = bool(self.previous_secret) and same(sent, csrf_token(self.previous_secret, session_token))
+        return current or previous
 
     async def resolve(self, request: Request) -> Principal:
         """Authenticate once per request (the result is kept in the request's own scope)."""
@@ -263,19 +277,19 @@ class Access:
             if sent_token is not None:
                 # A caller that sends the header means to use it: a wrong or unset token is refused outright,
                 # never silently tried as something else.
-                expected = getattr(authenticator.settings, setting).get_secret_value()
-                if not expected:
+                accepted = accepted_tokens(authenticator.settings, setting)
+                if not accepted:
                     raise TokenNotConfigured(
                         f"{header} was sent, but {setting.upper()} is not set on this server: set it, or "
                         "use an admin's key instead."
                     )
-                if not same(sent_token, expected):
+                if not matches_any(sent_token, accepted):
                     raise InvalidToken(f"Wrong {header}: it must equal {setting.upper()}.")
                 return None
         if self.bearer_setting is not None:
-            expected = getattr(authenticator.settings, self.bearer_setting).get_secret_value()
+            accepted = accepted_tokens(authenticator.settings, self.bearer_setting)
             sent = bearer_token(request)
-            if expected and sent is not None and same(sent, expected):
+            if accepted and sent is not None and matches_any(sent, accepted):
                 return None
         principal = await authenticator.resolve(request)
         if not principal.role.at_least(self.role):
@@ -284,6 +298,25 @@ class Access:
 
     def __repr__(self) -> str:
         return f"Access({self.role.value if self.role else 'public'})"
+
+
+def accepted_tokens(settings: Settings, setting: str) -> list[str]:
+    """A token setting's value and, during a rotation window, its `<setting>_previous` value (the empty ones left
+    out: an unset token accepts nothing)."""
+    values = [getattr(settings, setting).get_secret_value()]
+    previous = getattr(settings, f"{setting}_previous", None)
+    if previous is not None:
+        values.append(previous.get_secret_value())
+    return [value for value in values if value]
+
+
+def matches_any(sent: str, accepted: list[str]) -> bool:
+    """Whether `sent` equals one of them, comparing with every one in constant time (no early exit that would tell
+    which matched, or how far)."""
+    found = False
+    for value in accepted:
+        found |= same(sent, value)
+    return found
 
 
 def require(role: Role, *, bearer_setting: str | None = None, token_header: tuple[str, str] | None = None) -> Any:
