@@ -79,6 +79,9 @@ QUOTA_RECOVERED = Counter(
     "Reservations of dead replicas settled from their checkpoints (limits/recovery.py)",
 )
 RATE_LIMIT_HITS = Counter("rate_limit_hits_total", "Requests refused by a rate limit", ["action"])
+IP_BLOCKED_REQUESTS = Counter(
+    "gatehouse_ip_blocked_requests", "Requests refused because their client address is on the blocklist"
+)
 # Only with REDIS_URL: the lowest of the live workers' values, so one worker that cannot reach Redis shows.
 REDIS_UP = Gauge(
     "gatehouse_redis_up",
