@@ -15,6 +15,7 @@ from gatehouse.cli import (
     groups,
     jobs,
     keys,
+    logs,
     prices,
     serve,
     usage,
@@ -30,6 +31,7 @@ app = typer.Typer(
 app.command("serve")(serve.serve)
 app.command("version")(serve.version)
 app.command("export")(export.export)
+app.command("logs")(logs.logs)
 app.add_typer(db.app, name="db")
 app.add_typer(users.app, name="users")
 app.add_typer(keys.app, name="keys")
