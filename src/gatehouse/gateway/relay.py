@@ -63,6 +63,7 @@ from gatehouse.upstreams.providers import (
     UpstreamTimedOut,
     UpstreamUnreachable,
 )
+from gatehouse.upstreams.registry import UpstreamRegistry
 from gatehouse.upstreams.upstream import Route
 
 log = get_logger("gatehouse.gateway")
@@ -135,6 +136,26 @@ async def _error_from_status(route: Route, response: UpstreamResponse) -> Gateho
     return UpstreamFailed(f"Upstream {name} failed ({status}): {message}")
 
 
+async def _post_counted(
+    registry: UpstreamRegistry,
+    route: Route,
+    path: str,
+    body: JSON,
+    *,
+    stream: bool,
+    headers: dict[str, str] | None,
+) -> UpstreamResponse:
+    """Send, counted in flight from the moment it is sent (not from the answer's head): a reload that retires the
+    upstream meanwhile keeps its pool open until the request is over. Released here when sending fails; a caller
+    given an answer releases it (or hands it to the call, which does)."""
+    registry.acquire(route.upstream)
+    try:
+        return await route.provider.post(path, body, stream=stream, headers=headers)
+    except BaseException:
+        registry.release(route.upstream)
+        raise
+
+
 async def open_upstream(
     gateway: Gateway,
     call: Call,
@@ -148,6 +169,13 @@ async def open_upstream(
     registry = gateway.upstreams
     last_error: GatehouseError | None = None
     for route in routes:
+        if route.upstream.retired:
+            # Reconfigured since the routes were chosen (a reload with a new key, an edit): its successor serves,
+            # and the old pool, which may already be closing, is not used.
+            successor = registry.get(route.upstream.name)
+            if successor is None or successor.retired:
+                continue
+            route = Route(successor, route.model, route.max_output)
         upstream = route.upstream
         if not upstream.health.usable:  # went down (breaker, override) since the routes were chosen
             last_error = last_error or NoUsableUpstream(f"Upstream {upstream.name} is not available.")
@@ -156,7 +184,7 @@ async def open_upstream(
         path, body = build(route)
         native_headers = headers if headers and route.provider.kind is UpstreamKind.ANTHROPIC else None
         try:
-            response = await route.provider.post(path, body, stream=call.stream, headers=native_headers)
+            response = await _post_counted(registry, route, path, body, stream=call.stream, headers=native_headers)
         except UpstreamUnreachable as exc:
             # Details (host, port, errno) go to the log for operators, not to API callers.
             last_error = UnreachableUpstream(f"Upstream {upstream.name} is unreachable.")
@@ -169,11 +197,13 @@ async def open_upstream(
             registry.request_failed(upstream, str(exc))
             continue
         if response.status < 300:
-            registry.acquire(upstream)
             call.held = upstream
             registry.request_ok(upstream)
             return route, response
-        error = await _error_from_status(route, response)
+        try:
+            error = await _error_from_status(route, response)
+        finally:
+            registry.release(upstream)  # counted by _post_counted until its answer was read
         # A 404 (model not there) or a 5xx may be served by the next upstream of the chain; other 4xx would not.
         if response.status < 500 and response.status != 404:
             raise error
