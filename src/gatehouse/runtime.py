@@ -63,8 +63,10 @@ from gatehouse.limits.recovery import ReservationRecovery
 from gatehouse.limits.scheduled import sweep_rate_limits
 from gatehouse.limits.usage import SpendReader
 from gatehouse.monitoring.health import HealthCheck, Replica
+from gatehouse.monitoring.maintain import maintain_job
 from gatehouse.monitoring.sampler import OpsSampler
 from gatehouse.monitoring.scheduled import purge_ops_samples
+from gatehouse.monitoring.storage import StorageGauges
 from gatehouse.settings import Settings
 from gatehouse.upstreams.config import GatewayConfig, load_config
 from gatehouse.upstreams.registry import UpstreamRegistry
@@ -138,7 +140,7 @@ def job_definitions(
         forget_stale_replicas,
         sweep_rate_limits(rate_limiter),
     ]
-    return [purge_job(settings, steps), backup_job(settings), probe_job(settings, upstreams)]
+    return [purge_job(settings, steps), backup_job(settings), probe_job(settings, upstreams), maintain_job(settings)]
 
 
 @dataclass(eq=False, repr=False)
@@ -220,6 +222,9 @@ async def running(settings: Settings, components: Components | None = None) -> A
         redis_state.announce_on(feed)
         sampler = OpsSampler(db.engine, replica=bus.origin)
         await _started(stack, sampler.start, sampler.close)
+        # Sizes and free disk for the gauges, measured in the background: a scrape only reads them.
+        storage_gauges = StorageGauges(db.read_engine, settings)
+        await _started(stack, storage_gauges.start, storage_gauges.close)
         auth = Authenticator(
             settings=settings,
             read_sessionmaker=db.read_sessionmaker,

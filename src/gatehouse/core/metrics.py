@@ -147,6 +147,34 @@ ALERT_WEBHOOKS = Counter(
     "Alert webhook delivery attempts by outcome (delivered, failed: answered other than 2xx or not at all)",
     ["outcome"],
 )
+# Storage (monitoring/storage.py), refreshed off the request path every STORAGE_REFRESH_SECONDS. Every replica on a
+# host measures the same disks and files: the most recent value any live worker set, no pid label.
+DISK_FREE = Gauge(
+    "gatehouse_disk_free_bytes",
+    "Free bytes (for Gatehouse's user) on the disk of a path: data (DATA_DIR), backups (BACKUP_DIR), logs "
+    "(LOG_FILE's directory)",
+    ["path"],
+    multiprocess_mode="livemostrecent",
+)
+DISK_TOTAL = Gauge(
+    "gatehouse_disk_total_bytes",
+    "Size in bytes of the disk of a path: data, backups, logs",
+    ["path"],
+    multiprocess_mode="livemostrecent",
+)
+DATABASE_SIZE = Gauge(
+    "gatehouse_database_size_bytes",
+    "The database's size: SQLite's file with its WAL and shared-memory files, or PostgreSQL's pg_database_size",
+    multiprocess_mode="livemostrecent",
+)
+BACKUP_DIR_SIZE = Gauge(
+    "gatehouse_backup_dir_bytes", "Bytes of the files in BACKUP_DIR", multiprocess_mode="livemostrecent"
+)
+LOG_DIR_SIZE = Gauge(
+    "gatehouse_log_dir_bytes",
+    "Bytes of LOG_FILE and its rotated files (0 without LOG_FILE)",
+    multiprocess_mode="livemostrecent",
+)
 
 UPSTREAM_STATES = ("up", "degraded", "down", "drain")
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

@@ -20,7 +20,16 @@ from gatehouse.db.database import Database
 from gatehouse.db.migrate import current_revisions
 from gatehouse.gateway.streams.registry import StreamRegistry
 from gatehouse.limits.ratelimit import RateLimiter
-from gatehouse.monitoring.schemas import DatabaseCheck, HealthReport, MigrationsCheck, RedisCheck, StreamsCheck
+from gatehouse.monitoring.schemas import (
+    DatabaseCheck,
+    DiskCheck,
+    HealthReport,
+    MigrationsCheck,
+    RedisCheck,
+    StorageCheck,
+    StreamsCheck,
+)
+from gatehouse.monitoring.storage import collect
 from gatehouse.settings import Settings
 from gatehouse.upstreams.registry import UpstreamRegistry
 
@@ -29,6 +38,7 @@ READY_TIMEOUT = 2.0
 DATABASE_TIMEOUT = 2.0  # seconds, for the health detail's checks
 REDIS_TIMEOUT = 1.0
 STREAMS_TIMEOUT = 2.0
+STORAGE_TIMEOUT = 2.0
 MAX_ERROR_CHARS = 200
 TROUBLED_UPSTREAM = frozenset({"down", "degraded"})  # states that make the whole gateway `degraded`
 
@@ -124,6 +134,45 @@ async def _count_streams(streams: StreamRegistry) -> StreamsCheck:
     return StreamsCheck(local=local, all=len(everywhere) if complete else None)
 
 
+async def check_storage(engine: AsyncEngine, settings: Settings) -> StorageCheck:
+    """Sizes and free disk (no table detail: that is `gatehouse db stats`), within a time limit."""
+    try:
+        async with asyncio.timeout(STORAGE_TIMEOUT):
+            report = await collect(engine, settings, largest=0)
+    except Exception as exc:
+        return StorageCheck(
+            status="error",
+            database_bytes=None,
+            wal_bytes=None,
+            backup_dir_bytes=None,
+            backups=None,
+            log_dir_bytes=None,
+            disks=[],
+            error=_describe(exc),
+        )
+    return StorageCheck(
+        status=report.status,
+        database_bytes=report.database.size_bytes,
+        wal_bytes=report.database.wal_bytes,
+        backup_dir_bytes=report.backups.bytes,
+        backups=report.backups.backups,
+        log_dir_bytes=report.logs.bytes,
+        disks=[
+            DiskCheck(
+                path=found.label,
+                directory=found.path,
+                free_bytes=found.free_bytes,
+                total_bytes=found.total_bytes,
+                free_percent=found.free_percent,
+                status=found.status,
+                reason=found.reason,
+            )
+            for found in report.disks
+        ],
+        error=None,
+    )
+
+
 @dataclass(frozen=True)
 class Replica:
     """This process among the replicas: its id (the bus's origin) and when it started."""
@@ -181,10 +230,11 @@ class HealthCheck:
 
     async def report(self) -> HealthReport:
         """Every dependency's state, checked concurrently; database or schema trouble is `failing`."""
-        (database, migrations), redis_check, streams = await asyncio.gather(
+        (database, migrations), redis_check, streams, storage = await asyncio.gather(
             check_database(self.database.read_engine, self.database.head_revisions),
             check_redis(self.redis, self.rate_limiter),
             _count_streams(self.streams),
+            check_storage(self.database.read_engine, self.settings),
         )
         upstreams = self.upstreams.status()
         if database.status != "ok" or migrations.status != "ok":
@@ -193,6 +243,7 @@ class HealthCheck:
             redis_check.status == "error"
             or redis_check.state == "down"
             or any(u.get("state") in TROUBLED_UPSTREAM for u in upstreams)
+            or storage.status == "warn"
         ):
             status = "degraded"
         else:
@@ -207,4 +258,5 @@ class HealthCheck:
             redis=redis_check,
             upstreams=upstreams,
             streams=streams,
+            storage=storage,
         )

@@ -129,10 +129,38 @@ class StreamsCheck(BaseModel):
     all: int | None = Field(description="On every replica (null when Redis could not be read in time).")
 
 
+class DiskCheck(BaseModel):
+    path: Literal["data", "backups", "logs"] = Field(
+        description="What lives there: DATA_DIR (or the SQLite file's directory), BACKUP_DIR, LOG_FILE's directory."
+    )
+    directory: str
+    free_bytes: int
+    total_bytes: int
+    free_percent: float
+    status: Literal["ok", "warn"] = Field(description="`warn` below DISK_WARN_PERCENT or DISK_WARN_FREE_MB free.")
+    reason: str | None
+
+
+class StorageCheck(BaseModel):
+    status: Literal["ok", "warn", "error"] = Field(
+        description="`warn`: a disk is low (see `disks`); `error`: the sizes could not be read in time."
+    )
+    database_bytes: int | None = Field(
+        description="SQLite: the file, its WAL and shared memory; PostgreSQL: pg_database_size."
+    )
+    wal_bytes: int | None = Field(description="SQLite's WAL file; null on PostgreSQL.")
+    backup_dir_bytes: int | None
+    backups: int | None = Field(description="Backups in BACKUP_DIR (by their manifests).")
+    log_dir_bytes: int | None = Field(description="LOG_FILE and its rotated files; 0 without LOG_FILE.")
+    disks: list[DiskCheck]
+    error: str | None
+
+
 class HealthReport(BaseModel):
     status: Literal["ok", "degraded", "failing"] = Field(
         description="`failing`: the database does not answer or its schema is not at head; "
-        "`degraded`: an upstream is not up, or Redis fails (or this replica found it down); `ok` otherwise."
+        "`degraded`: an upstream is not up, Redis fails (or this replica found it down), or a disk is low; `ok` "
+        "otherwise."
     )
     version: str
     replica: str
@@ -142,3 +170,4 @@ class HealthReport(BaseModel):
     redis: RedisCheck
     upstreams: list[dict[str, Any]] = Field(description="Each upstream as this replica sees it.")
     streams: StreamsCheck
+    storage: StorageCheck = Field(description="Sizes and free disk (`gatehouse db stats` has the detail).")
