@@ -11,6 +11,7 @@ from gatehouse.cli import (
     backup,
     budgets,
     db,
+    doctor,
     export,
     groups,
     jobs,
@@ -31,6 +32,7 @@ app = typer.Typer(
 app.command("serve")(serve.serve)
 app.command("version")(serve.version)
 app.command("export")(export.export)
+app.command("doctor")(doctor.doctor)
 app.command("logs")(logs.logs)
 app.add_typer(db.app, name="db")
 app.add_typer(users.app, name="users")
