@@ -184,12 +184,6 @@ class Settings(BaseSettings):
     public_url: str = ""
     doctor_disk_warn_free_mb: int = Field(default=2048, ge=0)
     doctor_disk_fail_free_mb: int = Field(default=500, ge=0)
-
-    # `gatehouse doctor` (cli/doctor_checks/): the URL people reach Gatehouse at, e.g. https://ai.example.com (its TLS
-    # certificate is checked), and the free space under which a disk WARNs or FAILs (also under 15% / 5% free).
-    public_url: str = ""
-    doctor_disk_warn_free_mb: int = Field(default=2048, ge=0)
-    doctor_disk_fail_free_mb: int = Field(default=500, ge=0)
     metrics_token_previous: SecretStr = SecretStr("")  # also accepted during a rotation window
 
     log_level: str = "INFO"
@@ -239,17 +233,6 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.strip().rstrip("/")
-
-    @field_validator("public_url")
-    @classmethod
-    def _public_url(cls, value: str) -> str:
-        url = value.strip().rstrip("/")
-        parts = urlsplit(url)
-        if url and (parts.scheme not in ("http", "https") or not parts.hostname):
-            raise ValueError(
-                f"must be the http:// or https:// URL people reach Gatehouse at, e.g. https://ai.example.com; got {url!r}"
-            )
-        return url
 
     @field_validator("public_url")
     @classmethod
