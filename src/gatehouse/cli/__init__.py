@@ -19,6 +19,7 @@ from gatehouse.cli import (
     logs,
     prices,
     serve,
+    support_bundle,
     usage,
     users,
 )
@@ -34,6 +35,7 @@ app.command("version")(serve.version)
 app.command("export")(export.export)
 app.command("doctor")(doctor.doctor)
 app.command("logs")(logs.logs)
+app.command("support-bundle")(support_bundle.support_bundle)
 app.add_typer(db.app, name="db")
 app.add_typer(users.app, name="users")
 app.add_typer(keys.app, name="keys")
