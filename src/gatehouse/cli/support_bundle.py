@@ -6,10 +6,12 @@ from __future__ import annotations
 import socket
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from gatehouse.cli.common import console, err_console, plain_errors, quiet_settings, run
+from gatehouse.cli.doctor_checks import run_doctor
 from gatehouse.diagnostics.bundle import BundleRequest, BundleResult, write_bundle
 from gatehouse.diagnostics.logfilter import parse_when
 
@@ -42,8 +44,17 @@ def support_bundle(
     settings = quiet_settings()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     target = output or Path(f"gatehouse-support-{socket.gethostname()}-{stamp}.zip")
+    url = url.rstrip("/") if url else None
+
+    async def doctor() -> dict[str, Any]:
+        return (await run_doctor(settings, url=url, key=key)).as_dict()
+
     request = BundleRequest(
-        since=start, url=url.rstrip("/") if url else None, key=key, max_log_bytes=max_log_mb * 1024 * 1024
+        since=start,
+        url=url,
+        key=key,
+        max_log_bytes=max_log_mb * 1024 * 1024,
+        extras={"doctor.json": doctor},
     )
     with plain_errors(settings):
         result = run(lambda: write_bundle(settings, request, target), settings)
