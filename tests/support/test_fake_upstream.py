@@ -1589,6 +1589,41 @@ def test_api_key_enforced_and_clean_sigterm_exit() -> None:
         assert up.process.wait(timeout=10) == 0
 
 
+def test_keys_rotate_while_running() -> None:
+    """POST /_control/keys: a rotation as a provider runs it: old and new both accepted, then only the new one."""
+    with run_fake_upstream(api_key=API_KEY, tokens=4) as up:
+
+        def answers(key: str) -> bool:
+            client = openai.OpenAI(base_url=up.url + "/v1", api_key=key, max_retries=0)
+            try:
+                client.chat.completions.create(model="fake-chat", messages=MESSAGES)
+            except openai.AuthenticationError:
+                return False
+            return True
+
+        new_key = "rotated-" + API_KEY
+        assert (answers(API_KEY), answers(new_key)) == (True, False)
+        up.set_keys(API_KEY, new_key)
+        assert (answers(API_KEY), answers(new_key)) == (True, True)
+        up.set_keys(new_key)
+        assert (answers(API_KEY), answers(new_key)) == (False, True)
+        # Anthropic clients' x-api-key follows the same set
+        with _http(up) as client:
+            body = {"model": "fake-chat", "max_tokens": 10, "messages": CLAUDE_MESSAGES}
+            headers = {"anthropic-version": "2023-06-01"}
+            assert client.post("/v1/messages", json=body, headers={**headers, "x-api-key": new_key}).status_code == 200
+            assert client.post("/v1/messages", json=body, headers={**headers, "x-api-key": API_KEY}).status_code == 401
+            # an empty or malformed set is refused and changes nothing
+            for bad in ({"keys": []}, {"keys": [""]}, {"keys": "x"}, {}):
+                refused = client.post("/_control/keys", json=bad)
+                assert refused.status_code == 422
+                assert "keys" in refused.json()["error"]
+        assert answers(new_key)
+        assert up.stats()["unauthorized"] == 3  # the new key before it was added, the old one after, x-api-key
+        # the keys never reach the request log
+        assert all(new_key not in str(logged) for logged in up.requests())
+
+
 def test_sigint_exits_cleanly_with_request_in_flight() -> None:
     with run_fake_upstream(latency=30) as up:
         outcome: list[object] = []

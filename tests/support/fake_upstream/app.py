@@ -52,7 +52,7 @@ class FakeUpstreamApp(OpenAIProtocol, ResponsesProtocol, OllamaProtocol, Anthrop
         method: str = scope["method"]
         path: str = scope["path"]
         if path.startswith("/_"):
-            await self._control(method, path, send)
+            await self._control(method, path, receive, send)
             return
         is_v1 = path.startswith("/v1/")
         if not is_v1 and not path.startswith("/api/"):
@@ -75,7 +75,8 @@ class FakeUpstreamApp(OpenAIProtocol, ResponsesProtocol, OllamaProtocol, Anthrop
         if stats.in_flight > stats.max_in_flight:
             stats.max_in_flight = stats.in_flight
         try:
-            if self.auth is not None and not self._authorized(scope):
+            if self.api_keys is not None and not self._authorized(scope, self.api_keys):
+                stats.unauthorized += 1
                 if is_v1 and speaks_anthropic(scope):
                     status, body = anthropic_error("authentication_error", "invalid x-api-key")
                 elif is_v1:
@@ -111,9 +112,12 @@ class FakeUpstreamApp(OpenAIProtocol, ResponsesProtocol, OllamaProtocol, Anthrop
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    def _authorized(self, scope: Scope) -> bool:
+    @staticmethod
+    def _authorized(scope: Scope, keys: frozenset[bytes]) -> bool:
         for name, value in scope["headers"]:
-            if (name == b"authorization" and value == self.auth) or (name == b"x-api-key" and value == self.key):
+            if name == b"authorization" and value.startswith(b"Bearer ") and value[len(b"Bearer ") :] in keys:
+                return True
+            if name == b"x-api-key" and value in keys:  # as Anthropic clients send it
                 return True
         return False
 

@@ -109,6 +109,7 @@ class Stats:
     aborted: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
+    unauthorized: int = 0  # requests refused for a missing or unaccepted key
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -121,6 +122,7 @@ class Stats:
             "aborted": self.aborted,
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
+            "unauthorized": self.unauthorized,
         }
 
     def reset(self) -> None:
@@ -220,8 +222,9 @@ class Core:
         tokens: int = DEFAULT_TOKENS,
         latency: float = 0.0,
     ) -> None:
-        self.auth = f"Bearer {api_key}".encode("latin-1") if api_key else None
-        self.key = api_key.encode("latin-1") if api_key else None  # as Anthropic clients send it, in x-api-key
+        # The keys accepted now (None: no authentication); POST /_control/keys replaces the set while running,
+        # as a provider does during a key rotation (old and new both valid, then only the new one).
+        self.api_keys: frozenset[bytes] | None = frozenset({api_key.encode("latin-1")}) if api_key else None
         self.token_delay = token_delay
         self.tokens = tokens
         self.latency = latency
@@ -452,8 +455,10 @@ class Core:
         finally:
             watch.close()
 
-    async def _control(self, method: str, path: str, send: Send) -> None:
-        if method == "GET" and path == "/_stats":
+    async def _control(self, method: str, path: str, receive: Receive, send: Send) -> None:
+        if method == "POST" and path == "/_control/keys":
+            await self._set_keys(receive, send)
+        elif method == "GET" and path == "/_stats":
             await self._send_json(send, 200, orjson.dumps(self.stats.as_dict()))
         elif method == "GET" and path == "/_requests":
             logged = [
@@ -478,3 +483,24 @@ class Core:
             await self._send_json(send, 200, b'{"ok":true}')
         else:
             await self._send_json(send, 404, b'{"error":"unknown control endpoint"}')
+
+    async def _set_keys(self, receive: Receive, send: Send) -> None:
+        """POST /_control/keys {"keys": [...]}: the keys accepted from now on (a rotation: both, then the new one).
+
+        Not written to the request log: the keys are what a gateway under test must keep secret."""
+        raw = b""
+        while True:
+            msg = await receive()
+            raw += msg.get("body", b"")
+            if not msg.get("more_body"):
+                break
+        try:
+            keys = orjson.loads(raw).get("keys")
+        except (orjson.JSONDecodeError, AttributeError):
+            keys = None
+        if not isinstance(keys, list) or not keys or not all(isinstance(k, str) and k for k in keys):
+            problem = 'send {"keys": ["key", ...]}: one or more non-empty strings'
+            await self._send_json(send, 422, orjson.dumps({"error": problem}))
+            return
+        self.api_keys = frozenset(k.encode("latin-1") for k in keys)
+        await self._send_json(send, 200, orjson.dumps({"keys": len(self.api_keys)}))

@@ -127,6 +127,10 @@ class FakeUpstream:
         """Answer every request normally (`ok`), with a 500 (`error`), or never (`hang`)."""
         self._client.post(f"/_fail/{mode}").raise_for_status()
 
+    def set_keys(self, *keys: str) -> None:
+        """Accept exactly these API keys from now on (POST /_control/keys): a provider's key rotation."""
+        self._client.post("/_control/keys", json={"keys": list(keys)}).raise_for_status()
+
     def wait_for_stats(self, predicate: Callable[[dict[str, int]], bool], timeout: float = 5.0) -> dict[str, int]:
         """Poll /_stats until predicate(stats) holds; raise TimeoutError with the last stats otherwise."""
         deadline = time.monotonic() + timeout
