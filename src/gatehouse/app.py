@@ -14,6 +14,7 @@ from gatehouse.accounts.routes import router as accounts
 from gatehouse.alerts.routes import router as alerts
 from gatehouse.audit.routes import router as audit
 from gatehouse.backups.routes import router as backups
+from gatehouse.configuration.routes import router as configuration
 from gatehouse.core.components import Components
 from gatehouse.core.logging import configure_logging
 from gatehouse.core.middleware import RequestContextMiddleware
@@ -48,6 +49,7 @@ ROUTERS = (
     jobs,
     backups,
     alerts,
+    configuration,
 )
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,9 +29,11 @@ from gatehouse.accounts.scheduled import purge_expired
 from gatehouse.alerts.scheduled import purge_alerts
 from gatehouse.alerts.watcher import AlertWatcher
 from gatehouse.auth.access import Authenticator
+from gatehouse.auth.actor import Actor
 from gatehouse.auth.cache import AuthCache
 from gatehouse.auth.passwords import prepare_dummy_hash
 from gatehouse.backups.scheduled import backup_job
+from gatehouse.configuration.reload import Reloader, SettingsHook
 from gatehouse.core.bus import EventBus, create_bus
 from gatehouse.core.components import Components
 from gatehouse.core.feed import EventFeed
@@ -161,6 +165,25 @@ class Runtime:
     gateway: Gateway
     jobs: JobRunner
     components: Components
+
+
+def _reads_settings(*parts: object) -> SettingsHook:
+    """The reload hook of parts that read their `settings` attribute at each use (nothing derived at construction)."""
+
+    def apply(settings: Settings) -> None:
+        for part in parts:
+            setattr(part, "settings", settings)  # noqa: B010 (each part's own attribute, typed there)
+
+    return apply
+
+
+def _listen_for_sighup(stack: AsyncExitStack, reloader: Reloader) -> None:
+    """`kill -HUP <pid>` (and `gatehouse reload` without Redis) reloads this process's configuration. uvicorn
+    handles SIGINT and SIGTERM only, so SIGHUP would otherwise end a single-process server; with --workers, uvicorn's
+    supervisor keeps SIGHUP for itself (it restarts the workers) while each worker listens here."""
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, lambda: reloader.start(actor=Actor.system("SIGHUP")))
+    stack.callback(loop.remove_signal_handler, signal.SIGHUP)
 
 
 def _logged(step: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
@@ -345,6 +368,29 @@ async def running(settings: Settings, components: Components | None = None) -> A
             rate_limiter=rate_limiter,
         )
         changes = UpstreamChanges(db.sessionmaker, registry=upstreams, bus=bus, feed=feed, settings=settings)
+        # Live reload: each part whose settings may change takes the new Settings through one hook.
+        def provide(new: Settings) -> None:
+            components.add(new, Settings)
+
+        reloader = Reloader(
+            settings,
+            replica=bus.origin,
+            sessionmaker=db.sessionmaker,
+            upstreams=upstreams,
+            bus=bus,
+            feed=feed,
+            hooks=[
+                auth.apply_settings,
+                alerts.apply_settings,
+                _reads_settings(runtime, gateway, rate_limiter, jobs, health, changes),
+                provide,
+            ],
+        )
+        bus.subscribe(reloader.on_event)
+        stack.push_async_callback(_logged(reloader.close))
+        components.add(reloader)
+        if os.environ.get(PREPARED_ENV) == "1":  # under `gatehouse serve`; an app embedded in tests leaves it be
+            _listen_for_sighup(stack, reloader)
         for part in (settings, db, auth, upstreams, changes, request_log, rate_limiter, streams, gateway, jobs, health):
             components.add(part)
         components.add(stored_responses)

@@ -63,6 +63,7 @@ class AlertWatcher:
         self._task: asyncio.Task[None] | None = None
         self._sending: dict[int, asyncio.Task[None]] = {}
         self._gauge_at: float | None = None
+        self._retired_webhooks: dict[Webhook, asyncio.Task[None]] = {}  # replaced by a reload, closing once idle
 
     @property
     def lease(self) -> timedelta:
@@ -88,8 +89,26 @@ class AlertWatcher:
         for task in sending:
             task.cancel()
         await asyncio.gather(*sending, return_exceptions=True)
+        for retired, closing in list(self._retired_webhooks.items()):
+            await stop_task(closing)
+            await retired.close()
         if self.webhook is not None:
             await self.webhook.close()
+
+    async def apply_settings(self, settings: Settings) -> None:
+        """A reload: ALERT_WEBHOOK_* as they are now. Deliveries under way finish with the webhook they started with
+        (its pool closes after them); later attempts and new alerts use the new one."""
+        previous, self.webhook = self.webhook, Webhook.from_settings(settings)
+        if self.webhook is not None:
+            await self.webhook.start()
+        if previous is not None:
+            self._retired_webhooks[previous] = asyncio.create_task(self._close_when_idle(previous))
+
+    async def _close_when_idle(self, webhook: Webhook) -> None:
+        sending = list(self._sending.values())  # started before the reload: the only ones on this webhook
+        await asyncio.gather(*sending, return_exceptions=True)
+        await webhook.close()
+        self._retired_webhooks.pop(webhook, None)
 
     # --- checking ----------------------------------------------------------------------------------------------
 

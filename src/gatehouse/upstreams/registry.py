@@ -113,6 +113,13 @@ class UpstreamRegistry:
 
     # --- loading -----------------------------------------------------------------------------------
 
+    async def apply_settings(self, settings: Settings, config: GatewayConfig) -> None:
+        """A configuration reload: the env shortcuts' and GATEHOUSE_CONFIG's upstreams as they are now. An upstream
+        whose key, URL or models changed gets a new pool for new requests; those in flight finish on the old one."""
+        self.settings = settings
+        self.file_config = config
+        await self.reload()
+
     async def on_event(self, kind: str, data: dict[str, Any]) -> None:
         """Bus handler: another replica (or this one) changed the stored upstreams, or the bus is back after a Redis
         outage (an override or a change made meanwhile was not heard)."""
