@@ -14,6 +14,9 @@ from gatehouse.accounts.routes import router as accounts
 from gatehouse.alerts.routes import router as alerts
 from gatehouse.audit.routes import router as audit
 from gatehouse.backups.routes import router as backups
+from gatehouse.blocklist.errors import BLOCKED_MESSAGE
+from gatehouse.blocklist.matcher import Blocklist
+from gatehouse.blocklist.routes import router as blocklist
 from gatehouse.configuration.routes import router as configuration
 from gatehouse.core.components import Components
 from gatehouse.core.logging import configure_logging
@@ -50,6 +53,7 @@ ROUTERS = (
     backups,
     alerts,
     configuration,
+    blocklist,
 )
 
 
@@ -59,12 +63,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_logging(settings)
     check_settings(settings)
     components = Components()
+    # Built here, filled by the lifespan's loader: the outer middleware reads it on every request.
+    blocked = Blocklist()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if os.environ.get(PREPARED_ENV) != "1":
             announce(await prepare(settings))
-        async with running(settings, components) as runtime:
+        async with running(settings, components, blocklist=blocked) as runtime:
             app.state.runtime = runtime
             yield
 
@@ -83,5 +89,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     app.mount(STATIC_PREFIX, console_static, name="console-static")
     app.state.fast_path = fast_path = FastPath()
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes, fast_path=fast_path)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_request_bytes,
+        fast_path=fast_path,
+        blocklist=blocked,
+        blocked_message=BLOCKED_MESSAGE,
+    )
     return app

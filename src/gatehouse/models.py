@@ -5,6 +5,7 @@ from gatehouse.accounts.invites import models as invite_models
 from gatehouse.alerts import models as alerts_models
 from gatehouse.audit import models as audit_models
 from gatehouse.auth import models as auth_models
+from gatehouse.blocklist import models as blocklist_models
 from gatehouse.db.base import Base
 from gatehouse.gateway import models as gateway_models
 from gatehouse.gateway.stored import models as stored_models
@@ -19,6 +20,7 @@ __all__ = [
     "alerts_models",
     "audit_models",
     "auth_models",
+    "blocklist_models",
     "gateway_models",
     "invite_models",
     "jobs_models",

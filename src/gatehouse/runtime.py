@@ -33,6 +33,9 @@ from gatehouse.auth.actor import Actor
 from gatehouse.auth.cache import AuthCache
 from gatehouse.auth.passwords import prepare_dummy_hash
 from gatehouse.backups.scheduled import backup_job
+from gatehouse.blocklist.loader import BlocklistLoader
+from gatehouse.blocklist.matcher import Blocklist
+from gatehouse.blocklist.scheduled import purge_expired_blocks
 from gatehouse.configuration.reload import Reloader, SettingsHook
 from gatehouse.core.bus import EventBus, create_bus
 from gatehouse.core.components import Components
@@ -141,6 +144,7 @@ def job_definitions(
         purge_job_runs,
         purge_expired,
         purge_alerts,
+        purge_expired_blocks,
         forget_stale_replicas,
         sweep_rate_limits(rate_limiter),
     ]
@@ -207,8 +211,11 @@ async def _started(
 
 
 @asynccontextmanager
-async def running(settings: Settings, components: Components | None = None) -> AsyncIterator[Runtime]:
-    """Build and start everything, provide it to the routes, and yield the Runtime; close it all afterwards."""
+async def running(
+    settings: Settings, components: Components | None = None, *, blocklist: Blocklist | None = None
+) -> AsyncIterator[Runtime]:
+    """Build and start everything, provide it to the routes, and yield the Runtime; close it all afterwards.
+    `blocklist` is the one the app's middleware reads (filled here, and kept current)."""
     started_at = time.time()
     components = components if components is not None else Components()
     async with AsyncExitStack() as stack:
@@ -317,6 +324,10 @@ async def running(settings: Settings, components: Components | None = None) -> A
         bus.subscribe(access.on_event)
         access.signals_reach_us = lambda: redis_state.configured and redis_state.up
         await _started(stack, access.start, access.close)
+        blocked = BlocklistLoader(blocklist if blocklist is not None else Blocklist(), db.read_sessionmaker)
+        bus.subscribe(blocked.on_event)
+        blocked.signals_reach_us = lambda: redis_state.configured and redis_state.up
+        await _started(stack, blocked.start, blocked.close)
         gateway = Gateway(
             settings=settings,
             quotas=quotas,
@@ -397,6 +408,8 @@ async def running(settings: Settings, components: Components | None = None) -> A
         components.add(alerts)
         components.add(access)
         components.add(acting)
+        components.add(blocked.blocklist)
+        components.add(blocked)
         components.add(statements, StatementStore)
         components.add(bus, EventBus)
         components.add(redis_state)

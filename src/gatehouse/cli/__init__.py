@@ -9,6 +9,7 @@ from gatehouse.cli import (
     alerts,
     audit,
     backup,
+    blocklist,
     budgets,
     db,
     doctor,
@@ -48,6 +49,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(backup.app, name="backup")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(alerts.app, name="alerts")
+app.add_typer(blocklist.app, name="blocklist")
 
 
 def main() -> None:

@@ -1,5 +1,5 @@
-"""Pure-ASGI middleware: request id, access log, request metrics, body-size limit and the last-resort 500,
-in one pass."""
+"""Pure-ASGI middleware: request id, access log, request metrics, the IP blocklist, body-size limit and the
+last-resort 500, in one pass."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gatehouse.core.ids import new_id
 from gatehouse.core.logging import get_logger
-from gatehouse.core.metrics import HTTP_REQUEST_DURATION, child, http_method_label, route_label
-from gatehouse.errors import GatehouseError, PayloadTooLarge, error_body, error_style
+from gatehouse.core.metrics import HTTP_REQUEST_DURATION, IP_BLOCKED_REQUESTS, child, http_method_label, route_label
+from gatehouse.errors import Forbidden, GatehouseError, PayloadTooLarge, error_body, error_style
 
 log = get_logger("gatehouse.access")
 REQUEST_ID_HEADER = b"x-request-id"
@@ -39,14 +39,42 @@ class FastPathLike(Protocol):
     async def __call__(self, endpoint: Any, scope: Scope, receive: Receive, send: Send) -> None: ...
 
 
+class BlocklistLike(Protocol):
+    """The IP blocklist as loaded on this replica (blocklist/matcher.py)."""
+
+    count: int
+
+    def blocks(self, host: str) -> bool: ...
+
+
+# Load balancers and orchestrators probe these: a blocked address there must not take the replica out of service.
+PROBE_PATHS = frozenset({"/healthz", "/readyz"})
+
+
+class IpBlocked(Forbidden):
+    """The request came from an address on the blocklist (blocklist/errors.py documents the code)."""
+
+    code = "ip_blocked"
+
+
 class RequestContextMiddleware:
     """Gives every request an id (X-Request-ID in and out), logs one access line, caps the body size, and
     turns an unhandled exception into the JSON 500 (with the request id) after logging its traceback."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, fast_path: FastPathLike | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        fast_path: FastPathLike | None = None,
+        blocklist: BlocklistLike | None = None,
+        blocked_message: str = "Requests from your network address are blocked: contact the administrator.",
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.fast_path = fast_path
+        self.blocklist = blocklist
+        self.blocked_message = blocked_message
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -61,6 +89,14 @@ class RequestContextMiddleware:
         status = 500
         header_value = request_id.encode("latin-1")
         limit = self.max_body_bytes
+
+        # First, before the body is read: an empty list costs this one attribute read.
+        blocklist = self.blocklist
+        if blocklist is not None and blocklist.count and self._blocked(blocklist, scope):
+            IP_BLOCKED_REQUESTS.inc()
+            await _send_error(send, IpBlocked(self.blocked_message), scope, header_value)
+            self._log(scope, 403, started)
+            return
 
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
@@ -113,6 +149,12 @@ class RequestContextMiddleware:
             await _send_error(send, GatehouseError(detail), scope, header_value)
         finally:
             self._log(scope, status, started)
+
+    @staticmethod
+    def _blocked(blocklist: BlocklistLike, scope: Scope) -> bool:
+        # The client as uvicorn resolved it: behind FORWARDED_ALLOW_IPS proxies, their X-Forwarded-For.
+        client = scope.get("client")
+        return client is not None and scope["path"] not in PROBE_PATHS and blocklist.blocks(client[0])
 
     def _too_large(self) -> PayloadTooLarge:
         return PayloadTooLarge(f"Request body exceeds {self.max_body_bytes} bytes (MAX_REQUEST_BYTES)")
