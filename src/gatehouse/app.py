@@ -21,6 +21,7 @@ from gatehouse.configuration.routes import router as configuration
 from gatehouse.core.components import Components
 from gatehouse.core.logging import configure_logging
 from gatehouse.core.middleware import RequestContextMiddleware
+from gatehouse.core.tracing import start_tracing, tracing, tracing_wanted
 from gatehouse.errors import install_handlers
 from gatehouse.exports.routes import router as exports
 from gatehouse.gateway.fastpath import FastPath
@@ -63,6 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_logging(settings)
     check_settings(settings)
     components = Components()
+    # OpenTelemetry (OTEL_ENABLED): off, nothing of its SDK is imported and no hook runs on a request.
+    tracer = start_tracing(service_version=__version__) if tracing_wanted(settings.otel_enabled) else None
     # Built here, filled by the lifespan's loader: the outer middleware reads it on every request.
     blocked = Blocklist()
 
@@ -70,9 +73,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if os.environ.get(PREPARED_ENV) != "1":
             announce(await prepare(settings))
-        async with running(settings, components, blocklist=blocked) as runtime:
-            app.state.runtime = runtime
-            yield
+        with tracing(tracer):  # outside `running`: the settlements drained at its end are exported too
+            async with running(settings, components, blocklist=blocked) as runtime:
+                app.state.runtime = runtime
+                runtime.gateway.tracer = tracer
+                yield
 
     app = FastAPI(
         title="Gatehouse",
@@ -84,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.components = components
+    app.state.tracer = tracer
     install_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
@@ -96,4 +102,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         blocklist=blocked,
         blocked_message=BLOCKED_MESSAGE,
     )
+    if tracer is not None:
+        app.add_middleware(tracer.middleware)  # outermost: the access log line is written inside the server span
     return app

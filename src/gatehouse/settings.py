@@ -189,6 +189,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.JSON
     log_file: Path | None = None  # also write log lines here: rotated weekly, kept 30 days, older ones gzipped
+    # OpenTelemetry tracing (core/tracing.py), off by default; when on, the SDK's standard OTEL_* variables say where
+    # spans go (OTEL_EXPORTER_OTLP_ENDPOINT), the service name and the sampler. OTEL_SDK_DISABLED=true turns it off.
+    otel_enabled: bool = False
 
     data_dir: Path = Path("./data")
 

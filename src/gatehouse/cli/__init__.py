@@ -11,6 +11,7 @@ from gatehouse.cli import (
     backup,
     blocklist,
     budgets,
+    config,
     db,
     doctor,
     export,
@@ -19,6 +20,7 @@ from gatehouse.cli import (
     keys,
     logs,
     prices,
+    secret,
     serve,
     support_bundle,
     usage,
@@ -37,6 +39,9 @@ app.command("export")(export.export)
 app.command("doctor")(doctor.doctor)
 app.command("logs")(logs.logs)
 app.command("support-bundle")(support_bundle.support_bundle)
+app.command("reload")(config.reload)
+app.add_typer(config.app, name="config")
+app.add_typer(secret.app, name="secret")
 app.add_typer(db.app, name="db")
 app.add_typer(users.app, name="users")
 app.add_typer(keys.app, name="keys")

@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from gatehouse import __version__
 from gatehouse.cli.common import console, err_console, load_settings, plain_errors
+from gatehouse.configuration.pidfile import pid_file
 from gatehouse.core.transport import CoalescingHttpToolsProtocol
 from gatehouse.db.migrate import MigrationError
 
@@ -58,7 +59,9 @@ def serve(
     raise_file_limit()
     created_metrics_dir = prepare_metrics_dir(workers)
     try:
-        _run(host, port, workers, forwarded_allow_ips)
+        # DATA_DIR/gatehouse.pid: what `gatehouse reload` sends SIGHUP to when there is no Redis (see runtime.py).
+        with pid_file(settings.data_dir, workers=workers):
+            _run(host, port, workers, forwarded_allow_ips)
     finally:
         if created_metrics_dir is not None:
             shutil.rmtree(created_metrics_dir, ignore_errors=True)

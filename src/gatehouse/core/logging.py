@@ -87,6 +87,8 @@ SHARED: list[Any] = [
     _redact,
 ]
 JSON_RENDERER: Renderer = structlog.processors.JSONRenderer(serializer=_dumps)
+# Processors added at run time (tracing's trace and span ids, core/tracing.py): none unless a feature asks.
+_ADDED: list[Any] = []
 
 
 # --- handlers: stdlib records and structlog's lines go through the same ones --------------------------------
@@ -188,7 +190,7 @@ def configure_logging(settings: LogSettings) -> None:
     previous = _WRITER.file
     _WRITER.terminal, _WRITER.file = terminal, file
     structlog.configure(
-        processors=[*SHARED, structlog.processors.format_exc_info, _RENDER],
+        processors=[*SHARED[:1], *_ADDED, *SHARED[1:], structlog.processors.format_exc_info, _RENDER],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=_writer,
         cache_logger_on_first_use=True,
@@ -207,6 +209,26 @@ def configure_logging(settings: LogSettings) -> None:
     logging.getLogger("alembic").setLevel(max(level, logging.WARNING))
     for name, floor in QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(max(level, floor))
+
+
+def add_processor(processor: Any) -> None:
+    """Run `processor` on every structlog line from now on, after the context is merged (loggers already cached
+    included: their processor list is structlog's own, changed in place), until `remove_processor`."""
+    if processor in _ADDED:
+        return
+    _ADDED.append(processor)
+    live = structlog.get_config()["processors"]
+    if processor not in live:
+        live.insert(1, processor)
+
+
+def remove_processor(processor: Any) -> None:
+    """Stop running a processor `add_processor` added."""
+    if processor in _ADDED:
+        _ADDED.remove(processor)
+    live = structlog.get_config()["processors"]
+    if processor in live:
+        live.remove(processor)
 
 
 def bind_context(**values: Any) -> None:

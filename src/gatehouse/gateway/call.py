@@ -18,6 +18,7 @@ from gatehouse.core.metrics import (
     UPSTREAM_TTFT,
     child,
 )
+from gatehouse.core.tracing import ClientSpan
 from gatehouse.errors import GatehouseError
 from gatehouse.gateway.context import Gateway
 from gatehouse.gateway.errors import CLIENT_DISCONNECTED
@@ -67,6 +68,7 @@ class Call:
     # request log and the metrics; and the client's protocol headers passed on to an upstream of its protocol.
     surface: str = ""
     passed_headers: dict[str, str] | None = None
+    upstream_span: ClientSpan | None = None  # tracing on: the answering upstream's call, ended at settlement
 
     def set_upstream(self, name: str) -> None:
         """The upstream now being tried."""
@@ -123,6 +125,15 @@ class Call:
 
 async def admit(gateway: Gateway, call: Call, *, prompt_bound: int, want_completion: int) -> None:
     """Rate limits (per minute, per action), then the quota reservation; raises 429 when refused."""
+    tracer = gateway.tracer
+    if tracer is None:
+        await _admit(gateway, call, prompt_bound=prompt_bound, want_completion=want_completion)
+        return
+    with tracer.span("gatehouse.admission", {"gen_ai.request.model": call.model}):
+        await _admit(gateway, call, prompt_bound=prompt_bound, want_completion=want_completion)
+
+
+async def _admit(gateway: Gateway, call: Call, *, prompt_bound: int, want_completion: int) -> None:
     user = user_identity(call.principal.user_id)
     limiter = gateway.rate_limiter
     try:
@@ -191,6 +202,33 @@ async def finish(gateway: Gateway, call: Call) -> None:
         return
     call.settled = True
     call.prompt_tokens, call.completion_tokens = _usage(call)
+    tracer = gateway.tracer
+    if tracer is None:
+        await _settle(gateway, call)
+        return
+    if call.upstream_span is not None:
+        _end_upstream_span(call, call.upstream_span)
+    with tracer.span("gatehouse.settlement"):
+        await _settle(gateway, call)
+
+
+def _end_upstream_span(call: Call, span: ClientSpan) -> None:
+    """The upstream call's span ends with the answer: its usage (GenAI conventions) and time to first chunk."""
+    span.set_attribute("gen_ai.usage.input_tokens", call.prompt_tokens)
+    span.set_attribute("gen_ai.usage.output_tokens", call.completion_tokens)
+    if call.cached_tokens:
+        span.set_attribute("gen_ai.usage.cache_read.input_tokens", call.cached_tokens)
+    if call.first_token_at is not None:
+        ttfc = call.first_token_at - span.started
+        span.set_attribute("gen_ai.response.time_to_first_chunk", round(ttfc, 6))
+        span.add_event(
+            "gen_ai.first_chunk", timestamp=time.time_ns() - int((time.perf_counter() - call.first_token_at) * 1e9)
+        )
+    # Failed when the upstream broke off or answered badly (a client leaving, an operator's terminate: not its fault).
+    span.end(call.error_code if call.error_code in UPSTREAM_FAILURES else None)
+
+
+async def _settle(gateway: Gateway, call: Call) -> None:
     if call.live is not None:
         gateway.streams.close(
             call.live,

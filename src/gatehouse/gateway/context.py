@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from gatehouse.accounts.access.policy import AccessPolicy
 from gatehouse.core.feed import EventFeed
+from gatehouse.core.tracing import Tracer
 from gatehouse.gateway.requestlog import RequestLogWriter
 from gatehouse.gateway.stored.service import StoredResponses
 from gatehouse.gateway.streams.registry import StreamRegistry
@@ -35,6 +36,8 @@ class Gateway:
     stored_responses: StoredResponses  # the Responses API's stored responses, per user
     access: AccessPolicy  # who may use which model
     budgets: BudgetRegistry  # which budgets beside the user's day have a limit
+    # OpenTelemetry (core/tracing.py), set by the app when OTEL_ENABLED is true; None: tracing is off and costs nothing.
+    tracer: Tracer | None = None
     background: set[asyncio.Task[None]] = field(default_factory=set)
 
     def track(self, task: asyncio.Task[None]) -> None:

@@ -79,10 +79,16 @@ class FastPath:
         scope.setdefault("path_params", {})
         request = Request(scope, receive)
         try:
-            principal = await ACCESS(request)
+            gateway = components_of(request).get(Gateway)
+            tracer = gateway.tracer
+            if tracer is None:
+                principal = await ACCESS(request)
+            else:
+                with tracer.span("gatehouse.authentication"):
+                    principal = await ACCESS(request)
             if principal is None:  # a role is required: Access returns a principal or raises
                 raise RuntimeError("the gateway's access check let a request in without a principal")
-            response = await endpoint(request, principal, components_of(request).get(Gateway))
+            response = await endpoint(request, principal, gateway)
         except Exception as exc:
             handler = _handler_for(app, exc)
             if handler is None:

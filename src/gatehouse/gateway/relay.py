@@ -8,11 +8,13 @@ import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 from starlette.responses import Response
 
 from gatehouse.core.logging import get_logger
+from gatehouse.core.tracing import AttributeValue
 from gatehouse.errors import (
     GatehouseError,
     UpstreamTimeout,
@@ -167,6 +169,7 @@ async def open_upstream(
     """Send to the first upstream that answers; fail over on connection errors, timeouts and 5xx (no byte sent
     to the client yet). Each outcome feeds that upstream's circuit breaker."""
     registry = gateway.upstreams
+    tracer = gateway.tracer
     last_error: GatehouseError | None = None
     for route in routes:
         if route.upstream.retired:
@@ -183,6 +186,10 @@ async def open_upstream(
         call.set_upstream(upstream.name)
         path, body = build(route)
         native_headers = headers if headers and route.provider.kind is UpstreamKind.ANTHROPIC else None
+        span = None
+        if tracer is not None:
+            span = tracer.client_span(*upstream_span(call, route, path))
+            native_headers = {**native_headers, **span.headers} if native_headers else span.headers
         try:
             response = await _post_counted(registry, route, path, body, stream=call.stream, headers=native_headers)
         except UpstreamUnreachable as exc:
@@ -190,16 +197,30 @@ async def open_upstream(
             last_error = UnreachableUpstream(f"Upstream {upstream.name} is unreachable.")
             log.warning("upstream_unreachable", upstream=upstream.name, error=str(exc))
             registry.request_failed(upstream, str(exc))
+            if span is not None:
+                span.end(last_error.code)
             continue
         except UpstreamTimedOut as exc:
             last_error = UpstreamTimeout(f"Upstream {upstream.name} did not answer in time ({exc}).")
             log.warning("upstream_timeout", upstream=upstream.name, error=str(exc))
             registry.request_failed(upstream, str(exc))
+            if span is not None:
+                span.end(last_error.code)
             continue
+        except BaseException:
+            if span is not None:
+                span.end("cancelled")  # the client left, or an operator terminated it, before the head arrived
+            raise
+        if span is not None:
+            span.set_attribute("http.response.status_code", response.status)
+            span.add_event("first_byte")  # the response head arrived: the upstream's time to first byte
         if response.status < 300:
             call.held = upstream
+            call.upstream_span = span
             registry.request_ok(upstream)
             return route, response
+        if span is not None:
+            span.end(str(response.status))
         try:
             error = await _error_from_status(route, response)
         finally:
@@ -212,6 +233,28 @@ async def open_upstream(
         last_error = error
         log.warning("upstream_failed", upstream=upstream.name, status=response.status)
     raise last_error or NoUsableUpstream(f"No upstream serves `{call.model}`.")
+
+
+def upstream_span(call: Call, route: Route, path: str) -> tuple[str, dict[str, AttributeValue]]:
+    """The name and attributes of an upstream call's client span (GenAI and HTTP client conventions): the
+    operation, the provider's protocol, the upstream's model and address; never the body, never the key."""
+    operation = "embeddings" if call.endpoint == "embeddings" else "chat"
+    base = urlsplit(route.provider.config.base_url)
+    attributes: dict[str, AttributeValue] = {
+        "gen_ai.operation.name": operation,
+        "gen_ai.provider.name": route.provider.kind.value,
+        "gen_ai.request.model": route.model,
+        "gatehouse.upstream": route.upstream.name,
+        "http.request.method": "POST",
+        # Without any user:password@ the base URL may carry.
+        "url.full": urlunsplit((base.scheme, base.netloc.rpartition("@")[2], base.path.rstrip("/") + path, "", "")),
+    }
+    if base.hostname:
+        attributes["server.address"] = base.hostname
+        attributes["server.port"] = base.port or (443 if base.scheme == "https" else 80)
+    if operation == "chat":
+        attributes["gen_ai.request.stream"] = call.stream
+    return f"{operation} {route.model}", attributes
 
 
 # --- generation (chat, Responses, Messages, completions, generate) ---------------------------------
@@ -342,6 +385,8 @@ async def count_tokens(gateway: Gateway, call: Call, surface: Surface) -> Respon
         if call.held is not None:
             gateway.upstreams.release(call.held)
             call.held = None
+        if call.upstream_span is not None:  # no settlement here (no quota is charged): its span ends now
+            call.upstream_span.end()
     data = _parse_answer(route, raw)
     if route.provider.kind is UpstreamKind.ANTHROPIC:
         count = data.get("input_tokens")
