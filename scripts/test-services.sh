@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Make sure the test suite can get real PostgreSQL and Redis servers, and Chromium for the console's tests.
+# Make sure the test suite can get real PostgreSQL and Redis servers, Chromium for the console's tests, and
+# HAProxy for the local HA topology's (scripts/local-ha.sh).
 #
 # Run by `make test` before pytest. Servers already answering on the standard local ports are used
 # as they are; otherwise this only guarantees the server binaries are installed. It never starts a
@@ -137,6 +138,13 @@ main() {
         install_packages "${browser[@]}"
         have chromium || die "chromium still not found after install"
         log "Chromium: installed $(chromium --version 2>/dev/null || echo chromium)"
+    fi
+
+    # The HA tests (tests/e2e/ha) put Debian's HAProxy in front of three replicas (scripts/local-ha.sh).
+    if ! have haproxy; then
+        install_packages haproxy
+        have haproxy || die "haproxy still not found after install"
+        log "HAProxy: installed $(haproxy -v 2>/dev/null | head -n 1)"
     fi
 
     ((need_pg || need_redis)) || return 0
