@@ -269,3 +269,25 @@ async def test_a_session_made_before_a_jwt_secret_rotation_works_in_the_window_a
         reads(harness, lambda: make_settings(database_url, tmp_path, jwt_secret=new_secret))
         await reload(harness)
         assert await make_key(old_csrf) == 403
+
+
+async def test_two_replicas_sharing_redis_both_apply_a_reload_asked_of_one(
+    database_url: str, tmp_path: Path, redis_url: str, redis_key_prefix: str
+) -> None:
+    def settings(**extra: Any) -> Settings:
+        return make_settings(database_url, tmp_path, redis_url=redis_url, redis_prefix=redis_key_prefix, **extra)
+
+    async with running_app(settings()) as a, running_app(settings()) as b:
+        for replica in (a, b):  # each re-reads its own files: here both find the same change
+            reads(replica, lambda: settings(rate_limit_per_minute=9))
+        result = await reload(a)
+        assert result["ok"] is True and result["replica"] == reloader_of(a).replica
+        for _ in range(100):
+            if result["id"] in reloader_of(b).results:
+                break
+            await asyncio.sleep(0.05)
+        heard = reloader_of(b).results[result["id"]]
+        assert heard.ok and heard.changed == ["RATE_LIMIT_PER_MINUTE"]
+        assert b.runtime.rate_limiter.limit_of("user_per_minute") == 9
+        events = await audited(a, "config.reloaded")
+        assert sorted(e["reload_id"] for e in events) == [result["id"], result["id"]]
