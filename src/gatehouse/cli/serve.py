@@ -8,6 +8,7 @@ import gc
 import os
 import resource
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -61,6 +62,8 @@ def serve(
     try:
         # DATA_DIR/gatehouse.pid: what `gatehouse reload` sends SIGHUP to when there is no Redis (see runtime.py).
         with pid_file(settings.data_dir, workers=workers):
+            # uvicorn re-raises the SIGTERM it shut down for once done: as SystemExit, so the pid file is removed.
+            signal.signal(signal.SIGTERM, _exit_on_signal)
             _run(host, port, workers, forwarded_allow_ips)
     finally:
         if created_metrics_dir is not None:
@@ -117,6 +120,10 @@ def _run(host: str, port: int, workers: int, forwarded_allow_ips: str) -> None:
         forwarded_allow_ips=forwarded_allow_ips,
         timeout_graceful_shutdown=30,
     )
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # what a shell reports for a process ended by that signal
 
 
 def version() -> None:
