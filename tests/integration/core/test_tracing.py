@@ -154,47 +154,37 @@ async def test_a_chat_is_one_trace_under_the_clients_span(
     assert (access["trace_id"], access["span_id"]) == (trace_id, server.span_id)
 
 
-@pytest.mark.parametrize(
-    ("path", "model", "upstream_path", "provider"),
-    [
-        ("/v1/chat/completions", "gpt", "/v1/chat/completions", "openai"),
-        ("/api/chat", "llama", "/api/chat", "ollama"),
-        ("/v1/messages", "claude", "/v1/messages", "anthropic"),
-    ],
-)
-async def test_a_stream_on_each_upstream_kind(
-    traced: Harness,
-    receiver: Receiver,
-    fake_upstream: FakeUpstream,
-    path: str,
-    model: str,
-    upstream_path: str,
-    provider: str,
-) -> None:
-    traceparent, trace_id, client_span_id = new_traceparent()
-    body = chat_body(model, stream=True, max_tokens=50)
-    async with traced.client.stream("POST", path, json=body, headers={"traceparent": traceparent}) as response:
-        assert response.status_code == 200
-        streamed = b"".join([chunk async for chunk in response.aiter_bytes()])
-    assert streamed
-    spans = spans_of(traced, receiver, trace_id)
-    server = server_span(spans)
-    assert server.parent_span_id == client_span_id
-    steps = children(spans, server)
-    assert set(steps) == STEPS | {"chat fake-chat"}
-    upstream = steps["chat fake-chat"]
-    assert upstream.attributes["gen_ai.provider.name"] == provider
-    assert upstream.attributes["gen_ai.request.stream"] is True
-    assert 0 < upstream.attributes["gen_ai.response.time_to_first_chunk"] < 10
-    assert "gen_ai.first_chunk" in upstream.events
-    assert upstream.attributes["gen_ai.usage.output_tokens"] > 0
-    no_secret_in(spans)
-    assert sent_upstream(fake_upstream, upstream_path)["traceparent"] == f"00-{trace_id}-{upstream.span_id}-01"
+STREAMS = [  # (path, model, the upstream's path, gen_ai.provider.name): one upstream of each kind
+    ("/v1/chat/completions", "gpt", "/v1/chat/completions", "openai"),
+    ("/api/chat", "llama", "/api/chat", "ollama"),
+    ("/v1/messages", "claude", "/v1/messages", "anthropic"),
+]
 
 
-async def test_a_request_without_traceparent_starts_a_trace(
-    traced: Harness, receiver: Receiver, fake_upstream: FakeUpstream
-) -> None:
+async def test_streams_on_every_upstream_kind(traced: Harness, receiver: Receiver, fake_upstream: FakeUpstream) -> None:
+    for path, model, upstream_path, provider in STREAMS:
+        traceparent, trace_id, client_span_id = new_traceparent()
+        body = chat_body(model, stream=True, max_tokens=50)
+        async with traced.client.stream("POST", path, json=body, headers={"traceparent": traceparent}) as response:
+            assert response.status_code == 200
+            streamed = b"".join([chunk async for chunk in response.aiter_bytes()])
+        assert streamed
+        spans = spans_of(traced, receiver, trace_id)
+        server = server_span(spans)
+        assert server.parent_span_id == client_span_id, provider
+        steps = children(spans, server)
+        assert set(steps) == STEPS | {"chat fake-chat"}, provider
+        upstream = steps["chat fake-chat"]
+        assert upstream.attributes["gen_ai.provider.name"] == provider
+        assert upstream.attributes["gen_ai.request.stream"] is True
+        assert 0 < upstream.attributes["gen_ai.response.time_to_first_chunk"] < 10
+        assert "gen_ai.first_chunk" in upstream.events
+        assert upstream.attributes["gen_ai.usage.output_tokens"] > 0
+        no_secret_in(spans)
+        sent = sent_upstream(fake_upstream, upstream_path)["traceparent"]
+        assert sent == f"00-{trace_id}-{upstream.span_id}-01", provider
+
+    # Without a traceparent from the client, the request starts a trace of its own (and the upstream is in it).
     response = await traced.client.post("/v1/embeddings", json={"model": "embed", "input": PROMPT})
     assert response.status_code == 200, response.text
     _, trace_id, parent_id = sent_upstream(fake_upstream, "/v1/embeddings")["traceparent"].split("-")[:3]
