@@ -80,7 +80,7 @@ async def test_a_blocked_network_is_refused_everywhere_but_the_probes(harness: H
         assert_ip_blocked(await blocked.post("/v1/messages", json=CHAT), "anthropic")
         assert_ip_blocked(await blocked.post("/api/chat", json={**CHAT, "stream": False}), "ollama")
         assert_ip_blocked(await blocked.get("/admin/users"))
-        assert_ip_blocked(await blocked.get("/"))  # the console
+        assert_ip_blocked(await blocked.get("/"))  # what Ollama clients probe
         assert_ip_blocked(await blocked.get("/console/login"))
         signin = await blocked.post("/auth/login", json={"email": "a@example.com", "password": "x" * 12})
         assert_ip_blocked(signin)
