@@ -29,6 +29,7 @@ from gatehouse.gateway.routes import router as gateway
 from gatehouse.jobs.routes import router as jobs
 from gatehouse.limits.prices.routes import router as prices
 from gatehouse.limits.routes import router as limits
+from gatehouse.monitoring.loglevel_routes import router as log_level
 from gatehouse.monitoring.routes import router as monitoring
 from gatehouse.reports.routes import router as reports
 from gatehouse.runtime import PREPARED_ENV, announce, check_settings, prepare, running
@@ -42,6 +43,7 @@ from gatehouse.web.routes import static as console_static
 ROUTERS = (
     console,
     monitoring,
+    log_level,
     accounts,
     audit,
     upstreams,

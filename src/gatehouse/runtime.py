@@ -47,6 +47,7 @@ from gatehouse.core.redis_state import RedisState
 from gatehouse.db.database import Database, open_database
 from gatehouse.db.engine import create_engine, create_sessionmaker
 from gatehouse.db.migrate import current_revisions, head_revisions, upgrade
+from gatehouse.db.sqllog import SqlLog
 from gatehouse.db.statements import SqliteStore, StatementStore, create_store
 from gatehouse.gateway.context import Gateway
 from gatehouse.gateway.requestlog import RequestLogWriter
@@ -70,6 +71,7 @@ from gatehouse.limits.recovery import ReservationRecovery
 from gatehouse.limits.scheduled import sweep_rate_limits
 from gatehouse.limits.usage import SpendReader
 from gatehouse.monitoring.health import HealthCheck, Replica
+from gatehouse.monitoring.loglevel import LogLevelControl, override_store
 from gatehouse.monitoring.maintain import maintain_job
 from gatehouse.monitoring.sampler import OpsSampler
 from gatehouse.monitoring.scheduled import purge_ops_samples
@@ -255,6 +257,13 @@ async def running(
         # Sizes and free disk for the gauges, measured in the background: a scrape only reads them.
         storage_gauges = StorageGauges(db.read_engine, settings)
         await _started(stack, storage_gauges.start, storage_gauges.close)
+        # SLOW_SQL_MS and LOG_SQL, and the log level: the settings', or an override in force (PUT /admin/log-level).
+        sql_log = SqlLog()
+        sql_log.watch(db.engine)
+        sql_log.watch(db.autocommit_engine)
+        log_levels = LogLevelControl(settings, override_store(settings), sql_log, replica=bus.origin)
+        bus.subscribe(log_levels.on_event)
+        await _started(stack, log_levels.start, log_levels.close)
         auth = Authenticator(
             settings=settings,
             read_sessionmaker=db.read_sessionmaker,
@@ -405,6 +414,7 @@ async def running(
         for part in (settings, db, auth, upstreams, changes, request_log, rate_limiter, streams, gateway, jobs, health):
             components.add(part)
         components.add(stored_responses)
+        components.add(log_levels)
         components.add(alerts)
         components.add(access)
         components.add(acting)

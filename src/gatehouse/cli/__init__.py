@@ -18,6 +18,7 @@ from gatehouse.cli import (
     groups,
     jobs,
     keys,
+    log_level,
     logs,
     prices,
     secret,
@@ -54,6 +55,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(backup.app, name="backup")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(alerts.app, name="alerts")
+app.add_typer(log_level.app, name="log-level")
 app.add_typer(blocklist.app, name="blocklist")
 
 

@@ -42,6 +42,7 @@ class Signal(StrEnum):
     BUDGETS_CHANGED = "budgets.changed"  # {}: reload which budgets (user, group, key; day, month) have a limit
     BLOCKLIST_CHANGED = "blocklist.changed"  # {}: reload the IP/CIDR blocklist
     STREAM_TERMINATE = "stream.terminate"  # {"id", "reason"}: end this stream, on the replica that holds it
+    LOG_LEVEL = "log.level"  # {"override": {...} or null}: apply this log-level override (monitoring/loglevel.py)
     CONFIG_RELOAD = "config.reload"  # {"id", "origin", "actor"}: re-read the settings and GATEHOUSE_CONFIG, apply
     RECONNECTED = "bus.reconnected"  # delivered locally after a Redis outage: caches must drop everything
 

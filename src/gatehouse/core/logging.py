@@ -151,8 +151,116 @@ _RENDER = _Render()
 _WRITER = _Writer()
 
 
-def _writer(*_args: Any) -> _Writer:
-    return _WRITER
+class _NamedWriter:
+    """What a logger named by `get_logger(name)` writes through: the one _Writer, and its name (per-logger levels)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def msg(self, line: str, file_line: str | None = None) -> None:
+        """Write one event."""
+        _WRITER.msg(line, file_line)
+
+    log = debug = info = warn = warning = err = error = critical = exception = fatal = failure = msg
+
+
+_NAMED: dict[str, _NamedWriter] = {}
+
+
+def _writer(*args: Any) -> _Writer | _NamedWriter:
+    name = args[0] if args and isinstance(args[0], str) else None
+    if name is None:
+        return _WRITER
+    found = _NAMED.get(name)
+    if found is None:
+        found = _NAMED[name] = _NamedWriter(name)
+    return found
+
+
+# --- the level, changeable while running (PUT /admin/log-level) ------------------------------------------
+
+
+class _Levels:
+    """The level structlog's lines need, changed in place: `floor` is the lowest any logger lets through, so a
+    call below it (a DEBUG line at INFO) costs one comparison; per-logger levels are looked up only above it."""
+
+    def __init__(self) -> None:
+        self.root = logging.INFO
+        self.named: dict[str, int] = {}  # logger name (and its children, `name.`) -> level
+        self.floor = logging.INFO
+        self._resolved: dict[str, int] = {}
+
+    def set(self, root: int, named: dict[str, int]) -> None:
+        self.root, self.named = root, dict(named)
+        self._resolved = {}
+        self.floor = min([root, *named.values()])
+
+    def of(self, writer: Any) -> int:
+        """The level of the logger writing through `writer`: its own or its nearest parent's, else the root's."""
+        name = getattr(writer, "name", "")
+        found = self._resolved.get(name)
+        if found is None:
+            found = self.root
+            for prefix in sorted(self.named, key=len, reverse=True):
+                if name == prefix or name.startswith(prefix + "."):
+                    found = self.named[prefix]
+                    break
+            self._resolved[name] = found
+        return found
+
+
+_LEVELS = _Levels()
+
+
+def _interpolate(event: Any, args: tuple[Any, ...]) -> Any:
+    return event % args if args else event
+
+
+def _level_method(level: int) -> Any:
+    name = logging.getLevelName(level).lower()
+
+    def method(self: Any, event: Any = None, *args: Any, **kw: Any) -> Any:
+        if level < _LEVELS.floor or (_LEVELS.named and level < _LEVELS.of(self._logger)):
+            return None
+        return self._proxy_to_logger(name, _interpolate(event, args), **kw)
+
+    method.__name__ = name
+    return method
+
+
+def _exception(self: Any, event: Any = None, *args: Any, **kw: Any) -> Any:
+    kw.setdefault("exc_info", True)
+    return self.error(event, *args, **kw)
+
+
+def _log(self: Any, level: int, event: Any = None, *args: Any, **kw: Any) -> Any:
+    if level < _LEVELS.floor or level < _LEVELS.of(self._logger):
+        return None
+    return self._proxy_to_logger(logging.getLevelName(level).lower(), _interpolate(event, args), **kw)
+
+
+# structlog's filtering logger, with the level read at each call instead of fixed in the class when configured:
+# loggers cached on first use follow a level changed later.
+LeveledLogger: type = type(
+    "LeveledLogger",
+    (structlog.BoundLoggerBase,),
+    {
+        "debug": _level_method(logging.DEBUG),
+        "info": _level_method(logging.INFO),
+        "msg": _level_method(logging.INFO),
+        "warning": _level_method(logging.WARNING),
+        "warn": _level_method(logging.WARNING),
+        "error": _level_method(logging.ERROR),
+        "critical": _level_method(logging.CRITICAL),
+        "fatal": _level_method(logging.CRITICAL),
+        "exception": _exception,
+        "log": _log,
+        "is_enabled_for": lambda self, level: level >= _LEVELS.of(self._logger),
+        "get_effective_level": lambda self: _LEVELS.of(self._logger),
+    },
+)
 
 
 def _formatter(renderer: Renderer) -> logging.Formatter:
@@ -191,13 +299,13 @@ def configure_logging(settings: LogSettings) -> None:
     _WRITER.terminal, _WRITER.file = terminal, file
     structlog.configure(
         processors=[*SHARED[:1], *_ADDED, *SHARED[1:], structlog.processors.format_exc_info, _RENDER],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
+        wrapper_class=LeveledLogger,
         logger_factory=_writer,
         cache_logger_on_first_use=True,
     )
     root = logging.getLogger()
     root.handlers[:] = handlers
-    root.setLevel(level)
+    set_levels(level)
     if previous is not None:
         previous.close()
     # uvicorn's own access log duplicates ours (which has request ids); its errors still come through.
@@ -205,10 +313,37 @@ def configure_logging(settings: LogSettings) -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True
+
+
+def set_levels(level: int | str, loggers: dict[str, int | str] | None = None) -> None:
+    """The log level now, of everything (`level`) and of some loggers and their children (`loggers`, by name), for
+    structlog's lines and stdlib's records alike. QUIET_LOGGERS keep their floors whatever is asked."""
+    root = _as_level(level)
+    named = {name: _as_level(value) for name, value in (loggers or {}).items()}
+    for name in set(_LEVELS.named) - set(named):
+        logging.getLogger(name).setLevel(logging.NOTSET)  # back to following the root
+    _LEVELS.set(root, named)
+    logging.getLogger().setLevel(root)
+    for name, value in named.items():
+        logging.getLogger(name).setLevel(value)
     # Alembic narrates every migration context at INFO (also on each readiness probe).
-    logging.getLogger("alembic").setLevel(max(level, logging.WARNING))
+    logging.getLogger("alembic").setLevel(max(named.get("alembic", root), logging.WARNING))
     for name, floor in QUIET_LOGGERS.items():
-        logging.getLogger(name).setLevel(max(level, floor))
+        logging.getLogger(name).setLevel(max(named.get(name, root), floor))
+
+
+def current_levels() -> tuple[int, dict[str, int]]:
+    """The level of everything, and the loggers that have their own."""
+    return _LEVELS.root, dict(_LEVELS.named)
+
+
+def _as_level(value: int | str) -> int:
+    if isinstance(value, int):
+        return value
+    level = logging.getLevelName(value.upper())
+    if not isinstance(level, int):
+        raise ValueError(f"{value!r} is not a log level: use DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    return level
 
 
 def add_processor(processor: Any) -> None:
