@@ -89,6 +89,9 @@ SHARED: list[Any] = [
 JSON_RENDERER: Renderer = structlog.processors.JSONRenderer(serializer=_dumps)
 # Processors added at run time (tracing's trace and span ids, core/tracing.py): none unless a feature asks.
 _ADDED: list[Any] = []
+# structlog's processor list: one list, refilled in place by each configuration, because loggers cached on first
+# use keep the list they were built with (so a processor added later reaches them too).
+_PROCESSORS: list[Any] = []
 
 
 # --- handlers: stdlib records and structlog's lines go through the same ones --------------------------------
@@ -297,8 +300,9 @@ def configure_logging(settings: LogSettings) -> None:
     _RENDER.file = JSON_RENDERER if file is not None and terminal_renderer is not JSON_RENDERER else None
     previous = _WRITER.file
     _WRITER.terminal, _WRITER.file = terminal, file
+    _PROCESSORS[:] = [*SHARED[:1], *_ADDED, *SHARED[1:], structlog.processors.format_exc_info, _RENDER]
     structlog.configure(
-        processors=[*SHARED[:1], *_ADDED, *SHARED[1:], structlog.processors.format_exc_info, _RENDER],
+        processors=_PROCESSORS,
         wrapper_class=LeveledLogger,
         logger_factory=_writer,
         cache_logger_on_first_use=True,
@@ -348,22 +352,20 @@ def _as_level(value: int | str) -> int:
 
 def add_processor(processor: Any) -> None:
     """Run `processor` on every structlog line from now on, after the context is merged (loggers already cached
-    included: their processor list is structlog's own, changed in place), until `remove_processor`."""
+    included: their processor list is changed in place), until `remove_processor`."""
     if processor in _ADDED:
         return
     _ADDED.append(processor)
-    live = structlog.get_config()["processors"]
-    if processor not in live:
-        live.insert(1, processor)
+    if _PROCESSORS:  # configured: after merge_contextvars, as configure_logging places it
+        _PROCESSORS.insert(1, processor)
 
 
 def remove_processor(processor: Any) -> None:
     """Stop running a processor `add_processor` added."""
     if processor in _ADDED:
         _ADDED.remove(processor)
-    live = structlog.get_config()["processors"]
-    if processor in live:
-        live.remove(processor)
+    if processor in _PROCESSORS:
+        _PROCESSORS.remove(processor)
 
 
 def bind_context(**values: Any) -> None:
