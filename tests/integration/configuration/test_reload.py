@@ -291,3 +291,37 @@ async def test_two_replicas_sharing_redis_both_apply_a_reload_asked_of_one(
         assert b.runtime.rate_limiter.limit_of("user_per_minute") == 9
         events = await audited(a, "config.reloaded")
         assert sorted(e["reload_id"] for e in events) == [result["id"], result["id"]]
+
+
+async def test_the_files_upstreams_and_prices_are_added_changed_and_removed_by_a_reload(
+    database_url: str, tmp_path: Path, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.set_keys(OLD_KEY)
+    config = tmp_path / "gatehouse.yaml"
+
+    def write(upstreams: list[str], prices: dict[str, Any]) -> None:
+        entries = [
+            {"name": name, "kind": "openai", "base_url": fake_upstream.url, "api_key": OLD_KEY, "discover": False}
+            for name in upstreams
+        ]
+        models = {"chat": {"upstream": upstreams[0], "model": "fake-chat"}}
+        config.write_text(yaml.safe_dump({"upstreams": entries, "models": models, "prices": prices}))
+
+    def settings() -> Settings:
+        return make_settings(database_url, tmp_path, gatehouse_config=config, upstream_probe_seconds=0)
+
+    write(["first"], {})
+    async with running_app(settings()) as harness:
+        reads(harness, settings)
+        write(["second"], {"chat": {"input": "1.5", "output": "3"}})
+        result = await reload(harness)
+        assert result["ok"] is True and result["upstreams"] == ["first", "second"], result
+        assert harness.runtime.upstreams.get("first") is None
+        assert harness.runtime.upstreams.get("second") is not None
+        stored = (await harness.client.get("/admin/upstreams")).json()
+        assert [u["name"] for u in stored if u["source"] == "config"] == ["second"]
+        answer = await harness.client.post("/v1/chat/completions", json={"model": "chat", "messages": MESSAGES})
+        assert answer.status_code == 200, answer.text
+        prices = {line["model"]: line for line in (await harness.client.get("/admin/prices")).json()["items"]}
+        assert prices["chat"]["priced"] is True
+        assert float(prices["chat"]["current"]["input"]) == 1.5
