@@ -189,7 +189,12 @@ def _listen_for_sighup(stack: AsyncExitStack, reloader: Reloader) -> None:
     supervisor keeps SIGHUP for itself (it restarts the workers) while each worker listens here."""
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, lambda: reloader.start(actor=Actor.system("SIGHUP")))
-    stack.callback(loop.remove_signal_handler, signal.SIGHUP)
+
+    def stop_listening() -> None:
+        loop.remove_signal_handler(signal.SIGHUP)  # which restores the default: ending the process
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload sent during the shutdown is not a kill
+
+    stack.callback(stop_listening)
 
 
 def _logged(step: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
@@ -388,6 +393,7 @@ async def running(
             rate_limiter=rate_limiter,
         )
         changes = UpstreamChanges(db.sessionmaker, registry=upstreams, bus=bus, feed=feed, settings=settings)
+
         # Live reload: each part whose settings may change takes the new Settings through one hook.
         def provide(new: Settings) -> None:
             components.add(new, Settings)

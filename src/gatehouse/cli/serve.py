@@ -64,6 +64,8 @@ def serve(
         with pid_file(settings.data_dir, workers=workers):
             # uvicorn re-raises the SIGTERM it shut down for once done: as SystemExit, so the pid file is removed.
             signal.signal(signal.SIGTERM, _exit_on_signal)
+            # Until the app listens for it (runtime.py), a SIGHUP (a reload sent too early) must not end the server.
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
             _run(host, port, workers, forwarded_allow_ips)
     finally:
         if created_metrics_dir is not None:
