@@ -61,6 +61,7 @@ def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settin
         "model_refresh_seconds": 0,
         "request_log_flush_seconds": 0.2,
         "purge_schedule": "",  # a purge crossing a test at 04:00 UTC would add audit events; tests schedule their own
+        "maintain_schedule": "",  # likewise the weekly maintenance
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

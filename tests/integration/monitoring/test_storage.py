@@ -5,9 +5,13 @@ room (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
+import orjson
 import pytest
 from sqlalchemy import delete, func, insert, select, text
 
@@ -149,7 +153,8 @@ async def test_vacuum_refused_without_room(database_url: str, tmp_path: Path) ->
 
 
 async def test_maintain_as_a_job_with_the_job_token(database_url: str, tmp_path: Path) -> None:
-    async with running_app(make_settings(database_url, tmp_path, job_token=JOB_TOKEN)) as harness:
+    settings = make_settings(database_url, tmp_path, job_token=JOB_TOKEN, maintain_schedule="weekly@sun 04:30")
+    async with running_app(settings) as harness:
         listed = (await harness.client.get("/admin/jobs")).json()["jobs"]
         maintain_job = next(job for job in listed if job["name"] == "maintain")
         assert maintain_job["schedule"] == "weekly@sun 04:30"
@@ -160,3 +165,34 @@ async def test_maintain_as_a_job_with_the_job_token(database_url: str, tmp_path:
     run = answer.json()
     assert run["status"] == "ok" and run["trigger"] == "token"
     assert run["counts"]["size_before"] > 0 and "seconds" in run["counts"]
+
+
+def test_cli_stats_and_maintain(tmp_path: Path) -> None:
+    """The commands as an operator runs them (SQLite; the PostgreSQL paths are the service's, tested above)."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path}/gatehouse.db",
+        "DATA_DIR": str(tmp_path),
+        "BACKUP_DIR": str(tmp_path / "backups"),
+        "REDIS_URL": "",
+    }
+    gatehouse = [sys.executable, "-m", "gatehouse"]
+    assert subprocess.run([*gatehouse, "db", "upgrade"], env=env, capture_output=True).returncode == 0
+    stats = subprocess.run([*gatehouse, "db", "stats", "--json", "--tables", "3"], env=env, capture_output=True)
+    assert stats.returncode == 0, stats.stderr
+    report = orjson.loads(stats.stdout)
+    assert report["database"]["kind"] == "sqlite" and report["database"]["size_bytes"] > 0
+    assert len(report["database"]["tables"]) == 3 and report["status"] in ("ok", "warn")
+    assert {disk["label"] for disk in report["disks"]} == {"data", "backups"}
+
+    done = subprocess.run([*gatehouse, "db", "maintain", "--vacuum"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "VACUUM" in done.stdout and "PRAGMA wal_checkpoint(TRUNCATE)" in done.stdout and "->" in done.stdout
+    refused = subprocess.run(
+        [*gatehouse, "db", "maintain", "--vacuum"],
+        env={**env, "VACUUM_FREE_MARGIN_MB": str(10**12)},
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 1
+    assert "VACUUM needs about" in refused.stderr and "Traceback" not in refused.stderr
