@@ -147,6 +147,13 @@ main() {
         log "HAProxy: installed $(haproxy -v 2>/dev/null | head -n 1)"
     fi
 
+    # tests/unit/deploy/test_scripts.py lints every scripts/*.sh with Debian's ShellCheck.
+    if ! have shellcheck; then
+        install_packages shellcheck
+        have shellcheck || die "shellcheck still not found after install"
+        log "ShellCheck: installed $(shellcheck --version 2>/dev/null | sed -n 's/^version: //p')"
+    fi
+
     ((need_pg || need_redis)) || return 0
 
     local -a missing=()
