@@ -19,9 +19,9 @@ import asyncio
 import inspect
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import SecretStr, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -41,6 +41,7 @@ from gatehouse.upstreams.seeding import sync_from_config
 
 log = get_logger("gatehouse.reload")
 SettingsHook = Callable[[Settings], Awaitable[None] | None]
+T = TypeVar("T")
 KEPT_RESULTS = 50  # this replica's latest outcomes, by reload id
 
 # What a reload applies (lower-case field names); every other changed setting needs a restart. Each one is read
@@ -190,7 +191,7 @@ class Reloader:
         self.reread = reread
         self._hooks = list(hooks)
         self._lock = asyncio.Lock()
-        self._tasks: set[asyncio.Task[ReloadResult]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.results: OrderedDict[str, ReloadResult] = OrderedDict()
 
     async def everywhere(self, *, actor: Actor) -> ReloadResult:
@@ -203,6 +204,9 @@ class Reloader:
     async def on_event(self, kind: str, data: dict[str, Any]) -> None:
         """Bus handler: a reload asked through another replica (or the CLI) runs here too, in the background (the
         bus's listener does not wait for it)."""
+        if kind == Signal.RECONNECTED:
+            self._background(self._catch_up())
+            return
         if kind != Signal.CONFIG_RELOAD or data.get("origin") == self.replica:
             return
         actor = actor_of(data.get("actor"))
@@ -210,10 +214,24 @@ class Reloader:
 
     def start(self, *, reload_id: str | None = None, actor: Actor) -> asyncio.Task[ReloadResult]:
         """Reload in the background (a signal handler, the bus)."""
-        task = asyncio.create_task(self.reload(reload_id=reload_id, actor=actor), name="gatehouse-reload")
+        return self._background(self.reload(reload_id=reload_id, actor=actor))
+
+    def _background(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        task = asyncio.create_task(work, name="gatehouse-reload")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    async def _catch_up(self) -> None:
+        """After a Redis outage: a reload published meanwhile was not heard here. Reload when this replica's files
+        now say something else than what it applied (else nothing, and nothing audited)."""
+        try:
+            new, config = read_settings(self.reread)
+        except ReloadRefused:
+            return  # an invalid file is reported when a reload is asked for, not on every reconnection
+        live = [name for name in changed_settings(self.settings, new) if name in LIVE_SETTINGS]
+        if live or changed_upstreams(self._upstreams.file_config, config):
+            await self.reload(actor=Actor.system("bus.reconnected"))
 
     async def close(self) -> None:
         """Let a reload under way finish (it is short: files, a few rows, new pools)."""

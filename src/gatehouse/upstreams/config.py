@@ -185,7 +185,7 @@ def _read_yaml(path: Path) -> GatewayConfig:
     except OSError as exc:
         raise ConfigError(f"GATEHOUSE_CONFIG={path}: cannot read the file ({exc.strerror})") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"GATEHOUSE_CONFIG={path}: not valid YAML: {exc}") from exc
+        raise ConfigError(f"GATEHOUSE_CONFIG={path}: not valid YAML: {_yaml_problem(exc)}") from exc
     try:
         return GatewayConfig.model_validate(raw)
     except ValidationError as exc:
@@ -193,3 +193,11 @@ def _read_yaml(path: Path) -> GatewayConfig:
             f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"GATEHOUSE_CONFIG={path}: {problems}") from exc
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What is wrong and where, without the excerpt of the file PyYAML quotes: that line may hold an api_key, and the
+    message reaches the audit log and POST /admin/reload's answer."""
+    problem = getattr(exc, "problem", None) or "it cannot be parsed"
+    mark = getattr(exc, "problem_mark", None)
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else str(problem)

@@ -325,3 +325,40 @@ async def test_the_files_upstreams_and_prices_are_added_changed_and_removed_by_a
         prices = {line["model"]: line for line in (await harness.client.get("/admin/prices")).json()["items"]}
         assert prices["chat"]["priced"] is True
         assert float(prices["chat"]["current"]["input"]) == 1.5
+
+
+async def test_a_yaml_error_is_located_without_quoting_the_line_that_may_hold_a_key(
+    database_url: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "gatehouse.yaml"
+    config.write_text("upstreams: []\n")
+
+    def settings() -> Settings:
+        return make_settings(database_url, tmp_path, gatehouse_config=config)
+
+    async with running_app(settings()) as harness:
+        reads(harness, settings)
+        config.write_text(f"upstreams:\n  - name: a\n    api_key: {NEW_KEY}: [oops\n")
+        result = await reload(harness)
+        assert result["ok"] is False
+        assert "GATEHOUSE_CONFIG" in result["error"] and "line 3" in result["error"], result["error"]
+        assert NEW_KEY not in result["error"]
+        assert NEW_KEY not in json.dumps(await audited(harness, "config.reload_failed"))
+
+
+async def test_after_a_redis_outage_a_replica_catches_up_only_when_its_files_changed(
+    database_url: str, tmp_path: Path
+) -> None:
+    from gatehouse.core.bus import Signal
+
+    async with running_app(make_settings(database_url, tmp_path)) as harness:
+        reloader = reloader_of(harness)
+        reads(harness, lambda: make_settings(database_url, tmp_path))
+        await reloader.on_event(Signal.RECONNECTED, {})
+        await reloader.close()  # waits for the catch-up
+        assert await audited(harness, "config.reloaded") == []  # nothing changed: nothing done, nothing audited
+        reads(harness, lambda: make_settings(database_url, tmp_path, rate_limit_per_minute=5))
+        await reloader.on_event(Signal.RECONNECTED, {})
+        await reloader.close()
+        assert [e["changed"] for e in await audited(harness, "config.reloaded")] == [["RATE_LIMIT_PER_MINUTE"]]
+        assert harness.runtime.rate_limiter.limit_of("user_per_minute") == 5
