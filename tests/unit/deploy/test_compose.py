@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -225,3 +227,49 @@ def test_interpolation_follows_compose() -> None:
     assert interpolate("${SET:-x} ${UNSET:-x} ${EMPTY:-x} ${EMPTY-x} $$HOME ${SET}", env) == "value x x  $HOME value"
     with pytest.raises(AssertionError, match="needed"):
         interpolate("${UNSET:?needed}", env)
+
+
+def test_haproxy_accepts_its_configuration(tmp_path: Path) -> None:
+    haproxy = shutil.which("haproxy")
+    if haproxy is None:
+        pytest.skip("SKIPPED: haproxy is not installed (bash scripts/test-services.sh installs it)")
+    pem = tmp_path / "tls.pem"
+    pem.write_bytes(self_signed_pem())
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(
+        (ROOT / "deploy" / "haproxy" / "haproxy.cfg").read_text().replace("/run/secrets/tls.pem", str(pem))
+    )
+    result = subprocess.run([haproxy, "-c", "-f", str(config)], capture_output=True, text=True, timeout=60, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0 and "Configuration file is valid" in output, output
+    # The replicas' names resolve only inside compose's network; any other warning is a finding.
+    warnings = [line for line in output.splitlines() if "[WARNING]" in line and "could not resolve address" not in line]
+    assert not warnings, output
+
+
+def self_signed_pem() -> bytes:
+    """A throwaway certificate chain and key in one PEM, as the proxy's tls.pem secret holds them."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gatehouse.test")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM) + key_pem
