@@ -17,7 +17,7 @@ from gatehouse.accounts.bootstrap import BOOTSTRAP_KEY_NAME
 from gatehouse.accounts.keys import service as keys
 from gatehouse.accounts.users import service as users
 from gatehouse.cli.doctor_checks.report import Check, failed, passed, skipped, warned
-from gatehouse.db.engine import create_engine, create_sessionmaker
+from gatehouse.db.engine import create_engine, create_sessionmaker, read_only
 from gatehouse.db.migrate import current_revisions, head_revisions
 from gatehouse.jobs.models import ReplicaBeat
 from gatehouse.jobs.replicas import is_live
@@ -53,7 +53,8 @@ async def probe_database(settings: Settings, wait: float) -> DatabaseFacts:
             )
         )
         return facts
-    engine = create_engine(settings)
+    writer = create_engine(settings)
+    engine = read_only(writer)  # doctor only reads: on SQLite it never queues behind a serving process's writes
     try:
         started = time.perf_counter()
         try:
@@ -73,16 +74,17 @@ async def probe_database(settings: Settings, wait: float) -> DatabaseFacts:
         facts.clock_offset = offset
         facts.checks.append(passed("database", f"{where} answers", time.perf_counter() - started))
         facts.checks.append(await _migrations(engine))
+        tables = await _tables(engine)
         async with create_sessionmaker(engine)() as session:
-            if await _has_table(engine, "replica"):
+            if "replica" in tables:
                 facts.live_replicas = await _live_replicas(session)
             facts.checks.append(_database_fit(settings, facts.live_replicas))
-            if await _has_table(engine, "upstream"):
+            if "upstream" in tables:
                 rows = (await session.execute(select(UpstreamRow).order_by(UpstreamRow.id))).scalars().all()
                 facts.upstreams = [config_from_row(row) for row in rows if row.kind != "demo"]
-            facts.checks.append(await _bootstrap_key(engine, session, settings))
+            facts.checks.append(await _bootstrap_key(session, settings, has_keys="api_key" in tables))
     finally:
-        await engine.dispose()
+        await writer.dispose()
     return facts
 
 
@@ -120,11 +122,11 @@ async def _ping(engine: AsyncEngine) -> float | None:
         return float(now.astimezone(UTC).timestamp() - (before + after) / 2)
 
 
-async def _has_table(engine: AsyncEngine, name: str) -> bool:
+async def _tables(engine: AsyncEngine) -> set[str]:
     from sqlalchemy import inspect
 
     async with engine.connect() as conn:
-        return bool(await conn.run_sync(lambda sync: inspect(sync).has_table(name)))
+        return set(await conn.run_sync(lambda sync: inspect(sync).get_table_names()))
 
 
 async def _migrations(engine: AsyncEngine) -> Check:
@@ -160,10 +162,10 @@ def _database_fit(settings: Settings, live: int | None) -> Check:
     return passed("database.replicas", f"SQLite, {replicas} (one machine; its file system is not checked)")
 
 
-async def _bootstrap_key(engine: AsyncEngine, session: AsyncSession, settings: Settings) -> Check:
+async def _bootstrap_key(session: AsyncSession, settings: Settings, *, has_keys: bool) -> Check:
     """Whether the bootstrap admin's first key is still the one in use: the env's, or the one printed at start."""
     name = "bootstrap_key"
-    if not await _has_table(engine, "api_key"):
+    if not has_keys:
         return skipped(name, "the database has no keys yet")
     given = settings.bootstrap_admin_api_key.get_secret_value()
     if given:
