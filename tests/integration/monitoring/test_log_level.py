@@ -135,6 +135,20 @@ async def test_slow_sql_logged_without_parameters(database_url: str, tmp_path: P
     assert any("SELECT" in line["statement"] for line in slow)
 
 
+async def test_log_sql_logs_every_statement_at_debug(database_url: str, tmp_path: Path) -> None:
+    log_file = tmp_path / "gatehouse.log"
+    async with running_app(make_settings(database_url, tmp_path, log_file=log_file, log_sql=True)) as harness:
+        state = (await harness.client.get("/admin/log-level")).json()
+        assert state["log_sql"] is True and state["loggers"] == {"gatehouse.sql": "DEBUG"} and state["level"] == "INFO"
+        async with harness.runtime.db.engine.connect() as conn:
+            await conn.execute(text("SELECT :value AS v"), {"value": "log-sql-marker-31"})
+    statements = _events(log_file, "sql")
+    assert {"SELECT ? AS v", "SELECT $1 AS v"} & {line["statement"] for line in statements}  # SQLite's, asyncpg's
+    assert all(line["level"] == "debug" for line in statements)
+    assert "log-sql-marker-31" not in log_file.read_text()
+    assert not _events(log_file, "slow_sql")  # SLOW_SQL_MS stays 0
+
+
 async def test_slow_sql_switched_on_for_a_period(harness: Harness, tmp_path: Path) -> None:
     sql_log = harness.runtime.components.get(LogLevelControl).sql_log
     assert sql_log.slow_ms == 0 and not sql_log.attached  # off: no hook on the engines
