@@ -408,6 +408,7 @@ async def running(
             hooks=[
                 auth.apply_settings,
                 alerts.apply_settings,
+                log_levels.apply_settings,
                 _reads_settings(runtime, gateway, rate_limiter, jobs, health, changes),
                 provide,
             ],

@@ -79,6 +79,10 @@ LIVE_SETTINGS = frozenset(
         "alert_webhook_max_attempts",
         "alert_webhook_backoff_seconds",
         "alert_webhook_max_seconds",
+        # log levels (monitoring/loglevel.py; an override set with PUT /admin/log-level stays on top until it ends)
+        "log_level",
+        "log_sql",
+        "slow_sql_ms",
         # rate-limit defaults (limits/ratelimit.py reads its settings per request) and plain values routes read
         "rate_limit_per_minute",
         "rate_limit_ip_per_minute",

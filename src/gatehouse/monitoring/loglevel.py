@@ -212,6 +212,12 @@ class LogLevelControl:
             with contextlib.suppress(Exception):
                 self.apply(await self.store.load())
 
+    def apply_settings(self, settings: Settings) -> None:
+        """A configuration reload: LOG_LEVEL, LOG_SQL and SLOW_SQL_MS as they are now (an override in force stays
+        on top of them until it ends)."""
+        self.settings = settings
+        self.apply(self.override)
+
     def apply(self, override: Override | None) -> None:
         """Set the levels and the slow-SQL threshold: the override's until its end, else the settings'."""
         if override is not None and override.remaining(utcnow()) <= 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from sqlalchemy import select
 
 from gatehouse.audit.models import AuditEvent
 from gatehouse.configuration.reload import Reloader
+from gatehouse.core.logging import current_levels
 from gatehouse.settings import Settings
 from tests.conftest import Harness, make_settings, running_app
 from tests.support.fake_upstream import FakeUpstream, run_fake_upstream
@@ -178,15 +180,22 @@ async def test_an_invalid_config_file_applies_nothing_names_the_field_and_is_aud
 
 async def test_a_setting_that_needs_a_restart_is_named_and_left_as_it_was(database_url: str, tmp_path: Path) -> None:
     async with running_app(make_settings(database_url, tmp_path)) as harness:
-        reads(harness, lambda: make_settings(database_url, tmp_path, db_pool_size=3, rate_limit_per_minute=7))
+        reads(
+            harness,
+            lambda: make_settings(database_url, tmp_path, db_pool_size=3, rate_limit_per_minute=7, log_level="DEBUG"),
+        )
         result = await reload(harness)
         assert result["ok"] is True
-        assert result["changed"] == ["RATE_LIMIT_PER_MINUTE"]
+        assert result["changed"] == ["LOG_LEVEL", "RATE_LIMIT_PER_MINUTE"]
+        assert current_levels()[0] == logging.DEBUG
         assert result["restart_needed"] == ["DB_POOL_SIZE"]
         assert harness.runtime.settings.db_pool_size == 10  # as it was: the pool the process actually has
         assert harness.runtime.rate_limiter.limit_of("user_per_minute") == 7
         events = await audited(harness, "config.reloaded")
         assert events[-1]["restart_needed"] == ["DB_POOL_SIZE"]
+        reads(harness, lambda: make_settings(database_url, tmp_path))  # the log level is the process's: back to INFO
+        assert (await reload(harness))["changed"] == ["LOG_LEVEL", "RATE_LIMIT_PER_MINUTE"]
+        assert current_levels()[0] == logging.INFO
 
 
 async def test_previous_job_and_metrics_tokens_are_accepted_until_the_window_is_closed(
