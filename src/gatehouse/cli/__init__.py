@@ -13,6 +13,7 @@ from gatehouse.cli import (
     budgets,
     config,
     db,
+    demo,
     doctor,
     export,
     groups,
@@ -57,6 +58,7 @@ app.add_typer(jobs.app, name="jobs")
 app.add_typer(alerts.app, name="alerts")
 app.add_typer(log_level.app, name="log-level")
 app.add_typer(blocklist.app, name="blocklist")
+app.add_typer(demo.app, name="demo")
 
 
 def main() -> None:
