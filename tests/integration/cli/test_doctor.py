@@ -25,7 +25,7 @@ from gatehouse.accounts.users import service as users
 from gatehouse.auth.actor import Actor
 from gatehouse.backups.create import create_backup
 from gatehouse.cli import app
-from gatehouse.cli.doctor_checks import DoctorReport, Status, run_doctor
+from gatehouse.cli.doctor_checks import Check, DoctorReport, Status, run_doctor
 from gatehouse.cli.doctor_checks.disk import MB, WARN_PERCENT
 from gatehouse.core.bus import create_bus
 from gatehouse.db.engine import create_engine, create_sessionmaker
@@ -35,6 +35,7 @@ from gatehouse.settings import Settings, get_settings
 from tests.conftest import BACKENDS, fresh_database
 from tests.support.fake_upstream import run_fake_upstream
 from tests.support.known_secrets import remember
+from tests.support.server import base_env, run_gatehouse
 from tests.support.services import redis_server
 from tests.support.tls_server import make_certificates, serve_http
 
@@ -430,3 +431,42 @@ def test_the_table_names_each_check(deployment: Deployment, monkeypatch: pytest.
     for text in ("database.migrations", "upstream.fake", "backups.newest", "tls.public_url", "worst: WARN"):
         assert text in result.stdout, result.stdout
     assert "METRICS_TOKEN is not set" in result.stdout
+
+
+# --- --smoke: a real chat and embedding through a running gateway ----------------------------------------------------
+
+
+def test_smoke_sends_a_chat_and_an_embedding_through_a_real_server(
+    fake_upstream_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prepared = Deployment(tmp_path, f"sqlite+aiosqlite:///{tmp_path}/gatehouse.db", {}, fake_upstream_url)
+    env = base_env(prepared.database_url, tmp_path / "data", GATEHOUSE_CONFIG=str(prepared.config("smoke")))
+    with run_gatehouse(env, workdir=tmp_path) as server:
+        passed = _smoke(monkeypatch, tmp_path, server.url, server.admin_key)
+        refused = _smoke(monkeypatch, tmp_path, server.url, "gh_not_a_key_of_this_gateway_0000")
+    chat, embedding = passed.by_name("smoke.chat"), passed.by_name("smoke.embeddings")
+    assert chat is not None and chat.status is Status.PASS, chat
+    assert "chat with fake-chat" in chat.summary and "completion tokens" in chat.summary and chat.seconds
+    assert embedding is not None and embedding.status is Status.PASS, embedding
+    assert "embedding with fake-embed" in embedding.summary and "dimensions" in embedding.summary
+    models = refused.by_name("smoke.models")
+    assert models is not None and models.status is Status.FAIL and "401" in models.summary, models
+    assert "--key" in models.fix and refused.exit_code == 2
+
+
+def _smoke(monkeypatch: pytest.MonkeyPatch, directory: Path, url: str, key: str) -> DoctorReport:
+    """`gatehouse doctor --smoke --json` with the gateway's URL and key from GATEHOUSE_URL / GATEHOUSE_API_KEY."""
+    apply_env(
+        monkeypatch, {"DATABASE_URL": f"sqlite+aiosqlite:///{directory}/gatehouse.db", "DATA_DIR": str(directory)}
+    )
+    monkeypatch.setenv("GATEHOUSE_URL", url)
+    monkeypatch.setenv("GATEHOUSE_API_KEY", key)
+    monkeypatch.chdir(directory)
+    result = CliRunner().invoke(app, ["doctor", "--smoke", "--json"])
+    assert key not in result.stdout
+    document = json.loads(result.stdout)
+    assert result.exit_code == document["exit_code"]
+    checks = [
+        Check(c["name"], Status(c["status"]), c["summary"], c["fix"] or "", c["seconds"]) for c in document["checks"]
+    ]
+    return DoctorReport(checks=checks)
