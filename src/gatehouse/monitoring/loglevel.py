@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,11 +24,12 @@ from gatehouse.audit.service import record
 from gatehouse.auth.actor import Actor
 from gatehouse.core.bus import EventBus, Signal
 from gatehouse.core.logging import current_levels, get_logger, set_levels
+from gatehouse.core.redis_state import outage_errors
 from gatehouse.core.tasks import stop as stop_task
 from gatehouse.db.base import utcnow
 from gatehouse.db.session import after_commit
 from gatehouse.db.sqllog import SqlLog
-from gatehouse.errors import ValidationFailed
+from gatehouse.errors import Unavailable, ValidationFailed
 from gatehouse.monitoring.events import LogLevelChangedEvent, LogLevelResetEvent
 from gatehouse.settings import Settings
 
@@ -320,21 +322,38 @@ async def change(
     event = LogLevelChangedEvent(
         level=level, loggers=list(names), slow_sql_ms=slow_sql_ms, seconds=seconds, until=until.isoformat()
     )
+    # Stored before the commit: without Redis to hold it, the change is refused (and not audited) rather than
+    # reaching only the replicas listening now.
+    await _stored(store.save(override))
     await record(session, event, actor=actor)
 
     async def announce() -> None:
-        await store.save(override)  # first: a replica starting now reads it
         await bus.publish(Signal.LOG_LEVEL, {"override": override.to_wire()})
 
     after_commit(session, announce)
     return override
 
 
+async def _stored(call: Awaitable[None]) -> None:
+    """Run a store's write; Redis away is a 503 that says so, never a 500."""
+    try:
+        await call
+    except outage_errors() as exc:
+        raise Unavailable(
+            f"Redis did not answer ({type(exc).__name__}), so the log level could not be set for every replica: "
+            "try again once it answers (GET /admin/health shows Redis)."
+        ) from exc
+
+
 async def reset(session: AsyncSession, *, store: OverrideStore, bus: EventBus, actor: Actor) -> Override | None:
     """End the override in force now, everywhere (audited); None when there was none (nothing recorded)."""
-    current = await store.load()
+    try:
+        current = await store.load()
+    except outage_errors() as exc:
+        raise Unavailable(f"Redis did not answer ({type(exc).__name__}): try again once it answers.") from exc
     if current is None:
         return None
+    await _stored(store.clear())
     await record(
         session,
         LogLevelResetEvent(level=current.level, loggers=list(current.loggers), until=current.until.isoformat()),
@@ -342,7 +361,6 @@ async def reset(session: AsyncSession, *, store: OverrideStore, bus: EventBus, a
     )
 
     async def announce() -> None:
-        await store.clear()
         await bus.publish(Signal.LOG_LEVEL, {"override": None})
 
     after_commit(session, announce)

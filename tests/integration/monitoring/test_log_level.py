@@ -232,3 +232,15 @@ def test_cli_without_redis_says_to_use_the_api(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert "REDIS_URL is not set" in done.stderr and "PUT" in done.stderr and "/admin/log-level" in done.stderr
+
+
+async def test_redis_away_refuses_with_a_clear_503(tmp_path: Path) -> None:
+    """With REDIS_URL set but Redis unreachable, the override cannot reach every replica: refused, not audited."""
+    closed_port = "redis://127.0.0.1:9"  # discard: nothing listens there
+    settings = make_settings(f"sqlite+aiosqlite:///{tmp_path}/gatehouse.db", tmp_path, redis_url=closed_port)
+    async with running_app(settings) as harness:
+        answer = await harness.client.put("/admin/log-level", json={"level": "DEBUG", "minutes": 5})
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["error"]["code"] == "unavailable" and "Redis" in answer.json()["error"]["message"]
+        assert (await harness.client.get("/admin/log-level")).json()["override"] is None
+        assert await _audit(harness, "log_level.changed") == []
