@@ -18,6 +18,7 @@
 #   DATABASE_URL      PostgreSQL (default: a fresh database the script creates on 127.0.0.1:5432)
 #   REDIS_URL         default redis://127.0.0.1:6379/0; REDIS_PREFIX default a unique one per HA_DIR
 #   ENVIRONMENT       default prod (the script generates strong secrets, so prod's checks pass)
+#   BACKUP_DIR        default HA_DIR/backups, shared by the replicas; each has its own DATA_DIR, HA_DIR/replica-N
 #   Any other Gatehouse setting (GATEHOUSE_CONFIG, OPENAI_BASE_URL, UPSTREAM_READ_TIMEOUT, ...) reaches the
 #   replicas as it is; with no upstream configured they serve the built-in demo model. Secrets are files in
 #   HA_DIR/secrets (each file NAME is passed as NAME_FILE), so they can be rotated and reloaded; an
@@ -174,36 +175,41 @@ prepare_secrets() {
     mkdir -p "$SECRETS"
     chmod 700 "$SECRETS"
     local name
+    local name upper value
     for name in "${GENERATED_SECRETS[@]}"; do
         [[ -s $SECRETS/$name ]] && continue
-        local value
-        value="$("$PY" -c 'import secrets; print(secrets.token_urlsafe(36))')"
-        [[ $name == bootstrap_admin_api_key ]] && value="gh_$value"  # Gatehouse's API key prefix
+        upper="${name^^}"
+        value="${!upper:-}"  # given in the environment: that value (on the first `up` only)
+        if [[ -z $value ]]; then
+            value="$("$PY" -c 'import secrets; print(secrets.token_urlsafe(36))')"
+            [[ $name == bootstrap_admin_api_key ]] && value="gh_$value"  # Gatehouse's API key prefix
+        fi
         write_secret "$name" "$value"
     done
     for name in "${PREVIOUS_SECRETS[@]}"; do
         [[ -e $SECRETS/$name ]] || write_secret "$name" ""
     done
     for name in "${UPSTREAM_KEYS[@]}"; do
-        local file="$SECRETS/${name,,}"
-        if [[ -n ${!name:-} && ! -s $file ]]; then
-            write_secret "${name,,}" "${!name}"
-        elif [[ -n ${!name:-} && "$(<"$file")" != "${!name}" ]]; then
-            log "$name differs from $file: the file is what the replicas use (edit it and run gatehouse reload)"
+        [[ -n ${!name:-} && ! -s $SECRETS/${name,,} ]] && write_secret "${name,,}" "${!name}"
+    done
+    for name in "${SECRET_NAMES[@]}"; do
+        if [[ -n ${!name:-} && -s $SECRETS/${name,,} && "$(<"$SECRETS/${name,,}")" != "${!name}" ]]; then
+            log "$name differs from secrets/${name,,}: the file is what the replicas use (edit it, then gatehouse reload)"
         fi
     done
 }
 
 # The replicas' settings on top of the caller's environment: every secret as NAME_FILE (an environment value
-# would win over the file, so those are dropped), state under HA_DIR.
-replica_env() {
+# would win over the file, so those are dropped), state under HA_DIR: a DATA_DIR per replica (its pid file for
+# SIGHUP, as each container has its own /data), one BACKUP_DIR for all (a shared volume). Without N: for the CLI.
+replica_env() {  # [N]
     local -a out=(
         "DATABASE_URL=$DATABASE_URL"
         "REDIS_URL=$REDIS_URL"
         "REDIS_PREFIX=$REDIS_PREFIX"
         "ENVIRONMENT=${ENVIRONMENT:-prod}"
-        "DATA_DIR=${DATA_DIR:-$HA_DIR/data}"
-        "BACKUP_DIR=${BACKUP_DIR:-$HA_DIR/data/backups}"
+        "DATA_DIR=$HA_DIR/${1:+replica-}${1:-data}"
+        "BACKUP_DIR=${BACKUP_DIR:-$HA_DIR/backups}"
         "FORWARDED_ALLOW_IPS=127.0.0.1"
     )
     local file
@@ -275,9 +281,9 @@ server_field() {  # N column: a column of `show stat` for replica N (status, scu
 start_replica() {  # N
     local n="$1" port
     port="$(replica_port "$n")"
-    mkdir -p "$RUN" "$LOGS" "$HA_DIR/data"
+    mkdir -p "$RUN" "$LOGS"
     local -a settings unset_args
-    mapfile -t settings < <(replica_env)
+    mapfile -t settings < <(replica_env "$n")
     mapfile -t unset_args < <(unset_secret_args)
     printf '\n=== %s: replica %s starting on 127.0.0.1:%s\n' "$(date -u +%FT%TZ)" "$n" "$port" >>"$LOGS/replica-$n.log"
     # setsid: the replica outlives this script and a terminal's hang-up; its cwd is HA_DIR, so an HA_DIR/.env is

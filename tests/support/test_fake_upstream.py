@@ -1614,7 +1614,8 @@ def test_keys_rotate_while_running() -> None:
             assert client.post("/v1/messages", json=body, headers={**headers, "x-api-key": new_key}).status_code == 200
             assert client.post("/v1/messages", json=body, headers={**headers, "x-api-key": API_KEY}).status_code == 401
             # an empty or malformed set is refused and changes nothing
-            for bad in ({"keys": []}, {"keys": [""]}, {"keys": "x"}, {}):
+            malformed: list[dict[str, object]] = [{"keys": []}, {"keys": [""]}, {"keys": "x"}, {}]
+            for bad in malformed:
                 refused = client.post("/_control/keys", json=bad)
                 assert refused.status_code == 422
                 assert "keys" in refused.json()["error"]
