@@ -125,15 +125,6 @@ class Call:
 
 async def admit(gateway: Gateway, call: Call, *, prompt_bound: int, want_completion: int) -> None:
     """Rate limits (per minute, per action), then the quota reservation; raises 429 when refused."""
-    tracer = gateway.tracer
-    if tracer is None:
-        await _admit(gateway, call, prompt_bound=prompt_bound, want_completion=want_completion)
-        return
-    with tracer.span("gatehouse.admission", {"gen_ai.request.model": call.model}):
-        await _admit(gateway, call, prompt_bound=prompt_bound, want_completion=want_completion)
-
-
-async def _admit(gateway: Gateway, call: Call, *, prompt_bound: int, want_completion: int) -> None:
     user = user_identity(call.principal.user_id)
     limiter = gateway.rate_limiter
     try:
@@ -163,7 +154,7 @@ async def _admit(gateway: Gateway, call: Call, *, prompt_bound: int, want_comple
                 "quota.blocked",
                 {"user_id": call.principal.user_id, "quota": exc.param, "model": call.model, "code": exc.code},
             )
-        await finish(gateway, call)
+        await (finish if gateway.tracer is None else traced_finish)(gateway, call)
         raise
     gateway.quotas.track(call.reservation, progress=call.progress, lost=call.reservation_lost)
     principal = call.principal
@@ -202,33 +193,6 @@ async def finish(gateway: Gateway, call: Call) -> None:
         return
     call.settled = True
     call.prompt_tokens, call.completion_tokens = _usage(call)
-    tracer = gateway.tracer
-    if tracer is None:
-        await _settle(gateway, call)
-        return
-    if call.upstream_span is not None:
-        _end_upstream_span(call, call.upstream_span)
-    with tracer.span("gatehouse.settlement"):
-        await _settle(gateway, call)
-
-
-def _end_upstream_span(call: Call, span: ClientSpan) -> None:
-    """The upstream call's span ends with the answer: its usage (GenAI conventions) and time to first chunk."""
-    span.set_attribute("gen_ai.usage.input_tokens", call.prompt_tokens)
-    span.set_attribute("gen_ai.usage.output_tokens", call.completion_tokens)
-    if call.cached_tokens:
-        span.set_attribute("gen_ai.usage.cache_read.input_tokens", call.cached_tokens)
-    if call.first_token_at is not None:
-        ttfc = call.first_token_at - span.started
-        span.set_attribute("gen_ai.response.time_to_first_chunk", round(ttfc, 6))
-        span.add_event(
-            "gen_ai.first_chunk", timestamp=time.time_ns() - int((time.perf_counter() - call.first_token_at) * 1e9)
-        )
-    # Failed when the upstream broke off or answered badly (a client leaving, an operator's terminate: not its fault).
-    span.end(call.error_code if call.error_code in UPSTREAM_FAILURES else None)
-
-
-async def _settle(gateway: Gateway, call: Call) -> None:
     if call.live is not None:
         gateway.streams.close(
             call.live,
@@ -301,7 +265,7 @@ async def finish_shielded(gateway: Gateway, call: Call) -> None:
     """`finish`, completed even if the request's task is being cancelled (shutdown, client gone)."""
     if call.settled:
         return
-    task = asyncio.ensure_future(finish(gateway, call))
+    task = asyncio.ensure_future((finish if gateway.tracer is None else traced_finish)(gateway, call))
     gateway.track(task)
     try:
         await asyncio.shield(task)
@@ -309,3 +273,45 @@ async def finish_shielded(gateway: Gateway, call: Call) -> None:
         raise
     except Exception:
         log.exception("settlement_failed", request_id=call.request_id)
+
+
+# --- tracing (OTEL_ENABLED) -------------------------------------------------------------------------
+# Separate functions, which callers choose only when a tracer is set: off, admission and settlement run exactly
+# as they would without tracing, not even through one more coroutine.
+
+
+async def traced_admit(gateway: Gateway, call: Call, *, prompt_bound: int, want_completion: int) -> None:
+    """`admit` in its span."""
+    if gateway.tracer is None:  # callers check first; this keeps the function right on its own
+        await admit(gateway, call, prompt_bound=prompt_bound, want_completion=want_completion)
+        return
+    with gateway.tracer.span("gatehouse.admission", {"gen_ai.request.model": call.model}):
+        await admit(gateway, call, prompt_bound=prompt_bound, want_completion=want_completion)
+
+
+async def traced_finish(gateway: Gateway, call: Call) -> None:
+    """`finish` in its span, once the upstream call's span has ended (it ends with the answer)."""
+    if call.settled or gateway.tracer is None:
+        await finish(gateway, call)
+        return
+    if call.upstream_span is not None:
+        call.prompt_tokens, call.completion_tokens = _usage(call)  # what `finish` will record (idempotent)
+        _end_upstream_span(call, call.upstream_span)
+    with gateway.tracer.span("gatehouse.settlement"):
+        await finish(gateway, call)
+
+
+def _end_upstream_span(call: Call, span: ClientSpan) -> None:
+    """The upstream call's span ends with the answer: its usage (GenAI conventions) and time to first chunk."""
+    span.set_attribute("gen_ai.usage.input_tokens", call.prompt_tokens)
+    span.set_attribute("gen_ai.usage.output_tokens", call.completion_tokens)
+    if call.cached_tokens:
+        span.set_attribute("gen_ai.usage.cache_read.input_tokens", call.cached_tokens)
+    if call.first_token_at is not None:
+        ttfc = call.first_token_at - span.started
+        span.set_attribute("gen_ai.response.time_to_first_chunk", round(ttfc, 6))
+        span.add_event(
+            "gen_ai.first_chunk", timestamp=time.time_ns() - int((time.perf_counter() - call.first_token_at) * 1e9)
+        )
+    # Failed when the upstream broke off or answered badly (a client leaving, an operator's terminate: not its fault).
+    span.end(call.error_code if call.error_code in UPSTREAM_FAILURES else None)

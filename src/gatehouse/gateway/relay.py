@@ -20,7 +20,7 @@ from gatehouse.errors import (
     UpstreamTimeout,
 )
 from gatehouse.gateway import access, ir
-from gatehouse.gateway.call import Call, admit, finish_shielded
+from gatehouse.gateway.call import Call, admit, finish_shielded, traced_admit
 from gatehouse.gateway.context import Gateway
 from gatehouse.gateway.errors import (
     ModelNotFound,
@@ -321,7 +321,8 @@ async def generate(gateway: Gateway, call: Call, surface: Surface) -> Response:
     call.prompt_estimate = surface.prompt_estimate(bound)
     routes = resolve_routes(gateway, call)
     requested = surface.requested()
-    await admit(gateway, call, prompt_bound=bound, want_completion=completion_allowance(gateway, routes, requested))
+    admission = admit if gateway.tracer is None else traced_admit
+    await admission(gateway, call, prompt_bound=bound, want_completion=completion_allowance(gateway, routes, requested))
     cap = call.reservation.completion_cap if call.reservation else None
     plan = _Plan(gateway, call, surface, cap if cap is not None and (requested is None or cap < requested) else None)
     streaming = False
@@ -518,7 +519,7 @@ async def embeddings(gateway: Gateway, call: Call, body: JSON, *, legacy: bool =
     call.prompt_estimate = _embed_input_estimate(body)
     routes = resolve_routes(gateway, call)
     bound = quotas.embedding_bound(value)
-    await admit(gateway, call, prompt_bound=bound, want_completion=0)
+    await (admit if gateway.tracer is None else traced_admit)(gateway, call, prompt_bound=bound, want_completion=0)
     try:
         route, response = await open_upstream(gateway, call, routes, lambda r: _embed_body_for(call, body, r))
         return await _embed_whole(call, body, route, response, legacy)
