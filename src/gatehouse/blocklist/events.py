@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from gatehouse.audit.events import Event
+from gatehouse.auth.actor import Actor
 
 
 class BlocklistEvent(Event):
@@ -17,6 +19,10 @@ class BlocklistEvent(Event):
     network: str
     reason: str
     expires_at: datetime | None
+
+    def feed_data(self, actor: Actor) -> dict[str, Any]:
+        """As every event shows it, and whether the entry was added or removed (both share one feed kind)."""
+        return {**super().feed_data(actor), "change": self.action.rsplit(".", 1)[1]}
 
 
 class BlocklistAddedEvent(BlocklistEvent):

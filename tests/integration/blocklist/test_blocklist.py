@@ -21,6 +21,7 @@ from sqlalchemy import select
 
 from gatehouse.audit.models import AuditEvent
 from gatehouse.blocklist.models import BlockedNetwork
+from gatehouse.core.bus import Signal
 from tests.conftest import Harness, make_settings, running_app
 from tests.support.accounts import create_member, error_of
 from tests.support.server import ADMIN_KEY
@@ -120,6 +121,19 @@ async def test_a_blocked_network_is_refused_everywhere_but_the_probes(harness: H
     ]
     verified = await harness.client.get("/admin/audit/verify")
     assert verified.status_code == 200 and verified.json()["ok"], verified.text
+
+    # Both changes went on the live feed, with who made them and never to the blocked client.
+    feed = await harness.client.get(
+        "/admin/events", params={"follow": "false", "last_event_id": "0", "kinds": "blocklist.changed"}
+    )
+    assert feed.status_code == 200, feed.text
+    shown = [json.loads(line[6:]) for line in feed.text.splitlines() if line.startswith("data: ")]
+    assert [
+        (e["data"]["change"], e["data"]["network"], e["data"]["blocked_network_id"], e["data"]["by"]) for e in shown
+    ] == [
+        ("added", "203.0.113.0/24", entry["id"], "admin@example.com"),
+        ("removed", "203.0.113.0/24", entry["id"], "admin@example.com"),
+    ]
 
 
 async def test_ipv6_single_addresses_and_ipv4_mapped_clients(harness: Harness) -> None:
@@ -255,3 +269,18 @@ async def test_another_replica_obeys_within_a_second(
         while (status := (await client.get("/v1/models")).status_code) != 200:
             assert time.monotonic() - changed < 1.0, f"still {status} a second after the removal"
             await asyncio.sleep(0.02)
+
+
+@pytest.mark.redis
+async def test_after_a_redis_outage_the_list_is_read_again(
+    database_url: str, tmp_path: Path, redis_url: str, redis_key_prefix: str
+) -> None:
+    # With Redis up the replica relies on signals (its own re-read is every 30 s): an entry written while the
+    # signal was lost takes effect when the bus announces it is back.
+    settings = make_settings(database_url, tmp_path, redis_url=redis_url, redis_prefix=redis_key_prefix)
+    async with running_app(settings) as harness, client_from(harness, "198.51.100.20") as client:
+        async with harness.runtime.db.sessionmaker() as session, session.begin():
+            session.add(BlockedNetwork(network="198.51.100.0/24", reason=REASON, created_by_label="test"))
+        assert (await client.get("/v1/models")).status_code == 200  # no signal: not known yet
+        await harness.runtime.bus.publish(Signal.RECONNECTED, {})
+        assert (await client.get("/v1/models")).status_code == 403
