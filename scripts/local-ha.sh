@@ -165,6 +165,21 @@ asyncio.run(main(sys.argv[1], sys.argv[2]))
 EOF
 }
 
+flush_redis_prefix() {  # the topology's keys in Redis (rate-limit windows, stream registry...), nobody else's
+    [[ -n ${REDIS_URL:-} && -n ${REDIS_PREFIX:-} ]] || return 0
+    "$PY" - "$REDIS_URL" "$REDIS_PREFIX" <<'EOF' || log "could not delete the Redis keys under $REDIS_PREFIX (see above)"
+import re, sys
+import redis
+
+client = redis.Redis.from_url(sys.argv[1], socket_connect_timeout=3, socket_timeout=5)
+pattern = re.sub(r"([\\*?\[\]])", r"\\\1", sys.argv[2]) + "*"  # the prefix itself, never a glob
+keys = list(client.scan_iter(match=pattern, count=1000))
+for start in range(0, len(keys), 500):
+    client.delete(*keys[start : start + 500])
+client.close()
+EOF
+}
+
 write_secret() {  # name value: written aside, then moved into place (a reader never sees half a file)
     local tmp="$SECRETS/.$1.tmp"
     (umask 077 && printf '%s\n' "$2" >"$tmp")
@@ -476,6 +491,7 @@ cmd_down() {
     log "stopped"
     if ((purge)); then
         drop_created_database
+        flush_redis_prefix
         rm -rf "$HA_DIR"
         log "removed $HA_DIR"
     fi
