@@ -65,6 +65,7 @@ PACKAGES = (
     "jinja2",
 )
 DATABASE_TIMEOUT = 10.0  # seconds for each database part
+PART_TIMEOUT = 60.0  # seconds for any part (doctor's own checks are bounded well below this)
 HTTP_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 LOG_MEMBER = "logs/gatehouse.log"
 DESCRIPTIONS = {
@@ -118,8 +119,11 @@ async def write_bundle(settings: Settings, request: BundleRequest, output: Path)
     missing: dict[str, str] = {}
     for name, collect in parts.items():
         try:
-            value = await collect()
-        except Exception as exc:  # one part's trouble is the bundle's finding, not its end
+            async with asyncio.timeout(PART_TIMEOUT):
+                value = await collect()
+        except (Exception, asyncio.CancelledError) as exc:  # one part's trouble is the bundle's finding, not its end
+            if isinstance(exc, asyncio.CancelledError) and _cancelling():
+                raise  # this command is being stopped (a part's own cancelled work is only its trouble)
             missing[name] = scrubber.text(_reason(exc))
             continue
         collected[name] = orjson.dumps(scrubber.value(value), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
@@ -160,11 +164,18 @@ def _write_zip(
     return BundleResult(path=output, members=members, missing=missing)
 
 
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, Unavailable):
         return str(exc)
     if isinstance(exc, TimeoutError):
-        return "no answer in time"
+        return f"no answer within {PART_TIMEOUT:.0f} s"
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled before it finished"
     text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
