@@ -5,23 +5,22 @@ their parameters, with the request id (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from sqlalchemy import text
+from typer.testing import CliRunner, Result
 
+from gatehouse.cli import app as cli
 from gatehouse.core.logging import get_logger
 from gatehouse.monitoring.loglevel import LogLevelControl
+from gatehouse.settings import get_settings
 from tests.conftest import Harness, make_settings, running_app
 
 WAIT = 15.0
 probe = get_logger("gatehouse.tests.loglevel")
-REPO = Path(__file__).resolve().parents[3]
 
 
 def _lines(path: Path) -> list[dict[str, Any]]:
@@ -194,27 +193,26 @@ async def test_every_replica_sharing_redis(
 
         if not database_url.startswith("sqlite"):
             return  # the CLI's path below is the same on both backends (and each command costs a process start)
-        # The CLI works through Redis, without the API: set, show, reset.
+        # The CLI works through Redis, without the API: set, show, reset (in a thread: each runs its own loop).
         env = {
-            **os.environ,
-            "DATABASE_URL": database_url.replace("+aiosqlite", "").replace("+asyncpg", ""),
+            "DATABASE_URL": database_url,
             "REDIS_URL": redis_url,
             "REDIS_PREFIX": redis_key_prefix,
             "DATA_DIR": str(tmp_path / "cli"),
         }
-        cli = [sys.executable, "-m", "gatehouse", "log-level"]
-        done = subprocess.run([*cli, "set", "WARNING", "--minutes", "5"], env=env, capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr
+        done = await asyncio.to_thread(gatehouse, env, "log-level", "set", "WARNING", "--minutes", "5")
+        assert done.exit_code == 0, done.output
         assert "WARNING until" in done.stdout
 
         async def b_warns() -> bool:
-            return (await replica_b.client.get("/admin/log-level")).json()["level"] == "WARNING"
+            override = (await replica_b.client.get("/admin/log-level")).json()["override"]
+            return override is not None and override["level"] == "WARNING" and override["by"] == "cli"
 
         await _until(b_warns, "replica B to apply the CLI's override")
-        shown = subprocess.run([*cli, "show"], env=env, capture_output=True, text=True)
-        assert shown.returncode == 0 and "override: WARNING" in shown.stdout, shown.stdout + shown.stderr
-        ended = subprocess.run([*cli, "reset"], env=env, capture_output=True, text=True)
-        assert ended.returncode == 0 and "ended: WARNING" in ended.stdout, ended.stdout + ended.stderr
+        shown = await asyncio.to_thread(gatehouse, env, "log-level", "show")
+        assert shown.exit_code == 0 and "override: WARNING" in shown.stdout, shown.output
+        ended = await asyncio.to_thread(gatehouse, env, "log-level", "reset")
+        assert ended.exit_code == 0 and "ended: WARNING" in ended.stdout, ended.output
 
         async def b_back() -> bool:
             return (await replica_b.client.get("/admin/log-level")).json()["override"] is None
@@ -226,12 +224,19 @@ async def test_every_replica_sharing_redis(
 
 
 def test_cli_without_redis_says_to_use_the_api(tmp_path: Path) -> None:
-    env = {**os.environ, "REDIS_URL": "", "DATABASE_URL": f"sqlite:///{tmp_path}/g.db", "DATA_DIR": str(tmp_path)}
-    done = subprocess.run(
-        [sys.executable, "-m", "gatehouse", "log-level", "set", "DEBUG"], env=env, capture_output=True, text=True
-    )
-    assert done.returncode == 1
+    env = {"REDIS_URL": "", "DATABASE_URL": f"sqlite:///{tmp_path}/g.db", "DATA_DIR": str(tmp_path)}
+    done = gatehouse(env, "log-level", "set", "DEBUG")
+    assert done.exit_code == 1
     assert "REDIS_URL is not set" in done.stderr and "PUT" in done.stderr and "/admin/log-level" in done.stderr
+
+
+def gatehouse(env: dict[str, str], *args: str) -> Result:
+    """Run a command in this process with these environment variables, the settings read afresh."""
+    get_settings.cache_clear()
+    try:
+        return CliRunner().invoke(cli, list(args), env=env)
+    finally:
+        get_settings.cache_clear()
 
 
 async def test_redis_away_refuses_with_a_clear_503(tmp_path: Path) -> None:

@@ -5,20 +5,20 @@ room (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
 import pytest
 from sqlalchemy import delete, func, insert, select, text
+from typer.testing import CliRunner, Result
 
+from gatehouse.cli import app as cli
 from gatehouse.db.base import utcnow
 from gatehouse.monitoring.maintain import NotEnoughSpaceToVacuum, maintain
 from gatehouse.monitoring.models import OpsSample
 from gatehouse.monitoring.storage import collect
+from gatehouse.settings import get_settings
 from tests.conftest import Harness, make_settings, running_app
 
 ROWS = 4000
@@ -167,32 +167,39 @@ async def test_maintain_as_a_job_with_the_job_token(database_url: str, tmp_path:
     assert run["counts"]["size_before"] > 0 and "seconds" in run["counts"]
 
 
-def test_cli_stats_and_maintain(tmp_path: Path) -> None:
+def test_cli_stats_and_maintain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The commands as an operator runs them (SQLite; the PostgreSQL paths are the service's, tested above)."""
-    env = {
-        **os.environ,
+    for name, value in {
         "DATABASE_URL": f"sqlite:///{tmp_path}/gatehouse.db",
         "DATA_DIR": str(tmp_path),
         "BACKUP_DIR": str(tmp_path / "backups"),
         "REDIS_URL": "",
-    }
-    gatehouse = [sys.executable, "-m", "gatehouse"]
-    assert subprocess.run([*gatehouse, "db", "upgrade"], env=env, capture_output=True).returncode == 0
-    stats = subprocess.run([*gatehouse, "db", "stats", "--json", "--tables", "3"], env=env, capture_output=True)
-    assert stats.returncode == 0, stats.stderr
+        "VACUUM_FREE_MARGIN_MB": "64",
+    }.items():
+        monkeypatch.setenv(name, value)
+    assert gatehouse("db", "upgrade").exit_code == 0
+    stats = gatehouse("db", "stats", "--json", "--tables", "3")
+    assert stats.exit_code == 0, stats.output
     report = orjson.loads(stats.stdout)
     assert report["database"]["kind"] == "sqlite" and report["database"]["size_bytes"] > 0
     assert len(report["database"]["tables"]) == 3 and report["status"] in ("ok", "warn")
     assert {disk["label"] for disk in report["disks"]} == {"data", "backups"}
+    shown = gatehouse("db", "stats")
+    assert shown.exit_code == 0 and "pages of 4096 bytes" in shown.stdout and "backups" in shown.stdout
 
-    done = subprocess.run([*gatehouse, "db", "maintain", "--vacuum"], env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    done = gatehouse("db", "maintain", "--vacuum")
+    assert done.exit_code == 0, done.output
     assert "VACUUM" in done.stdout and "PRAGMA wal_checkpoint(TRUNCATE)" in done.stdout and "->" in done.stdout
-    refused = subprocess.run(
-        [*gatehouse, "db", "maintain", "--vacuum"],
-        env={**env, "VACUUM_FREE_MARGIN_MB": str(10**12)},
-        capture_output=True,
-        text=True,
-    )
-    assert refused.returncode == 1
-    assert "VACUUM needs about" in refused.stderr and "Traceback" not in refused.stderr
+    monkeypatch.setenv("VACUUM_FREE_MARGIN_MB", str(10**12))
+    refused = gatehouse("db", "maintain", "--vacuum")
+    assert refused.exit_code == 1
+    assert "VACUUM needs about" in refused.stderr and "Traceback" not in refused.output
+
+
+def gatehouse(*args: str) -> Result:
+    """Run a command in this process, with the settings read afresh from the environment."""
+    get_settings.cache_clear()
+    try:
+        return CliRunner().invoke(cli, list(args))
+    finally:
+        get_settings.cache_clear()
