@@ -8,6 +8,7 @@ import asyncio
 import json
 import secrets
 import shutil
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -470,3 +471,35 @@ def _smoke(monkeypatch: pytest.MonkeyPatch, directory: Path, url: str, key: str)
         Check(c["name"], Status(c["status"]), c["summary"], c["fix"] or "", c["seconds"]) for c in document["checks"]
     ]
     return DoctorReport(checks=checks)
+
+
+def test_everything_down_still_answers_within_seconds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A socket that listens but never accepts: connections open and then hang, as to a wedged server.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        port = silent.getsockname()[1]
+        config = tmp_path / "down.yaml"
+        upstream = {"name": "wedged", "kind": "openai", "base_url": f"https://localhost:{port}"}
+        config.write_text(yaml.safe_dump({"upstreams": [upstream]}))
+        settings = apply_env(
+            monkeypatch,
+            {
+                "ENVIRONMENT": "prod",
+                "DATABASE_URL": f"postgresql://gatehouse:pw-not-shown@127.0.0.1:{port}/gatehouse",
+                "REDIS_URL": f"redis://:redis-pw-not-shown@127.0.0.1:{port}/0",
+                "GATEHOUSE_CONFIG": str(config),
+                "PUBLIC_URL": f"https://127.0.0.1:{port}",
+                "DATA_DIR": str(tmp_path),
+                "BACKUP_DIR": str(tmp_path / "backups"),
+            },
+        )
+        report = asyncio.run(run_doctor(settings, wait=1.0))
+    # Each network check gives up after its timeout, and they wait side by side, not one after another.
+    assert report.seconds < 6, report.seconds
+    for name in ("database", "redis", "upstream.wedged", "models", "tls.public_url", f"tls.localhost:{port}"):
+        check = report.by_name(name)
+        assert check is not None and check.status is Status.FAIL, (name, check)
+    assert "did not answer within 1 s" in report.by_name("upstream.wedged").summary  # type: ignore[union-attr]
+    text = json.dumps(report.as_dict())
+    assert "pw-not-shown" not in text and report.exit_code == 2
