@@ -21,6 +21,7 @@ from tests.support.known_secrets import remember
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 MODEL = "fake-chat"  # discovered from the fake upstream by the OPENAI_BASE_URL shortcut
 CLIENTS = 8  # concurrent clients of the steady load
+PAUSE = 0.05  # each client's pause between two requests: a steady load, not a flood (2 cores run all of it)
 
 
 def _messages(text: str) -> list[ChatCompletionMessageParam]:
@@ -110,6 +111,7 @@ async def _steady_load(topology: Topology, stop: asyncio.Event, clients: int) ->
         while not stop.is_set():
             outcomes.append(await _request(client, n, stream=(n + number) % 2 == 0))
             n += 1
+            await asyncio.sleep(PAUSE)
 
     try:
         await asyncio.gather(*(one_client(number) for number in range(clients)))
@@ -223,7 +225,7 @@ async def test_restart_replica_under_light_load_fails_no_request(topology: Topol
         await asyncio.sleep(0.5)
         restarted = await asyncio.to_thread(topology.script, "restart-replica", "2")
         done_at = time.monotonic()
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(1.0)
     finally:
         stop.set()
         outcomes = await load
