@@ -126,16 +126,90 @@ def measure(
     return result
 
 
+def span_cost(requests: int) -> dict[str, float]:
+    """CPU per request of what tracing adds, alone (no app, no network): the spans of one gateway request as
+    core/otel.py makes them (server, three internal, one client with its traceparent), then their OTLP/protobuf
+    encoding as the exporter does it before posting."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from gatehouse.core.otel import OtelTracer, ServerSpans, _resource
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=_resource("bench"))
+    # SimpleSpanProcessor: the spans are at hand synchronously (the app batches them in a thread instead).
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = OtelTracer(provider, "bench")
+    server = ServerSpans(lambda scope, receive, send: _one_request(tracer), tracer.tracer)  # type: ignore[arg-type]
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "scheme": "http",
+             "http_version": "1.1", "headers": [(b"user-agent", b"bench")], "server": ("127.0.0.1", 8000),
+             "client": ("127.0.0.1", 40000)}  # fmt: skip
+    import asyncio
+
+    async def run(n: int) -> float:
+        started = time.process_time()
+        for _ in range(n):
+            await server(dict(scope), None, None)  # type: ignore[arg-type]
+        return time.process_time() - started
+
+    asyncio.run(run(requests // 5))  # warm-up
+    exporter.clear()
+    spans_cpu = asyncio.run(run(requests))
+    finished = exporter.get_finished_spans()
+    started = time.process_time()
+    for start in range(0, len(finished), 512):  # the batch processor's default batch size
+        encode_spans(finished[start : start + 512]).SerializeToString()
+    encode_cpu = time.process_time() - started
+    return {
+        "spans_per_request": len(finished) / requests,
+        "spans_cpu_us": spans_cpu / requests * 1e6,
+        "encode_cpu_us": encode_cpu / requests * 1e6,
+    }
+
+
+async def _one_request(tracer: object) -> None:
+    """The spans core/otel.py opens for one gateway request, with the attributes Gatehouse sets."""
+    for name in ("gatehouse.authentication", "gatehouse.admission"):
+        with tracer.span(name, {"gen_ai.request.model": "bench-fast"}):  # type: ignore[attr-defined]
+            pass
+    upstream = tracer.client_span(  # type: ignore[attr-defined]
+        "chat bench-fast",
+        {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "bench-fast",
+         "gatehouse.upstream": "bench", "http.request.method": "POST", "server.address": "127.0.0.1",
+         "server.port": 8000, "url.full": "http://127.0.0.1:8000/v1/chat/completions", "gen_ai.request.stream": False},
+    )  # fmt: skip
+    upstream.set_attribute("http.response.status_code", 200)
+    upstream.add_event("first_byte")
+    for key, value in (("gen_ai.usage.input_tokens", 9), ("gen_ai.usage.output_tokens", 16)):
+        upstream.set_attribute(key, value)
+    upstream.set_attribute("gen_ai.response.time_to_first_chunk", 0.0004)
+    upstream.add_event("gen_ai.first_chunk")
+    upstream.end()
+    with tracer.span("gatehouse.settlement"):  # type: ignore[attr-defined]
+        pass
+
+
 def main() -> None:
     """Measure, interleaved, and print the medians (JSON with --json)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--base", type=Path, required=True, help="the source tree without the tracing hooks")
+    parser.add_argument(
+        "--base", type=Path, help="the source tree without the tracing hooks (required but with --span-cost)"
+    )
     parser.add_argument("--tree", type=Path, default=ROOT, help="the source tree with them (default: this one)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=2000, help="measured requests per run (a fifth more warm up)")
     parser.add_argument("--stream", action="store_true", help="streamed chats (default: whole answers)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--span-cost", action="store_true", help="only the spans' own CPU cost, no app (see span_cost)")
     args = parser.parse_args()
+    if args.span_cost:
+        print(json.dumps({k: round(v, 2) for k, v in span_cost(args.requests).items()}))
+        return
+    if args.base is None:
+        parser.error("--base is required: a source tree without the tracing hooks")
     sys.path.insert(0, str(ROOT))
     from tests.support.otlp_receiver import run_otlp_receiver
 
