@@ -18,7 +18,7 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -26,11 +26,11 @@ from typing import Any
 
 import httpx
 import orjson
-from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from gatehouse import __version__
+from gatehouse.configuration.effective import effective
 from gatehouse.db.engine import create_engine, create_sessionmaker
 from gatehouse.db.migrate import head_revisions
 from gatehouse.diagnostics.logfiles import log_parts
@@ -40,6 +40,7 @@ from gatehouse.exports.pii import EMAIL_PATTERN, mask_email
 from gatehouse.jobs.models import ReplicaBeat
 from gatehouse.jobs.replicas import database_now, is_live
 from gatehouse.monitoring.health import check_database
+from gatehouse.monitoring.storage import collect as collect_storage
 from gatehouse.settings import Settings
 from gatehouse.upstreams.config import load_config
 
@@ -69,7 +70,8 @@ PART_TIMEOUT = 60.0  # seconds for any part (doctor's own checks are bounded wel
 HTTP_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 LOG_MEMBER = "logs/gatehouse.log"
 DESCRIPTIONS = {
-    "config.json": "the effective settings (secrets redacted) and the configured upstreams (keys left out)",
+    "config.json": "the effective settings with their sources (secrets redacted, as `gatehouse config show`) and "
+    "the configured upstreams (keys left out)",
     "doctor.json": "`gatehouse doctor`: the production checklist, each check PASS/WARN/FAIL/SKIP with its fix",
     "health.json": "GET /readyz and GET /admin/health of the server, or (without --url) the database and "
     "migrations checked from here",
@@ -114,6 +116,7 @@ async def write_bundle(settings: Settings, request: BundleRequest, output: Path)
         **request.extras,
         "health.json": lambda: _health(settings, request),
         "database.json": lambda: _database(settings),
+        "db-stats.json": lambda: _storage(settings),
     }
     collected: dict[str, bytes] = {}
     missing: dict[str, str] = {}
@@ -189,18 +192,9 @@ def _mask_emails(text: str) -> str:
 
 
 async def _config(settings: Settings) -> dict[str, Any]:
-    """The settings by their environment names, secrets shown only as set or not, and the upstreams."""
-    values: dict[str, Any] = {}
-    for name in type(settings).model_fields:
-        value = getattr(settings, name)
-        if isinstance(value, SecretStr):
-            values[name.upper()] = REDACTED if value.get_secret_value() else ""
-        elif isinstance(value, str):
-            values[name.upper()] = redact_url(value)
-        elif isinstance(value, Path):
-            values[name.upper()] = str(value)
-        else:
-            values[name.upper()] = value
+    """Each setting with its value (secrets redacted) and its source, as `gatehouse config show --json` lists them,
+    and the upstreams."""
+    values = [asdict(item) for item in effective(settings)]
     upstreams: list[dict[str, Any]] | str
     try:
         upstreams = [
@@ -219,6 +213,19 @@ async def _config(settings: Settings) -> dict[str, Any]:
     except Exception as exc:
         upstreams = f"GATEHOUSE_CONFIG cannot be read: {_reason(exc)}"
     return {"settings": values, "upstreams": upstreams, "problems": settings.problems()}
+
+
+async def _storage(settings: Settings) -> dict[str, Any]:
+    """`gatehouse db stats`: the database's and its largest tables' sizes, BACKUP_DIR, the log files, free disk."""
+    missing = _sqlite_missing(settings)
+    if missing is not None:
+        raise Unavailable(f"the SQLite database {missing} does not exist here (run this where Gatehouse serves)")
+    engine = create_engine(settings)
+    try:
+        async with asyncio.timeout(DATABASE_TIMEOUT):
+            return (await collect_storage(engine, settings)).to_dict()
+    finally:
+        await engine.dispose()
 
 
 def _sqlite_missing(settings: Settings) -> str | None:

@@ -61,6 +61,7 @@ def test_bundle_from_a_running_server(server: GatehouseServer, monkeypatch: pyte
         "doctor.json",
         "health.json",
         "database.json",
+        "db-stats.json",
         "metrics.txt",
         "logs/gatehouse.log",
     }, result.stderr

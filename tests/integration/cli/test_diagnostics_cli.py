@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 
 from gatehouse.auth.models import User
 from gatehouse.cli.common import db_session
+from gatehouse.configuration.effective import REDACTED as SHOWN_SECRET
 from gatehouse.core.logfile import WeeklyFileHandler
 from gatehouse.settings import get_settings
 from tests.integration.cli.test_cli import environment, gatehouse
@@ -159,6 +160,7 @@ def test_support_bundle_without_a_server_holds_no_secret(
         "doctor.json",
         "health.json",
         "database.json",
+        "db-stats.json",
         "logs/gatehouse.log",
     }
     for name, text in members.items():
@@ -172,9 +174,10 @@ def test_support_bundle_without_a_server_holds_no_secret(
     assert {m["name"] for m in manifest["members"]} == set(members) - {"manifest.json"}
     assert [m["name"] for m in manifest["missing"]] == ["metrics.txt"]
 
-    settings = orjson.loads(members["config.json"])["settings"]
-    assert settings["JWT_SECRET"] == "[redacted]" and settings["BACKUP_KEY"] == "[redacted]"
-    assert settings["DB_PASSWORD"] == "" and settings["LOG_FILE"] == str(log)
+    settings = {item.pop("name"): item for item in orjson.loads(members["config.json"])["settings"]}
+    assert settings["JWT_SECRET"] == {"value": SHOWN_SECRET, "source": "environment", "detail": None}
+    assert settings["BACKUP_KEY"] == {"value": SHOWN_SECRET, "source": "file", "detail": str(tmp_path / "backup_key")}
+    assert settings["DB_PASSWORD"]["value"] == "" and settings["LOG_FILE"]["value"] == str(log)
     upstreams = orjson.loads(members["config.json"])["upstreams"]
     assert {u["name"]: (u["api_key"], u["headers"]) for u in upstreams}["vendor"] == ("[redacted]", ["X-Vendor-Token"])
     assert "proxyuser:[redacted]@127.0.0.1" in members["config.json"]
@@ -185,6 +188,8 @@ def test_support_bundle_without_a_server_holds_no_secret(
     assert health["database"]["status"] == "ok" and health["migrations"]["status"] == "ok"
     database = orjson.loads(members["database.json"])
     assert database["revision"]["current"] == database["revision"]["head"] and database["replicas"] == []
+    storage = orjson.loads(members["db-stats.json"])
+    assert storage["database"]["kind"] == url.get_backend_name() and storage["logs"]["files"] == 1
 
     lines = members["logs/gatehouse.log"].splitlines()
     entries = [orjson.loads(text) for text in lines]  # still JSON, line by line
@@ -204,7 +209,7 @@ def test_support_bundle_when_the_database_is_down(environment: pytest.MonkeyPatc
     health = orjson.loads(members["health.json"])
     assert health["database"]["status"] == "error" and health["database"]["error"]  # the finding itself
     missing = {m["name"]: m["why"] for m in orjson.loads(members["manifest.json"])["missing"]}
-    assert {"database.json", "metrics.txt", "logs/gatehouse.log"} <= set(missing)
+    assert {"database.json", "db-stats.json", "metrics.txt", "logs/gatehouse.log"} <= set(missing)
     assert "LOG_FILE is not set" in missing["logs/gatehouse.log"] and "journalctl" in missing["logs/gatehouse.log"]
     assert all("planted-pw-0016" not in text for text in members.values())
     assert "planted-pw-0016" not in result.output
