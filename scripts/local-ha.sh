@@ -42,9 +42,7 @@ die() { printf 'local-ha: error: %s\n' "$*" >&2; exit 1; }
 have() { command -v "$1" >/dev/null 2>&1; }
 redact() { sed -E 's#(://[^:/@]*):[^@/]*@#\1:***@#' <<<"$1"; }
 
-HA_DIR="${HA_DIR:-$ROOT/.local-ha}"
-mkdir -p "$HA_DIR"
-HA_DIR="$(cd "$HA_DIR" && pwd)"
+HA_DIR="$(realpath -m -- "${HA_DIR:-$ROOT/.local-ha}")"  # absolute (the replicas run in it); made by `up`
 readonly HA_DIR
 readonly STATE="$HA_DIR/state.env" RUN="$HA_DIR/run" LOGS="$HA_DIR/logs" SECRETS="$HA_DIR/secrets"
 readonly SOCK="$HA_DIR/run/haproxy.sock" CFG="$HA_DIR/haproxy.cfg"
