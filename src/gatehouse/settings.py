@@ -189,6 +189,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.JSON
     log_file: Path | None = None  # also write log lines here: rotated weekly, kept 30 days, older ones gzipped
+    # Slow-SQL logging (db/sqllog.py), off by default: statements slower than this many milliseconds are logged as
+    # `slow_sql` (text without parameters, duration, request id); 0: off. LOG_SQL: every statement at DEBUG.
+    slow_sql_ms: float = Field(default=0.0, ge=0)
+    log_sql: bool = False
     # OpenTelemetry tracing (core/tracing.py), off by default; when on, the SDK's standard OTEL_* variables say where
     # spans go (OTEL_EXPORTER_OTLP_ENDPOINT), the service name and the sampler. OTEL_SDK_DISABLED=true turns it off.
     otel_enabled: bool = False
@@ -206,6 +210,15 @@ class Settings(BaseSettings):
     responses_retention_days: int = Field(default=30, ge=0)  # stored Responses API answers, as OpenAI's; 0: forever
     job_token: SecretStr = SecretStr("")  # X-Job-Token for POST /admin/jobs/{name}/run (an external scheduler)
     job_token_previous: SecretStr = SecretStr("")  # also accepted during a rotation window
+    # Storage (monitoring/storage.py): /admin/health warns when a disk (DATA_DIR, BACKUP_DIR, the log directory) has
+    # less than DISK_WARN_PERCENT of its size or less than DISK_WARN_FREE_MB free; gauges refreshed this often.
+    disk_warn_percent: float = Field(default=10.0, ge=0, le=100)
+    disk_warn_free_mb: int = Field(default=1024, ge=0)
+    storage_refresh_seconds: float = Field(default=60.0, ge=0)  # 0: the storage gauges are not refreshed
+    # Database maintenance (`gatehouse db maintain`, the `maintain` job): optimize/ANALYZE/checkpoint on SQLite,
+    # VACUUM (ANALYZE) on PostgreSQL; a SQLite VACUUM needs the file's size free plus this margin, or is refused.
+    maintain_schedule: str = "weekly@sun 04:30"  # empty: only when run by hand or an external scheduler
+    vacuum_free_margin_mb: int = Field(default=64, ge=0)
 
     # Budget alerts (alerts/): percentages of a limit at which a budget alerts, once per budget, measure, threshold
     # and period ("off": none), checked every BUDGET_ALERT_CHECK_SECONDS on each replica (0: not on this one).
@@ -288,7 +301,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"{name}: {', '.join(bad)} is not an email domain (e.g. example.com)")
         return ",".join(items)
 
-    @field_validator("backup_schedule", "purge_schedule")
+    @field_validator("backup_schedule", "purge_schedule", "maintain_schedule")
     @classmethod
     def _schedule(cls, value: str, info: Any) -> str:
         value = value.strip()
