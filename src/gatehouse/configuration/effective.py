@@ -19,8 +19,6 @@ from pydantic import SecretStr
 from gatehouse.settings import Settings
 
 REDACTED = "********"
-# Settings whose value is a URL that may carry a password (postgresql://user:password@host/db).
-URL_SETTINGS = frozenset({"database_url", "redis_url"})
 # Variables Gatehouse reads that are not Settings fields (uvicorn's, prometheus-client's, its own markers).
 OTHER_KNOWN = frozenset({"FORWARDED_ALLOW_IPS", "PROMETHEUS_MULTIPROC_DIR", "GATEHOUSE_PREPARED"})
 # How alike a shell variable must be to a setting's name to be reported (difflib's ratio); a .env file holds only
@@ -64,7 +62,7 @@ def shown(settings: Settings, name: str) -> str:
     value: Any = getattr(settings, name)
     if isinstance(value, SecretStr):
         return REDACTED if value.get_secret_value() else ""
-    if name in URL_SETTINGS and isinstance(value, str):
+    if name.endswith("_url") and isinstance(value, str):  # postgresql://user:password@host/db, https://u:p@ollama
         return redact_url(value)
     if value is None:
         return ""

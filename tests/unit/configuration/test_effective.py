@@ -19,6 +19,7 @@ def test_sources_and_redaction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("JOB_TOKEN_FILE", str(secret_file))
     monkeypatch.setenv("DATABASE_URL", "postgresql://app:p%40ss-word@db:5432/gatehouse")
     monkeypatch.setenv("DATABSE_URL", "x")
+    monkeypatch.setenv("OLLAMA_BASE_URL", "https://proxy:pr0xy-pass@ollama.internal")
     settings = Settings(_env_file=env_file)  # type: ignore[call-arg]
     rows = {row.name: row for row in effective(settings, env_file=env_file)}
     assert (rows["JOB_TOKEN"].value, rows["JOB_TOKEN"].source, rows["JOB_TOKEN"].detail) == (
@@ -29,6 +30,7 @@ def test_sources_and_redaction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert (rows["METRICS_TOKEN"].value, rows["METRICS_TOKEN"].source) == (REDACTED, ".env")
     assert rows["DATABASE_URL"].source == "environment"
     assert "p%40ss-word" not in rows["DATABASE_URL"].value and REDACTED in rows["DATABASE_URL"].value
+    assert rows["OLLAMA_BASE_URL"].value == f"https://proxy:{REDACTED}@ollama.internal"
     assert rows["LOG_LEVEL"].source == "default"
     found = {(s.name, s.where): s.closest for s in suspects(env_file=env_file)}
     assert found[("OPENAI_APIKEY", ".env")] == "OPENAI_API_KEY"
