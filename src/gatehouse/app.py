@@ -17,6 +17,7 @@ from gatehouse.backups.routes import router as backups
 from gatehouse.blocklist.errors import BLOCKED_MESSAGE
 from gatehouse.blocklist.matcher import Blocklist
 from gatehouse.blocklist.routes import router as blocklist
+from gatehouse.configuration.reload import Reloader
 from gatehouse.configuration.routes import router as configuration
 from gatehouse.core.components import Components
 from gatehouse.core.logging import configure_logging
@@ -62,6 +63,7 @@ ROUTERS = (
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the ASGI app for these settings (default: from the environment)."""
+    handed_in = settings is not None
     settings = settings or get_settings()
     configure_logging(settings)
     check_settings(settings)
@@ -78,6 +80,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         with tracing(tracer):  # outside `running`: the settlements drained at its end are exported too
             async with running(settings, components, blocklist=blocked) as runtime:
                 app.state.runtime = runtime
+                if handed_in:  # settings made in code (tests, an embedding program), not read: a reload keeps them
+                    frozen = settings
+                    runtime.components.get(Reloader).reread = lambda: frozen
                 runtime.gateway.tracer = tracer
                 yield
 

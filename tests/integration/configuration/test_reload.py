@@ -374,3 +374,11 @@ async def test_after_a_redis_outage_a_replica_catches_up_only_when_its_files_cha
         await reloader.close()
         assert [e["changed"] for e in await audited(harness, "config.reloaded")] == [["RATE_LIMIT_PER_MINUTE"]]
         assert harness.runtime.rate_limiter.limit_of("user_per_minute") == 5
+
+
+async def test_an_app_given_its_settings_in_code_keeps_them_on_reload(database_url: str, tmp_path: Path) -> None:
+    """Nothing of this test process's environment leaks in: the settings were handed in, not read."""
+    async with running_app(make_settings(database_url, tmp_path, rate_limit_per_minute=3)) as harness:
+        result = await reload(harness)
+        assert result["ok"] is True and result["changed"] == [] and result["restart_needed"] == []
+        assert harness.runtime.rate_limiter.limit_of("user_per_minute") == 3
