@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import secrets
+from pathlib import Path
 
 import pytest
 
-from gatehouse.cli.doctor_checks import Check, DoctorReport, Status
+from gatehouse.cli.doctor_checks import Check, DoctorReport, Status, run_doctor
 from gatehouse.cli.doctor_checks.clock import date_skew, judge_skew, upstream_clock
 from gatehouse.cli.doctor_checks.configuration import configuration_checks, weakness
 from gatehouse.cli.doctor_checks.tls import certificate_checks
@@ -85,3 +87,22 @@ async def test_a_closed_https_port_fails_quickly() -> None:
 def test_public_url_must_be_a_url() -> None:
     with pytest.raises(ValueError, match=r"PUBLIC_URL|public_url"):
         Settings(_env_file=None, public_url="ai.example.com")
+
+
+async def test_a_check_that_breaks_is_a_finding_not_a_traceback(tmp_path: Path) -> None:
+    settings = Settings(
+        _env_file=None,
+        database_url=f"sqlite:///{tmp_path}/missing.db",
+        data_dir=tmp_path,
+        backup_dir=tmp_path / "backups",
+        ollama_base_url="ftp://ollama.internal:11434",  # not a URL an upstream may have: its config cannot be built
+        ollama_api_key="ollama-secret-not-shown",
+    )
+    report = await run_doctor(settings, wait=1.0)
+    broken = report.by_name("upstreams")
+    assert broken is not None and broken.status is Status.FAIL, broken
+    assert "could not run (ValidationError" in broken.summary and "base_url" in broken.summary, broken
+    assert "ollama-secret-not-shown" not in json.dumps(report.as_dict())
+    database = report.by_name("database")
+    assert database is not None and database.status is Status.FAIL and "does not exist" in database.summary
+    assert not (tmp_path / "missing.db").exists()  # doctor only reads: it never creates the database

@@ -9,9 +9,14 @@ everything is down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import TypeVar
+
+from pydantic import SecretStr, ValidationError
+from sqlalchemy.engine import make_url
 
 from gatehouse.cli.doctor_checks.backups import backup_checks
 from gatehouse.cli.doctor_checks.clock import server_clock, upstream_clock
@@ -28,6 +33,7 @@ from gatehouse.settings import Settings
 __all__ = ["Check", "DoctorReport", "Status", "run_doctor"]
 
 T = TypeVar("T")
+_SECRETS: ContextVar[tuple[str, ...]] = ContextVar("doctor_secrets", default=())  # this run's, for _bounded
 NETWORK_TIMEOUT = 3.0  # seconds for each connection or answer (database, Redis, an upstream, a TLS handshake)
 GROUP_DEADLINE = 10.0  # a group of checks (e.g. every upstream) that takes longer than this is a FAIL
 
@@ -45,7 +51,10 @@ async def run_doctor(
     """Run every check of the production checklist; with `smoke`, also a chat and an embedding through the
     gateway at `url` with `key`."""
     started = time.perf_counter()
-    database = asyncio.create_task(_bounded("database", probe_database(settings, wait), DatabaseFacts()))
+    _SECRETS.set(_secret_values(settings))
+    database = asyncio.create_task(
+        _bounded("database", probe_database(settings, wait), lambda failure: DatabaseFacts(checks=[failure]))
+    )
 
     async def redis() -> RedisFacts:
         facts = await database
@@ -55,29 +64,29 @@ async def run_doctor(
         facts = await database
         return await probe_upstreams(settings, facts.upstreams, wait)
 
-    redis_task = asyncio.create_task(_bounded("redis", redis(), None))
-    upstream_task = asyncio.create_task(_bounded("upstreams", upstreams(), UpstreamFacts()))
-    backups_task = asyncio.create_task(_bounded("backups", backup_checks(settings), []))
+    async def certificates() -> list[Check]:
+        facts = await upstream_task  # their https URLs are checked too
+        return await certificate_checks(settings.public_url, facts.https_urls, wait)
+
+    redis_task = asyncio.create_task(_bounded("redis", redis(), RedisFacts))
+    upstream_task = asyncio.create_task(
+        _bounded("upstreams", upstreams(), lambda failure: UpstreamFacts(checks=[failure]))
+    )
+    tls_task = asyncio.create_task(_bounded("tls", certificates(), _one))
+    backups_task = asyncio.create_task(_bounded("backups", backup_checks(settings), _one))
+    disk_task = asyncio.create_task(_bounded("disk", asyncio.to_thread(disk_checks, settings), _one))
     smoke_task = asyncio.create_task(_smoke(smoke, url, key, chat_model, embed_model))
 
-    db_facts = await database
-    redis_facts = await redis_task
-    upstream_facts = await upstream_task
-    no_checks: list[Check] = []
-    tls = await _bounded("tls", certificate_checks(settings.public_url, upstream_facts.https_urls, wait), no_checks)
+    db_facts, redis_facts, upstream_facts = await database, await redis_task, await upstream_task
     checks = [
         *configuration_checks(settings),
         *db_facts.checks,
-        redis_facts.check if isinstance(redis_facts, RedisFacts) else _late("redis"),
+        redis_facts.check,
         *upstream_facts.checks,
         *await backups_task,
-        *tls,
-        *disk_checks(settings),
-        server_clock(
-            db_facts.clock_offset,
-            redis_facts.clock_offset if isinstance(redis_facts, RedisFacts) else None,
-            postgres=not settings.is_sqlite,
-        ),
+        *await tls_task,
+        *await disk_task,
+        server_clock(db_facts.clock_offset, redis_facts.clock_offset, postgres=not settings.is_sqlite),
         upstream_clock(upstream_facts.dates),
         *await smoke_task,
     ]
@@ -93,20 +102,44 @@ async def _smoke(
         missing = "--url (GATEHOUSE_URL)" if not url else "--key (GATEHOUSE_API_KEY)"
         return [failed("smoke", f"--smoke needs {missing}", f"pass {missing}: the gateway to test and a key for it")]
     work = smoke_checks(url, key, chat_model=chat_model, embed_model=embed_model)
-    return await _bounded("smoke", work, [], deadline=2 * SMOKE_TIMEOUT + GROUP_DEADLINE)
+    return await _bounded("smoke", work, _one, deadline=2 * SMOKE_TIMEOUT + GROUP_DEADLINE)
 
 
-async def _bounded(name: str, work: Awaitable[T], late: T, deadline: float = GROUP_DEADLINE) -> T:
-    """`work`'s result, or `late` (after the group's FAIL is recorded in it, when it holds checks) past the deadline."""
+def _one(failure: Check) -> list[Check]:
+    return [failure]
+
+
+async def _bounded(
+    name: str, work: Awaitable[T], fallback: Callable[[Check], T], deadline: float = GROUP_DEADLINE
+) -> T:
+    """`work`'s result; past the deadline, or when a check itself breaks, `fallback` of a FAIL saying so (one
+    broken check never hides the others' findings)."""
     try:
         return await asyncio.wait_for(work, deadline)
     except TimeoutError:
-        if isinstance(late, DatabaseFacts | UpstreamFacts):
-            late.checks.append(_late(name, deadline))
-        elif isinstance(late, list):
-            late.append(_late(name, deadline))
-        return late
+        return fallback(
+            failed(
+                name, f"the {name} checks did not finish within {deadline:g} s", "run doctor again; check what hangs"
+            )
+        )
+    except Exception as exc:  # a check that breaks is a finding, not a traceback
+        lines = str(exc).strip().splitlines()
+        reason = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+        if isinstance(exc, ValidationError) and exc.errors():
+            error = exc.errors()[0]  # e.g. an env shortcut that makes no valid upstream: name the field
+            reason += f": {'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+        for secret in _SECRETS.get():
+            reason = reason.replace(secret, "***")
+        return fallback(failed(name, f"the {name} checks could not run ({reason})", "fix what the error names"))
 
 
-def _late(name: str, deadline: float = GROUP_DEADLINE) -> Check:
-    return failed(name, f"the {name} checks did not finish within {deadline:g} s", "run doctor again; check what hangs")
+def _secret_values(settings: Settings) -> tuple[str, ...]:
+    """Every secret the settings hold (and the database URL's password): never shown in a finding."""
+    values = [
+        getattr(settings, name).get_secret_value()
+        for name, field in Settings.model_fields.items()
+        if field.annotation is SecretStr
+    ]
+    with contextlib.suppress(Exception):
+        values.append(make_url(settings.database_url).password or "")
+    return tuple(value for value in values if len(value) >= 4)

@@ -18,7 +18,7 @@ class RedisFacts:
     """The Redis check, and Redis's clock minus this machine's (seconds) when it answered."""
 
     check: Check
-    clock_offset: float | None = None
+    clock_offset: float | None = None  # None: Redis did not answer (or is not set)
 
 
 def describe_redis(url: str) -> str:
