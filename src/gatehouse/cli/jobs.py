@@ -18,7 +18,9 @@ from gatehouse.jobs.models import JobRun
 from gatehouse.jobs.runner import JobRunner
 from gatehouse.runtime import job_definitions
 
-app = typer.Typer(no_args_is_help=True, help="Jobs: the retention purge, scheduled backups, upstream probes.")
+app = typer.Typer(
+    no_args_is_help=True, help="Jobs: the retention purge, scheduled backups, upstream probes, database maintenance."
+)
 
 
 def _when(value: datetime | None) -> str:
@@ -81,7 +83,7 @@ def list_jobs(runs: int = typer.Option(10, "--runs", min=0, max=500, help="Also 
 
 
 @app.command("run")
-def run_job(name: str = typer.Argument(..., help="purge or backup")) -> None:
+def run_job(name: str = typer.Argument(..., help="purge, backup or maintain")) -> None:
     """Run a job now, from this shell; it takes the same lock as the servers, so it never overlaps their run."""
     settings = quiet_settings()
 

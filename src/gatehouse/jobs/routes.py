@@ -19,7 +19,7 @@ router = APIRouter(prefix="/admin/jobs", tags=["jobs"])
 MAX_ID = 2**63 - 1  # job_run ids are BIGINT
 JOB_TOKEN_HEADER = "x-job-token"  # noqa: S105 (a header name)
 RunnerDep = Annotated[JobRunner, provided(JobRunner)]
-JobName = Annotated[str, Path(max_length=64, description="purge, backup or probe")]
+JobName = Annotated[str, Path(max_length=64, description="purge, backup, probe or maintain")]
 
 
 @router.get("", response_model=JobList, dependencies=[require(Role.MONITOR)])

@@ -39,6 +39,7 @@ MIN_SECONDS = 1  # short periods are for tests and quick looks; the usual is an 
 MAX_SECONDS = 24 * 3600  # a forgotten DEBUG must not fill the disk for more than a day
 MAX_LOGGERS = 20
 KEY = "log_level"  # under REDIS_PREFIX
+SQL_LOGGER = "gatehouse.sql"  # db/sqllog.py
 
 
 @dataclass(frozen=True)
@@ -183,7 +184,7 @@ class LogLevelControl:
 
     def _base(self) -> tuple[str, dict[str, str]]:
         """The settings' levels: LOG_LEVEL, and gatehouse.sql at DEBUG with LOG_SQL (so its lines show)."""
-        return self.settings.log_level, ({"gatehouse.sql": "DEBUG"} if self.settings.log_sql else {})
+        return self.settings.log_level, ({SQL_LOGGER: "DEBUG"} if self.settings.log_sql else {})
 
     async def start(self) -> None:
         """Apply the override a replica started during finds (with Redis), else the settings."""
@@ -227,7 +228,10 @@ class LogLevelControl:
         previous, self.override = self.override, override
         level, loggers = self._base()
         slow_ms = self.settings.slow_sql_ms
+        log_all = self.settings.log_sql
         if override is not None:
+            # Naming gatehouse.sql at DEBUG is LOG_SQL for the period (its hooks are attached only while asked).
+            log_all = log_all or (override.level == "DEBUG" and SQL_LOGGER in override.loggers)
             if override.level and override.loggers:
                 loggers = {**loggers, **dict.fromkeys(override.loggers, override.level)}
             elif override.level:
@@ -235,7 +239,7 @@ class LogLevelControl:
             if override.slow_sql_ms is not None:
                 slow_ms = override.slow_sql_ms
         set_levels(level, dict(loggers))
-        self.sql_log.configure(slow_ms=slow_ms, log_all=self.settings.log_sql)
+        self.sql_log.configure(slow_ms=slow_ms, log_all=log_all)
         if self._timer is not None and self._timer is not asyncio.current_task():
             self._timer.cancel()
         self._timer = None

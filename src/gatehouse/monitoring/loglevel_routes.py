@@ -57,7 +57,9 @@ class LogLevelRead(BaseModel):
     base_level: str = Field(description="LOG_LEVEL: what it reverts to.")
     loggers: dict[str, str] = Field(description="Loggers with a level of their own (from an override, or LOG_SQL).")
     slow_sql_ms: float = Field(description="The slow-SQL threshold now (0: off).")
-    log_sql: bool = Field(description="LOG_SQL: every statement logged at DEBUG.")
+    log_sql: bool = Field(
+        description="Every statement logged at DEBUG: LOG_SQL, or an override giving `gatehouse.sql` DEBUG."
+    )
     override: OverrideRead | None = Field(description="The override in force and its end; null: the settings'.")
     shared: bool = Field(description="Whether the override reaches every replica (REDIS_URL) or only this process.")
     replica: str

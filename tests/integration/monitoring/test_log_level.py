@@ -159,6 +159,15 @@ async def test_slow_sql_switched_on_for_a_period(harness: Harness, tmp_path: Pat
     await harness.client.delete("/admin/log-level")
     assert (await harness.client.get("/admin/log-level")).json()["slow_sql_ms"] == 0
     assert not sql_log.attached
+    # Naming gatehouse.sql at DEBUG logs every statement for the period (LOG_SQL without a restart).
+    answer = await harness.client.put(
+        "/admin/log-level", json={"level": "DEBUG", "loggers": ["gatehouse.sql"], "minutes": 5}
+    )
+    assert answer.status_code == 200, answer.text
+    state = (await harness.client.get("/admin/log-level")).json()
+    assert state["log_sql"] is True and state["loggers"] == {"gatehouse.sql": "DEBUG"} and sql_log.attached
+    await harness.client.delete("/admin/log-level")
+    assert (await harness.client.get("/admin/log-level")).json()["log_sql"] is False and not sql_log.attached
 
 
 @pytest.mark.redis
