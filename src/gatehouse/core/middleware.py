@@ -154,7 +154,11 @@ class RequestContextMiddleware:
     def _blocked(blocklist: BlocklistLike, scope: Scope) -> bool:
         # The client as uvicorn resolved it: behind FORWARDED_ALLOW_IPS proxies, their X-Forwarded-For.
         client = scope.get("client")
-        return client is not None and scope["path"] not in PROBE_PATHS and blocklist.blocks(client[0])
+        if client is None or not blocklist.blocks(client[0]):
+            return False
+        path: str = scope["path"]
+        root: str = scope.get("root_path", "")
+        return (path[len(root) :] if root and path.startswith(root) else path) not in PROBE_PATHS
 
     def _too_large(self) -> PayloadTooLarge:
         return PayloadTooLarge(f"Request body exceeds {self.max_body_bytes} bytes (MAX_REQUEST_BYTES)")
