@@ -51,18 +51,15 @@ def doctor(
 
 def _print(report: DoctorReport) -> None:
     table = Table(box=box.SIMPLE_HEAD, title=f"gatehouse doctor ({report.version})", title_justify="left")
-    table.add_column("check", no_wrap=True)
     table.add_column("status", no_wrap=True)
-    table.add_column("finding")
-    table.add_column("fix")
+    table.add_column("check", no_wrap=True)
+    table.add_column("finding, and the fix")  # the fix under its finding: readable on a narrow terminal too
     for check in report.checks:
         style = STYLES[check.status]
         timing = f" [dim]({check.seconds * 1000:.0f} ms)[/dim]" if check.seconds is not None else ""
+        fix = f"\n[{style}]fix:[/{style}] {escape(check.fix)}" if check.fix else ""
         table.add_row(
-            escape(check.name),
-            f"[{style}]{check.status.value}[/{style}]",
-            escape(check.summary) + timing,
-            escape(check.fix),
+            f"[{style}]{check.status.value}[/{style}]", escape(check.name), escape(check.summary) + timing + fix
         )
     console.print(table)
     style = STYLES[report.worst]
