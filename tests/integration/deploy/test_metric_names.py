@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import BACKENDS, fresh_database
-from tests.support.server import GatehouseServer, base_env, run_gatehouse
-from tests.support.services import flush_redis_prefix, redis_server, unique_redis_prefix
+from tests.support.server import GatehouseServer
 
 ROOT = Path(__file__).resolve().parents[3]
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
@@ -92,23 +88,6 @@ def test_names_are_read_from_expressions() -> None:
     assert metric_names("predict_linear(min by (path) (free_bytes)[6h:5m], 24 * 3600) < 0") == {"free_bytes"}
     # Every rule reads something: an extractor that dropped names would make the test below pass vacuously.
     assert all(metric_names(expr) for expr in rule_expressions(ALERTS).values())
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatehouseServer]:
-    """A real server on the demo model: SQLite alone, or PostgreSQL with Redis (the HA shape)."""
-    backend = str(request.param)
-    workdir = tmp_path_factory.mktemp(f"metrics-{backend}")
-    extra: dict[str, str] = {}
-    prefix = unique_redis_prefix()
-    if backend == "postgres":
-        extra = {"REDIS_URL": redis_server(), "REDIS_PREFIX": prefix}
-    with fresh_database(backend, workdir) as database_url:
-        env = base_env(database_url, workdir / "data", DEMO_UPSTREAM="true", **extra)
-        with run_gatehouse(env, workdir=workdir) as running:
-            yield running
-    if extra:
-        flush_redis_prefix(extra["REDIS_URL"], prefix)
 
 
 def exposed_names(server: GatehouseServer) -> tuple[set[str], set[str]]:
