@@ -17,12 +17,14 @@ from typing import Any
 
 import pytest
 import yaml
+from argon2 import PasswordHasher
 from sqlalchemy import delete
 from typer.testing import CliRunner
 
 from gatehouse.accounts.bootstrap import bootstrap_admin
 from gatehouse.accounts.keys import service as keys
 from gatehouse.accounts.users import service as users
+from gatehouse.auth import passwords
 from gatehouse.auth.actor import Actor
 from gatehouse.backups.create import create_backup
 from gatehouse.cli import app
@@ -84,6 +86,11 @@ def apply_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], **changes: s
             monkeypatch.setenv(name, value)
     get_settings.cache_clear()
     return Settings(_env_file=None)
+
+
+def cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bootstrap admin's password hashed cheaply: these tests are about doctor, not Argon2's cost."""
+    monkeypatch.setattr(passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
 
 
 def _secret_file(directory: Path, name: str) -> str:
@@ -155,6 +162,7 @@ def deployment(
         prepared = Deployment(root, database_url, env, fake_upstream_url)
         env["GATEHOUSE_CONFIG"] = str(prepared.config("good"))
         with pytest.MonkeyPatch.context() as monkeypatch:
+            cheap_password_hashing(monkeypatch)
             prepared.bootstrap_key = remember(asyncio.run(_prepare(apply_env(monkeypatch, env))), "a bootstrap key")
         yield prepared
 
@@ -503,3 +511,25 @@ def test_everything_down_still_answers_within_seconds(tmp_path: Path, monkeypatc
     assert "did not answer within 1 s" in report.by_name("upstream.wedged").summary  # type: ignore[union-attr]
     text = json.dumps(report.as_dict())
     assert "pw-not-shown" not in text and report.exit_code == 2
+
+
+async def _bootstrap_only(settings: Settings) -> None:
+    await upgrade(settings.database_url)
+    engine = create_engine(settings)
+    try:
+        await bootstrap_admin(create_sessionmaker(engine), settings)  # its key generated and printed once
+    finally:
+        await engine.dispose()
+
+
+def test_a_bootstrap_key_never_rotated_warns(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {"ENVIRONMENT": "prod", "DATABASE_URL": database_url, "DATA_DIR": str(tmp_path), "PURGE_SCHEDULE": ""}
+    env["BOOTSTRAP_ADMIN_PASSWORD_FILE"] = _secret_file(tmp_path, "BOOTSTRAP_ADMIN_PASSWORD")
+    settings = apply_env(monkeypatch, env)
+    cheap_password_hashing(monkeypatch)
+    asyncio.run(_bootstrap_only(settings))
+    check = doctor(settings).by_name("bootstrap_key")
+    assert check is not None and check.status is Status.WARN, check
+    assert "never rotated" in check.summary and "gatehouse keys rotate-bootstrap" in check.fix
