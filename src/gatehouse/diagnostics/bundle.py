@@ -35,7 +35,7 @@ from gatehouse.db.engine import create_engine, create_sessionmaker
 from gatehouse.db.migrate import head_revisions
 from gatehouse.diagnostics.logfiles import log_parts
 from gatehouse.diagnostics.logfilter import LogFilter, Selection, log_lines
-from gatehouse.diagnostics.scrub import REDACTED, Scrubber, redact_url, settings_secrets
+from gatehouse.diagnostics.scrub import REDACTED, Scrubber, redact_url, settings_secrets, url_passwords
 from gatehouse.exports.pii import EMAIL_PATTERN, mask_email
 from gatehouse.jobs.models import ReplicaBeat
 from gatehouse.jobs.replicas import database_now, is_live
@@ -43,6 +43,7 @@ from gatehouse.monitoring.health import check_database
 from gatehouse.monitoring.storage import collect as collect_storage
 from gatehouse.settings import Settings
 from gatehouse.upstreams.config import load_config
+from gatehouse.upstreams.models import UpstreamRow
 
 # Whose versions matter when something misbehaves (the manifest lists them).
 PACKAGES = (
@@ -110,7 +111,8 @@ class Unavailable(Exception):
 
 async def write_bundle(settings: Settings, request: BundleRequest, output: Path) -> BundleResult:
     """Collect every part and write the ZIP to `output` (atomically: a temporary file renamed at the end)."""
-    scrubber = Scrubber(settings_secrets(settings) + ([request.key] if request.key else []))
+    stored = await _stored_secrets(settings)
+    scrubber = Scrubber(settings_secrets(settings) + stored + ([request.key] if request.key else []))
     parts: dict[str, Collector] = {
         "config.json": lambda: _config(settings),
         **request.extras,
@@ -165,6 +167,29 @@ def _write_zip(
         Path(staging).unlink(missing_ok=True)
         raise
     return BundleResult(path=output, members=members, missing=missing)
+
+
+async def _stored_secrets(settings: Settings) -> list[str]:
+    """The keys and header values of upstreams created through the API (the database holds them), to be scrubbed
+    too; none when the database cannot be read (then no part read from it can hold them either)."""
+    if _sqlite_missing(settings) is not None:
+        return []
+    engine = create_engine(settings)
+    try:
+        async with asyncio.timeout(DATABASE_TIMEOUT), create_sessionmaker(engine)() as session:
+            rows = (await session.execute(select(UpstreamRow))).scalars().all()
+    except Exception:
+        return []
+    finally:
+        await engine.dispose()
+    found: list[str] = []
+    for row in rows:
+        found.append(row.api_key)
+        found.extend(str(value) for value in (row.headers or {}).values())
+        found.extend(url_passwords(row.base_url))
+        if row.api_key_env:
+            found.append(os.environ.get(row.api_key_env, ""))
+    return found
 
 
 def _cancelling() -> bool:

@@ -20,6 +20,7 @@ from gatehouse.cli.common import db_session
 from gatehouse.configuration.effective import REDACTED as SHOWN_SECRET
 from gatehouse.core.logfile import WeeklyFileHandler
 from gatehouse.settings import get_settings
+from gatehouse.upstreams.models import UpstreamRow
 from tests.integration.cli.test_cli import environment, gatehouse
 
 __all__ = ["environment"]
@@ -89,6 +90,27 @@ URL_PASSWORD = "planted:url/password-0011"  # quoted in the URL
 LOGGED_KEY = "gh_unconfiguredButLogged0012"
 BEARER = "plantedBearerToken0013xyz"
 PROVIDER_KEY = "sk-proj-plantedProviderKey0014"
+STORED_KEY = "planted-api-provisioned-key-0017"  # an upstream created through the API keeps its key in the database
+STORED_HEADER = "planted-api-provisioned-header-0018"
+
+
+def _provisioned_upstream() -> None:
+    async def go() -> None:
+        async with db_session(get_settings()) as session:
+            session.add(
+                UpstreamRow(
+                    name="provisioned",
+                    kind="openai",
+                    base_url="http://127.0.0.1:9",
+                    api_key=STORED_KEY,
+                    headers={"X-Team": STORED_HEADER},
+                    discover=False,
+                    models=["provisioned-chat"],
+                )
+            )
+
+    get_settings.cache_clear()
+    asyncio.run(go())
 
 
 def _members(bundle: Path) -> dict[str, str]:
@@ -100,7 +122,7 @@ def test_support_bundle_without_a_server_holds_no_secret(
     environment: pytest.MonkeyPatch, database_url: str, tmp_path: Path
 ) -> None:
     planted = [*SECRETS.values(), WEBHOOK_TOKEN, BACKUP_KEY, CONFIG_KEY, HEADER_VALUE, URL_PASSWORD, LOGGED_KEY]
-    planted += [BEARER, PROVIDER_KEY]
+    planted += [BEARER, PROVIDER_KEY, STORED_KEY, STORED_HEADER]
     url = make_url(database_url)
     if url.get_backend_name() == "postgresql":
         db_password = url.password or "planted-db-password-0015"  # the test server trusts local connections
@@ -143,10 +165,12 @@ def test_support_bundle_without_a_server_holds_no_secret(
         {"event": "request", "level": "info", "request_id": "r1", "user_id": 1, "client_ip": "203.0.113.7"},
         {"event": "signup", "level": "info", "email": "alice.smith@example.com", "note": f"key {LOGGED_KEY}"},
         {"event": "upstream_failed", "level": "error", "error": f"401 with Authorization: Bearer {BEARER}"},
-        {"event": "config_dump", "level": "warning", "detail": f"jwt={JWT} provider={PROVIDER_KEY}"},
+        {"event": "config_dump", "level": "warning", "detail": f"jwt={JWT} provider={PROVIDER_KEY} {STORED_KEY}"},
+        {"event": "upstream_failed", "level": "error", "upstream": "provisioned", "error": f"refused {STORED_HEADER}"},
         f"2026-12-07 10:00:00 [error] console line with {SECRETS['METRICS_TOKEN']} from bob@example.com",
     )
     assert gatehouse("db", "upgrade").exit_code == 0
+    _provisioned_upstream()
 
     bundle = tmp_path / "out" / "bundle.zip"
     result = gatehouse("support-bundle", "-o", str(bundle), "--since", "1h")
@@ -193,7 +217,7 @@ def test_support_bundle_without_a_server_holds_no_secret(
 
     lines = members["logs/gatehouse.log"].splitlines()
     entries = [orjson.loads(text) for text in lines]  # still JSON, line by line
-    assert [e["event"] for e in entries] == ["request", "signup", "upstream_failed", "config_dump"]
+    assert [e["event"] for e in entries] == ["request", "signup", "upstream_failed", "config_dump", "upstream_failed"]
     assert entries[0]["client_ip"] == "203.0.113.x" and entries[0]["request_id"] == "r1"
     assert entries[1]["email"] == "al***@example.com"
     assert "[redacted]" in entries[2]["error"] and "[redacted]" in entries[3]["detail"]
