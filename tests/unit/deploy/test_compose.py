@@ -184,6 +184,8 @@ def test_migration_runs_once_before_the_replicas_and_stops_cover_the_drain(compo
         assert replica["environment"]["REDIS_URL"].startswith("redis://redis:")
         assert "/readyz" in " ".join(replica["healthcheck"]["test"])
         assert "ports" not in replica, "replicas are reached through the proxy only"
+        # One backup directory for all, where the image's user owns it (a new volume copies the image's owner).
+        assert "backups:/data/backups" in replica["volumes"] and "BACKUP_DIR" not in replica["environment"]
     for name in (*REPLICAS, "gatehouse", "proxy"):
         assert _seconds(services[name]["stop_grace_period"]) >= DRAIN_SECONDS + 10, name
     for name, service in services.items():
