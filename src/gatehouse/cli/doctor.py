@@ -21,7 +21,10 @@ def doctor(
         False, "--smoke", help="Also send a real chat completion and embedding through the gateway at --url."
     ),
     url: str | None = typer.Option(
-        None, "--url", envvar="GATEHOUSE_URL", help="The gateway for --smoke, e.g. https://ai.example.com."
+        None,
+        "--url",
+        envvar="GATEHOUSE_URL",
+        help="The gateway for --smoke, e.g. https://ai.example.com (default: PUBLIC_URL).",
     ),
     key: str | None = typer.Option(
         None, "--key", envvar="GATEHOUSE_API_KEY", help="An API key for --smoke (better: GATEHOUSE_API_KEY)."

@@ -106,3 +106,12 @@ async def test_a_check_that_breaks_is_a_finding_not_a_traceback(tmp_path: Path) 
     database = report.by_name("database")
     assert database is not None and database.status is Status.FAIL and "does not exist" in database.summary
     assert not (tmp_path / "missing.db").exists()  # doctor only reads: it never creates the database
+
+
+async def test_smoke_needs_a_gateway_and_a_key(tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, database_url=f"sqlite:///{tmp_path}/none.db", data_dir=tmp_path)
+    without_url = (await run_doctor(settings, smoke=True, key="gh_some_key", wait=1.0)).by_name("smoke")
+    assert without_url is not None and without_url.status is Status.FAIL and "PUBLIC_URL" in without_url.fix
+    at_public_url = settings.model_copy(update={"public_url": "http://127.0.0.1:1"})
+    without_key = (await run_doctor(at_public_url, smoke=True, wait=1.0)).by_name("smoke")
+    assert without_key is not None and "--key (GATEHOUSE_API_KEY)" in without_key.summary

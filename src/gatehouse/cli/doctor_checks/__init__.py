@@ -49,7 +49,7 @@ async def run_doctor(
     wait: float = NETWORK_TIMEOUT,
 ) -> DoctorReport:
     """Run every check of the production checklist; with `smoke`, also a chat and an embedding through the
-    gateway at `url` with `key`."""
+    gateway at `url` (default: PUBLIC_URL) with `key`."""
     started = time.perf_counter()
     _SECRETS.set(_secret_values(settings))
     database = asyncio.create_task(
@@ -75,7 +75,8 @@ async def run_doctor(
     tls_task = asyncio.create_task(_bounded("tls", certificates(), _one))
     backups_task = asyncio.create_task(_bounded("backups", backup_checks(settings), _one))
     disk_task = asyncio.create_task(_bounded("disk", asyncio.to_thread(disk_checks, settings), _one))
-    smoke_task = asyncio.create_task(_smoke(smoke, url, key, chat_model, embed_model))
+    # --smoke goes to PUBLIC_URL unless told otherwise: the way people reach the gateway, proxy and TLS included.
+    smoke_task = asyncio.create_task(_smoke(smoke, url or settings.public_url or None, key, chat_model, embed_model))
 
     db_facts, redis_facts, upstream_facts = await database, await redis_task, await upstream_task
     checks = [
@@ -99,7 +100,7 @@ async def _smoke(
     if not smoke:
         return []
     if not url or not key:
-        missing = "--url (GATEHOUSE_URL)" if not url else "--key (GATEHOUSE_API_KEY)"
+        missing = "--url (GATEHOUSE_URL, or PUBLIC_URL)" if not url else "--key (GATEHOUSE_API_KEY)"
         return [failed("smoke", f"--smoke needs {missing}", f"pass {missing}: the gateway to test and a key for it")]
     work = smoke_checks(url, key, chat_model=chat_model, embed_model=embed_model)
     return await _bounded("smoke", work, _one, deadline=2 * SMOKE_TIMEOUT + GROUP_DEADLINE)
