@@ -142,9 +142,13 @@ def logs(
     raw = sys.stdout.isatty() is False if as_json is None else as_json
     selection = Selection(criteria)
     try:
-        _write(selection.select(log_lines(parts, criteria)), raw=raw, flush=False)
         if follow:
-            _write(selection.select(follow_file(path, stop=lambda: False)), raw=raw, flush=True)
+            # The rotated weeks, then the current file from its start and on as it grows (no line lost between).
+            rotated = [part for part in parts if not part.current]
+            _write(selection.select(log_lines(rotated, criteria)), raw=raw, flush=False)
+            _write(selection.select(follow_file(path, stop=lambda: False, from_start=True)), raw=raw, flush=True)
+        else:
+            _write(selection.select(log_lines(parts, criteria)), raw=raw, flush=False)
     except KeyboardInterrupt:
         pass
     except BrokenPipeError:

@@ -84,11 +84,14 @@ def read_lines(path: Path) -> Iterator[str]:
             yield raw.rstrip(b"\r\n").decode("utf-8", errors="replace")
 
 
-def follow(path: Path, *, stop: Callable[[], bool], poll_seconds: float = FOLLOW_POLL_SECONDS) -> Iterator[str]:
-    """Lines appended to `path` from its current end on, as `tail -F` gives them: across a rotation (the rest of
-    the renamed file first, then the new file from its start), until `stop()` is true. A line is given once its
-    newline is written (a writer's half-written line waits)."""
-    handle = _open_at_end(path)
+def follow(
+    path: Path, *, stop: Callable[[], bool], from_start: bool = False, poll_seconds: float = FOLLOW_POLL_SECONDS
+) -> Iterator[str]:
+    """Lines appended to `path` from its current end on (`from_start`: every line of it, then those appended, with
+    no gap between), as `tail -F` gives them: across a rotation (the rest of the renamed file first, then the new
+    file from its start), until `stop()` is true. A line is given once its newline is written (a writer's
+    half-written line waits)."""
+    handle = _open(path) if from_start else _open_at_end(path)
     pending = b""
     try:
         while not stop():

@@ -225,7 +225,9 @@ def test_follow_picks_up_appended_lines_across_a_rotation(tmp_path: Path) -> Non
 def test_follow_from_the_command_line(tmp_path: Path) -> None:
     path = tmp_path / "gatehouse.log"
     handler = WeeklyFileHandler(path)
-    handler.emit_line(line(datetime.now(UTC), "wanted", request_id="old"))
+    handler.emit_line(line(datetime.now(UTC), "wanted", request_id="last-week"))
+    handler.doRollover()
+    handler.emit_line(line(datetime.now(UTC), "wanted", request_id="this-week"))
     env = {k: v for k, v in os.environ.items() if k != "LOG_FILE"}
     command = [sys.executable, "-m", "gatehouse", "logs", "--file", str(path), "--follow", "--event", "wanted"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path)
@@ -239,7 +241,9 @@ def test_follow_from_the_command_line(tmp_path: Path) -> None:
 
     threading.Thread(target=read, daemon=True).start()
     try:
-        assert orjson.loads(lines.get(timeout=60))["request_id"] == "old"  # the history first
+        # The history first: last week's rotated file, then the current one.
+        assert orjson.loads(lines.get(timeout=60))["request_id"] == "last-week"
+        assert orjson.loads(lines.get(timeout=10))["request_id"] == "this-week"
         handler.emit_line(line(datetime.now(UTC), "unwanted"))
         handler.emit_line(line(datetime.now(UTC), "wanted", request_id="new"))
         assert orjson.loads(lines.get(timeout=10))["request_id"] == "new"
