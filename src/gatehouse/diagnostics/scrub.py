@@ -9,7 +9,7 @@ import json
 import re
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote
 
 import orjson
 from pydantic import SecretStr
@@ -55,10 +55,6 @@ def url_passwords(text: str) -> list[str]:
     for match in _URL_PASSWORD.finditer(text):
         password = match.group("password")
         found += [password, unquote(password)]
-    with contextlib.suppress(ValueError):
-        password = urlsplit(text).password
-        if password:
-            found += [password, quote(password, safe="")]
     return found
 
 
