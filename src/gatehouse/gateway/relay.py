@@ -245,11 +245,12 @@ def upstream_span(call: Call, route: Route, path: str) -> tuple[str, dict[str, A
         "gen_ai.provider.name": route.provider.kind.value,
         "gen_ai.request.model": route.model,
         "gatehouse.upstream": route.upstream.name,
-        "http.request.method": "POST",
-        # Without any user:password@ the base URL may carry.
-        "url.full": urlunsplit((base.scheme, base.netloc.rpartition("@")[2], base.path.rstrip("/") + path, "", "")),
     }
-    if base.hostname:
+    if base.hostname:  # an HTTP upstream (the demo runs in-process)
+        attributes["http.request.method"] = "POST"
+        # Without any user:password@ the base URL may carry.
+        netloc = base.netloc.rpartition("@")[2]
+        attributes["url.full"] = urlunsplit((base.scheme, netloc, base.path.rstrip("/") + path, "", ""))
         attributes["server.address"] = base.hostname
         attributes["server.port"] = base.port or (443 if base.scheme == "https" else 80)
     if operation == "chat":

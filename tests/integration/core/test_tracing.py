@@ -138,6 +138,7 @@ async def test_a_chat_is_one_trace_under_the_clients_span(
     assert upstream.attributes["gen_ai.usage.output_tokens"] == response.json()["usage"]["completion_tokens"]
     assert upstream.attributes["http.response.status_code"] == 200
     assert upstream.attributes["server.address"] == "127.0.0.1"
+    assert upstream.attributes["url.full"] == f"{fake_upstream.url}/v1/chat/completions"
     assert "first_byte" in upstream.events
     assert not any(span.failed for span in spans)
     no_secret_in(spans)
