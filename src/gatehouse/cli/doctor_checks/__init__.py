@@ -23,12 +23,13 @@ from gatehouse.cli.doctor_checks.clock import server_clock, upstream_clock
 from gatehouse.cli.doctor_checks.configuration import configuration_checks
 from gatehouse.cli.doctor_checks.database import DatabaseFacts, probe_database
 from gatehouse.cli.doctor_checks.disk import disk_checks
-from gatehouse.cli.doctor_checks.redis_check import RedisFacts, probe_redis
+from gatehouse.cli.doctor_checks.redis_check import RedisFacts, judge_redis, ping_redis
 from gatehouse.cli.doctor_checks.report import Check, DoctorReport, Status, failed
 from gatehouse.cli.doctor_checks.smoke import SMOKE_TIMEOUT, smoke_checks
-from gatehouse.cli.doctor_checks.tls import certificate_checks
-from gatehouse.cli.doctor_checks.upstreams import UpstreamFacts, probe_upstreams
+from gatehouse.cli.doctor_checks.tls import public_url_certificate, upstream_certificates
+from gatehouse.cli.doctor_checks.upstreams import UpstreamFacts, configured_upstreams, probe_upstreams
 from gatehouse.settings import Settings
+from gatehouse.upstreams.config import ConfigError
 
 __all__ = ["Check", "DoctorReport", "Status", "run_doctor"]
 
@@ -57,22 +58,27 @@ async def run_doctor(
     )
 
     async def redis() -> RedisFacts:
-        facts = await database
-        return await probe_redis(settings, facts.live_replicas, wait)
+        ping = await ping_redis(settings, wait)  # at once, beside the database check
+        return judge_redis(settings, ping, (await database).live_replicas)
 
     async def upstreams() -> UpstreamFacts:
         facts = await database
         return await probe_upstreams(settings, facts.upstreams, wait)
 
-    async def certificates() -> list[Check]:
-        facts = await upstream_task  # their https URLs are checked too
-        return await certificate_checks(settings.public_url, facts.https_urls, wait)
+    async def upstream_tls() -> list[Check]:
+        stored = (await database).upstreams
+        try:
+            urls = [upstream.base_url for upstream in configured_upstreams(settings, stored)[0]]
+        except ConfigError:
+            return []  # the upstreams check reports it
+        return await upstream_certificates(urls, wait, besides=settings.public_url)  # beside their model lists
 
     redis_task = asyncio.create_task(_bounded("redis", redis(), RedisFacts))
     upstream_task = asyncio.create_task(
         _bounded("upstreams", upstreams(), lambda failure: UpstreamFacts(checks=[failure]))
     )
-    tls_task = asyncio.create_task(_bounded("tls", certificates(), _one))
+    public_tls_task = asyncio.create_task(_bounded("tls", public_url_certificate(settings.public_url, wait), _only))
+    tls_task = asyncio.create_task(_bounded("tls", upstream_tls(), _one))
     backups_task = asyncio.create_task(_bounded("backups", backup_checks(settings), _one))
     disk_task = asyncio.create_task(_bounded("disk", asyncio.to_thread(disk_checks, settings), _one))
     # --smoke goes to PUBLIC_URL unless told otherwise: the way people reach the gateway, proxy and TLS included.
@@ -85,6 +91,7 @@ async def run_doctor(
         redis_facts.check,
         *upstream_facts.checks,
         *await backups_task,
+        await public_tls_task,
         *await tls_task,
         *await disk_task,
         server_clock(db_facts.clock_offset, redis_facts.clock_offset, postgres=not settings.is_sqlite),
@@ -108,6 +115,10 @@ async def _smoke(
 
 def _one(failure: Check) -> list[Check]:
     return [failure]
+
+
+def _only(failure: Check) -> Check:
+    return failure
 
 
 async def _bounded(

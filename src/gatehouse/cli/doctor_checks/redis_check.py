@@ -1,4 +1,5 @@
-"""Redis: reachable when REDIS_URL is set, and required when several replicas share the database."""
+"""Redis: reachable when REDIS_URL is set, and required when several replicas share the database (PING at once;
+judged once the database has said how many replicas are alive)."""
 
 from __future__ import annotations
 
@@ -27,10 +28,40 @@ def describe_redis(url: str) -> str:
     return f"Redis {parts.hostname}:{parts.port or 6379}"
 
 
-async def probe_redis(settings: Settings, live_replicas: int | None, wait: float) -> RedisFacts:
-    """PING and TIME with a short timeout; FAIL when several replicas are alive without REDIS_URL."""
-    several = live_replicas is not None and live_replicas > 1
+@dataclass
+class RedisPing:
+    """What PING and TIME found: how long they took, Redis's clock minus ours, or why they failed."""
+
+    seconds: float
+    clock_offset: float | None = None
+    failure: str | None = None
+
+
+async def ping_redis(settings: Settings, wait: float) -> RedisPing | None:
+    """TIME and PING with a short timeout (None when REDIS_URL is not set); never raises."""
     if not settings.redis_url:
+        return None
+    import redis.asyncio as redis
+
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=wait, socket_timeout=wait)
+    started = time.perf_counter()
+    try:
+        before = time.time()
+        seconds, micros = await asyncio.wait_for(client.time(), wait)
+        after = time.time()
+        await asyncio.wait_for(client.ping(), wait)
+    except Exception as exc:  # refused, timed out, bad password: the finding itself
+        reason = "no answer in time" if isinstance(exc, TimeoutError) else type(exc).__name__
+        return RedisPing(time.perf_counter() - started, failure=reason)
+    finally:
+        await client.aclose()
+    return RedisPing(time.perf_counter() - started, seconds + micros / 1e6 - (before + after) / 2)
+
+
+def judge_redis(settings: Settings, ping: RedisPing | None, live_replicas: int | None) -> RedisFacts:
+    """The Redis check: FAIL when it does not answer, or when several replicas are alive without it."""
+    several = live_replicas is not None and live_replicas > 1
+    if ping is None:
         if several:
             return RedisFacts(
                 failed(
@@ -49,25 +80,11 @@ async def probe_redis(settings: Settings, live_replicas: int | None, wait: float
                 )
             )
         return RedisFacts(skipped("redis", "REDIS_URL is not set (one replica)"))
-    import redis.asyncio as redis
-
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=wait, socket_timeout=wait)
     where = describe_redis(settings.redis_url)
-    started = time.perf_counter()
-    try:
-        before = time.time()
-        seconds, micros = await asyncio.wait_for(client.time(), wait)
-        after = time.time()
-        await asyncio.wait_for(client.ping(), wait)
-    except Exception as exc:  # refused, timed out, bad password: the finding itself
-        took = time.perf_counter() - started
-        reason = "no answer in time" if isinstance(exc, TimeoutError) else type(exc).__name__
-        summary = f"{where} is unreachable ({reason})"
+    if ping.failure is not None:
+        summary = f"{where} is unreachable ({ping.failure})"
         if several:
             summary += f", with {live_replicas} replicas alive: they no longer share revocations and rate limits"
-        return RedisFacts(failed("redis", summary, FIX_URL, took))
-    finally:
-        await client.aclose()
-    offset = seconds + micros / 1e6 - (before + after) / 2
+        return RedisFacts(failed("redis", summary, FIX_URL, ping.seconds))
     replicas = f", {live_replicas} live replica(s)" if live_replicas is not None else ""
-    return RedisFacts(passed("redis", f"{where} answers{replicas}", time.perf_counter() - started), offset)
+    return RedisFacts(passed("redis", f"{where} answers{replicas}", ping.seconds), ping.clock_offset)

@@ -15,22 +15,34 @@ FAIL_DAYS = 7
 
 
 async def certificate_checks(public_url: str, upstream_urls: list[str], wait: float) -> list[Check]:
-    """One check per distinct https host:port (PUBLIC_URL first); PUBLIC_URL not https is a SKIP."""
-    checks: list[Check] = []
-    targets: dict[tuple[str, int], str] = {}
-    if not public_url:
-        checks.append(skipped("tls.public_url", "PUBLIC_URL is not set (the URL people reach Gatehouse at)"))
-    elif not public_url.startswith("https://"):
-        checks.append(skipped("tls.public_url", f"PUBLIC_URL {public_url} is not https (TLS ends elsewhere?)"))
-    for url in ([public_url] if public_url.startswith("https://") else []) + upstream_urls:
-        parts = urlsplit(url)
-        if parts.hostname:
-            targets.setdefault((parts.hostname, parts.port or 443), url)
-    names = ["tls.public_url" if url == public_url else f"tls.{host}:{port}" for (host, port), url in targets.items()]
-    found = await asyncio.gather(
-        *(_certificate(name, host, port, wait) for name, (host, port) in zip(names, targets, strict=True))
+    """PUBLIC_URL's certificate (a SKIP when it is not https), then one check per other https host:port."""
+    public, upstreams = await asyncio.gather(
+        public_url_certificate(public_url, wait), upstream_certificates(upstream_urls, wait, besides=public_url)
     )
-    return checks + list(found)
+    return [public, *upstreams]
+
+
+async def public_url_certificate(public_url: str, wait: float) -> Check:
+    """PUBLIC_URL's certificate; SKIP when PUBLIC_URL is not set or not https."""
+    if not public_url:
+        return skipped("tls.public_url", "PUBLIC_URL is not set (the URL people reach Gatehouse at)")
+    parts = urlsplit(public_url)
+    if parts.scheme != "https" or not parts.hostname:
+        return skipped("tls.public_url", f"PUBLIC_URL {public_url} is not https (TLS ends elsewhere?)")
+    return await _certificate("tls.public_url", parts.hostname, parts.port or 443, wait)
+
+
+async def upstream_certificates(urls: list[str], wait: float, *, besides: str = "") -> list[Check]:
+    """One check per distinct https host:port among `urls` (not PUBLIC_URL's, checked on its own)."""
+    public = urlsplit(besides)
+    skip = {(public.hostname, public.port or 443)} if public.scheme == "https" else set()
+    targets: list[tuple[str, int]] = []
+    for url in urls:
+        parts = urlsplit(url)
+        target = (parts.hostname or "", parts.port or 443)
+        if parts.scheme == "https" and parts.hostname and target not in skip and target not in targets:
+            targets.append(target)
+    return list(await asyncio.gather(*(_certificate(f"tls.{host}:{port}", host, port, wait) for host, port in targets)))
 
 
 async def _certificate(name: str, host: str, port: int, wait: float) -> Check:

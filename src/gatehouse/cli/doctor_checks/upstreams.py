@@ -24,7 +24,6 @@ class UpstreamFacts:
 
     checks: list[Check] = field(default_factory=list)
     served: set[str] = field(default_factory=set)
-    https_urls: list[str] = field(default_factory=list)
     dates: list[tuple[str, float, float]] = field(default_factory=list)  # (upstream, Date header, our time then)
 
 
@@ -54,8 +53,6 @@ async def probe_upstreams(settings: Settings, stored: list[UpstreamConfig], wait
     results = await asyncio.gather(*(_probe(upstream, settings, wait) for upstream in upstreams))
     for upstream, (check, names, date) in zip(upstreams, results, strict=True):
         facts.checks.append(check)
-        if upstream.base_url.startswith("https://"):
-            facts.https_urls.append(upstream.base_url)
         if date is not None:
             facts.dates.append((upstream.name, *date))
         if names is not None:
