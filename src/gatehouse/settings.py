@@ -257,7 +257,8 @@ class Settings(BaseSettings):
         parts = urlsplit(url)
         if url and (parts.scheme not in ("http", "https") or not parts.hostname):
             raise ValueError(
-                f"must be the http:// or https:// URL people reach Gatehouse at, e.g. https://ai.example.com; got {url!r}"
+                "must be the http:// or https:// URL people reach Gatehouse at, e.g. https://ai.example.com; "
+                f"got {url!r}"
             )
         return url
 
