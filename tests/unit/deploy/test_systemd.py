@@ -1,5 +1,5 @@
 """deploy/systemd: the unit passes `systemd-analyze verify` (and scores as hardened in `systemd-analyze security`),
-its secrets reach Gatehouse as NAME_FILE settings through LoadCredential, and its stop timeout covers the drain.
+its secrets reach Gatehouse as NAME_FILE settings read in place (so a reload picks up a rotated file), and its stop timeout covers the drain.
 
 `systemd-analyze` comes with Debian's systemd package; where it is missing the verify checks are skipped (saying
 so) and the unit is still checked by the parser below. verify needs the ExecStart binary to exist: the copy
@@ -92,18 +92,18 @@ def test_unit_is_hardened_and_covers_the_drain() -> None:
     assert one["CapabilityBoundingSet"] == ""
 
 
-def test_every_credential_becomes_a_file_setting() -> None:
+def test_every_secret_is_a_file_read_in_place() -> None:
     service = parse_unit(UNIT.read_text())["Service"]
-    credentials = {}
-    for value in values(service, "LoadCredential"):
-        name, _, source = value.partition(":")
-        assert source == f"/etc/gatehouse/credentials/{name}"
-        credentials[name] = source
+    # LoadCredential copies a secret at start only: a rotated file would then need a restart, not a reload.
+    assert values(service, "LoadCredential") == []
     environment = dict(value.split("=", 1) for value in values(service, "Environment"))
     file_settings = {key: value for key, value in environment.items() if key.endswith("_FILE")}
-    assert {f"{name.upper()}_FILE": f"%d/{name}" for name in credentials} == file_settings
+    for key, path in file_settings.items():
+        assert path == f"/etc/gatehouse/credentials/{key.removesuffix('_FILE').lower()}"
     assert {key.removesuffix("_FILE") for key in file_settings} <= SETTINGS
     assert {"JWT_SECRET_FILE", "JOB_TOKEN_FILE", "METRICS_TOKEN_FILE", "BACKUP_KEY_FILE"} <= set(file_settings)
+    # The rotation windows' files, created empty by the install note.
+    assert {"JWT_SECRET_PREVIOUS_FILE", "JOB_TOKEN_PREVIOUS_FILE", "METRICS_TOKEN_PREVIOUS_FILE"} <= set(file_settings)
 
 
 def test_example_environment_file_holds_only_settings_and_no_secrets() -> None:
