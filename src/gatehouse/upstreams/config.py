@@ -6,6 +6,7 @@ import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -33,6 +34,8 @@ class UpstreamConfig(BaseModel):
     base_url: str = ""
     api_key: str = ""
     api_key_env: str = ""
+    # A file holding the key (a mounted secret): read when the file is loaded, so `gatehouse reload` rotates it.
+    api_key_file: str = ""
     models: list[str] = Field(default_factory=list, description="Served models; discovered when empty.")
     discover: bool = True
     headers: dict[str, str] = Field(default_factory=dict)
@@ -68,8 +71,23 @@ class UpstreamConfig(BaseModel):
             self.base_url = self.base_url.removesuffix("/v1")
         return self
 
+    def credential_problem(self) -> str | None:
+        """Credentials given twice, which no request could carry: checked where a configuration is written (the
+        file, the API), not on rows already stored, so a stored one never stops a start."""
+        given = [name for name in ("api_key", "api_key_env", "api_key_file") if getattr(self, name)]
+        if len(given) > 1:
+            return f"give one of {' and '.join(given)}, not several"
+        authorization = any(header.lower() == "authorization" for header in self.headers)
+        if urlsplit(self.base_url).username is not None and (given or authorization):
+            # Basic credentials in the URL and a key: HTTP clients refuse to send both Authorization headers.
+            return (
+                "base_url carries credentials (user:password@) and a key or Authorization header is set too: keep one"
+            )
+        return None
+
     def resolved_api_key(self) -> str:
-        """The key, from the file or from the named environment variable."""
+        """The key, from the file (api_key_file was read into api_key when the file was loaded) or from the named
+        environment variable."""
         return self.api_key or (os.environ.get(self.api_key_env, "") if self.api_key_env else "")
 
 
@@ -187,12 +205,34 @@ def _read_yaml(path: Path) -> GatewayConfig:
     except yaml.YAMLError as exc:
         raise ConfigError(f"GATEHOUSE_CONFIG={path}: not valid YAML: {_yaml_problem(exc)}") from exc
     try:
-        return GatewayConfig.model_validate(raw)
+        config = GatewayConfig.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"GATEHOUSE_CONFIG={path}: {problems}") from exc
+    for upstream in config.upstreams:
+        if problem := upstream.credential_problem():
+            raise ConfigError(f"GATEHOUSE_CONFIG={path}: upstreams.{upstream.name}: {problem}")
+    return config.model_copy(update={"upstreams": [_with_key_file(path, u) for u in config.upstreams]})
+
+
+def _with_key_file(path: Path, upstream: UpstreamConfig) -> UpstreamConfig:
+    """The upstream with its api_key_file read into api_key: a rotated file then shows as a changed upstream."""
+    if not upstream.api_key_file:
+        return upstream
+    try:
+        key = Path(upstream.api_key_file).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"GATEHOUSE_CONFIG={path}: upstreams.{upstream.name}.api_key_file: cannot read "
+            f"{upstream.api_key_file} ({exc.strerror})"
+        ) from exc
+    if not key:
+        raise ConfigError(
+            f"GATEHOUSE_CONFIG={path}: upstreams.{upstream.name}.api_key_file: {upstream.api_key_file} is empty"
+        )
+    return upstream.model_copy(update={"api_key": key})
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:

@@ -125,7 +125,7 @@ def validated(values: dict[str, Any]) -> UpstreamConfig:
             param="kind",
         )
     try:
-        return UpstreamConfig.model_validate(values)
+        config = UpstreamConfig.model_validate(values)
     except ValidationError as exc:
         error = exc.errors()[0]
         field = ".".join(str(p) for p in error["loc"]) or "base_url"
@@ -133,6 +133,9 @@ def validated(values: dict[str, Any]) -> UpstreamConfig:
         if field == "name":
             message = "`name` must be 1-100 letters, digits, dots, dashes or underscores"
         raise InvalidUpstream(f"Invalid upstream: {field}: {message}.", param=field) from exc
+    if problem := config.credential_problem():
+        raise InvalidUpstream(f"Invalid upstream: {problem}.", param="api_key")
+    return config
 
 
 async def check_answers(config: UpstreamConfig, settings: Settings) -> list[str]:
