@@ -31,7 +31,8 @@ def upgrade(revision: str = typer.Argument("head", help="Target revision (defaul
     typer.echo(f"upgraded to {revision}")
 
 
-@app.command()
+# `-1` (one step back, as Alembic writes it) would otherwise be read as an unknown option.
+@app.command(context_settings={"ignore_unknown_options": True})
 def downgrade(
     revision: str = typer.Argument(..., help="Target: a revision id, -1 for one step, base for empty."),
 ) -> None:
