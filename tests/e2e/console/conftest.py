@@ -1,7 +1,8 @@
 """The console in a real browser: Playwright driving headless Chromium (Debian's package, installed by
 scripts/test-services.sh when missing) against a real Gatehouse server on each backend.
 
-`console` is a module-scoped server with the fake upstream, once per backend: SQLite, PostgreSQL, and two
+`console` is a session-scoped server with the fake upstream, once per backend (tests are grouped by it): SQLite,
+PostgreSQL, and two
 replicas on PostgreSQL + Redis where every page is served by replica B while the stage is set (people, keys,
 overrides) through replica A's API, so what a page shows live has crossed replicas; `console.person(role)`
 makes someone of that role with a password; `page_for(role)` opens a browser page already signed in as that
@@ -113,13 +114,13 @@ REPLICAS = "replicas"
 CONSOLE_BACKENDS = [*BACKENDS, pytest.param(REPLICAS, marks=[pytest.mark.postgres, pytest.mark.redis])]
 
 
-@pytest.fixture(scope="module", params=CONSOLE_BACKENDS)
+@pytest.fixture(scope="session", params=CONSOLE_BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     """sqlite, postgres, or replicas (two on PostgreSQL + Redis): each console module runs on each."""
     return str(request.param)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def servers(
     backend: str, fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[GatehouseServer, GatehouseServer]]:
@@ -138,13 +139,13 @@ def servers(
         yield running, running
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def server(servers: tuple[GatehouseServer, GatehouseServer]) -> GatehouseServer:
     """The server pages are opened on."""
     return servers[1]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def console(servers: tuple[GatehouseServer, GatehouseServer]) -> Console:
     api, pages = servers
     return Console(pages, api=api if api is not pages else None)
