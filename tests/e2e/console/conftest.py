@@ -2,11 +2,10 @@
 scripts/test-services.sh when missing) against a real Gatehouse server on each backend.
 
 `console` is a session-scoped server with the fake upstream, once per backend (tests are grouped by it): SQLite,
-PostgreSQL, and two
-replicas on PostgreSQL + Redis where every page is served by replica B while the stage is set (people, keys,
-overrides) through replica A's API, so what a page shows live has crossed replicas; `console.person(role)`
-makes someone of that role with a password; `page_for(role)` opens a browser page already signed in as that
-person (through the API's own /auth/login, as the sign-in page does); `new_page` opens one signed out.
+PostgreSQL, and two replicas on PostgreSQL + Redis where every page is served by replica B while the stage is set
+(people, keys, overrides) through replica A's API, so what a page shows live has crossed replicas;
+`console.person(role)` makes someone of that role with a password; `page_for(role)` opens a browser page already
+signed in as that person (through the API's own /auth/login, as the sign-in page does); `new_page` opens one signed out.
 """
 
 from __future__ import annotations
