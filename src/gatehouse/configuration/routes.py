@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from gatehouse.auth.access import require
 from gatehouse.auth.roles import Role
+from gatehouse.configuration.errors import ReloadFailed
 from gatehouse.configuration.reload import Reloader
 from gatehouse.core.components import provided
 from gatehouse.deps import ActorDep
@@ -28,9 +29,20 @@ class ReloadRead(BaseModel):
     error: str | None  # what to fix when ok is false (nothing was applied)
 
 
-@router.post("/admin/reload", dependencies=[require(Role.ADMIN)], response_model=ReloadRead)
+@router.post(
+    "/admin/reload",
+    dependencies=[require(Role.ADMIN)],
+    response_model=ReloadRead,
+    responses={422: {"description": "reload_failed: the new settings or file are invalid; nothing was applied"}},
+)
 async def reload_configuration(actor: ActorDep, reloader: Annotated[Reloader, provided(Reloader)]) -> ReloadRead:
     """Re-read the settings (NAME_FILE files, the .env file) and GATEHOUSE_CONFIG on every replica, validate, and
-    apply what can change live; answers with this replica's outcome (a failure applies nothing and says why)."""
+    apply what can change live; answers with this replica's outcome. Invalid settings: a 422 `reload_failed` naming
+    what to fix and the reload's id, and nothing applied (so `curl -f` and scripts see the failure)."""
     result = await reloader.everywhere(actor=actor)
+    if not result.ok:
+        raise ReloadFailed(
+            f"{result.error} (reload {result.id}: nothing was applied on this replica; its config.reload_failed "
+            "audit event has the same id)"
+        )
     return ReloadRead(**result.public())

@@ -30,6 +30,7 @@ class UpstreamCheckFailed(BadRequest):
 
 
 class UpstreamManagedByConfig(Conflict):
-    """The upstream comes from GATEHOUSE_CONFIG or the env shortcuts: change it there and restart (overrides work)."""
+    """The upstream comes from GATEHOUSE_CONFIG or the env shortcuts: change it there and run `gatehouse reload`
+    (overrides work)."""
 
     code = "upstream_managed_by_config"

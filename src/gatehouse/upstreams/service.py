@@ -3,7 +3,7 @@
 Every change is audited, runs as a transaction of its own and is in force on this replica when it returns (the
 others reload when the bus tells them). Overrides also go on the live feed. UpstreamChanges seeded from
 GATEHOUSE_CONFIG or the env shortcuts (upstreams/seeding.py) belong to that file: the API refuses to edit or
-delete them (change the file and restart), but overrides apply to every upstream.
+delete them (change the file, then `gatehouse reload`), but overrides apply to every upstream.
 """
 
 from __future__ import annotations
@@ -169,7 +169,8 @@ def _api_owned(row: UpstreamRow) -> None:
     if row.source == "config":
         raise UpstreamManagedByConfig(
             f"Upstream {row.name!r} comes from GATEHOUSE_CONFIG or the OLLAMA_/OPENAI_BASE_URL settings: change it "
-            "there and restart. Overrides (PUT /admin/upstreams/{id}/override) work on it."
+            "there and run `gatehouse reload` (or POST /admin/reload). Overrides (PUT /admin/upstreams/{id}/override) "
+            "work on it."
         )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,14 @@ def reads(harness: Harness, settings: Callable[[], Settings]) -> None:
 
 
 async def reload(harness: Harness) -> dict[str, Any]:
+    """This replica's outcome; a refused reload (422 reload_failed) as {"ok": False, "error", "id"}."""
     response = await harness.client.post("/admin/reload")
+    if response.status_code == 422:
+        error = response.json()["error"]
+        assert error["code"] == "reload_failed", error
+        found = re.search(r"\(reload ([0-9a-f]+): nothing was applied", error["message"])
+        assert found, error["message"]
+        return {"ok": False, "error": error["message"], "id": found.group(1)}
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body

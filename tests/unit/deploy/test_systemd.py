@@ -1,5 +1,6 @@
 """deploy/systemd: the unit passes `systemd-analyze verify` (and scores as hardened in `systemd-analyze security`),
-its secrets reach Gatehouse as NAME_FILE settings read in place (so a reload picks up a rotated file), and its stop timeout covers the drain.
+its secrets reach Gatehouse as NAME_FILE settings read in place (so a reload picks up a rotated file), and its
+stop timeout covers the drain.
 
 `systemd-analyze` comes with Debian's systemd package; where it is missing the verify checks are skipped (saying
 so) and the unit is still checked by the parser below. verify needs the ExecStart binary to exist: the copy
