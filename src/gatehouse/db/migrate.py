@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import contextlib
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +36,9 @@ def alembic_config(database_url: str) -> Config:
     from alembic.config import Config
 
     ensure_sqlite_directory(database_url)
-    config = Config()
+    # Alembic's default is the sys.stdout of when it was imported; output goes to the caller's current one
+    # (a redirected or captured stdout, as typer's CliRunner swaps in for each command).
+    config = Config(stdout=sys.stdout)
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("file_template", "%%(year)d-%%(month).2d-%%(day).2d_%%(slug)s")
     config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
