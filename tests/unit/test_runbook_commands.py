@@ -106,6 +106,8 @@ PARSED_ONLY = {
     ("backup", "decrypt"): "needs an encrypted backup by name",
     ("demo", "reset"): "runs the whole seed again (seconds); the seed itself runs once here",
 }
+# Python's own errors: a command that ends with one of these (even as a plain `Error: ...` line) has a bug.
+BUG_ERRORS = ("ValueError", "TypeError", "KeyError", "AttributeError", "AssertionError", "IndexError", "NameError")
 # Options that need a live system whatever the command: such a command is parsed, not run.
 LIVE_OPTIONS = {"--follow", "-f", "--smoke", "--url", "--password-prompt"}
 # Placeholders the runbook writes for the reader to fill in, and a value of the right type to parse them with.
@@ -284,6 +286,8 @@ def _run(args: list[str]) -> None:
     assert "Traceback" not in result.output, shown
     if result.exit_code != 0:
         assert result.output.strip(), f"{shown}\nit failed without saying why"
+        # A programming error turned into one line is still a bug, not a clear message.
+        assert not re.search(rf"\b({'|'.join(BUG_ERRORS)}):", result.output), shown
 
 
 def test_the_runbook_shows_commands() -> None:
