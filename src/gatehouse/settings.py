@@ -180,10 +180,8 @@ class Settings(BaseSettings):
     metrics_token: SecretStr = SecretStr("")  # GET /metrics also accepts `Authorization: Bearer <this>`
 
     # `gatehouse doctor` (cli/doctor_checks/): the URL people reach Gatehouse at, e.g. https://ai.example.com (its TLS
-    # certificate is checked), and the free space under which a disk WARNs or FAILs (also under 15% / 5% free).
+    # certificate is checked).
     public_url: str = ""
-    doctor_disk_warn_free_mb: int = Field(default=2048, ge=0)
-    doctor_disk_fail_free_mb: int = Field(default=500, ge=0)
     metrics_token_previous: SecretStr = SecretStr("")  # also accepted during a rotation window
 
     log_level: str = "INFO"
@@ -210,10 +208,13 @@ class Settings(BaseSettings):
     responses_retention_days: int = Field(default=30, ge=0)  # stored Responses API answers, as OpenAI's; 0: forever
     job_token: SecretStr = SecretStr("")  # X-Job-Token for POST /admin/jobs/{name}/run (an external scheduler)
     job_token_previous: SecretStr = SecretStr("")  # also accepted during a rotation window
-    # Storage (monitoring/storage.py): /admin/health warns when a disk (DATA_DIR, BACKUP_DIR, the log directory) has
-    # less than DISK_WARN_PERCENT of its size or less than DISK_WARN_FREE_MB free; gauges refreshed this often.
-    disk_warn_percent: float = Field(default=10.0, ge=0, le=100)
-    disk_warn_free_mb: int = Field(default=1024, ge=0)
+    # Storage (monitoring/storage.py): /admin/health and `gatehouse doctor` warn when a disk (DATA_DIR, BACKUP_DIR, the
+    # log directory) has less than DISK_WARN_PERCENT of its size or less than DISK_WARN_FREE_MB free, and doctor FAILs
+    # below DISK_FAIL_*; the defaults match the alerts GatehouseDiskSpaceLow (15%) and ...Critical (5%).
+    disk_warn_percent: float = Field(default=15.0, ge=0, le=100)
+    disk_warn_free_mb: int = Field(default=2048, ge=0)
+    disk_fail_percent: float = Field(default=5.0, ge=0, le=100)
+    disk_fail_free_mb: int = Field(default=500, ge=0)
     storage_refresh_seconds: float = Field(default=60.0, ge=0)  # 0: the storage gauges are not refreshed
     # Database maintenance (`gatehouse db maintain`, the `maintain` job): optimize/ANALYZE/checkpoint on SQLite,
     # VACUUM (ANALYZE) on PostgreSQL; a SQLite VACUUM needs the file's size free plus this margin, or is refused.

@@ -29,7 +29,7 @@ from gatehouse.auth.actor import Actor
 from gatehouse.backups.create import create_backup
 from gatehouse.cli import app
 from gatehouse.cli.doctor_checks import Check, DoctorReport, Status, run_doctor
-from gatehouse.cli.doctor_checks.disk import MB, WARN_PERCENT
+from gatehouse.cli.doctor_checks.disk import MB
 from gatehouse.core.bus import create_bus
 from gatehouse.db.engine import create_engine, create_sessionmaker
 from gatehouse.db.migrate import downgrade, upgrade
@@ -173,7 +173,11 @@ def doctor(settings: Settings) -> DoctorReport:
 
 def _disk_is_roomy(path: Path) -> bool:
     usage = shutil.disk_usage(path)
-    return usage.free / usage.total * 100 >= WARN_PERCENT and usage.free >= 2048 * MB
+    defaults = Settings.model_fields
+    return (
+        usage.free / usage.total * 100 >= defaults["disk_warn_percent"].default
+        and usage.free >= defaults["disk_warn_free_mb"].default * MB
+    )
 
 
 def test_a_correct_prod_deployment_passes(deployment: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -238,7 +242,7 @@ def _bootstrap_key_in_env(d: Deployment, env: dict[str, str | None]) -> None:
 
 
 def _low_disk(d: Deployment, env: dict[str, str | None]) -> None:
-    env["DOCTOR_DISK_FAIL_FREE_MB"] = str(10**12)  # more than any disk here has free: the real usage is below it
+    env["DISK_FAIL_FREE_MB"] = str(10**12)  # more than any disk here has free: the real usage is below it
 
 
 def _inline_secret(d: Deployment, env: dict[str, str | None]) -> None:

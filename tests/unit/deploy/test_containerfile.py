@@ -48,6 +48,21 @@ def test_runtime_contract() -> None:
     assert "RUN_MIGRATIONS" in runtime
 
 
+def test_runtime_has_the_postgresql_client_tools_backups_run() -> None:
+    from gatehouse.cli.doctor_checks.backups import PG_TOOLS
+
+    steps = instructions()
+    start = steps.index(("FROM", "${PYTHON_IMAGE} AS runtime"))
+    runs = " ".join(args for name, args in steps[start:] if name == "RUN")
+    # postgresql-client-N ships every tool a PostgreSQL backup, verify and restore runs; the build checks pg_dump.
+    assert 'install -y --no-install-recommends "postgresql-client-${PG_CLIENT_MAJOR}"' in runs
+    assert "pg_dump --version" in runs and set(PG_TOOLS) == {"pg_dump", "pg_restore", "psql"}
+    (major,) = re.findall(r"^ARG PG_CLIENT_MAJOR=(\d+)$", CONTAINERFILE, flags=re.M)
+    compose = (ROOT / "deploy" / "compose" / "compose.yaml").read_text()
+    (server,) = re.findall(r"POSTGRES_IMAGE:-postgres:(\d+)", compose)
+    assert int(major) >= int(server), "pg_dump must be of the server's major version or newer"
+
+
 def test_build_context_holds_what_the_build_copies_and_no_secrets() -> None:
     patterns = [line for line in (ROOT / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")]
 

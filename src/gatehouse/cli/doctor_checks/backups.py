@@ -4,6 +4,7 @@ manifest; a full restore test is `gatehouse backup verify`)."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 from datetime import UTC, datetime, timedelta
 
 from gatehouse.backups.manifest import Damaged, inventory, size_problem
@@ -17,8 +18,26 @@ UNSCHEDULED_MAX_AGE = timedelta(days=2)  # without BACKUP_SCHEDULE, how old the 
 
 
 async def backup_checks(settings: Settings) -> list[Check]:
-    """The schedule, the key, and the newest backup in BACKUP_DIR."""
-    return [_schedule(settings), _key(settings), await _newest(settings)]
+    """The schedule, the key, the tools a PostgreSQL backup needs, and the newest backup in BACKUP_DIR."""
+    return [_schedule(settings), _key(settings), _tools(settings), await _newest(settings)]
+
+
+PG_TOOLS = ("pg_dump", "pg_restore", "psql")  # backup, restore, verify (backups/postgres.py)
+
+
+def _tools(settings: Settings) -> Check:
+    name = "backups.tools"
+    if settings.is_sqlite:
+        return skipped(name, "SQLite: backups need no outside tool")
+    missing = [tool for tool in PG_TOOLS if shutil.which(tool) is None]
+    if missing:
+        return failed(
+            name,
+            f"{', '.join(missing)} not found in PATH: PostgreSQL backups, verifies and restores will fail",
+            "install the PostgreSQL client tools of the server's major version or newer (`apt-get install "
+            "postgresql-client`; the Gatehouse image has them)",
+        )
+    return passed(name, f"{', '.join(PG_TOOLS)} found")
 
 
 def _schedule(settings: Settings) -> Check:

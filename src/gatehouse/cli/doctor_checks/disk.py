@@ -1,6 +1,7 @@
 """Free disk where Gatehouse writes: DATA_DIR, BACKUP_DIR and LOG_FILE's directory (one check per file system).
 
-WARN under 15% or DOCTOR_DISK_WARN_FREE_MB (2 GB) free, FAIL under 5% or DOCTOR_DISK_FAIL_FREE_MB (500 MB).
+WARN under DISK_WARN_PERCENT (15%) or DISK_WARN_FREE_MB (2 GB) free, as /admin/health's storage section does; FAIL under
+DISK_FAIL_PERCENT (5%) or DISK_FAIL_FREE_MB (500 MB).
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from pathlib import Path
 from gatehouse.cli.doctor_checks.report import Check, failed, passed, skipped, warned
 from gatehouse.settings import Settings
 
-WARN_PERCENT = 15.0
-FAIL_PERCENT = 5.0
 MB = 1024 * 1024
 
 
@@ -50,8 +49,10 @@ def _judge(settings: Settings, places: list[tuple[str, Path]]) -> Check:
     percent = 100.0 * usage.free / usage.total if usage.total else 0.0
     free = f"{usage.free / MB / 1024:.1f} GB free of {usage.total / MB / 1024:.1f} GB ({percent:.0f}%) for {labels}"
     fix = "free space (old logs, backups beyond BACKUP_KEEP) or grow the volume"
-    if percent < FAIL_PERCENT or usage.free < settings.doctor_disk_fail_free_mb * MB:
-        return failed(name, free, fix + f" (FAIL under {FAIL_PERCENT:g}% or {settings.doctor_disk_fail_free_mb} MB)")
-    if percent < WARN_PERCENT or usage.free < settings.doctor_disk_warn_free_mb * MB:
-        return warned(name, free, fix + f" (WARN under {WARN_PERCENT:g}% or {settings.doctor_disk_warn_free_mb} MB)")
+    if percent < settings.disk_fail_percent or usage.free < settings.disk_fail_free_mb * MB:
+        limits = f"DISK_FAIL_PERCENT={settings.disk_fail_percent:g} or DISK_FAIL_FREE_MB={settings.disk_fail_free_mb}"
+        return failed(name, free, f"{fix} (FAIL under {limits})")
+    if percent < settings.disk_warn_percent or usage.free < settings.disk_warn_free_mb * MB:
+        limits = f"DISK_WARN_PERCENT={settings.disk_warn_percent:g} or DISK_WARN_FREE_MB={settings.disk_warn_free_mb}"
+        return warned(name, free, f"{fix} (WARN under {limits})")
     return passed(name, free)
