@@ -126,7 +126,14 @@ def servers(
     """(the replica the stage is set through, the replica pages are opened on): one server twice, or two."""
     workdir = tmp_path_factory.mktemp(f"console-{backend}")
     config = str(write_config(workdir / "gatehouse.yaml", fake_upstream.url))
-    settings = {"GATEHOUSE_CONFIG": config, "UPSTREAM_READ_TIMEOUT": "2", "REQUEST_LOG_FLUSH_SECONDS": "0.1"}
+    # Every browser and API call comes from 127.0.0.1, and the server lives for the whole session: the per-address
+    # limit on unauthenticated requests (sign-in, sign-up) is raised, or the suite trips it (tested elsewhere).
+    settings = {
+        "GATEHOUSE_CONFIG": config,
+        "UPSTREAM_READ_TIMEOUT": "2",
+        "REQUEST_LOG_FLUSH_SECONDS": "0.1",
+        "RATE_LIMIT_IP_PER_MINUTE": "100000",
+    }
     if backend == REPLICAS:
         with two_replicas(workdir, **settings) as pair:
             yield pair
