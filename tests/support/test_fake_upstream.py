@@ -1679,3 +1679,42 @@ def test_fake_cached_reports_half_the_prompt_as_read_from_a_cache(
     assert (message.usage.input_tokens, message.usage.cache_read_input_tokens) == (PROMPT_TOKENS - cached, cached)
     plain = oai.chat.completions.create(model="fake-chat", messages=MESSAGES)
     assert plain.usage is not None and plain.usage.prompt_tokens_details is None  # other models: unchanged
+
+
+# ---- the ledger (GET /_ledger) -------------------------------------------------------------------
+
+
+def test_ledger_counts_finished_answers_and_what_a_client_left_behind(up: FakeUpstream, oai: openai.OpenAI) -> None:
+    oai.chat.completions.create(model="fake-chat", messages=MESSAGES, max_tokens=5)
+    list(oai.chat.completions.create(model="fake-chat", messages=MESSAGES, stream=True))
+    # fake-long: 200 tokens at least 0.01 s apart; the client reads three and leaves.
+    body = {"model": "fake-long", "messages": MESSAGES, "stream": True}
+    with _http(up) as client, client.stream("POST", "/v1/chat/completions", json=body) as r:
+        deltas = 0
+        for line in r.iter_lines():
+            deltas += '"content":"' in line and '"content":""' not in line
+            if deltas == 3:
+                break
+    deadline = time.monotonic() + 5
+    while not up.ledger().get("fake-long", {}).get("cut_short") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    ledger = up.ledger()
+    assert ledger["fake-chat"] == {
+        "answers": 2,
+        "prompt_tokens": 2 * PROMPT_TOKENS,
+        "completion_tokens": 5 + 8,
+        "finished": 2,
+        "finished_prompt_tokens": 2 * PROMPT_TOKENS,
+        "finished_completion_tokens": 5 + 8,
+        "cut_short": 0,
+        "cut_short_prompt_tokens": 0,
+        "cut_short_completion_tokens": 0,
+    }
+    long = ledger["fake-long"]
+    assert (long["answers"], long["finished"], long["cut_short"]) == (1, 0, 1)
+    assert long["cut_short_prompt_tokens"] == long["prompt_tokens"] == PROMPT_TOKENS
+    # What it produced before noticing the client had gone: at least what was read, far from the 200 planned.
+    assert 3 <= long["cut_short_completion_tokens"] == long["completion_tokens"] < 200
+    assert long["finished_completion_tokens"] == 0
+    up.reset()
+    assert up.ledger() == {}

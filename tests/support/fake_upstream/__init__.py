@@ -157,7 +157,9 @@ Anthropic's Messages API (shapes from the official ``anthropic`` package's types
   pages) when the request carries ``anthropic-version`` or ``x-api-key``, OpenAI's otherwise.
 
 Control endpoints (never authenticated): ``GET /_stats``, ``GET /_requests`` (the last 100 requests with
-a body: path, JSON body, headers without credentials), ``POST /_reset``,
+a body: path, JSON body, headers without credentials), ``GET /_ledger`` (per model: the answers planned and
+their prompt and completion tokens, and apart those whose client left before the end (``cut_short``) with the
+tokens they did produce: what a gateway's usage records should add up to), ``POST /_reset``,
 ``POST /_control/keys {"keys": [...]}`` (the API keys accepted from now on, a provider's key rotation: both
 keys, then only the new one; ``unauthorized`` in /_stats counts the requests refused for their key), and
 ``POST /_fail/{ok|error|overloaded|hang}``, which makes every /v1 and /api request (model lists

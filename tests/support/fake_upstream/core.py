@@ -133,6 +133,37 @@ class Stats:
         self.in_flight = self.max_in_flight = live
 
 
+@dataclass(slots=True)
+class LedgerEntry:
+    """One model's generations as the upstream counted them, to check a gateway's usage against (GET /_ledger).
+
+    Every plan is an answer; one whose client left before its end is also cut short, with the prompt it had and
+    the tokens it did produce: the tokens of the answers that finished are `completion_tokens - unsent_tokens`
+    minus `cut_short_completion_tokens`, as :meth:`as_dict` spells out."""
+
+    answers: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0  # as planned (what the usage of a finished answer reports)
+    cut_short: int = 0
+    cut_short_prompt_tokens: int = 0
+    cut_short_completion_tokens: int = 0  # produced before the client left
+    unsent_tokens: int = 0  # planned but never produced, the client having left
+
+    def as_dict(self) -> dict[str, int]:
+        finished_completion = self.completion_tokens - self.unsent_tokens - self.cut_short_completion_tokens
+        return {
+            "answers": self.answers,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens - self.unsent_tokens,
+            "finished": self.answers - self.cut_short,
+            "finished_prompt_tokens": self.prompt_tokens - self.cut_short_prompt_tokens,
+            "finished_completion_tokens": finished_completion,
+            "cut_short": self.cut_short,
+            "cut_short_prompt_tokens": self.cut_short_prompt_tokens,
+            "cut_short_completion_tokens": self.cut_short_completion_tokens,
+        }
+
+
 @dataclass(frozen=True, slots=True)
 class ToolCall:
     """A tool call the fake model makes: its arguments as an object and as the JSON text it streams."""
@@ -229,6 +260,7 @@ class Core:
         self.tokens = tokens
         self.latency = latency
         self.stats = Stats()
+        self.ledger: dict[str, LedgerEntry] = {}  # per model, GET /_ledger
         self.failing = "ok"  # POST /_fail/{ok|error|overloaded|hang}
         # (path, body, raw headers): headers are decoded only when /_requests asks, off the hot path.
         self.request_log: collections.deque[tuple[str, Any, list[tuple[bytes, bytes]]]] = collections.deque(
@@ -328,7 +360,28 @@ class Core:
         """How many text tokens `spec` answers when nothing caps it."""
         return spec.tokens if spec.tokens is not None else self.tokens
 
-    def _plan(
+    def _plan(self, spec: ModelSpec, *args: Any, **kwargs: Any) -> Plan:
+        """:meth:`_make_plan`, entered in the ledger under the model's name."""
+        plan = self._make_plan(spec, *args, **kwargs)
+        entry = self.ledger.get(spec.name)
+        if entry is None:
+            entry = self.ledger[spec.name] = LedgerEntry()
+        entry.answers += 1
+        entry.prompt_tokens += plan.prompt_tokens
+        entry.completion_tokens += plan.completion_tokens
+        return plan
+
+    def _cut_short(self, plan: Plan, produced: int) -> None:
+        """The client left after `produced` of the plan's tokens: the ledger keeps what was really produced."""
+        entry = self.ledger.get(plan.spec.name)
+        if entry is None:
+            return
+        entry.cut_short += 1
+        entry.cut_short_prompt_tokens += plan.prompt_tokens
+        entry.cut_short_completion_tokens += produced
+        entry.unsent_tokens += plan.completion_tokens - produced
+
+    def _make_plan(
         self,
         spec: ModelSpec,
         text: str,
@@ -392,6 +445,7 @@ class Core:
             await watch.pause(wait)
             if watch.gone:
                 self.stats.disconnects += 1
+                self._cut_short(plan, 0)
                 return False
             return True
         finally:
@@ -429,12 +483,14 @@ class Core:
             await watch.pause(plan.delay)
             if watch.gone:
                 stats.disconnects += 1
+                self._cut_short(plan, i)
                 return False
             try:
                 if piece:  # an empty piece is a token produced but not sent yet (Ollama sends tool calls whole)
                     await send({"type": "http.response.body", "body": piece, "more_body": True})
             except OSError:  # other servers (and future uvicorn) raise instead of dropping the write
                 stats.disconnects += 1
+                self._cut_short(plan, i)
                 return False
             stats.completion_tokens_served += 1
         if midfail:
@@ -460,6 +516,9 @@ class Core:
             await self._set_keys(receive, send)
         elif method == "GET" and path == "/_stats":
             await self._send_json(send, 200, orjson.dumps(self.stats.as_dict()))
+        elif method == "GET" and path == "/_ledger":
+            ledger = {model: entry.as_dict() for model, entry in sorted(self.ledger.items())}
+            await self._send_json(send, 200, orjson.dumps(ledger))
         elif method == "GET" and path == "/_requests":
             logged = [
                 {
@@ -479,6 +538,7 @@ class Core:
             await self._send_json(send, 200, b'{"ok":true}')
         elif method == "POST" and path == "/_reset":
             self.stats.reset()
+            self.ledger.clear()
             self.request_log.clear()
             await self._send_json(send, 200, b'{"ok":true}')
         else:

@@ -112,6 +112,13 @@ class FakeUpstream:
         result: dict[str, int] = r.json()
         return result
 
+    def ledger(self) -> dict[str, dict[str, int]]:
+        """Per model, the generations counted by the upstream (GET /_ledger)."""
+        r = self._client.get("/_ledger")
+        r.raise_for_status()
+        result: dict[str, dict[str, int]] = r.json()
+        return result
+
     def requests(self) -> list[dict[str, Any]]:
         """The last request bodies logged by the upstream (GET /_requests)."""
         r = self._client.get("/_requests")
