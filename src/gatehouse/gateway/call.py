@@ -21,7 +21,7 @@ from gatehouse.core.metrics import (
 from gatehouse.core.tracing import ClientSpan
 from gatehouse.errors import GatehouseError
 from gatehouse.gateway.context import Gateway
-from gatehouse.gateway.errors import CLIENT_DISCONNECTED
+from gatehouse.gateway.errors import CLIENT_DISCONNECTED, ShutdownDeadline, Terminated
 from gatehouse.gateway.streams.registry import LiveStream
 from gatehouse.limits.errors import QuotaBusy, QuotaExceeded
 from gatehouse.limits.quotas import Reservation
@@ -95,6 +95,13 @@ class Call:
     def terminated(self) -> str | None:
         """The operator's reason, when an operator ended this request."""
         return self.live.terminated_reason if self.live is not None else None
+
+    def termination(self) -> Terminated:
+        """The error a terminated request ends with: an operator's, or the shutdown deadline's."""
+        reason = self.terminated or "terminated by an operator"
+        if self.live is not None and self.live.ended_by_shutdown:
+            return ShutdownDeadline(reason)
+        return Terminated(reason)
 
     def fail(self, error: BaseException) -> None:
         """Remember how the request ended badly (anything but a GatehouseError is a bug: a 500)."""

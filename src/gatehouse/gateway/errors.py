@@ -112,6 +112,19 @@ class Terminated(GatehouseError):
         super().__init__(f"This request was ended by an operator: {reason}")
 
 
+class ShutdownDeadline(Terminated):
+    """The replica was shutting down (a restart, a rolling upgrade) and the request was still running at the end of
+    SHUTDOWN_DEADLINE_SECONDS: what was streamed is counted; send the request again (another replica takes it)."""
+
+    status = 503
+    code = "shutdown_deadline"
+
+    def __init__(self, reason: str) -> None:
+        GatehouseError.__init__(
+            self, f"This replica is shutting down and ended the request at its deadline ({reason}): send it again."
+        )
+
+
 class StreamNotFound(NotFound):
     """No live stream with this id: it may have ended (GET /admin/streams lists them)."""
 

@@ -25,7 +25,6 @@ from gatehouse.gateway.context import Gateway
 from gatehouse.gateway.errors import (
     ModelNotFound,
     NoUsableUpstream,
-    Terminated,
     UnreachableUpstream,
     UnsupportedForUpstream,
     UpstreamAuthFailed,
@@ -583,7 +582,7 @@ async def _read_whole(route: Route, response: UpstreamResponse, call: Call | Non
         raise UpstreamTimeout(f"Upstream {route.provider.name} did not finish in time.") from exc
     except UpstreamUnreachable as exc:
         if call is not None and call.terminated:
-            raise Terminated(call.terminated) from exc
+            raise call.termination() from exc
         raise UpstreamDisconnected(f"Upstream {route.provider.name} broke off the answer: {exc}") from exc
     finally:
         response.close()

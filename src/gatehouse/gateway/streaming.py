@@ -344,7 +344,7 @@ def late_relay_response(
         try:
             route, response = opening.result()
         except asyncio.CancelledError:
-            error = Terminated(call.terminated or "terminated by an operator")
+            error = call.termination()
         except GatehouseError as exc:
             error = exc
         except Exception:
@@ -393,7 +393,7 @@ async def _relay_stream(
             if out:
                 yield out
         if call.terminated:
-            raise Terminated(call.terminated)
+            raise call.termination()
         tail = relay.finish()
         await relay.complete()
         if tail:
@@ -408,7 +408,7 @@ async def _relay_stream(
         error = UpstreamTimeout(f"Upstream {call.upstream} went silent mid-answer (read timeout).")
     except UpstreamUnreachable as exc:
         if call.terminated:
-            error = Terminated(call.terminated)
+            error = call.termination()
         else:
             error = UpstreamDisconnected(f"Upstream {call.upstream} broke off the answer: {exc}")
     except (orjson.JSONDecodeError, TypeError, ValueError, AttributeError, KeyError) as exc:

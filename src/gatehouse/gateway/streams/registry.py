@@ -51,6 +51,7 @@ class LiveStream:
     tokens: int = 0
     replica: str = ""
     terminated_reason: str | None = None
+    ended_by_shutdown: bool = False  # terminated at the shutdown deadline (`shutdown_deadline`), not by an operator
     _cancel: Callable[[], None] | None = field(default=None, repr=False)
 
     def public(self) -> dict[str, Any]:
@@ -76,9 +77,10 @@ class LiveStream:
         if self.terminated_reason is not None:
             cancel()
 
-    def terminate(self, reason: str) -> None:
-        """End the request: the relay reports `terminated_by_operator` to the client."""
+    def terminate(self, reason: str, *, shutdown: bool = False) -> None:
+        """End the request: the relay reports `terminated_by_operator` (or `shutdown_deadline`) to the client."""
         if self.terminated_reason is None:
+            self.ended_by_shutdown = shutdown
             self.terminated_reason = reason or "terminated by an operator"
             if self._cancel is not None:
                 self._cancel()
@@ -164,6 +166,13 @@ class StreamRegistry:
     def local(self) -> list[LiveStream]:
         """This replica's live requests."""
         return list(self._live.values())
+
+    def terminate_local(self, reason: str) -> int:
+        """At the shutdown deadline: end every request still running here (`shutdown_deadline`); how many."""
+        live = self.local()
+        for stream in live:
+            stream.terminate(reason, shutdown=True)
+        return len(live)
 
     def get_local(self, stream_id: str) -> LiveStream | None:
         """A live request of this replica."""
