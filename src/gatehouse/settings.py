@@ -145,6 +145,11 @@ class Settings(BaseSettings):
     upstream_degraded_ms: float = Field(default=2000.0, gt=0)
     upstream_breaker_failures: int = Field(default=5, ge=0)
     stream_ping_seconds: float = Field(default=15.0, ge=0)  # keep-alives on silent streams; 0: none
+    # SIGTERM (core/shutdown.py): not ready at once but still serving for SHUTDOWN_DRAIN_SECONDS (at least the proxy's
+    # check interval x its fall count, so it has taken the replica out), then no new connection; requests still
+    # running SHUTDOWN_DEADLINE_SECONDS later end with `shutdown_deadline`. RUNBOOK "Rolling restarts".
+    shutdown_drain_seconds: float = Field(default=5.0, ge=0)
+    shutdown_deadline_seconds: float = Field(default=30.0, gt=0)
 
     # Model access: what a caller may use when no access rule of theirs (user or group) matches the model.
     model_access_default: Literal["allow", "deny"] = "allow"
