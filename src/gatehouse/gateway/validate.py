@@ -1,5 +1,7 @@
 """Gateway request validation, in one place before anything is translated or sent: a malformed field is a
-400 that names it, never a 500 further down."""
+400 that names it, never a 500 further down. Each route checks its body against its surface's schema
+(gateway/schemas/: the same models publish the OpenAPI document); what is here is what a schema cannot say, and
+the checks relay.py still runs on the bodies it is given."""
 
 from __future__ import annotations
 
@@ -148,91 +150,7 @@ def validate_dimensions(body: JSON) -> None:
         raise _bad("Field `dimensions` must be a positive integer (the length of each vector).", "dimensions")
 
 
-def _positive_int(body: JSON, name: str, *, required: bool = False, hint: str = "") -> None:
-    value = body.get(name)
-    if value is None:
-        if required:
-            raise _bad(f"Field `{name}` is required: {hint}", name, MissingField)
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TOKENS_LIMIT:
-        raise _bad(f"Field `{name}` must be a positive integer (at most {MAX_TOKENS_LIMIT}).", name)
-
-
-def validate_messages(body: JSON) -> None:
-    """An Anthropic Messages request: model, max_tokens, and messages of user/assistant turns whose content is a
-    string or a list of blocks with a `type`."""
-    _positive_int(body, "max_tokens", required=True, hint="the most tokens the answer may have.")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise _bad("Field `messages` is required: a non-empty list of {role, content} turns.", "messages", MissingField)
-    for i, message in enumerate(messages):
-        where = f"messages.{i}"
-        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
-            raise _bad(f"`{where}` must be an object with `role` user or assistant.", where, InvalidMessage)
-        _blocks(message.get("content"), f"{where}.content", required=True)
-    system = body.get("system")
-    if system is not None and not isinstance(system, str):
-        _blocks(system, "system", required=False)
-    for name in ("stop_sequences", "tools"):
-        value = body.get(name)
-        if value is not None and not isinstance(value, list):
-            raise _bad(f"Field `{name}` must be a list.", name)
-    for name in ("tool_choice", "thinking", "metadata", "output_config"):
-        _object(body, name)
-
-
-def _blocks(content: Any, where: str, *, required: bool) -> None:
-    if isinstance(content, str):
-        return
-    if not isinstance(content, list) or (required and not content):
-        raise _bad(f"`{where}` must be a string or a non-empty list of content blocks.", where, InvalidMessage)
-    for j, block in enumerate(content):
-        if not isinstance(block, dict) or not isinstance(block.get("type"), str):
-            raise _bad(f"`{where}.{j}` must be an object with a `type`.", f"{where}.{j}", InvalidMessage)
-        if block["type"] == "text" and not isinstance(block.get("text"), str):
-            raise _bad(f"`{where}.{j}.text` must be a string.", f"{where}.{j}.text", InvalidMessage)
-
-
-def validate_responses(body: JSON) -> None:
-    """An OpenAI Responses request: `input` a string or a list of item objects, and the typed optional fields."""
-    value = body.get("input")
-    if value is None and not body.get("previous_response_id"):
+def require_responses_input(body: JSON) -> None:
+    """A Responses request has `input`, or continues a stored conversation (`previous_response_id`)."""
+    if body.get("input") is None and not body.get("previous_response_id"):
         raise _bad("Field `input` is required: a string or a list of input items.", "input", MissingField)
-    if value is not None and not isinstance(value, str | list):
-        raise _bad("Field `input` must be a string or a list of item objects.", "input")
-    if isinstance(value, list) and not all(isinstance(item, dict) for item in value):
-        raise _bad("Field `input` must be a string or a list of item objects.", "input")
-    _positive_int(body, "max_output_tokens")
-    for name in ("instructions", "previous_response_id"):
-        if body.get(name) is not None and not isinstance(body[name], str):
-            raise _bad(f"Field `{name}` must be a string.", name)
-    if body.get("store") is not None and not isinstance(body["store"], bool):
-        raise _bad("Field `store` must be true or false.", "store")
-    tools = body.get("tools")
-    if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools)):
-        raise _bad("Field `tools` must be a list of objects.", "tools")
-    for name in ("text", "reasoning", "metadata"):
-        _object(body, name)
-
-
-def validate_completions(body: JSON) -> None:
-    """A legacy completions request: `prompt` a string or a list of strings."""
-    prompt = body.get("prompt")
-    if prompt is None:
-        raise _bad("Field `prompt` is required: the text to continue.", "prompt", MissingField)
-    if not isinstance(prompt, str) and not (isinstance(prompt, list) and prompt):
-        raise _bad("Field `prompt` must be a string or a list of strings.", "prompt")
-    _int(body.get("max_tokens"), "max_tokens")
-    if body.get("suffix") is not None and not isinstance(body["suffix"], str):
-        raise _bad("Field `suffix` must be a string.", "suffix")
-
-
-def validate_generate(body: JSON) -> None:
-    """An Ollama generate request: `prompt`, `system` and `suffix` strings, `images` base64 strings."""
-    for name in ("prompt", "system", "suffix", "template"):
-        if body.get(name) is not None and not isinstance(body[name], str):
-            raise _bad(f"Field `{name}` must be a string.", name)
-    images = body.get("images")
-    if images is not None and (not isinstance(images, list) or not all(isinstance(x, str) for x in images)):
-        raise _bad("Field `images` must be a list of base64 strings.", "images")
-    validate_chat(body)
