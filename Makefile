@@ -8,8 +8,10 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+SOAK_MINUTES ?= 30
+SOAK_ARGS ?=
 
-.PHONY: run test check lint format install services bench clean screenshots
+.PHONY: run test check lint format install services bench soak clean screenshots
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -50,6 +52,11 @@ bench: install services
 			echo "make bench: wrk is missing; install it (apt-get install wrk) and run again" >&2; exit 1; \
 		fi; }
 	UV=$(UV) $(UV) run --frozen python -m bench $(BENCH_ARGS)
+
+# `SOAK_MINUTES=3 make soak`: mixed traffic against the local HA topology while operators act; rewrites the Soak
+# section of docs/reliability.md and exits non-zero when a criterion fails. Not part of `make test`: bench/README.md.
+soak: install services
+	$(UV) run --frozen python -m bench.soak --minutes $(SOAK_MINUTES) $(SOAK_ARGS)
 
 format: install
 	$(UV) run --frozen ruff format src tests bench
