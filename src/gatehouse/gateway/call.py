@@ -182,6 +182,10 @@ async def admit(gateway: Gateway, call: Call, *, prompt_bound: int, want_complet
 def _usage(call: Call) -> tuple[int, int]:
     """(prompt, completion) to record: the upstream's count, else an estimate that never exceeds the grant."""
     if call.usage_reported:
+        if call.error_code is not None:
+            # Cut short (terminated, the client or the upstream gone): a count sent at the answer's start (Anthropic's
+            # message_start says one output token) is not its end's; what was streamed counts at least.
+            return call.prompt_tokens, max(call.completion_tokens, call.chunks)
         return call.prompt_tokens, call.completion_tokens
     if call.upstream is None or call.produced_nothing:
         return 0, 0
