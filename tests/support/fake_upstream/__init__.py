@@ -34,6 +34,27 @@ Behaviour is chosen by the model name, the same for every protocol:
   Responses API's ``input_tokens_details.cached_tokens``, Anthropic's ``cache_read_input_tokens`` (its
   ``input_tokens`` then the rest); Ollama has no such count.
 
+Faults (for the fault matrix, tests/e2e/faults), each in every protocol; "after 3 tokens" is
+:data:`MIDFAIL_TOKENS` into a stream, and a whole (non-streamed) answer breaks at once. Every answer they
+break is entered in the ledger as cut short, with the tokens really sent:
+
+* ``fake-429``: 429 at once, in the protocol's error shape (Anthropic's ``rate_limit_error``), with
+  ``Retry-After: 7`` (:data:`RETRY_AFTER_SECONDS`).
+* ``fake-hang-mid``: after 3 tokens (a whole answer: after its head and the start of its body) nothing more,
+  until the client goes away.
+* ``fake-reset``: after 3 tokens (a whole answer: after its head and the start of its body) the connection is
+  reset: a TCP RST (SO_LINGER 0), not a FIN.
+* ``fake-badjson``: after 3 tokens, one whole event (or NDJSON line) whose JSON is broken, then nothing until the
+  client goes away; a whole answer is a complete body that is not JSON.
+* ``fake-badframe``: after 3 tokens, half an event (or line) and a clean end of the body, without the
+  protocol's terminal event (``[DONE]``, ``done``, ``message_stop``, ``response.completed``); a whole answer is
+  JSON but not an object (``["not", "an", "answer"]``).
+* ``fake-huge``: after 3 tokens, one line of :data:`HUGE_ANSWER_BYTES` (3 MiB: an SSE ``data:`` line or an
+  NDJSON line holding ``{"padding": "..."}``), then nothing until the client goes away; a whole answer is such
+  an object.
+* ``fake-flood``: a normal answer of :data:`FLOOD_TOKENS` tokens of :data:`FLOOD_TOKEN_CHARS` characters (a
+  word padded with dots): 32 MiB sent as fast as the client reads it, for backpressure tests.
+
 Endpoints: ``GET /v1/models[/{id}]``, ``POST /v1/chat/completions``, ``POST /v1/completions``,
 ``POST /v1/responses``, ``POST /v1/embeddings``, ``POST /v1/messages``,
 ``POST /v1/messages/count_tokens``, ``GET /api/tags``, ``GET /api/version``, ``POST /api/show``,
@@ -173,7 +194,12 @@ from .app import FakeUpstreamApp
 from .content import (
     DEFAULT_TOKENS,
     EMBEDDING_DIM,
+    FLOOD_TOKEN_CHARS,
+    FLOOD_TOKENS,
+    HUGE_ANSWER_BYTES,
+    MIDFAIL_TOKENS,
     MODELS,
+    RETRY_AFTER_SECONDS,
     THINKING_TOKENS,
     WORDS,
     choose_tool,
@@ -193,7 +219,12 @@ from .responses_api import responses_chat_messages
 __all__ = [
     "DEFAULT_TOKENS",
     "EMBEDDING_DIM",
+    "FLOOD_TOKENS",
+    "FLOOD_TOKEN_CHARS",
+    "HUGE_ANSWER_BYTES",
+    "MIDFAIL_TOKENS",
     "MODELS",
+    "RETRY_AFTER_SECONDS",
     "THINKING_TOKENS",
     "WORDS",
     "FakeUpstream",

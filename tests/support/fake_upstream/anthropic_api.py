@@ -20,7 +20,7 @@ from .content import (
     prompt_token_count,
     thinking_signature,
 )
-from .core import HDR_SSE, ClientWatch, Core, Receive, Scope, Send, anthropic_error, sse_event
+from .core import HDR_SSE, MIDWAY, ClientWatch, Core, Receive, Scope, Send, anthropic_error, sse_event
 
 # --------------------------------------------------------------------------------------------------
 # Anthropic Messages: the request checked as Anthropic checks it, and what the fake model makes of it.
@@ -374,8 +374,11 @@ class AnthropicProtocol(Core):
         }
 
         if not req.stream:
-            if spec.behaviour == "midfail":
-                await self._abort_midway(send, b'{"id":"' + message_id.encode() + b'","type":"message","role":"assis')
+            if spec.behaviour in MIDWAY:
+                await self._fail_midway(
+                    spec, send, receive, b'{"id":"' + message_id.encode() + b'","type":"message","role":"assis', plan
+                )
+                return
             if not await self._wait_before_full_response(plan, receive):
                 return
             content: list[dict[str, Any]] = [thinking] if thinking is not None else []

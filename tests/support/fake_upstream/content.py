@@ -13,6 +13,10 @@ from functools import lru_cache
 from typing import Any
 
 DEFAULT_TOKENS = 8
+FLOOD_TOKENS = 8192  # fake-flood: this many tokens ...
+FLOOD_TOKEN_CHARS = 4096  # ... of this many characters each (32 MiB of text, sent as fast as it is read)
+HUGE_ANSWER_BYTES = 3 * 1024 * 1024  # fake-huge: one JSON value (a whole answer, or one stream line) this large
+RETRY_AFTER_SECONDS = 7  # fake-429's Retry-After
 THINKING_TOKENS = 6  # fake-think's reasoning, before its answer
 EMBEDDING_DIM = 8
 # OpenAI-style "created" timestamps for the model list are fixed so responses are byte-stable.
@@ -38,10 +42,12 @@ class ModelSpec:
     name: str
     token_delay: float = 0.0  # minimum delay before each token; --token-delay wins if larger
     tokens: int | None = None  # completion length; None means --tokens
-    behaviour: str = "normal"  # normal | error | hang | midfail | floats
+    # normal | error | hang | midfail | floats | ratelimit | hang-mid | reset | badjson | badframe | huge
+    behaviour: str = "normal"
     usage: bool = True
     thinking: int = 0  # reasoning tokens produced before the answer (a reasoning model)
     cache_reads: bool = False  # reports half the prompt (rounded down) as read from a prompt cache
+    padding: int = 0  # each reply token padded with dots to this many characters (a large answer, fast)
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -58,9 +64,16 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("fake-floats", behaviour="floats"),
         ModelSpec("fake-think", thinking=THINKING_TOKENS),
         ModelSpec("fake-cached", cache_reads=True),
+        ModelSpec("fake-429", behaviour="ratelimit"),
+        ModelSpec("fake-hang-mid", behaviour="hang-mid"),
+        ModelSpec("fake-reset", behaviour="reset"),
+        ModelSpec("fake-badjson", behaviour="badjson"),
+        ModelSpec("fake-badframe", behaviour="badframe"),
+        ModelSpec("fake-huge", behaviour="huge"),
+        ModelSpec("fake-flood", tokens=FLOOD_TOKENS, padding=FLOOD_TOKEN_CHARS),
     )
 }
-MIDFAIL_TOKENS = 3
+MIDFAIL_TOKENS = 3  # what fake-midfail and the other mid-answer faults send before they break
 
 
 # --------------------------------------------------------------------------------------------------

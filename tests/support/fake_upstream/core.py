@@ -7,6 +7,8 @@ import collections
 import itertools
 import json
 import logging
+import socket
+import struct
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,8 +18,10 @@ import orjson
 
 from .content import (
     DEFAULT_TOKENS,
+    HUGE_ANSWER_BYTES,
     MIDFAIL_TOKENS,
     MODELS,
+    RETRY_AFTER_SECONDS,
     ModelSpec,
     cut_at_stop,
     json_pieces,
@@ -40,6 +44,7 @@ ANTHROPIC_STATUS = {
     "invalid_request_error": 400,
     "authentication_error": 401,
     "not_found_error": 404,
+    "rate_limit_error": 429,
     "api_error": 500,
     "overloaded_error": 529,
 }
@@ -50,6 +55,8 @@ HDR_SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cach
 HDR_JSON_TRUNCATED = [HDR_JSON, (b"content-length", b"4096")]
 HDR_NDJSON = [(b"content-type", b"application/x-ndjson")]
 SSE_DONE = b"data: [DONE]\n\n"
+# The behaviours that break an answer after it started (see Core._fail_midway and Core._stream_pieces).
+MIDWAY = frozenset({"midfail", "hang-mid", "reset", "badjson", "badframe", "huge"})
 
 
 class AbortConnectionError(Exception):
@@ -65,6 +72,22 @@ class QuietExpectedErrors(logging.Filter):
             return False
         # fake-hang requests are expected to outlive the shutdown grace period.
         return not str(record.msg).startswith("Cancel %s running task(s)")
+
+
+def reset_connection(send: Send) -> None:
+    """Abort the client's connection with a TCP RST (SO_LINGER 0), not a FIN (fake-reset).
+
+    uvicorn's ASGI `send` is a bound method of its request cycle, which holds the connection's transport."""
+    transport = send.__self__.transport  # type: ignore[attr-defined]
+    sock = transport.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+def huge_line(sse: bool) -> bytes:
+    """One stream line of HUGE_ANSWER_BYTES: a JSON object in an SSE `data:` line or an NDJSON line."""
+    value = b'{"padding":"' + b"." * HUGE_ANSWER_BYTES + b'"}'
+    return b"data: " + value + b"\n\n" if sse else value + b"\n"
 
 
 async def wait_disconnect(receive: Receive) -> None:
@@ -93,6 +116,10 @@ class ClientWatch:
         """Sleep for `delay` seconds, waking early if the client disconnects."""
         if delay > 0 and not self._task.done():
             await asyncio.wait((self._task,), timeout=delay)
+
+    async def until_gone(self) -> None:
+        """Wait until the client disconnects."""
+        await asyncio.wait((self._task,))
 
     def close(self) -> None:
         self._task.cancel()
@@ -348,6 +375,19 @@ class Core:
                 payload = b'{"error":"the fake upstream failed on purpose"}'
             await self._send_json(send, 500, payload)
             return None
+        if spec.behaviour == "ratelimit":
+            message = "The fake upstream is rate limiting on purpose."
+            if proto == "openai":
+                payload = openai_error(message, "rate_limit_error", "rate_limit_exceeded")
+            elif proto == "anthropic":
+                payload = anthropic_error("rate_limit_error", message)[1]
+            else:
+                payload = orjson.dumps({"error": message})
+            retry = (b"retry-after", b"%d" % RETRY_AFTER_SECONDS)
+            start, body = json_response(429, payload)
+            await send({**start, "headers": [*start["headers"], retry]})
+            await send(body)
+            return None
         if spec.behaviour == "hang":
             # Never start the response; the body is already read, so receive() now only returns
             # when the client disconnects (or the server shuts down and cancels us).
@@ -417,6 +457,8 @@ class Core:
             # The call does not fit: the model talks until the cap instead.
             return Plan(spec, reply_tokens(text, room), "length", prompt_tokens, delay, thinking=thinking)
         tokens = answer if answer is not None else reply_tokens(text, self._reply_length(spec))
+        if spec.padding and answer is None:
+            tokens = tuple(token.ljust(spec.padding, ".") for token in tokens)
         finish = "stop"
         if room is not None and room < len(tokens):
             tokens, finish = tokens[:room], "length"
@@ -434,6 +476,33 @@ class Core:
         await send({"type": "http.response.start", "status": 200, "headers": HDR_JSON_TRUNCATED})
         await send({"type": "http.response.body", "body": partial, "more_body": True})
         raise AbortConnectionError
+
+    async def _fail_midway(
+        self, spec: ModelSpec, send: Send, receive: Receive, partial: bytes, plan: Plan | None
+    ) -> None:
+        """A whole (non-streamed) answer broken as `spec` says; `partial` is the start of a real answer."""
+        if plan is not None:
+            self._cut_short(plan, 0)  # whatever it generated, nothing usable left here
+        behaviour = spec.behaviour
+        if behaviour == "midfail":
+            await self._abort_midway(send, partial)
+        if behaviour in ("hang-mid", "reset"):
+            await send({"type": "http.response.start", "status": 200, "headers": HDR_JSON_TRUNCATED})
+            await send({"type": "http.response.body", "body": partial, "more_body": True})
+            if behaviour == "hang-mid":
+                await wait_disconnect(receive)
+                self.stats.disconnects += 1
+                return
+            await asyncio.sleep(0.05)  # let the partial body reach the client before the reset
+            self.stats.aborted += 1
+            reset_connection(send)
+            raise AbortConnectionError
+        if behaviour == "badjson":
+            await self._send_json(send, 200, partial + b"}")  # complete, and not JSON
+        elif behaviour == "badframe":
+            await self._send_json(send, 200, b'["not", "an", "answer"]')  # JSON, but not the protocol's object
+        else:  # huge
+            await self._send_json(send, 200, huge_line(sse=False)[:-1])
 
     async def _wait_before_full_response(self, plan: Plan, receive: Receive) -> bool:
         """Non-stream: simulate latency + generation time; False if the client left meanwhile."""
@@ -476,10 +545,13 @@ class Core:
 
         An empty piece is a token whose bytes go out with a later piece."""
         stats = self.stats
-        midfail = plan.spec.behaviour == "midfail"
+        behaviour = plan.spec.behaviour
+        midfail = behaviour == "midfail"
         for i, piece in enumerate(pieces):
-            if midfail and i == MIDFAIL_TOKENS:
-                break
+            if behaviour in MIDWAY and i == MIDFAIL_TOKENS:
+                if midfail:
+                    break
+                return await self._break_stream(behaviour, plan, i, watch, send, midfail_partial)
             await watch.pause(plan.delay)
             if watch.gone:
                 stats.disconnects += 1
@@ -499,6 +571,36 @@ class Core:
             await send({"type": "http.response.body", "body": midfail_partial, "more_body": True})
             raise AbortConnectionError
         return True
+
+    async def _break_stream(
+        self, behaviour: str, plan: Plan, produced: int, watch: ClientWatch, send: Send, partial: bytes
+    ) -> bool:
+        """Break a stream after `produced` tokens as `behaviour` says; always False (the caller sends no more).
+
+        `partial` is the start of the protocol's next event (SSE when it starts with `data:` or `event:`)."""
+        stats = self.stats
+        self._cut_short(plan, produced)
+        sse = partial.startswith((b"data:", b"event:"))
+        if behaviour == "reset":
+            await asyncio.sleep(0.05)  # let the tokens sent so far reach the client before the reset
+            stats.aborted += 1
+            reset_connection(send)
+            raise AbortConnectionError
+        if behaviour == "badframe":
+            # Half an event, then a clean end of the body: no terminal event ([DONE], done, message_stop...).
+            await send({"type": "http.response.body", "body": partial, "more_body": False})
+            return False
+        if behaviour == "badjson":  # a whole event (or line) whose JSON is broken
+            await send(
+                {"type": "http.response.body", "body": partial + (b"}\n\n" if sse else b"}\n"), "more_body": True}
+            )
+        elif behaviour == "huge":
+            await send({"type": "http.response.body", "body": huge_line(sse), "more_body": True})
+        # hang-mid, and after badjson or huge: nothing more until the client gives up (a gateway that let the bad
+        # line through would time out here instead of reporting it).
+        await watch.until_gone()
+        stats.disconnects += 1
+        return False
 
     async def _wait_latency(self, receive: Receive) -> bool:
         watch = ClientWatch(receive)

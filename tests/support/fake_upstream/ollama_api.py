@@ -26,7 +26,7 @@ from .content import (
     schema_value,
     tool_name,
 )
-from .core import HDR_NDJSON, ClientWatch, Core, Receive, Scope, Send, iso_now
+from .core import HDR_NDJSON, MIDWAY, ClientWatch, Core, Receive, Scope, Send, iso_now
 
 # Static answers are serialised once; they are served on every health check and benchmark.
 TAGS_BODY = orjson.dumps(
@@ -225,8 +225,9 @@ class OllamaProtocol(Core):
             return orjson.dumps(obj)
 
         if body.get("stream") is False:  # Ollama streams unless told otherwise
-            if spec.behaviour == "midfail":
-                await self._abort_midway(send, b'{"model":"fake-midfail","created_at":"')
+            if spec.behaviour in MIDWAY:
+                await self._fail_midway(spec, send, receive, b'{"model":"fake-midfail","created_at":"', plan)
+                return
             first_ns = time.perf_counter_ns()
             if not await self._wait_before_full_response(plan, receive):
                 return
@@ -277,8 +278,9 @@ class OllamaProtocol(Core):
         spec = await self._gate(body, receive, send, proto="ollama")
         if spec is None:
             return
-        if spec.behaviour == "midfail":
-            await self._abort_midway(send, b'{"model":"fake-midfail","embeddings":[[0.')
+        if spec.behaviour in MIDWAY:
+            await self._fail_midway(spec, send, receive, b'{"model":"fake-midfail","embeddings":[[0.', None)
+            return
         n_tokens = sum(n for _, n in inputs)
         self.stats.prompt_tokens += n_tokens
         if self.latency > 0 and not await self._wait_latency(receive):

@@ -21,7 +21,7 @@ from .content import (
     prompt_token_count,
     tool_name,
 )
-from .core import HDR_SSE, SSE_DONE, ClientWatch, Core, Plan, Receive, Scope, Send
+from .core import HDR_SSE, MIDWAY, SSE_DONE, ClientWatch, Core, Plan, Receive, Scope, Send
 
 # The model list is serialised once; it is served on every health check and benchmark.
 OPENAI_MODELS_BODY = orjson.dumps(
@@ -178,8 +178,9 @@ class OpenAIProtocol(Core):
         usage = _usage(plan)
 
         if not body.get("stream"):
-            if spec.behaviour == "midfail":
-                await self._abort_midway(send, b'{"object":"chat.completion","choices":[{"ind')
+            if spec.behaviour in MIDWAY:
+                await self._fail_midway(spec, send, receive, b'{"object":"chat.completion","choices":[{"ind', plan)
+                return
             if not await self._wait_before_full_response(plan, receive):
                 return
             # A tool call comes without text (content null), as OpenAI's do.
@@ -314,8 +315,9 @@ class OpenAIProtocol(Core):
             }
 
         if not body.get("stream"):
-            if spec.behaviour == "midfail":
-                await self._abort_midway(send, b'{"object":"text_completion","choices":[{"te')
+            if spec.behaviour in MIDWAY:
+                await self._fail_midway(spec, send, receive, b'{"object":"text_completion","choices":[{"te', plan)
+                return
             if not await self._wait_before_full_response(plan, receive):
                 return
             result = completion(echo + plan.text, plan.finish_reason)
@@ -367,8 +369,9 @@ class OpenAIProtocol(Core):
         spec = await self._gate(body, receive, send, proto="openai")
         if spec is None:
             return
-        if spec.behaviour == "midfail":
-            await self._abort_midway(send, b'{"object":"list","data":[{"obj')
+        if spec.behaviour in MIDWAY:
+            await self._fail_midway(spec, send, receive, b'{"object":"list","data":[{"obj', None)
+            return
         n_tokens = sum(n for _, n in inputs)
         self.stats.prompt_tokens += n_tokens
         if self.latency > 0 and not await self._wait_latency(receive):

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from .content import content_text, prompt_token_count
-from .core import HDR_SSE, ClientWatch, Core, Plan, Receive, Scope, Send, sse_event
+from .core import HDR_SSE, MIDWAY, ClientWatch, Core, Plan, Receive, Scope, Send, sse_event
 from .openai_api import OpenAIRequestError, chosen_function, function_tools
 
 _ROLES = frozenset({"user", "assistant", "system", "developer"})
@@ -206,8 +206,11 @@ class ResponsesProtocol(Core):
 
         final = response("completed" if complete else "incomplete", output)
         if not body.get("stream"):
-            if spec.behaviour == "midfail":
-                await self._abort_midway(send, b'{"id":"' + ids["resp"].encode() + b'","object":"response","crea')
+            if spec.behaviour in MIDWAY:
+                await self._fail_midway(
+                    spec, send, receive, b'{"id":"' + ids["resp"].encode() + b'","object":"response","crea', plan
+                )
+                return
             if not await self._wait_before_full_response(plan, receive):
                 return
             await self._send_json(send, 200, orjson.dumps(final))
