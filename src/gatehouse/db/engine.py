@@ -9,6 +9,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from gatehouse.db.errors import classify_errors
 from gatehouse.settings import Settings
 
 READ_ONLY_OPTION = "gatehouse_read_only"
@@ -31,6 +32,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         kwargs["connect_args"] = {"timeout": 30}
         engine = create_async_engine(url, **kwargs)
         _configure_sqlite(engine)
+        classify_errors(engine)
         return engine
     kwargs.update(
         pool_size=settings.db_pool_size,
@@ -38,7 +40,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_recycle=1800,
         connect_args={"server_settings": {"application_name": "gatehouse"}, "timeout": 10},
     )
-    return create_async_engine(url, **kwargs)
+    engine = create_async_engine(url, **kwargs)
+    classify_errors(engine)
+    return engine
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
@@ -93,9 +97,10 @@ def create_autocommit_engine(settings: Settings) -> AsyncEngine:
         ensure_sqlite_directory(settings.database_url)
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
         _configure_sqlite(engine)
+        classify_errors(engine)
         return engine
     size = max(2, settings.db_pool_size // 2)
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=size,
         max_overflow=size,
@@ -103,6 +108,8 @@ def create_autocommit_engine(settings: Settings) -> AsyncEngine:
         connect_args={"server_settings": {"application_name": "gatehouse"}, "timeout": 10},
         **kwargs,
     )
+    classify_errors(engine)
+    return engine
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -36,6 +36,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from gatehouse.core.logging import get_logger
 from gatehouse.core.metrics import observe_statement, statement_kind
+from gatehouse.db.errors import is_storage_full, storage_full
 
 log = get_logger("gatehouse.db")
 T = TypeVar("T")
@@ -194,13 +195,19 @@ class SqliteStore(CompilingStore):
                 conn.execute("PRAGMA foreign_keys=ON")
                 conn.execute("PRAGMA wal_autocheckpoint=0")  # the background checkpoint does it, off the loop
             except sqlite3.Error as exc:
-                raise DBAPIError.instance("connect", (), exc, sqlite3.Error) from exc
+                raise self._error("connect", (), exc) from exc
             self._conn = conn
         elif self._conn.in_transaction:
             # Never expected (every path below ends its transaction), but a statement must never run inside a
             # transaction left open: its writes would stay invisible and hold the write lock.
             self._conn.execute("ROLLBACK")
         return self._conn
+
+    def _error(self, sql: str, arguments: Any, exc: sqlite3.Error) -> Exception:
+        """sqlite3's error as the engines report it: StorageFull for a full disk, else SQLAlchemy's."""
+        if is_storage_full(exc):
+            return storage_full(self.engine.url)
+        return DBAPIError.instance(sql, arguments, exc, sqlite3.Error)
 
     async def start(self) -> None:
         self._connection()
@@ -229,9 +236,9 @@ class SqliteStore(CompilingStore):
                 now = time.monotonic()
                 deadline = deadline or now + BUSY_TIMEOUT_SECONDS
                 if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or now > deadline:
-                    raise DBAPIError.instance(sql, arguments, exc, sqlite3.Error) from exc
+                    raise self._error(sql, arguments, exc) from exc
             except sqlite3.Error as exc:
-                raise DBAPIError.instance(sql, arguments, exc, sqlite3.Error) from exc
+                raise self._error(sql, arguments, exc) from exc
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.02)
 
@@ -305,7 +312,7 @@ class SqliteStore(CompilingStore):
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
-                raise DBAPIError.instance(sql, (), exc, sqlite3.Error) from exc
+                raise self._error(sql, (), exc) from exc
             raise
         observe_statement(kind, time.perf_counter() - started)
         self._written = True
@@ -357,6 +364,9 @@ class AsyncpgStore(CompilingStore):
             asyncpg.InterfaceError,
             asyncpg.PostgresConnectionError,
             asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
+            # "cannot switch to state ...; another operation is in progress": the server dropped the connection
+            # mid-conversation (a restart) and asyncpg's state machine cannot leave that state.
+            asyncpg.InternalClientError,
         )
         self._failed = asyncpg.PostgresError
         for _ in range(self.size):
@@ -391,6 +401,8 @@ class AsyncpgStore(CompilingStore):
                     await broken[0].invalidate()
                 raise OperationalError(compiled.sql, arguments, exc) from exc
             except self._failed as exc:
+                if is_storage_full(exc):
+                    raise storage_full(self.engine.url) from exc
                 raise DBAPIError(compiled.sql, arguments, exc) from exc
             observe_statement(compiled.kind, time.perf_counter() - started)
             if self.trace is not None:
@@ -419,6 +431,8 @@ class AsyncpgStore(CompilingStore):
                     await broken[0].invalidate()
                 raise OperationalError(compiled.sql, arguments[:1], exc) from exc
             except self._failed as exc:
+                if is_storage_full(exc):
+                    raise storage_full(self.engine.url) from exc
                 raise DBAPIError(compiled.sql, arguments[:1], exc) from exc
             observe_statement(compiled.kind, time.perf_counter() - started)
         finally:

@@ -19,6 +19,7 @@ from gatehouse.accounts.keys.service import KEY_USED, record_use
 from gatehouse.core.logging import get_logger
 from gatehouse.core.tasks import stop as stop_task
 from gatehouse.db.base import utcnow
+from gatehouse.db.errors import is_lost_connection, is_storage_full
 from gatehouse.db.statements import SqliteStore
 from gatehouse.gateway.models import RequestLog
 
@@ -53,6 +54,9 @@ def _count(value: Any) -> int:
 def _is_outage(exc: BaseException) -> bool:
     """Whether a failure is surely the database's (keep the rows for later), whatever the rows hold."""
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    # A full disk (StorageFull, ENOSPC) is the database's too: the rows wait until space returns.
+    if is_storage_full(exc) or is_lost_connection(exc):
         return True
     # OperationalError: unreachable, locked, shutting down; the others: no connection could be had in time.
     return isinstance(exc, OperationalError | PoolTimeout | TimeoutError | OSError)
