@@ -44,6 +44,8 @@ from gatehouse.core.feed_redis import create_feed
 from gatehouse.core.logging import get_logger
 from gatehouse.core.metrics import instrument_engine, mark_started, mark_stopped
 from gatehouse.core.redis_state import RedisState
+from gatehouse.core.shutdown import SHUTDOWN
+from gatehouse.core.shutdown import install as install_shutdown
 from gatehouse.db.database import Database, open_database
 from gatehouse.db.engine import create_engine, create_sessionmaker
 from gatehouse.db.migrate import current_revisions, head_revisions, upgrade
@@ -195,6 +197,18 @@ def _listen_for_sighup(stack: AsyncExitStack, reloader: Reloader) -> None:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload sent during the shutdown is not a kill
 
     stack.callback(stop_listening)
+
+
+def _drain_on_sigterm(stack: AsyncExitStack, settings: Settings, streams: StreamRegistry) -> None:
+    """SIGTERM drains before uvicorn stops (core/shutdown.py); at the deadline the requests still running here are
+    terminated as an operator's terminate would, with `shutdown_deadline`, and settled."""
+    undo = install_shutdown(
+        SHUTDOWN,
+        drain_seconds=settings.shutdown_drain_seconds,
+        deadline_seconds=settings.shutdown_deadline_seconds,
+        on_deadline=lambda: streams.terminate_local("SHUTDOWN_DEADLINE_SECONDS reached"),
+    )
+    stack.callback(undo)
 
 
 def _logged(step: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
@@ -391,6 +405,7 @@ async def running(
             replica=Replica(id=bus.origin, started_at=started_at),  # the uptime counts from the start of the start
             redis=redis_state,
             rate_limiter=rate_limiter,
+            shutdown=SHUTDOWN,
         )
         changes = UpstreamChanges(db.sessionmaker, registry=upstreams, bus=bus, feed=feed, settings=settings)
 
@@ -418,6 +433,7 @@ async def running(
         components.add(reloader)
         if os.environ.get(PREPARED_ENV) == "1":  # under `gatehouse serve`; an app embedded in tests leaves it be
             _listen_for_sighup(stack, reloader)
+            _drain_on_sigterm(stack, settings, streams)
         for part in (settings, db, auth, upstreams, changes, request_log, rate_limiter, streams, gateway, jobs, health):
             components.add(part)
         components.add(stored_responses)

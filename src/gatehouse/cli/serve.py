@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import math
 import os
 import resource
 import shutil
@@ -19,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from gatehouse import __version__
 from gatehouse.cli.common import console, err_console, load_settings, plain_errors
 from gatehouse.configuration.pidfile import pid_file
+from gatehouse.core.shutdown import SETTLE_SECONDS, CloseWhileDraining
 from gatehouse.core.transport import CoalescingHttpToolsProtocol
 from gatehouse.db.migrate import MigrationError
 
@@ -66,7 +68,7 @@ def serve(
             signal.signal(signal.SIGTERM, _exit_on_signal)
             # Until the app listens for it (runtime.py), a SIGHUP (a reload sent too early) must not end the server.
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
-            _run(host, port, workers, forwarded_allow_ips)
+            _run(host, port, workers, forwarded_allow_ips, settings.shutdown_deadline_seconds)
     finally:
         if created_metrics_dir is not None:
             shutil.rmtree(created_metrics_dir, ignore_errors=True)
@@ -106,9 +108,16 @@ def prepare_metrics_dir(workers: int) -> Path | None:
     return created
 
 
-def _run(host: str, port: int, workers: int, forwarded_allow_ips: str) -> None:
+def create_served_app() -> CloseWhileDraining:
+    """The app as `gatehouse serve` runs it: answers say `Connection: close` once SIGTERM started the drain."""
+    from gatehouse.app import create_app
+
+    return CloseWhileDraining(create_app())
+
+
+def _run(host: str, port: int, workers: int, forwarded_allow_ips: str, deadline_seconds: float) -> None:
     uvicorn.run(
-        "gatehouse.app:create_app",
+        "gatehouse.cli.serve:create_served_app",
         factory=True,
         host=host,
         port=port,
@@ -120,7 +129,9 @@ def _run(host: str, port: int, workers: int, forwarded_allow_ips: str) -> None:
         server_header=False,
         proxy_headers=True,
         forwarded_allow_ips=forwarded_allow_ips,
-        timeout_graceful_shutdown=30,
+        # After SIGTERM's drain (core/shutdown.py): the deadline ends what still runs, which then gets a few
+        # seconds to send its error event and settle before uvicorn cancels anything left.
+        timeout_graceful_shutdown=math.ceil(deadline_seconds + SETTLE_SECONDS),
     )
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gatehouse import __version__
 from gatehouse.core.logging import get_logger
 from gatehouse.core.redis_state import RedisState
+from gatehouse.core.shutdown import Shutdown
 from gatehouse.db.database import Database
 from gatehouse.db.migrate import current_revisions
 from gatehouse.gateway.streams.registry import StreamRegistry
@@ -194,7 +195,9 @@ class HealthCheck:
         replica: Replica,
         redis: RedisState,
         rate_limiter: RateLimiter,
+        shutdown: Shutdown | None = None,
     ) -> None:
+        self.shutdown = shutdown if shutdown is not None else Shutdown()
         self.database = database
         self.settings = settings
         self.streams = streams
@@ -204,10 +207,14 @@ class HealthCheck:
         self.rate_limiter = rate_limiter
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
-        """(ready, body): the database answers and its schema is at the code's migration head, or the failed
-        check named, without the driver's text (the route is public: that text goes to the log)."""
+        """(ready, body): not draining (SIGTERM received), the database answers and its schema is at the code's
+        migration head; or the failed check named, without the driver's text (the route is public: that text goes
+        to the log)."""
         database = self.database
         checks: dict[str, str] = {}
+        if self.shutdown.draining:
+            checks["shutdown"] = "draining: this replica is shutting down and takes no new work"
+            return False, {"status": "draining", "failed": "shutdown", "checks": checks}
         try:
             async with asyncio.timeout(READY_TIMEOUT):
                 # Read-only: on SQLite a probe must not queue behind a writer for the write lock.

@@ -37,9 +37,15 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", tags=["health"], dependencies=[public()], responses={503: {"description": "A check failed"}})
+@router.get(
+    "/readyz",
+    tags=["health"],
+    dependencies=[public()],
+    responses={503: {"description": "A check failed, or the replica is draining (shutting down)"}},
+)
 async def readyz(health: HealthDep) -> JSONResponse:
-    """200 when the database answers and its schema is at the code's migration head; else 503 naming the check."""
+    """200 when the database answers and its schema is at the code's migration head; else 503 naming the check
+    (status `draining` from the SIGTERM on: the proxy takes the replica out while it still serves)."""
     ready, body = await health.readiness()
     return JSONResponse(body, status_code=200 if ready else 503)
 
