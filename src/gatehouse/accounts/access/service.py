@@ -6,6 +6,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gatehouse.accounts import managing
 from gatehouse.accounts.access.errors import InvalidRule, RuleNotFound
 from gatehouse.accounts.access.events import AccessRuleAddedEvent, AccessRuleEvent, AccessRuleRemovedEvent
 from gatehouse.accounts.access.models import AccessRule
@@ -21,6 +22,7 @@ from gatehouse.core.bus import EventBus, Signal
 from gatehouse.db.session import signal_after_commit
 
 MAX_RULES = 10_000  # in all: every replica holds them in memory
+RULES_OF = "change the access rules of"  # "Only a superadmin can change the access rules of a superadmin."
 
 
 async def list_rules(
@@ -53,8 +55,11 @@ async def add_rule(session: AsyncSession, *, bus: EventBus, actor: Actor, rule: 
     """Add a rule (audited; in force on every replica once committed): (the rule, True) when added; (the existing
     rule, False) when the same one exists already; 409 when one for the same pattern has the other effect."""
     pattern = _check_pattern(rule.pattern)
-    if rule.user_id is not None and await session.get(User, rule.user_id) is None:
-        raise UserNotFound(f"No user with id {rule.user_id}.", param="user_id")
+    if rule.user_id is not None:
+        user = await session.get(User, rule.user_id)
+        if user is None:
+            raise UserNotFound(f"No user with id {rule.user_id}.", param="user_id")
+        await managing.ensure_actor_may_manage(session, actor=actor, target_role=user.role, doing=RULES_OF)
     if rule.group_id is not None and await session.get(Group, rule.group_id) is None:
         raise GroupNotFound(f"No group with id {rule.group_id}: list them with GET /admin/groups.", param="group_id")
     same = [
@@ -110,6 +115,8 @@ async def remove_rule(session: AsyncSession, *, bus: EventBus, actor: Actor, rul
     row = await session.get(AccessRule, rule_id)
     if row is None:
         raise RuleNotFound(f"No access rule with id {rule_id}: list them with GET /admin/access.")
+    if row.user_id is not None and (user := await session.get(User, row.user_id)) is not None:
+        await managing.ensure_actor_may_manage(session, actor=actor, target_role=user.role, doing=RULES_OF)
     await record(session, _event(AccessRuleRemovedEvent, row), actor=actor)
     await session.delete(row)
     await session.flush()

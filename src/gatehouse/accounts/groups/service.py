@@ -18,6 +18,7 @@ from sqlalchemy import update as update_rows
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gatehouse.accounts import managing
 from gatehouse.accounts.errors import GroupExists, GroupInUse, GroupNotFound, MembershipNotFound, NotGroupMember
 from gatehouse.accounts.events import (
     GroupCreatedEvent,
@@ -38,6 +39,7 @@ from gatehouse.errors import BadRequest
 from gatehouse.limits.models import BudgetCounter
 
 NAMED_KEYS = 10  # an in-use error names this many keys at most
+MEMBERSHIPS = "change the groups of"  # "Only a superadmin can change the groups of a superadmin."
 
 
 @dataclass
@@ -208,7 +210,9 @@ async def add_member(
 ) -> tuple[GroupMember, bool]:
     """Add a user to a group (idempotent): (the membership, whether it is new). Audited, and signalled, when new."""
     group = await get_or_raise(session, group_id=group_id, lock=True)
-    await _user_or_raise(session, user_id)
+    user = await _user_or_raise(session, user_id)
+    # A group's access rules and limits would apply to them: only a superadmin changes a superadmin's groups.
+    await managing.ensure_actor_may_manage(session, actor=actor, target_role=user.role, doing=MEMBERSHIPS)
     existing = await _membership(session, group_id, user_id)
     if existing is not None:
         return existing, False
@@ -235,6 +239,8 @@ async def remove_member(
     membership = await _membership(session, group_id, user_id)
     if membership is None:
         raise MembershipNotFound(f"User {user_id} is not a member of group {group_id} ({group.name}).")
+    member = await _user_or_raise(session, user_id)
+    await managing.ensure_actor_may_manage(session, actor=actor, target_role=member.role, doing=MEMBERSHIPS)
     keys = await bound_keys(session, group_id=group_id, user_id=user_id)
     if keys:
         raise GroupInUse(

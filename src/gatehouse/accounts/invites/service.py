@@ -10,6 +10,7 @@ from enum import StrEnum
 from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gatehouse.accounts import managing
 from gatehouse.accounts.errors import (
     InvalidExpiry,
     InviteEmailMismatch,
@@ -145,8 +146,10 @@ async def get_or_raise(session: AsyncSession, *, invite_id: int) -> Invite:
 
 
 async def revoke(session: AsyncSession, *, actor: Actor, invite_id: int) -> Invite:
-    """Revoke an invite so nobody can redeem it any more; revoking twice changes nothing."""
+    """Revoke an invite so nobody can redeem it any more; revoking twice changes nothing. An invite to become a
+    superadmin is a superadmin's to revoke, as it was to create."""
     invite = await get_or_raise(session, invite_id=invite_id)
+    await managing.ensure_actor_may_manage(session, actor=actor, target_role=invite.role, doing="revoke an invite for")
     if invite.revoked_at is None:
         invite.revoked_at = utcnow()
         await session.flush()

@@ -179,9 +179,13 @@ async def update_user(
     return user
 
 
-def _may_moderate(by: Principal, target: User) -> None:
-    if by.role is not Role.SUPERADMIN and not by.role.rank > Role(target.role).rank:
-        raise RoleNotAllowed(f"A {by.role.value} can only block users ranked below {by.role.value}.")
+def may_moderate(by: Role | None, target: Role | str, doing: str) -> None:
+    """403 `role_not_allowed` unless `by` (None: the operator) may `doing` (block, unblock, terminate the streams of)
+    the user: only a superadmin acts on a superadmin, and anyone else only on users ranked below them."""
+    users.ensure_may_manage(actor_role=by, target_role=target, doing=doing)
+    if by is not None and by is not Role.SUPERADMIN and not by.rank > Role(target).rank:
+        article = "An" if by.value[0] in "aeiou" else "A"
+        raise RoleNotAllowed(f"{article} {by.value} can only {doing} users ranked below {by.value}.")
 
 
 async def block(
@@ -199,7 +203,7 @@ async def block(
     user = await users.get_or_raise(session, user_id=user_id)
     if user.id == by.user_id:
         raise SelfBlock("You cannot block yourself.")
-    _may_moderate(by, user)
+    may_moderate(by.role, user.role, "block")
     await ensure_not_last_superadmin(session, user, "block")
     if until is not None and until <= utcnow():
         raise BadRequest("`until` must be in the future (or omitted for a block without end).", param="until")
@@ -221,7 +225,7 @@ async def unblock(
 ) -> User:
     """Lift a block."""
     user = await users.get_or_raise(session, user_id=user_id)
-    _may_moderate(by, user)
+    may_moderate(by.role, user.role, "unblock")
     was = {"reason": user.block_reason, "until": _plain(user.blocked_until)}
     user.blocked_at = user.blocked_until = user.block_reason = user.blocked_by = None
     await session.flush()

@@ -1,7 +1,7 @@
 """Users: look up, create (audited), change status. Services flush; the caller commits.
 
-Who may manage whom: only a superadmin acts on a superadmin; the CLI operator and the bootstrap (actor role
-None) may do anything.
+Who may manage whom (accounts/managing.py): only a superadmin acts on a superadmin; the CLI operator and the
+bootstrap (actor role None) may do anything.
 """
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gatehouse.accounts.errors import EmailTaken, RoleNotAllowed, WeakPassword
+from gatehouse.accounts.errors import EmailTaken, WeakPassword
 from gatehouse.accounts.events import UserCreatedEvent
+from gatehouse.accounts.managing import ensure_may_manage as ensure_may_manage  # its users call it from here
 from gatehouse.audit.service import record
 from gatehouse.auth.actor import Actor
 from gatehouse.auth.errors import UserNotFound
@@ -25,14 +26,6 @@ from gatehouse.db.session import signal_after_commit
 def normalise_email(email: str) -> str:
     """Emails are unique case-insensitively: store them lower-cased and trimmed."""
     return email.strip().lower()
-
-
-def ensure_may_manage(*, actor_role: Role | None, target_role: Role | str, doing: str) -> None:
-    """Only a superadmin may act on a superadmin (`doing`: "create", "change", "create keys for")."""
-    if actor_role is None or actor_role is Role.SUPERADMIN:
-        return  # None: the operator, from the CLI or at bootstrap
-    if Role(target_role) is Role.SUPERADMIN:
-        raise RoleNotAllowed(f"Only a superadmin can {doing} a superadmin.")
 
 
 async def get(session: AsyncSession, *, user_id: int) -> User | None:

@@ -10,8 +10,11 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gatehouse.accounts import managing
+from gatehouse.accounts.users.moderation import may_moderate
 from gatehouse.audit.service import record
 from gatehouse.auth.actor import Actor
+from gatehouse.auth.models import User
 from gatehouse.core.bus import EventBus, Signal
 from gatehouse.core.feed import EventFeed
 from gatehouse.db.session import signal_after_commit
@@ -49,6 +52,11 @@ async def terminate(
             )
         if target is None:
             raise StreamNotFound(f"No live stream {stream_id}: it may have ended (see GET /admin/streams).")
+    # As for a block: only a superadmin ends a superadmin's request, and anyone else only those of users ranked
+    # below them (a monitor: plain users').
+    owner = await session.get(User, target["user_id"])
+    if owner is not None:
+        may_moderate(await managing.role_of(session, actor=actor), owner.role, "terminate the streams of")
     event = StreamTerminatedEvent(
         stream_id=stream_id,
         reason=reason,
