@@ -1,6 +1,7 @@
 """Anthropic's Messages request body (and count_tokens'), as the API reference and the official `anthropic`
 package's types (`anthropic/types/message_create_params.py`) declare it. Content blocks of the many kinds Anthropic
-keeps adding are objects with a `type`; a text block's text is checked."""
+are a union on `type` (each with the fields Anthropic requires of it); which role may hold which block, and that
+each tool_use is answered, are left to the upstream."""
 
 from __future__ import annotations
 
@@ -8,9 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag, WithJsonSchema
 
-from gatehouse.gateway.schemas.base import AnyObject, Checker, Limit, Model, Open, Probability
-
-TEXT_BLOCK = "text"
+from gatehouse.gateway.schemas.base import INTEGRAL, NOT_SENT, AnyObject, Checker, Limit, Model, Open, Probability
 
 
 class TextBlock(Open):
@@ -18,19 +17,88 @@ class TextBlock(Open):
     text: str
 
 
-class OtherBlock(Open):
-    """Any other block (image, document, tool_use, tool_result, thinking...): its fields go to the upstream."""
-
-    type: Annotated[str, WithJsonSchema({"type": "string", "not": {"enum": [TEXT_BLOCK]}})]
+class Source(Open):
+    type: str = Field(description="base64, url or file (text or content for documents).")
 
 
-def _block_kind(value: Any) -> str:
-    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    return TEXT_BLOCK if kind == TEXT_BLOCK else "other"
+class ImageBlock(Open):
+    type: Literal["image"]
+    source: Source
+
+
+class DocumentBlock(Open):
+    type: Literal["document"]
+    source: Source
+
+
+class ToolUseBlock(Open):
+    type: Literal["tool_use"]
+    id: str
+    name: str
+    input: AnyObject
+
+
+class ToolResultPart(Open):
+    type: Literal["text", "image", "document", "search_result"]
+
+
+class ToolResultBlock(Open):
+    type: Literal["tool_result"]
+    tool_use_id: str
+    content: str | list[ToolResultPart] = NOT_SENT
+    is_error: bool = NOT_SENT
+
+
+class ThinkingBlock(Open):
+    type: Literal["thinking"]
+    thinking: str
+    signature: str = NOT_SENT
+
+
+class RedactedThinkingBlock(Open):
+    type: Literal["redacted_thinking"]
+    data: str
+
+
+class ServerBlock(Open):
+    """A block of Anthropic's server tools (search results, web search and fetch, code execution, containers,
+    MCP): its fields go to the upstream as they are."""
+
+    type: Literal[
+        "search_result",
+        "server_tool_use",
+        "web_search_tool_result",
+        "web_fetch_tool_result",
+        "code_execution_tool_result",
+        "bash_code_execution_tool_result",
+        "text_editor_code_execution_tool_result",
+        "tool_search_tool_result",
+        "container_upload",
+        "mcp_tool_use",
+        "mcp_tool_result",
+    ]
+
+
+_SERVER_BLOCKS = frozenset(ServerBlock.model_fields["type"].annotation.__args__)  # type: ignore[union-attr]
+
+
+def _block_kind(value: Any) -> str | None:
+    kind = value.get("type") if isinstance(value, dict) else None
+    if not isinstance(kind, str):
+        return None
+    return "server" if kind in _SERVER_BLOCKS else kind
 
 
 Block = Annotated[
-    Annotated[TextBlock, Tag(TEXT_BLOCK)] | Annotated[OtherBlock, Tag("other")], Discriminator(_block_kind)
+    Annotated[TextBlock, Tag("text")]
+    | Annotated[ImageBlock, Tag("image")]
+    | Annotated[DocumentBlock, Tag("document")]
+    | Annotated[ToolUseBlock, Tag("tool_use")]
+    | Annotated[ToolResultBlock, Tag("tool_result")]
+    | Annotated[ThinkingBlock, Tag("thinking")]
+    | Annotated[RedactedThinkingBlock, Tag("redacted_thinking")]
+    | Annotated[ServerBlock, Tag("server")],
+    Discriminator(_block_kind),
 ]
 
 
@@ -43,11 +111,28 @@ class Metadata(Open):
     user_id: str | None = None
 
 
-class Tool(Open):
+class CustomTool(Open):
+    """A tool of the caller's own (its `type`, when sent, is "custom")."""
+
+    type: Literal["custom"] = NOT_SENT
     name: str
-    description: str | None = None
-    input_schema: AnyObject | None = None
-    type: str | None = None
+    description: str = NOT_SENT
+    input_schema: AnyObject
+
+
+class ServerTool(Open):
+    """One of Anthropic's own tools (web search, code execution, bash...), named by its versioned `type`."""
+
+    type: Annotated[str, WithJsonSchema({"type": "string", "not": {"const": "custom"}})]
+    name: str
+
+
+def _tool_kind(value: Any) -> str:
+    kind = value.get("type", "custom") if isinstance(value, dict) else None
+    return "custom" if kind == "custom" else "server"
+
+
+Tool = Annotated[Annotated[CustomTool, Tag("custom")] | Annotated[ServerTool, Tag("server")], Discriminator(_tool_kind)]
 
 
 class ToolChoice(Open):
@@ -58,7 +143,7 @@ class ToolChoice(Open):
 
 class Thinking(Open):
     type: str = Field(description="enabled, disabled or adaptive.")
-    budget_tokens: Annotated[int, Field(ge=1)] | None = None
+    budget_tokens: Annotated[int, Field(ge=1), INTEGRAL] | None = None
 
 
 class CountTokensRequest(Open):
@@ -66,24 +151,24 @@ class CountTokensRequest(Open):
 
     model: Model
     messages: Annotated[list[Turn], Field(min_length=1)]
-    system: str | list[TextBlock] | None = None
-    tools: list[Tool] | None = None
-    tool_choice: ToolChoice | None = None
-    thinking: Thinking | None = None
-    output_config: AnyObject | None = None
+    system: str | list[TextBlock] = NOT_SENT
+    tools: list[Tool] = NOT_SENT
+    tool_choice: ToolChoice = NOT_SENT
+    thinking: Thinking = NOT_SENT
+    output_config: AnyObject = NOT_SENT
 
 
 class MessagesRequest(CountTokensRequest):
     """POST /v1/messages."""
 
     max_tokens: Limit
-    metadata: Metadata | None = None
-    stop_sequences: list[str] | None = None
-    stream: bool | None = None
-    temperature: Probability | None = None
-    top_k: Annotated[int, Field(ge=0)] | None = None
-    top_p: Probability | None = None
-    service_tier: str | None = None
+    metadata: Metadata = NOT_SENT
+    stop_sequences: list[str] = NOT_SENT
+    stream: bool = NOT_SENT
+    temperature: Probability = NOT_SENT
+    top_k: Annotated[int, Field(ge=0), INTEGRAL] = NOT_SENT
+    top_p: Probability = NOT_SENT
+    service_tier: str = NOT_SENT
 
 
 _REQUIRED = {

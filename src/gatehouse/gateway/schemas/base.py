@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
 from gatehouse.errors import BadRequest
 from gatehouse.gateway.errors import InvalidField, InvalidMessage, MissingField
@@ -25,9 +25,22 @@ class Open(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore", json_schema_extra={"additionalProperties": True})
 
 
+def _integral(value: Any) -> Any:
+    # JSON has one number type: 16.0 is an integer to JSON Schema (and to the providers), never True.
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
+# The default of a field that may be left out but not sent as null (the provider's SDK types it without Optional):
+# absent, it is None to the model; null is refused, and the schema shows no null.
+NOT_SENT: Any = None
+
 # Shared field types.
+INTEGRAL = BeforeValidator(_integral)  # after the constraints, which then stay in the JSON schema
+Int = Annotated[int, INTEGRAL]
 Model = Annotated[str, Field(pattern=r"\S", description="A model name from GET /v1/models (or /api/tags).")]
-Limit = Annotated[int, Field(ge=1, le=MAX_INT)]
+Limit = Annotated[int, Field(ge=1, le=MAX_INT), INTEGRAL]
 Probability = Annotated[float, Field(ge=0, le=1)]
 Penalty = Annotated[float, Field(ge=-2, le=2)]
 Temperature = Annotated[float, Field(ge=0, le=2)]
@@ -61,7 +74,8 @@ class Checker:
         ):
             return MissingField(self.required[param], param=param)
         hint = self.hints.get(param)
-        detail = f"must be {hint}" if hint else "is invalid: " + "; ".join(dict.fromkeys(messages))
+        said = list(dict.fromkeys(messages))
+        detail = f"must be {hint}" if hint else said[0] if said == ["is required"] else "is invalid: " + "; ".join(said)
         if top in MESSAGE_FIELDS and "." in param:
             return InvalidMessage(f"`{param}` {detail}.", param=param)
         return InvalidField(f"Field `{param}` {detail}.", param=param)
@@ -135,5 +149,7 @@ def _message(error: Any) -> str:
     kind = error.get("type")
     if kind == "missing":
         return "is required"
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        return "its `type` is missing or not one the API documents"
     msg = _INSTANCE.sub("an object", str(error.get("msg", "invalid")))
     return msg.removeprefix("Input ").removeprefix("Value error, ")

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from gatehouse.gateway.schemas.base import MAX_INT, AnyObject, Checker, Limit, Model, Open
+from gatehouse.gateway.schemas.base import INTEGRAL, MAX_INT, AnyObject, Checker, Int, Limit, Model, Open
 
 Images = list[str]  # base64, without a data: prefix
 KeepAlive = float | str  # seconds, or a duration such as "5m"
@@ -17,12 +17,12 @@ Think = bool | Literal["low", "medium", "high"]
 class Options(Open):
     """Model options (any of Ollama's; these are checked)."""
 
-    num_predict: Annotated[int, Field(ge=-2, le=MAX_INT)] | None = None
-    num_ctx: Annotated[int, Field(ge=1)] | None = None
+    num_predict: Annotated[int, Field(ge=-2, le=MAX_INT), INTEGRAL] | None = None
+    num_ctx: Annotated[int, Field(ge=1), INTEGRAL] | None = None
     temperature: float | None = None
-    top_k: int | None = None
+    top_k: Int | None = None
     top_p: float | None = None
-    seed: int | None = None
+    seed: Int | None = None
     stop: list[str] | None = None
 
 
@@ -57,7 +57,7 @@ class _Generation(Open):
     keep_alive: KeepAlive | None = None
     think: Think | None = None
     logprobs: bool | None = None
-    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20), INTEGRAL] | None = None
 
 
 class ChatRequest(_Generation):
@@ -74,7 +74,7 @@ class GenerateRequest(_Generation):
     suffix: str | None = None
     system: str | None = None
     template: str | None = None
-    context: list[int] | None = None
+    context: list[Int] | None = None
     raw: bool | None = None
     images: Images | None = None
 
@@ -83,7 +83,7 @@ class EmbedRequest(Open):
     """POST /api/embed."""
 
     model: Model
-    input: str | list[str]
+    input: str | Annotated[list[str], Field(min_length=1)]
     truncate: bool | None = None
     options: Options | None = None
     keep_alive: KeepAlive | None = None

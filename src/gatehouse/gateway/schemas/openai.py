@@ -10,9 +10,12 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from gatehouse.gateway.schemas.base import (
+    INTEGRAL,
     MAX_INT,
+    NOT_SENT,
     AnyObject,
     Checker,
+    Int,
     Limit,
     Model,
     Open,
@@ -24,9 +27,9 @@ from gatehouse.gateway.schemas.base import (
 
 Stop = str | list[str]
 # max_tokens as the gateway has always taken it: -1 and -2 are Ollama's "no limit" and "fill the context".
-TokenLimit = Annotated[int, Field(ge=-2, le=MAX_INT)]
-TopLogprobs = Annotated[int, Field(ge=0, le=20)]
-Choices = Annotated[int, Field(ge=1, le=128)]
+TokenLimit = Annotated[int, Field(ge=-2, le=MAX_INT), INTEGRAL]
+TopLogprobs = Annotated[int, Field(ge=0, le=20), INTEGRAL]
+Choices = Annotated[int, Field(ge=1, le=128), INTEGRAL]
 
 
 class StreamOptions(Open):
@@ -95,8 +98,8 @@ class ToolCall(Open):
 class ChatMessage(Open):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
-    name: str | None = None
-    tool_calls: list[ToolCall] | None = None
+    name: str = NOT_SENT
+    tool_calls: list[ToolCall] = NOT_SENT
     tool_call_id: str | None = None
     refusal: str | None = None
 
@@ -114,7 +117,7 @@ class Tool(Open):
 
 
 class JsonSchemaFormat(Open):
-    name: str | None = None
+    name: str = NOT_SENT
     description: str | None = None
     schema_: AnyObject | None = Field(default=None, alias="schema")
     strict: bool | None = None
@@ -142,16 +145,16 @@ class _Sampling(Open):
     model: Model
     frequency_penalty: Penalty | None = None
     presence_penalty: Penalty | None = None
-    logit_bias: dict[str, int] | None = None
+    logit_bias: dict[str, Int] | None = None
     max_tokens: TokenLimit | None = None
     n: Choices | None = None
-    seed: int | None = None
+    seed: Int | None = None
     stop: Stop | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None
     temperature: Temperature | None = None
     top_p: Probability | None = None
-    user: str | None = None
+    user: str = NOT_SENT
 
 
 class ChatCompletionRequest(_Sampling):
@@ -163,22 +166,22 @@ class ChatCompletionRequest(_Sampling):
     top_logprobs: TopLogprobs | None = None
     metadata: StrMap | None = None
     modalities: list[Literal["text", "audio"]] | None = None
-    parallel_tool_calls: bool | None = None
+    parallel_tool_calls: bool = NOT_SENT
     reasoning_effort: str | None = None
-    response_format: ResponseFormat | None = None
+    response_format: ResponseFormat = NOT_SENT
     service_tier: str | None = None
     store: bool | None = None
-    tools: list[Tool] | None = None
-    tool_choice: Literal["none", "auto", "required"] | AnyObject | None = None
+    tools: list[Tool] = NOT_SENT
+    tool_choice: Literal["none", "auto", "required"] | AnyObject = NOT_SENT
 
 
 class CompletionRequest(_Sampling):
     """POST /v1/completions (legacy): a prompt continued."""
 
-    prompt: str | Annotated[list[str], Field(min_length=1)] | list[int] | list[list[int]]
-    best_of: Annotated[int, Field(ge=1, le=20)] | None = None
+    prompt: str | Annotated[list[str], Field(min_length=1)] | list[Int] | list[list[Int]]
+    best_of: Annotated[int, Field(ge=1, le=20), INTEGRAL] | None = None
     echo: bool | None = None
-    logprobs: Annotated[int, Field(ge=0, le=5)] | None = None
+    logprobs: Annotated[int, Field(ge=0, le=5), INTEGRAL] | None = None
     suffix: str | None = None
 
 
@@ -192,7 +195,7 @@ class ResponsesRequest(Open):
     max_output_tokens: Limit | None = None
     max_tool_calls: Limit | None = None
     metadata: StrMap | None = None
-    parallel_tool_calls: bool | None = None
+    parallel_tool_calls: bool = NOT_SENT
     reasoning: AnyObject | None = None
     service_tier: str | None = None
     store: bool | None = None
@@ -201,13 +204,13 @@ class ResponsesRequest(Open):
     temperature: Temperature | None = None
     top_p: Probability | None = None
     top_logprobs: TopLogprobs | None = None
-    text: AnyObject | None = None
-    tools: list[Tool] | None = None
-    tool_choice: str | AnyObject | None = None
+    text: AnyObject = NOT_SENT
+    tools: list[Tool] = NOT_SENT
+    tool_choice: str | AnyObject = NOT_SENT
     truncation: Literal["auto", "disabled"] | None = None
     include: list[str] | None = None
     background: bool | None = None
-    user: str | None = None
+    user: str = NOT_SENT
 
 
 class EmbeddingsRequest(Open):
@@ -217,12 +220,12 @@ class EmbeddingsRequest(Open):
     input: (
         str
         | Annotated[list[str], Field(min_length=1)]
-        | Annotated[list[int], Field(min_length=1)]
-        | Annotated[list[list[int]], Field(min_length=1)]
+        | Annotated[list[Int], Field(min_length=1)]
+        | Annotated[list[list[Int]], Field(min_length=1)]
     )
-    dimensions: Limit | None = None
-    encoding_format: Literal["float", "base64"] | None = None
-    user: str | None = None
+    dimensions: Limit = NOT_SENT
+    encoding_format: Literal["float", "base64"] = NOT_SENT
+    user: str = NOT_SENT
 
 
 MODEL_REQUIRED = "Field `model` is required: a model name from GET /v1/models."

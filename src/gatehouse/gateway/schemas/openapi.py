@@ -31,10 +31,23 @@ def inline(model: type[BaseModel], extra: Callable[[JSON], None] | None = None) 
             return [resolve(item) for item in node]
         return node
 
-    resolved: JSON = resolve(schema)
+    resolved: JSON = _tidy(resolve(schema))
     if extra is not None:
         extra(resolved)
     return resolved
+
+
+def _tidy(node: Any) -> Any:
+    """Without pydantic's titles and null defaults: an absent field is not a null one (some fields take no null)."""
+    if isinstance(node, dict):
+        return {
+            key: _tidy(value)
+            for key, value in node.items()
+            if not (key == "title" and isinstance(value, str)) and not (key == "default" and value is None)
+        }
+    if isinstance(node, list):
+        return [_tidy(item) for item in node]
+    return node
 
 
 def request_body(model: type[BaseModel], extra: Callable[[JSON], None] | None = None) -> JSON:
