@@ -36,25 +36,27 @@ class Answer:
 
     @property
     def ok(self) -> bool:
-        return 200 <= self.status < 300
+        """Answered 2xx, to its end."""
+        return 200 <= self.status < 300 and self.complete
 
 
-def _request(surface: str) -> tuple[str, dict[str, Any]]:
+def _request(surface: str, max_tokens: int) -> tuple[str, dict[str, Any]]:
     messages = [{"role": "user", "content": PROMPT}]
     if surface == "openai":
-        return "/v1/chat/completions", {"model": "oa-chat", "messages": messages, "max_tokens": MAX_TOKENS}
+        return "/v1/chat/completions", {"model": "oa-chat", "messages": messages, "max_tokens": max_tokens}
     if surface == "openai-stream":
         body = {
             "model": "oa-chat",
             "messages": messages,
-            "max_tokens": MAX_TOKENS,
+            "max_tokens": max_tokens,
             "stream": True,
             "stream_options": {"include_usage": True},
         }
         return "/v1/chat/completions", body
     if surface == "ollama":
-        return "/api/chat", {"model": "ol-chat", "messages": messages, "stream": False}
-    return "/v1/messages", {"model": "an-chat", "messages": messages, "max_tokens": MAX_TOKENS}
+        body = {"model": "ol-chat", "messages": messages, "stream": False, "options": {"num_predict": max_tokens}}
+        return "/api/chat", body
+    return "/v1/messages", {"model": "an-chat", "messages": messages, "max_tokens": max_tokens}
 
 
 def _error_code(surface: str, body: bytes) -> str | None:
@@ -96,27 +98,27 @@ async def _stream_tokens(response: httpx.Response) -> tuple[int | None, bool]:
     return tokens, done and tokens is not None
 
 
-async def one_request(client: httpx.AsyncClient, surface: str) -> Answer:
+async def one_request(client: httpx.AsyncClient, surface: str, max_tokens: int = MAX_TOKENS) -> Answer:
     """Send one request of `surface` and record how it ended."""
-    path, body = _request(surface)
+    path, body = _request(surface, max_tokens)
     started = time.monotonic()
+    status, via = 0, None
     try:
         async with client.stream("POST", path, json=body) as response:
-            via = response.headers.get("x-gatehouse-backend")
+            status, via = response.status_code, response.headers.get("x-gatehouse-backend")
             if response.is_success and surface == "openai-stream":
                 tokens, complete = await _stream_tokens(response)
-                return Answer(
-                    surface, started, time.monotonic(), response.status_code, None, None, tokens, complete, via
-                )
+                return Answer(surface, started, time.monotonic(), status, None, None, tokens, complete, via)
             raw = await response.aread()
             if response.is_success:
                 tokens = _tokens(surface, orjson.loads(raw))
-                return Answer(surface, started, time.monotonic(), response.status_code, None, None, tokens, True, via)
+                return Answer(surface, started, time.monotonic(), status, None, None, tokens, True, via)
             code = _error_code(surface, raw)
             retry = response.headers.get("retry-after")
-            return Answer(surface, started, time.monotonic(), response.status_code, code, retry, None, False, via)
+            return Answer(surface, started, time.monotonic(), status, code, retry, None, False, via)
     except (httpx.HTTPError, orjson.JSONDecodeError, KeyError) as exc:
-        return Answer(surface, started, time.monotonic(), 0, type(exc).__name__, None, None, False)
+        # A 2xx head whose body broke off stays a 2xx here, but not `ok`: it did not end as its protocol ends.
+        return Answer(surface, started, time.monotonic(), status, type(exc).__name__, None, None, False, via)
 
 
 SURFACES = ("openai", "openai-stream", "ollama", "anthropic")
@@ -130,6 +132,7 @@ class Traffic:
     key: str
     workers: int = 6
     pause: float = 0.02
+    max_tokens: int = MAX_TOKENS
     answers: list[Answer] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -138,7 +141,7 @@ class Traffic:
         for surface in itertools.islice(itertools.cycle(SURFACES), number, None):
             if self._stop.is_set():
                 return
-            self.answers.append(await one_request(client, surface))
+            self.answers.append(await one_request(client, surface, self.max_tokens))
             await asyncio.sleep(self.pause)
 
     async def _run(self) -> None:
