@@ -67,7 +67,7 @@ class Kind:
     path: str
     stream: bool
     body: Callable[[str, int], dict[str, Any]]
-    done_marker: bytes  # a complete streamed answer contains it (non-streamed: parsed JSON)
+    done_marker: bytes  # a complete streamed answer contains it (non-streamed: parsed JSON); "a|b": either
     anthropic: bool = False
     weight: int = 1
 
@@ -130,7 +130,7 @@ KINDS = (
     Kind("chat (long stream)", "/v1/chat/completions", True, _chat("fake-long", True), b"data: [DONE]", weight=2),
     Kind("completions", "/v1/completions", False, _completion, b""),
     Kind("responses", "/v1/responses", False, _responses(False), b""),
-    Kind("responses", "/v1/responses", True, _responses(True), b"response.completed"),
+    Kind("responses", "/v1/responses", True, _responses(True), b"event: response.completed|event: response.incomplete"),
     Kind("messages", "/v1/messages", False, _anthropic(False), b"", anthropic=True),
     Kind("messages", "/v1/messages", True, _anthropic(True), b"message_stop", anthropic=True),
     Kind("ollama", "/api/chat", False, _ollama(False), b""),
@@ -182,7 +182,8 @@ async def one_request(client: httpx.AsyncClient, world: World, person: Person, k
         raw = f"{type(exc).__name__}: {exc}".encode()
     end = time.monotonic()
     body = raw.decode(errors="replace")
-    ok = status == 200 and (kind.done_marker in raw if kind.stream else _parses(raw))
+    ended = any(marker in raw for marker in kind.done_marker.split(b"|"))  # capped: Responses ends incomplete
+    ok = status == 200 and (ended if kind.stream else _parses(raw))
     if ok and not kind.stream and '"error"' in body[:20]:
         ok = False
     if ok:
