@@ -48,8 +48,15 @@ def logged_of(admin: httpx.Client, user_id: int) -> dict[str, Any]:
     return rows[0] if rows else {"requests": 0, "errors": 0, "prompt_tokens": 0, "completion_tokens": 0}
 
 
-def check_nothing_lost(admin: httpx.Client, account: Account, answers: list[Answer], upstream: FakeUpstream) -> None:
-    """Usage, request log and the upstream's ledger all equal what the 2xx answers report; nothing held."""
+def check_nothing_lost(
+    admin: httpx.Client,
+    account: Account,
+    answers: list[Answer],
+    upstream: FakeUpstream,
+    ledger_before: dict[str, int] | None = None,
+) -> None:
+    """Usage, request log and the upstream's ledger (since `ledger_before`) all equal what the 2xx answers report;
+    nothing held."""
     answered = [a for a in answers if a.ok]
     assert all(a.complete and a.tokens for a in answered), [a for a in answered if not a.complete][:5]
     tokens = sum(a.tokens or 0 for a in answered)
@@ -59,6 +66,8 @@ def check_nothing_lost(admin: httpx.Client, account: Account, answers: list[Answ
     usage = usage_of(admin, account.user_id)
     logged = logged_of(admin, account.user_id)
     ledger = upstream.ledger().get("fake-chat", {})
+    if ledger_before:
+        ledger = {name: value - ledger_before.get(name, 0) for name, value in ledger.items()}
     figures = {
         "answered_2xx": len(answered),
         "tokens_2xx": tokens,

@@ -1,12 +1,18 @@
 """kill -9 of one of three replicas behind HAProxy (as scripts/local-ha.sh sets it up), on PostgreSQL + Redis, while
-nine clients keep sending chats (streamed and not, four surfaces, about a second each) through the proxy.
+nine clients keep sending chats (streamed and not, four surfaces, about a second each) through the proxy; then, on
+the same replicas, Redis lost under that load.
 
 The other replicas' clients are unaffected: every request they answered ends complete. The requests that were on the
 killed replica at that moment fail at their client (unavoidable), and only those: every request started after the
 kill succeeds (HAProxy resends a refused connection to another replica). The killed replica's reservations are
 recovered by the others (limits/recovery.py), so nothing stays held and the day's usage is what the upstream served
 (within the documented checkpoint bound for the killed requests); a request afterwards is charged exactly.
-The figures are printed (`pytest -s`).
+
+Redis stopped for a few seconds under load and started again (a Redis of this module's own, never the shared one):
+every request is answered 2xx to its end, streams in flight included (quotas live in the database; rate limits fall
+back to each replica's share, generous here), and nothing is lost: usage, request log and the upstream's ledger
+agree. tests/e2e/core/test_redis_outage.py covers the rest of a Redis outage (documented statuses only, limits
+bounded by the local policy, revocations caught up, /readyz and health). The figures are printed (`pytest -s`).
 """
 
 from __future__ import annotations
@@ -26,11 +32,11 @@ import pytest
 
 from tests.conftest import fresh_database
 from tests.e2e.conftest import write_config
-from tests.e2e.infra.checks import Account, check_audit_chain, logged_of, new_account, usage_of
+from tests.e2e.infra.checks import Account, check_audit_chain, check_nothing_lost, logged_of, new_account, usage_of
 from tests.e2e.infra.traffic import Answer, one_request, summary, traffic, wait_until
 from tests.support.fake_upstream import FakeUpstream, run_fake_upstream
 from tests.support.server import GatehouseServer, base_env, free_port, run_gatehouse
-from tests.support.services import flush_redis_prefix, redis_server, unique_redis_prefix
+from tests.support.services import ThrowawayServer, start_throwaway_redis
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 UPSTREAM_KEY = "upstream-secret-key"
@@ -50,6 +56,12 @@ class Setup:
     replicas: dict[str, GatehouseServer]
     upstream: FakeUpstream
     account: Account
+    redis: ThrowawayServer
+
+    def admin(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.proxy_url, headers={"authorization": f"Bearer {self.replicas['r1'].admin_key}"}
+        )
 
 
 def _haproxy_config(port: int, replicas: dict[str, GatehouseServer]) -> str:
@@ -112,7 +124,7 @@ def haproxy(workdir: Path, replicas: dict[str, GatehouseServer]) -> Iterator[str
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     workdir = tmp_path_factory.mktemp("replica-kill")
-    prefix = unique_redis_prefix()
+    redis = start_throwaway_redis()  # this module's own: the Redis test stops it
     with (
         run_fake_upstream(api_key=UPSTREAM_KEY, token_delay=TOKEN_DELAY, tokens=MAX_TOKENS) as upstream,
         fresh_database("postgres", workdir) as database_url,
@@ -122,8 +134,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
             database_url,
             workdir / "data",
             GATEHOUSE_CONFIG=str(write_config(workdir / "gatehouse.yaml", upstream.url)),
-            REDIS_URL=redis_server(),
-            REDIS_PREFIX=prefix,
+            REDIS_URL=redis.url,
             RATE_LIMIT_PER_MINUTE="100000",
             REQUEST_LOG_FLUSH_SECONDS="0.2",
             QUOTA_CHECKPOINT_SECONDS=str(CHECKPOINT_SECONDS),
@@ -141,10 +152,13 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
                 stack.push(starting[name].__exit__)  # stopped at the end, whatever happens to the others
         replicas.update({name: future.result() for name, future in started.items()})
         proxy_url = stack.enter_context(haproxy(workdir, replicas))
-        with httpx.Client(base_url=proxy_url, headers={"authorization": f"Bearer {replicas['r1'].admin_key}"}) as admin:
-            account = new_account(admin, "replica-kill")
-        yield Setup(proxy_url, replicas, upstream, account)
-    flush_redis_prefix(redis_server(), prefix)
+        setup = Setup(proxy_url, replicas, upstream, Account(0, ""), redis)
+        with setup.admin() as admin:
+            setup.account = new_account(admin, "replica-kill")
+        try:
+            yield setup
+        finally:
+            setup.redis.stop()
 
 
 def test_a_replica_killed_under_load_costs_only_its_own_requests(setup: Setup) -> None:
@@ -173,8 +187,7 @@ def test_a_replica_killed_under_load_costs_only_its_own_requests(setup: Setup) -
     assert all(a.ok for a in after), summary(after)
     assert all(a.ok for a in answers if a.via not in (VICTIM, None)), "other replicas' clients were affected"
 
-    proxy = httpx.Client(base_url=setup.proxy_url, headers={"authorization": f"Bearer {victim.admin_key}"})
-    with proxy:
+    with setup.admin() as proxy:
         # The killed replica's reservations are recovered by the others, within four heartbeats and a margin.
         recovered = wait_until(
             lambda: usage_of(proxy, setup.account.user_id)["reserved_tokens"] == 0,
@@ -239,3 +252,30 @@ def summary_by_replica(answers: list[Answer]) -> dict[str, dict[str, int]]:
     for answer in answers:
         by.setdefault(answer.via or "-", []).append(answer)
     return {name: summary(group) for name, group in sorted(by.items())}
+
+
+def test_redis_lost_under_load_loses_nothing(setup: Setup) -> None:
+    with setup.admin() as admin:
+        account = new_account(admin, "redis-loss")
+    ledger_before = setup.upstream.ledger().get("fake-chat", {})
+    with traffic(setup.proxy_url, account.key, workers=9, max_tokens=MAX_TOKENS) as load:
+        load.wait_for(lambda answers: sum(a.ok for a in answers) >= 10, "traffic flowing")
+        setup.upstream.wait_for_stats(lambda stats: stats["in_flight"] >= 4, timeout=10)
+        stopped_at = time.monotonic()
+        setup.redis.stop()
+        load.wait_for(
+            lambda answers: sum(1 for a in answers if a.started >= stopped_at and a.ok) >= 20,
+            "requests answered without Redis",
+        )
+        setup.redis = start_throwaway_redis(setup.redis.port)
+        restarted_at = time.monotonic()
+        load.wait_for(lambda answers: sum(a.ok for a in answers if a.started > restarted_at) >= 20, "after Redis")
+    answers = list(load.answers)
+    during = [a for a in answers if a.ended >= stopped_at and a.started < restarted_at]
+    print("redis loss:", {"requests_during_outage": len(during), "outage_s": round(restarted_at - stopped_at, 2)})
+    print("all:", len(answers), summary(answers), "by replica:", summary_by_replica(answers))
+    assert during, "no request crossed the outage"
+    assert all(a.ok for a in answers), summary([a for a in answers if not a.ok])
+    with setup.admin() as admin:
+        check_nothing_lost(admin, account, answers, setup.upstream, ledger_before)
+        check_audit_chain(admin)
