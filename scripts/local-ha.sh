@@ -9,6 +9,8 @@
 #                                          database the script created
 #   scripts/local-ha.sh status             processes, HAProxy's view of each replica, each replica's /readyz
 #   scripts/local-ha.sh restart-replica N  drain replica N in HAProxy, stop it gracefully, start it, put it back
+#   scripts/local-ha.sh roll               rolling restart: SIGTERM each replica in turn (it drains itself: /readyz
+#                                          503, HAProxy's checks take it out), start it, wait until HAProxy has it UP
 #   scripts/local-ha.sh logs [-f] [proxy|N]
 #   scripts/local-ha.sh env                `export` lines for the replicas' settings (for `gatehouse reload`, ...)
 #
@@ -46,8 +48,13 @@ HA_DIR="$(realpath -m -- "${HA_DIR:-$ROOT/.local-ha}")"  # absolute (the replica
 readonly HA_DIR
 readonly STATE="$HA_DIR/state.env" RUN="$HA_DIR/run" LOGS="$HA_DIR/logs" SECRETS="$HA_DIR/secrets"
 readonly SOCK="$HA_DIR/run/haproxy.sock" CFG="$HA_DIR/haproxy.cfg"
-readonly START_TIMEOUT="${HA_START_TIMEOUT:-120}" STOP_TIMEOUT="${HA_STOP_TIMEOUT:-40}"
-readonly DRAIN_TIMEOUT="${HA_DRAIN_TIMEOUT:-330}"  # in-flight requests (streams) get as long as HAProxy allows them
+# A replica stops within SHUTDOWN_DRAIN_SECONDS + SHUTDOWN_DEADLINE_SECONDS + 5 s (then the request log's flush):
+# the wait before a kill is that plus a margin, unless HA_STOP_TIMEOUT says otherwise.
+stop_timeout_default() {
+    "$PY" -c 'import math, sys; print(math.ceil(float(sys.argv[1]) + float(sys.argv[2]) + 15))' \
+        "${SHUTDOWN_DRAIN_SECONDS:-5}" "${SHUTDOWN_DEADLINE_SECONDS:-30}" 2>/dev/null || echo 50
+}
+readonly START_TIMEOUT="${HA_START_TIMEOUT:-120}" STOP_TIMEOUT="${HA_STOP_TIMEOUT:-$(stop_timeout_default)}"
 
 # ---------------------------------------------------------------------------------------------------------------
 # State: what `up` chose once (database, Redis prefix, ports), kept in HA_DIR/state.env for the other commands.
@@ -311,7 +318,8 @@ wait_replica_ready() {  # N: until its own /readyz says 200
     local n="$1" port deadline=$((SECONDS + START_TIMEOUT))
     port="$(replica_port "$n")"
     while ((SECONDS < deadline)); do
-        if ! replica_pid "$n" >/dev/null; then
+        # The pid itself, not its command line: just started, it may still be the shell about to exec gatehouse.
+        if ! kill -0 "$(<"$RUN/replica-$n.pid")" 2>/dev/null; then
             tail -n 30 "$LOGS/replica-$n.log" >&2 || true
             die "replica $n exited while starting (log: $LOGS/replica-$n.log)"
         fi
@@ -357,6 +365,7 @@ defaults
     # be retried safely. On loopback a new connection costs a fraction of a millisecond.
     option http-server-close
     # A connection a replica refused (stopped, restarting) is retried on another replica: nothing was sent yet.
+    # (`option redispatch 1`: every retry goes to another server, not the one that refused.)
     retries 3
     option redispatch 1
     timeout connect 3s
@@ -379,14 +388,16 @@ frontend gatehouse
 backend replicas
     # Streams are long and uneven: the replica with the fewest open requests takes the next one.
     balance leastconn
-    # /readyz: the database answers and its schema is at the code's head.
+    # /readyz: the database answers and its schema is at the code's head, and the replica is not draining. On
+    # SIGTERM a replica answers 503 at once and keeps serving for SHUTDOWN_DRAIN_SECONDS (5 s), which must cover
+    # (fall + 1) x inter = 3 s: HAProxy has taken it out before it stops accepting connections.
     option httpchk GET /readyz
     http-check expect status 200
     default-server check inter 1s fall 2 rise 2
     # A request that reached a replica and got nothing back (it crashed or shut down mid-way) is sent again only
     # when replaying it is harmless (GET, HEAD); a chat is never sent twice.
     retry-on conn-failure empty-response
-    http-request disable-l7-retry unless METH_GET
+    http-request disable-l7-retry unless METH_GET || METH_HEAD
     # Which replica answered, for operators and for the tests.
     http-response set-header X-Gatehouse-Backend %[srv_name]
 $servers
@@ -524,29 +535,48 @@ cmd_status() {
     return "$worst"
 }
 
-cmd_restart_replica() {
-    local n="${1:-}"
-    [[ $n =~ ^[1-3]$ ]] || die "restart-replica needs the replica's number: 1, 2 or 3"
-    [[ -f $STATE ]] || die "not set up: run scripts/local-ha.sh up first"
-    load_state
-    proxy_pid >/dev/null || die "haproxy is not running: run scripts/local-ha.sh up"
-    # Drain: HAProxy sends it no new request; the ones in flight (streams too) finish on it.
-    haproxy_cmd "set server replicas/r$n state drain" >/dev/null
-    local deadline=$((SECONDS + DRAIN_TIMEOUT)) pid
-    while [[ $(server_field "$n" scur) != 0 ]] && ((SECONDS < deadline)); do sleep 0.2; done
-    [[ $(server_field "$n" scur) == 0 ]] || log "replica $n still has requests after ${DRAIN_TIMEOUT}s; stopping it anyway"
+restart_one() {  # N: SIGTERM (the replica drains, finishes or ends what is in flight, exits), start, wait ready
+    local n="$1" pid deadline
     if pid="$(replica_pid "$n")"; then
         stop_pid "$pid" "replica $n"
     fi
     start_replica "$n"
     wait_replica_ready "$n"
-    haproxy_cmd "set server replicas/r$n state ready" >/dev/null
+    haproxy_cmd "set server replicas/r$n state ready" >/dev/null  # back in rotation if an operator drained it
     deadline=$((SECONDS + START_TIMEOUT))
     until [[ $(server_field "$n" status) == UP ]]; do
         ((SECONDS < deadline)) || die "replica $n is not UP in HAProxy after ${START_TIMEOUT}s"
         sleep 0.2
     done
     log "replica $n restarted (pid $(replica_pid "$n"))"
+}
+
+need_running_proxy() {
+    [[ -f $STATE ]] || die "not set up: run scripts/local-ha.sh up first"
+    load_state
+    proxy_pid >/dev/null || die "haproxy is not running: run scripts/local-ha.sh up"
+}
+
+cmd_restart_replica() {
+    local n="${1:-}"
+    [[ $n =~ ^[1-3]$ ]] || die "restart-replica needs the replica's number: 1, 2 or 3"
+    need_running_proxy
+    # HAProxy sends it no new request from now on (no wait for its checks); what is in flight finishes on it within
+    # its SHUTDOWN_DEADLINE_SECONDS once it has the SIGTERM.
+    haproxy_cmd "set server replicas/r$n state drain" >/dev/null
+    restart_one "$n"
+}
+
+cmd_roll() {
+    need_running_proxy
+    local n
+    for n in "${REPLICAS[@]}"; do
+        # As Kubernetes or compose stop a replica: a SIGTERM only. The replica drains itself (/readyz 503 while it
+        # still serves, for SHUTDOWN_DRAIN_SECONDS), HAProxy's checks take it out, the requests in flight finish
+        # (or end with shutdown_deadline), it exits; the next one goes only once this one is UP again.
+        restart_one "$n"
+    done
+    log "rolled ${#REPLICAS[@]} replicas"
 }
 
 cmd_logs() {
@@ -585,6 +615,7 @@ main() {
     down) cmd_down "$@" ;;
     status) cmd_status "$@" ;;
     restart-replica) cmd_restart_replica "$@" ;;
+    roll) cmd_roll "$@" ;;
     logs) cmd_logs "$@" ;;
     env) cmd_env "$@" ;;
     *)

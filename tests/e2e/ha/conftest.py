@@ -7,6 +7,7 @@ import secrets
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -43,6 +44,7 @@ class Topology:
     ha_dir: Path
     env: dict[str, str]
     upstream: FakeUpstream
+    database_url: str = ""
     admin_key: str = ADMIN_KEY
     _ids: dict[str, str] = field(default_factory=dict)
 
@@ -137,57 +139,66 @@ def _free_ports(count: int) -> list[int]:
     return sorted(ports)
 
 
-@pytest.fixture(scope="module")
-def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
-    """`scripts/local-ha.sh up` on a fresh PostgreSQL database and a Redis key prefix of its own, with the fake
-    upstream (OpenAI protocol) as its upstream; `down` afterwards (HA_DIR's logs stay for the session's check that no
-    secret reached a log; the tmp dir goes later)."""
-    workdir = tmp_path_factory.mktemp("local-ha")
+@contextmanager
+def local_ha(workdir: Path, upstream: FakeUpstream, **settings: str) -> Iterator[Topology]:
+    """`scripts/local-ha.sh up` on a fresh PostgreSQL database and a Redis key prefix of its own, routing to
+    `upstream` (OpenAI protocol) whose key is OLD_UPSTREAM_KEY; `down` afterwards (HA_DIR's logs stay for the
+    session's check that no secret reached a log; the tmp dir goes later). `settings` reach the replicas."""
     ha_dir = workdir / "ha"
     proxy_port, *replica_ports = _free_ports(4)
     redis_url, prefix = redis_server(), unique_redis_prefix()
     database_url = create_postgres_database("gatehouse_ha")
-    # token_delay: streams take a little while, so some are always in flight when a key is rotated.
-    with run_fake_upstream(api_key=OLD_UPSTREAM_KEY, token_delay=0.01, tokens=8) as upstream:
-        env = base_env(
-            database_url,
-            ha_dir / "data",
-            HA_DIR=str(ha_dir),
-            HA_PORT=str(proxy_port),
-            HA_REPLICA_PORTS=" ".join(map(str, replica_ports)),
-            REDIS_URL=redis_url,
-            REDIS_PREFIX=prefix,
-            ENVIRONMENT="prod",
-            # The upstream: the OpenAI shortcut, its key a secret file (HA_DIR/secrets/openai_api_key) written by
-            # the script from this variable on the first `up`; GATEHOUSE_CONFIG's YAML has no key-file field.
-            OPENAI_BASE_URL=upstream.url,
-            OPENAI_API_KEY=OLD_UPSTREAM_KEY,
-            JOB_TOKEN=OLD_JOB_TOKEN,
-            RATE_LIMIT_PER_MINUTE="1000000",  # the load below is one key's
-            UPSTREAM_PROBE_SECONDS="1",
-            REQUEST_LOG_FLUSH_SECONDS="0.2",
-            HA_STOP_TIMEOUT="20",
+    env = base_env(
+        database_url,
+        ha_dir / "data",
+        HA_DIR=str(ha_dir),
+        HA_PORT=str(proxy_port),
+        HA_REPLICA_PORTS=" ".join(map(str, replica_ports)),
+        REDIS_URL=redis_url,
+        REDIS_PREFIX=prefix,
+        ENVIRONMENT="prod",
+        # The upstream: the OpenAI shortcut, its key a secret file (HA_DIR/secrets/openai_api_key) written by
+        # the script from this variable on the first `up`; GATEHOUSE_CONFIG's YAML has no key-file field.
+        OPENAI_BASE_URL=upstream.url,
+        OPENAI_API_KEY=OLD_UPSTREAM_KEY,
+        JOB_TOKEN=OLD_JOB_TOKEN,
+        RATE_LIMIT_PER_MINUTE="1000000",  # the load below is one key's
+        UPSTREAM_PROBE_SECONDS="1",
+        REQUEST_LOG_FLUSH_SECONDS="0.2",
+        **{"HA_STOP_TIMEOUT": "20", **settings},
+    )
+    env.pop("DATA_DIR")  # the script's default, under HA_DIR
+    for name in ("haproxy", "replica-1", "replica-2", "replica-3"):
+        watch_log(ha_dir / "logs" / f"{name}.log")  # no secret of the suite may reach them
+    started = subprocess.run(
+        ["bash", str(SCRIPT), "up"], env=env, capture_output=True, text=True, timeout=180, check=False
+    )
+    try:
+        assert started.returncode == 0, f"local-ha.sh up failed:\n{started.stdout}{started.stderr}"
+        lines = dict(line.split(":", 1) for line in started.stdout.splitlines() if ":" in line)
+        yield Topology(
+            proxy_url=lines["proxy"].strip(),
+            replica_urls=[lines[f"replica {n}"].split()[0] for n in (1, 2, 3)],
+            ha_dir=ha_dir,
+            env=env,
+            upstream=upstream,
+            database_url=database_url,
         )
-        env.pop("DATA_DIR")  # the script's default, under HA_DIR
-        for name in ("haproxy", "replica-1", "replica-2", "replica-3"):
-            watch_log(ha_dir / "logs" / f"{name}.log")  # no secret of the suite may reach them
-        started = subprocess.run(
-            ["bash", str(SCRIPT), "up"], env=env, capture_output=True, text=True, timeout=180, check=False
-        )
-        try:
-            assert started.returncode == 0, f"local-ha.sh up failed:\n{started.stdout}{started.stderr}"
-            lines = dict(line.split(":", 1) for line in started.stdout.splitlines() if ":" in line)
-            topology = Topology(
-                proxy_url=lines["proxy"].strip(),
-                replica_urls=[lines[f"replica {n}"].split()[0] for n in (1, 2, 3)],
-                ha_dir=ha_dir,
-                env=env,
-                upstream=upstream,
-            )
-            yield topology
-        finally:
-            subprocess.run(["bash", str(SCRIPT), "down"], env=env, capture_output=True, timeout=120, check=False)
-            drop_postgres_database(database_url)
-            flush_redis_prefix(redis_url, prefix)
+    finally:
+        subprocess.run(["bash", str(SCRIPT), "down"], env=env, capture_output=True, timeout=180, check=False)
+        drop_postgres_database(database_url)
+        flush_redis_prefix(redis_url, prefix)
     # Left for the log check at the end of the session; the rest of HA_DIR goes with the tmp dir.
     assert not (ha_dir / "run").exists(), "local-ha.sh down left its run directory"
+
+
+@pytest.fixture(scope="module")
+def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
+    """The local HA topology with a fake upstream whose streams take a little while (8 tokens, 10 ms apart), so
+    some are always in flight when a key is rotated."""
+    workdir = tmp_path_factory.mktemp("local-ha")
+    with (
+        run_fake_upstream(api_key=OLD_UPSTREAM_KEY, token_delay=0.01, tokens=8) as upstream,
+        local_ha(workdir, upstream) as topology,
+    ):
+        yield topology

@@ -18,6 +18,7 @@ import jsonschema
 import pytest
 import yaml
 
+from gatehouse.core.shutdown import SETTLE_SECONDS
 from gatehouse.settings import Settings
 from gatehouse.upstreams.config import GatewayConfig
 
@@ -28,7 +29,13 @@ ENV_EXAMPLE = COMPOSE_DIR / ".env.example"
 SCHEMA = Path(__file__).parent / "schemas" / "compose-spec" / "compose-spec.json"
 
 REPLICAS = ("gatehouse-1", "gatehouse-2", "gatehouse-3")
-DRAIN_SECONDS = 30  # uvicorn's timeout_graceful_shutdown in gatehouse serve
+# What `gatehouse serve` takes to stop on SIGTERM with the default settings: the drain, the deadline, then the
+# settle time uvicorn gives what the deadline ended (core/shutdown.py).
+DRAIN_SECONDS = (
+    Settings.model_fields["shutdown_drain_seconds"].default
+    + Settings.model_fields["shutdown_deadline_seconds"].default
+    + SETTLE_SECONDS
+)
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error}, ${NAME:+alt}; `$$` is a literal `$`.
 VARIABLE = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))")
 

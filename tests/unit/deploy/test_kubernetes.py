@@ -22,6 +22,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from gatehouse.core.shutdown import SETTLE_SECONDS
 from gatehouse.jobs.routes import JOB_TOKEN_HEADER
 from gatehouse.settings import Settings
 from gatehouse.upstreams.config import GatewayConfig
@@ -32,7 +33,13 @@ CRDS = Path(__file__).parent / "schemas" / "prometheus-operator"
 KUBERNETES_VERSION = "1.37"  # the newest release kubernetes-validate carries schemas for (checked below)
 OVERLAYS = ("single", "ha")
 PRE_STOP_SECONDS = 10
-DRAIN_SECONDS = 30  # uvicorn's timeout_graceful_shutdown in gatehouse serve
+# What `gatehouse serve` takes to stop on SIGTERM with the default settings: the drain, the deadline, then the
+# settle time uvicorn gives what the deadline ended (core/shutdown.py).
+DRAIN_SECONDS = (
+    Settings.model_fields["shutdown_drain_seconds"].default
+    + Settings.model_fields["shutdown_deadline_seconds"].default
+    + SETTLE_SECONDS
+)
 CRD_FILES = {
     "ServiceMonitor": "monitoring.coreos.com_servicemonitors.yaml",
     "PrometheusRule": "monitoring.coreos.com_prometheusrules.yaml",

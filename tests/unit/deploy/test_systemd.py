@@ -17,13 +17,20 @@ from pathlib import Path
 import pytest
 
 from gatehouse.cli import app as cli_app
+from gatehouse.core.shutdown import SETTLE_SECONDS
 from gatehouse.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[3]
 SYSTEMD = ROOT / "deploy" / "systemd"
 UNIT = SYSTEMD / "gatehouse.service"
 INSTALLED_BINARY = "/opt/gatehouse/current/.venv/bin/gatehouse"
-DRAIN_SECONDS = 30  # uvicorn's timeout_graceful_shutdown in gatehouse serve
+# What `gatehouse serve` takes to stop on SIGTERM with the default settings: the drain, the deadline, then the
+# settle time uvicorn gives what the deadline ended (core/shutdown.py).
+DRAIN_SECONDS = (
+    Settings.model_fields["shutdown_drain_seconds"].default
+    + Settings.model_fields["shutdown_deadline_seconds"].default
+    + SETTLE_SECONDS
+)
 SETTINGS = {name.upper() for name in Settings.model_fields}
 
 
