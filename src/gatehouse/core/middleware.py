@@ -1,5 +1,5 @@
-"""Pure-ASGI middleware: request id, access log, request metrics, the IP blocklist, body-size limit and the
-last-resort 500, in one pass."""
+"""Pure-ASGI middleware: request id, access log, request metrics, the IP blocklist, body-size limit, the JSON
+APIs' content type and nesting depth, and the last-resort 500, in one pass."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gatehouse.core.ids import new_id
 from gatehouse.core.logging import get_logger
 from gatehouse.core.metrics import HTTP_REQUEST_DURATION, IP_BLOCKED_REQUESTS, child, http_method_label, route_label
-from gatehouse.errors import Forbidden, GatehouseError, PayloadTooLarge, error_body, error_style
+from gatehouse.core.transport import MAX_HEAD_BYTES, HeadersTooLarge
+from gatehouse.errors import BadRequest, Forbidden, GatehouseError, PayloadTooLarge, error_body, error_style
 
 log = get_logger("gatehouse.access")
 REQUEST_ID_HEADER = b"x-request-id"
@@ -57,6 +58,56 @@ class IpBlocked(Forbidden):
     code = "ip_blocked"
 
 
+class UnsupportedMediaType(GatehouseError):
+    """A JSON API got a body of another media type (a form, plain text, multipart)."""
+
+    status = 415
+    type = "invalid_request_error"
+    code = "unsupported_media_type"
+
+
+class JsonTooDeep(BadRequest):
+    """The JSON body nests arrays and objects deeper than MAX_JSON_DEPTH."""
+
+    code = "json_too_deep"
+
+
+# The JSON APIs: their bodies are JSON (the console's pages, under /console, post forms).
+JSON_API_PREFIXES = ("/v1/", "/api/", "/admin/")
+# Deeper than any real request (a tool's JSON schema included), and well under what Python's json module can
+# parse before a RecursionError (the admin routes parse with it; the gateway's orjson stops at 1024 by itself).
+MAX_JSON_DEPTH = 512
+_ORJSON_DEPTH = 1024  # orjson's own limit: the check wraps the body in (this - MAX_JSON_DEPTH) levels
+
+
+def body_problem(path: str, content_type: bytes | None, body: bytes, *, hot: bool) -> GatehouseError | None:
+    """Why a JSON API must refuse this body before any route reads it: not JSON by its content type (a missing
+    one is taken for JSON, as the providers' APIs take it), or nested too deep. None when it may go on."""
+    if not body or not path.startswith(JSON_API_PREFIXES):
+        return None
+    if content_type is not None:
+        media = content_type.split(b";", 1)[0].strip().lower()
+        if media and media != b"application/json" and not media.endswith(b"+json"):
+            shown = media.decode("latin-1")[:100]
+            return UnsupportedMediaType(
+                f"The body must be JSON, sent with Content-Type: application/json (this request said {shown})."
+            )
+    if hot:
+        return None  # the gateway's routes parse with orjson: not UTF-8 or deeper than 1024 levels is their 400
+    try:
+        body.decode()
+    except UnicodeDecodeError as exc:
+        return BadRequest(f"The body is not valid UTF-8 (at byte {exc.start}): send JSON text encoded as UTF-8.")
+    if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH:
+        pad = _ORJSON_DEPTH - MAX_JSON_DEPTH
+        try:
+            orjson.loads(b"[" * pad + body + b"]" * pad)
+        except orjson.JSONDecodeError as exc:
+            if "depth" in str(exc):
+                return JsonTooDeep(f"The JSON body nests arrays and objects more than {MAX_JSON_DEPTH} levels deep.")
+    return None
+
+
 class RequestContextMiddleware:
     """Gives every request an id (X-Request-ID in and out), logs one access line, caps the body size, and
     turns an unhandled exception into the JSON 500 (with the request id) after logging its traceback."""
@@ -98,12 +149,23 @@ class RequestContextMiddleware:
             self._log(scope, 403, started)
             return
 
+        content_type: bytes | None = None
+        head_bytes = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
         for name, value in scope["headers"]:
+            head_bytes += len(name) + len(value) + 4
             if name == b"content-length" and value.isdigit() and int(value) > limit:
                 await _send_error(send, self._too_large(), scope, header_value)
                 self._log(scope, 413, started)
                 return
+            if name == b"content-type":
+                content_type = value
+        if head_bytes > MAX_HEAD_BYTES:  # one read of the server took it whole: the transport saw no partial head
+            await _send_error(send, HeadersTooLarge(HeadersTooLarge.__doc__ or ""), scope, header_value)
+            self._log(scope, HeadersTooLarge.status, started)
+            return
 
+        fast_path = self.fast_path
+        endpoint = fast_path.match(scope) if fast_path is not None else None
         app_receive = receive
         if scope["method"] in BODY_METHODS:
             # Read the body (bounded) before the app runs: an oversized one is then a clean 413 on every
@@ -113,6 +175,15 @@ class RequestContextMiddleware:
                 await _send_error(send, self._too_large(), scope, header_value)
                 self._log(scope, 413, started)
                 return
+            body = first.get("body", b"")
+            refused = body_problem(scope["path"], content_type, body, hot=endpoint is not None)
+            if refused is not None:
+                await _send_error(send, refused, scope, header_value)
+                self._log(scope, refused.status, started)
+                return
+            if content_type is None and body and scope["path"].startswith(JSON_API_PREFIXES):
+                # Taken for JSON (as the providers take it): said so for the routes that parse by content type.
+                scope["headers"] = [*scope["headers"], (b"content-type", b"application/json")]
             replayed = False
 
             async def app_receive() -> Message:
@@ -133,8 +204,6 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            fast_path = self.fast_path
-            endpoint = fast_path.match(scope) if fast_path is not None else None
             if fast_path is not None and endpoint is not None:
                 await fast_path(endpoint, scope, app_receive, send_with_id)
             else:

@@ -7,6 +7,8 @@ an eighth of its CPU per request in those socket writes (a loopback write wakes 
 free on a virtual machine). Writes are now gathered and flushed at the end of the loop turn (`call_soon`), so
 headers and body leave together, and chunks that are ready together leave together. Nothing waits longer
 than that turn: no timer, no Nagle-style delay.
+
+It also bounds a request's head (request line and headers), which httptools alone does not.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any, cast
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+import orjson
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from gatehouse.errors import GatehouseError, error_body, error_style
 
 
 class CoalescingTransport(asyncio.Transport):
@@ -94,9 +99,61 @@ class CoalescingTransport(asyncio.Transport):
         return self._transport.get_protocol()
 
 
+class HeadersTooLarge(GatehouseError):
+    """The request line and headers exceed 64 KiB: send fewer or shorter headers."""
+
+    status = 431
+    type = "invalid_request_error"
+    code = "request_headers_too_large"
+
+
+# httptools keeps reading a request's head for as long as it lasts (a 20 MB header was taken whole): cut it
+# here, as h11 (16 KiB) and nginx (32 KiB by default) do, with room for large cookies and tokens.
+MAX_HEAD_BYTES = 64 * 1024
+
+
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol on a CoalescingTransport (`uvicorn.run(http=...)`)."""
+    """uvicorn's httptools protocol on a CoalescingTransport (`uvicorn.run(http=...)`), refusing a request head
+    over MAX_HEAD_BYTES with a 431 in the caller's protocol before reading more of it."""
+
+    _head_done = False
+    _head_bytes = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's TCPTransport is not registered as an asyncio.Transport, but is one.
         super().connection_made(CoalescingTransport(cast(asyncio.Transport, transport), self.loop))
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_done = False
+        self._head_bytes = 0
+
+    def on_headers_complete(self) -> None:
+        self._head_done = True
+        super().on_headers_complete()
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport.is_closing():
+            return  # refused: the rest of its head is not read
+        super().data_received(data)
+        if self._head_done or self.transport.is_closing():
+            return
+        # Everything fed so far went into a head not yet complete.
+        self._head_bytes += len(data)
+        if self._head_bytes > MAX_HEAD_BYTES:
+            self._refuse_head()
+
+    def _refuse_head(self) -> None:
+        error = HeadersTooLarge(HeadersTooLarge.__doc__ or "")
+        path = self.url.split(b"?", 1)[0][:200].decode("latin-1", "replace")
+        body = orjson.dumps(error_body(error, style=error_style(path)))
+        head = b"".join(
+            [
+                STATUS_LINE[error.status],
+                b"content-type: application/json\r\n",
+                b"content-length: %d\r\n" % len(body),
+                b"connection: close\r\n\r\n",
+            ]
+        )
+        self.transport.write(head + body)
+        self.transport.close()

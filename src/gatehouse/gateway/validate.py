@@ -28,6 +28,8 @@ def parse_body(raw: bytes) -> JSON:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        if str(exc).startswith("depth limit"):
+            raise InvalidJson("The JSON body nests arrays and objects more than 1024 levels deep.") from None
         raise InvalidJson(f"The request body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise InvalidJson("The request body must be a JSON object.")

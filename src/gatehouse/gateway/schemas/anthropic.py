@@ -9,7 +9,17 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag, WithJsonSchema
 
-from gatehouse.gateway.schemas.base import INTEGRAL, NOT_SENT, AnyObject, Checker, Limit, Model, Open, Probability
+from gatehouse.gateway.schemas.base import (
+    INTEGRAL,
+    MAX_ITEMS,
+    NOT_SENT,
+    AnyObject,
+    Checker,
+    Limit,
+    Model,
+    Open,
+    Probability,
+)
 
 
 class TextBlock(Open):
@@ -150,7 +160,7 @@ class CountTokensRequest(Open):
     """POST /v1/messages/count_tokens."""
 
     model: Model
-    messages: Annotated[list[Turn], Field(min_length=1)]
+    messages: Annotated[list[Turn], Field(min_length=1, max_length=MAX_ITEMS)]
     system: str | list[TextBlock] = NOT_SENT
     tools: list[Tool] = NOT_SENT
     tool_choice: ToolChoice = NOT_SENT
@@ -183,5 +193,6 @@ check_messages = Checker(
     MessagesRequest,
     {**_REQUIRED, "max_tokens": "Field `max_tokens` is required: the most tokens the answer may have."},
     _HINTS,
+    longest={"messages": MAX_ITEMS},
 )
-check_count_tokens = Checker(CountTokensRequest, _REQUIRED, _HINTS)
+check_count_tokens = Checker(CountTokensRequest, _REQUIRED, _HINTS, longest={"messages": MAX_ITEMS})

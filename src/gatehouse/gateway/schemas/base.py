@@ -13,6 +13,7 @@ from gatehouse.gateway.errors import InvalidField, InvalidMessage, MissingField
 
 JSON = dict[str, Any]
 _INSTANCE = re.compile(r"a valid dictionary or instance of \w+|a valid dictionary")
+MAX_ITEMS = 10_000  # messages (or input items) in one request: each costs work before the upstream sees it
 MAX_INT = 2**31 - 1  # the largest token limit Gatehouse passes on (a 32-bit signed integer, as upstreams parse it)
 # Fields whose errors are about a message or a turn: answered with invalid_message.
 MESSAGE_FIELDS = frozenset({"messages", "input", "system"})
@@ -54,13 +55,29 @@ class Checker:
     `required` holds the message for a missing (or empty) required field, in the words the API has always used;
     `hints` what a field must be, where pydantic's own words would be vague (a value matching no alternative)."""
 
-    def __init__(self, model: type[BaseModel], required: dict[str, str], hints: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        model: type[BaseModel],
+        required: dict[str, str],
+        hints: dict[str, str] | None = None,
+        *,
+        longest: dict[str, int] | None = None,
+    ) -> None:
         self.model = model
         self.adapter: TypeAdapter[Any] = TypeAdapter(model)
         self.required = required
         self.hints = hints or {}
+        self.longest = longest or {}
 
     def __call__(self, body: JSON) -> None:
+        # Before any item is looked at: a list of a million messages is refused in constant time.
+        for name, most in self.longest.items():
+            value = body.get(name)
+            if isinstance(value, list) and len(value) > most:
+                raise InvalidField(
+                    f"Field `{name}` has {len(value)} items: Gatehouse takes at most {most} in one request.",
+                    param=name,
+                )
         try:
             self.adapter.validate_python(body)
         except ValidationError as exc:

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from gatehouse.gateway.schemas.base import INTEGRAL, MAX_INT, AnyObject, Checker, Int, Limit, Model, Open
+from gatehouse.gateway.schemas.base import INTEGRAL, MAX_INT, MAX_ITEMS, AnyObject, Checker, Int, Limit, Model, Open
 
 Images = list[str]  # base64, without a data: prefix
 KeepAlive = float | str  # seconds, or a duration such as "5m"
@@ -63,7 +63,7 @@ class _Generation(Open):
 class ChatRequest(_Generation):
     """POST /api/chat."""
 
-    messages: Annotated[list[Message], Field(min_length=1)]
+    messages: Annotated[list[Message], Field(min_length=1, max_length=MAX_ITEMS)]
     tools: list[Tool] | None = None
 
 
@@ -83,7 +83,7 @@ class EmbedRequest(Open):
     """POST /api/embed."""
 
     model: Model
-    input: str | Annotated[list[str], Field(min_length=1)]
+    input: str | Annotated[list[str], Field(min_length=1, max_length=MAX_ITEMS)]
     truncate: bool | None = None
     options: Options | None = None
     keep_alive: KeepAlive | None = None
@@ -114,12 +114,14 @@ check_chat = Checker(
         "model": MODEL_REQUIRED,
         "messages": "Field `messages` is required: a non-empty list of {role, content} objects.",
     },
+    longest={"messages": MAX_ITEMS},
 )
 check_generate = Checker(GenerateRequest, {"model": MODEL_REQUIRED}, {"format": '"json" or a JSON schema object'})
 check_embed = Checker(
     EmbedRequest,
     {"model": MODEL_REQUIRED, "input": "Field `input` is required: a string or a list of strings."},
     {"input": "a string or a list of strings"},
+    longest={"input": MAX_ITEMS},
 )
 check_embeddings = Checker(EmbeddingsRequest, {"model": MODEL_REQUIRED})
 check_show = Checker(ShowRequest, {"model": MODEL_REQUIRED})

@@ -12,6 +12,7 @@ from pydantic import Field
 from gatehouse.gateway.schemas.base import (
     INTEGRAL,
     MAX_INT,
+    MAX_ITEMS,
     NOT_SENT,
     AnyObject,
     Checker,
@@ -26,6 +27,7 @@ from gatehouse.gateway.schemas.base import (
 )
 
 Stop = str | list[str]
+EMBED_ITEMS = 2048  # OpenAI's limit on the inputs of one embeddings request
 # max_tokens as the gateway has always taken it: -1 and -2 are Ollama's "no limit" and "fill the context".
 TokenLimit = Annotated[int, Field(ge=-2, le=MAX_INT), INTEGRAL]
 TopLogprobs = Annotated[int, Field(ge=0, le=20), INTEGRAL]
@@ -160,7 +162,7 @@ class _Sampling(Open):
 class ChatCompletionRequest(_Sampling):
     """POST /v1/chat/completions."""
 
-    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_ITEMS)]
     max_completion_tokens: TokenLimit | None = None
     logprobs: bool | None = None
     top_logprobs: TopLogprobs | None = None
@@ -178,7 +180,12 @@ class ChatCompletionRequest(_Sampling):
 class CompletionRequest(_Sampling):
     """POST /v1/completions (legacy): a prompt continued."""
 
-    prompt: str | Annotated[list[str], Field(min_length=1)] | list[Int] | list[list[Int]]
+    prompt: (
+        str
+        | Annotated[list[str], Field(min_length=1, max_length=MAX_ITEMS)]
+        | Annotated[list[Int], Field(max_length=MAX_ITEMS)]
+        | Annotated[list[list[Int]], Field(max_length=MAX_ITEMS)]
+    )
     best_of: Annotated[int, Field(ge=1, le=20), INTEGRAL] | None = None
     echo: bool | None = None
     logprobs: Annotated[int, Field(ge=0, le=5), INTEGRAL] | None = None
@@ -189,7 +196,7 @@ class ResponsesRequest(Open):
     """POST /v1/responses: `input`, or `previous_response_id` to continue a stored conversation (or both)."""
 
     model: Model
-    input: str | list[AnyObject] | None = None
+    input: str | Annotated[list[AnyObject], Field(max_length=MAX_ITEMS)] | None = None
     instructions: str | None = None
     previous_response_id: str | None = None
     max_output_tokens: Limit | None = None
@@ -219,9 +226,9 @@ class EmbeddingsRequest(Open):
     model: Model
     input: (
         str
-        | Annotated[list[str], Field(min_length=1)]
-        | Annotated[list[Int], Field(min_length=1)]
-        | Annotated[list[list[Int]], Field(min_length=1)]
+        | Annotated[list[str], Field(min_length=1, max_length=EMBED_ITEMS)]
+        | Annotated[list[Int], Field(min_length=1, max_length=EMBED_ITEMS)]
+        | Annotated[list[list[Int]], Field(min_length=1, max_length=EMBED_ITEMS)]
     )
     dimensions: Limit = NOT_SENT
     encoding_format: Literal["float", "base64"] = NOT_SENT
@@ -237,21 +244,25 @@ check_chat = Checker(
         "messages": "Field `messages` is required: a non-empty list of {role, content} objects.",
     },
     {"messages": "a non-empty list of {role, content} objects"},
+    longest={"messages": MAX_ITEMS},
 )
 check_completions = Checker(
     CompletionRequest,
     {"model": MODEL_REQUIRED, "prompt": "Field `prompt` is required: the text to continue."},
     {"prompt": "a string, a non-empty list of strings, or token arrays"},
+    longest={"prompt": MAX_ITEMS},
 )
 check_responses = Checker(
     ResponsesRequest,
     {"model": MODEL_REQUIRED},
     {"input": "a string or a list of item objects"},
+    longest={"input": MAX_ITEMS},
 )
 check_embeddings = Checker(
     EmbeddingsRequest,
     {"model": MODEL_REQUIRED, "input": f"Field `input` is required: {EMBED_INPUT}."},
     {"input": EMBED_INPUT},
+    longest={"input": EMBED_ITEMS},
 )
 
 
