@@ -94,6 +94,12 @@ RATE_LIMIT_FALLBACK = Counter(
     "limited by this replica's share (local), refused with 503 (refuse)",
     ["rule", "outcome"],
 )
+REQUEST_LOG_DROPPED = Counter(
+    "gatehouse_request_log_dropped",
+    "Request-log rows dropped, by reason: overflow (over 100,000 rows waiting while the database was away or its "
+    "disk full: until then they wait in memory and are retried) or refused (a row a working database refused)",
+    ["reason"],
+)
 SSE_PINGS = Counter("sse_pings_total", "Keep-alive pings sent on streams")
 DB_STATEMENT_DURATION = Histogram(
     "gatehouse_db_statement_duration_seconds",

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gatehouse.accounts.keys.service import KEY_USED, record_use
 from gatehouse.core.logging import get_logger
+from gatehouse.core.metrics import REQUEST_LOG_DROPPED
 from gatehouse.core.tasks import stop as stop_task
 from gatehouse.db.base import utcnow
 from gatehouse.db.errors import is_lost_connection, is_storage_full
@@ -97,6 +98,7 @@ class RequestLogWriter:
             overflow = len(self._rows) - MAX_BUFFER
             del self._rows[:overflow]
             self.dropped += overflow
+            REQUEST_LOG_DROPPED.labels("overflow").inc(overflow)
         if len(self._rows) >= MAX_BATCH:
             self._wake.set()
 
@@ -128,8 +130,9 @@ class RequestLogWriter:
         """Write what is buffered now; returns how many request rows were written.
 
         A batch the database refuses is retried row by row, and only the rows refused again are dropped
-        (counted in `dropped`), so one bad row never holds back the others. When the database itself is
-        failing, nothing is dropped: the rows stay buffered and this raises.
+        (counted in `dropped` and gatehouse_request_log_dropped_total), so one bad row never holds back the others.
+        When the database itself is failing (unreachable, or its disk full), nothing is dropped: the rows stay
+        buffered (up to MAX_BUFFER) and this raises.
         """
         async with self._lock:
             rows, self._rows = self._rows, []
@@ -182,6 +185,7 @@ class RequestLogWriter:
             finally:
                 if dropped:
                     self.dropped += dropped
+                    REQUEST_LOG_DROPPED.labels("refused").inc(dropped)
                     # The error's class and driver message only: SQLAlchemy's text would repeat the rows.
                     reason = getattr(refusal, "orig", None) or refusal
                     log.error(

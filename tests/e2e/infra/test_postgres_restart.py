@@ -50,7 +50,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
             REQUEST_LOG_FLUSH_SECONDS="0.2",
             QUOTA_CHECKPOINT_SECONDS="0.5",
         )
-        with run_gatehouse(env, workdir=workdir) as server, server.client() as admin:
+        with run_gatehouse(env, workdir=workdir, timeout=120) as server, server.client() as admin:
             yield Setup(postgres, server, upstream, new_account(admin, "pg-restart"))
 
 
@@ -71,6 +71,11 @@ def _outage(setup: Setup, load: Traffic, mode: StopMode) -> dict[str, float | in
         return sum(1 for a in answers if a.started >= stopped_at and a.status == 503) >= REFUSALS_WANTED
 
     load.wait_for(refused, f"{REFUSALS_WANTED} requests refused while the database is away")
+    # An admin change and its audit event are one transaction: refused whole, in the same documented way.
+    with setup.server.client() as admin:
+        change = admin.post("/admin/users", json={"email": f"refused-{time.time_ns()}@example.com"})
+    assert change.status_code == 503, change.text
+    assert change.json()["error"]["code"] == "database_unavailable" and change.headers["retry-after"], change.text
     if (left := MIN_OUTAGE_SECONDS - (time.monotonic() - stopped_at)) > 0:
         time.sleep(left)
     started_at = time.monotonic()
@@ -117,6 +122,8 @@ def test_postgres_restarted_under_load_loses_nothing_and_recovers_by_itself(setu
     assert fast["refused_503"] and crash["refused_503"]
     _check_refusals(answers)
     assert setup.server.process.poll() is None, "Gatehouse was never restarted"
+    log = setup.server.log_text()
+    assert "unhandled_error" not in log and "request_log_rows_dropped" not in log
     with setup.server.client() as admin:
         check_nothing_lost(admin, setup.account, answers, setup.upstream)
         check_audit_chain(admin)

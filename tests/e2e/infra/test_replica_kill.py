@@ -143,8 +143,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         )
         # The first alone (it migrates the fresh database), the others side by side: one after another costs
         # the wait for /readyz each time.
-        replicas = {NAMES[0]: stack.enter_context(run_gatehouse(env, workdir=workdir))}
-        starting = {name: run_gatehouse(env, workdir=workdir) for name in NAMES[1:]}
+        replicas = {NAMES[0]: stack.enter_context(run_gatehouse(env, workdir=workdir, timeout=120))}
+        starting = {name: run_gatehouse(env, workdir=workdir, timeout=120) for name in NAMES[1:]}
         with ThreadPoolExecutor(len(starting)) as pool:
             started = {name: pool.submit(manager.__enter__) for name, manager in starting.items()}
         for name, future in started.items():
