@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import signal
 import subprocess
 import time
@@ -98,6 +99,8 @@ backend replicas
 @contextlib.contextmanager
 def haproxy(workdir: Path, replicas: dict[str, GatehouseServer]) -> Iterator[str]:
     """HAProxy in front of the replicas; its URL once it answers through every replica."""
+    if shutil.which("haproxy") is None:
+        pytest.fail("HAProxy is needed: run `bash scripts/test-services.sh` (as root it installs it)")
     port = free_port()
     config = workdir / "haproxy.cfg"
     config.write_text(_haproxy_config(port, replicas))
