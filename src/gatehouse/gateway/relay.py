@@ -348,7 +348,16 @@ async def generate(gateway: Gateway, call: Call, surface: Surface) -> Response:
                 )
             route, response = task.result()
         else:
-            route, response = await opening
+            task = asyncio.ensure_future(opening)
+            if call.live is not None:  # an operator's terminate or the shutdown deadline, before the head arrives
+                call.live.on_terminate(lambda: _abandon(task))
+            try:
+                route, response = await task
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if call.terminated and (current is None or not current.cancelling()):
+                    raise call.termination() from None
+                raise
         if call.live is not None:
             call.live.on_terminate(response.close)
         if call.stream:
