@@ -146,7 +146,7 @@ Tool = Annotated[Annotated[CustomTool, Tag("custom")] | Annotated[ServerTool, Ta
 
 
 class ToolChoice(Open):
-    type: str = Field(description="auto, any, tool or none.")
+    type: Literal["auto", "any", "tool", "none"]
     name: str | None = None
     disable_parallel_tool_use: bool | None = None
 

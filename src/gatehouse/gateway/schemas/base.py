@@ -68,6 +68,9 @@ class Checker:
         self.required = required
         self.hints = hints or {}
         self.longest = longest or {}
+        # Top-level integer fields (and integer options): 16.0 is taken for 16, and made 16 in the body, so that
+        # nothing after this check (the quota's completion limit, an upstream) sees a float.
+        self.integers = _integer_fields(model)
 
     def __call__(self, body: JSON) -> None:
         # Before any item is looked at: a list of a million messages is refused in constant time.
@@ -82,6 +85,12 @@ class Checker:
             self.adapter.validate_python(body)
         except ValidationError as exc:
             raise self._error(body, exc.errors(include_url=False, include_input=False)) from None
+        for name, inner in self.integers:
+            holder = body if inner is None else body.get(name)
+            if isinstance(holder, dict):
+                key = name if inner is None else inner
+                if type(holder.get(key)) is float:
+                    holder[key] = int(holder[key])
 
     def _error(self, body: JSON, errors: list[Any]) -> BadRequest:
         param, messages = _first_problem(body, errors)
@@ -96,6 +105,25 @@ class Checker:
         if top in MESSAGE_FIELDS and "." in param:
             return InvalidMessage(f"`{param}` {detail}.", param=param)
         return InvalidField(f"Field `{param}` {detail}.", param=param)
+
+
+def _integer_fields(model: type[BaseModel]) -> tuple[tuple[str, str | None], ...]:
+    """(field, None) for each integer field of `model`, and (field, option) for each integer of an object field."""
+
+    def is_integer(schema: Any) -> bool:
+        return schema.get("type") == "integer" or any(s.get("type") == "integer" for s in schema.get("anyOf", ()))
+
+    schema = model.model_json_schema()
+    defs = schema.get("$defs", {})
+    found: list[tuple[str, str | None]] = []
+    for name, prop in schema.get("properties", {}).items():
+        if is_integer(prop):
+            found.append((name, None))
+        for ref in [prop.get("$ref"), *(s.get("$ref") for s in prop.get("anyOf", ()))]:
+            if isinstance(ref, str):
+                inner = defs.get(ref.rsplit("/", 1)[-1], {})
+                found.extend((name, option) for option, sub in inner.get("properties", {}).items() if is_integer(sub))
+    return tuple(found)
 
 
 def _indexes(here: Any, part: Any) -> bool:

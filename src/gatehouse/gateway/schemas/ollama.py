@@ -44,9 +44,15 @@ class Message(Open):
     tool_name: str | None = None
 
 
+class FunctionDefinition(Open):
+    name: str
+    description: str | None = None
+    parameters: AnyObject | None = None
+
+
 class Tool(Open):
     type: str | None = None
-    function: AnyObject | None = None
+    function: FunctionDefinition
 
 
 class _Generation(Open):
