@@ -8,6 +8,8 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import iter_route_contexts
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -131,6 +133,66 @@ class DatabaseUnavailable(Unavailable):
     code = "database_unavailable"
 
 
+class ErrorDetail(BaseModel):
+    """What went wrong: `code` is stable (docs/errors.md), `message` says what to do next."""
+
+    type: str = Field(description="The kind of error, e.g. invalid_request_error, not_found_error.")
+    code: str = Field(description="Gatehouse's stable error code (docs/errors.md lists every one).")
+    message: str = Field(description="What went wrong and what to do next.")
+    param: str | None = Field(default=None, description="The field or parameter at fault, when there is one.")
+
+
+class ErrorBody(BaseModel):
+    """The error body of the admin, auth and /me routes (and OpenAI's /v1 surfaces): OpenAI's shape."""
+
+    error: ErrorDetail
+
+
+# What a status means, for the OpenAPI document's response descriptions.
+STATUS_MEANINGS = {
+    400: "Bad request",
+    401: "No credentials, or invalid ones",
+    403: "Not allowed",
+    404: "Not found",
+    409: "Conflict with the current state",
+    413: "Body over MAX_REQUEST_BYTES",
+    422: "Invalid parameters or body",
+    429: "Rate limit reached (see Retry-After)",
+    502: "The upstream failed",
+    503: "Unavailable (see Retry-After)",
+    504: "The upstream timed out",
+}
+
+
+def errors(*classes: type[GatehouseError]) -> dict[int | str, dict[str, Any]]:
+    """`responses=errors(UserNotFound, EmailTaken)`: the statuses a route answers besides what every route of its
+    kind does (app.py's OpenAPI hook adds 401, 403, 413, 422, 429 and 503 where they apply), each with the error
+    body and the codes it carries."""
+    codes: dict[int, list[str]] = {}
+    for cls in classes:
+        codes.setdefault(cls.status, [])
+        if cls.code not in codes[cls.status]:
+            codes[cls.status].append(cls.code)
+    return {
+        status: {
+            "model": ErrorBody,
+            "description": f"{STATUS_MEANINGS.get(status, 'Error')}: " + ", ".join(f"`{code}`" for code in names),
+        }
+        for status, names in sorted(codes.items())
+    }
+
+
+def allowed_methods(request: Request) -> str:
+    """The methods the request's path answers to (every route matching it), for a 405's `Allow` header."""
+    methods: set[str] = set()
+    path = request.scope.get("route_path") or request.url.path
+    for route in iter_route_contexts(request.app.router.routes):
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path):
+            methods |= set(route.methods or ())
+    return ", ".join(sorted(methods))
+
+
 def error_style(path: str) -> str:
     """The protocol a route answers errors in: Ollama's on /api, Anthropic's on /v1/messages, else OpenAI's."""
     if path.startswith(OLLAMA_PREFIX):
@@ -243,9 +305,13 @@ def install_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else "Request failed"
         if exc.status_code == 404:
             detail = f"No route {request.method} {request.url.path}: check the path and the API docs at /docs"
-        elif exc.status_code == 405:
-            detail = f"Method {request.method} is not allowed on {request.url.path}"
-        err = cls(detail, status=exc.status_code, headers=dict(exc.headers or {}))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette's Allow names only the first route matching the path; one route per method here.
+            allow = allowed_methods(request)
+            headers = {k: v for k, v in headers.items() if k.lower() != "allow"} | {"allow": allow}
+            detail = f"Method {request.method} is not allowed on {request.url.path}: use {allow}."
+        err = cls(detail, status=exc.status_code, headers=headers)
         return error_response(err, style=error_style(request.url.path))
 
     async def on_database_error(request: Request, exc: Exception) -> Response:

@@ -168,3 +168,10 @@ class NotGroupMember(Conflict):
     group."""
 
     code = "not_group_member"
+
+
+class KeyInUse(Conflict):
+    """A request tried to revoke the API key it is made with (a lockout of the caller itself): use another key or
+    the console."""
+
+    code = "key_in_use"

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 
 from gatehouse.alerts import service
+from gatehouse.alerts.errors import WebhookNotConfigured
 from gatehouse.alerts.schemas import AlertPage, AlertRead, AlertSettingsRead, WebhookTestRead
 from gatehouse.alerts.watcher import AlertWatcher
 from gatehouse.auth.access import require
@@ -14,6 +15,7 @@ from gatehouse.auth.roles import Role
 from gatehouse.core.components import provided
 from gatehouse.db.base import utcnow
 from gatehouse.deps import ActorDep, SessionDep
+from gatehouse.errors import errors
 
 router = APIRouter(prefix="/admin/alerts", tags=["alerts"])
 WatcherDep = Annotated[AlertWatcher, provided(AlertWatcher)]
@@ -42,7 +44,9 @@ async def list_alerts(
     return AlertPage(settings=settings, items=page, next_cursor=page[-1].id if len(found) > limit else None)
 
 
-@router.post("/test", response_model=WebhookTestRead, dependencies=[require(Role.ADMIN)])
+@router.post(
+    "/test", responses=errors(WebhookNotConfigured), response_model=WebhookTestRead, dependencies=[require(Role.ADMIN)]
+)
 async def test_webhook(session: SessionDep, watcher: WatcherDep, actor: ActorDep) -> WebhookTestRead:
     """Send a test event (`alert.test`) to ALERT_WEBHOOK_URL now, signed as every alert is; one attempt, audited.
     409 alert_webhook_not_configured when no URL is set."""

@@ -9,10 +9,19 @@ from fastapi import APIRouter, Path
 
 from gatehouse.auth.access import require
 from gatehouse.auth.roles import Role
+from gatehouse.backups.errors import (
+    BackupKeyMissing,
+    BackupManifestInvalid,
+    BackupNameInvalid,
+    BackupNotFound,
+    BackupToolMissing,
+    BackupUnusable,
+)
 from gatehouse.backups.manifest import inventory
 from gatehouse.backups.schemas import BackupList, BackupRead, BackupVerification
 from gatehouse.backups.verify import verify_backup
 from gatehouse.deps import SettingsDep
+from gatehouse.errors import errors
 
 router = APIRouter(prefix="/admin/backups", tags=["backups"])
 BackupName = Annotated[str, Path(min_length=1, max_length=160, description="A name from GET /admin/backups.")]
@@ -26,7 +35,14 @@ async def list_backups(settings: SettingsDep) -> BackupList:
     return BackupList(backups=[BackupRead.of(b) for b in found.newest_first()], damaged=len(found.damaged))
 
 
-@router.post("/{name}/verify", response_model=BackupVerification, dependencies=[require(Role.ADMIN)])
+@router.post(
+    "/{name}/verify",
+    responses=errors(
+        BackupNameInvalid, BackupNotFound, BackupKeyMissing, BackupManifestInvalid, BackupUnusable, BackupToolMissing
+    ),
+    response_model=BackupVerification,
+    dependencies=[require(Role.ADMIN)],
+)
 async def verify(settings: SettingsDep, name: BackupName) -> BackupVerification:
     """Check a backup end to end (its file against the manifest, then restored into a scratch database and
     compared, as `gatehouse backup verify`): ok, or each problem found; a damaged backup is not ok. Changes

@@ -7,9 +7,11 @@ from fastapi import APIRouter, status
 from gatehouse.auth.access import require
 from gatehouse.auth.roles import Role
 from gatehouse.blocklist import service
+from gatehouse.blocklist.errors import AlreadyBlocked, BlockNotFound, BlocksCaller, InvalidExpiry, InvalidNetwork
 from gatehouse.blocklist.schemas import BlockCreate, BlockRead
 from gatehouse.db.base import utcnow
 from gatehouse.deps import ActorDep, BusDep, FeedDep, SessionDep
+from gatehouse.errors import errors
 from gatehouse.fields import IdPath
 
 router = APIRouter()
@@ -26,6 +28,7 @@ async def list_blocks(session: SessionDep) -> list[BlockRead]:
 
 @router.post(
     "/admin/blocklist",
+    responses=errors(InvalidNetwork, InvalidExpiry, BlocksCaller, AlreadyBlocked),
     response_model=BlockRead,
     status_code=status.HTTP_201_CREATED,
     tags=["admin"],
@@ -48,7 +51,13 @@ async def add_block(body: BlockCreate, session: SessionDep, actor: ActorDep, bus
     return BlockRead.of(row, now=utcnow())
 
 
-@router.delete("/admin/blocklist/{block_id}", response_model=BlockRead, tags=["admin"], dependencies=ADMIN)
+@router.delete(
+    "/admin/blocklist/{block_id}",
+    responses=errors(BlockNotFound),
+    response_model=BlockRead,
+    tags=["admin"],
+    dependencies=ADMIN,
+)
 async def remove_block(block_id: IdPath, session: SessionDep, actor: ActorDep, bus: BusDep, feed: FeedDep) -> BlockRead:
     """Take a network off the blocklist, on every replica within a second."""
     row = await service.remove(session, bus=bus, feed=feed, actor=actor, block_id=block_id)

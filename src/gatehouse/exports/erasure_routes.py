@@ -7,10 +7,13 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
+from gatehouse.accounts.errors import LastSuperadmin, RoleNotAllowed, SelfDelete
 from gatehouse.auth.access import require
+from gatehouse.auth.errors import UserNotFound
 from gatehouse.auth.roles import Role
 from gatehouse.core.components import provided
 from gatehouse.deps import ActorDep, BusDep, PrincipalDep, SessionDep
+from gatehouse.errors import errors
 from gatehouse.exports import erasure
 from gatehouse.fields import IdPath, Text
 from gatehouse.gateway.requestlog import RequestLogWriter
@@ -35,7 +38,12 @@ class ErasureRead(BaseModel):
     )
 
 
-@router.delete("/admin/users/{user_id}", response_model=ErasureRead, dependencies=[require(Role.ADMIN)])
+@router.delete(
+    "/admin/users/{user_id}",
+    responses=errors(UserNotFound, SelfDelete, LastSuperadmin, RoleNotAllowed),
+    response_model=ErasureRead,
+    dependencies=[require(Role.ADMIN)],
+)
 async def delete_user(
     user_id: IdPath,
     principal: PrincipalDep,

@@ -10,11 +10,14 @@ from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from gatehouse.auth.access import require
+from gatehouse.auth.errors import UserNotFound
 from gatehouse.auth.roles import Role
 from gatehouse.deps import ActorDep, DatabaseDep, PrincipalDep, SessionDep
+from gatehouse.errors import BadRequest, errors
 from gatehouse.exports import service as export
 from gatehouse.exports.entities import ENTITY_NAMES, EntityName
 from gatehouse.exports.erasure_routes import router as erasure_router
+from gatehouse.exports.errors import RawExportForbidden
 from gatehouse.exports.writer import stream
 from gatehouse.fields import MAX_DB_INT, Text
 from gatehouse.limits.deps import Limit, limit
@@ -46,7 +49,8 @@ class ExportCreate(BaseModel):
     "/admin/export",
     dependencies=[require(Role.ADMIN)],
     response_class=StreamingResponse,
-    responses={200: {"content": {export.MEDIA_TYPE: {}}, "description": "A ZIP: one file per entity + manifest.json"}},
+    responses=errors(UserNotFound, RawExportForbidden, BadRequest)
+    | {200: {"content": {export.MEDIA_TYPE: {}}, "description": "A ZIP: one file per entity + manifest.json"}},
 )
 async def create_export(
     body: ExportCreate,

@@ -11,7 +11,9 @@ from gatehouse.auth.actor import Actor, actor_for, client_ip, request_id_of
 from gatehouse.auth.roles import Role
 from gatehouse.core.components import provided
 from gatehouse.deps import SessionDep
+from gatehouse.errors import errors
 from gatehouse.jobs import runs, service
+from gatehouse.jobs.errors import JobNotFound, JobRunning
 from gatehouse.jobs.runner import JobRunner
 from gatehouse.jobs.schemas import JobHolder, JobList, JobRead, JobRunPage, JobRunRead, ReplicaRead
 
@@ -70,7 +72,8 @@ def _caller(request: Request) -> tuple[Actor, str]:
 @router.post(
     "/{name}/run",
     response_model=JobRunRead,
-    responses={202: {"description": "Started (wait=false): poll GET /admin/jobs/runs."}},
+    responses=errors(JobNotFound, JobRunning)
+    | {202: {"description": "Started (wait=false): poll GET /admin/jobs/runs."}},
     dependencies=[require(Role.ADMIN, token_header=(JOB_TOKEN_HEADER, "job_token"))],
 )
 async def run_job(

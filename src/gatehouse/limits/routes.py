@@ -11,8 +11,10 @@ from gatehouse.auth.access import require
 from gatehouse.auth.roles import Role
 from gatehouse.core.components import provided
 from gatehouse.deps import ActorDep, BusDep, DatabaseDep, PrincipalDep, SessionDep, SettingsDep
+from gatehouse.errors import BadRequest, errors
 from gatehouse.fields import MAX_DB_INT
 from gatehouse.limits import quotas, service, usage
+from gatehouse.limits.errors import UnknownRateLimit
 from gatehouse.limits.prices.money import decimal_of_nanos
 from gatehouse.limits.ratelimit import RateLimiter, RuleState
 from gatehouse.limits.schemas import MyUsage, MyUsageHistory, RateLimitRead, RateLimitUpdate, UsageDay, UsageRead
@@ -46,7 +48,11 @@ async def get_rate_limits(limiter: LimiterDep) -> list[RateLimitRead]:
 
 
 @router.put(
-    "/admin/rate-limits", response_model=list[RateLimitRead], tags=["limits"], dependencies=[require(Role.ADMIN)]
+    "/admin/rate-limits",
+    response_model=list[RateLimitRead],
+    tags=["limits"],
+    dependencies=[require(Role.ADMIN)],
+    responses=errors(UnknownRateLimit),
 )
 async def put_rate_limits(
     body: RateLimitUpdate, actor: ActorDep, database: DatabaseDep, bus: BusDep, limiter: LimiterDep
@@ -77,7 +83,13 @@ def _row(row: usage.UsageRow, currency: str) -> UsageRead:
     )
 
 
-@router.get("/admin/usage", response_model=list[UsageRead], tags=["limits"], dependencies=[require(Role.MONITOR)])
+@router.get(
+    "/admin/usage",
+    responses=errors(BadRequest),
+    response_model=list[UsageRead],
+    tags=["limits"],
+    dependencies=[require(Role.MONITOR)],
+)
 async def get_usage(
     session: SessionDep,
     settings: SettingsDep,

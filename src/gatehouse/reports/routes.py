@@ -11,8 +11,10 @@ from gatehouse.auth.access import require
 from gatehouse.auth.roles import Role
 from gatehouse.db.base import utcnow
 from gatehouse.deps import DatabaseDep, SettingsDep
+from gatehouse.errors import errors
 from gatehouse.fields import MAX_DB_INT, Text
 from gatehouse.reports import render, service
+from gatehouse.reports.errors import InvalidRange, UnknownDimension
 from gatehouse.reports.query import (
     DEFAULT_LIMIT,
     DIMENSIONS,
@@ -32,7 +34,8 @@ router = APIRouter()
     response_model=UsageReport,
     tags=["limits"],
     dependencies=[require(Role.MONITOR)],
-    responses={200: {"content": {"text/csv": {}}, "description": "JSON, or CSV with format=csv or Accept: text/csv"}},
+    responses=errors(UnknownDimension, InvalidRange)
+    | {200: {"content": {"text/csv": {}}, "description": "JSON, or CSV with format=csv or Accept: text/csv"}},
 )
 async def usage_report(
     database: DatabaseDep,

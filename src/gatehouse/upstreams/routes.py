@@ -11,8 +11,16 @@ from gatehouse.auth.access import require
 from gatehouse.auth.roles import Role
 from gatehouse.core.components import provided
 from gatehouse.deps import ActorDep, BusDep, SessionDep
+from gatehouse.errors import errors
 from gatehouse.fields import IdPath
 from gatehouse.upstreams import service
+from gatehouse.upstreams.errors import (
+    InvalidUpstream,
+    UpstreamCheckFailed,
+    UpstreamManagedByConfig,
+    UpstreamNameTaken,
+    UpstreamNotFound,
+)
 from gatehouse.upstreams.models import UpstreamRow
 from gatehouse.upstreams.registry import UpstreamRegistry
 from gatehouse.upstreams.schemas import OverrideRequest, UpstreamCreate, UpstreamRead, UpstreamUpdate
@@ -80,7 +88,13 @@ async def list_upstreams(session: SessionDep, registry: RegistryDep, bus: BusDep
     return [_read(row, registry, bus.origin) for row in await service.list_rows(session)]
 
 
-@router.post("", response_model=UpstreamRead, status_code=201, dependencies=ADMIN)
+@router.post(
+    "",
+    responses=errors(InvalidUpstream, UpstreamNameTaken, UpstreamCheckFailed),
+    response_model=UpstreamRead,
+    status_code=201,
+    dependencies=ADMIN,
+)
 async def create_upstream(body: UpstreamCreate, changes: ChangesDep, actor: ActorDep, bus: BusDep) -> UpstreamRead:
     """Provision an upstream: validated (unique name, known kind, the URL answers unless `skip_check`)."""
     values = {"name": body.name, **body.values()}
@@ -88,13 +102,20 @@ async def create_upstream(body: UpstreamCreate, changes: ChangesDep, actor: Acto
     return _read(row, changes.registry, bus.origin)
 
 
-@router.get("/{upstream_id}", response_model=UpstreamRead, dependencies=MONITOR)
+@router.get("/{upstream_id}", responses=errors(UpstreamNotFound), response_model=UpstreamRead, dependencies=MONITOR)
 async def get_upstream(upstream_id: IdPath, session: SessionDep, registry: RegistryDep, bus: BusDep) -> UpstreamRead:
     """One upstream with this replica's view of its health."""
     return _read(await service.get_row(session, upstream_id), registry, bus.origin)
 
 
-@router.patch("/{upstream_id}", response_model=UpstreamRead, dependencies=ADMIN)
+@router.patch(
+    "/{upstream_id}",
+    responses=errors(
+        UpstreamNotFound, InvalidUpstream, UpstreamNameTaken, UpstreamCheckFailed, UpstreamManagedByConfig
+    ),
+    response_model=UpstreamRead,
+    dependencies=ADMIN,
+)
 async def update_upstream(
     upstream_id: IdPath, body: UpstreamUpdate, changes: ChangesDep, actor: ActorDep, bus: BusDep
 ) -> UpstreamRead:
@@ -103,14 +124,18 @@ async def update_upstream(
     return _read(row, changes.registry, bus.origin)
 
 
-@router.delete("/{upstream_id}", status_code=204, dependencies=ADMIN)
+@router.delete(
+    "/{upstream_id}", responses=errors(UpstreamNotFound, UpstreamManagedByConfig), status_code=204, dependencies=ADMIN
+)
 async def delete_upstream(upstream_id: IdPath, changes: ChangesDep, actor: ActorDep) -> Response:
     """Remove an API-provisioned upstream; requests already on it finish."""
     await changes.delete(upstream_id, actor=actor)
     return Response(status_code=204)
 
 
-@router.put("/{upstream_id}/override", response_model=UpstreamRead, dependencies=ADMIN)
+@router.put(
+    "/{upstream_id}/override", responses=errors(UpstreamNotFound), response_model=UpstreamRead, dependencies=ADMIN
+)
 async def put_override(
     upstream_id: IdPath, body: OverrideRequest, changes: ChangesDep, actor: ActorDep, bus: BusDep
 ) -> UpstreamRead:
@@ -119,7 +144,9 @@ async def put_override(
     return _read(row, changes.registry, bus.origin)
 
 
-@router.delete("/{upstream_id}/override", response_model=UpstreamRead, dependencies=ADMIN)
+@router.delete(
+    "/{upstream_id}/override", responses=errors(UpstreamNotFound), response_model=UpstreamRead, dependencies=ADMIN
+)
 async def delete_override(upstream_id: IdPath, changes: ChangesDep, actor: ActorDep, bus: BusDep) -> UpstreamRead:
     """Return the upstream to its probed state."""
     row = await changes.clear_override(upstream_id, actor=actor)

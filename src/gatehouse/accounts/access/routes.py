@@ -8,12 +8,16 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 
 from gatehouse.accounts.access import service
+from gatehouse.accounts.access.errors import InvalidRule, RuleNotFound
 from gatehouse.accounts.access.policy import AccessPolicy
 from gatehouse.accounts.access.schemas import AccessCheck, AccessPolicyRead, RuleCreate, RuleRead
+from gatehouse.accounts.errors import GroupNotFound, KeyNotFound
 from gatehouse.auth.access import require
+from gatehouse.auth.errors import UserNotFound
 from gatehouse.auth.roles import Role
 from gatehouse.core.components import provided
 from gatehouse.deps import ActorDep, BusDep, SessionDep
+from gatehouse.errors import errors
 from gatehouse.fields import MAX_DB_INT, IdPath
 from gatehouse.settings import Settings
 from gatehouse.upstreams.registry import UpstreamRegistry
@@ -44,7 +48,8 @@ async def access_policy(
     status_code=status.HTTP_201_CREATED,
     tags=["admin"],
     dependencies=ADMIN,
-    responses={200: {"model": RuleRead, "description": "The same rule exists already: it is returned unchanged."}},
+    responses=errors(InvalidRule, UserNotFound, GroupNotFound)
+    | {200: {"model": RuleRead, "description": "The same rule exists already: it is returned unchanged."}},
 )
 async def add_rule(body: RuleCreate, response: Response, session: SessionDep, actor: ActorDep, bus: BusDep) -> RuleRead:
     """Allow or deny a user or a group models (by the name clients ask for) or upstreams, by `*` pattern; in force
@@ -55,13 +60,25 @@ async def add_rule(body: RuleCreate, response: Response, session: SessionDep, ac
     return RuleRead.model_validate(rule)
 
 
-@router.delete("/admin/access/rules/{rule_id}", response_model=RuleRead, tags=["admin"], dependencies=ADMIN)
+@router.delete(
+    "/admin/access/rules/{rule_id}",
+    responses=errors(RuleNotFound),
+    response_model=RuleRead,
+    tags=["admin"],
+    dependencies=ADMIN,
+)
 async def remove_rule(rule_id: IdPath, session: SessionDep, actor: ActorDep, bus: BusDep) -> RuleRead:
     """Remove an access rule; out of force on every replica within a second."""
     return RuleRead.model_validate(await service.remove_rule(session, bus=bus, actor=actor, rule_id=rule_id))
 
 
-@router.get("/admin/access/check", response_model=AccessCheck, tags=["admin"], dependencies=MONITOR)
+@router.get(
+    "/admin/access/check",
+    responses=errors(UserNotFound, KeyNotFound),
+    response_model=AccessCheck,
+    tags=["admin"],
+    dependencies=MONITOR,
+)
 async def check_access(
     session: SessionDep,
     policy: PolicyDep,

@@ -9,9 +9,12 @@ from typing import Any
 from fastapi import APIRouter
 
 from gatehouse.accounts.budgets import service
+from gatehouse.accounts.errors import GroupNotFound, KeyNotFound
 from gatehouse.auth.access import require
+from gatehouse.auth.errors import UserNotFound
 from gatehouse.auth.roles import Role
 from gatehouse.deps import ActorDep, BusDep, PrincipalDep, SessionDep, SettingsDep
+from gatehouse.errors import errors
 from gatehouse.fields import IdPath
 from gatehouse.limits.budget_schemas import BudgetState, LimitsRead, LimitsUpdate
 
@@ -32,8 +35,13 @@ async def my_budgets(principal: PrincipalDep, session: SessionDep, settings: Set
     )
 
 
+# What each scope's routes answer when the subject does not exist.
+_NOT_FOUND = {"user": UserNotFound, "group": GroupNotFound, "key": KeyNotFound}
+
+
 def _routes(scope: service.ScopeName) -> None:
     plural = f"{scope}s"
+    missing = errors(_NOT_FOUND[scope])
 
     async def read_limits(subject_id: IdPath, session: SessionDep, settings: SettingsDep) -> LimitsRead:
         row = await service.subject_or_raise(session, scope, subject_id)
@@ -71,10 +79,18 @@ def _routes(scope: service.ScopeName) -> None:
         return function
 
     router.get(
-        f"/admin/{plural}/{{subject_id}}/limits", response_model=LimitsRead, tags=["budgets"], dependencies=MONITOR
+        f"/admin/{plural}/{{subject_id}}/limits",
+        response_model=LimitsRead,
+        tags=["budgets"],
+        dependencies=MONITOR,
+        responses=missing,
     )(doc(read_limits, f"A {scope}'s quotas and spend limits, per day and per month (null: none)."))
     router.patch(
-        f"/admin/{plural}/{{subject_id}}/limits", response_model=LimitsRead, tags=["budgets"], dependencies=ADMIN
+        f"/admin/{plural}/{{subject_id}}/limits",
+        response_model=LimitsRead,
+        tags=["budgets"],
+        dependencies=ADMIN,
+        responses=missing,
     )(
         doc(
             change_limits,
@@ -87,6 +103,7 @@ def _routes(scope: service.ScopeName) -> None:
         response_model=list[BudgetState],
         tags=["budgets"],
         dependencies=MONITOR,
+        responses=missing,
     )(doc(states, f"A {scope}'s budgets now: usage against each limit, holds of requests in progress, reset times."))
 
 

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gatehouse.accounts.errors import GroupExists, GroupInUse, GroupNotFound, MembershipNotFound
 from gatehouse.accounts.groups import service as groups
 from gatehouse.accounts.groups.schemas import (
     MAX_NAME,
@@ -23,8 +24,10 @@ from gatehouse.accounts.groups.schemas import (
     MembershipRead,
 )
 from gatehouse.auth.access import require
+from gatehouse.auth.errors import UserNotFound
 from gatehouse.auth.roles import Role
 from gatehouse.deps import ActorDep, BusDep, SessionDep
+from gatehouse.errors import errors
 from gatehouse.fields import IdPath
 
 router = APIRouter()
@@ -33,7 +36,9 @@ ADMIN = [require(Role.ADMIN)]
 MONITOR = [require(Role.MONITOR)]
 
 
-@admin.post("", response_model=GroupRead, status_code=status.HTTP_201_CREATED, dependencies=ADMIN)
+@admin.post(
+    "", responses=errors(GroupExists), response_model=GroupRead, status_code=status.HTTP_201_CREATED, dependencies=ADMIN
+)
 async def create_group(body: GroupCreate, actor: ActorDep, session: SessionDep) -> GroupRead:
     """Create a group (409 `group_exists` when the name is taken, whatever its case)."""
     group = await groups.create(session, actor=actor, name=body.name, description=body.description)
@@ -74,20 +79,22 @@ async def _detail(session: AsyncSession, group_id: int) -> GroupDetail:
     return GroupDetail(**GroupRead.model_validate(group).model_dump(), members=members, keys=keys)
 
 
-@admin.get("/{group_id}", response_model=GroupDetail, dependencies=MONITOR)
+@admin.get("/{group_id}", responses=errors(GroupNotFound), response_model=GroupDetail, dependencies=MONITOR)
 async def get_group(group_id: IdPath, session: SessionDep) -> GroupDetail:
     """One group, with its members and the keys bound to it."""
     return await _detail(session, group_id)
 
 
-@admin.patch("/{group_id}", response_model=GroupRead, dependencies=ADMIN)
+@admin.patch("/{group_id}", responses=errors(GroupNotFound, GroupExists), response_model=GroupRead, dependencies=ADMIN)
 async def update_group(group_id: IdPath, body: GroupUpdate, actor: ActorDep, session: SessionDep) -> GroupRead:
     """Rename a group or change its description (only the fields sent change)."""
     group = await groups.update(session, actor=actor, group_id=group_id, name=body.name, description=body.description)
     return GroupRead.model_validate(group)
 
 
-@admin.delete("/{group_id}", response_model=GroupDeleted, dependencies=ADMIN)
+@admin.delete(
+    "/{group_id}", responses=errors(GroupNotFound, GroupInUse), response_model=GroupDeleted, dependencies=ADMIN
+)
 async def delete_group(group_id: IdPath, actor: ActorDep, session: SessionDep, bus: BusDep) -> GroupDeleted:
     """Delete a group with its memberships and access rules; 409 `group_in_use` while keys are bound to it."""
     deleted = await groups.delete(session, bus=bus, actor=actor, group_id=group_id)
@@ -99,7 +106,12 @@ async def delete_group(group_id: IdPath, actor: ActorDep, session: SessionDep, b
     )
 
 
-@admin.put("/{group_id}/members/{user_id}", response_model=MembershipRead, dependencies=ADMIN)
+@admin.put(
+    "/{group_id}/members/{user_id}",
+    responses=errors(GroupNotFound, UserNotFound),
+    response_model=MembershipRead,
+    dependencies=ADMIN,
+)
 async def add_member(
     group_id: IdPath, user_id: IdPath, actor: ActorDep, session: SessionDep, bus: BusDep
 ) -> MembershipRead:
@@ -108,7 +120,12 @@ async def add_member(
     return MembershipRead(group_id=group_id, user_id=user_id, added_at=membership.added_at, added=added)
 
 
-@admin.delete("/{group_id}/members/{user_id}", response_model=MembershipRead, dependencies=ADMIN)
+@admin.delete(
+    "/{group_id}/members/{user_id}",
+    responses=errors(GroupNotFound, UserNotFound, MembershipNotFound),
+    response_model=MembershipRead,
+    dependencies=ADMIN,
+)
 async def remove_member(
     group_id: IdPath, user_id: IdPath, actor: ActorDep, session: SessionDep, bus: BusDep
 ) -> MembershipRead:
@@ -117,7 +134,13 @@ async def remove_member(
     return MembershipRead(group_id=group_id, user_id=user_id, added_at=membership.added_at, added=False)
 
 
-@router.get("/admin/users/{user_id}/groups", response_model=list[GroupRef], tags=["admin"], dependencies=MONITOR)
+@router.get(
+    "/admin/users/{user_id}/groups",
+    responses=errors(UserNotFound),
+    response_model=list[GroupRef],
+    tags=["admin"],
+    dependencies=MONITOR,
+)
 async def user_groups(user_id: IdPath, session: SessionDep) -> list[GroupRef]:
     """The groups a user belongs to."""
     return [

@@ -6,6 +6,20 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
 
+from gatehouse.accounts.errors import (
+    EmailTaken,
+    InvalidExpiry,
+    InviteEmailMismatch,
+    InviteExpired,
+    InviteInvalid,
+    InviteNotFound,
+    InviteRequired,
+    InviteRevoked,
+    InviteUsedUp,
+    RoleNotAllowed,
+    SignupClosed,
+    WeakPassword,
+)
 from gatehouse.accounts.invites import service as invites
 from gatehouse.accounts.invites.models import Invite
 from gatehouse.accounts.invites.schemas import InviteCreate, InviteCreated, InvitePage, InviteRead, SignupRequest
@@ -16,6 +30,7 @@ from gatehouse.auth.actor import actor_for
 from gatehouse.auth.roles import Role
 from gatehouse.db.base import utcnow
 from gatehouse.deps import ActorDep, PrincipalDep, SessionDep, SettingsDep
+from gatehouse.errors import errors
 from gatehouse.fields import MAX_DB_INT, IdPath
 from gatehouse.limits.deps import rate_limited
 
@@ -31,6 +46,7 @@ def _read(invite: Invite) -> InviteRead:
 
 @admin.post(
     "",
+    responses=errors(InvalidExpiry, EmailTaken, RoleNotAllowed),
     response_model=InviteCreated,
     status_code=status.HTTP_201_CREATED,
     dependencies=[*ADMIN, rate_limited("invite_create")],
@@ -65,7 +81,7 @@ async def list_invites(
     return InvitePage(items=[_read(invite) for invite in rows], next_cursor=next_cursor)
 
 
-@admin.delete("/{invite_id}", response_model=InviteRead, dependencies=ADMIN)
+@admin.delete("/{invite_id}", responses=errors(InviteNotFound), response_model=InviteRead, dependencies=ADMIN)
 async def revoke_invite(invite_id: IdPath, actor: ActorDep, session: SessionDep) -> InviteRead:
     """Revoke an invite: nobody can sign up with it any more (accounts made with it stay)."""
     return _read(await invites.revoke(session, actor=actor, invite_id=invite_id))
@@ -73,6 +89,17 @@ async def revoke_invite(invite_id: IdPath, actor: ActorDep, session: SessionDep)
 
 @router.post(
     "/auth/signup",
+    responses=errors(
+        InviteInvalid,
+        InviteRevoked,
+        InviteUsedUp,
+        InviteExpired,
+        InviteEmailMismatch,
+        InviteRequired,
+        WeakPassword,
+        SignupClosed,
+        EmailTaken,
+    ),
     response_model=UserRead,
     status_code=status.HTTP_201_CREATED,
     tags=["auth"],

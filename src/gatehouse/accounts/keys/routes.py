@@ -7,12 +7,24 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
+from gatehouse.accounts.errors import (
+    GroupNotFound,
+    InvalidExpiry,
+    KeyInUse,
+    KeyNotFound,
+    KeySettingNotAllowed,
+    NotGroupMember,
+    RoleNotAllowed,
+)
 from gatehouse.accounts.keys import service as keys
 from gatehouse.accounts.keys.schemas import KeyCreate, KeyCreated, KeyPage, KeyRead, KeySettingsUpdate
 from gatehouse.auth.access import require
+from gatehouse.auth.errors import UserNotFound
 from gatehouse.auth.models import ApiKey
+from gatehouse.auth.principal import Principal
 from gatehouse.auth.roles import Role
 from gatehouse.deps import ActorDep, BusDep, PrincipalDep, SessionDep
+from gatehouse.errors import errors
 from gatehouse.fields import MAX_DB_INT, IdPath
 from gatehouse.limits.deps import rate_limited
 
@@ -20,6 +32,17 @@ router = APIRouter()
 MAX_PAGE = 500
 USER = [require(Role.USER)]
 ADMIN = [require(Role.ADMIN)]
+
+
+def _not_in_use(principal: Principal, key_id: int) -> None:
+    """Refuse to revoke the key this request is made with (one request would lock its caller out); another key or
+    the console can. Changing it stays allowed: its restrictions apply to the gateway, not to these routes."""
+    if principal.key_id == key_id:
+        raise KeyInUse(
+            f"Key {key_id} is the key this request is made with: revoke it with another key or in the console, so "
+            "you are not locked out.",
+            param="key_id",
+        )
 
 
 def _created(key: ApiKey, raw: str) -> KeyCreated:
@@ -34,6 +57,7 @@ async def list_my_keys(principal: PrincipalDep, session: SessionDep) -> list[Key
 
 @router.post(
     "/me/keys",
+    responses=errors(InvalidExpiry, KeySettingNotAllowed, GroupNotFound, NotGroupMember),
     response_model=KeyCreated,
     status_code=status.HTTP_201_CREATED,
     tags=["me"],
@@ -54,7 +78,13 @@ async def create_my_key(body: KeyCreate, principal: PrincipalDep, actor: ActorDe
     return _created(key, raw)
 
 
-@router.patch("/me/keys/{key_id}", response_model=KeyRead, tags=["me"], dependencies=USER)
+@router.patch(
+    "/me/keys/{key_id}",
+    responses=errors(KeyNotFound, KeySettingNotAllowed, GroupNotFound, NotGroupMember),
+    response_model=KeyRead,
+    tags=["me"],
+    dependencies=USER,
+)
 async def change_my_key(
     key_id: IdPath, body: KeySettingsUpdate, principal: PrincipalDep, actor: ActorDep, session: SessionDep, bus: BusDep
 ) -> KeyRead:
@@ -72,11 +102,14 @@ async def change_my_key(
     return KeyRead.model_validate(key)
 
 
-@router.delete("/me/keys/{key_id}", response_model=KeyRead, tags=["me"], dependencies=USER)
+@router.delete(
+    "/me/keys/{key_id}", responses=errors(KeyNotFound, KeyInUse), response_model=KeyRead, tags=["me"], dependencies=USER
+)
 async def revoke_my_key(
     key_id: IdPath, principal: PrincipalDep, actor: ActorDep, session: SessionDep, bus: BusDep
 ) -> KeyRead:
     """Revoke one of the caller's keys; it stops working on every replica at once."""
+    _not_in_use(principal, key_id)
     key = await keys.revoke_own(session, bus=bus, actor=actor, user_id=principal.user_id, key_id=key_id)
     return KeyRead.model_validate(key)
 
@@ -100,7 +133,13 @@ async def list_keys(
     )
 
 
-@router.patch("/admin/keys/{key_id}", response_model=KeyRead, tags=["admin"], dependencies=ADMIN)
+@router.patch(
+    "/admin/keys/{key_id}",
+    responses=errors(KeyNotFound, RoleNotAllowed, GroupNotFound, NotGroupMember),
+    response_model=KeyRead,
+    tags=["admin"],
+    dependencies=ADMIN,
+)
 async def change_key(
     key_id: IdPath, body: KeySettingsUpdate, principal: PrincipalDep, actor: ActorDep, session: SessionDep, bus: BusDep
 ) -> KeyRead:
@@ -112,17 +151,25 @@ async def change_key(
     return KeyRead.model_validate(key)
 
 
-@router.delete("/admin/keys/{key_id}", response_model=KeyRead, tags=["admin"], dependencies=ADMIN)
+@router.delete(
+    "/admin/keys/{key_id}",
+    responses=errors(KeyNotFound, RoleNotAllowed, KeyInUse),
+    response_model=KeyRead,
+    tags=["admin"],
+    dependencies=ADMIN,
+)
 async def revoke_key(
     key_id: IdPath, principal: PrincipalDep, actor: ActorDep, session: SessionDep, bus: BusDep
 ) -> KeyRead:
     """Revoke any user's key (a superadmin's only as a superadmin); every replica refuses it at once."""
+    _not_in_use(principal, key_id)
     key = await keys.revoke_as_admin(session, bus=bus, actor=actor, actor_role=principal.role, key_id=key_id)
     return KeyRead.model_validate(key)
 
 
 @router.post(
     "/admin/users/{user_id}/keys",
+    responses=errors(UserNotFound, InvalidExpiry, RoleNotAllowed, KeySettingNotAllowed, GroupNotFound, NotGroupMember),
     response_model=KeyCreated,
     status_code=status.HTTP_201_CREATED,
     tags=["admin"],

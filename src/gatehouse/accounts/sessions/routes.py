@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Request, Response, status
 
+from gatehouse.accounts.errors import InvalidCredentials, LoginLocked, WeakPassword, WrongPassword
 from gatehouse.accounts.sessions import service as sessions
 from gatehouse.accounts.sessions.schemas import LoginRequest, LoginResponse, PasswordChange, PasswordChanged
 from gatehouse.accounts.users.schemas import UserRead
@@ -17,6 +18,7 @@ from gatehouse.auth.roles import Role
 from gatehouse.auth.tokens import csrf_token
 from gatehouse.core.components import provided
 from gatehouse.deps import ActorDep, DatabaseDep, PrincipalDep, SessionDep, SettingsDep
+from gatehouse.errors import errors
 from gatehouse.limits.deps import rate_limited
 from gatehouse.limits.ratelimit import RateLimiter
 
@@ -25,6 +27,7 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 
 @router.post(
     "/login",
+    responses=errors(InvalidCredentials, LoginLocked),
     response_model=LoginResponse,
     dependencies=[public(), rate_limited("ip_per_minute"), rate_limited("login")],
 )
@@ -73,7 +76,12 @@ async def logout(request: Request, session: SessionDep, actor: ActorDep) -> Resp
 me = APIRouter(tags=["me"])
 
 
-@me.post("/me/password", response_model=PasswordChanged, dependencies=[require(Role.USER)])
+@me.post(
+    "/me/password",
+    responses=errors(WrongPassword, WeakPassword),
+    response_model=PasswordChanged,
+    dependencies=[require(Role.USER)],
+)
 async def change_password(
     body: PasswordChange,
     session: SessionDep,

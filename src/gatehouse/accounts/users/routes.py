@@ -9,6 +9,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gatehouse.accounts.errors import (
+    EmailTaken,
+    LastSuperadmin,
+    RoleNotAllowed,
+    SelfBlock,
+    SelfDisable,
+    SelfRoleChange,
+    WeakPassword,
+)
 from gatehouse.accounts.groups import service as groups
 from gatehouse.accounts.groups.schemas import GroupRef
 from gatehouse.accounts.users import moderation
@@ -24,12 +33,14 @@ from gatehouse.accounts.users.schemas import (
 )
 from gatehouse.auth.access import require
 from gatehouse.auth.actor import Actor
+from gatehouse.auth.errors import UserNotFound
 from gatehouse.auth.principal import Principal
 from gatehouse.auth.roles import Role, UserStatus
 from gatehouse.core.bus import EventBus
 from gatehouse.core.feed import EventFeed
 from gatehouse.db.base import utcnow
 from gatehouse.deps import ActorDep, BusDep, FeedDep, PrincipalDep, SessionDep, SettingsDep
+from gatehouse.errors import BadRequest, errors
 from gatehouse.fields import MAX_DB_INT, IdPath
 from gatehouse.limits import quotas, usage
 from gatehouse.settings import Settings
@@ -90,7 +101,13 @@ async def list_users(
     return UserPage(items=[_read(r) for r in page], next_cursor=page[-1].user.id if len(rows) > limit else None)
 
 
-@admin.post("", response_model=UserAdminRead, status_code=status.HTTP_201_CREATED, dependencies=ADMIN)
+@admin.post(
+    "",
+    responses=errors(EmailTaken, WeakPassword, RoleNotAllowed),
+    response_model=UserAdminRead,
+    status_code=status.HTTP_201_CREATED,
+    dependencies=ADMIN,
+)
 async def create_user(
     body: UserCreate, principal: PrincipalDep, actor: ActorDep, session: SessionDep, settings: SettingsDep
 ) -> UserAdminRead:
@@ -109,7 +126,7 @@ async def create_user(
     return _read(moderation.UserWithUsage(user, 0, 0))
 
 
-@admin.get("/{user_id}", response_model=UserAdminRead, dependencies=MONITOR)
+@admin.get("/{user_id}", responses=errors(UserNotFound), response_model=UserAdminRead, dependencies=MONITOR)
 async def get_user(user_id: IdPath, session: SessionDep, settings: SettingsDep) -> UserAdminRead:
     """One user, with today's usage."""
     return await _read_one(session, settings, user_id)
@@ -151,25 +168,45 @@ async def _update(moderator: Moderator, user_id: int, changes: dict[str, Any]) -
     return await _read_one(moderator.session, moderator.settings, user_id)
 
 
-@admin.patch("/{user_id}", response_model=UserAdminRead, dependencies=ADMIN)
+@admin.patch(
+    "/{user_id}",
+    responses=errors(UserNotFound, SelfRoleChange, SelfDisable, RoleNotAllowed, LastSuperadmin),
+    response_model=UserAdminRead,
+    dependencies=ADMIN,
+)
 async def update_user(user_id: IdPath, body: UserAdminUpdate, moderator: ModeratorDep) -> UserAdminRead:
     """Change a user's name, role, status or daily quotas (null: unlimited); each change is audited."""
     return await _update(moderator, user_id, body.model_dump(include=body.model_fields_set))
 
 
-@admin.post("/{user_id}/disable", response_model=UserAdminRead, dependencies=ADMIN)
+@admin.post(
+    "/{user_id}/disable",
+    responses=errors(UserNotFound, SelfDisable, RoleNotAllowed, LastSuperadmin),
+    response_model=UserAdminRead,
+    dependencies=ADMIN,
+)
 async def disable_user(user_id: IdPath, moderator: ModeratorDep) -> UserAdminRead:
     """Disable a user: their sessions end and their keys stop working on every replica at once."""
     return await _update(moderator, user_id, {"status": UserStatus.DISABLED})
 
 
-@admin.post("/{user_id}/enable", response_model=UserAdminRead, dependencies=ADMIN)
+@admin.post(
+    "/{user_id}/enable",
+    responses=errors(UserNotFound, RoleNotAllowed),
+    response_model=UserAdminRead,
+    dependencies=ADMIN,
+)
 async def enable_user(user_id: IdPath, moderator: ModeratorDep) -> UserAdminRead:
     """Re-enable a disabled user."""
     return await _update(moderator, user_id, {"status": UserStatus.ACTIVE})
 
 
-@admin.post("/{user_id}/block", response_model=UserAdminRead, dependencies=MONITOR)
+@admin.post(
+    "/{user_id}/block",
+    responses=errors(UserNotFound, BadRequest, SelfBlock, RoleNotAllowed),
+    response_model=UserAdminRead,
+    dependencies=MONITOR,
+)
 async def block_user(user_id: IdPath, body: BlockRequest, moderator: ModeratorDep) -> UserAdminRead:
     """Block a user at once on every replica (403 account_blocked), for good or `until` a time."""
     await moderation.block(
@@ -185,7 +222,12 @@ async def block_user(user_id: IdPath, body: BlockRequest, moderator: ModeratorDe
     return await _read_one(moderator.session, moderator.settings, user_id)
 
 
-@admin.post("/{user_id}/unblock", response_model=UserAdminRead, dependencies=MONITOR)
+@admin.post(
+    "/{user_id}/unblock",
+    responses=errors(UserNotFound, RoleNotAllowed),
+    response_model=UserAdminRead,
+    dependencies=MONITOR,
+)
 async def unblock_user(user_id: IdPath, moderator: ModeratorDep) -> UserAdminRead:
     """Lift a block."""
     await moderation.unblock(

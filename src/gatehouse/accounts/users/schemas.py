@@ -58,8 +58,9 @@ class UserAdminUpdate(BaseModel):
     """Only the fields sent change; `null` for a quota means unlimited."""
 
     display_name: Text | None = Field(default=None, max_length=200)
-    role: Role | None = None
-    status: UserStatus | None = None
+    # Not nullable (a user always has a role and a status): left out, they stay as they are.
+    role: Role = Field(default=None, description="Left out: unchanged.")  # type: ignore[assignment]
+    status: UserStatus = Field(default=None, description="Left out: unchanged.")  # type: ignore[assignment]
     messages_per_day: int | None = Field(default=None, ge=0, le=2**31 - 1)
     tokens_per_day: int | None = Field(default=None, ge=0, le=2**62)
 

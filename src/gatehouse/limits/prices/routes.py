@@ -12,7 +12,9 @@ from gatehouse.auth.roles import Role
 from gatehouse.core.components import provided
 from gatehouse.db.base import utcnow
 from gatehouse.deps import ActorDep, BusDep, SessionDep, SettingsDep
+from gatehouse.errors import errors
 from gatehouse.limits.prices import service
+from gatehouse.limits.prices.errors import CurrencyMismatch, EffectiveFromInPast, PriceNotFound
 from gatehouse.limits.prices.schemas import PriceHistoryPage, PriceList, PriceRead, PriceUpdate, PriceVersionRead
 from gatehouse.limits.prices.table import PriceTable, PriceVersion
 
@@ -45,7 +47,12 @@ async def price_history(
     return PriceHistoryPage(items=page, next_cursor=page[-1].id if len(rows) > limit else None)
 
 
-@router.put("/{model:path}", response_model=PriceVersionRead, dependencies=[require(Role.ADMIN)])
+@router.put(
+    "/{model:path}",
+    responses=errors(CurrencyMismatch, EffectiveFromInPast),
+    response_model=PriceVersionRead,
+    dependencies=[require(Role.ADMIN)],
+)
 async def put_price(
     model: ModelPath, body: PriceUpdate, session: SessionDep, settings: SettingsDep, bus: BusDep, actor: ActorDep
 ) -> PriceVersionRead:
@@ -64,7 +71,12 @@ async def put_price(
     return PriceVersionRead.of(version)
 
 
-@router.delete("/{model:path}", response_model=PriceVersionRead, dependencies=[require(Role.ADMIN)])
+@router.delete(
+    "/{model:path}",
+    responses=errors(PriceNotFound, EffectiveFromInPast),
+    response_model=PriceVersionRead,
+    dependencies=[require(Role.ADMIN)],
+)
 async def delete_price(
     model: ModelPath,
     session: SessionDep,
