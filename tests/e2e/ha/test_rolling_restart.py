@@ -27,8 +27,8 @@ from tests.e2e.ha.surfaces import SHUTDOWN_CODE, SURFACES, StreamResult, query, 
 from tests.support.fake_upstream import run_fake_upstream
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
-SHORT, LONG = "fake-chat", "fake-long"  # 8 tokens (0.8 s) and 200 tokens (20 s) at TOKEN_DELAY
-TOKEN_DELAY = 0.1
+SHORT, LONG = "fake-chat", "fake-long"  # 8 tokens (0.4 s) and 200 tokens (10 s) at TOKEN_DELAY
+TOKEN_DELAY = 0.05
 DRAIN_SECONDS = 3  # HAProxy's checks: inter 1s fall 2, out within (2 + 1) x 1 s
 DEADLINE_SECONDS = 4  # well under a long stream: every replica holds some when it stops
 SHORT_CLIENTS = 6
