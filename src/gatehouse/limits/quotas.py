@@ -58,6 +58,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gatehouse.auth.errors import InvalidApiKey
@@ -67,6 +68,7 @@ from gatehouse.core.metrics import QUOTA_BLOCKS, QUOTA_WAIT
 from gatehouse.core.tasks import every
 from gatehouse.core.tasks import stop as stop_task
 from gatehouse.db.base import UTCDateTime
+from gatehouse.db.errors import is_lost_connection
 from gatehouse.db.statements import SqliteStore, StatementStore
 from gatehouse.limits import ledger
 from gatehouse.limits.budgets import Budget, period_end, period_start
@@ -413,6 +415,26 @@ class Quotas:
             self._background.add(task)  # the shutdown waits for it, and for what it gives back
             task.add_done_callback(self._background.discard)
             raise
+        except DBAPIError as exc:
+            if exc.statement is not None and (exc.connection_invalidated or is_lost_connection(exc)):
+                self._release_if_committed(params)
+            raise
+
+    def _release_if_committed(self, params: dict[str, Any]) -> None:
+        """The connection broke after the reservation was sent (PostgreSQL restarting, a network cut): it may have
+        committed all the same, and nobody would settle it while this replica lives. Its release waits with the
+        failed settlements and runs once the database answers again; a no-op when it never was (settling finds
+        nothing), else the hold and the message are given back: the request was refused."""
+        release = _bind(
+            id=params["p_id"],
+            user_id=params["p_user_id"],
+            day=params["p_day"],
+            tokens=0,
+            cost=0,
+            messages=params["p_messages"],
+            now=datetime.now(UTC),
+        )
+        self._unsettled.append((release, True))
 
     def _release_orphan(self, task: asyncio.Future[Any], params: dict[str, Any]) -> None:
         """A reservation taken for a request that was cancelled meanwhile: give it back at once."""
