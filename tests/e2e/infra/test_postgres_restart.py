@@ -48,6 +48,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
             GATEHOUSE_CONFIG=str(write_config(workdir / "gatehouse.yaml", upstream.url)),
             RATE_LIMIT_PER_MINUTE="100000",
             REQUEST_LOG_FLUSH_SECONDS="0.2",
+            SHUTDOWN_DRAIN_SECONDS="0",  # the teardown's stop: no proxy to drain from
             QUOTA_CHECKPOINT_SECONDS="0.5",
         )
         with run_gatehouse(env, workdir=workdir, timeout=120) as server, server.client() as admin:

@@ -140,6 +140,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
             REDIS_URL=redis.url,
             RATE_LIMIT_PER_MINUTE="100000",
             REQUEST_LOG_FLUSH_SECONDS="0.2",
+            SHUTDOWN_DRAIN_SECONDS="0",  # the teardown's stop: no proxy to drain from
             QUOTA_CHECKPOINT_SECONDS=str(CHECKPOINT_SECONDS),
             REPLICA_HEARTBEAT_SECONDS=str(HEARTBEAT_SECONDS),
             UPSTREAM_READ_TIMEOUT="30",
