@@ -172,8 +172,8 @@ def test_a_replica_killed_under_load_costs_only_its_own_requests(setup: Setup) -
         # Each replica holds a few requests now (leastconn spreads nine clients): kill one under them.
         setup.upstream.wait_for_stats(lambda stats: stats["in_flight"] >= 6, timeout=10)
         victim.process.send_signal(signal.SIGKILL)
-        killed_at = time.monotonic()
         victim.process.wait(10)
+        killed_at = time.monotonic()  # gone: its listening socket with it
         load.wait_for(
             lambda answers: sum(1 for a in answers if a.started > killed_at + 1 and a.ok) >= 30,
             "requests answered after the kill",
