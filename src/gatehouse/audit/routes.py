@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime
 
 from gatehouse.audit import service
 from gatehouse.audit.schemas import AuditEventRead, AuditPage, AuditVerification
 from gatehouse.auth.access import require
 from gatehouse.auth.roles import Role
 from gatehouse.deps import SessionDep
-from gatehouse.fields import MAX_DB_INT
+from gatehouse.fields import MAX_DB_INT, IsoMoment
 
 router = APIRouter(prefix="/admin/audit", tags=["audit"])
 ACTION_HELP = 'An action, or a prefix ending in "." (e.g. "key."); rows stored under an older name match too.'
@@ -26,10 +25,12 @@ async def list_audit(
     target_type: Annotated[str | None, Query(max_length=32)] = None,
     target_id: Annotated[str | None, Query(max_length=64)] = None,
     since: Annotated[
-        AwareDatetime | None, Query(description="From this time (inclusive), ISO 8601 with a timezone.")
+        IsoMoment | None, Query(description="From this time (inclusive), ISO 8601 with a timezone.")
     ] = None,
-    until: Annotated[AwareDatetime | None, Query(description="Before this time (exclusive).")] = None,
-    before: Annotated[int | None, Query(ge=1, description="Cursor: the `next_cursor` of the previous page.")] = None,
+    until: Annotated[IsoMoment | None, Query(description="Before this time (exclusive).")] = None,
+    before: Annotated[
+        int | None, Query(ge=1, le=MAX_DB_INT, description="Cursor: the `next_cursor` of the previous page.")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AuditPage:
     """Audit events, newest first, filtered by action, actor, target and time."""

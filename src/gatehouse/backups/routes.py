@@ -24,7 +24,18 @@ from gatehouse.deps import SettingsDep
 from gatehouse.errors import errors
 
 router = APIRouter(prefix="/admin/backups", tags=["backups"])
-BackupName = Annotated[str, Path(min_length=1, max_length=160, description="A name from GET /admin/backups.")]
+# The document carries manifest.NAME_RE with the file suffixes find_backup takes off; the service still answers
+# 400 backup_name for any other name.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}(\.json|\.sqlite\.enc|\.pgdump\.enc|\.sqlite|\.pgdump)?$"
+BackupName = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=160,
+        description="A name from GET /admin/backups.",
+        json_schema_extra={"pattern": NAME_PATTERN},
+    ),
+]
 
 
 @router.get("", response_model=BackupList, dependencies=[require(Role.MONITOR)])

@@ -9,10 +9,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gatehouse.fields import Count, SmallCount
 from gatehouse.limits.budgets import column_of
 from gatehouse.limits.prices.money import decimal_of_nanos, json_number
 
-MAX_COUNT = 2**62
 # At most 9 decimal places (billionths: exact), and at most a billion of the currency.
 Spend = Decimal
 SPEND = Field(default=None, ge=0, le=10**9, decimal_places=9)
@@ -32,11 +32,11 @@ class LimitsUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    messages_per_day: int | None = Field(default=None, ge=0, le=2**31 - 1)
-    tokens_per_day: int | None = Field(default=None, ge=0, le=MAX_COUNT)
+    messages_per_day: SmallCount | None = None
+    tokens_per_day: Count | None = None
     spend_per_day: Spend | None = SPEND
-    messages_per_month: int | None = Field(default=None, ge=0, le=2**31 - 1)
-    tokens_per_month: int | None = Field(default=None, ge=0, le=MAX_COUNT)
+    messages_per_month: SmallCount | None = None
+    tokens_per_month: Count | None = None
     spend_per_month: Spend | None = SPEND
 
     def columns(self) -> dict[str, int | None]:

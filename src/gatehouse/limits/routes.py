@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -12,7 +12,7 @@ from gatehouse.auth.roles import Role
 from gatehouse.core.components import provided
 from gatehouse.deps import ActorDep, BusDep, DatabaseDep, PrincipalDep, SessionDep, SettingsDep
 from gatehouse.errors import BadRequest, errors
-from gatehouse.fields import MAX_DB_INT
+from gatehouse.fields import MAX_DB_INT, IsoDate
 from gatehouse.limits import quotas, service, usage
 from gatehouse.limits.errors import UnknownRateLimit
 from gatehouse.limits.prices.money import decimal_of_nanos
@@ -94,8 +94,8 @@ async def get_usage(
     session: SessionDep,
     settings: SettingsDep,
     spend: SpendDep,
-    start: Annotated[date | None, Query(alias="from", description="First day (YYYY-MM-DD); default: today.")] = None,
-    end: Annotated[date | None, Query(alias="to", description="Last day, inclusive; default: `from`.")] = None,
+    start: Annotated[IsoDate | None, Query(alias="from", description="First day (YYYY-MM-DD); default: today.")] = None,
+    end: Annotated[IsoDate | None, Query(alias="to", description="Last day, inclusive; default: `from`.")] = None,
     user_id: Annotated[int | None, Query(ge=1, le=MAX_DB_INT, description="Only this user.")] = None,
 ) -> list[UsageRead]:
     """Usage per user per day, with each user's quotas and the percentage used, and what it cost."""

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, JsonValue
 
+from gatehouse.fields import MAX_DB_INT, DbInteger
 from gatehouse.limits.prices.schemas import DecimalNumber
+from gatehouse.limits.ratelimit import RULES
+
+# The rules a change may name, for the document (the service answers 400 unknown_rate_limit for others).
+RULE_NAMES: list[JsonValue] = [*sorted(RULES)]
+RULE_LIMITS: JsonValue = {
+    name: {"anyOf": [{"type": "integer", "minimum": 0, "maximum": MAX_DB_INT}, {"type": "null"}]} for name in RULES
+}
 
 
 class RateLimitRead(BaseModel):
@@ -22,10 +30,16 @@ class RateLimitRead(BaseModel):
 
 
 class RateLimitUpdate(BaseModel):
-    limits: dict[str, int | None] = Field(
-        default_factory=dict, description="Rule name -> new limit (an integer >= 0, or null for no limit)."
+    limits: dict[str, DbInteger | None] = Field(
+        default_factory=dict,
+        description="Rule name -> new limit (an integer >= 0, or null for no limit).",
+        json_schema_extra={"properties": RULE_LIMITS, "additionalProperties": False},
     )
-    reset: list[str] = Field(default_factory=list, description="Rule names to return to their defaults.")
+    reset: list[str] = Field(
+        default_factory=list,
+        description="Rule names to return to their defaults.",
+        json_schema_extra={"items": {"type": "string", "enum": RULE_NAMES}},
+    )
 
 
 class UsageRead(BaseModel):

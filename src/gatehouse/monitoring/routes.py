@@ -107,7 +107,31 @@ async def get_health(health: HealthDep) -> HealthReport:
     return await health.report()
 
 
-@router.get("/admin/events", tags=["events"], dependencies=MONITOR)
+# One server-sent event of /admin/events, as its fields (the `data` field is JSON text).
+SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "event": {"type": "string"},
+        "data": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+}
+
+
+@router.get(
+    "/admin/events",
+    tags=["events"],
+    dependencies=MONITOR,
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "Server-sent events: `id`, `event` (the kind) and `data` (a JSON object) per event; a "
+            "`gap` event when events after Last-Event-ID are no longer kept.",
+            "content": {"text/event-stream": {"schema": SSE_EVENT}},
+        }
+    },
+)
 async def events(
     feed: FeedDep,
     last_event_id: Annotated[

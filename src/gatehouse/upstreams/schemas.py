@@ -3,12 +3,31 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, SecretStr, WithJsonSchema
+from yarl import URL
 
 from gatehouse.fields import Text
 from gatehouse.upstreams.health import OverrideState
+
+# For the document: what the service accepts (it answers 400 invalid_upstream, naming the field, for the rest).
+KINDS: list[JsonValue] = ["ollama", "openai", "anthropic"]
+BASE_URL_PATTERN = r"^https?://[^\s/?#\u0000-\u001f\u007f-\u009f]+([/?#][^\u0000]*)?$"
+
+
+def _usable_url(value: str | None) -> str | None:
+    """A base_url the upstream's HTTP client can parse (yarl, under aiohttp): a host that cannot be IDNA-encoded,
+    say, is refused here (422 naming base_url) instead of failing when the upstream is built."""
+    if value is not None:
+        try:
+            URL(value)
+        except (ValueError, UnicodeError) as exc:
+            raise ValueError(f"not a usable URL ({exc}): e.g. http://gpu-1:11434 or https://api.openai.com") from None
+    return value
+
+
+BaseUrl = Annotated[Text | None, AfterValidator(_usable_url)]
 
 
 class UpstreamFields(BaseModel):
@@ -20,9 +39,13 @@ class UpstreamFields(BaseModel):
         None,
         description="`ollama` (Ollama's API), `openai` (any OpenAI-compatible server) or `anthropic` (Anthropic's "
         "Messages API).",
+        json_schema_extra={"enum": [*KINDS, None]},
     )
-    base_url: Text | None = Field(
-        None, max_length=2000, description="e.g. http://gpu-1:11434 or https://api.openai.com"
+    base_url: BaseUrl = Field(
+        None,
+        max_length=2000,
+        description="e.g. http://gpu-1:11434 or https://api.openai.com",
+        json_schema_extra={"pattern": BASE_URL_PATTERN},
     )
     api_key: SecretStr | None = Field(
         None,
@@ -52,8 +75,12 @@ class UpstreamFields(BaseModel):
 
 class UpstreamCreate(UpstreamFields):
     name: Text = Field(max_length=100, description="Unique; letters, digits, dots, dashes, underscores.")
-    kind: str | None = Field(description="`ollama`, `openai` or `anthropic`.")
-    base_url: Text | None = Field(max_length=2000)
+    kind: str | None = Field(description="`ollama`, `openai` or `anthropic`.", json_schema_extra={"enum": KINDS})
+    # Required and not null in the document: every kind needs one (the service answers 400 invalid_upstream).
+    base_url: Annotated[
+        BaseUrl,
+        WithJsonSchema({"type": "string", "maxLength": 2000, "pattern": BASE_URL_PATTERN}),
+    ] = Field(max_length=2000)
 
 
 class UpstreamUpdate(UpstreamFields):

@@ -17,7 +17,7 @@ from gatehouse.auth.errors import UserNotFound
 from gatehouse.auth.roles import Role
 from gatehouse.core.components import provided
 from gatehouse.deps import ActorDep, BusDep, SessionDep
-from gatehouse.errors import errors
+from gatehouse.errors import ErrorBody, errors
 from gatehouse.fields import MAX_DB_INT, IdPath
 from gatehouse.settings import Settings
 from gatehouse.upstreams.registry import UpstreamRegistry
@@ -49,7 +49,13 @@ async def access_policy(
     tags=["admin"],
     dependencies=ADMIN,
     responses=errors(InvalidRule, UserNotFound, GroupNotFound)
-    | {200: {"model": RuleRead, "description": "The same rule exists already: it is returned unchanged."}},
+    | {
+        200: {"model": RuleRead, "description": "The same rule exists already: it is returned unchanged."},
+        409: {
+            "model": ErrorBody,
+            "description": "`invalid_rule`: a rule for the same pattern with the other effect exists; remove it first.",
+        },
+    },
 )
 async def add_rule(body: RuleCreate, response: Response, session: SessionDep, actor: ActorDep, bus: BusDep) -> RuleRead:
     """Allow or deny a user or a group models (by the name clients ask for) or upstreams, by `*` pattern; in force

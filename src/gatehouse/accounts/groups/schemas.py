@@ -6,7 +6,7 @@ import unicodedata
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
 from gatehouse.auth.roles import Role, UserStatus
 from gatehouse.fields import Text
@@ -36,19 +36,27 @@ def clean_description(value: str) -> str:
 
 
 GroupName = Annotated[Text, AfterValidator(clean_name)]
+# clean_name's rule for the document: a visible character, no control characters (the length is checked trimmed).
+NAME_PATTERN = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
 Description = Annotated[Text, AfterValidator(clean_description)]
 
 
 class GroupCreate(BaseModel):
-    name: GroupName = Field(description="1-100 characters, unique whatever their case.")
+    name: GroupName = Field(
+        description="1-100 characters, unique whatever their case.", json_schema_extra={"pattern": NAME_PATTERN}
+    )
     description: Description = ""
 
 
 class GroupUpdate(BaseModel):
     """Only the fields sent change."""
 
-    name: GroupName | None = Field(default=None, description="A new name (renames the group).")
-    description: Description | None = None
+    # Not nullable in the document: the validator below refuses null, naming the field (left out: unchanged).
+    name: Annotated[
+        GroupName | None,
+        WithJsonSchema({"type": "string", "pattern": NAME_PATTERN, "description": "A new name (renames the group)."}),
+    ] = None
+    description: Annotated[Description | None, WithJsonSchema({"type": "string", "pattern": r"^[^\u0000]*$"})] = None
 
     @model_validator(mode="after")
     def _no_nulls(self) -> GroupUpdate:

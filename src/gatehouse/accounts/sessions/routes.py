@@ -78,7 +78,7 @@ me = APIRouter(tags=["me"])
 
 @me.post(
     "/me/password",
-    responses=errors(WrongPassword, WeakPassword),
+    responses=errors(WrongPassword, WeakPassword, LoginLocked),
     response_model=PasswordChanged,
     dependencies=[require(Role.USER)],
 )

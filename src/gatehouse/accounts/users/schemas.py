@@ -8,7 +8,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field
 
 from gatehouse.accounts.groups.schemas import GroupRef
 from gatehouse.auth.roles import Role, UserStatus
-from gatehouse.fields import Text
+from gatehouse.fields import Count, SmallCount, Text
 
 
 class UserRead(BaseModel):
@@ -57,12 +57,12 @@ class UserPage(BaseModel):
 class UserAdminUpdate(BaseModel):
     """Only the fields sent change; `null` for a quota means unlimited."""
 
-    display_name: Text | None = Field(default=None, max_length=200)
-    # Not nullable (a user always has a role and a status): left out, they stay as they are.
+    # Not nullable (a user always has a name, a role and a status): left out, they stay as they are.
+    display_name: Text = Field(default=None, max_length=200)  # type: ignore[assignment]
     role: Role = Field(default=None, description="Left out: unchanged.")  # type: ignore[assignment]
     status: UserStatus = Field(default=None, description="Left out: unchanged.")  # type: ignore[assignment]
-    messages_per_day: int | None = Field(default=None, ge=0, le=2**31 - 1)
-    tokens_per_day: int | None = Field(default=None, ge=0, le=2**62)
+    messages_per_day: SmallCount | None = None
+    tokens_per_day: Count | None = None
 
 
 class BlockRequest(BaseModel):
