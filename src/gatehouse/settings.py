@@ -137,6 +137,9 @@ class Settings(BaseSettings):
     demo_upstream: bool | None = None  # None: on when no upstream is configured
     upstream_connect_timeout: float = Field(default=5.0, gt=0)
     upstream_read_timeout: float = Field(default=300.0, gt=0)
+    # The most of one answer Gatehouse holds in memory: a whole (non-streamed) answer, or one line of a stream
+    # (a stream as a whole is relayed as it comes, with backpressure). Beyond it: upstream_bad_response.
+    upstream_max_answer_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024)
     model_refresh_seconds: float = Field(default=60.0, ge=0)  # model discovery; 0: discover at start only
     # Health: background probes every UPSTREAM_PROBE_SECONDS (0: none), a circuit breaker after consecutive
     # failed requests (0: never open), and "degraded" for probes slower than UPSTREAM_DEGRADED_MS.

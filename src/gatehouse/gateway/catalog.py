@@ -23,7 +23,7 @@ from gatehouse.core.logging import get_logger
 from gatehouse.gateway.errors import ModelNotFound
 from gatehouse.gateway.streams.registry import StreamRegistry
 from gatehouse.upstreams.config import UpstreamKind
-from gatehouse.upstreams.providers import DEMO_EMBED_MODEL, UpstreamTimedOut, UpstreamUnreachable
+from gatehouse.upstreams.providers import DEMO_EMBED_MODEL, UpstreamTimedOut, UpstreamTooLarge, UpstreamUnreachable
 from gatehouse.upstreams.registry import UpstreamRegistry
 from gatehouse.upstreams.upstream import Route
 
@@ -107,7 +107,7 @@ async def _upstream_show(route: Route, *, verbose: bool) -> JSON | None:
         if response.status != 200:
             return None
         data = orjson.loads(raw)
-    except (TimeoutError, UpstreamTimedOut, UpstreamUnreachable, orjson.JSONDecodeError) as exc:
+    except (TimeoutError, UpstreamTimedOut, UpstreamTooLarge, UpstreamUnreachable, orjson.JSONDecodeError) as exc:
         log.warning("upstream_show_failed", upstream=route.upstream.name, error=f"{type(exc).__name__}: {exc}")
         return None
     return data if isinstance(data, dict) else None

@@ -62,6 +62,7 @@ from gatehouse.upstreams.providers import (
     EMBED_PATH,
     UpstreamResponse,
     UpstreamTimedOut,
+    UpstreamTooLarge,
     UpstreamUnreachable,
 )
 from gatehouse.upstreams.registry import UpstreamRegistry
@@ -111,8 +112,8 @@ def resolve_routes(gateway: Gateway, call: Call) -> list[Route]:
 async def _error_from_status(route: Route, response: UpstreamResponse) -> GatehouseError:
     try:
         raw = (await response.read())[:MAX_ERROR_BODY]
-    except (UpstreamUnreachable, UpstreamTimedOut):
-        raw = b""  # the error body itself broke off; the status says enough
+    except (UpstreamUnreachable, UpstreamTimedOut, UpstreamTooLarge):
+        raw = b""  # the error body itself broke off (or is absurd); the status says enough
     finally:
         response.close()
     message = upstream_message(raw)
@@ -165,8 +166,9 @@ async def open_upstream(
     *,
     headers: dict[str, str] | None = None,
 ) -> tuple[Route, UpstreamResponse]:
-    """Send to the first upstream that answers; fail over on connection errors, timeouts and 5xx (no byte sent
-    to the client yet). Each outcome feeds that upstream's circuit breaker."""
+    """Send to the first upstream that answers; fail over on connection errors, timeouts, 404, 429 and 5xx (no byte
+    sent to the client yet). Each outcome feeds that upstream's circuit breaker (a 429 does not: it is busy, not
+    broken)."""
     registry = gateway.upstreams
     tracer = gateway.tracer
     last_error: GatehouseError | None = None
@@ -224,8 +226,9 @@ async def open_upstream(
             error = await _error_from_status(route, response)
         finally:
             registry.release(upstream)  # counted by _post_counted until its answer was read
-        # A 404 (model not there) or a 5xx may be served by the next upstream of the chain; other 4xx would not.
-        if response.status < 500 and response.status != 404:
+        # A 404 (model not there), a 429 (that upstream's own limit: its Retry-After is passed on when no other
+        # upstream takes the request) or a 5xx may be served by the next upstream of the chain; other 4xx would not.
+        if response.status < 500 and response.status not in (404, 429):
             raise error
         if response.status >= 500:
             registry.request_failed(upstream, f"answered {response.status}")
@@ -589,6 +592,8 @@ async def _read_whole(route: Route, response: UpstreamResponse, call: Call | Non
         return await response.read()
     except UpstreamTimedOut as exc:
         raise UpstreamTimeout(f"Upstream {route.provider.name} did not finish in time.") from exc
+    except UpstreamTooLarge as exc:
+        raise UpstreamBadResponse(f"Upstream {route.provider.name} sent {exc}.") from exc
     except UpstreamUnreachable as exc:
         if call is not None and call.terminated:
             raise call.termination() from exc

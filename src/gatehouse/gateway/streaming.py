@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
@@ -32,7 +33,7 @@ from gatehouse.gateway.errors import (
 from gatehouse.gateway.translate import anthropic
 from gatehouse.gateway.translate.common import UpstreamStreamError, error_message
 from gatehouse.gateway.translate.usage import usage_from_ollama, usage_from_openai
-from gatehouse.upstreams.providers import UpstreamResponse, UpstreamTimedOut, UpstreamUnreachable
+from gatehouse.upstreams.providers import UpstreamResponse, UpstreamTimedOut, UpstreamTooLarge, UpstreamUnreachable
 from gatehouse.upstreams.upstream import Route
 
 log = get_logger("gatehouse.gateway")
@@ -42,6 +43,9 @@ Encoder = ir.Encoder
 
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+# A chunk that carries a token: some text, or a tool call. The first chunk of an OpenAI stream, {"role": "assistant",
+# "content": ""}, carries none; counting it charged a stream cut short (no upstream usage) one token too many.
+OPENAI_TOKEN_CHUNK = re.compile(rb'"(?:content|text)"\s*:\s*"[^"]|"tool_calls"')
 
 
 def upstream_message(raw: bytes) -> str:
@@ -74,6 +78,10 @@ class Framing(Protocol):
 
 class Relay:
     """Turns upstream lines into client bytes for one protocol pair."""
+
+    # Whether the upstream's stream reached its protocol's final event; a passthrough starts False and sets it, and
+    # a stream that ends before is an upstream that broke off (a clean close of the body is no proof of an answer).
+    ended = True
 
     def __init__(self, call: Call, framing: Framing) -> None:
         self.call = call
@@ -110,7 +118,11 @@ def _sse_payload(line: bytes) -> bytes | None:
 
 
 class OpenAIPassthrough(Relay):
-    """An OpenAI-compatible upstream's SSE to an OpenAI client: chat completions or legacy completions."""
+    """An OpenAI-compatible upstream's SSE to an OpenAI client: chat completions or legacy completions. Every chunk
+    is checked to be JSON (a client must never get a broken one); the stream has ended with `[DONE]` or a chunk
+    with a finish_reason (some servers send no `[DONE]`)."""
+
+    ended = False
 
     def __init__(self, call: Call, framing: Framing, client_wants_usage: bool) -> None:
         super().__init__(call, framing)
@@ -121,19 +133,26 @@ class OpenAIPassthrough(Relay):
         if payload is None:
             return line + b"\n\n" if line.startswith(b":") else (line + b"\n" if line else b"")
         if payload == b"[DONE]":
+            self.ended = True
             return b"data: [DONE]\n\n"
-        # Usage is asked for on every stream, so most chunks carry "usage":null: parse only a real one.
+        obj = orjson.loads(payload)
+        if not isinstance(obj, dict):
+            raise ValueError("a stream chunk that is not a JSON object")
+        if not self.ended and b'"finish_reason":' in payload:
+            choices = obj.get("choices")
+            self.ended = isinstance(choices, list) and any(
+                isinstance(c, dict) and c.get("finish_reason") for c in choices
+            )
+        # Usage is asked for on every stream, so most chunks carry "usage":null: look only at a real one.
         if b'"usage":{' in payload or b'"usage": {' in payload or b'"error"' in payload:
-            obj = orjson.loads(payload)
-            if isinstance(obj, dict):
-                if obj.get("error"):
-                    raise UpstreamStreamError(upstream_message(payload))
-                usage = usage_from_openai(obj)
-                if usage is not None:
-                    self.call.set_usage(usage)
-                    if not self.client_wants_usage and not obj.get("choices"):
-                        return b""
-        if b'"content"' in payload or b'"tool_calls"' in payload or b'"text"' in payload:
+            if obj.get("error"):
+                raise UpstreamStreamError(upstream_message(payload))
+            usage = usage_from_openai(obj)
+            if usage is not None:
+                self.call.set_usage(usage)
+                if not self.client_wants_usage and not obj.get("choices"):
+                    return b""
+        if OPENAI_TOKEN_CHUNK.search(payload):
             self.call.saw_token()
         if self.renames:
             payload = self._renamed(payload)
@@ -141,17 +160,22 @@ class OpenAIPassthrough(Relay):
 
 
 class OllamaPassthrough(Relay):
-    """Ollama's NDJSON to an Ollama client: chat or generate."""
+    """Ollama's NDJSON to an Ollama client: chat or generate. Every line is checked to be a JSON object; the
+    stream has ended with a `done` one."""
+
+    ended = False
 
     def feed(self, line: bytes) -> bytes:
         if not line.strip():
             return b""
-        if b'"done":true' in line or b'"done": true' in line or b'"error"' in line:
-            obj = orjson.loads(line)
-            if isinstance(obj, dict):
-                if obj.get("error"):
-                    raise UpstreamStreamError(str(obj["error"]))
-                self.call.set_usage(usage_from_ollama(obj))
+        obj = orjson.loads(line)
+        if not isinstance(obj, dict):
+            raise ValueError("a stream line that is not a JSON object")
+        if obj.get("error"):
+            raise UpstreamStreamError(str(obj["error"]))
+        if obj.get("done") is True:
+            self.ended = True
+            self.call.set_usage(usage_from_ollama(obj))
         else:
             self.call.saw_token()
         if self.renames:
@@ -163,16 +187,22 @@ class AnthropicPassthrough(Relay):
     """An Anthropic upstream's Messages stream to an Anthropic client: usage from message_start (the prompt) and
     message_delta (the output, and the prompt again where the server says it last)."""
 
+    ended = False
+
     def __init__(self, call: Call, framing: Framing) -> None:
         super().__init__(call, framing)
         self.usage: dict[str, Any] = {}
 
     def feed(self, line: bytes) -> bytes:
         if line.startswith(b"data:"):
+            event = orjson.loads(line[5:])
+            if not isinstance(event, dict):
+                raise ValueError("a stream event that is not a JSON object")
             if b'"content_block_delta"' in line:
                 self.call.saw_token()
+            elif b'"message_stop"' in line:
+                self.ended = event.get("type") == "message_stop"
             elif b'"message_start"' in line or b'"message_delta"' in line or b'"type":"error"' in line:
-                event = orjson.loads(line[5:])
                 kind = event.get("type")
                 if kind == "error":
                     raise UpstreamStreamError(error_message(event))
@@ -196,17 +226,22 @@ class ResponsesPassthrough(Relay):
         self.on_final = on_final
         self.final: JSON | None = None
 
+    ended = False
+
     def feed(self, line: bytes) -> bytes:
         if line.startswith(b"data:"):
+            event = orjson.loads(line[5:])
+            if not isinstance(event, dict):
+                raise ValueError("a stream event that is not a JSON object")
             if b'.delta"' in line:
                 self.call.saw_token()
             elif b'"response.completed"' in line or b'"response.incomplete"' in line or b'"error"' in line:
-                event = orjson.loads(line[5:])
                 kind = event.get("type")
                 if kind == "error":
                     raise UpstreamStreamError(error_message(event))
                 response = event.get("response")
                 if kind in ("response.completed", "response.incomplete") and isinstance(response, dict):
+                    self.ended = True
                     usage = response.get("usage")
                     if isinstance(usage, dict):
                         details = usage.get("input_tokens_details")
@@ -372,6 +407,10 @@ async def _relay_stream(
     error: GatehouseError
     try:
         async for batch in response.lines(idle=ping_seconds):
+            # Once the client is gone uvicorn's send returns at once, and an upstream faster than the relay always
+            # has a line buffered: without this turn of the loop nothing here would ever wait, the disconnect would
+            # never be heard, and the whole answer would be read (and paid for) for nobody.
+            await asyncio.sleep(0)
             if call.terminated:
                 break  # an in-process upstream (the demo) is not stopped by closing: stop reading it
             if batch is None:  # the upstream has been silent for ping_seconds
@@ -394,6 +433,8 @@ async def _relay_stream(
                 yield out
         if call.terminated:
             raise call.termination()
+        if not relay.ended:
+            raise UpstreamUnreachable("the stream ended before its final event")
         tail = relay.finish()
         await relay.complete()
         if tail:
@@ -406,6 +447,8 @@ async def _relay_stream(
         error = UpstreamFailed(f"Upstream {call.upstream} reported an error: {exc}")
     except UpstreamTimedOut:
         error = UpstreamTimeout(f"Upstream {call.upstream} went silent mid-answer (read timeout).")
+    except UpstreamTooLarge as exc:
+        error = UpstreamBadResponse(f"Upstream {call.upstream} sent {exc}.")
     except UpstreamUnreachable as exc:
         if call.terminated:
             error = call.termination()

@@ -30,7 +30,9 @@ MODELS_PATH = {
 }
 MODEL_PAGES = 20  # an Anthropic model list is paged: at most this many pages are read
 ANTHROPIC_PAGE = "1000"  # models a page (Anthropic's most)
-MAX_LINE_BYTES = 8 * 1024 * 1024
+MAX_LINE_BYTES = 8 * 1024 * 1024  # of a response head's lines
+MAX_ANSWER_BYTES = 16 * 1024 * 1024  # UPSTREAM_MAX_ANSWER_BYTES's default
+READ_BUFFER_BYTES = 256 * 1024
 
 
 class UpstreamUnreachable(Exception):
@@ -39,6 +41,10 @@ class UpstreamUnreachable(Exception):
 
 class UpstreamTimedOut(Exception):
     """The upstream did not answer within its read timeout."""
+
+
+class UpstreamTooLarge(Exception):
+    """A whole answer, or one line of a stream, is larger than UPSTREAM_MAX_ANSWER_BYTES."""
 
 
 class UpstreamResponse:
@@ -71,14 +77,30 @@ def _salvage(content: aiohttp.StreamReader) -> bytes:
 
 
 class HttpUpstreamResponse(UpstreamResponse):
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, max_bytes: int = MAX_ANSWER_BYTES) -> None:
         self._response = response
         self.status = response.status
         self.headers = {k.lower(): v for k, v in response.headers.items()}
+        self.max_bytes = max_bytes
+
+    def _too_large(self, what: str) -> UpstreamTooLarge:
+        return UpstreamTooLarge(f"{what} larger than {self.max_bytes} bytes (UPSTREAM_MAX_ANSWER_BYTES)")
 
     async def read(self) -> bytes:
+        limit = self.max_bytes
         try:
-            return await self._response.read()
+            length = self._response.content_length
+            if length is not None and length > limit:
+                raise self._too_large("an answer")
+            content = self._response.content
+            chunks: list[bytes] = []
+            size = 0
+            while chunk := await content.readany():
+                size += len(chunk)
+                if size > limit:
+                    raise self._too_large("an answer")
+                chunks.append(chunk)
+            return b"".join(chunks)
         except TimeoutError as exc:
             raise UpstreamTimedOut(str(exc) or "read timeout") from exc
         except aiohttp.ClientError as exc:
@@ -119,12 +141,18 @@ class HttpUpstreamResponse(UpstreamResponse):
                     return
                 if b"\n" not in chunk:
                     pending += chunk
-                    if len(pending) > MAX_LINE_BYTES:
-                        raise UpstreamUnreachable(f"the upstream sent a line longer than {MAX_LINE_BYTES} bytes")
+                    if len(pending) > self.max_bytes:
+                        raise self._too_large("a stream line")
                     continue
                 parts = (pending + chunk if pending else chunk).split(b"\n")
                 pending = parts.pop()
-                yield [part.removesuffix(b"\r") for part in parts]
+                large = next((i for i, part in enumerate(parts) if len(part) > self.max_bytes), None)
+                if large is not None:
+                    del parts[large:]  # the lines before the large one still reach the client
+                if parts:
+                    yield [part.removesuffix(b"\r") for part in parts]
+                if large is not None or len(pending) > self.max_bytes:
+                    raise self._too_large("a stream line")
         except TimeoutError as exc:
             raise UpstreamTimedOut(str(exc) or "read timeout") from exc
         except aiohttp.ClientPayloadError as exc:
@@ -167,10 +195,18 @@ class Provider:
 class HttpProvider(Provider):
     """Ollama's native API or an OpenAI-compatible server, over one keep-alive pool."""
 
-    def __init__(self, config: UpstreamConfig, *, connect_timeout: float, read_timeout: float) -> None:
+    def __init__(
+        self,
+        config: UpstreamConfig,
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
+    ) -> None:
         super().__init__(config)
         self.connect_timeout = config.connect_timeout or connect_timeout
         self.read_timeout = config.read_timeout or read_timeout
+        self.max_answer_bytes = max_answer_bytes
         self._session: aiohttp.ClientSession | None = None
         self._headers = {"content-type": "application/json"}
         key = config.resolved_api_key()
@@ -196,7 +232,9 @@ class HttpProvider(Provider):
             connector=connector,
             timeout=timeout,
             headers=self._headers,
-            read_bufsize=2**20,  # also the longest SSE/NDJSON line readline() accepts
+            # What is read ahead of the relay (aiohttp pauses the socket at twice this): per stream, what the server
+            # holds for a client that reads slowly or not at all. Lines longer than this are fine (lines() joins).
+            read_bufsize=READ_BUFFER_BYTES,
             max_line_size=MAX_LINE_BYTES,
             max_field_size=MAX_LINE_BYTES,
             auto_decompress=True,
@@ -225,7 +263,7 @@ class HttpProvider(Provider):
             raise UpstreamTimedOut(f"no answer within {self.read_timeout} s") from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise UpstreamUnreachable(f"{type(exc).__name__}: {exc}") from exc
-        return HttpUpstreamResponse(response)
+        return HttpUpstreamResponse(response, self.max_answer_bytes)
 
     async def list_models(self, within: float = 10.0) -> list[str]:
         if self.kind is UpstreamKind.ANTHROPIC:
@@ -526,8 +564,12 @@ class DemoProvider(Provider):
         )
 
 
-def create_provider(config: UpstreamConfig, *, connect_timeout: float, read_timeout: float) -> Provider:
+def create_provider(
+    config: UpstreamConfig, *, connect_timeout: float, read_timeout: float, max_answer_bytes: int = MAX_ANSWER_BYTES
+) -> Provider:
     """The adapter for an upstream's kind."""
     if config.kind is UpstreamKind.DEMO:
         return DemoProvider(config)
-    return HttpProvider(config, connect_timeout=connect_timeout, read_timeout=read_timeout)
+    return HttpProvider(
+        config, connect_timeout=connect_timeout, read_timeout=read_timeout, max_answer_bytes=max_answer_bytes
+    )

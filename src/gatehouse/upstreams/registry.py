@@ -98,12 +98,14 @@ class UpstreamRegistry:
             await upstream.provider.close()
 
     async def _run_forever(self, interval: float) -> None:
-        last_reload = time.monotonic()
+        last_reload = last_probe = time.monotonic()
         step = min(interval, RELOAD_SECONDS) if interval > 0 else RELOAD_SECONDS
         while True:
             await asyncio.sleep(step)
             try:
-                if interval > 0:
+                # Every `interval`, not every step: an interval longer than RELOAD_SECONDS is not shortened to it.
+                if interval > 0 and time.monotonic() - last_probe >= interval - 0.001:
+                    last_probe = time.monotonic()
                     await self.probe_all()
                 if self.sessionmaker is not None and time.monotonic() - last_reload >= RELOAD_SECONDS:
                     last_reload = time.monotonic()
@@ -191,6 +193,7 @@ class UpstreamRegistry:
             want.config,
             connect_timeout=settings.upstream_connect_timeout,
             read_timeout=settings.upstream_read_timeout,
+            max_answer_bytes=settings.upstream_max_answer_bytes,
         )
         await provider.start()
         health = Health(
