@@ -39,6 +39,7 @@ Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 Proto = Literal["openai", "ollama", "anthropic"]
 
 REQUEST_LOG_SIZE = 100
+YIELD_EVERY = 16  # an unpaced stream lets the event loop run after this many tokens (to notice a disconnect)
 # The HTTP status Anthropic gives each error type it names.
 ANTHROPIC_STATUS = {
     "invalid_request_error": 400,
@@ -552,7 +553,13 @@ class Core:
                 if midfail:
                     break
                 return await self._break_stream(behaviour, plan, i, watch, send, midfail_partial)
-            await watch.pause(plan.delay)
+            if plan.delay:
+                await watch.pause(plan.delay)
+            elif not i % YIELD_EVERY:
+                # Unpaced, every send may return at once (uvicorn drops writes to a closed connection): without a
+                # turn of the loop now and then the disconnect would never be seen, and the ledger would count an
+                # answer nobody received as finished.
+                await asyncio.sleep(0)
             if watch.gone:
                 stats.disconnects += 1
                 self._cut_short(plan, i)
