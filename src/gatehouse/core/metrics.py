@@ -7,6 +7,7 @@ per-process file there and a scrape, whichever worker answers it, sums the files
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import time
@@ -57,6 +58,10 @@ GATEWAY_REQUESTS = Counter(
 )
 ACTIVE_STREAMS = Gauge(
     "gatehouse_active_streams", "Streams being relayed now (all workers)", multiprocess_mode="livesum"
+)
+# Set at each scrape (count_event_loop_tasks): a number that keeps growing under steady traffic is a task leak.
+EVENT_LOOP_TASKS = Gauge(
+    "gatehouse_event_loop_tasks", "asyncio tasks alive in the event loop (all workers)", multiprocess_mode="livesum"
 )
 STREAM_DURATION = Histogram(
     "gatehouse_stream_duration_seconds",
@@ -297,6 +302,11 @@ def instrument_engine(engine: AsyncEngine) -> None:
     if not event.contains(target, "before_cursor_execute", _before_statement):
         event.listen(target, "before_cursor_execute", _before_statement)
         event.listen(target, "after_cursor_execute", _after_statement)
+
+
+def count_event_loop_tasks() -> None:
+    """Set gatehouse_event_loop_tasks; called on the event loop, before a scrape."""
+    EVENT_LOOP_TASKS.set(len(asyncio.all_tasks()))
 
 
 def scrape() -> bytes:

@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 from gatehouse.auth.access import public, require
 from gatehouse.auth.roles import Role
 from gatehouse.core.components import provided
-from gatehouse.core.metrics import scrape
+from gatehouse.core.metrics import count_event_loop_tasks, scrape
 from gatehouse.db.base import utcnow
 from gatehouse.deps import DatabaseDep, FeedDep
 from gatehouse.errors import ValidationFailed
@@ -59,6 +59,7 @@ async def readyz(health: HealthDep) -> JSONResponse:
 )
 async def metrics() -> Response:
     """Every metric of this process, or of all workers under `gatehouse serve --workers N`."""
+    count_event_loop_tasks()  # on the loop, which the scrape's thread is not
     # Off the loop: in multiprocess mode a scrape reads every worker's files.
     return Response(await asyncio.to_thread(scrape), media_type=CONTENT_TYPE_LATEST)
 

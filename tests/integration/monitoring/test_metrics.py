@@ -20,6 +20,7 @@ FAMILIES = {
     "gatehouse_upstream_ttft_seconds": True,
     "gatehouse_tokens": True,
     "gatehouse_active_streams": True,
+    "gatehouse_event_loop_tasks": True,
     "gatehouse_stream_duration_seconds": True,
     "quota_blocks": True,
     "rate_limit_hits": False,
