@@ -254,8 +254,17 @@ class HttpProvider(Provider):
     async def post(
         self, path: str, body: JSON, *, stream: bool, headers: dict[str, str] | None = None
     ) -> UpstreamResponse:
+        started = time.monotonic()
         try:
-            response = await self.session.post(path.lstrip("/"), data=orjson.dumps(body), headers=headers)
+            try:
+                response = await self.session.post(path.lstrip("/"), data=orjson.dumps(body), headers=headers)
+            except aiohttp.SocketTimeoutError:
+                if time.monotonic() - started >= self.read_timeout / 2:
+                    raise
+                # A read timeout long before the read timeout: a pooled connection whose timer outlived its last
+                # answer (aiohttp re-arms it when a stream that was held back by a slow client resumes after its
+                # end) and fired while it was idle. That connection is closed now; the request goes on a fresh one.
+                response = await self.session.post(path.lstrip("/"), data=orjson.dumps(body), headers=headers)
         except aiohttp.ConnectionTimeoutError as exc:
             # No connection within the connect timeout: nothing was sent, so another upstream may take it.
             raise UpstreamUnreachable(f"no connection within {self.connect_timeout} s") from exc
