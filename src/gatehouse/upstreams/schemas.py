@@ -29,6 +29,11 @@ def _usable_url(value: str | None) -> str | None:
 
 BaseUrl = Annotated[Text | None, AfterValidator(_usable_url)]
 
+# An extra header sent upstream must be one HTTP can carry: a token name, a value of visible characters
+# (ASCII, with spaces and tabs); anything else failed when the upstream was built (500).
+HeaderName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")]
+HeaderValue = Annotated[str, Field(max_length=8000, pattern=r"^[\t\u0020-\u007e]*$")]
+
 
 class UpstreamFields(BaseModel):
     """What an operator may set; checked again by the service (400 naming the field)."""
@@ -55,7 +60,7 @@ class UpstreamFields(BaseModel):
     api_key_env: Text | None = Field(None, max_length=200, description="Or: the environment variable holding the key.")
     models: list[Text] | None = Field(None, description="Models it serves; empty: discovered from the upstream.")
     discover: bool | None = None
-    headers: dict[str, Text] | None = Field(
+    headers: dict[HeaderName, HeaderValue] | None = Field(
         None,
         description="Extra request headers (values are never shown); `anthropic-version` here replaces the version "
         "an anthropic upstream is sent.",

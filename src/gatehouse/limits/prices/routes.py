@@ -23,7 +23,16 @@ TableDep = Annotated[PriceTable, provided(PriceTable)]
 ServedDep = Annotated[service.ServedModels, provided(service.ServedModels)]
 MAX_ID = 2**31 - 1
 # A model name may hold slashes (`openai/gpt-4o-mini`), hence a path parameter that takes the rest of the path.
-ModelPath = Annotated[str, Path(min_length=1, max_length=service.MAX_NAME, description="A model name or `*` pattern.")]
+# No control characters: the path's route does not match a line break, so the document must not offer one.
+ModelPath = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=service.MAX_NAME,
+        pattern=r"^[^\u0000-\u001f\u007f]+$",
+        description="A model name or `*` pattern.",
+    ),
+]
 
 
 @router.get("", response_model=PriceList, dependencies=[require(Role.MONITOR)])
