@@ -146,8 +146,11 @@ def test_revoked_key_is_refused_at_once(server: GatehouseServer) -> None:
         created = admin.post("/me/keys", json={"name": "to-revoke"}).json()
     key = created["key"]
     assert openai_client(server, key).chat.completions.create(model="oa-chat", messages=MESSAGES)  # cached now
-    with server.client(key) as client:
-        assert client.delete(f"/me/keys/{created['id']}").status_code == 200
+    with server.client(key) as client:  # a key cannot revoke itself (409 key_in_use): its owner uses another
+        refused = client.delete(f"/me/keys/{created['id']}")
+        assert refused.status_code == 409 and refused.json()["error"]["code"] == "key_in_use"
+    with server.client() as admin:
+        assert admin.delete(f"/me/keys/{created['id']}").status_code == 200
     with pytest.raises(openai.AuthenticationError):
         openai_client(server, key).chat.completions.create(model="oa-chat", messages=MESSAGES)
     with pytest.raises(ollama.ResponseError) as caught:
