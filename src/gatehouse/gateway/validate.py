@@ -125,6 +125,11 @@ def validate_chat(body: JSON) -> None:
         raise _bad('Field `format` must be "json" or a JSON schema object.', "format")
 
 
+def _token(value: Any) -> bool:
+    # A token id as JSON has it: an integer, or a float with no fraction (16.0), which JSON Schema calls one too.
+    return (isinstance(value, int) and not isinstance(value, bool)) or (type(value) is float and value.is_integer())
+
+
 def validate_embed_input(body: JSON) -> Any:
     """The `input` of an embeddings request: text, texts, or token arrays."""
     value = body.get("input", body.get("prompt"))
@@ -137,8 +142,8 @@ def validate_embed_input(body: JSON) -> Any:
         and value
         and (
             all(isinstance(v, str) for v in value)
-            or all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-            or all(isinstance(v, list) and all(isinstance(t, int) for t in v) for v in value)
+            or all(_token(v) for v in value)
+            or all(isinstance(v, list) and all(_token(t) for t in v) for v in value)
         )
     ):
         return value

@@ -220,6 +220,10 @@ class ResponsesRequest(Open):
     user: str = NOT_SENT
 
 
+# A token id: a vocabulary index, never negative (a number beyond it names no token).
+TokenId = Annotated[int, Field(ge=0, le=MAX_INT), INTEGRAL]
+
+
 class EmbeddingsRequest(Open):
     """POST /v1/embeddings."""
 
@@ -227,8 +231,8 @@ class EmbeddingsRequest(Open):
     input: (
         str
         | Annotated[list[str], Field(min_length=1, max_length=EMBED_ITEMS)]
-        | Annotated[list[Int], Field(min_length=1, max_length=EMBED_ITEMS)]
-        | Annotated[list[list[Int]], Field(min_length=1, max_length=EMBED_ITEMS)]
+        | Annotated[list[TokenId], Field(min_length=1, max_length=EMBED_ITEMS)]
+        | Annotated[list[list[TokenId]], Field(min_length=1, max_length=EMBED_ITEMS)]
     )
     dimensions: Limit = NOT_SENT
     encoding_format: Literal["float", "base64"] = NOT_SENT

@@ -12,8 +12,10 @@ from pydantic import BaseModel
 from gatehouse.auth.access import require
 from gatehouse.auth.roles import Role
 from gatehouse.core.components import provided
+from gatehouse.errors import errors
 from gatehouse.fields import Text
 from gatehouse.gateway.acting import ViewerDep
+from gatehouse.gateway.stored.errors import ResponseNotFound
 from gatehouse.gateway.stored.service import Order, StoredResponses, not_found
 
 router = APIRouter(tags=["openai"])
@@ -45,7 +47,9 @@ class InputItemList(BaseModel):
     has_more: bool
 
 
-@router.get("/v1/responses/{response_id}", response_model=dict[str, Any], dependencies=USER)
+@router.get(
+    "/v1/responses/{response_id}", responses=errors(ResponseNotFound), response_model=dict[str, Any], dependencies=USER
+)
 async def get_response(
     response_id: ResponseId, principal: ViewerDep, stored: StoredDep, include: Include = None
 ) -> dict[str, Any]:
@@ -56,7 +60,9 @@ async def get_response(
     return response
 
 
-@router.delete("/v1/responses/{response_id}", response_model=ResponseDeleted, dependencies=USER)
+@router.delete(
+    "/v1/responses/{response_id}", responses=errors(ResponseNotFound), response_model=ResponseDeleted, dependencies=USER
+)
 async def delete_response(response_id: ResponseId, principal: ViewerDep, stored: StoredDep) -> ResponseDeleted:
     """Delete one of the caller's stored responses (a later one that continued from it keeps its own items)."""
     if not await stored.delete(principal.user_id, response_id):
@@ -64,7 +70,12 @@ async def delete_response(response_id: ResponseId, principal: ViewerDep, stored:
     return ResponseDeleted(id=response_id)
 
 
-@router.get("/v1/responses/{response_id}/input_items", response_model=InputItemList, dependencies=USER)
+@router.get(
+    "/v1/responses/{response_id}/input_items",
+    responses=errors(ResponseNotFound),
+    response_model=InputItemList,
+    dependencies=USER,
+)
 async def list_input_items(
     response_id: ResponseId,
     principal: ViewerDep,

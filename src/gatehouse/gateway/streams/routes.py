@@ -7,11 +7,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
+from gatehouse.accounts.errors import RoleNotAllowed
 from gatehouse.auth.access import require
 from gatehouse.auth.roles import Role
 from gatehouse.core.components import provided
 from gatehouse.deps import ActorDep, BusDep, FeedDep, SessionDep
+from gatehouse.errors import errors
 from gatehouse.fields import Text
+from gatehouse.gateway.errors import StreamNotFound, StreamsUnavailable
 from gatehouse.gateway.streams import service
 from gatehouse.gateway.streams.registry import StreamRegistry
 
@@ -33,7 +36,11 @@ async def list_streams(streams: StreamsDep) -> dict[str, Any]:
     return {"items": items, "complete": complete}
 
 
-@router.post("/{stream_id}/terminate", dependencies=MONITOR)
+@router.post(
+    "/{stream_id}/terminate",
+    responses=errors(StreamNotFound, RoleNotAllowed, StreamsUnavailable),
+    dependencies=MONITOR,
+)
 async def terminate_stream(
     stream_id: StreamId,
     body: TerminateRequest,
