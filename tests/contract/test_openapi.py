@@ -23,10 +23,6 @@ import httpx
 
 from tests.contract.conftest import Callers
 
-# The gateway's surfaces get their request and response schemas in another change (issue 19); until it lands they
-# stay out of these runs. The lead removes this constant (and its two uses below) when it does.
-PENDING_GATEWAY_PATHS = (r"^/v1/", r"^/api/", r"^/admin/streams")
-
 # Every check, with the few exceptions it explains (what OpenAPI cannot say); see the file.
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 SEED = 19
@@ -35,18 +31,13 @@ MAX_EXAMPLES = {"user": 10, "admin": 10}
 METHODS = ("get", "put", "post", "delete", "patch")
 
 
-def pending(path: str) -> bool:
-    """Whether a path is one of the gateway's, left out until their schemas land."""
-    return any(re.search(pattern, path) for pattern in PENDING_GATEWAY_PATHS)
-
-
 def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
-    """(METHOD, path, operation) for every operation of the document but the pending ones."""
+    """(METHOD, path, operation) for every operation of the document."""
     return [
         (method.upper(), path, operation)
         for path, item in document["paths"].items()
         for method, operation in item.items()
-        if method in METHODS and not pending(path)
+        if method in METHODS
     ]
 
 
@@ -107,7 +98,7 @@ def test_a_key_cannot_revoke_itself(callers: Callers) -> None:
 def schemathesis_run(
     url: str, *, key: str, max_examples: int, include: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """`schemathesis run` over the document (minus the pending gateway paths; `include`: only these operations)."""
+    """`schemathesis run` over the whole document (`include`: only these operations)."""
     command = [
         str(Path(sys.executable).with_name("schemathesis")),
         "--config-file",
@@ -120,10 +111,11 @@ def schemathesis_run(
         str(max_examples),
         "--seed",
         str(SEED),
+        # One worker: on CPython 3.11 two threads parsing source at once (hypothesis describes its strategies'
+        # lambdas with ast.parse) can fail with "AST constructor recursion depth mismatch", a runtime error of the
+        # tool rather than of Gatehouse (seen on /api/embed's generation).
         "--workers",
-        "2",
-        "--exclude-path-regex",
-        "|".join(PENDING_GATEWAY_PATHS),
+        "1",
         "--no-color",
         "--header",
         f"Authorization: Bearer {key}",
