@@ -130,7 +130,8 @@ def test_a_client_resumes_on_the_other_replica_with_its_last_event_id(
 
 def test_a_stopping_server_ends_its_followers_at_once(tmp_path: Path) -> None:
     with fresh_database("sqlite", tmp_path) as database_url:
-        env = base_env(database_url, tmp_path / "data", DEMO_UPSTREAM="true")
+        # No drain period (SHUTDOWN_DRAIN_SECONDS, tested in tests/e2e/ha): from the stop itself, followers end at once.
+        env = base_env(database_url, tmp_path / "data", DEMO_UPSTREAM="true", SHUTDOWN_DRAIN_SECONDS="0")
         with run_gatehouse(env, workdir=tmp_path) as server, following(server) as follower:
             started = time.monotonic()
             server.process.send_signal(signal.SIGTERM)
